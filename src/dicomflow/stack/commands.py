@@ -1,0 +1,60 @@
+"""``dicomflow stack up | down | status``."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``stack`` command group."""
+    stack_app = typer.Typer(help="Run the local Kafka broker and PostgreSQL server.", no_args_is_help=True)
+    app.add_typer(stack_app, name="stack")
+
+    @stack_app.command("up")
+    def up(ctx: typer.Context) -> None:
+        """Install (first time) and start Kafka and PostgreSQL on 127.0.0.1; wait until they serve."""
+        from dicomflow.cli import settings_of
+        from dicomflow.errors import StackError
+        from dicomflow.stack import LocalStack
+
+        try:
+            statuses = LocalStack(settings_of(ctx)).up()
+        except StackError as exc:
+            typer.echo(f"stack up failed: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        _print(statuses)
+
+    @stack_app.command("down")
+    def down(ctx: typer.Context) -> None:
+        """Stop the local services by their PIDs."""
+        from dicomflow.cli import settings_of
+        from dicomflow.errors import StackError
+        from dicomflow.stack import LocalStack
+
+        stack = LocalStack(settings_of(ctx))
+        try:
+            stack.down()
+        except StackError as exc:
+            typer.echo(f"stack down failed: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        _print(stack.status())
+
+    @stack_app.command("status")
+    def status(ctx: typer.Context) -> None:
+        """Say what runs, where, with which PID."""
+        from dicomflow.cli import settings_of
+        from dicomflow.stack import LocalStack
+
+        _print(LocalStack(settings_of(ctx)).status())
+
+
+def _print(statuses: list) -> None:  # type: ignore[type-arg]
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="dicomflow local stack")
+    for col in ("service", "state", "PID", "address", "log"):
+        table.add_column(col)
+    for s in statuses:
+        table.add_row(s.name, "running" if s.running else "stopped", str(s.pid or "-"), s.address, s.log_file)
+    Console().print(table)
