@@ -1,0 +1,1 @@
+"""DICOM header -> series-state and instance records."""
