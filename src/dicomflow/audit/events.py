@@ -1,0 +1,179 @@
+"""Builders for DICOM PS3.15-style audit events (published on audit_queue as JSON).
+
+The codes are those of DICOM PS3.15 Annex A.5 / PS3.16 (DCM coding scheme):
+
+- 110100 Application Activity, type 110120 Application Start / 110121 Application Stop;
+- 110104 DICOM Instances Transferred (action C create when an archive receives);
+- 110180 Study Instance UID as participant object ID type; 110181 SOP Class UID;
+- roles 110153 Source Role ID, 110152 Destination Role ID, 110150 Application,
+  110151 Application Launcher.
+
+Outcome indicators: 0 success, 4 minor failure, 8 serious failure, 12 major failure.
+Audit events may carry PHI (patient IDs): they go to the audit topic only, never
+to info-level logs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Literal
+
+from dicomflow.models import ActiveParticipant, AuditEvent, CodedValue, ParticipantObject, now
+
+Outcome = Literal[0, 4, 8, 12]
+SUCCESS: Outcome = 0
+MINOR_FAILURE: Outcome = 4
+SERIOUS_FAILURE: Outcome = 8
+MAJOR_FAILURE: Outcome = 12
+
+APPLICATION_ACTIVITY = CodedValue(code="110100", meaning="Application Activity")
+APPLICATION_START = CodedValue(code="110120", meaning="Application Start")
+APPLICATION_STOP = CodedValue(code="110121", meaning="Application Stop")
+INSTANCES_TRANSFERRED = CodedValue(code="110104", meaning="DICOM Instances Transferred")
+#: dicomflow's own event type for a message moved to the dead-letter topic.
+DEAD_LETTERED = CodedValue(code="DLQ", scheme="99DICOMFLOW", meaning="Message Dead-Lettered")
+SOURCE_ROLE = CodedValue(code="110153", meaning="Source Role ID")
+DESTINATION_ROLE = CodedValue(code="110152", meaning="Destination Role ID")
+APPLICATION_ROLE = CodedValue(code="110150", meaning="Application")
+STUDY_UID_TYPE = CodedValue(code="110180", meaning="Study Instance UID")
+FILE_TYPE = CodedValue(code="12", scheme="RFC-3881", meaning="URI")
+
+#: Network access point type: 1 machine name, 2 IP address.
+_NAP_IP = 2
+
+
+def _application(node_id: str, ae_title: str | None, role: CodedValue, requestor: bool, address: str | None) -> ActiveParticipant:
+    return ActiveParticipant(
+        user_id=node_id,
+        alternative_user_id=f"AETITLES={ae_title}" if ae_title else None,
+        user_is_requestor=requestor,
+        role_id=role,
+        network_access_point_id=address,
+        network_access_point_type=_NAP_IP if address else None,
+    )
+
+
+def application_activity(
+    *,
+    started: bool,
+    node_id: str,
+    tenant_id: str,
+    application: str,
+    ae_title: str | None = None,
+    address: str | None = None,
+    when: dt.datetime | None = None,
+) -> AuditEvent:
+    """Application Activity (110100): a dicomflow service started or stopped."""
+    return AuditEvent(
+        event_id=APPLICATION_ACTIVITY,
+        event_type=[APPLICATION_START if started else APPLICATION_STOP],
+        event_action="E",
+        event_date_time=when or now(),
+        event_outcome=SUCCESS,
+        tenant_id=tenant_id,
+        audit_source_id=node_id,
+        active_participants=[_application(f"{node_id}/{application}", ae_title, APPLICATION_ROLE, False, address)],
+    )
+
+
+def instances_transferred(
+    *,
+    node_id: str,
+    tenant_id: str,
+    study_uid: str,
+    instance_count: int,
+    sop_classes: Sequence[str] = (),
+    patient_id: str | None = None,
+    source_ae: str | None = None,
+    source_address: str | None = None,
+    destination_ae: str | None = None,
+    destination_address: str | None = None,
+    outcome: Outcome = SUCCESS,
+    outcome_description: str | None = None,
+    when: dt.datetime | None = None,
+) -> AuditEvent:
+    """DICOM Instances Transferred (110104), one per study per association (action C).
+
+    A failure is the same event with a non-zero outcome and its description.
+    """
+    details = {"instance_count": str(instance_count)}
+    if sop_classes:
+        details["sop_classes"] = "\\".join(sorted(set(sop_classes)))
+    objects = [
+        ParticipantObject(object_id=study_uid, id_type=STUDY_UID_TYPE, type_code=2, type_code_role=3, details=details)
+    ]
+    if patient_id is not None:
+        objects.append(
+            ParticipantObject(
+                object_id=patient_id, id_type=CodedValue(code="2", scheme="RFC-3881", meaning="Patient Number"),
+                type_code=1, type_code_role=1,
+            )
+        )
+    return AuditEvent(
+        event_id=INSTANCES_TRANSFERRED,
+        event_action="C",
+        event_date_time=when or now(),
+        event_outcome=outcome,
+        event_outcome_description=outcome_description,
+        tenant_id=tenant_id,
+        audit_source_id=node_id,
+        active_participants=[
+            _application(source_ae or "unknown", source_ae, SOURCE_ROLE, True, source_address),
+            _application(node_id, destination_ae, DESTINATION_ROLE, False, destination_address),
+        ],
+        participant_objects=objects,
+    )
+
+
+def dead_lettered(
+    *,
+    node_id: str,
+    tenant_id: str,
+    source: str,
+    error_class: str,
+    reason: str,
+    file_path: str | None = None,
+    study_uid: str | None = None,
+    sop_uid: str | None = None,
+    when: dt.datetime | None = None,
+) -> AuditEvent:
+    """A store event could not be processed and went to the dead-letter topic.
+
+    ``source`` names the message (``storage_queue[2]@1234``). Outcome 8
+    (serious failure): the instance is not indexed until someone acts.
+    """
+    details = {"source": source, "error_class": error_class}
+    if sop_uid:
+        details["sop_uid"] = sop_uid
+    objects: list[ParticipantObject] = []
+    if study_uid:
+        objects.append(ParticipantObject(object_id=study_uid, id_type=STUDY_UID_TYPE, details=details))
+    if file_path:
+        objects.append(ParticipantObject(object_id=file_path, id_type=FILE_TYPE, details=details))
+    if not objects:
+        objects.append(ParticipantObject(object_id=source, id_type=CodedValue(code="MSG", scheme="99DICOMFLOW", meaning="Kafka message"), details=details))
+    return AuditEvent(
+        event_id=INSTANCES_TRANSFERRED,
+        event_type=[DEAD_LETTERED],
+        event_action="C",
+        event_date_time=when or now(),
+        event_outcome=SERIOUS_FAILURE,
+        event_outcome_description=reason[:1024],
+        tenant_id=tenant_id,
+        audit_source_id=node_id,
+        active_participants=[_application(node_id, None, APPLICATION_ROLE, False, None)],
+        participant_objects=objects,
+    )
+
+
+__all__ = [
+    "MAJOR_FAILURE",
+    "MINOR_FAILURE",
+    "SERIOUS_FAILURE",
+    "SUCCESS",
+    "Outcome",
+    "application_activity",
+    "dead_lettered",
+    "instances_transferred",
+]
