@@ -344,7 +344,7 @@ def decode(payload: bytes | str, model: type[M]) -> M:
         return result
     except msgspec.ValidationError as exc:
         problem, _, field = str(exc).partition(" - at ")
-        raise WireFormatError(model.__name__, problem, field or None) from exc
+        raise WireFormatError(model.__name__, problem, field.strip("`") or None) from exc
     except msgspec.DecodeError as exc:
         raise WireFormatError(model.__name__, f"not valid JSON: {exc}") from exc
     except (ValueError, TypeError, OverflowError, UnicodeError, RecursionError) as exc:

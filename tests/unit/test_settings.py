@@ -1,0 +1,144 @@
+"""Settings: TOML, the reference's application.json, environment, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dicomflow.errors import ConfigError
+from dicomflow.settings import Settings, as_dict, load_settings, tenant_tag
+
+
+def test_defaults_describe_the_local_stack() -> None:
+    s = load_settings()
+    assert s == Settings()
+    assert s.kafka.brokers == "127.0.0.1:19092"
+    assert s.topics.main == "storage_queue" and s.topics.dlq == "storage_queue.dlq"
+    assert s.consumer.batch_max_messages == 500 and s.consumer.batch_max_ms == 500
+
+
+def test_toml_file(tmp_path: Path) -> None:
+    path = tmp_path / "dicomflow.toml"
+    path.write_text(
+        '[kafka]\nbrokers = "k1:9092,k2:9092"\ncompression_codec = "zstd"\n'
+        '[kafka.client]\n"security.protocol" = "SASL_SSL"\n"sasl.password" = "hunter2"\n'
+        '[receiver]\nallowed_calling_aes = ["CT1", "MR1"]\n[receiver.ae_tenants]\nCT1 = "hospital-a"\n'
+        '[storage]\nroot = "/srv/dicom"\n'
+    )
+    s = load_settings(path)
+    assert s.kafka.brokers == "k1:9092,k2:9092"
+    assert s.kafka.compression_codec == "zstd"
+    assert s.kafka.client["security.protocol"] == "SASL_SSL"
+    assert s.receiver.allowed_calling_aes == ("CT1", "MR1")
+    assert s.receiver.ae_tenants["CT1"] == "hospital-a"
+    assert s.storage.root == Path("/srv/dicom")
+
+
+def test_reference_application_json(tmp_path: Path) -> None:
+    path = tmp_path / "application.json"
+    path.write_text(json.dumps({
+        "kafka": {"brokers": "192.0.2.1:9092", "queue_buffering_max_messages": 5000, "linger_ms": 20,
+                  "compression_codec": "lz4", "batch_num_messages": 100},
+        "message_queue": {"topic_main": "main_q", "topic_log": "log_q", "topic_dicom_state": "state_q",
+                          "topic_dicom_image": "image_q", "consumer_group_id": "wado"},
+        "main_database": {"dbtype": "postgresql", "url": "postgresql://u:secret@db:5432/pacs"},
+        "redis": {"url": "redis://x"},
+    }))
+    s = load_settings(path)
+    assert s.kafka.brokers == "192.0.2.1:9092"
+    assert s.kafka.queue_buffering_max_messages == 5000
+    assert s.kafka.linger_ms == 20 and s.kafka.compression_codec == "lz4"
+    assert (s.topics.main, s.topics.log, s.topics.dicom_state, s.topics.dicom_image) == ("main_q", "log_q", "state_q", "image_q")
+    assert s.topics.consumer_group_id == "wado"
+    assert s.database.conninfo() == "postgresql://u:secret@db:5432/pacs"
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    path = tmp_path / "dicomflow.toml"
+    path.write_text('[kafka]\nbrokers = "from-file:9092"\n')
+    env = {"DICOMFLOW_KAFKA_BROKERS": "from-env:9092", "DICOMFLOW_CONSUMER_BATCH_MAX_MESSAGES": "50",
+           "DICOMFLOW_RECEIVER_FSYNC": "false", "DICOMFLOW_RECEIVER_ALLOWED_CALLING_AES": "A,B", "PATH": "/bin"}
+    s = load_settings(path, env)
+    assert s.kafka.brokers == "from-env:9092"
+    assert s.consumer.batch_max_messages == 50
+    assert s.receiver.fsync is False
+    assert s.receiver.allowed_calling_aes == ("A", "B")
+
+
+def test_bad_value_names_key_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "dicomflow.toml"
+    path.write_text("[consumer]\nbatch_max_messages = \"lots\"\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.key == "consumer.batch_max_messages"
+    assert info.value.source == str(path)
+    assert "expected an integer" in str(info.value)
+
+
+def test_bad_env_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, {"DICOMFLOW_KAFKA_COMPRESSION_CODEC": "brotli"})
+    assert "DICOMFLOW_KAFKA_COMPRESSION_CODEC" in str(info.value)
+    assert "snappy" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [("[kafka]\nbrokerz = 1\n", "kafka.brokerz"), ("[nope]\nx = 1\n", "nope.x"),
+     ("[consumer]\nbatch_max_messages = 0\n", "consumer.batch_max_messages"),
+     ("[receiver]\ntenant_tag = \"zz\"\n", "receiver.tenant_tag")],
+)
+def test_unknown_or_out_of_range_keys_rejected(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.key == key
+
+
+def test_syntax_error_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("[kafka\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(path) in str(info.value)
+
+
+def test_secrets_are_masked() -> None:
+    s = load_settings(None, overrides={"database.dsn": "postgresql://u:topsecret@db/pacs",
+                                       "kafka.client": {"sasl.password": "pw", "sasl.username": "me"}})
+    shown = json.dumps(as_dict(s))
+    assert "topsecret" not in shown and '"pw"' not in shown
+    assert as_dict(s)["kafka"]["client"] == {"sasl.password": "***", "sasl.username": "me"}
+    assert as_dict(s)["database"]["password"] == "***"
+    assert as_dict(s, mask_secrets=False)["database"]["dsn"] == "postgresql://u:topsecret@db/pacs"
+
+
+def test_tenant_tag_parses_to_pydicom_int() -> None:
+    assert tenant_tag(load_settings().receiver) == 0x12111217
+
+
+def test_config_show_cli(tmp_path: Path) -> None:
+    path = tmp_path / "dicomflow.toml"
+    path.write_text('[database]\npassword = "s3cret"\n[topics]\nmain = "q1"\n')
+    out = subprocess.run([sys.executable, "-m", "dicomflow.cli", "--config", str(path), "config", "show"],
+                         capture_output=True, text=True, check=True).stdout
+    data = json.loads(out)
+    assert data["topics"]["main"] == "q1"
+    assert data["database"]["password"] == "***"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[kafka]\nlinger_ms = -x\n")
+    proc = subprocess.run([sys.executable, "-m", "dicomflow.cli", "--config", str(bad), "config", "show"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert str(bad) in proc.stderr
+
+
+def test_cli_help_lists_subcommands() -> None:
+    out = subprocess.run([sys.executable, "-m", "dicomflow.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("config", "stack"):
+        assert command in out
