@@ -176,8 +176,15 @@ class KafkaBroker:
     # ------------------------------------------------------------------ lifecycle
 
     def pid(self) -> int | None:
+        """The broker's PID if it runs; a stale pid file (PID reused) does not count."""
         pid = read_pid(self.pid_file)
-        return pid if pid_alive(pid) else None
+        if not pid_alive(pid):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return pid
+        return pid if b"kafka.Kafka" in cmdline else None
 
     def start(self, timeout_s: float = 90.0) -> int:
         """Start the broker if it is not running; return its PID once it serves requests."""

@@ -64,16 +64,41 @@ def install_postgres() -> Path:
     return found
 
 
+def _reachable_by_others(path: Path) -> bool:
+    """True when every existing ancestor of ``path`` is searchable by other users."""
+    for part in [path, *path.parents]:
+        if part.exists() and not part.stat().st_mode & 0o001:
+            return False
+    return True
+
+
 class PostgresServer:
     """initdb, start, stop and report one PostgreSQL cluster bound to 127.0.0.1."""
 
     def __init__(self, settings: StackSettings, database: DatabaseSettings) -> None:
         self.settings = settings
         self.database = database
-        self.home = settings.dir.resolve() / "postgres"
+        self.home = self._choose_home(settings.dir.resolve())
         self.data = self.home / "data"
         self.run_dir = self.home / "run"
         self.log_file = self.home / "postgres.log"
+
+    def _choose_home(self, stack_dir: Path) -> Path:
+        """``<stack dir>/postgres``, unless the server's user cannot reach it.
+
+        Why: a checkout under a private directory (mode 700, e.g. from mktemp)
+        is closed to the ``postgres`` user; the cluster then lives in
+        ``/var/tmp/dicomflow-<hash>/postgres`` instead, one per stack directory.
+        """
+        home = stack_dir / "postgres"
+        if os.geteuid() != 0 or _reachable_by_others(stack_dir):
+            return home
+        import hashlib
+
+        digest = hashlib.sha1(str(stack_dir).encode(), usedforsecurity=False).hexdigest()[:12]
+        fallback = Path("/var/tmp") / f"dicomflow-{digest}"
+        fallback.mkdir(mode=0o755, exist_ok=True)
+        return fallback / "postgres"
 
     @property
     def port(self) -> int:

@@ -40,12 +40,18 @@ def register(app: typer.Typer) -> None:
         _print(stack.status())
 
     @stack_app.command("status")
-    def status(ctx: typer.Context) -> None:
+    def status(
+        ctx: typer.Context,
+        check: bool = typer.Option(False, "--check", help="Exit 3 unless every service runs."),
+    ) -> None:
         """Say what runs, where, with which PID."""
         from dicomflow.cli import settings_of
         from dicomflow.stack import LocalStack
 
-        _print(LocalStack(settings_of(ctx)).status())
+        statuses = LocalStack(settings_of(ctx)).status()
+        _print(statuses)
+        if check and not all(s.running for s in statuses):
+            raise typer.Exit(3)
 
 
 def _print(statuses: list) -> None:  # type: ignore[type-arg]

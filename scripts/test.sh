@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up everything from scratch (system packages, .venv, Kafka jars, PostgreSQL),
+# start the local stack and run the whole test suite. Extra arguments go to pytest.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+
+say "starting the local stack (Kafka + PostgreSQL on 127.0.0.1)"
+started_here=0
+dicomflow stack status --check >/dev/null 2>&1 || started_here=1
+dicomflow stack up
+if [ "${CI:-}" = "true" ] || [ "$started_here" = 1 ] && [ "${DICOMFLOW_KEEP_STACK:-}" != "1" ]; then
+    trap 'say "stopping the local stack"; dicomflow stack down >/dev/null || true' EXIT
+fi
+
+say "running the test suite"
+python -m pytest -p no:cacheprovider "$@"
