@@ -79,6 +79,19 @@ class StoreError(DicomflowError):
     """
 
 
+class ConsumerError(DicomflowError):
+    """The Kafka consumer failed: an offset commit was refused, or the client hit an error.
+
+    Transient (retry, commit nothing past it) unless ``fatal`` is set: a fatal
+    client error means this consumer instance can never work again and the
+    process should exit so that a fresh one replaces it.
+    """
+
+    def __init__(self, message: str, *, fatal: bool = False) -> None:
+        self.fatal = fatal
+        super().__init__(message)
+
+
 class PoisonMessageError(DicomflowError):
     """A store event that can never be processed; it goes to the dead-letter topic.
 
