@@ -1,0 +1,20 @@
+"""PostgreSQL store: versioned migrations and bulk idempotent batch upserts.
+
+``PgStore`` is what the consumer pipeline writes through; ``dicomflow db
+migrate`` / ``db status`` (in :mod:`dicomflow.store.commands`) manage the schema.
+"""
+
+from dicomflow.store.exceptions import StoreDataError, StoreError
+from dicomflow.store.migrate import AppliedMigration, Migration, available_migrations
+from dicomflow.store.postgres import TABLES, PgStore, StoreStatus
+
+__all__ = [
+    "TABLES",
+    "AppliedMigration",
+    "Migration",
+    "PgStore",
+    "StoreDataError",
+    "StoreError",
+    "StoreStatus",
+    "available_migrations",
+]
