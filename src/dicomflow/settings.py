@@ -164,6 +164,9 @@ class ReceiverSettings:
     max_associations: int = 32
     #: Seconds to wait for Kafka's acknowledgement before answering a failure.
     publish_timeout_s: float = 10.0
+    #: linger.ms of the receiver's producer (overrides kafka.linger_ms there):
+    #: each C-STORE waits for its own acknowledgement, so lingering is pure latency.
+    kafka_linger_ms: int = 0
 
 
 @dataclass(frozen=True)
