@@ -1,0 +1,349 @@
+"""Topic administration, and reading a topic back from the beginning.
+
+:func:`create_topics` makes every topic of DESIGN.md (the four data topics,
+audit and the dead-letter topic) with the configured partitions, replication
+and retention. It is idempotent: a topic that exists is left as it is, even
+when its partition count differs from the settings, because adding
+partitions would move keys to other partitions and break the per-series
+order of storage_queue; the difference is reported instead.
+
+:func:`read_all` reads every message of a topic, all partitions from offset
+0 up to the end as it was when called, without joining a consumer group
+(``assign``, no commits). Tests, the demo and operators use it to see what
+really reached the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+# The documented import path; the package's type stubs do not re-export these.
+from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
+
+from dicomflow.kafka._logging import librdkafka_log
+from dicomflow.kafka.config import client_config
+from dicomflow.kafka.exceptions import TopicAdminError
+from dicomflow.settings import KafkaSettings, TopicSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """A topic as the broker describes it; ``partitions`` is None when it does not exist."""
+
+    name: str
+    partitions: int | None
+    replication_factor: int | None = None
+    retention_ms: int | None = None
+
+    @property
+    def exists(self) -> bool:
+        return self.partitions is not None
+
+
+@dataclass(frozen=True)
+class TopicOutcome:
+    """What :func:`create_topics` did with one topic, and how it differs from the settings."""
+
+    name: str
+    action: Literal["created", "exists"]
+    partitions: int
+    replication_factor: int
+    retention_ms: int | None
+    #: Differences between an existing topic and the settings (left unchanged on purpose).
+    drift: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRecord:
+    """One message read back from a topic, detached from the client."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int | None = None
+
+
+def _settings(kafka: KafkaSettings | str) -> KafkaSettings:
+    return kafka if isinstance(kafka, KafkaSettings) else KafkaSettings(brokers=kafka)
+
+
+def admin_client(kafka: KafkaSettings | str) -> AdminClient:
+    """An admin client with the shared client settings (security pass-through included)."""
+    return AdminClient(client_config(_settings(kafka), client_id="dicomflow-admin"), logger=librdkafka_log)
+
+
+def _error_text(exc: BaseException) -> str:
+    err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    return f"{err.str()} ({err.name()})" if err is not None else str(exc)
+
+
+def _is_code(exc: BaseException, code: int) -> bool:
+    return bool(exc.args) and isinstance(exc.args[0], KafkaError) and exc.args[0].code() == code
+
+
+def describe_topics(kafka: KafkaSettings | str, names: Iterable[str], *, timeout_s: float = 30.0) -> list[TopicInfo]:
+    """Partition count, replication factor and retention of each named topic (missing ones too).
+
+    Raises:
+        TopicAdminError: the broker did not answer within ``timeout_s``.
+    """
+    settings = _settings(kafka)
+    admin = admin_client(settings)
+    names = list(names)
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise TopicAdminError(f"cannot list topics on {settings.brokers}: {_error_text(exc)}") from exc
+    present = [n for n in names if n in metadata.topics and metadata.topics[n].error is None]
+    retention = _retention(admin, present, timeout_s) if present else {}
+    infos = []
+    for name in names:
+        if name not in present:
+            infos.append(TopicInfo(name, None))
+            continue
+        partitions = metadata.topics[name].partitions
+        replicas = len(partitions[0].replicas) if 0 in partitions else None
+        infos.append(TopicInfo(name, len(partitions), replicas, retention.get(name)))
+    return infos
+
+
+def list_cluster_topics(kafka: KafkaSettings | str, *, timeout_s: float = 30.0) -> list[str]:
+    """Every topic on the cluster except Kafka's internal ones, sorted.
+
+    Raises:
+        TopicAdminError: the broker did not answer within ``timeout_s``.
+    """
+    settings = _settings(kafka)
+    try:
+        metadata = admin_client(settings).list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise TopicAdminError(f"cannot list topics on {settings.brokers}: {_error_text(exc)}") from exc
+    return sorted(t for t in metadata.topics if not t.startswith("__"))
+
+
+def _retention(admin: AdminClient, names: Sequence[str], timeout_s: float) -> dict[str, int]:
+    """``retention.ms`` of each topic; a topic whose configuration cannot be read is left out."""
+    futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in names], request_timeout=timeout_s)
+    out: dict[str, int] = {}
+    for resource, future in futures.items():
+        try:
+            entries = future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            log.warning("cannot read the configuration of topic %s: %s", resource.name, _error_text(exc))
+            continue
+        entry = entries.get("retention.ms")
+        if entry is not None and entry.value is not None:
+            out[resource.name] = int(entry.value)
+    return out
+
+
+def create_topics(kafka: KafkaSettings | str, topics: TopicSettings, *, timeout_s: float = 30.0) -> list[TopicOutcome]:
+    """Create every dicomflow topic that does not exist yet; report the others and their drift.
+
+    Running it twice changes nothing: the second run finds every topic and
+    creates none. New topics get ``topics.partitions``,
+    ``topics.replication_factor`` and ``retention.ms = topics.retention_ms``;
+    the call returns once the broker's metadata shows them, so a producer
+    started right after finds their partitions.
+
+    Raises:
+        TopicAdminError: the broker is unreachable, refuses (replication factor
+            larger than the cluster, not authorized), or did not answer in time.
+    """
+    settings = _settings(kafka)
+    admin = admin_client(settings)
+    names = topics.all()
+    before = {t.name: t for t in describe_topics(settings, names, timeout_s=timeout_s)}
+    missing = [n for n in names if not before[n].exists]
+    created: set[str] = set()
+    if missing:
+        requests = [
+            NewTopic(n, num_partitions=topics.partitions, replication_factor=topics.replication_factor,
+                     config={"retention.ms": str(topics.retention_ms)})
+            for n in missing
+        ]
+        futures = admin.create_topics(requests, request_timeout=timeout_s, operation_timeout=timeout_s)
+        for name, future in futures.items():
+            try:
+                future.result(timeout=timeout_s)
+                created.add(name)
+                log.info("created topic %s: %d partition(s), replication %d, retention %d ms",
+                         name, topics.partitions, topics.replication_factor, topics.retention_ms)
+            except KafkaException as exc:
+                if _is_code(exc, KafkaError.TOPIC_ALREADY_EXISTS):  # created by someone else meanwhile
+                    continue
+                raise TopicAdminError(f"cannot create topic {name} on {settings.brokers}: {_error_text(exc)}") from exc
+        _wait_visible(admin, created, topics.partitions, timeout_s)
+    after = {t.name: t for t in describe_topics(settings, names, timeout_s=timeout_s)}
+    return [_outcome(n, n in created, after[n], topics) for n in names]
+
+
+def _outcome(name: str, created: bool, info: TopicInfo, topics: TopicSettings) -> TopicOutcome:
+    drift = []
+    if info.partitions != topics.partitions:
+        drift.append(f"{info.partitions} partition(s), settings say {topics.partitions}")
+    if info.replication_factor is not None and info.replication_factor != topics.replication_factor:
+        drift.append(f"replication {info.replication_factor}, settings say {topics.replication_factor}")
+    if info.retention_ms is not None and info.retention_ms != topics.retention_ms:
+        drift.append(f"retention {info.retention_ms} ms, settings say {topics.retention_ms} ms")
+    for line in drift:
+        log.warning("topic %s exists with %s (left unchanged)", name, line)
+    return TopicOutcome(
+        name=name,
+        action="created" if created else "exists",
+        partitions=info.partitions or 0,
+        replication_factor=info.replication_factor or 0,
+        retention_ms=info.retention_ms,
+        drift=tuple(drift),
+    )
+
+
+def _wait_visible(admin: AdminClient, names: set[str], partitions: int, timeout_s: float) -> None:
+    """Wait until the metadata lists each new topic with all its partitions led.
+
+    Raises:
+        TopicAdminError: not visible within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    pending = set(names)
+    while pending:
+        try:
+            metadata = admin.list_topics(timeout=max(deadline - time.monotonic(), 0.1))
+        except KafkaException:
+            metadata = None
+        if metadata is not None:
+            for name in list(pending):
+                topic = metadata.topics.get(name)
+                if topic is not None and topic.error is None and len(topic.partitions) == partitions \
+                        and all(p.leader >= 0 for p in topic.partitions.values()):
+                    pending.discard(name)
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise TopicAdminError(f"topics {', '.join(sorted(pending))} created but not visible after {timeout_s:.0f} s")
+        time.sleep(0.1)
+
+
+def delete_topics(kafka: KafkaSettings | str, names: Iterable[str], *, timeout_s: float = 30.0) -> None:
+    """Delete topics (tests clean up after themselves); a topic already gone is not an error.
+
+    Raises:
+        TopicAdminError: the broker refused or did not answer in time.
+    """
+    settings = _settings(kafka)
+    names = list(names)
+    if not names:
+        return
+    admin = admin_client(settings)  # kept referenced: the futures fail if the client is destroyed
+    futures = admin.delete_topics(names, request_timeout=timeout_s, operation_timeout=timeout_s)
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if _is_code(exc, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                continue
+            raise TopicAdminError(f"cannot delete topic {name} on {settings.brokers}: {_error_text(exc)}") from exc
+
+
+def read_all(kafka: KafkaSettings | str, topic: str, timeout_s: float = 30.0) -> list[ReadRecord]:
+    """Every message of ``topic`` up to its end as of the call, sorted by partition and offset.
+
+    Reads each partition from its first offset with ``assign`` (no consumer
+    group membership, no commits) until the consumer's position reaches the
+    partition's high watermark measured at the start.
+
+    Raises:
+        TopicAdminError: the topic does not exist, or the end was not reached
+            within ``timeout_s``.
+    """
+    settings = _settings(kafka)
+    deadline = time.monotonic() + timeout_s
+    consumer = Consumer({
+        **client_config(settings, client_id="dicomflow-reader"),
+        "group.id": f"dicomflow-reader-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "logger": librdkafka_log,
+    })
+    try:
+        ends = _high_watermarks(consumer, settings.brokers, topic, timeout_s)
+        wanted = {p: high for p, high in ends.items() if high > 0}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
+        records: list[ReadRecord] = []
+        while wanted:
+            if time.monotonic() >= deadline:
+                raise TopicAdminError(
+                    f"read_all {topic}: end not reached within {timeout_s:.0f} s "
+                    f"({len(records)} message(s) read, partitions {sorted(wanted)} unfinished)")
+            for msg in consumer.consume(1000, 0.2):
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise TopicAdminError(f"read_all {topic}: {error.str()} ({error.name()})")
+                records.append(_record(msg))
+            positions = consumer.position([TopicPartition(topic, p) for p in wanted])
+            for tp in positions:
+                if tp.offset >= wanted[tp.partition]:
+                    del wanted[tp.partition]
+        records.sort(key=lambda r: (r.partition, r.offset))
+        return records
+    finally:
+        consumer.close()
+
+
+def _high_watermarks(consumer: Consumer, brokers: str, topic: str, timeout_s: float) -> dict[int, int]:
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s)
+    except KafkaException as exc:
+        raise TopicAdminError(f"cannot read the metadata of {topic} on {brokers}: {_error_text(exc)}") from exc
+    described = metadata.topics.get(topic)
+    if described is None or described.error is not None or not described.partitions:
+        reason = described.error.str() if described is not None and described.error is not None else "no partitions"
+        raise TopicAdminError(f"topic {topic} is not readable on {brokers}: {reason}")
+    ends: dict[int, int] = {}
+    for partition in described.partitions:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+        ends[partition] = high
+    return ends
+
+
+def _record(msg: Message) -> ReadRecord:
+    kind, stamp = msg.timestamp()
+    raw = msg.headers() or []
+    headers = list(raw.items()) if isinstance(raw, dict) else raw
+    return ReadRecord(
+        topic=msg.topic() or "",
+        partition=msg.partition() or 0,
+        offset=msg.offset() or 0,
+        key=msg.key(),
+        value=msg.value(),
+        headers=tuple((name, value if isinstance(value, bytes) else b"" if value is None else str(value).encode())
+                      for name, value in headers),
+        timestamp_ms=stamp if kind != 0 else None,
+    )
+
+
+__all__ = [
+    "ReadRecord",
+    "TopicInfo",
+    "TopicOutcome",
+    "admin_client",
+    "create_topics",
+    "delete_topics",
+    "describe_topics",
+    "list_cluster_topics",
+    "read_all",
+]

@@ -1,0 +1,41 @@
+"""Errors of the Kafka stage: all of them :class:`~dicomflow.errors.PublishError`.
+
+They are transient (``poison`` is False): a broker that is unreachable now may
+be back in a minute, so the caller retries and commits nothing past them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from dicomflow.errors import PublishError
+
+if TYPE_CHECKING:
+    from dicomflow.kafka.producer import DeliveryFailure
+
+
+class DeliveryError(PublishError):
+    """Some messages of a batch were not acknowledged by Kafka.
+
+    ``failures`` lists every one of them (index in the batch, topic, key,
+    reason); the message names the first few so a log line is useful alone.
+    """
+
+    def __init__(self, failures: Sequence[DeliveryFailure], delivered: int) -> None:
+        self.failures = list(failures)
+        self.delivered = delivered
+        shown = "; ".join(f"#{f.index} {f.topic} key={f.key}: {f.reason}" for f in self.failures[:3])
+        more = f" (+{len(self.failures) - 3} more)" if len(self.failures) > 3 else ""
+        super().__init__(f"{len(self.failures)} message(s) not delivered, {delivered} delivered: {shown}{more}")
+
+
+class PublisherClosedError(PublishError):
+    """A send was attempted after :meth:`Publisher.close`; nothing was sent."""
+
+
+class TopicAdminError(PublishError):
+    """Topics could not be created or described (broker unreachable, not authorized, bad config)."""
+
+
+__all__ = ["DeliveryError", "PublisherClosedError", "TopicAdminError"]
