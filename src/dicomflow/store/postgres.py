@@ -214,9 +214,16 @@ def _strip_nul(records: Sequence[R]) -> Sequence[R]:
     DICOM pads UIDs with NUL bytes; a decoder that forgets to strip them, or
     a crafted message, would otherwise make the whole batch fail forever.
     Checked on the JSON encoding first (fast, in C); rebuilt only when found.
+    Text that cannot be encoded at all (a lone surrogate) is left for the
+    COPY to refuse, naming its record.
     """
-    if not records or b"\\u0000" not in msgspec.json.encode(records):
+    if not records:
         return records
+    try:
+        if b"\\u0000" not in msgspec.json.encode(records):
+            return records
+    except UnicodeEncodeError:
+        pass
     cleaned: list[R] = []
     for record in records:
         changes = {
