@@ -1,0 +1,361 @@
+"""A thin typed wrapper around :class:`confluent_kafka.Consumer` for at-least-once work.
+
+Why a wrapper: the consumer loop must never commit an offset by accident, so
+the client is built with auto-commit *and* the automatic offset store turned
+off, and the only way to commit is :meth:`KafkaConsumer.commit` with the exact
+offsets of work already persisted (the reference committed every message as
+soon as it was read, DESIGN.md defect 1). Messages come out as plain
+:class:`Record` values, so the pipeline's logic is testable without a broker.
+
+Rebalance callbacks run inside :meth:`KafkaConsumer.consume` on the caller's
+thread. The wrapper catches whatever a listener raises (an exception must not
+travel through librdkafka's C code) and raises it again after ``consume``
+returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from dicomflow.errors import ConsumerError
+from dicomflow.kafka._logging import librdkafka_log
+from dicomflow.kafka.config import client_config
+from dicomflow.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+#: A topic partition: (topic, partition).
+TP = tuple[str, int]
+
+#: Commit errors that mean "this member no longer owns the partition" (a
+#: rebalance happened): the new owner replays from the last commit, so the
+#: right reaction is to drop the work, not to retry the commit forever.
+_OWNERSHIP_LOST = frozenset(
+    {
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError._ASSIGNMENT_LOST,
+        KafkaError.FENCED_INSTANCE_ID,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed Kafka message, detached from the client."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int | None = None
+
+    @property
+    def tp(self) -> TP:
+        """The record's (topic, partition)."""
+        return (self.topic, self.partition)
+
+    @property
+    def source(self) -> str:
+        """Where the record came from, as logs and DLQ headers name it: ``topic[2]@1234``."""
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+class RebalanceListener(Protocol):
+    """Told about partition ownership changes, on the consuming thread."""
+
+    def on_assigned(self, partitions: list[TP]) -> None:
+        """Partitions now owned by this member (consumption starts at the committed offset)."""
+
+    def on_revoked(self, partitions: list[TP]) -> None:
+        """Partitions no longer owned (revoked or lost): drop their uncommitted work."""
+
+
+class OwnershipLostError(ConsumerError):
+    """A commit was refused because the group moved the partitions elsewhere."""
+
+
+def consumer_config(
+    kafka: KafkaSettings,
+    *,
+    group_id: str,
+    session_timeout_ms: int,
+    max_poll_interval_ms: int,
+    client_id: str = "dicomflow-consumer",
+) -> dict[str, Any]:
+    """librdkafka properties for a consumer that commits only what it is told to.
+
+    ``kafka.client`` (SASL/SSL ...) passes through and may tune the others;
+    the commit-related properties are set last so that no pass-through can
+    turn auto-commit on.
+    """
+    config = client_config(kafka, client_id=client_id)
+    tuned: dict[str, Any] = {
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+        "session.timeout.ms": session_timeout_ms,
+        "max.poll.interval.ms": max_poll_interval_ms,
+        # Incremental rebalancing: a member joining or leaving moves only the
+        # partitions that must move; the others keep their in-flight batches.
+        "partition.assignment.strategy": "cooperative-sticky",
+    }
+    config = {**tuned, **config}
+    config.update(
+        {
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+        }
+    )
+    return config
+
+
+class KafkaConsumer:
+    """One group member: subscribe, consume records, commit exact offsets, pause and resume."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        group_id: str,
+        session_timeout_ms: int = 10000,
+        max_poll_interval_ms: int = 300000,
+        listener: RebalanceListener | None = None,
+        client_id: str = "dicomflow-consumer",
+    ) -> None:
+        self._config = consumer_config(
+            kafka,
+            group_id=group_id,
+            session_timeout_ms=session_timeout_ms,
+            max_poll_interval_ms=max_poll_interval_ms,
+            client_id=client_id,
+        )
+        self._listener = listener
+        self._consumer = Consumer(self._config, logger=librdkafka_log)
+        self._callback_error: BaseException | None = None
+        self._assigned: set[TP] = set()
+        self._committed: dict[TP, int] = {}
+        self._closed = False
+
+    # ------------------------------------------------------------------ group
+
+    def subscribe(self, topics: Sequence[str]) -> None:
+        """Join the group for ``topics``; partitions arrive through the listener."""
+        self._consumer.subscribe(
+            list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._assigned.update(tps)
+        if tps:
+            log.info("assigned %s", _names(tps))
+        self._notify("on_assigned", tps)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._forget([(p.topic, p.partition) for p in partitions], "revoked")
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._forget([(p.topic, p.partition) for p in partitions], "lost")
+
+    def _forget(self, tps: list[TP], how: str) -> None:
+        self._assigned.difference_update(tps)
+        for tp in tps:
+            self._committed.pop(tp, None)
+        if tps:
+            log.info("%s %s", how, _names(tps))
+        self._notify("on_revoked", tps)
+
+    def _notify(self, method: str, tps: list[TP]) -> None:
+        """Call the listener, keeping any exception for the consuming thread."""
+        if self._listener is None or not tps:
+            return
+        try:
+            getattr(self._listener, method)(tps)
+        except BaseException as exc:  # never let it unwind through librdkafka
+            log.exception("rebalance listener %s failed", method)
+            if self._callback_error is None:
+                self._callback_error = exc
+
+    def assignment(self) -> set[TP]:
+        """Partitions this member owns right now."""
+        return set(self._assigned)
+
+    # ------------------------------------------------------------------ consuming
+
+    def consume(self, max_messages: int, timeout_s: float) -> list[Record]:
+        """Up to ``max_messages`` records, waiting at most ``timeout_s`` for the first.
+
+        Serves rebalance callbacks and keeps the member alive (max.poll.interval)
+        as a side effect. Per-message errors that librdkafka recovers from by
+        itself (broker down, topic not created yet) are logged and skipped.
+
+        Raises:
+            ConsumerError: a fatal client error (``fatal`` set).
+            BaseException: whatever a rebalance listener raised during the call.
+        """
+        try:
+            messages = self._consumer.consume(num_messages=max(1, max_messages), timeout=max(0.0, timeout_s))
+        except KafkaException as exc:
+            raise ConsumerError(f"consume failed: {exc}", fatal=_is_fatal(exc)) from exc
+        self._raise_callback_error()
+        records: list[Record] = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                self._on_message_error(msg, err)
+                continue
+            records.append(_record(msg))
+        return records
+
+    def _on_message_error(self, msg: Message, err: KafkaError) -> None:
+        if err.fatal():
+            raise ConsumerError(f"fatal consumer error: {err.str()}", fatal=True)
+        if err.code() == KafkaError._PARTITION_EOF:
+            return
+        where = f"{msg.topic()}[{msg.partition()}]" if msg.topic() else "consumer"
+        log.warning("%s: %s (librdkafka retries by itself)", where, err.str())
+
+    def _raise_callback_error(self) -> None:
+        exc, self._callback_error = self._callback_error, None
+        if exc is not None:
+            raise exc
+
+    # ------------------------------------------------------------------ offsets
+
+    def commit(self, offsets: Mapping[TP, int]) -> None:
+        """Commit exactly these offsets (the *next* offset to read), synchronously.
+
+        Raises:
+            OwnershipLostError: the group moved a partition away; drop the work.
+            ConsumerError: the commit failed for another reason; retry later.
+        """
+        if not offsets:
+            return
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            result = self._consumer.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            raise _commit_error(exc.args[0] if exc.args else None, str(exc)) from exc
+        for tp in result or []:
+            if tp.error is not None:
+                raise _commit_error(tp.error, f"{tp.topic}[{tp.partition}]: {tp.error}")
+        self._committed.update(offsets)
+
+    def committed(self, partitions: Iterable[TP], timeout_s: float = 10.0) -> dict[TP, int]:
+        """The group's committed offsets for ``partitions`` (-1001 when none), read from the broker."""
+        tps = [TopicPartition(t, p) for t, p in partitions]
+        try:
+            result = self._consumer.committed(tps, timeout=timeout_s)
+        except KafkaException as exc:
+            raise ConsumerError(f"cannot read committed offsets: {exc}") from exc
+        return {(tp.topic, tp.partition): tp.offset for tp in result}
+
+    # ------------------------------------------------------------------ flow control
+
+    def pause(self, partitions: Iterable[TP]) -> None:
+        """Stop fetching these partitions; records not yet returned are fetched again on resume."""
+        tps = [TopicPartition(t, p) for t, p in partitions if (t, p) in self._assigned]
+        if tps:
+            self._consumer.pause(tps)
+
+    def resume(self, partitions: Iterable[TP]) -> None:
+        """Fetch these partitions again, from the position after the last record returned."""
+        tps = [TopicPartition(t, p) for t, p in partitions if (t, p) in self._assigned]
+        if tps:
+            self._consumer.resume(tps)
+
+    def lag(self) -> dict[TP, int]:
+        """Records behind the log end per owned partition, from cached watermarks (no broker call).
+
+        Measured from the last offset this member committed, else from the
+        fetch position; partitions with no fetch yet are left out.
+        """
+        out: dict[TP, int] = {}
+        owned = sorted(self._assigned)
+        if not owned:
+            return out
+        positions = {
+            (tp.topic, tp.partition): tp.offset
+            for tp in self._consumer.position([TopicPartition(t, p) for t, p in owned])
+        }
+        for tp in owned:
+            try:
+                _low, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+            except KafkaException:
+                continue
+            base = self._committed.get(tp, positions.get(tp, -1))
+            if high >= 0 and base >= 0:
+                out[tp] = max(0, high - base)
+        return out
+
+    def close(self) -> None:
+        """Leave the group (partitions are handed over at once) and free the client."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("closing the consumer: %s", exc)
+
+
+def _record(msg: Message) -> Record:
+    """Copy what the pipeline needs out of a confluent-kafka message."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:  # only error events lack them
+        raise ConsumerError(f"message without coordinates: {msg.error()}")
+    ts_type, ts = msg.timestamp()
+    return Record(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=msg.key(),
+        value=msg.value(),
+        headers=_headers(msg),
+        timestamp_ms=ts if ts_type != 0 else None,
+    )
+
+
+def _headers(msg: Message) -> tuple[tuple[str, bytes], ...]:
+    raw: list[tuple[str, object]] | None = msg.headers()  # type: ignore[assignment]
+    if not raw:
+        return ()
+    out: list[tuple[str, bytes]] = []
+    for name, value in raw:
+        if isinstance(value, bytes):
+            out.append((name, value))
+        elif isinstance(value, str):
+            out.append((name, value.encode("utf-8")))
+        else:
+            out.append((name, b""))
+    return tuple(out)
+
+
+def _is_fatal(exc: KafkaException) -> bool:
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and err.fatal()
+
+
+def _commit_error(err: object, text: str) -> ConsumerError:
+    if isinstance(err, KafkaError) and err.code() == KafkaError._NO_OFFSET:
+        return ConsumerError(f"offset commit: nothing to commit ({text})")
+    if isinstance(err, KafkaError) and err.code() in _OWNERSHIP_LOST:
+        return OwnershipLostError(f"offset commit refused, partitions moved to another member: {text}")
+    fatal = isinstance(err, KafkaError) and err.fatal()
+    return ConsumerError(f"offset commit failed: {text}", fatal=fatal)
+
+
+def _names(tps: Iterable[TP]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(tps))
+
+
+__all__ = ["TP", "KafkaConsumer", "OwnershipLostError", "RebalanceListener", "Record", "consumer_config"]
