@@ -62,6 +62,9 @@ def ensure_port_free(port: int, what: str) -> None:
             f"choose another port (see `dicomflow config show`, section stack)"
         )
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers themselves bind (Java and PostgreSQL set SO_REUSEADDR): connections
+        # left in TIME_WAIT by a killed server must not block its restart on the same port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:
