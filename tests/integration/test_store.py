@@ -29,7 +29,8 @@ from dicomflow.errors import StoreError, is_poison
 from dicomflow.models import DicomImageMeta, DicomStateMeta, DicomStoreMeta
 from dicomflow.settings import DatabaseSettings
 from dicomflow.stack import LocalStack
-from dicomflow.store import PgStore, StoreDataError, available_migrations
+from dicomflow.store import PgStore, StoreDataError, available_migrations, series_lock_key
+from dicomflow.store import migrate as migrations
 
 TENANT = "hospital-a"
 STUDY = "1.2.826.0.1.3680043.8.498.1"
@@ -355,10 +356,44 @@ def test_concurrent_migrations_do_not_collide(database: DatabaseSettings) -> Non
     assert sorted(results, key=len) == [[], [], [m.version for m in available_migrations()]]
 
 
+def test_a_later_migration_reaches_a_store_already_writing(
+    store: PgStore, database: DatabaseSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After migrate() applies something, the store's session state follows the new tables."""
+    store.write_batch([], [state(1)], [image(1, 1)])
+    shipped = migrations.available_migrations()
+    widen = migrations.Migration("9999", "wider_status", "ALTER TABLE dicom_image_meta ALTER COLUMN image_status TYPE varchar(48);")
+    monkeypatch.setattr(migrations, "available_migrations", lambda: [*shipped, widen])
+
+    assert store.migrate() == ["9999"]
+    wide = image(1, 2)
+    wide.image_status = "S" * 40  # fits the migrated column, not the old one
+    (result,) = store.write_batch([], [state(1)], [wide])
+    assert result.series_related_instances == 2
+    assert query(database, "SELECT max(length(image_status)) FROM dicom_image_meta") == [(40,)]
+
+    # Another process migrates while this store keeps its session.
+    with psycopg.connect(database.conninfo(), autocommit=True) as conn:
+        conn.execute("ALTER TABLE dicom_image_meta ALTER COLUMN image_status TYPE varchar(64)")
+    wider = image(1, 3)
+    wider.image_status = "S" * 60
+    (result,) = store.write_batch([], [state(1)], [wider])
+    assert result.series_related_instances == 3
+
+
 def test_write_before_migrate_names_the_fix(database: DatabaseSettings) -> None:
     with PgStore(database) as s:
         with pytest.raises(StoreError, match="db migrate") as info:
             s.write_batch([receipt(1, 1)], [], [])
+    assert not is_poison(info.value)
+
+
+def test_a_schema_older_than_the_models_is_reported_not_poison(store: PgStore, database: DatabaseSettings) -> None:
+    with psycopg.connect(database.conninfo(), autocommit=True) as conn:
+        conn.execute("ALTER TABLE dicom_image_meta DROP COLUMN thumbnail_location")
+    with PgStore(database) as fresh:
+        with pytest.raises(StoreError, match="thumbnail_location.*db migrate") as info:
+            fresh.write_batch([], [state(1)], [image(1, 1)])
     assert not is_poison(info.value)
 
 
@@ -492,14 +527,29 @@ def test_nul_characters_are_removed_not_fatal(store: PgStore, database: Database
     assert query(database, "SELECT image_type FROM dicom_image_meta") == [("ORIGINAL",)]
 
 
-def test_a_refused_value_is_poison_names_its_record_and_writes_nothing(store: PgStore, database: DatabaseSettings) -> None:
-    bad = image(1, 3, instance_number=2**40)  # IS allows 12 digits; integer does not
+@pytest.mark.parametrize(
+    ("change", "sqlstate"),
+    [
+        ({"instance_number": 2**40}, "22003"),  # IS allows 12 digits; integer does not (refused by the server)
+        ({"instance_number": -(2**31) - 1}, "22003"),
+        ({"space_size": 2**70}, None),  # beyond bigint: refused by the encoder
+        ({"slice_thickness": "thick"}, None),  # a wrong type from a careless caller
+        ({"image_status": "X" * 40}, "22001"),  # over the varchar limit
+    ],
+    ids=["int32-overflow", "int32-underflow", "int64-overflow", "wrong-type", "too-long"],
+)
+def test_a_refused_value_is_poison_names_its_record_and_writes_nothing(
+    store: PgStore, database: DatabaseSettings, change: dict[str, Any], sqlstate: str | None
+) -> None:
+    bad = image(1, 3)
+    for name, value in change.items():
+        setattr(bad, name, value)  # bypasses the model's truncation, like a careless caller
     with pytest.raises(StoreDataError) as info:
         store.write_batch([receipt(1, 1)], [state(1)], [image(1, 1), image(1, 2), bad, image(1, 4)])
     assert is_poison(info.value)
     assert info.value.table == "dicom_image_meta"
     assert info.value.record == bad
-    assert info.value.sqlstate == "22003"
+    assert info.value.sqlstate == sqlstate
     assert counts(database) == {"dicom_object_meta": 0, "dicom_state_meta": 0, "dicom_image_meta": 0}
     # The store stays usable.
     (ok,) = store.write_batch([receipt(1, 1)], [state(1)], [image(1, 1)])
@@ -677,9 +727,7 @@ def test_connection_lost_inside_the_transaction_is_retried_on_a_new_one(
 
 
 def _series_lock_key(series: int) -> int:
-    from dicomflow.store.postgres import _series_lock
-
-    return _series_lock(TENANT, STUDY, series_uid(series))
+    return series_lock_key(TENANT, STUDY, series_uid(series))
 
 
 # --------------------------------------------------------------------------- CLI

@@ -6,7 +6,7 @@ migrate`` / ``db status`` (in :mod:`dicomflow.store.commands`) manage the schema
 
 from dicomflow.store.exceptions import StoreDataError, StoreError
 from dicomflow.store.migrate import AppliedMigration, Migration, available_migrations
-from dicomflow.store.postgres import TABLES, PgStore, StoreStatus
+from dicomflow.store.postgres import TABLES, PgStore, StoreStatus, series_lock_key
 
 __all__ = [
     "TABLES",
@@ -17,4 +17,5 @@ __all__ = [
     "StoreError",
     "StoreStatus",
     "available_migrations",
+    "series_lock_key",
 ]

@@ -8,9 +8,11 @@ events) is written as:
    twice) and sort them by primary key;
 2. ``BEGIN``; take a transaction advisory lock per touched series, in
    ascending order;
-3. ``COPY`` each kind of row into a session temporary table, then
-   ``INSERT ... SELECT ... ORDER BY <key> ON CONFLICT (<key>) DO UPDATE``,
-   which skips rows that would not change (a replay writes nothing);
+3. binary ``COPY`` each kind of row into a temporary table of the session
+   (created once per connection, emptied at commit; column types read from
+   the catalog), then ``INSERT ... SELECT ... ORDER BY <key> ON CONFLICT
+   (<key>) DO UPDATE``, which skips rows that would not change (a replay
+   writes nothing);
 4. recompute ``series_related_instances`` of the touched series from
    ``dicom_image_meta`` and read the state rows back;
 5. ``COMMIT`` (``synchronous_commit`` as configured on the server: on).
@@ -114,9 +116,21 @@ class _Table(Generic[R]):
             sql.Identifier(self.temp), sql.Identifier(self.name)
         )
 
+    def widen(self, column: str) -> sql.Composed:
+        """Make an ``integer`` column of the temp table ``bigint``.
+
+        Binary COPY sends an int4 as 4 bytes that psycopg packs without a
+        range check: 2**31 would arrive as -2**31. Sent as int8, the value
+        reaches the server intact and the INSERT's cast to integer refuses it
+        (22003) instead of storing a wrong number.
+        """
+        return sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE bigint").format(
+            sql.Identifier(self.temp), sql.Identifier(column)
+        )
+
     def copy(self) -> sql.Composed:
-        """COPY in the model's field order (the order of ``msgspec.structs.astuple``)."""
-        return sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(self.temp), self._cols())
+        """Binary COPY in the model's field order (the order of ``msgspec.structs.astuple``)."""
+        return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(sql.Identifier(self.temp), self._cols())
 
     def upsert(self) -> sql.Composed:
         """INSERT ... ON CONFLICT DO UPDATE, skipping rows the update would not change.
@@ -173,6 +187,8 @@ IMAGES: _Table[DicomImageMeta] = _Table(
     keep=("created_time",), newest=("updated_time",),
 )
 
+_ALL: tuple[_Table[Any], ...] = (RECEIPTS, STATES, IMAGES)
+
 _LOCK_SERIES = sql.SQL("SELECT pg_advisory_xact_lock(k) FROM unnest({}::bigint[]) AS k").format(sql.Placeholder())
 
 _SERIES_ARRAYS = sql.SQL("unnest({}::text[], {}::text[], {}::text[]) AS k (tenant_id, study_uid, series_uid)").format(
@@ -197,8 +213,12 @@ _READ_STATES = sql.SQL("SELECT {} FROM dicom_state_meta AS s JOIN {} USING (tena
 # --------------------------------------------------------------------------- batch preparation
 
 
-def _series_lock(tenant_id: str, study_uid: str, series_uid: str) -> int:
-    """A stable signed 64-bit advisory-lock key for one series.
+def series_lock_key(tenant_id: str, study_uid: str, series_uid: str) -> int:
+    """The transaction advisory-lock key of one series: a stable signed 64-bit integer.
+
+    Part of the write protocol: anything else that writes instance rows or
+    series_related_instances must hold ``pg_advisory_xact_lock(key)`` for
+    each series it touches, taken in ascending key order.
 
     Derived from the state table's primary key (not the patient), so two
     messages that disagree on the patient still lock the same row's series.
@@ -225,6 +245,7 @@ def _strip_nul(records: Sequence[R]) -> Sequence[R]:
     except UnicodeEncodeError:
         pass
     cleaned: list[R] = []
+    changed = False
     for record in records:
         changes = {
             name: value.replace("\x00", "")
@@ -232,10 +253,23 @@ def _strip_nul(records: Sequence[R]) -> Sequence[R]:
             if isinstance(value := getattr(record, name), str) and "\x00" in value
         }
         if changes:
-            log.warning("removed NUL characters from %s of a %s", ", ".join(changes), type(record).__name__)
+            log.warning(
+                "removed NUL characters from %s of %s %s",
+                ", ".join(changes), type(record).__name__, _identify(record),
+            )
             record = msgspec.structs.replace(record, **changes)
+            changed = True
         cleaned.append(record)
-    return cleaned
+    return cleaned if changed else records
+
+
+def _identify(record: msgspec.Struct) -> str:
+    """The UID that names a record in logs: trace id, SOP Instance UID or Series UID (never PHI)."""
+    for name in ("trace_id", "sop_uid", "series_uid"):
+        value = getattr(record, name, None)
+        if isinstance(value, str):
+            return value
+    return "?"
 
 
 def _merge(table: _Table[R], records: Sequence[R]) -> list[R]:
@@ -284,9 +318,17 @@ class _Batch:
         states: Sequence[DicomStateMeta],
         images: Sequence[DicomImageMeta],
     ) -> _Batch:
-        merged_receipts = _merge(RECEIPTS, _strip_nul(receipts))
-        merged_states = _merge_states(_strip_nul(states))
-        merged_images = _merge(IMAGES, _strip_nul(images))
+        # Merge first (states repeat per instance), then clean what is left;
+        # removing a NUL can make two keys equal, so merge again if it did.
+        merged_receipts = _merge(RECEIPTS, receipts)
+        merged_states = _merge_states(states)
+        merged_images = _merge(IMAGES, images)
+        if (cleaned_r := _strip_nul(merged_receipts)) is not merged_receipts:
+            merged_receipts = _merge(RECEIPTS, cleaned_r)
+        if (cleaned_s := _strip_nul(merged_states)) is not merged_states:
+            merged_states = _merge_states(cleaned_s)
+        if (cleaned_i := _strip_nul(merged_images)) is not merged_images:
+            merged_images = _merge(IMAGES, cleaned_i)
         series_of = attrgetter(*SERIES_KEY)
         touched: set[tuple[str, str, str]] = {series_of(s) for s in merged_states}
         touched.update(series_of(i) for i in merged_images)
@@ -296,12 +338,101 @@ class _Batch:
             states=merged_states,
             images=merged_images,
             series=sorted(touched),
-            locks=sorted({_series_lock(*s) for s in locked}),
+            locks=sorted({series_lock_key(*s) for s in locked}),
         )
 
     @property
     def empty(self) -> bool:
         return not (self.receipts or self.states or self.images)
+
+
+# --------------------------------------------------------------------------- per-connection state
+
+_INT4_OID = 23
+_INT8_OID = 20
+_INT4_RANGE = range(-(2**31), 2**31)
+
+_COLUMN_TYPES = (
+    "SELECT attname::text, atttypid::integer FROM pg_attribute "
+    "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
+)
+
+
+@dataclass(frozen=True)
+class _Session:
+    """What one connection prepared once: temp tables, COPY types, rendered SQL.
+
+    ``types`` are the temp tables' column type OIDs in the model's field
+    order, read from the catalog, so binary COPY always sends what the server
+    expects. ``int4`` are the astuple() positions of the target's integer
+    columns, to name the record when one of them is out of range.
+    """
+
+    types: dict[str, list[int]]
+    int4: dict[str, tuple[int, ...]]
+    copy: dict[str, bytes]
+    upsert: dict[str, bytes]
+    lock: bytes
+    recount: bytes
+    read: bytes
+
+
+def _column_types(conn: psycopg.Connection[Any], relation: str) -> dict[str, int]:
+    return {str(name): int(oid) for name, oid in conn.execute(_COLUMN_TYPES, (relation,)).fetchall()}
+
+
+def _prepare_session(conn: psycopg.Connection[Any]) -> _Session:
+    """Create the temp tables and read their types; once per connection.
+
+    Raises:
+        StoreError: a table lacks a column the models have (the database's
+            schema is older than this code: run ``dicomflow db migrate``).
+        psycopg.errors.UndefinedTable: the schema is missing altogether.
+    """
+    types: dict[str, list[int]] = {}
+    int4: dict[str, tuple[int, ...]] = {}
+    copy: dict[str, bytes] = {}
+    upsert: dict[str, bytes] = {}
+    with conn.transaction():
+        for table in _ALL:
+            conn.execute(table.create_temp())
+            target = _column_types(conn, table.name)
+            missing = [c for c in table.columns if c not in target]
+            if missing:
+                raise StoreError(
+                    f"table {table.name} has no column {', '.join(missing)}: the database schema is older "
+                    "than this dicomflow; run `dicomflow db migrate`"
+                )
+            temp = _column_types(conn, table.temp)
+            for column in table.columns:
+                if target[column] == _INT4_OID and temp[column] != _INT8_OID:
+                    conn.execute(table.widen(column))
+            temp = _column_types(conn, table.temp)
+            types[table.name] = [temp[c] for c in table.columns]
+            int4[table.name] = tuple(i for i, c in enumerate(table.columns) if target[c] == _INT4_OID)
+            copy[table.name] = table.copy().as_bytes(conn)
+            upsert[table.name] = table.upsert().as_bytes(conn)
+    return _Session(
+        types=types,
+        int4=int4,
+        copy=copy,
+        upsert=upsert,
+        lock=_LOCK_SERIES.as_bytes(conn),
+        recount=_RECOUNT.as_bytes(conn),
+        read=_READ_STATES.as_bytes(conn),
+    )
+
+
+def _int4_culprit(records: Sequence[R], positions: tuple[int, ...]) -> R | None:
+    """The first record with an integer field outside PostgreSQL's integer range."""
+    astuple = msgspec.structs.astuple
+    for record in records:
+        values = astuple(record)
+        for i in positions:
+            value = values[i]
+            if value is not None and value not in _INT4_RANGE:
+                return record
+    return None
 
 
 # --------------------------------------------------------------------------- the store
@@ -330,7 +461,7 @@ class PgStore:
         self._db = db
         self._max_attempts = max_attempts
         self._conn: psycopg.Connection[Any] | None = None
-        self._prepared = False
+        self._session: _Session | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ public API
@@ -344,10 +475,10 @@ class PgStore:
         """
         with self._lock:
             applied = self._run("migrate", migrations.migrate)
-            if applied and self._prepared and self._conn is not None:
-                # Temporary tables were shaped like the old tables.
-                self._run("discard temporary tables", lambda conn: conn.execute("DISCARD TEMP"))
-                self._prepared = False
+            if applied:
+                # The temporary tables and prepared statements of this
+                # session were shaped like the old tables: start afresh.
+                self._discard()
             if applied:
                 log.info("applied migrations %s to %s", ", ".join(applied), self.where)
             return applied
@@ -443,13 +574,13 @@ class PgStore:
             except psycopg.Error as exc:
                 raise StoreError(f"cannot connect to PostgreSQL at {self.where}: {exc}") from exc
             self._conn = conn
-            self._prepared = False
+            self._session = None
             log.debug("connected to PostgreSQL at %s, backend %s", self.where, conn.info.backend_pid)
         return conn
 
     def _discard(self) -> None:
         conn, self._conn = self._conn, None
-        self._prepared = False
+        self._session = None
         if conn is not None and not conn.closed:
             try:
                 conn.close()
@@ -464,30 +595,45 @@ class PgStore:
         - connection lost on a connection reused from an earlier call: one
           retry on a new connection (a restarted server or an idle backend
           that was terminated is only noticed on use);
-        - a refused value: :class:`StoreDataError`, never retried;
+        - a refused value: :class:`StoreDataError`; retried once on a new
+          session if the session was prepared by an earlier call, because
+          the tables may have been migrated since (by another process) and
+          the temp tables still have the old column types;
         - anything else: :class:`StoreError`.
         """
         attempt = 0
         reconnected = False
+        refreshed = False
         while True:
             attempt += 1
             reused = self._conn is not None and not (self._conn.closed or self._conn.broken)
             conn = self._connect()
+            stale = self._session is not None
             try:
                 return op(conn)
+            except StoreDataError as exc:
+                self._after_error(conn)
+                if stale and not refreshed:
+                    refreshed = True
+                    log.info("%s: %s; retrying once on a new session in case the schema changed", what, exc)
+                    self._discard()
+                    continue
+                raise
             except pg_errors.TransactionRollback as exc:  # 40001, 40P01 ...
                 self._after_error(conn)
                 if attempt >= self._max_attempts:
-                    raise StoreError(f"{what} failed after {attempt} attempts: {exc.sqlstate} {exc}") from exc
+                    raise StoreError(f"{what} failed after {attempt} attempts: {_first_line(exc)}") from exc
                 delay = min(0.5, 0.02 * 2**attempt) * random.uniform(0.5, 1.5)
                 log.warning("%s: %s (%s), retrying in %.0f ms", what, type(exc).__name__, exc.sqlstate, delay * 1000)
                 time.sleep(delay)
-            except StoreDataError:
+            except StoreError:  # StoreDataError, or a schema older than the models
                 self._after_error(conn)
                 raise
             except (psycopg.DataError, psycopg.IntegrityError) as exc:
                 self._after_error(conn)
-                raise StoreDataError(f"{what}: PostgreSQL refused a value: {exc}", sqlstate=exc.sqlstate) from exc
+                raise StoreDataError(
+                    f"{what}: PostgreSQL refused a value: {_first_line(exc)}", sqlstate=exc.sqlstate
+                ) from exc
             except psycopg.OperationalError as exc:
                 lost = conn.closed or conn.broken
                 self._after_error(conn)
@@ -510,44 +656,44 @@ class PgStore:
 
     # ------------------------------------------------------------------ the batch transaction
 
-    def _prepare(self, conn: psycopg.Connection[Any]) -> None:
-        """Create this session's temporary tables (once per connection)."""
-        if self._prepared:
-            return
-        with conn.transaction():
-            for table in (RECEIPTS, STATES, IMAGES):
-                conn.execute(table.create_temp())
-        self._prepared = True
-
     def _write(self, conn: psycopg.Connection[Any], batch: _Batch) -> list[DicomStateMeta]:
-        self._prepare(conn)
+        session = self._session
+        if session is None:
+            session = self._session = _prepare_session(conn)
         with conn.transaction(), conn.cursor() as cur:
-            cur.execute(_LOCK_SERIES, (batch.locks,))
-            self._upsert(cur, RECEIPTS, batch.receipts)
-            self._upsert(cur, IMAGES, batch.images)
-            self._upsert(cur, STATES, batch.states)
+            cur.execute(session.lock, (batch.locks,))
+            self._upsert(cur, session, RECEIPTS, batch.receipts)
+            self._upsert(cur, session, IMAGES, batch.images)
+            self._upsert(cur, session, STATES, batch.states)
             if not batch.series:
                 return []
             columns = [list(c) for c in zip(*batch.series, strict=True)]
-            cur.execute(_RECOUNT, columns)
+            cur.execute(session.recount, columns)
             with conn.cursor(row_factory=kwargs_row(DicomStateMeta)) as reader:
-                rows = reader.execute(_READ_STATES, columns).fetchall()
-        key_of = STATES.key_of()
-        rows.sort(key=key_of)
+                rows = reader.execute(session.read, columns).fetchall()
+        rows.sort(key=STATES.key_of())
         return rows
 
-    def _upsert(self, cur: psycopg.Cursor[Any], table: _Table[R], records: list[R]) -> None:
-        """COPY ``records`` (sorted, unique keys) into the temp table, then upsert them."""
+    def _upsert(self, cur: psycopg.Cursor[Any], session: _Session, table: _Table[R], records: list[R]) -> None:
+        """Binary COPY ``records`` (sorted, unique keys) into the temp table, then upsert them.
+
+        Raises:
+            StoreDataError: naming the record when the encoder or PostgreSQL
+                says which one it was.
+        """
         if not records:
             return
         astuple = msgspec.structs.astuple
         index = 0
         try:
-            with cur.copy(table.copy()) as copy:
+            with cur.copy(session.copy[table.name]) as copy:
+                copy.set_types(session.types[table.name])
                 write_row = copy.write_row
                 for index, record in enumerate(records):
                     write_row(astuple(record))
-        except (UnicodeEncodeError, OverflowError) as exc:
+        except (UnicodeEncodeError, OverflowError, TypeError) as exc:
+            # Client side, on the row being written: text that is not
+            # encodable, an integer beyond int8, a value of the wrong type.
             raise StoreDataError(
                 f"{table.name}: cannot encode a {type(records[index]).__name__}: {exc}",
                 table=table.name, record=records[index],
@@ -561,10 +707,14 @@ class PgStore:
                 table=table.name, record=culprit, sqlstate=exc.sqlstate,
             ) from exc
         try:
-            cur.execute(table.upsert())
+            cur.execute(session.upsert[table.name])
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            culprit = None
+            if isinstance(exc, pg_errors.NumericValueOutOfRange):
+                culprit = _int4_culprit(records, session.int4[table.name])
             raise StoreDataError(
-                f"{table.name}: PostgreSQL refused a row: {_first_line(exc)}", table=table.name, sqlstate=exc.sqlstate
+                f"{table.name}: PostgreSQL refused a row: {_first_line(exc)}",
+                table=table.name, record=culprit, sqlstate=exc.sqlstate,
             ) from exc
 
     def _status(self, conn: psycopg.Connection[Any], exact: bool) -> StoreStatus:
@@ -588,6 +738,7 @@ class PgStore:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The primary message only: a COPY error's CONTEXT quotes the refused value (maybe a patient name)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -608,4 +759,4 @@ def _copy_culprit(exc: psycopg.Error, records: Sequence[R]) -> R | None:
     return records[line - 1] if 1 <= line <= len(records) else None
 
 
-__all__ = ["TABLES", "PgStore", "StoreDataError", "StoreError", "StoreStatus"]
+__all__ = ["TABLES", "PgStore", "StoreDataError", "StoreError", "StoreStatus", "series_lock_key"]
