@@ -261,6 +261,8 @@ def _read_dataset(
             pos = start + length
             if pos > size:
                 raise TruncatedError(_past_end(group, element, length, start, size))
+    if pos < size:
+        raise TruncatedError(f"file ends inside the element header at byte {pos}")
 
 
 def _past_end(group: int, element: int, length: int, start: int, size: int) -> str:

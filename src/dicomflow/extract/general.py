@@ -9,9 +9,11 @@ elements *unconverted* (:class:`~pydicom.dataelem.RawDataElement`) and hands
 their bytes over exactly as the fast reader does, so both end in the same
 decoding code.
 
-Checks added on top of pydicom, which reads short values without complaint:
-a top-level element whose value is shorter than its declared length, or a
-Pixel Data element longer than what is left of the file, is a
+pydicom reads a short value or a partial element header at the end of a file
+without complaint; a :class:`_Watch` passed as its ``stop_when`` callback sees
+every top-level element header, stops at Pixel Data (as
+``stop_before_pixels`` does, so pixels are never read) and lets this module
+report a file that ends inside an element as
 :class:`~dicomflow.extract.raw.TruncatedError`.
 
 pydicom emits Python warnings on odd files; they are caught here and logged
@@ -29,13 +31,14 @@ from collections.abc import Sequence
 from typing import BinaryIO
 
 import pydicom
-
 from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.filereader import read_partial
+from pydicom.tag import BaseTag
 
 from dicomflow.extract.raw import (
     ENCODING_TS,
-    SPECIFIC_CHARACTER_SET,
     PIXEL_TAGS,
+    SPECIFIC_CHARACTER_SET,
     TRANSFER_SYNTAX_UID,
     WANTED,
     RawHeader,
@@ -53,12 +56,40 @@ class NotDicomError(Exception):
     """The file is not DICOM at all (no DICM prefix, no dataset at its start)."""
 
 
+class _Watch:
+    """pydicom ``stop_when`` callback: stop at Pixel Data, remember where the last element ends.
+
+    Called with the file positioned at the element's value, for each
+    top-level element of the dataset (not the file meta, not nested items).
+    """
+
+    def __init__(self, fp: BinaryIO, size: int) -> None:
+        self.fp = fp
+        self.size = size
+        self.seen = False
+        #: End offset of the last top-level element (None: undefined length).
+        self.end: int | None = None
+        self.at_pixels = False
+        self.problem: str | None = None
+
+    def __call__(self, tag: BaseTag, vr: str | None, length: int) -> bool:
+        value_at = self.fp.tell()
+        if tag in PIXEL_TAGS:
+            self.at_pixels = True
+            if length != UNDEFINED and value_at + length > self.size:
+                self.problem = f"Pixel Data needs {length} bytes at byte {value_at}; the file has {self.size - value_at}"
+            return True
+        self.seen = True
+        self.end = value_at + length if length != UNDEFINED else None
+        return False
+
+
 def read_header(path: str) -> RawHeader:
     """Read the wanted attributes of ``path`` with pydicom.
 
     Raises:
         NotDicomError: no DICOM prefix and no plausible dataset start.
-        TruncatedError: an element runs past the end of the file.
+        TruncatedError: the file ends inside an element.
         OSError: the file cannot be opened or read.
         Exception: whatever pydicom raises on a file it cannot parse
             (the caller turns it into an :class:`~dicomflow.errors.ExtractError`).
@@ -80,7 +111,8 @@ def _read(fp: BinaryIO, path: str) -> RawHeader:
     force = start[128:132] != b"DICM"
     if force and not _looks_like_dataset(start):
         raise NotDicomError("no DICM prefix and no DICOM dataset at the start of the file")
-    ds = pydicom.dcmread(fp, stop_before_pixels=True, force=force)
+    watch = _Watch(fp, size)
+    ds = read_partial(fp, stop_when=watch, force=force)
     elements = [ds.get_item(tag, keep_deferred=True) for tag in sorted(ds.keys())]
     implicit, little = _encoding(ds, elements)
     meta_ts = ds.file_meta.get_item(TRANSFER_SYNTAX_UID) if ds.file_meta else None
@@ -88,6 +120,8 @@ def _read(fp: BinaryIO, path: str) -> RawHeader:
     if isinstance(ts_text, bytes):
         ts_text = ts_text.decode("latin-1")
     transfer_syntax = (ts_text or "").strip(" \x00") or ENCODING_TS[(implicit, little)]
+    if transfer_syntax != DEFLATED_VR_LE:  # else pydicom read an inflated copy, not fp
+        _check_complete(watch, fp)
     header = RawHeader(transfer_syntax, little, size)
     for elem in elements:
         length = getattr(elem, "length", UNDEFINED)
@@ -100,9 +134,22 @@ def _read(fp: BinaryIO, path: str) -> RawHeader:
                 _log.warning("%s: %s was not read as raw bytes; ignored", path, elem.tag)
                 continue
             header.elements[int(elem.tag)] = (elem.VR, raw)
-    if transfer_syntax != DEFLATED_VR_LE:  # pydicom read an inflated copy; fp is elsewhere
-        _check_pixel_data(fp, size, implicit, little)
     return header
+
+
+def _check_complete(watch: _Watch, fp: BinaryIO) -> None:
+    """Raise if the file ends inside Pixel Data or inside the header of an element.
+
+    pydicom stops quietly on a partial element header; then the file is
+    longer than the end of the last element it saw.
+    """
+    if watch.problem is not None:
+        raise TruncatedError(watch.problem)
+    if watch.at_pixels or fp.tell() != watch.size:
+        return
+    end = watch.end if watch.seen else _meta_end(fp)
+    if end is not None and end < watch.size:
+        raise TruncatedError(f"file ends inside the element header at byte {end}")
 
 
 def _encoding(ds: pydicom.Dataset, elements: Sequence[DataElement | RawDataElement]) -> tuple[bool, bool]:
@@ -126,7 +173,7 @@ def _raw_value(elem: DataElement | RawDataElement) -> bytes | None:
     reading (it needs the character set); a converted Specific Character Set
     is rebuilt from its terms, which is all :func:`records.encodings_for` uses.
     """
-    if getattr(elem, "is_raw", False):
+    if isinstance(elem, RawDataElement):
         return elem.value if elem.value is not None else b""
     if elem.tag == SPECIFIC_CHARACTER_SET:
         value = elem.value
@@ -144,23 +191,22 @@ def _looks_like_dataset(start: bytes) -> bool:
     return little in (0x0002, 0x0008) or big in (0x0002, 0x0008)
 
 
-def _check_pixel_data(fp: BinaryIO, size: int, implicit: bool, little: bool) -> None:
-    """pydicom stops *at* the pixel data header: check its declared length fits in the file."""
-    pos = fp.tell()
-    head = fp.read(12)
-    if len(head) < 8:
-        return
-    order = "<" if little else ">"
-    group, element = struct.unpack_from(order + "HH", head)
-    if (group << 16 | element) not in PIXEL_TAGS:
-        return
-    if implicit:
-        length, value_at = struct.unpack_from(order + "I", head, 4)[0], pos + 8
-    elif head[4:6] in _LONG_VRS and len(head) == 12:
-        length, value_at = struct.unpack_from(order + "I", head, 8)[0], pos + 12
-    else:
-        length, value_at = struct.unpack_from(order + "H", head, 6)[0], pos + 8
-    if length != UNDEFINED and value_at + length > size:
-        raise TruncatedError(
-            f"Pixel Data needs {length} bytes at byte {value_at}; the file has {size - value_at}"
-        )
+def _meta_end(fp: BinaryIO) -> int:
+    """Where the file meta group ends (0 without a DICM prefix): the dataset's first byte."""
+    fp.seek(128)
+    if fp.read(4) != b"DICM":
+        return 0
+    pos = 132
+    while len(head := fp.read(8)) == 8:
+        group, _, vr, length = struct.unpack("<HH2sH", head)
+        if group != 0x0002:
+            break
+        if vr in _LONG_VRS:
+            extra = fp.read(4)
+            if len(extra) < 4:
+                break
+            length = struct.unpack("<I", extra)[0]
+            pos += 4
+        pos += 8 + length
+        fp.seek(pos)
+    return pos
