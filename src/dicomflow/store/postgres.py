@@ -479,7 +479,6 @@ class PgStore:
                 # The temporary tables and prepared statements of this
                 # session were shaped like the old tables: start afresh.
                 self._discard()
-            if applied:
                 log.info("applied migrations %s to %s", ", ".join(applied), self.where)
             return applied
 
@@ -503,9 +502,12 @@ class PgStore:
 
         Raises:
             StoreDataError: PostgreSQL refused a value (poison: retrying
-                fails the same way); names the record when it can.
+                fails the same way); ``.record`` names the record when the
+                server or the encoder said which row it was. Nothing of the
+                batch was written.
             StoreError: transient (connection lost twice, server down,
-                deadlocks beyond the retries). The next call reconnects.
+                deadlocks beyond the retries, schema not migrated). Nothing
+                of the batch was written; the next call reconnects.
         """
         batch = _Batch.prepare(receipts, states, images)
         if batch.empty:
@@ -565,7 +567,10 @@ class PgStore:
             StoreError: the server cannot be reached or refuses us.
         """
         conn = self._conn
-        if conn is not None and (conn.closed or conn.broken):
+        if conn is not None and (
+            conn.closed or conn.broken or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        ):
+            # Broken, or left inside a transaction by an interrupted call.
             self._discard()
             conn = None
         if conn is None:
