@@ -1,0 +1,411 @@
+"""The consumer loop: storage_queue → parse → PostgreSQL + derived events → offsets.
+
+One thread does everything that touches the Kafka consumer (polling,
+rebalance callbacks, commits), so ownership of partitions can never change
+under a batch without the loop seeing it. Parsing runs on a process pool
+(:mod:`dicomflow.pipeline.parse`); the ordered persist → publish → commit
+step is :func:`dicomflow.pipeline.commit.persist_publish_commit`.
+
+Faults:
+
+- *poison* messages become dead letters inside the batch; their offsets are
+  committed with the batch once the DLQ acknowledged them;
+- *transient* faults (PostgreSQL down, Kafka not acknowledging, a refused
+  commit) pause every owned partition and retry the *same* batch with
+  capped exponential backoff; while waiting the loop keeps polling (paused
+  partitions return nothing) so the member stays in its group and serves
+  rebalances; nothing past the batch is committed; consumption resumes by
+  itself once the batch went through;
+- a *revoked or lost* partition's records are dropped from the pending and
+  in-flight batches, and its offsets are never committed by this member (the
+  new owner replays from the last commit, harmlessly);
+- :meth:`ConsumerLoop.stop` (called by the SIGTERM/SIGINT handler) only sets
+  a flag: the loop finishes the batch in hand, commits, leaves the group and
+  returns; a batch stuck in retries is abandoned uncommitted.
+
+Nothing sleeps in fixed steps: every wait is a ``consume`` call bounded by
+the time left in the batch window, the backoff delay or the idle limit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dicomflow.errors import ConsumerError, PublishError, StoreError, is_poison
+from dicomflow.kafka.consumer import TP, KafkaConsumer, RebalanceListener
+from dicomflow.metrics.consumer import ConsumerMetrics
+from dicomflow.metrics.health import Health
+from dicomflow.models import now
+from dicomflow.pipeline.batch import Batch, Batcher, backoff_delay
+from dicomflow.pipeline.commit import BatchStore, EventPublisher, Progress, Sinks, persist_publish_commit
+from dicomflow.pipeline.parse import Parsed, ParsedBatch, Parser, Poison
+
+log = logging.getLogger(__name__)
+
+#: How long one poll may wait while no batch is open (the stop flag is seen within this).
+IDLE_POLL_S = 0.5
+#: DLQ error class for a record PostgreSQL refuses (a value out of range ...).
+DATABASE_REJECTED = "database-rejected"
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """What the loop needs besides its collaborators (from ``Settings``)."""
+
+    topic: str
+    group_id: str
+    batch_max_messages: int = 500
+    batch_max_ms: int = 500
+    retry_initial_ms: int = 200
+    retry_max_ms: int = 10000
+    #: Stop once this many records were committed (None: run until stopped).
+    max_messages: int | None = None
+    #: Stop after this many seconds without a record and with nothing in hand.
+    until_idle_s: float | None = None
+    dlq_topic: str = "storage_queue.dlq"
+    node_id: str = "dicomflow-1"
+    default_tenant: str = "default"
+    #: Upper bound for one publish call's wait for acknowledgements (None: the producer's own).
+    publish_timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class CommittedBatch:
+    """What one committed batch did (for observers and tests)."""
+
+    records: int
+    instances: int
+    dead_lettered: int
+    #: Series (tenant, study, series) whose state event was published.
+    series: frozenset[tuple[str, str, str]]
+    offsets: dict[TP, int]
+    attempts: int
+    committed_at: dt.datetime
+
+
+@dataclass
+class RunSummary:
+    """Totals of one :meth:`ConsumerLoop.run`."""
+
+    consumed: int = 0
+    committed_records: int = 0
+    instances: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    retries: int = 0
+    dropped_on_revoke: int = 0
+    abandoned: int = 0
+    stopped_because: str = ""
+    batch_log: list[CommittedBatch] = field(default_factory=list)
+
+
+class ConsumerLoop:
+    """Runs the consumer group member until stopped, idle, or a message budget is spent."""
+
+    def __init__(
+        self,
+        config: LoopConfig,
+        consumer_factory: Callable[[RebalanceListener], KafkaConsumer],
+        parser: Parser,
+        store: BatchStore,
+        publisher: EventPublisher,
+        *,
+        metrics: ConsumerMetrics | None = None,
+        health: Health | None = None,
+        on_commit: Callable[[CommittedBatch], None] | None = None,
+        keep_batch_log: bool = False,
+    ) -> None:
+        self.config = config
+        self._consumer_factory = consumer_factory
+        self._parser = parser
+        self._store = store
+        self._publisher = publisher
+        self._metrics = metrics
+        self._health = health
+        self._on_commit = on_commit
+        self._keep_log = keep_batch_log
+        self._consumer: KafkaConsumer | None = None
+        self._stop = threading.Event()
+        self._pending = Batcher(config.batch_max_messages, config.batch_max_ms)
+        self._inflight: Batch | ParsedBatch | None = None
+        self._paused: set[TP] = set()
+        self._retrying = False
+        self._last_activity = time.monotonic()
+        self.summary = RunSummary()
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in hand and return (signal-handler safe)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stop.is_set()
+
+    # RebalanceListener -------------------------------------------------
+
+    def on_assigned(self, partitions: list[TP]) -> None:
+        """New partitions start from their committed offset; while retrying they wait paused."""
+        self._last_activity = time.monotonic()
+
+    def on_revoked(self, partitions: list[TP]) -> None:
+        """Drop every uncommitted record of these partitions; they are someone else's now."""
+        gone = set(partitions)
+        dropped = self._pending.drop_partitions(gone)
+        if self._inflight is not None:
+            dropped += self._inflight.drop_partitions(gone)
+        self._paused -= gone
+        if dropped:
+            log.info("dropped %s uncommitted record(s) of revoked partitions; their new owner replays them", dropped)
+        self.summary.dropped_on_revoke += dropped
+        if self._metrics is not None:
+            for topic, partition in gone:
+                try:
+                    self._metrics.lag.remove(topic, str(partition))
+                except KeyError:
+                    pass
+
+    # ------------------------------------------------------------------ main loop
+
+    def run(self) -> RunSummary:
+        """Consume until stopped; returns the totals.
+
+        Raises:
+            ConsumerError: a fatal Kafka client error (the process should exit
+                non-zero and be restarted).
+        """
+        consumer = self._consumer = self._consumer_factory(self)
+        c = self.config
+        sinks = Sinks(
+            store=self._store, publisher=self._publisher, committer=consumer, dlq_topic=c.dlq_topic,
+            node_id=c.node_id, default_tenant=c.default_tenant, publish_timeout_s=c.publish_timeout_s,
+        )
+        consumer.subscribe([self.config.topic])
+        if self._health is not None:
+            self._health.started()
+        log.info(
+            "consuming %s as group %s (batches of %s messages / %s ms)",
+            self.config.topic, self.config.group_id, self.config.batch_max_messages, self.config.batch_max_ms,
+        )
+        try:
+            while (reason := self._should_end()) is None:
+                batch = self._collect(consumer)
+                if batch is not None:
+                    self._handle(batch, consumer, sinks)
+            self.summary.stopped_because = reason
+            log.info("consumer stopping: %s", reason)
+        finally:
+            if self._health is not None:
+                self._health.stopped()
+            consumer.close()
+        return self.summary
+
+    def _should_end(self) -> str | None:
+        if self._stop.is_set():
+            return "stop requested"
+        limit = self.config.max_messages
+        if limit is not None and self.summary.committed_records >= limit:
+            return f"{self.summary.committed_records} messages committed (limit {limit})"
+        idle = self.config.until_idle_s
+        if idle is not None and len(self._pending) == 0 and time.monotonic() - self._last_activity >= idle:
+            return f"idle for {idle:g} s"
+        return None
+
+    def _budget(self) -> int:
+        """Records the loop may still take in (the --max-messages limit)."""
+        limit = self.config.max_messages
+        if limit is None:
+            return self.config.batch_max_messages
+        return max(0, limit - self.summary.committed_records - len(self._pending))
+
+    def _collect(self, consumer: KafkaConsumer) -> Batch | None:
+        """Fill the pending batch until it is full, its window closes, or the loop must end."""
+        pending = self._pending
+        while not pending.ready() and not self._stop.is_set():
+            room = min(pending.room(), self._budget())
+            if room == 0:
+                break
+            left = pending.time_left()
+            timeout = IDLE_POLL_S if left is None else left
+            if left is None and self.config.until_idle_s is not None:
+                idle_left = self.config.until_idle_s - (time.monotonic() - self._last_activity)
+                if idle_left <= 0:
+                    return None
+                timeout = min(timeout, idle_left)
+            self._poll_into_pending(consumer, room, timeout)
+        if len(pending) == 0:
+            return None
+        return pending.take()
+
+    def _poll_into_pending(self, consumer: KafkaConsumer, room: int, timeout: float) -> int:
+        """One consume call; records go to the pending batch (pausing their partitions while retrying)."""
+        records = consumer.consume(room, timeout)
+        if self._health is not None:
+            self._health.beat()
+        if self._metrics is not None:
+            self._metrics.last_poll.set_to_current_time()
+        if not records:
+            return 0
+        self._last_activity = time.monotonic()
+        if self._retrying:
+            fresh = {r.tp for r in records} - self._paused
+            if fresh:  # newly assigned while a batch is stuck: hold them too
+                consumer.pause(fresh)
+                self._paused |= fresh
+        self._pending.add(records)
+        self.summary.consumed += len(records)
+        if self._metrics is not None:
+            self._metrics.consumed.inc(len(records))
+        return len(records)
+
+    # ------------------------------------------------------------------ one batch
+
+    def _handle(self, batch: Batch, consumer: KafkaConsumer, sinks: Sinks) -> None:
+        """Parse, then persist → publish → commit with retries; never commit past a failure."""
+        self._inflight = batch
+        try:
+            parsed = self._parser.parse(batch)
+            self._inflight = parsed
+            if self._metrics is not None:
+                self._metrics.parse_seconds.observe(parsed.parse_s)
+            self._commit_with_retries(parsed, consumer, sinks)
+        finally:
+            self._inflight = None
+            self._resume(consumer)
+
+    def _commit_with_retries(self, parsed: ParsedBatch, consumer: KafkaConsumer, sinks: Sinks) -> None:
+        progress = Progress()
+        attempt = 0
+        while True:
+            if not parsed.items:
+                log.info("batch dropped entirely: its partitions were revoked")
+                return
+            try:
+                t0 = time.perf_counter()
+                persist_publish_commit(parsed, progress, sinks)
+                self._committed(parsed, progress, attempt + 1, time.perf_counter() - t0)
+                return
+            except (StoreError, PublishError, ConsumerError) as exc:
+                if isinstance(exc, ConsumerError) and exc.fatal:
+                    raise
+                if is_poison(exc):  # PostgreSQL refused a value: find the record(s), dead-letter them
+                    self._isolate_rejected(parsed, progress, sinks)
+                    continue
+                attempt += 1
+                if not self._wait_before_retry(exc, attempt, consumer):
+                    self.summary.abandoned += len(parsed.items)
+                    log.warning("stop requested during retries: %s record(s) left uncommitted, to be replayed", len(parsed.items))
+                    return
+
+    def _wait_before_retry(self, exc: Exception, attempt: int, consumer: KafkaConsumer) -> bool:
+        """Pause everything owned, back off while polling; False when the loop must stop."""
+        fault = type(exc).__name__
+        delay = backoff_delay(attempt, self.config.retry_initial_ms, self.config.retry_max_ms)
+        log.warning("batch attempt %s failed (%s: %s); retrying in %.1f s, consumption paused", attempt, fault, exc, delay)
+        self.summary.retries += 1
+        if self._metrics is not None:
+            self._metrics.retries.labels(fault=fault).inc()
+        if not self._retrying:
+            self._retrying = True
+            owned = consumer.assignment()
+            consumer.pause(owned)
+            self._paused |= owned
+        deadline = time.monotonic() + delay
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            # Keeps the member alive and serves rebalances; paused partitions return nothing.
+            self._poll_into_pending(consumer, self.config.batch_max_messages, min(left, IDLE_POLL_S))
+        return False
+
+    def _resume(self, consumer: KafkaConsumer) -> None:
+        if self._paused:
+            consumer.resume(self._paused)
+            log.info("consumption resumed")
+        self._paused = set()
+        self._retrying = False
+
+    def _isolate_rejected(self, parsed: ParsedBatch, progress: Progress, sinks: Sinks) -> None:
+        """Write the good items one by one; those PostgreSQL refuses become dead letters.
+
+        Rare path (a value the extractor let through but PostgreSQL refuses):
+        one transaction per item, then the batch is retried as a whole, which
+        rewrites the accepted items harmlessly. Transient errors propagate.
+        """
+        progress.states = None
+        for index, item in enumerate(parsed.items):
+            if not isinstance(item, Parsed):
+                continue
+            try:
+                sinks.store.write_batch([item.event], [item.state], [item.image])
+            except StoreError as exc:
+                if not is_poison(exc):
+                    raise
+                log.error("%s: PostgreSQL refused SOP Instance %s: %s", item.record.source, item.event.sop_uid, exc)
+                parsed.items[index] = Poison(item.record, DATABASE_REJECTED, str(exc), item.event)
+
+    def _committed(self, parsed: ParsedBatch, progress: Progress, attempts: int, step_s: float) -> None:
+        """Book-keeping after a batch's offsets were committed."""
+        at = now()
+        good = parsed.good
+        poison = parsed.poison
+        done = CommittedBatch(
+            records=len(parsed.items),
+            instances=len(good),
+            dead_lettered=len(poison),
+            series=frozenset((g.state.tenant_id, g.state.study_uid, g.state.series_uid) for g in good),
+            offsets=parsed.offsets(),
+            attempts=attempts,
+            committed_at=at,
+        )
+        s = self.summary
+        s.committed_records += done.records
+        s.instances += done.instances
+        s.dead_lettered += done.dead_lettered
+        s.batches += 1
+        if self._keep_log:
+            s.batch_log.append(done)
+        for p in poison:
+            log.warning("%s dead-lettered (%s): %s", p.record.source, p.error_class, p.reason)
+        log.debug("batch of %s committed: %s instances, %s dead-lettered, %s attempt(s), %.1f ms",
+                  done.records, done.instances, done.dead_lettered, attempts, step_s * 1000)
+        self._observe(parsed, progress, done)
+        if self._on_commit is not None:
+            try:
+                self._on_commit(done)
+            except Exception:  # an observer must not break the loop
+                log.exception("on_commit observer failed")
+
+    def _observe(self, parsed: ParsedBatch, progress: Progress, done: CommittedBatch) -> None:
+        m = self._metrics
+        if m is None:
+            return
+        try:
+            m.batches.inc()
+            m.batch_size.observe(done.records)
+            m.batch_seconds.observe(max(0.0, time.monotonic() - parsed.started))
+            m.persisted.inc(done.instances)
+            m.published.labels(kind="image").inc(done.instances)
+            m.published.labels(kind="state").inc(progress.states_published)
+            m.published.labels(kind="audit").inc(done.dead_lettered)
+            m.dead_lettered.inc(done.dead_lettered)
+            for p in parsed.poison:
+                m.failed.labels(error_class=p.error_class).inc()
+            if progress.store_s is not None:
+                m.store_seconds.observe(progress.store_s)
+            m.observe_latencies((g.event.created_time for g in parsed.good), done.committed_at)
+            if self._consumer is not None:
+                m.set_lag(self._consumer.lag())
+        except Exception:  # metrics are observers
+            log.exception("updating metrics failed")
+
+
+__all__ = ["DATABASE_REJECTED", "CommittedBatch", "ConsumerLoop", "LoopConfig", "RunSummary"]
