@@ -6,6 +6,9 @@ the broken value it wants into a file.
 
 from __future__ import annotations
 
+import itertools
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,24 @@ from pydicom.uid import (
 STUDY_UID = "1.2.826.0.1.3680043.8.498.1"
 SERIES_UID = "1.2.826.0.1.3680043.8.498.1.1"
 SOP_UID = "1.2.826.0.1.3680043.8.498.1.1.1"
+
+_placeholders = itertools.count(7_341_000_000)
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A value written byte for byte, even one pydicom refuses to hold (``PatientWeight=Raw("heavy ")``).
+
+    It is written as a placeholder of digits of the same length, which is then
+    replaced in the file's bytes.
+    """
+
+    text: str
+
+    def placeholder(self) -> str:
+        digits = str(next(_placeholders))
+        return (digits * (len(self.text) // len(digits) + 1))[-len(self.text) :]
+
 
 TRANSFER_SYNTAXES = {
     "implicit": ImplicitVRLittleEndian,
@@ -69,26 +90,40 @@ def ct_dataset(**attrs: Any) -> Dataset:
         "PixelData": b"\x00\x01" * 8,
     }
     values.update(attrs)
+    patches: dict[bytes, bytes] = {}
     with config.disable_value_validation():
         for keyword, value in values.items():
+            if isinstance(value, Raw):
+                placeholder = value.placeholder()
+                patches[placeholder.encode()] = value.text.encode()
+                value = placeholder
             if value is not None:
                 setattr(ds, keyword, value)
+    ds.raw_patches = patches  # applied by write()
     return ds
 
 
 def write(path: Path, ds: Dataset, *, syntax: str = "explicit", meta: bool = True) -> Path:
     """Write ``ds`` as a Part 10 file (``meta``) or as a raw dataset without preamble and meta."""
     ts = TRANSFER_SYNTAXES[syntax]
-    with config.disable_value_validation():
+    patches: dict[bytes, bytes] = getattr(ds, "raw_patches", {})
+    with config.disable_value_validation(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an unknown character set, on purpose
         if meta:
             ds.file_meta = FileMetaDataset()
             ds.file_meta.TransferSyntaxUID = ts
-            ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", CTImageStorage)
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", generate_uid())
+            ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID") or CTImageStorage
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID") or generate_uid()
             ds.preamble = b"\x00" * 128
             ds.save_as(path, enforce_file_format=True)
         else:
             ds.save_as(path, implicit_vr=ts.is_implicit_VR, little_endian=ts.is_little_endian)
+    if patches:
+        content = path.read_bytes()
+        for placeholder, text in patches.items():
+            assert content.count(placeholder) == 1, placeholder
+            content = content.replace(placeholder, text)
+        path.write_bytes(content)
     return path
 
 
