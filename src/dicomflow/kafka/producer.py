@@ -219,6 +219,23 @@ class _Tracker:
                 log.exception("delivering a batch result to its waiter failed")
 
 
+def _series_keys(events: Sequence[DicomStoreMeta]) -> list[str]:
+    """Each event's storage_queue key, hashing each series once per batch.
+
+    A batch holds many instances of few series; the md5 is the costliest
+    step of building a batch, so it is computed once per series.
+    """
+    cache: dict[tuple[str, str, str, str], str] = {}
+    keys = []
+    for e in events:
+        series = (e.tenant_id, e.patient_id, e.study_uid, e.series_uid)
+        key = cache.get(series)
+        if key is None:
+            key = cache[series] = e.key()
+        keys.append(key)
+    return keys
+
+
 def _resolver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[BatchResult]) -> Callable[[BatchResult], None]:
     """A thread-safe ``on_done`` that resolves ``future`` on its own event loop."""
 
@@ -364,7 +381,7 @@ class Publisher:
     def _store_segments(self, events: Sequence[DicomStoreMeta], with_receipt: bool) -> list[_Segment]:
         """storage_queue keyed by series, then (with_receipt) log_queue keyed by trace_id, same payloads."""
         values = encode_many(list(events))
-        segments = [_Segment(0, self._topics.main, [e.key() for e in events], values)]
+        segments = [_Segment(0, self._topics.main, _series_keys(events), values)]
         if with_receipt:
             segments.append(_Segment(len(values), self._topics.log, [e.trace_id for e in events], values))
         return segments
@@ -406,6 +423,7 @@ class Publisher:
                     self._producer.poll(_FULL_QUEUE_WAIT_S)
                 else:
                     full_since = None
+        self._send_now()
         wait_s = self._wait_default_s if deadline is None else deadline - time.monotonic()
         if not tracker.wait(wait_s):
             tracker.abandon(self._timeout_reason(timeout_s))
@@ -434,6 +452,7 @@ class Publisher:
                     full_since = None
                     await asyncio.sleep(0)
                 i = reached
+        self._send_now()
         wait_s = self._wait_default_s if deadline is None else deadline - time.monotonic()
         try:
             await asyncio.wait_for(asyncio.shield(future), max(wait_s, 0.0))
@@ -451,6 +470,7 @@ class Publisher:
         """
         produce = self._producer.produce
         on_delivery = tracker.on_delivery
+        partial = functools.partial
         topic, keys, values, headers = segment.topic, segment.keys, segment.values, segment.headers
         start = segment.start
         stop = len(values) if end is None else end
@@ -459,12 +479,12 @@ class Publisher:
             try:
                 if headers is None:
                     while i < stop:
-                        produce(topic, values[i], keys[i], on_delivery=functools.partial(on_delivery, start + i))
+                        produce(topic, values[i], keys[i], on_delivery=partial(on_delivery, start + i))
                         i += 1
                 else:
                     while i < stop:
                         produce(topic, values[i], keys[i], headers=headers[i],
-                                on_delivery=functools.partial(on_delivery, start + i))
+                                on_delivery=partial(on_delivery, start + i))
                         i += 1
             except BufferError:
                 return i
@@ -473,6 +493,18 @@ class Publisher:
                 tracker.fail(start + i, self._describe(error) if error is not None else str(exc))
                 i += 1
         return i
+
+    def _send_now(self) -> None:
+        """Ask librdkafka to send what it holds now instead of lingering; does not wait.
+
+        ``linger.ms`` lets a producer that keeps producing fill larger
+        batches. A batch call is about to wait for its own acknowledgements,
+        so lingering after its last message is pure latency (a receiver
+        sending one event per C-STORE would pay it on every instance). A
+        zero-timeout flush starts the send and returns at once; it is not the
+        reference's flush after every message, which blocked until delivery.
+        """
+        self._producer.flush(0)
 
     def _give_up_on_full_queue(self, tracker: _Tracker, segment: _Segment, reached: int, full_since: float, deadline: float | None) -> bool:
         """Decide whether a sender waiting for queue space stops; if so, fail what is left.
