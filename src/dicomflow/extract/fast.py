@@ -210,19 +210,20 @@ def _read_dataset(
     long_vrs, short_vrs, vr_names = _LONG_BYTES, _SHORT_BYTES, _VR_NAMES
     interesting = _INTERESTING
     data, base = f.data, f.base
+    end_of_data = len(data)
     vr_bytes = b""
     while pos + 8 <= size:
         i = pos - base
-        if i < 0 or i + 12 > len(data):
+        if i < 0 or i + 12 > end_of_data:
             i = f.at(pos, min(12, size - pos))
-            data, base = f.data, f.base
+            data, base, end_of_data = f.data, f.base, len(f.data)
         if implicit:
             group, element, length = unpack_head(data, i)
             start = pos + 8
         else:
             group, element, vr_bytes, length = unpack_head(data, i)
             if vr_bytes in long_vrs:
-                if i + 12 > len(data):
+                if i + 12 > end_of_data:
                     raise TruncatedError(f"file ends inside the element header at byte {pos}")
                 length = unpack_u32(data, i + 8)[0]
                 start = pos + 12
@@ -244,9 +245,9 @@ def _read_dataset(
             if end > size:
                 raise TruncatedError(_past_end(group, element, length, start, size))
             j = start - base
-            if j < 0 or j + length > len(data):
+            if j < 0 or j + length > end_of_data:
                 j = f.at(start, length)
-                data, base = f.data, f.base
+                data, base, end_of_data = f.data, f.base, len(f.data)
             found[tag] = (None if implicit else vr_names[vr_bytes], data[j : j + length])
             pos = end
         elif length == UNDEFINED:
@@ -256,7 +257,7 @@ def _read_dataset(
                 pos = _skip_sequence(f, start, True, True, 1)
             else:
                 raise Unsupported(f"undefined length with VR {vr_bytes!r} at byte {pos}")
-            data, base = f.data, f.base
+            data, base, end_of_data = f.data, f.base, len(f.data)
         else:
             pos = start + length
             if pos > size:
