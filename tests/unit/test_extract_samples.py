@@ -178,6 +178,16 @@ def _name(ds: pydicom.Dataset) -> str | None:
     return "=".join(groups).rstrip("=") or None
 
 
+def _origin(raw: Any) -> str:
+    """StudyDate text as found (first value), the legacy dotted form as YYYYMMDD."""
+    if not raw:
+        return ""
+    text = str(raw[0] if isinstance(raw, pydicom.multival.MultiValue) else raw).strip()
+    if re.fullmatch(r"\d{4}\.\d\d\.\d\d", text):
+        return text.replace(".", "")
+    return text[:8]
+
+
 def _transfer_syntax(ds: pydicom.Dataset) -> str:
     meta = getattr(ds, "file_meta", None)
     if meta is not None and meta.get("TransferSyntaxUID"):
@@ -210,7 +220,7 @@ def expected_records(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     }
     state = {
         **common,
-        "study_date_origin": str(raw_study_date)[:8] if raw_study_date else "",
+        "study_date_origin": _origin(raw_study_date),
         "patient_name": _name(ds),
         "patient_sex": (_text(ds, "PatientSex") or "")[:1] or None,
         "patient_birth_date": _date(ds, "PatientBirthDate"),
@@ -306,7 +316,7 @@ def test_legacy_dotted_study_date() -> None:
     """ExplVR_BigEnd.dcm carries the ACR-NEMA form 1997.04.24 (and big endian numbers)."""
     state, image = extract_file(PYDICOM_DATA / "test_files" / "ExplVR_BigEnd.dcm", "acme", received=RECEIVED)
     assert state.study_date == dt.date(1997, 4, 24)
-    assert state.study_date_origin == "1997.04."  # as found, cut to str(8)
+    assert state.study_date_origin == "19970424"  # the YYYYMMDD it means: "1997.04." would be useless
     assert (image.width, image.columns, image.bits_allocated) == (60, 80, 8)
     assert image.transfer_syntax_uid == "1.2.840.10008.1.2.2"
 

@@ -18,7 +18,10 @@ issue):
   path and the tag, never with a patient attribute's value.
 * StudyDate falls back to SeriesDate, ContentDate, AcquisitionDate, then the
   receipt date; ``study_date_origin`` keeps the StudyDate text as found
-  (``""`` when absent). A missing PatientID is ``""``.
+  (``""`` when absent; an invalid value too, cut to 8 bytes), except that
+  the legacy ``YYYY.MM.DD`` becomes ``YYYYMMDD``: cut to the field's 8 bytes
+  it would read ``YYYY.MM.``, which no consumer can use. A missing PatientID
+  is ``""``.
 * StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID and SOPClassUID are
   required; a file without them (or with one that cannot be a UID: longer
   than 64 bytes, several values, control characters) is an
@@ -41,7 +44,7 @@ from pydicom.valuerep import TEXT_VR_DELIMS
 
 from dicomflow.errors import ExtractError
 from dicomflow.extract import raw as t
-from dicomflow.extract.raw import ENCODING_TS, RawHeader, tag_name
+from dicomflow.extract.raw import RawHeader, tag_name
 from dicomflow.extract.values import (
     PADDING,
     join_values,
@@ -278,14 +281,12 @@ def build(
         raise ExtractError(path, f"required attribute missing or empty: {missing}")
 
     dates = {tag: v.date(tag) for tag in _STUDY_DATE_FALLBACKS}
-    study_date = v.date(t.STUDY_DATE)
-    if study_date is None:
-        study_date = _fallback_study_date(dates, path, received)
-    origin = v.default(t.STUDY_DATE)
+    own_study_date = v.date(t.STUDY_DATE)
+    study_date = own_study_date or _fallback_study_date(dates, path, received)
+    origin = _study_date_origin(v.default(t.STUDY_DATE), own_study_date)
     patient_id = v.text(t.PATIENT_ID) or ""
     study_hash = uid_hash(study_uid)
     series_hash = uid_hash(series_uid)
-    transfer_syntax = header.transfer_syntax_uid.strip(PADDING) or ENCODING_TS[(False, True)]
 
     state = DicomStateMeta(
         tenant_id=tenant_id,
@@ -294,7 +295,7 @@ def build(
         series_uid=series_uid,
         study_uid_hash=study_hash,
         series_uid_hash=series_hash,
-        study_date_origin=origin.strip(PADDING) if origin is not None else "",
+        study_date_origin=origin,
         patient_name=v.person_name(t.PATIENT_NAME),
         patient_sex=v.single(t.PATIENT_SEX),
         patient_birth_date=v.date(t.PATIENT_BIRTH_DATE),
@@ -348,7 +349,7 @@ def build(
         rescale_type=v.text(t.RESCALE_TYPE),
         window_center=v.joined(t.WINDOW_CENTER),
         window_width=v.joined(t.WINDOW_WIDTH),
-        transfer_syntax_uid=transfer_syntax,
+        transfer_syntax_uid=header.transfer_syntax_uid,
         pixel_data_location=path,
         thumbnail_location=None,
         sop_class_uid=sop_class_uid,
@@ -358,6 +359,16 @@ def build(
         updated_time=received,
     )
     return state, image
+
+
+def _study_date_origin(text: str | None, parsed: dt.date | None) -> str:
+    """StudyDate as the file has it (first value, unpadded); legacy ``YYYY.MM.DD`` as ``YYYYMMDD``."""
+    if text is None:
+        return ""
+    text = text.split("\\", 1)[0].strip(PADDING)
+    if parsed is not None and len(text) == 10 and text[4] == text[7] == ".":
+        return text.replace(".", "")
+    return text
 
 
 def _fallback_study_date(dates: dict[int, dt.date | None], path: str, received: dt.datetime) -> dt.date:
