@@ -279,6 +279,9 @@ class ConsumerLoop:
         finally:
             self._inflight = None
             self._resume(consumer)
+            # Idle time counts from the end of the last batch: after a long
+            # retry the paused partitions must be polled again before "idle".
+            self._last_activity = time.monotonic()
 
     def _commit_with_retries(self, parsed: ParsedBatch, consumer: KafkaConsumer, sinks: Sinks) -> None:
         progress = Progress()

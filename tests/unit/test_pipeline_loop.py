@@ -1,0 +1,63 @@
+"""Loop bookkeeping that needs no broker: what a revoke drops, when the loop ends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dicomflow.kafka.consumer import Record
+from dicomflow.pipeline.batch import Batch
+from dicomflow.pipeline.loop import ConsumerLoop, LoopConfig
+from dicomflow.pipeline.parse import WIRE_FORMAT, ParsedBatch, Parser, Poison
+
+
+def never(_listener: Any) -> Any:
+    raise AssertionError("no consumer in this test")
+
+
+def make_loop(tmp_path: Path, **config: Any) -> ConsumerLoop:
+    return ConsumerLoop(LoopConfig(topic="q", group_id="g", **config), never, Parser(tmp_path, 1), store=None, publisher=None)  # type: ignore[arg-type]
+
+
+def rec(partition: int, offset: int) -> Record:
+    return Record("q", partition, offset, None, b"x")
+
+
+def test_revoke_drops_pending_and_in_flight_records_of_those_partitions_only(tmp_path: Path) -> None:
+    loop = make_loop(tmp_path)
+    loop._pending.add([rec(0, 10), rec(1, 10), rec(0, 11)])
+    inflight = ParsedBatch([Poison(rec(0, 9), WIRE_FORMAT, "x"), Poison(rec(2, 3), WIRE_FORMAT, "x")], 0.0)
+    loop._inflight = inflight
+    loop._paused = {("q", 0), ("q", 2)}
+
+    loop.on_revoked([("q", 0)])
+
+    assert [(r.partition, r.offset) for r in loop._pending.take().records] == [(1, 10)]
+    assert [i.record.partition for i in inflight.items] == [2]
+    assert inflight.offsets() == {("q", 2): 4}  # never commits for the revoked partition
+    assert loop._paused == {("q", 2)}
+    assert loop.summary.dropped_on_revoke == 3
+
+
+def test_revoke_before_parsing_drops_from_the_raw_batch(tmp_path: Path) -> None:
+    loop = make_loop(tmp_path)
+    batch = Batch([rec(0, 1), rec(1, 1)])
+    loop._inflight = batch
+    loop.on_revoked([("q", 1)])
+    assert batch.offsets() == {("q", 0): 2}
+
+
+def test_the_loop_ends_on_stop_on_budget_and_when_idle(tmp_path: Path) -> None:
+    loop = make_loop(tmp_path, max_messages=5, until_idle_s=10.0)
+    assert loop._should_end() is None
+    assert loop._budget() == 5
+    loop._pending.add([rec(0, 1), rec(0, 2)])
+    assert loop._budget() == 3  # what is pending counts against --max-messages
+    loop.summary.committed_records = 5
+    assert loop._should_end() is not None and "limit 5" in str(loop._should_end())
+    loop.summary.committed_records = 0
+    loop._pending.take()
+    loop._last_activity -= 11.0
+    assert "idle" in str(loop._should_end())
+    loop.stop()
+    assert loop._should_end() == "stop requested"
