@@ -115,4 +115,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run through the canonical module, not this ``__main__`` copy: the stage
+    # commands import ``dicomflow.cli`` and must see the same settings object.
+    from dicomflow.cli import main as _canonical_main
+
+    _canonical_main()
