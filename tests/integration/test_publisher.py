@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import socket
 import struct
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -191,6 +192,41 @@ def test_without_receipt_only_storage_queue_is_written(
     assert result == BatchResult(delivered=1)
     assert len(read_all(kafka, kafka_topics.main)) == 1
     assert read_all(kafka, kafka_topics.log) == []
+
+
+def test_one_publisher_shared_by_many_threads_reports_each_thread_its_own_outcome(
+    publisher: Publisher, kafka: KafkaSettings, kafka_topics: TopicSettings
+) -> None:
+    """The receiver's model: one association thread per sender, all on one producer."""
+    per_thread = 150
+    results: dict[int, list[BatchResult]] = {}
+    sent: dict[int, list[DicomStoreMeta]] = {}
+
+    def worker(t: int) -> None:
+        sent[t] = [store_event(n, series=t, tenant=f"tenant-{t}") for n in range(per_thread)]
+        results[t] = [publisher.send_store_event(e) for e in sent[t]]
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert all(r == BatchResult(delivered=2) for rs in results.values() for r in rs)
+    receipts = read_all(kafka, kafka_topics.log)
+    assert sorted(r.key or b"" for r in receipts) == sorted(e.trace_id.encode() for es in sent.values() for e in es)
+
+
+def test_a_waiting_batch_does_not_linger(kafka: KafkaSettings, kafka_topics: TopicSettings) -> None:
+    """A one-event send returns on its acknowledgement, not after linger.ms (the receiver's latency)."""
+    lingering = dataclasses.replace(kafka, linger_ms=2000)
+    with Publisher(lingering, kafka_topics) as pub:
+        pub.send_store_event(store_event(0))  # connection and metadata
+        started = time.monotonic()
+        results = [pub.send_store_event(store_event(n)) for n in range(1, 4)]
+        elapsed = time.monotonic() - started
+    assert all(r.ok for r in results)
+    assert elapsed < 2.0  # three sends that lingered would take 6 s
 
 
 # ---------------------------------------------------------------- asyncio

@@ -31,11 +31,12 @@ each queued message failed once ``message.timeout.ms`` has passed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, cast
@@ -64,6 +65,10 @@ _ASYNC_CHUNK = 1000
 _FULL_QUEUE_WAIT_S = 0.01
 #: Seconds added to message.timeout.ms before a blocking send stops waiting by itself.
 _GRACE_S = 5.0
+#: Seconds a blocking sender serves its own acknowledgements before sleeping on them.
+_EAGER_WAIT_S = 0.01
+#: Longest the poll thread blocks in one call (it notices new waiters at this pace).
+_IDLE_POLL_S = 0.01
 #: Seconds between two warnings with the same librdkafka error code.
 _ERROR_REPEAT_S = 30.0
 
@@ -197,6 +202,11 @@ class _Tracker:
 
     # -- the caller's side ---------------------------------------------------
 
+    @property
+    def done(self) -> bool:
+        """Every message is reported, or the caller stopped waiting."""
+        return self._done.is_set()
+
     def wait(self, timeout_s: float) -> bool:
         """Block until every message is reported; False when ``timeout_s`` passed first."""
         return self._done.wait(max(timeout_s, 0.0))
@@ -277,6 +287,8 @@ class Publisher:
         self._closed = False
         self._close_lock = threading.Lock()
         self._stop = threading.Event()
+        self._waiters = 0
+        self._waiters_lock = threading.Lock()
         self._poller = threading.Thread(target=self._poll_loop, name="dicomflow-kafka-poll", daemon=True)
         self._poller.start()
         log.info("Kafka publisher for %s: compression %s, linger %s ms, message timeout %s ms",
@@ -423,10 +435,16 @@ class Publisher:
                     self._producer.poll(_FULL_QUEUE_WAIT_S)
                 else:
                     full_since = None
-        self._send_now()
         wait_s = self._wait_default_s if deadline is None else deadline - time.monotonic()
-        if not tracker.wait(wait_s):
-            tracker.abandon(self._timeout_reason(timeout_s))
+        wait_until = time.monotonic() + max(wait_s, 0.0)
+        with self._waiting():
+            # An acknowledgement usually takes about a millisecond: serve it on this thread
+            # with short flushes (each also makes librdkafka send at once), then sleep.
+            eager_until = min(time.monotonic() + _EAGER_WAIT_S, wait_until)
+            while not tracker.done and time.monotonic() < eager_until:
+                self._producer.flush(0.001)
+            if not tracker.wait(wait_until - time.monotonic()):
+                tracker.abandon(self._timeout_reason(timeout_s))
         return self._log_outcome(tracker.result, segments, started)
 
     async def _send_async(self, segments: list[_Segment], timeout_s: float | None) -> BatchResult:
@@ -452,12 +470,12 @@ class Publisher:
                     full_since = None
                     await asyncio.sleep(0)
                 i = reached
-        self._send_now()
         wait_s = self._wait_default_s if deadline is None else deadline - time.monotonic()
-        try:
-            await asyncio.wait_for(asyncio.shield(future), max(wait_s, 0.0))
-        except TimeoutError:
-            tracker.abandon(self._timeout_reason(timeout_s))
+        with self._waiting():
+            try:
+                await asyncio.wait_for(asyncio.shield(future), max(wait_s, 0.0))
+            except TimeoutError:
+                tracker.abandon(self._timeout_reason(timeout_s))
         return self._log_outcome(tracker.result, segments, started)
 
     def _produce_range(self, tracker: _Tracker, segment: _Segment, begin: int, end: int | None = None) -> int:
@@ -494,17 +512,28 @@ class Publisher:
                 i += 1
         return i
 
-    def _send_now(self) -> None:
-        """Ask librdkafka to send what it holds now instead of lingering; does not wait.
+    @contextlib.contextmanager
+    def _waiting(self) -> Iterator[None]:
+        """Mark a caller as waiting for its acknowledgements, so nothing lingers meanwhile.
 
         ``linger.ms`` lets a producer that keeps producing fill larger
-        batches. A batch call is about to wait for its own acknowledgements,
-        so lingering after its last message is pure latency (a receiver
-        sending one event per C-STORE would pay it on every instance). A
-        zero-timeout flush starts the send and returns at once; it is not the
-        reference's flush after every message, which blocked until delivery.
+        batches. A batch call that waits for its own acknowledgements has
+        nothing more to add, so lingering after its last message is pure
+        latency (a receiver sending one event per C-STORE would pay it on
+        every instance). While anyone waits, the poll thread serves reports
+        with ``flush`` (which makes librdkafka treat linger as elapsed)
+        instead of ``poll``; the zero-timeout flush here starts the send
+        at once. None of this blocks on other callers' messages, unlike the
+        reference's flush after every message.
         """
-        self._producer.flush(0)
+        with self._waiters_lock:
+            self._waiters += 1
+        try:
+            self._producer.flush(0)
+            yield
+        finally:
+            with self._waiters_lock:
+                self._waiters -= 1
 
     def _give_up_on_full_queue(self, tracker: _Tracker, segment: _Segment, reached: int, full_since: float, deadline: float | None) -> bool:
         """Decide whether a sender waiting for queue space stops; if so, fail what is left.
@@ -557,7 +586,10 @@ class Publisher:
         """Serve delivery reports, error and log callbacks until :meth:`close`."""
         while not self._stop.is_set():
             try:
-                self._producer.poll(0.1)
+                if not self._waiters:
+                    self._producer.poll(_IDLE_POLL_S)
+                elif self._producer.flush(_IDLE_POLL_S) == 0:  # nothing outstanding: do not spin
+                    self._producer.poll(0.005)
             except Exception:  # noqa: BLE001 - keep serving reports; a dead poller would hang every sender
                 log.exception("polling the Kafka producer failed")
                 time.sleep(0.1)
