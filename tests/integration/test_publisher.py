@@ -322,6 +322,24 @@ def test_a_caller_deadline_shorter_than_the_message_timeout_is_honoured() -> Non
     assert elapsed < 5
 
 
+def test_a_queue_that_stays_full_ends_at_the_caller_deadline() -> None:
+    """Broker gone, local queue full: the sender stops at its deadline and sends nothing more."""
+    kafka = KafkaSettings(brokers=f"127.0.0.1:{free_port()}", message_timeout_ms=60_000, queue_buffering_max_messages=10)
+    with Publisher(kafka, TopicSettings()) as pub:
+        started = time.monotonic()
+        result = pub.send_store_events([store_event(n) for n in range(100)], timeout_s=1.0)
+        elapsed = time.monotonic() - started
+        blocked = asyncio.run(pub.send_store_events_async([store_event(n) for n in range(50)], timeout_s=0.5))
+        pub.close(timeout_s=0.5)
+    assert result.delivered == 0 and len(result.failures) == 200
+    reasons = [f.reason for f in result.failures]
+    assert sum("still full at the send deadline" in r for r in reasons) == 190  # never queued
+    assert sum("within 1.0 s" in r for r in reasons) == 10  # queued, never acknowledged
+    assert 1.0 <= elapsed < 5
+    assert blocked.delivered == 0 and len(blocked.failures) == 100
+    assert all(f.reason.startswith("not sent") for f in blocked.failures)  # the queue was still full
+
+
 @pytest.mark.slow
 # KafkaBroker.start leaves the broker running detached; its Popen handle warns when collected.
 @pytest.mark.filterwarnings("ignore:Exception ignored in. <function Popen.__del__:pytest.PytestUnraisableExceptionWarning")

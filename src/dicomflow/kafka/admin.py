@@ -313,11 +313,27 @@ def _high_watermarks(consumer: Consumer, brokers: str, topic: str, timeout_s: fl
     if described is None or described.error is not None or not described.partitions:
         reason = described.error.str() if described is not None and described.error is not None else "no partitions"
         raise TopicAdminError(f"topic {topic} is not readable on {brokers}: {reason}")
+    deadline = time.monotonic() + timeout_s
     ends: dict[int, int] = {}
     for partition in described.partitions:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+        while True:
+            try:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+                break
+            except KafkaException as exc:
+                # A topic created a moment ago may not have its leader in place yet.
+                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                later = err is not None and (err.retriable() or err.code() in _NOT_READY)
+                if not later or time.monotonic() >= deadline:
+                    raise TopicAdminError(f"cannot read the end offsets of {topic}[{partition}] on {brokers}: "
+                                          f"{_error_text(exc)}") from exc
+                time.sleep(0.1)
         ends[partition] = high
     return ends
+
+
+#: Errors of a partition whose leader is not in place yet (a topic created a moment ago).
+_NOT_READY = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
 
 
 def _record(msg: Message) -> ReadRecord:

@@ -423,16 +423,20 @@ class Publisher:
         started = time.monotonic()
         deadline = None if timeout_s is None else started + timeout_s
         tracker = _Tracker(segments, self._describe)
+        gave_up: str | None = None
         for segment in segments:
             i = 0
             full_since: float | None = None
             while i < len(segment):
+                if gave_up:
+                    self._fail_rest(tracker, segment, i, gave_up)
+                    break
                 i = self._produce_range(tracker, segment, i)
                 if i < len(segment):  # local queue full: serve deliveries to make room
                     full_since = full_since or time.monotonic()
-                    if self._give_up_on_full_queue(tracker, segment, i, full_since, deadline):
-                        break
-                    self._producer.poll(_FULL_QUEUE_WAIT_S)
+                    gave_up = self._full_queue_verdict(full_since, deadline)
+                    if not gave_up:
+                        self._producer.poll(_FULL_QUEUE_WAIT_S)
                 else:
                     full_since = None
         wait_s = self._wait_default_s if deadline is None else deadline - time.monotonic()
@@ -455,17 +459,21 @@ class Publisher:
         started = time.monotonic()
         deadline = None if timeout_s is None else started + timeout_s
         tracker = _Tracker(segments, self._describe, _resolver(loop, future))
+        gave_up: str | None = None
         for segment in segments:
             i = 0
             full_since: float | None = None
             while i < len(segment):
+                if gave_up:
+                    self._fail_rest(tracker, segment, i, gave_up)
+                    break
                 end = min(i + _ASYNC_CHUNK, len(segment))
                 reached = self._produce_range(tracker, segment, i, end)
                 if reached < end:  # local queue full: the poll thread makes room
                     full_since = full_since or time.monotonic()
-                    if self._give_up_on_full_queue(tracker, segment, reached, full_since, deadline):
-                        break
-                    await asyncio.sleep(_FULL_QUEUE_WAIT_S)
+                    gave_up = self._full_queue_verdict(full_since, deadline)
+                    if not gave_up:
+                        await asyncio.sleep(_FULL_QUEUE_WAIT_S)
                 else:
                     full_since = None
                     await asyncio.sleep(0)
@@ -535,8 +543,8 @@ class Publisher:
             with self._waiters_lock:
                 self._waiters -= 1
 
-    def _give_up_on_full_queue(self, tracker: _Tracker, segment: _Segment, reached: int, full_since: float, deadline: float | None) -> bool:
-        """Decide whether a sender waiting for queue space stops; if so, fail what is left.
+    def _full_queue_verdict(self, full_since: float, deadline: float | None) -> str | None:
+        """Why a sender waiting for queue space should stop, or None to keep waiting.
 
         It stops at the caller's deadline, or when no room appeared for longer
         than ``message.timeout.ms`` (by then librdkafka has failed the queued
@@ -544,14 +552,15 @@ class Publisher:
         """
         now = time.monotonic()
         if deadline is not None and now >= deadline:
-            why = "local producer queue still full at the send deadline"
-        elif now - full_since > self._wait_default_s:
-            why = f"local producer queue full for {now - full_since:.0f} s"
-        else:
-            return False
-        for j in range(reached, len(segment)):
+            return "local producer queue still full at the send deadline"
+        if now - full_since > self._wait_default_s:
+            return f"local producer queue full for {now - full_since:.0f} s"
+        return None
+
+    def _fail_rest(self, tracker: _Tracker, segment: _Segment, begin: int, why: str) -> None:
+        """Report messages ``begin ..`` of a segment failed without sending them."""
+        for j in range(begin, len(segment)):
             tracker.fail(segment.start + j, f"not sent: {why} (brokers {self._kafka.brokers})")
-        return True
 
     # ------------------------------------------------------------ reporting
 
