@@ -14,6 +14,9 @@ fresh 6-partition topic pair:
 * **flush per message** (baseline): the reference's ``send_message``: send
   one event (key: trace_id), wait for its acknowledgement, flush the
   producer, next one; on a plain producer with the same configuration.
+  Each message then pays ``linger.ms``, so the same loop also runs with
+  ``linger.ms=0``: the baseline at its best, for a ratio nobody can call
+  flattering.
 
 Each batched mode runs ``--repeat`` times after an untimed warm-up batch; the
 median run is reported. Every run counts only acknowledged messages (acks=all, idempotent producer)
@@ -176,11 +179,14 @@ def main(argv: list[str] | None = None) -> int:
                             for r in range(args.repeat)]
         baseline = timed("flush per message", baseline_events, 1,
                          lambda: flush_per_message(kafka, topics.main, baseline_events))
+        no_linger = dataclasses.replace(kafka, linger_ms=0)
+        baseline_fast = timed("  same, linger.ms=0", baseline_events, 1,
+                              lambda: flush_per_message(no_linger, topics.main, baseline_events))
     finally:
         if not args.keep_topics:
             delete_topics(kafka, topics.all())
 
-    for run in (*batched_runs, *receipt_runs, baseline):
+    for run in (*batched_runs, *receipt_runs, baseline, baseline_fast):
         print(run.line())
     best = median(batched_runs)
     receipt = median(receipt_runs)
@@ -190,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({receipt.messages / receipt.seconds:,.0f} msgs/s, {receipt.payload_bytes / receipt.seconds / 1e6:.1f} MB/s); "
           f"flush per message {baseline.events_per_s:,.0f} events/s")
     print(f"ratio batched / flush-per-message: {ratio:,.0f}x "
-          f"(with receipt: {receipt.events_per_s / baseline.events_per_s:,.0f}x)")
+          f"(with receipt: {receipt.events_per_s / baseline.events_per_s:,.0f}x; "
+          f"against the baseline without linger: {best.events_per_s / baseline_fast.events_per_s:,.0f}x)")
     print(f"target >= 100,000 store events/s: {'met' if best.events_per_s >= 100_000 else 'NOT met'} "
           f"({best.events_per_s:,.0f}); target >= 50x: {'met' if ratio >= 50 else 'NOT met'} ({ratio:,.0f}x)")
     return 0
