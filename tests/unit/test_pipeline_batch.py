@@ -122,3 +122,20 @@ def test_backoff_doubles_from_initial_and_is_capped() -> None:
     assert delays == sorted(delays)
     assert backoff_delay(0, 200, 10000) == 0.0
     assert backoff_delay(1000, 200, 10000) == 10.0
+
+
+def test_window_opens_when_the_first_record_was_produced() -> None:
+    clock = Clock()
+    b = Batcher(500, 500, clock)
+    b.add([rec(0, 0)], age_s=0.3)  # it waited 300 ms while the previous batch was written
+    assert b.time_left() == pytest.approx(0.2)
+
+
+def test_record_age_is_clamped_so_a_skewed_clock_cannot_stretch_or_invert_the_window() -> None:
+    clock = Clock()
+    ahead = Batcher(500, 500, clock)
+    ahead.add([rec(0, 0)], age_s=-30.0)  # producer clock ahead of ours
+    assert ahead.time_left() == pytest.approx(0.5)
+    behind = Batcher(500, 500, clock)
+    behind.add([rec(0, 0)], age_s=3600.0)  # producer clock an hour behind, or a backlog
+    assert behind.time_left() == 0.0 and behind.ready()

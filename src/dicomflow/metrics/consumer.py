@@ -63,7 +63,7 @@ class ConsumerMetrics:
         )
         self.batch_seconds = Histogram(
             "dicomflow_consumer_batch_seconds",
-            "From the first event of a batch arriving to its offsets being committed.",
+            "From the batch window opening (its first event produced, at most batch_max_ms earlier) to its offsets committed.",
             buckets=_TIME_BUCKETS,
             registry=registry,
         )
@@ -77,7 +77,7 @@ class ConsumerMetrics:
         )
         self.event_latency = Histogram(
             "dicomflow_consumer_event_latency_seconds",
-            "From a store event's created_time to the commit of its batch (clock of this host).",
+            "From a store event's created_time to the PostgreSQL commit of its batch (clock of this host).",
             buckets=_TIME_BUCKETS,
             registry=registry,
         )

@@ -2,8 +2,9 @@
 
 Why: one PostgreSQL transaction and one round of acknowledgements per batch is
 what makes the consumer fast; a time window bounds the latency when traffic is
-light. The window starts when the batch's *first* record arrives, so an idle
-consumer answers the first new record within ``max_ms`` (the reference slept
+light. The window opens when the batch's *first* record was produced (its Kafka
+timestamp, clamped to ``max_ms`` in the past), so an idle consumer answers
+the first new record within ``max_ms`` (the reference slept
 in one-second steps and waited up to five seconds, defect 10).
 
 Records are kept in arrival order and a batch is always a *prefix* of what was
@@ -79,11 +80,17 @@ class Batcher:
     def __len__(self) -> int:
         return len(self._records)
 
-    def add(self, records: Iterable[Record]) -> None:
-        """Append records in the order the client returned them; starts the window if empty."""
+    def add(self, records: Iterable[Record], age_s: float = 0.0) -> None:
+        """Append records in the order the client returned them; opens the window if empty.
+
+        ``age_s`` is how long the first record has existed already (from its
+        Kafka timestamp): the window opens that much earlier, clamped to
+        ``[0, max_ms]`` so that a skewed producer clock can at worst close the
+        window at once, never keep it open longer.
+        """
         for r in records:
             if self._started is None:
-                self._started = self._clock()
+                self._started = self._clock() - min(max(age_s, 0.0), self.max_s)
             self._records.append(r)
 
     def room(self) -> int:

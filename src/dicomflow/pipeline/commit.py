@@ -23,6 +23,7 @@ unreachable) does not persist or publish the finished parts again.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -31,7 +32,7 @@ from typing import Protocol
 
 from dicomflow.kafka.consumer import TP
 from dicomflow.kafka.producer import BatchResult
-from dicomflow.models import AuditEvent, DicomImageMeta, DicomStateMeta, DicomStoreMeta
+from dicomflow.models import AuditEvent, DicomImageMeta, DicomStateMeta, DicomStoreMeta, now
 from dicomflow.pipeline.dlq import DeadLetter, audit_event, dead_letter
 from dicomflow.pipeline.parse import ParsedBatch
 
@@ -102,6 +103,8 @@ class Progress:
     #: Number of states published, seconds of the PostgreSQL transaction (metrics).
     states_published: int = 0
     store_s: float | None = None
+    #: Wall-clock time PostgreSQL committed the batch (latency measurements).
+    persisted_at: dt.datetime | None = None
 
 
 def persist_publish_commit(batch: ParsedBatch, progress: Progress, sinks: Sinks) -> Progress:
@@ -127,10 +130,12 @@ def persist(batch: ParsedBatch, progress: Progress, store: BatchStore) -> None:
     good = batch.good
     if not good:
         progress.states = []
+        progress.persisted_at = now()
         return
     t0 = time.perf_counter()
     progress.states = store.write_batch([g.event for g in good], [g.state for g in good], [g.image for g in good])
     progress.store_s = time.perf_counter() - t0
+    progress.persisted_at = now()
 
 
 def publish(batch: ParsedBatch, progress: Progress, sinks: Sinks) -> None:

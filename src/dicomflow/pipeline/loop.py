@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dicomflow.errors import ConsumerError, PublishError, StoreError, is_poison
-from dicomflow.kafka.consumer import TP, KafkaConsumer, RebalanceListener
+from dicomflow.kafka.consumer import TP, KafkaConsumer, RebalanceListener, Record
 from dicomflow.metrics.consumer import ConsumerMetrics
 from dicomflow.metrics.health import Health
 from dicomflow.models import now
@@ -86,6 +86,13 @@ class CommittedBatch:
     offsets: dict[TP, int]
     attempts: int
     committed_at: dt.datetime
+    #: When PostgreSQL committed the batch (wall clock, like the events' created_time).
+    persisted_at: dt.datetime
+    #: created_time of each instance's store event, in batch order.
+    created: tuple[dt.datetime, ...]
+    #: Monotonic times: the batch window opened, the offsets were committed.
+    opened_s: float
+    committed_s: float
 
 
 @dataclass
@@ -101,6 +108,8 @@ class RunSummary:
     dropped_on_revoke: int = 0
     abandoned: int = 0
     stopped_because: str = ""
+    #: Monotonic time the first record arrived (None before any).
+    first_record_s: float | None = None
     batch_log: list[CommittedBatch] = field(default_factory=list)
 
 
@@ -143,6 +152,11 @@ class ConsumerLoop:
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand and return (signal-handler safe)."""
         self._stop.set()
+
+    def assignment(self) -> set[TP]:
+        """Partitions owned right now (empty before the group assigned any, or after the run)."""
+        consumer = self._consumer
+        return consumer.assignment() if consumer is not None else set()
 
     @property
     def stopping(self) -> bool:
@@ -226,20 +240,34 @@ class ConsumerLoop:
         return max(0, limit - self.summary.committed_records - len(self._pending))
 
     def _collect(self, consumer: KafkaConsumer) -> Batch | None:
-        """Fill the pending batch until it is full, its window closes, or the loop must end."""
+        """Fill the pending batch until it is full, its window closes, or the loop must end.
+
+        While nothing is pending, wait for *one* record: ``consume(n, t)``
+        returns only when ``n`` records are there or ``t`` has passed, so
+        asking for a whole batch would open the window late, when the call
+        returns. Once the window is open, wait for the rest at most until it
+        closes; when it has closed, take what the client already holds
+        without waiting, then go.
+        """
         pending = self._pending
-        while not pending.ready() and not self._stop.is_set():
+        while not self._stop.is_set():
             room = min(pending.room(), self._budget())
             if room == 0:
                 break
             left = pending.time_left()
-            timeout = IDLE_POLL_S if left is None else left
-            if left is None and self.config.until_idle_s is not None:
-                idle_left = self.config.until_idle_s - (time.monotonic() - self._last_activity)
-                if idle_left <= 0:
+            if left is None:
+                timeout = IDLE_POLL_S
+                if self.config.until_idle_s is not None:
+                    timeout = min(timeout, self.config.until_idle_s - (time.monotonic() - self._last_activity))
+                    if timeout <= 0:
+                        return None
+                self._poll_into_pending(consumer, 1, timeout)
+                if len(pending) == 0:
                     return None
-                timeout = min(timeout, idle_left)
-            self._poll_into_pending(consumer, room, timeout)
+                continue
+            self._poll_into_pending(consumer, room, left)
+            if left <= 0.0 or pending.ready():
+                break
         if len(pending) == 0:
             return None
         return pending.take()
@@ -254,12 +282,14 @@ class ConsumerLoop:
         if not records:
             return 0
         self._last_activity = time.monotonic()
+        if self.summary.first_record_s is None:
+            self.summary.first_record_s = self._last_activity
         if self._retrying:
             fresh = {r.tp for r in records} - self._paused
             if fresh:  # newly assigned while a batch is stuck: hold them too
                 consumer.pause(fresh)
                 self._paused |= fresh
-        self._pending.add(records)
+        self._pending.add(records, age_s=_age_s(records[0]))
         self.summary.consumed += len(records)
         if self._metrics is not None:
             self._metrics.consumed.inc(len(records))
@@ -368,6 +398,10 @@ class ConsumerLoop:
             offsets=parsed.offsets(),
             attempts=attempts,
             committed_at=at,
+            persisted_at=progress.persisted_at or at,
+            created=tuple(g.event.created_time for g in good),
+            opened_s=parsed.started,
+            committed_s=time.monotonic(),
         )
         s = self.summary
         s.committed_records += done.records
@@ -404,11 +438,24 @@ class ConsumerLoop:
                 m.failed.labels(error_class=p.error_class).inc()
             if progress.store_s is not None:
                 m.store_seconds.observe(progress.store_s)
-            m.observe_latencies((g.event.created_time for g in parsed.good), done.committed_at)
+            m.observe_latencies(done.created, done.persisted_at)
             if self._consumer is not None:
                 m.set_lag(self._consumer.lag())
         except Exception:  # metrics are observers
             log.exception("updating metrics failed")
+
+
+def _age_s(record: Record) -> float:
+    """Seconds since the producer created ``record`` (its Kafka timestamp); 0 when unknown.
+
+    Opens a batch window when the record was produced rather than when this
+    loop got to it, so a record that waited while the previous batch was
+    being written does not wait a full window more. The producer's clock may
+    differ from ours; the batcher clamps the age to ``[0, max_ms]``.
+    """
+    if record.timestamp_ms is None:
+        return 0.0
+    return time.time() - record.timestamp_ms / 1000.0
 
 
 __all__ = ["DATABASE_REJECTED", "CommittedBatch", "ConsumerLoop", "LoopConfig", "RunSummary"]
