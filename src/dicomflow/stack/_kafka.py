@@ -62,6 +62,10 @@ _LOG4J2 = """Configuration:
 """
 
 
+#: Brokers started by this process and left running on purpose.
+_DETACHED: list[subprocess.Popen[bytes]] = []
+
+
 @dataclass(frozen=True)
 class KafkaStatus:
     running: bool
@@ -210,6 +214,9 @@ class KafkaBroker:
                 cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, cwd=self.home,
             )
+        # The broker outlives this object (and this process): keep the handle so
+        # that Popen does not warn about a child it never waited for.
+        _DETACHED.append(proc)
         self.pid_file.write_text(f"{proc.pid}\n")
         log.info("Kafka broker starting, PID %s, %s", proc.pid, self.bootstrap)
         try:
