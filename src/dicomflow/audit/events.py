@@ -167,6 +167,42 @@ def dead_lettered(
     )
 
 
+USER_AUTHENTICATION = CodedValue(code="110114", meaning="User Authentication")
+LOGIN = CodedValue(code="110122", meaning="Login")
+
+
+def association_rejected(
+    *,
+    node_id: str,
+    tenant_id: str,
+    calling_ae: str,
+    calling_address: str | None,
+    called_ae: str,
+    called_address: str | None = None,
+    reason: str,
+    when: dt.datetime | None = None,
+) -> AuditEvent:
+    """User Authentication (110114) / Login (110122) failed: a DICOM peer was refused an association.
+
+    Outcome 4 (minor failure): nothing was received; the peer may be
+    misconfigured or not allowed (``receiver.allowed_calling_aes``).
+    """
+    return AuditEvent(
+        event_id=USER_AUTHENTICATION,
+        event_type=[LOGIN],
+        event_action="E",
+        event_date_time=when or now(),
+        event_outcome=MINOR_FAILURE,
+        event_outcome_description=reason[:1024],
+        tenant_id=tenant_id,
+        audit_source_id=node_id,
+        active_participants=[
+            _application(calling_ae or "unknown", calling_ae, SOURCE_ROLE, True, calling_address),
+            _application(node_id, called_ae, DESTINATION_ROLE, False, called_address),
+        ],
+    )
+
+
 __all__ = [
     "MAJOR_FAILURE",
     "MINOR_FAILURE",
@@ -174,6 +210,7 @@ __all__ = [
     "SUCCESS",
     "Outcome",
     "application_activity",
+    "association_rejected",
     "dead_lettered",
     "instances_transferred",
 ]
