@@ -58,6 +58,9 @@ def test_the_loop_ends_on_stop_on_budget_and_when_idle(tmp_path: Path) -> None:
     loop.summary.committed_records = 0
     loop._pending.take()
     loop._last_activity -= 11.0
+    assert loop._should_end() is None  # no partitions yet: waiting for the group is not idleness
+    loop.on_assigned([("q", 0)])
+    loop._last_activity -= 11.0
     assert "idle" in str(loop._should_end())
     loop.stop()
     assert loop._should_end() == "stop requested"

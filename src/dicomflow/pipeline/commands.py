@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
         until_idle: Annotated[
             Optional[float],
-            typer.Option("--until-idle", min=0.0, help="Exit after this many seconds without a new message."),
+            typer.Option("--until-idle", min=0.0,
+                         help="Exit after this many seconds without a new message (counted once partitions are assigned)."),
         ] = None,
         batch_max_messages: Annotated[
             Optional[int],

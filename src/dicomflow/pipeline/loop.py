@@ -145,6 +145,7 @@ class ConsumerLoop:
         self._paused: set[TP] = set()
         self._retrying = False
         self._last_activity = time.monotonic()
+        self._assigned_once = False
         self.summary = RunSummary()
 
     # ------------------------------------------------------------------ control
@@ -166,7 +167,8 @@ class ConsumerLoop:
     # RebalanceListener -------------------------------------------------
 
     def on_assigned(self, partitions: list[TP]) -> None:
-        """New partitions start from their committed offset; while retrying they wait paused."""
+        """New partitions start from their committed offset; the idle clock starts (again) now."""
+        self._assigned_once = True
         self._last_activity = time.monotonic()
 
     def on_revoked(self, partitions: list[TP]) -> None:
@@ -228,7 +230,12 @@ class ConsumerLoop:
         if limit is not None and self.summary.committed_records >= limit:
             return f"{self.summary.committed_records} messages committed (limit {limit})"
         idle = self.config.until_idle_s
-        if idle is not None and len(self._pending) == 0 and time.monotonic() - self._last_activity >= idle:
+        if (
+            idle is not None
+            and self._assigned_once  # waiting for the group to hand out partitions is not idleness
+            and len(self._pending) == 0
+            and time.monotonic() - self._last_activity >= idle
+        ):
             return f"idle for {idle:g} s"
         return None
 
@@ -257,7 +264,7 @@ class ConsumerLoop:
             left = pending.time_left()
             if left is None:
                 timeout = IDLE_POLL_S
-                if self.config.until_idle_s is not None:
+                if self.config.until_idle_s is not None and self._assigned_once:
                     timeout = min(timeout, self.config.until_idle_s - (time.monotonic() - self._last_activity))
                     if timeout <= 0:
                         return None
