@@ -10,9 +10,8 @@ parsing their items' values, and stops at the first tag past the last one
 wanted (before the pixel data): about 0.6 microseconds per element, a
 tenth of pydicom's time.
 
-If the walker meets something it cannot follow (a malformed length, a
-corrupt sequence), it falls back to pydicom's lenient reader before giving
-up, so odd but readable data sets are still accepted.
+A data set that announces explicit VR but is written with implicit VR is
+walked again as implicit VR (pydicom is as lenient).
 
 What can go wrong: a truncated or corrupt data set raises
 :class:`~dicomflow.receiver.exceptions.MalformedDatasetError` (the SCP
@@ -23,7 +22,6 @@ and the caller decides.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import logging
 import struct
 import zlib
@@ -84,17 +82,26 @@ def scan_elements(
     """Raw values of the wanted top-level elements of an encoded data set.
 
     Walks from ``offset`` and stops after the largest wanted tag. Values are
-    returned as the bytes on the wire (padding included).
+    returned as the bytes on the wire (padding included). A data set that
+    announces explicit VR but is encoded with implicit VR (some writers do
+    that; pydicom reads it too) is walked again as implicit VR.
 
     Raises:
-        MalformedDatasetError: the encoding cannot be followed and pydicom
-            cannot read it either.
+        MalformedDatasetError: the encoding cannot be followed (a length
+            past the end, a broken sequence).
     """
     try:
         return _scan(buf, offset, implicit, little, wanted)
-    except (_Malformed, struct.error, IndexError) as exc:
-        log.debug("fast header walk failed (%s); trying pydicom's reader", exc)
-        return _scan_with_pydicom(buf, offset, implicit, little, wanted, exc)
+    except (_Malformed, struct.error) as exc:
+        first = exc
+    if not implicit:
+        try:
+            values = _scan(buf, offset, True, little, wanted)
+            log.debug("data set announced explicit VR but is implicit VR (%s)", first)
+            return values
+        except (_Malformed, struct.error):
+            pass
+    raise MalformedDatasetError(f"the data set cannot be read: {first}") from first
 
 
 def _scan(buf: bytes | memoryview, pos: int, implicit: bool, little: bool, wanted: frozenset[int]) -> dict[int, bytes]:
@@ -175,31 +182,6 @@ def _skip_item(buf: bytes | memoryview, pos: int, layout: _Layout, implicit: boo
         else:
             pos += length
     raise _Malformed("item without a delimiter before the end of the data")
-
-
-def _scan_with_pydicom(
-    buf: bytes | memoryview, offset: int, implicit: bool, little: bool, wanted: frozenset[int], cause: BaseException
-) -> dict[int, bytes]:
-    """The slow, lenient path: pydicom's reader, values taken raw."""
-    from pydicom.filereader import read_dataset
-
-    stop_after = max(wanted)
-    try:
-        ds = read_dataset(
-            io.BytesIO(bytes(buf[offset:])), implicit, little,
-            stop_when=lambda tag, vr, length: int(tag) > stop_after,
-            specific_tags=sorted(wanted),
-        )
-        out: dict[int, bytes] = {}
-        for tag in wanted:
-            if tag in ds:
-                raw = ds.get_item(tag)
-                value = getattr(raw, "value", None)
-                if isinstance(value, bytes):
-                    out[tag] = value
-        return out
-    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot understand"
-        raise MalformedDatasetError(f"the data set cannot be read: {cause}; pydicom: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- decoding

@@ -67,6 +67,9 @@ def write_atomic(path: Path, chunks: Sequence[bytes], *, fsync: bool = True) -> 
     except OSError as exc:
         _remove_quietly(temp)
         raise StorageWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        _remove_quietly(temp)
+        raise
     return size
 
 
