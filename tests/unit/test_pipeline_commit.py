@@ -78,8 +78,8 @@ class Recorder:
         self.committed.append(dict(offsets))
 
 
-@pytest.fixture
-def parsed(tmp_path: Path) -> ParsedBatch:
+def make_parsed(tmp_path: Path) -> ParsedBatch:
+    """Three good instances over two partitions and one wire-format poison on partition 0."""
     from dicomflow.corpus import make_corpus
 
     events = make_corpus(tmp_path, 3, studies=1, series_per_study=2).events
@@ -89,6 +89,11 @@ def parsed(tmp_path: Path) -> ParsedBatch:
         items.append(Parsed(Record("q", offset % 2, offset, b"k", encode(event)), event, state, image))
     items.append(Poison(Record("q", 0, 10, b"k", b"{"), WIRE_FORMAT, "not JSON"))
     return ParsedBatch(items, 0.0)
+
+
+@pytest.fixture
+def parsed(tmp_path: Path) -> ParsedBatch:
+    return make_parsed(tmp_path)
 
 
 def sinks(rec: Recorder) -> Sinks:

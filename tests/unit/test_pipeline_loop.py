@@ -64,3 +64,39 @@ def test_the_loop_ends_on_stop_on_budget_and_when_idle(tmp_path: Path) -> None:
     assert "idle" in str(loop._should_end())
     loop.stop()
     assert loop._should_end() == "stop requested"
+
+
+def test_a_record_postgresql_refuses_is_dead_lettered_and_the_rest_committed(tmp_path: Path) -> None:
+    from collections.abc import Sequence
+
+    from dicomflow.models import DicomImageMeta, DicomStateMeta, DicomStoreMeta
+    from dicomflow.pipeline.commit import Sinks
+    from dicomflow.pipeline.parse import Parsed
+    from dicomflow.store import StoreDataError
+    from tests.unit.test_pipeline_commit import Recorder, make_parsed
+
+    class Refusing(Recorder):
+        def __init__(self, bad_sop: str) -> None:
+            super().__init__()
+            self.bad_sop = bad_sop
+
+        def write_batch(
+            self, receipts: Sequence[DicomStoreMeta], states: Sequence[DicomStateMeta], images: Sequence[DicomImageMeta]
+        ) -> list[DicomStateMeta]:
+            if any(i.sop_uid == self.bad_sop for i in images):
+                raise StoreDataError("numeric field overflow", sqlstate="22003")
+            return super().write_batch(receipts, states, images)
+
+    batch = make_parsed(tmp_path)
+    good = [i for i in batch.items if isinstance(i, Parsed)]
+    store = Refusing(good[1].image.sop_uid)
+    loop = make_loop(tmp_path)
+    sinks = Sinks(store=store, publisher=store, committer=store, dlq_topic="q.dlq", node_id="n", default_tenant="d")
+
+    loop._commit_with_retries(batch, None, sinks)  # type: ignore[arg-type]
+
+    assert store.committed == [{("q", 0): 11, ("q", 1): 2}]
+    assert [i.sop_uid for i in store.images] == [good[0].image.sop_uid, good[2].image.sop_uid]
+    reasons = [dict(h or [])["dicomflow.error.class"] for _, _, h in store.dlq]
+    assert sorted(reasons) == [b"database-rejected", b"wire-format"]
+    assert loop.summary.dead_lettered == 2 and loop.summary.instances == 2

@@ -335,8 +335,9 @@ class ConsumerLoop:
             except (StoreError, PublishError, ConsumerError) as exc:
                 if isinstance(exc, ConsumerError) and exc.fatal:
                     raise
-                if is_poison(exc):  # PostgreSQL refused a value: find the record(s), dead-letter them
-                    self._isolate_rejected(parsed, progress, sinks)
+                # PostgreSQL refused a value: find the record(s) and dead-letter them.
+                # When no single record is refused, back off like a transient fault.
+                if is_poison(exc) and self._isolate_rejected(parsed, progress, sinks):
                     continue
                 attempt += 1
                 if not self._wait_before_retry(exc, attempt, consumer):
@@ -373,14 +374,16 @@ class ConsumerLoop:
         self._paused = set()
         self._retrying = False
 
-    def _isolate_rejected(self, parsed: ParsedBatch, progress: Progress, sinks: Sinks) -> None:
+    def _isolate_rejected(self, parsed: ParsedBatch, progress: Progress, sinks: Sinks) -> int:
         """Write the good items one by one; those PostgreSQL refuses become dead letters.
 
         Rare path (a value the extractor let through but PostgreSQL refuses):
         one transaction per item, then the batch is retried as a whole, which
         rewrites the accepted items harmlessly. Transient errors propagate.
+        Returns how many items became dead letters.
         """
         progress.states = None
+        rejected = 0
         for index, item in enumerate(parsed.items):
             if not isinstance(item, Parsed):
                 continue
@@ -391,6 +394,8 @@ class ConsumerLoop:
                     raise
                 log.error("%s: PostgreSQL refused SOP Instance %s: %s", item.record.source, item.event.sop_uid, exc)
                 parsed.items[index] = Poison(item.record, DATABASE_REJECTED, str(exc), item.event)
+                rejected += 1
+        return rejected
 
     def _committed(self, parsed: ParsedBatch, progress: Progress, attempts: int, step_s: float) -> None:
         """Book-keeping after a batch's offsets were committed."""
