@@ -42,10 +42,10 @@ def _main(
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Build the settings once; every subcommand receives them through the context."""
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = getattr(logging, log_level.upper(), logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # pynetdicom logs every DIMSE message at INFO: keep it for --log-level DEBUG only.
+    logging.getLogger("pynetdicom").setLevel(max(level, logging.WARNING))
     ctx.obj = _LazySettings(config)
 
 
