@@ -217,6 +217,20 @@ def parse_chunk(root: str, tasks: Sequence[_Task]) -> list[Outcome]:
     return [parse_task(root, t) for t in tasks]
 
 
+def _worker_init() -> None:
+    """Make workers ignore SIGINT and SIGTERM.
+
+    A signal to the whole process group (Ctrl-C, a service manager) must stop
+    only the consuming process, which finishes its batch and then shuts the
+    pool down; a worker killed by it would break the pool mid-batch. A worker
+    whose parent died exits when its task pipe closes.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _warm_up() -> int:
     """Import the extractor in the worker so the first batch does not pay for it."""
     import dicomflow.extract.header  # noqa: F401
@@ -243,7 +257,9 @@ class Parser:
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+            )
         return self._pool
 
     def _reset_pool(self) -> None:
@@ -281,15 +297,17 @@ class Parser:
         except BrokenProcessPool:
             log.error("a parse worker died; parsing the batch again one file per task to find the culprit")
             self._reset_pool()
-        outcomes: list[Outcome] = []
-        for task in tasks:
+        return [self._run_alone(task) for task in tasks]
+
+    def _run_alone(self, task: _Task, attempts: int = 2) -> Outcome:
+        """One file in its own task; a file that kills a fresh worker ``attempts`` times is poison."""
+        for _ in range(attempts):
             try:
-                outcomes.append(self._ensure_pool().submit(parse_task, self.root, task).result())
+                return self._ensure_pool().submit(parse_task, self.root, task).result()
             except BrokenProcessPool:
                 self._reset_pool()
-                log.error("parse worker died on %s; dead-lettering it", task.file_path)
-                outcomes.append((PARSER_CRASHED, f"{task.file_path}: the parser process died reading this file"))
-        return outcomes
+        log.error("parse worker died %s times on %s; dead-lettering it", attempts, task.file_path)
+        return (PARSER_CRASHED, f"{task.file_path}: the parser process died reading this file")
 
     def _run_chunks(self, tasks: list[_Task]) -> list[Outcome]:
         pool = self._ensure_pool()
