@@ -86,8 +86,10 @@ class Component:
     """One long-running ``dicomflow`` subcommand the suite may kill and restart."""
 
     def __init__(self, name: str, args: Sequence[str], env: Mapping[str, str], log_dir: Path, cwd: Path,
-                 *, finite: bool = False) -> None:
+                 *, finite: bool = False, program: Sequence[str] | None = None) -> None:
         self.name = name
+        #: What runs ``args``: the dicomflow CLI unless told otherwise.
+        self.program = list(program) if program is not None else [sys.executable, "-m", "dicomflow.cli"]
         #: Runs until its work is done (``--until-idle``): exit code 0 is its normal end, not a crash.
         self.finite = finite
         self.args = list(args)
@@ -101,7 +103,7 @@ class Component:
 
     @property
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "dicomflow.cli", *self.args]
+        return [*self.program, *self.args]
 
     @property
     def pid(self) -> int | None:
