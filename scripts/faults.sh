@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The fault-injection suite: SIGKILL the consumer, the receiver, Kafka and PostgreSQL
+# under a C-STORE load, soak one consumer, fuzz it; print the figures; exit non-zero
+# if anything acknowledged was lost or duplicated or any check failed.
+#
+# It starts its own Kafka broker and PostgreSQL server on free ports in a temporary
+# folder (the Kafka jars are shared with .dicomflow/cache) and removes them at the end;
+# the development stack of `dicomflow stack up` is never touched.
+#
+#   scripts/faults.sh                                   # full size: 20,000 instances, 100,000 soak events
+#   scripts/faults.sh --instances 2000 --soak 10000     # a quicker run
+#   scripts/faults.sh --help                            # every option (sizes, seed, kinds, rate, --json)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+export TCP_NODELAY=1
+python -m dicomflow.faults "$@"
