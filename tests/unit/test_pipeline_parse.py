@@ -151,3 +151,26 @@ def test_parsed_batch_offsets_forget_revoked_partitions() -> None:
     assert batch.drop_partitions({("t", 0)}) == 1
     assert batch.offsets() == {("t", 1): 10}
     assert batch.poison == [items[1]]
+
+
+def test_a_dead_worker_loses_nothing_the_batch_is_parsed_again(tmp_path: Path) -> None:
+    import signal
+
+    from dicomflow.corpus import make_corpus
+    from dicomflow.pipeline.batch import Batch
+    from dicomflow.pipeline.parse import Parsed, Parser
+
+    events = make_corpus(tmp_path / "root", 30, studies=1, series_per_study=2).events
+    parser = Parser(tmp_path / "root", workers=1)
+    try:
+        parser.start()
+        pool = parser._pool
+        assert pool is not None
+        for pid in list(pool._processes):  # the OOM killer strikes between batches
+            os.kill(pid, signal.SIGKILL)
+        parsed = parser.parse(Batch([Record("q", 0, i, b"k", encode(e)) for i, e in enumerate(events)]))
+        assert parser._pool is not pool  # a fresh pool took over
+    finally:
+        parser.close()
+    assert len(parsed.good) == 30 and not parsed.poison
+    assert [p.image.sop_uid for p in parsed.good if isinstance(p, Parsed)] == [e.sop_uid for e in events]
