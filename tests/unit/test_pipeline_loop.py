@@ -100,3 +100,23 @@ def test_a_record_postgresql_refuses_is_dead_lettered_and_the_rest_committed(tmp
     reasons = [dict(h or [])["dicomflow.error.class"] for _, _, h in store.dlq]
     assert sorted(reasons) == [b"database-rejected", b"wire-format"]
     assert loop.summary.dead_lettered == 2 and loop.summary.instances == 2
+
+
+def test_the_reference_batch_settings_reach_the_loop(tmp_path: Path) -> None:
+    import json
+
+    from dicomflow.pipeline.service import loop_config
+    from dicomflow.settings import load_settings
+
+    app = tmp_path / "application.json"
+    app.write_text(json.dumps({
+        "kafka": {"brokers": "k1:9092"},
+        "message_queue": {"topic_main": "storage_queue", "consumer_group_id": "wado-consumer"},
+        "consumer": {"max_messages_per_batch": 50, "max_time_between_batches_ms": 5000},
+    }))
+    config = loop_config(load_settings(app, {}))
+    assert (config.batch_max_messages, config.batch_max_ms) == (50, 5000)
+    assert (config.topic, config.group_id) == ("storage_queue", "wado-consumer")
+    env = {"DICOMFLOW_CONSUMER_BATCH_MAX_MESSAGES": "7", "DICOMFLOW_CONSUMER_BATCH_MAX_MS": "70"}
+    config = loop_config(load_settings(app, env))
+    assert (config.batch_max_messages, config.batch_max_ms) == (7, 70)
