@@ -55,7 +55,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(
         raise OSError(errno.EIO, "Input/output error")
 
     if failing == "write":
-        monkeypatch.setattr(storage.os, "write", disk_full_after_a_few_bytes)
+        monkeypatch.setattr(os, "write", disk_full_after_a_few_bytes)
     else:
         monkeypatch.setattr(storage, "_sync_data", io_error)
     with pytest.raises(StorageWriteError, match="No space left|Input/output error"):

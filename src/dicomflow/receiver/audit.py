@@ -107,16 +107,20 @@ class TransferLog:
         if late is not None:
             self._publish(self._events(late))
 
-    def closed(self, association: object) -> None:
-        """The connection closed: emit the association's audit events."""
+    def closed(self, association: object) -> tuple[int, int]:
+        """The connection closed: emit the association's audit events; return (stored, refused) counts."""
         with self._lock:
             entry = self._open.pop(association, None)
             try:
                 self._finished.add(association)
             except TypeError:  # not weak-referenceable: late records are simply audited alone
                 pass
-        if entry is not None and entry.tallies:
-            self._publish(self._events(entry))
+        if entry is None or not entry.tallies:
+            return 0, 0
+        self._publish(self._events(entry))
+        stored = sum(t.instances for (_, _, outcome), t in entry.tallies.items() if outcome == audit.SUCCESS)
+        refused = sum(t.instances for (_, _, outcome), t in entry.tallies.items() if outcome != audit.SUCCESS)
+        return stored, refused
 
     def pending(self) -> int:
         """Associations still open (for shutdown)."""

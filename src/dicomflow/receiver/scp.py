@@ -48,6 +48,7 @@ from dicomflow.receiver.audit import Peer, TransferLog
 from dicomflow.receiver.exceptions import OUT_OF_RESOURCES, IngestError, InternalError, PublishFailedError
 from dicomflow.receiver.header import InstanceHeader
 from dicomflow.receiver.ingest import Identity, Ingestor, Source
+from dicomflow.receiver.part10 import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from dicomflow.receiver.uids import is_valid_uid
 from dicomflow.settings import ReceiverSettings, Settings
 
@@ -65,15 +66,30 @@ _COMMENT_MAX = 64
 def storage_contexts(extra_transfer_syntaxes: Sequence[str] = ()) -> list[PresentationContext]:
     """Every storage SOP class with every transfer syntax pydicom knows, plus Verification.
 
-    The syntax is accepted as the sender proposes it; whether the archive
-    serves it without transcoding is the store event's ``transfer_status``.
+    The instance is to be kept as the sender has it, so the transfer syntaxes
+    are listed compressed first and Implicit VR Little Endian last:
+    pynetdicom accepts the first syntax of *our* list that the sender
+    proposes, and a sender offers a compressed syntax only when its file is
+    compressed (offering the uncompressed ones as fallbacks it would have to
+    decompress to). Whether the archive serves the syntax as is becomes the
+    store event's ``transfer_status``.
     """
-    syntaxes = list(dict.fromkeys([*AllTransferSyntaxes, *extra_transfer_syntaxes]))
+    syntaxes = order_transfer_syntaxes([*AllTransferSyntaxes, *extra_transfer_syntaxes])
     contexts = [
         build_context(cx.abstract_syntax, syntaxes) for cx in AllStoragePresentationContexts if cx.abstract_syntax
     ]
     contexts.extend(VerificationPresentationContexts)
     return contexts
+
+
+_UNCOMPRESSED_LAST = (DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE, IMPLICIT_VR_LE)
+
+
+def order_transfer_syntaxes(syntaxes: Sequence[str]) -> list[str]:
+    """Unique syntaxes, encapsulated (compressed) ones first, then deflated, explicit LE, explicit BE, implicit LE."""
+    unique = list(dict.fromkeys(str(s) for s in syntaxes))
+    compressed = [s for s in unique if s not in _UNCOMPRESSED_LAST]
+    return compressed + [s for s in _UNCOMPRESSED_LAST if s in unique]
 
 
 def failure_status(status: int, comment: str) -> Dataset:
@@ -196,7 +212,11 @@ def handle_established(event: Event, transfers: TransferLog) -> None:
 
 def handle_closed(event: Event, transfers: TransferLog) -> None:
     """EVT_CONN_CLOSE: emit the association's audit events."""
-    transfers.closed(event.assoc)
+    stored, refused = transfers.closed(event.assoc)
+    if stored or refused:
+        requestor = event.assoc.requestor
+        log.info("association from %s (%s) closed: %d instance(s) stored, %d refused",
+                 (requestor.ae_title or "").strip(), requestor.address, stored, refused)
 
 
 def handle_rejected(event: Event, receiver: Receiver) -> None:

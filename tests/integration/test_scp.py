@@ -1,0 +1,373 @@
+"""The C-STORE receiver against real clients (dcmtk's storescu, pynetdicom) and the real broker."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
+from pynetdicom import AE
+
+from dicomflow.corpus import make_corpus
+from dicomflow.kafka.admin import create_topics
+from dicomflow.models import series_key
+from dicomflow.receiver.exceptions import CANNOT_UNDERSTAND, OUT_OF_RESOURCES
+from dicomflow.receiver.workers import Dispatcher
+from dicomflow.settings import KafkaSettings, Settings
+from tests.integration.ingest_support import (
+    Sample,
+    build_sample_corpus,
+    free_port,
+    make_topics,
+    read_audit,
+    read_dataset,
+    read_store_events,
+    running_receiver,
+    send_corpus_with_storescu,
+    storescu,
+    stored_files,
+    with_receiver,
+)
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+@pytest.fixture
+def scp_settings(settings: Settings) -> Settings:
+    s = with_receiver(settings)
+    make_topics(s)
+    return s
+
+
+@pytest.fixture(scope="module")
+def sample_corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Sample]:
+    corpus = build_sample_corpus(tmp_path_factory.mktemp("samples"))
+    assert len(corpus) >= 100
+    return corpus
+
+
+def instance(sop_uid: str | None = None, *, study: str = "1.2.826.0.1.3680043.8.498.77",
+             series: str = "1.2.826.0.1.3680043.8.498.77.1", **attrs: object) -> Dataset:
+    """A small CT instance encoded explicit VR little endian."""
+    ds = Dataset()
+    ds.SOPClassUID = CT_IMAGE
+    ds.SOPInstanceUID = sop_uid or generate_uid()
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = series
+    ds.StudyDate = "20240305"
+    ds.PatientID = "PAT-1"
+    ds.AccessionNumber = "ACC-1"
+    ds.Modality = "CT"
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+def send(port: int, datasets: Sequence[Dataset], *, calling: str = "PYNETDICOM") -> list[Dataset]:
+    """Send with pynetdicom, one association; return each C-STORE response status."""
+    ae = AE(ae_title=calling)
+    contexts = {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}
+    for sop_class, syntax in sorted(contexts):
+        ae.add_requested_context(sop_class, syntax)
+    assoc = ae.associate("127.0.0.1", port, ae_title="DICOMFLOW")
+    assert assoc.is_established, "association not established"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deliberately invalid UIDs make pydicom warn
+            return [assoc.send_c_store(ds) for ds in datasets]
+    finally:
+        assoc.release()
+
+
+def check_stored_one_to_one(settings: Settings, expected: dict[str, Sample | None]) -> None:
+    """Files on disk and events on storage_queue and log_queue match ``expected`` SOP UIDs one to one."""
+    root = settings.storage.root.resolve()
+    files = stored_files(root)
+    by_sop = {f.stem: f for f in files}
+    assert len(files) == len(by_sop) == len(expected)
+    assert set(by_sop) == set(expected)
+
+    main = read_store_events(settings, settings.topics.main)
+    log = read_store_events(settings, settings.topics.log)
+    assert Counter(e.sop_uid for _, e in main) == Counter({sop: 1 for sop in expected})
+    assert sorted(e.trace_id for _, e in log) == sorted(e.trace_id for _, e in main)
+    for record, event in log:
+        assert record.key == event.trace_id.encode()
+    for record, event in main:
+        assert record.key == series_key(event.tenant_id, event.patient_id, event.study_uid, event.series_uid).encode()
+        path = Path(event.file_path)
+        assert path == by_sop[event.sop_uid]
+        assert path.relative_to(root).parts == (
+            event.tenant_id, event.study_date.strftime("%Y%m%d"), event.study_uid, event.series_uid, f"{event.sop_uid}.dcm"
+        )
+        assert path.stat().st_size == event.file_size
+        stored = read_dataset(path)
+        assert stored.file_meta.TransferSyntaxUID == event.transfer_syntax_uid
+        assert stored.SOPInstanceUID == event.sop_uid
+        assert stored.StudyInstanceUID == event.study_uid and stored.SeriesInstanceUID == event.series_uid
+        assert event.transfer_status == "NoNeedTransfer" and event.target_ts == event.transfer_syntax_uid
+        sample = expected[event.sop_uid]
+        if sample is not None:
+            assert (event.study_uid, event.series_uid) == (sample.study_uid, sample.series_uid)
+            assert stored.file_meta.MediaStorageSOPClassUID == sample.sop_class_uid
+
+
+def test_storescu_sends_the_sample_corpus(scp_settings: Settings, sample_corpus: list[Sample]) -> None:
+    with running_receiver(scp_settings):
+        runs = send_corpus_with_storescu(scp_settings.receiver.port, sample_corpus)
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+        assert "E:" not in run.stderr, run.stderr
+    check_stored_one_to_one(scp_settings, {s.sop_uid: s for s in sample_corpus})
+    # compressed instances are kept in their own syntax
+    main = {e.sop_uid: e for _, e in read_store_events(scp_settings, scp_settings.topics.main)}
+    for sample in sample_corpus:
+        if sample.transfer_syntax_uid not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"):
+            assert main[sample.sop_uid].transfer_syntax_uid == sample.transfer_syntax_uid, sample.path.name
+    # the audit trail: application start and stop, and every instance counted in a 110104 event per study
+    audit = read_audit(scp_settings)
+    activity = [a.event_type[0].code for a in audit if a.event_id.code == "110100"]
+    assert activity == ["110120", "110121"]
+    transferred = [a for a in audit if a.event_id.code == "110104"]
+    assert all(a.event_outcome == 0 for a in transferred)
+    assert sum(int(a.participant_objects[0].details["instance_count"]) for a in transferred) == len(sample_corpus)
+    per_association_study = Counter((a.participant_objects[0].object_id, a.event_date_time) for a in transferred)
+    assert max(per_association_study.values()) == 1
+    assert {a.participant_objects[0].object_id for a in transferred} == {s.study_uid for s in sample_corpus}
+    assert all(a.active_participants[0].alternative_user_id == "AETITLES=STORESCU" for a in transferred)
+
+
+def test_pynetdicom_sends_the_sample_corpus(scp_settings: Settings, sample_corpus: list[Sample]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        datasets = [pydicom.dcmread(s.path) for s in sample_corpus]
+    with running_receiver(scp_settings):
+        statuses = send(scp_settings.receiver.port, datasets)
+    assert [s.Status for s in statuses] == [0] * len(datasets)
+    check_stored_one_to_one(scp_settings, {s.sop_uid: s for s in sample_corpus})
+
+
+@pytest.mark.parametrize(
+    ("attrs", "status"),
+    [
+        ({"SOPInstanceUID": "../../x"}, CANNOT_UNDERSTAND),
+        ({"SOPInstanceUID": "1.2.3/../.."}, CANNOT_UNDERSTAND),
+        ({"StudyInstanceUID": "../../../../tmp"}, CANNOT_UNDERSTAND),
+        ({"SeriesInstanceUID": "1.2/../../.."}, CANNOT_UNDERSTAND),
+        ({"SeriesInstanceUID": ""}, 0xA900),
+    ],
+)
+def test_a_path_traversal_uid_is_refused_and_nothing_is_written(
+    scp_settings: Settings, tmp_path: Path, attrs: dict[str, str], status: int
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bad = instance(**attrs)
+    good = instance()
+    with running_receiver(scp_settings):
+        statuses = send(scp_settings.receiver.port, [bad, good])
+    assert statuses[0].Status == status
+    assert statuses[0].ErrorComment
+    assert statuses[1].Status == 0  # the association goes on after a refusal
+    everything = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert [p.name for p in everything] == [f"{good.SOPInstanceUID}.dcm"]
+    root = scp_settings.storage.root.resolve()
+    naive = os.path.normpath(root / "default" / "20240305" / str(bad.StudyInstanceUID) / str(bad.SeriesInstanceUID)
+                             / f"{bad.SOPInstanceUID}.dcm")
+    assert not Path(naive).exists()
+    assert [e.sop_uid for _, e in read_store_events(scp_settings, scp_settings.topics.main)] == [good.SOPInstanceUID]
+    refused = [a for a in read_audit(scp_settings) if a.event_id.code == "110104" and a.event_outcome != 0]
+    assert len(refused) == 1 and refused[0].event_outcome == 4
+    assert "1 instance(s) refused" in (refused[0].event_outcome_description or "")
+
+
+def test_kafka_down_answers_a_failure_not_success(settings: Settings) -> None:
+    dead = KafkaSettings(brokers=f"127.0.0.1:{free_port()}", message_timeout_ms=1500, request_timeout_ms=1000)
+    down = with_receiver(dataclasses.replace(settings, kafka=dead), publish_timeout_s=3.0)
+    started = time.monotonic()
+    with running_receiver(down):
+        statuses = send(down.receiver.port, [instance()])
+    assert statuses[0].Status == OUT_OF_RESOURCES
+    assert "Kafka" in statuses[0].ErrorComment
+    assert time.monotonic() - started < 30
+
+
+def test_four_clients_at_once_every_instance_stored_once(scp_settings: Settings, tmp_path: Path) -> None:
+    folders = []
+    expected: dict[str, Sample | None] = {}
+    for client in range(4):
+        folder = tmp_path / f"client{client}"
+        corpus = make_corpus(folder, 60, studies=2, series_per_study=2)
+        expected.update({e.sop_uid: None for e in corpus.events})
+        folders.append(folder)
+    with running_receiver(scp_settings):
+        runs = run_in_parallel(scp_settings.receiver.port, folders)
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    check_stored_one_to_one(scp_settings, expected)
+
+
+def run_in_parallel(port: int, folders: list[Path]) -> list[subprocess.CompletedProcess[str]]:
+    results: list[subprocess.CompletedProcess[str]] = []
+    lock = threading.Lock()
+
+    def one(folder: Path) -> None:
+        run = storescu(port, [folder], "+sd", "+r")
+        with lock:
+            results.append(run)
+
+    threads = [threading.Thread(target=one, args=(f,)) for f in folders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+@pytest.fixture
+def dispatcher(scp_settings: Settings) -> Iterator[Dispatcher]:
+    d = Dispatcher(scp_settings, 2, log_level="WARNING")
+    d.start_workers()
+    thread = threading.Thread(target=d.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+        thread.join(10)
+        d.close()
+
+
+def test_two_processes_behind_one_port_share_four_clients(
+    scp_settings: Settings, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    folders = []
+    expected: dict[str, Sample | None] = {}
+    for client in range(4):
+        corpus = make_corpus(tmp_path / f"c{client}", 40, studies=1, series_per_study=2)
+        expected.update({e.sop_uid: None for e in corpus.events})
+        folders.append(tmp_path / f"c{client}")
+    runs = run_in_parallel(dispatcher.address[1], folders)
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    assert dispatcher.workers_alive() == 2
+    check_stored_one_to_one(scp_settings, expected)
+    nodes = {e.worker_node_id for _, e in read_store_events(scp_settings, scp_settings.topics.main)}
+    assert nodes == {f"{scp_settings.worker_node_id}-0", f"{scp_settings.worker_node_id}-1"}
+
+
+def test_a_resent_instance_overwrites_and_gets_a_new_event(scp_settings: Settings) -> None:
+    first = instance("1.2.826.0.1.3680043.8.498.77.1.1", PatientName="First^Version")
+    again = instance("1.2.826.0.1.3680043.8.498.77.1.1", PatientName="Second^Version")
+    with running_receiver(scp_settings):
+        statuses = send(scp_settings.receiver.port, [first]) + send(scp_settings.receiver.port, [again])
+    assert [s.Status for s in statuses] == [0, 0]
+    files = stored_files(scp_settings.storage.root)
+    assert len(files) == 1
+    assert read_dataset(files[0]).PatientName == "Second^Version"
+    events = [e for _, e in read_store_events(scp_settings, scp_settings.topics.main)]
+    assert [e.sop_uid for e in events] == [first.SOPInstanceUID] * 2
+    assert events[0].trace_id != events[1].trace_id
+    assert events[0].file_path == events[1].file_path == str(files[0])
+
+
+def test_tenant_from_the_private_tag_then_the_calling_ae_then_the_default(settings: Settings) -> None:
+    s = with_receiver(settings, ae_tenants={"CT_WARD": "radiology"})
+    make_topics(s)
+    tagged = instance()
+    tagged.add_new(0x12110010, "LO", "DICOMFLOW")
+    tagged.add_new(0x12111217, "LO", "oncology")
+    plain, from_default = instance(), instance()
+    with running_receiver(s):
+        assert [x.Status for x in send(s.receiver.port, [tagged, plain], calling="CT_WARD")] == [0, 0]
+        assert send(s.receiver.port, [from_default], calling="OTHER")[0].Status == 0
+    tenants = {e.sop_uid: e.tenant_id for _, e in read_store_events(s, s.topics.main)}
+    assert tenants == {tagged.SOPInstanceUID: "oncology", plain.SOPInstanceUID: "radiology",
+                       from_default.SOPInstanceUID: s.storage.default_tenant}
+    root = s.storage.root.resolve()
+    assert {p.relative_to(root).parts[0] for p in stored_files(root)} == {"oncology", "radiology", s.storage.default_tenant}
+
+
+def test_an_unsupported_transfer_syntax_needs_transfer(settings: Settings, pydicom_test_files: list[Path]) -> None:
+    supported = tuple(ts for ts in settings.receiver.supported_transfer_syntaxes if ts != JPEGBaseline8Bit)
+    s = with_receiver(settings, supported_transfer_syntaxes=supported)
+    make_topics(s)
+    jpeg = next(p for p in pydicom_test_files if p.name == "SC_rgb_jpeg_dcmtk.dcm")
+    with running_receiver(s):
+        run = storescu(s.receiver.port, [jpeg], "-xy")
+    assert run.returncode == 0, run.stderr
+    [(_, event)] = read_store_events(s, s.topics.main)
+    assert (event.transfer_syntax_uid, event.transfer_status, event.target_ts) == (
+        JPEGBaseline8Bit, "NeedTransfer", ExplicitVRLittleEndian)
+
+
+def test_a_calling_ae_not_allowed_is_rejected_and_audited(settings: Settings) -> None:
+    s = with_receiver(settings, allowed_calling_aes=("GOOD_AE",))
+    make_topics(s)
+    with running_receiver(s):
+        ae = AE(ae_title="EVIL_AE")
+        ae.add_requested_context(CT_IMAGE, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", s.receiver.port, ae_title="DICOMFLOW")
+        assert assoc.is_rejected
+        assert send(s.receiver.port, [instance()], calling="GOOD_AE")[0].Status == 0
+    rejected = [a for a in read_audit(s) if a.event_id.code == "110114"]
+    assert len(rejected) == 1
+    assert rejected[0].event_outcome == 4
+    assert rejected[0].active_participants[0].alternative_user_id == "AETITLES=EVIL_AE"
+    assert "allowed_calling_aes" in (rejected[0].event_outcome_description or "")
+
+
+def test_the_scp_command_serves_until_sigterm(settings: Settings, tmp_path: Path) -> None:
+    port = free_port()
+    create_topics(settings.kafka, settings.topics)
+    env = {
+        **os.environ,
+        "DICOMFLOW_KAFKA_BROKERS": settings.kafka.brokers,
+        "DICOMFLOW_TOPICS_MAIN": settings.topics.main,
+        "DICOMFLOW_TOPICS_LOG": settings.topics.log,
+        "DICOMFLOW_TOPICS_AUDIT": settings.topics.audit,
+        "DICOMFLOW_STORAGE_ROOT": str(settings.storage.root),
+    }
+    env.pop("DICOMFLOW_CONFIG", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dicomflow.cli", "scp", "--port", str(port), "--processes", "2"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for_port(port, process)
+        statuses = send(port, [instance()])
+        assert statuses[0].Status == 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert len(stored_files(settings.storage.root)) == 1
+    activity = [a.event_type[0].code for a in read_audit(settings) if a.event_id.code == "110100"]
+    assert activity == ["110120", "110121"]
+
+
+def wait_for_port(port: int, process: subprocess.Popen[str], timeout_s: float = 30.0) -> None:
+    """Wait until something accepts connections on ``port`` (the command has started)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert process.poll() is None, "the command exited early"
+        assert time.monotonic() < deadline, f"nothing listens on port {port}"
+        time.sleep(0.2)
