@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dicomflow.receiver.exceptions import MalformedDatasetError
-from dicomflow.receiver.part10 import ALL_VRS, DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, IMPLICIT_VR_LE, LONG_VRS
+from dicomflow.receiver.part10 import ALL_VRS, Buffer, DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, IMPLICIT_VR_LE, LONG_VRS
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class _Malformed(Exception):
 
 
 def scan_elements(
-    buf: bytes | memoryview, *, implicit: bool, little: bool, wanted: frozenset[int], offset: int = 0
+    buf: Buffer, *, implicit: bool, little: bool, wanted: frozenset[int], offset: int = 0
 ) -> dict[int, bytes]:
     """Raw values of the wanted top-level elements of an encoded data set.
 
@@ -104,7 +104,7 @@ def scan_elements(
     raise MalformedDatasetError(f"the data set cannot be read: {first}") from first
 
 
-def _scan(buf: bytes | memoryview, pos: int, implicit: bool, little: bool, wanted: frozenset[int]) -> dict[int, bytes]:
+def _scan(buf: Buffer, pos: int, implicit: bool, little: bool, wanted: frozenset[int]) -> dict[int, bytes]:
     layout = _LE if little else _BE
     tag_len, explicit_short, explicit_long = layout.tag_len, layout.explicit_short, layout.explicit_long
     stop_after = max(wanted)
@@ -138,7 +138,7 @@ def _scan(buf: bytes | memoryview, pos: int, implicit: bool, little: bool, wante
     return out
 
 
-def _skip_sequence(buf: bytes | memoryview, pos: int, layout: _Layout, implicit: bool, depth: int) -> int:
+def _skip_sequence(buf: Buffer, pos: int, layout: _Layout, implicit: bool, depth: int) -> int:
     """Skip the items of an undefined-length sequence; return the position after its delimiter."""
     if depth > _MAX_DEPTH:
         raise _Malformed("sequences nested too deep")
@@ -159,7 +159,7 @@ def _skip_sequence(buf: bytes | memoryview, pos: int, layout: _Layout, implicit:
     raise _Malformed("sequence without a delimiter before the end of the data")
 
 
-def _skip_item(buf: bytes | memoryview, pos: int, layout: _Layout, implicit: bool, depth: int) -> int:
+def _skip_item(buf: Buffer, pos: int, layout: _Layout, implicit: bool, depth: int) -> int:
     """Skip the elements of an undefined-length item; return the position after its delimiter."""
     tag_len, explicit_short, explicit_long = layout.tag_len, layout.explicit_short, layout.explicit_long
     end = len(buf)
@@ -204,7 +204,7 @@ class InstanceHeader:
     tenant: str | None
 
 
-def inflate(buf: bytes | memoryview) -> bytes:
+def inflate(buf: Buffer) -> bytes:
     """Inflate a Deflated Explicit VR Little Endian data set (raw deflate, no zlib header).
 
     Raises:
@@ -217,7 +217,7 @@ def inflate(buf: bytes | memoryview) -> bytes:
 
 
 def read_header(
-    buf: bytes | memoryview,
+    buf: Buffer,
     transfer_syntax_uid: str,
     *,
     tenant_tag: int,

@@ -9,18 +9,21 @@ publisher sends batches.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from dicomflow.models import DicomStoreMeta, TransferStatus, now, uid_hash
-from dicomflow.receiver.exceptions import InvalidUIDError, MissingAttributeError
+from dicomflow.receiver.exceptions import MissingAttributeError
 from dicomflow.receiver.header import InstanceHeader, read_header
-from dicomflow.receiver.part10 import EXPLICIT_VR_LE, file_header
+from dicomflow.receiver.part10 import EXPLICIT_VR_LE, Buffer, file_header
 from dicomflow.receiver.storage import write_atomic
 from dicomflow.receiver.tenant import TenantResolver
 from dicomflow.receiver.uids import instance_path, require_uid
 from dicomflow.settings import ReceiverSettings, StorageSettings, tenant_tag
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class Ingestor:
 
     # ------------------------------------------------------------------ steps
 
-    def read(self, dataset: bytes | memoryview, transfer_syntax_uid: str, *, offset: int = 0) -> InstanceHeader:
+    def read(self, dataset: Buffer, transfer_syntax_uid: str, *, offset: int = 0) -> InstanceHeader:
         """Read the header attributes of an encoded data set.
 
         Raises:
@@ -95,15 +98,18 @@ class Ingestor:
         """Validate the UIDs and resolve the tenant.
 
         ``sop_class_uid`` / ``sop_instance_uid`` are what the C-STORE request
-        (or the file meta information) announced; the data set must agree.
+        (or the file meta information) announced; they stand in when the data
+        set lacks them. When they differ from the data set's, the data set
+        wins (it is what the consumer reads and what the written meta
+        information will say) and a warning is logged.
 
         Raises:
-            MissingAttributeError: a Study / Series / SOP Instance UID is missing.
-            InvalidUIDError: a UID is malformed (or request and data set disagree).
+            MissingAttributeError: a Study / Series / SOP Instance UID or SOP Class UID is missing.
+            InvalidUIDError: a UID is malformed.
             InvalidTenantError: the tenant tag holds an unsafe id.
         """
-        announced_sop = require_uid(sop_instance_uid, "Affected SOP Instance UID") if sop_instance_uid else None
-        sop_class = header.sop_class_uid or sop_class_uid
+        announced_sop = (sop_instance_uid or "").rstrip("\x00 ") or None
+        sop_class = header.sop_class_uid or (sop_class_uid or "").rstrip("\x00 ") or None
         for name, value in (
             ("Study Instance UID", header.study_uid),
             ("Series Instance UID", header.series_uid),
@@ -114,9 +120,8 @@ class Ingestor:
                 raise MissingAttributeError(f"{name} (required) is missing or empty", sop_uid=announced_sop)
         sop_uid = require_uid(header.sop_instance_uid or announced_sop, "SOP Instance UID")
         if announced_sop is not None and announced_sop != sop_uid:
-            raise InvalidUIDError(
-                "SOP Instance UID", sop_uid, f"the data set's value differs from the announced {announced_sop!r}"
-            )
+            log.warning("SOP Instance UID %s of the data set differs from the announced %s; keeping the data set's",
+                        sop_uid, announced_sop[:64])
         return Identity(
             tenant=self.tenants.resolve(header.tenant, calling_ae),
             study_uid=require_uid(header.study_uid, "Study Instance UID"),

@@ -13,8 +13,13 @@ datasets, which are slower by two orders of magnitude for this job.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass
+from typing import TypeAlias
+
+#: Anything the readers and writers take: bytes, or a view of them (a memory-mapped file).
+Buffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
 
 PREAMBLE = b"\x00" * 128
 PREFIX = b"DICM"
@@ -93,7 +98,7 @@ def _ui(value: bytes) -> str:
     return value.decode("ascii", "replace").rstrip("\x00 ")
 
 
-def read_file_meta(buf: bytes | memoryview, offset: int) -> tuple[FileMeta, int]:
+def read_file_meta(buf: Buffer, offset: int) -> tuple[FileMeta, int]:
     """Read the meta group starting at ``offset``; return it and where the data set starts.
 
     Reads element by element while the group is 0002 (the group length is
@@ -136,6 +141,7 @@ def read_file_meta(buf: bytes | memoryview, offset: int) -> tuple[FileMeta, int]
 
 __all__ = [
     "ALL_VRS",
+    "Buffer",
     "DEFLATED_EXPLICIT_VR_LE",
     "EXPLICIT_VR_BE",
     "EXPLICIT_VR_LE",

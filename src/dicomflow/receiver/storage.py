@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dicomflow.receiver.exceptions import StorageWriteError
+from dicomflow.receiver.part10 import Buffer
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXE
 _sync_data = getattr(os, "fdatasync", os.fsync)
 
 
-def write_atomic(path: Path, chunks: Sequence[bytes], *, fsync: bool = True) -> int:
+def write_atomic(path: Path, chunks: Sequence[Buffer], *, fsync: bool = True) -> int:
     """Write ``chunks`` (concatenated) to ``path`` atomically; return the size written.
 
     Missing parent folders are created. An existing file at ``path`` is
@@ -73,7 +74,7 @@ def write_atomic(path: Path, chunks: Sequence[bytes], *, fsync: bool = True) -> 
     return size
 
 
-def _write_all(fd: int, chunks: Sequence[bytes]) -> int:
+def _write_all(fd: int, chunks: Sequence[Buffer]) -> int:
     """Write every byte of every chunk (``os.write`` may write less than asked)."""
     total = 0
     for chunk in chunks:
