@@ -23,7 +23,8 @@ from dicomflow.models import DicomStoreMeta, md5_key
 from dicomflow.pipeline.commit import Progress, Sinks, persist, publish
 from dicomflow.pipeline.parse import ParsedBatch
 from dicomflow.settings import DatabaseSettings, Settings, StackSettings
-from dicomflow.stack import PostgresServer
+from dicomflow.kafka.admin import create_topics
+from dicomflow.stack import KafkaBroker, LocalStack, PostgresServer
 from dicomflow.store import PgStore
 from tests.integration.consumer_support import (
     BackgroundService,
@@ -125,6 +126,7 @@ def own_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
         shutil.rmtree(server.home, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_postgres_down_for_20_s_the_consumer_recovers_by_itself(pipeline: Settings, own_postgres: PostgresServer) -> None:
     db = own_postgres.database
     store = PgStore(db)
@@ -157,3 +159,44 @@ def test_postgres_down_for_20_s_the_consumer_recovers_by_itself(pipeline: Settin
     assert series_instance_counts(db) == {s.series_uid: s.instances for s in c.series}
     assert committed_total(settings) == 1200
     assert set(key_counts(topic(settings, settings.topics.dicom_image))) == image_keys(c.events)
+
+
+@pytest.mark.slow
+# KafkaBroker.start leaves the broker running detached; its Popen handle warns when collected.
+@pytest.mark.filterwarnings("ignore:Exception ignored in. <function Popen.__del__:pytest.PytestUnraisableExceptionWarning")
+def test_kafka_down_mid_stream_the_consumer_pauses_and_recovers_by_itself(
+    pipeline: Settings, stack: LocalStack, tmp_path: Path
+) -> None:
+    """A throwaway broker (never the shared one) is SIGKILLed while the consumer works, then restarted."""
+    home = tmp_path / "broker"
+    home.mkdir()
+    (home / "cache").symlink_to(stack.settings.stack.dir.resolve() / "cache")
+    broker = KafkaBroker(StackSettings(dir=home, kafka_port=_free_port(), kafka_controller_port=_free_port(), kafka_heap_mb=256))
+    broker.start()
+    try:
+        kafka = dataclasses.replace(pipeline.kafka, brokers=broker.bootstrap, message_timeout_ms=3000)
+        settings = dataclasses.replace(pipeline, kafka=kafka)
+        create_topics(kafka, settings.topics)
+        c = corpus(settings, 1500, studies=3, series_per_study=4)
+        publish_events(settings, c.events)
+
+        bg = BackgroundService(settings, until_idle_s=8.0).start()
+        try:
+            wait_for("rows before the outage", lambda: counts(settings.database)["dicom_image_meta"] > 0, 60, every_s=0.02)
+            broker.kill()
+            wait_for("a failed attempt", lambda: bg.service.loop.summary.retries > 0, 60)
+            rows_during = counts(settings.database)["dicom_image_meta"]
+            time.sleep(5)
+            assert counts(settings.database)["dicom_image_meta"] == rows_during  # paused: nothing new taken in
+            broker.start()
+            summary = bg.join(300)
+        finally:
+            bg.service.stop()
+
+        assert summary.retries >= 1
+        assert counts(settings.database) == expected_counts(c)
+        assert series_instance_counts(settings.database) == {s.series_uid: s.instances for s in c.series}
+        assert committed_total(settings) == 1500
+        assert set(key_counts(topic(settings, settings.topics.dicom_image))) == image_keys(c.events)
+    finally:
+        broker.stop()

@@ -58,7 +58,13 @@ def test_the_loop_ends_on_stop_on_budget_and_when_idle(tmp_path: Path) -> None:
     loop.summary.committed_records = 0
     loop._pending.take()
     loop._last_activity -= 11.0
-    assert loop._should_end() is None  # no partitions yet: waiting for the group is not idleness
+    assert loop._should_end() is None  # no partitions: waiting for the group is not idleness
+
+    class Owner:
+        def assignment(self) -> set[tuple[str, int]]:
+            return {("q", 0)}
+
+    loop._consumer = Owner()  # type: ignore[assignment]
     loop.on_assigned([("q", 0)])
     loop._last_activity -= 11.0
     assert "idle" in str(loop._should_end())

@@ -153,8 +153,24 @@ class KafkaConsumer:
             list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Take the partitions, unpaused, then tell the listener.
+
+        The assignment is made here (not left to the client after the
+        callback) so that the partitions can be resumed at once: a partition
+        that was paused when it was lost would otherwise come back paused,
+        and nothing would ever be fetched from it again.
+        """
         tps = [(p.topic, p.partition) for p in partitions]
+        try:
+            consumer.incremental_assign(partitions)
+            if partitions:
+                consumer.resume(partitions)
+        except KafkaException as exc:
+            log.error("taking assigned partitions %s failed: %s", _names(tps), exc)
+            if self._callback_error is None:
+                self._callback_error = ConsumerError(f"cannot take assigned partitions: {exc}")
+            return
         self._assigned.update(tps)
         if tps:
             log.info("assigned %s", _names(tps))

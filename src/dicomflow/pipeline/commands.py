@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         until_idle: Annotated[
             Optional[float],
             typer.Option("--until-idle", min=0.0,
-                         help="Exit after this many seconds without a new message (counted once partitions are assigned)."),
+                         help="Exit after this many seconds without a new message (counted while partitions are assigned)."),
         ] = None,
         batch_max_messages: Annotated[
             Optional[int],

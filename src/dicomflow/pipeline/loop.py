@@ -145,7 +145,6 @@ class ConsumerLoop:
         self._paused: set[TP] = set()
         self._retrying = False
         self._last_activity = time.monotonic()
-        self._assigned_once = False
         self.summary = RunSummary()
 
     # ------------------------------------------------------------------ control
@@ -168,12 +167,15 @@ class ConsumerLoop:
 
     def on_assigned(self, partitions: list[TP]) -> None:
         """New partitions start from their committed offset; the idle clock starts (again) now."""
-        self._assigned_once = True
         self._last_activity = time.monotonic()
+
+    def _owns_partitions(self) -> bool:
+        return bool(self.assignment())
 
     def on_revoked(self, partitions: list[TP]) -> None:
         """Drop every uncommitted record of these partitions; they are someone else's now."""
         gone = set(partitions)
+        self._last_activity = time.monotonic()
         dropped = self._pending.drop_partitions(gone)
         if self._inflight is not None:
             dropped += self._inflight.drop_partitions(gone)
@@ -232,7 +234,7 @@ class ConsumerLoop:
         idle = self.config.until_idle_s
         if (
             idle is not None
-            and self._assigned_once  # waiting for the group to hand out partitions is not idleness
+            and self._owns_partitions()  # waiting for the group to hand out partitions is not idleness
             and len(self._pending) == 0
             and time.monotonic() - self._last_activity >= idle
         ):
@@ -264,7 +266,7 @@ class ConsumerLoop:
             left = pending.time_left()
             if left is None:
                 timeout = IDLE_POLL_S
-                if self.config.until_idle_s is not None and self._assigned_once:
+                if self.config.until_idle_s is not None and self._owns_partitions():
                     timeout = min(timeout, self.config.until_idle_s - (time.monotonic() - self._last_activity))
                     if timeout <= 0:
                         return None
