@@ -48,6 +48,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--faults-per-kind", type=int, default=2, help="SIGKILLs of each kind during the fault run.")
     p.add_argument("--kinds", default=",".join(KINDS), help="Fault kinds, comma-separated (default: all four).")
     p.add_argument("--associations", type=int, default=4, help="Parallel C-STORE associations of the sender.")
+    p.add_argument("--receiver-processes", type=int, default=1,
+                   help="Processes of the receiver (dispatcher + workers when above 1; all killed together).")
     p.add_argument("--rate", type=float, default=0.0, help="Cap on C-STOREs per second (0: as fast as acknowledged).")
     p.add_argument("--down", type=float, nargs=2, default=(0.5, 3.0), metavar=("MIN", "MAX"),
                    help="Seconds a killed service stays down before its restart (uniform).")
@@ -66,8 +68,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("instances", "soak", "fuzz", "fuzz_files", "controls", "faults_per_kind"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must not be negative")
-    if args.associations < 1:
-        p.error("--associations must be at least 1")
+    if args.associations < 1 or args.receiver_processes < 1:
+        p.error("--associations and --receiver-processes must be at least 1")
     return args
 
 
@@ -132,7 +134,7 @@ def _run_phases(args: argparse.Namespace, stack: PrivateStack, log_dir: Path, re
         report.faults = _timed(report, "fault run", lambda: FaultRun(
             stack, args.instances, seed=seed, log_dir=log_dir, per_kind=args.faults_per_kind,
             kinds=cast(list[FaultKind], args.kinds), associations=args.associations, rate=args.rate or None,
-            down_range=(min(args.down), max(args.down)),
+            down_range=(min(args.down), max(args.down)), receiver_processes=args.receiver_processes,
         ).run())
     if args.soak:
         report.soak = _timed(report, "soak", lambda: run_soak(

@@ -32,7 +32,15 @@ from pathlib import Path
 from typing import Literal
 
 from dicomflow.errors import StackError
-from dicomflow.faults.checks import Check, count_rows, read_dead_letters, read_rows, subset_check, wait_drained
+from dicomflow.faults.checks import (
+    Check,
+    RowCounter,
+    count_rows,
+    read_dead_letters,
+    read_rows,
+    subset_check,
+    wait_drained,
+)
 from dicomflow.faults.instances import Generated, generate
 from dicomflow.faults.privstack import Phase, PrivateStack
 from dicomflow.faults.sender import SendStats, StoreSender
@@ -124,6 +132,7 @@ class _Monitor:
         self.phase = phase
         self.started = started
         self.samples: list[Sample] = []
+        self.rows = RowCounter(phase.settings.database)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="faults-monitor", daemon=True)
@@ -132,11 +141,13 @@ class _Monitor:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            sample = Sample(time.monotonic() - self.started, self.sender.acked_count(),
-                            count_rows(self.phase.settings.database))
-            with self._lock:
-                self.samples.append(sample)
+        try:
+            while not self._stop.wait(0.5):
+                sample = Sample(time.monotonic() - self.started, self.sender.acked_count(), self.rows.count())
+                with self._lock:
+                    self.samples.append(sample)
+        finally:
+            self.rows.close()
 
     def last_rows(self) -> int | None:
         with self._lock:
@@ -175,7 +186,8 @@ class FaultRun:
 
     def __init__(self, stack: PrivateStack, instances: int, *, seed: int, log_dir: Path,
                  per_kind: int = 2, kinds: Sequence[FaultKind] = KINDS, associations: int = 4,
-                 rate: float | None = None, down_range: tuple[float, float] = (0.5, 3.0)) -> None:
+                 rate: float | None = None, down_range: tuple[float, float] = (0.5, 3.0),
+                 receiver_processes: int = 1) -> None:
         self.stack = stack
         self.instances = instances
         self.rng = random.Random(seed)
@@ -186,7 +198,7 @@ class FaultRun:
         self.result = FaultRunResult(instances, plan(kinds, per_kind, instances, self.rng, down_range))
         self.phase = stack.new_phase("faults")
         self.supervisor = Supervisor(restart_crashed=True)
-        env = component_env(self.phase.env())
+        env = component_env({**self.phase.env(), "DICOMFLOW_RECEIVER_PROCESSES": str(receiver_processes)})
         self.receiver = self.supervisor.add(Component("receiver", ["scp"], env, log_dir, cwd=log_dir))
         self.consumer = self.supervisor.add(Component("consumer", ["consume"], env, log_dir, cwd=log_dir))
 
@@ -220,9 +232,7 @@ class FaultRun:
             monitor.start()
             try:
                 self._inject_all(sender, monitor, started)
-                limit = max(300.0, self.instances / 20.0)
-                if not sender.wait(limit):
-                    log.error("fault run: not every instance acknowledged after %.0f s", limit)
+                self._wait_sent(sender, timeout_s=max(300.0, self.instances / 20.0))
                 sender.stop()
                 r.send = sender.stats
                 r.acked = sender.acked_count()
@@ -246,12 +256,22 @@ class FaultRun:
 
     def _inject_all(self, sender: StoreSender, monitor: _Monitor, started: float) -> None:
         for fault in self.result.faults:
-            while sender.acked_count() < fault.at_acked and not sender.wait(0.1):
-                pass
+            self._wait_acked(sender, fault.at_acked)
             time.sleep(fault.delay_s)
             fault.during_load = not sender.wait(0)
             self._inject(fault, sender, monitor, started)
             self._settle(fault, sender, monitor, timeout_s=60.0)
+
+    @staticmethod
+    def _wait_acked(sender: StoreSender, count: int, stall_s: float = 120.0) -> None:
+        """Wait until ``count`` instances are acknowledged, the load is over, or acks stall ``stall_s``."""
+        seen, progress_at = -1, time.monotonic()
+        while sender.acked_count() < count and not sender.wait(0.1):
+            if sender.acked_count() > seen:
+                seen, progress_at = sender.acked_count(), time.monotonic()
+            elif time.monotonic() - progress_at > stall_s:
+                log.error("fault run: no acknowledgement for %.0f s; injecting the next fault anyway", stall_s)
+                return
 
     def _actions(self, kind: FaultKind) -> tuple[Callable[[], object], Callable[[], object]]:
         """(kill, restart-and-wait-until-up) for one kind of fault."""
@@ -317,20 +337,46 @@ class FaultRun:
 
     # ------------------------------------------------------------------ end
 
-    def _catch_up(self, acked: set[str], timeout_s: float) -> float:
-        """Wait until every acknowledged instance has its row and the consumer group has no lag."""
+    def _catch_up(self, acked: set[str], timeout_s: float, stall_s: float = 90.0) -> float:
+        """Wait until every acknowledged instance has its row and the consumer group has no lag.
+
+        Gives up early when no missing row appears for ``stall_s`` (a stuck
+        consumer: waiting longer would only delay the report that says so).
+        """
         t0 = time.monotonic()
         deadline = t0 + timeout_s
+        found, progress_at = -1, t0
         while time.monotonic() < deadline:
             try:
                 rows = read_rows(self.phase.settings.database).sop_uids
             except Exception:  # noqa: BLE001 - PostgreSQL may still be in crash recovery
                 rows = set()
-            if acked <= rows:
+            present = len(acked & rows)
+            if present == len(acked):
+                break
+            if present > found:
+                found, progress_at = present, time.monotonic()
+            elif time.monotonic() - progress_at > stall_s:
+                log.error("fault run: no new instance row for %.0f s, %d acknowledged instance(s) still missing",
+                          stall_s, len(acked) - present)
                 break
             time.sleep(1.0)
-        wait_drained(self.phase.settings.kafka, self.phase.settings.topics, max(deadline - time.monotonic(), 10.0))
+        wait_drained(self.phase.settings.kafka, self.phase.settings.topics,
+                     min(max(deadline - time.monotonic(), 10.0), stall_s))
         return time.monotonic() - t0
+
+    @staticmethod
+    def _wait_sent(sender: StoreSender, timeout_s: float, stall_s: float = 120.0) -> None:
+        """Wait for the last acknowledgement; give up after ``timeout_s`` or ``stall_s`` without a new one."""
+        deadline = time.monotonic() + timeout_s
+        seen, progress_at = -1, time.monotonic()
+        while not sender.wait(1.0):
+            now_acked = sender.acked_count()
+            if now_acked > seen:
+                seen, progress_at = now_acked, time.monotonic()
+            if time.monotonic() > deadline or time.monotonic() - progress_at > stall_s:
+                log.error("fault run: %d of %d instances acknowledged; the sender gives up", now_acked, sender.total)
+                return
 
     def _check(self, generated: Generated, acked: set[str]) -> None:
         r = self.result

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dicomflow.faults.checks import Check, count_rows, read_dead_letters, read_rows, subset_check
+from dicomflow.faults.checks import Check, RowCounter, read_dead_letters, read_rows, subset_check
 from dicomflow.faults.instances import generate
 from dicomflow.faults.privstack import PrivateStack
 from dicomflow.faults.supervisor import Component, Supervisor, component_env
@@ -145,6 +145,7 @@ def run_soak(
     supervisor.start_watching()
     last_rows_at = started
     rows_seen = 0
+    counter = RowCounter(phase.settings.database)
     try:
         while time.monotonic() - started < limit:
             code = consumer.wait(sample_every_s)
@@ -152,7 +153,7 @@ def run_soak(
                 result.exit_code = code
                 break
             rss = consumer.rss_kib()
-            rows = count_rows(phase.settings.database)
+            rows = counter.count()
             if rows is not None and rows > rows_seen:
                 rows_seen, last_rows_at = rows, time.monotonic()
             if rss is not None:
@@ -160,6 +161,7 @@ def run_soak(
         else:
             log.error("soak: the consumer did not finish within %.0f s", limit)
     finally:
+        counter.close()
         supervisor.stop_watching()
         if consumer.alive():
             result.exit_code = consumer.terminate()
