@@ -83,8 +83,13 @@ class _Wire(msgspec.Struct, kw_only=True):
     def __post_init__(self) -> None:
         for name, limit in self._limits:
             value = getattr(self, name)
-            if value is not None and len(value) * 4 > limit:
-                setattr(self, name, truncate_utf8(value, limit))
+            if value is None:
+                continue
+            n = len(value)
+            # Fast path: most values are short ASCII (UIDs, codes), which fit as they are.
+            if n <= limit and (n * 4 <= limit or value.isascii()):
+                continue
+            setattr(self, name, truncate_utf8(value, limit))
         for name in self._datetimes:
             value = getattr(self, name)
             if value is not None and value.tzinfo is not None:

@@ -1,0 +1,5 @@
+"""``python -m dicomflow``: the command line."""
+
+from dicomflow.cli import main
+
+main()
