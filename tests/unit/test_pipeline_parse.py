@@ -174,3 +174,45 @@ def test_a_dead_worker_loses_nothing_the_batch_is_parsed_again(tmp_path: Path) -
         parser.close()
     assert len(parsed.good) == 30 and not parsed.poison
     assert [p.image.sop_uid for p in parsed.good if isinstance(p, Parsed)] == [e.sop_uid for e in events]
+
+
+def test_an_io_error_is_transient_not_poison(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EIO on the storage (an NFS hiccup) must retry the batch, not dead-letter good instances."""
+    import errno
+
+    import dicomflow.extract.header as header
+    from dicomflow.corpus import make_corpus
+    from dicomflow.pipeline.parse import STORAGE_UNAVAILABLE, UNREADABLE_DICOM, _Task, parse_task
+
+    event = make_corpus(tmp_path / "root", 1).events[0]
+    task = _Task(event.file_path, event.tenant_id, event.created_time, event.study_uid, event.series_uid, event.sop_uid)
+
+    def failing(exc: OSError) -> object:
+        def extract(*_args: object, **_kwargs: object) -> object:
+            raise exc
+        return extract
+
+    monkeypatch.setattr(header, "extract_file", failing(OSError(errno.EIO, "Input/output error")))
+    outcome = parse_task(str(tmp_path / "root"), task)
+    assert outcome.transient and outcome.error_class == STORAGE_UNAVAILABLE
+
+    monkeypatch.setattr(header, "extract_file", failing(PermissionError(errno.EACCES, "Permission denied")))
+    outcome = parse_task(str(tmp_path / "root"), task)
+    assert not outcome.transient and outcome.error_class == UNREADABLE_DICOM
+
+    monkeypatch.undo()
+    assert parse_task(str(tmp_path / "root"), task).image is not None
+
+
+def test_parser_raises_storage_read_error_for_a_transient_outcome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dicomflow.corpus import make_corpus
+    from dicomflow.pipeline.batch import Batch
+    from dicomflow.pipeline.parse import STORAGE_UNAVAILABLE, Outcome, Parser, StorageReadError
+
+    event = make_corpus(tmp_path / "root", 1).events[0]
+    parser = Parser(tmp_path / "root", workers=1)
+    monkeypatch.setattr(parser, "_run", lambda tasks: [Outcome(error_class=STORAGE_UNAVAILABLE, reason="EIO", transient=True)])
+    with pytest.raises(StorageReadError) as info:
+        parser.parse(Batch([Record("q", 0, 0, b"k", encode(event))]))
+    assert not info.value.poison
+    parser.close()

@@ -43,7 +43,7 @@ from dicomflow.metrics.health import Health
 from dicomflow.models import now
 from dicomflow.pipeline.batch import Batch, Batcher, backoff_delay
 from dicomflow.pipeline.commit import BatchStore, EventPublisher, Progress, Sinks, persist_publish_commit
-from dicomflow.pipeline.parse import Parsed, ParsedBatch, Parser, Poison
+from dicomflow.pipeline.parse import Parsed, ParsedBatch, Parser, Poison, StorageReadError
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,9 @@ class ConsumerLoop:
         """Parse, then persist → publish → commit with retries; never commit past a failure."""
         self._inflight = batch
         try:
-            parsed = self._parser.parse(batch)
+            parsed = self._parse_with_retries(batch, consumer)
+            if parsed is None:
+                return
             self._inflight = parsed
             if self._metrics is not None:
                 self._metrics.parse_seconds.observe(parsed.parse_s)
@@ -321,6 +323,20 @@ class ConsumerLoop:
             # Idle time counts from the end of the last batch: after a long
             # retry the paused partitions must be polled again before "idle".
             self._last_activity = time.monotonic()
+
+    def _parse_with_retries(self, batch: Batch, consumer: KafkaConsumer) -> ParsedBatch | None:
+        """Parse; when the storage cannot be read, back off and parse again (None: stop requested)."""
+        attempt = 0
+        while True:
+            try:
+                return self._parser.parse(batch)
+            except StorageReadError as exc:
+                attempt += 1
+                if not self._wait_before_retry(exc, attempt, consumer):
+                    self.summary.abandoned += len(batch.records)
+                    log.warning("stop requested during retries: %s record(s) left uncommitted, to be replayed",
+                                len(batch.records))
+                    return None
 
     def _commit_with_retries(self, parsed: ParsedBatch, consumer: KafkaConsumer, sinks: Sinks) -> None:
         progress = Progress()

@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from dicomflow.errors import ExtractError, PoisonMessageError, WireFormatError
+from dicomflow.errors import DicomflowError, ExtractError, PoisonMessageError, WireFormatError
 from dicomflow.kafka.consumer import TP, Record
 from dicomflow.models import DicomImageMeta, DicomStateMeta, DicomStoreMeta, decode
 from dicomflow.pipeline.batch import Batch, next_offsets
@@ -51,6 +51,18 @@ OUTSIDE_ROOT = "outside-storage-root"
 UNREADABLE_DICOM = "unreadable-dicom"
 UID_MISMATCH = "uid-mismatch"
 PARSER_CRASHED = "parser-crashed"
+#: Not a DLQ class: the batch is retried (see :class:`StorageReadError`).
+STORAGE_UNAVAILABLE = "storage-unavailable"
+
+
+class StorageReadError(DicomflowError):
+    """The storage could not be read (I/O error, not a bad file): retry the batch, never dead-letter.
+
+    Why: an NFS hiccup or a full file table would otherwise send a whole
+    stream of good instances to the dead-letter topic.
+    """
+
+    poison = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +149,8 @@ class Outcome(msgspec.Struct, array_like=True, kw_only=True):
     image: DicomImageMeta | None = None
     error_class: str = ""
     reason: str = ""
+    #: The storage could not be read for now (EIO, stale NFS handle ...): retry, do not dead-letter.
+    transient: bool = False
 
 
 _outcome_encoder = msgspec.msgpack.Encoder()
@@ -215,7 +229,12 @@ def parse_task(root: str, task: _Task) -> Outcome:
         return Outcome(error_class=exc.error_class, reason=exc.reason)
     except ExtractError as exc:
         return Outcome(error_class=UNREADABLE_DICOM, reason=f"{task.file_path}: {exc.reason}")
-    except (OSError, ValueError) as exc:  # unreadable file, bad value the extractor let through
+    except PermissionError as exc:  # a property of this file: an operator must act
+        return Outcome(error_class=UNREADABLE_DICOM, reason=f"{task.file_path}: {type(exc).__name__}: {exc}")
+    except OSError as exc:  # the storage itself failed (EIO, ESTALE, EMFILE): the file may be fine
+        return Outcome(error_class=STORAGE_UNAVAILABLE, reason=f"{task.file_path}: {type(exc).__name__}: {exc}",
+                       transient=True)
+    except ValueError as exc:  # a bad value the extractor let through
         return Outcome(error_class=UNREADABLE_DICOM, reason=f"{task.file_path}: {type(exc).__name__}: {exc}")
 
 
@@ -280,7 +299,11 @@ class Parser:
             self._pool = None
 
     def parse(self, batch: Batch) -> ParsedBatch:
-        """One item per record of ``batch``, in order; poison never raises."""
+        """One item per record of ``batch``, in order; poison never raises.
+
+        Raises:
+            StorageReadError: a file could not be read for a reason that is not the file's fault.
+        """
         t0 = time.perf_counter()
         items: list[Item | None] = [None] * len(batch.records)
         pending: list[tuple[int, DicomStoreMeta, _Task]] = []
@@ -293,6 +316,9 @@ class Parser:
                          decoded.study_uid, decoded.series_uid, decoded.sop_uid)
             pending.append((i, decoded, task))
         outcomes = self._run([t for _, _, t in pending]) if pending else []
+        for outcome in outcomes:
+            if outcome.transient:
+                raise StorageReadError(outcome.reason)
         for (i, event, _task), outcome in zip(pending, outcomes, strict=True):
             record = batch.records[i]
             if outcome.state is not None and outcome.image is not None:
