@@ -61,6 +61,10 @@ STOP_GRACE_S = 10.0
 AUDIT_TIMEOUT_S = 5.0
 #: Error Comment is an LO: at most 64 characters, no backslash, no control characters.
 _COMMENT_MAX = 64
+#: Largest PDU we accept (pynetdicom's default is 16 kB). A typical CT or MR
+#: image then arrives in one P-DATA PDU instead of three, and each PDU costs
+#: pynetdicom a decode, a state-machine step and a few event dispatches.
+MAX_PDU_BYTES = 1024 * 1024
 
 
 def storage_contexts(extra_transfer_syntaxes: Sequence[str] = ()) -> list[PresentationContext]:
@@ -279,9 +283,29 @@ def set_nodelay(sock: socket.socket) -> None:
         log.debug("could not set TCP_NODELAY: %s", exc)
 
 
+def unbind_standard_logging(server: AssociationServer) -> None:
+    """Drop pynetdicom's PDU/DIMSE logging handlers from this server.
+
+    pynetdicom binds them to every server; they format a multi-line
+    description of each PDU and message before the logger decides to drop it,
+    which costs more than reading the instance's header. Bound only when the
+    ``pynetdicom`` logger would print them (``--log-level DEBUG``).
+    """
+    from pynetdicom import _handlers
+
+    for event, handler in (
+        (evt.EVT_PDU_RECV, _handlers.standard_pdu_recv_handler),
+        (evt.EVT_PDU_SENT, _handlers.standard_pdu_sent_handler),
+        (evt.EVT_DIMSE_RECV, _handlers.standard_dimse_recv_handler),
+        (evt.EVT_DIMSE_SENT, _handlers.standard_dimse_sent_handler),
+    ):
+        server.unbind(event, handler)
+
+
 def build_ae(receiver: ReceiverSettings) -> AE:
     """The Application Entity: AE title, allowed peers, association limit, storage contexts."""
     ae = AE(ae_title=receiver.ae_title)
+    ae.maximum_pdu_size = MAX_PDU_BYTES
     ae.maximum_associations = receiver.max_associations
     ae.require_calling_aet = [a.strip() for a in receiver.allowed_calling_aes]
     ae.supported_contexts = storage_contexts(receiver.supported_transfer_syntaxes)
@@ -325,6 +349,8 @@ class Receiver:
             server_class=AssociationServer,
             listen=listen,
         ))
+        if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
+            unbind_standard_logging(self.server)
         self._listen = listen
         self._thread: threading.Thread | None = None
         self._stopped = False

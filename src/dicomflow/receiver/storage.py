@@ -5,15 +5,28 @@ survive a crash the moment we answer. The recipe:
 
 1. write to a temporary file in the target folder (same file system, so the
    rename below is atomic), named ``.{name}.{random}.tmp``;
-2. ``fdatasync`` it (data and size on disk);
-3. ``rename`` it over the final name: readers see the old file or the new
+2. ``rename`` it over the final name: readers see the old file or the new
    one, never half a file, and a re-sent instance replaces the old copy;
-4. ``fsync`` the folder, so the new name itself is on disk. Folders created
-   on the way are made durable the same way (their parent is synced).
+3. ``fsync`` the file (through the descriptor still open).
 
-With ``fsync=False`` steps 2 and 4 are skipped (faster; a power cut may lose
-files already acknowledged). A crash between 1 and 3 leaves a hidden
-``.tmp`` file behind; nothing ever points at it.
+Why one fsync after the rename, not fdatasync before it plus an fsync of the
+folder after it: on the journaling file systems Linux archives run on
+(ext4, XFS, btrfs) a rename changes the inode (its ctime), so fsync of the
+file commits the journal transaction holding the rename, the new folders
+and, first (ordered mode), the data. Data and name become durable with one
+journal commit instead of two, which halves the time a C-STORE waits for the
+disk; on a busy disk that is several milliseconds per instance.
+
+The price is a narrower guarantee for a crash *before* the answer: the final
+name may then hold a file whose data did not reach the disk. Nothing was
+acknowledged and no store event was published for it, so the sender sends
+it again and the new copy replaces it. (Replacing an existing file, ext4
+flushes the new data before committing the rename.) Once the answer is
+Success, the file is complete and durable.
+
+With ``fsync=False`` step 3 is skipped (faster; a power cut may lose files
+already acknowledged). A crash before step 2 leaves a hidden ``.tmp`` file
+behind; nothing ever points at it.
 """
 
 from __future__ import annotations
@@ -30,8 +43,8 @@ from dicomflow.receiver.part10 import Buffer
 log = logging.getLogger(__name__)
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
-_sync_data = getattr(os, "fdatasync", os.fsync)
+#: fsync, not fdatasync: the rename only changes metadata (ctime), which fdatasync may skip.
+_sync = os.fsync
 
 
 def write_atomic(path: Path, chunks: Sequence[Buffer], *, fsync: bool = True) -> int:
@@ -42,8 +55,10 @@ def write_atomic(path: Path, chunks: Sequence[Buffer], *, fsync: bool = True) ->
 
     Raises:
         StorageWriteError: any OS error (disk full, permission denied, I/O
-            error, a file where a folder should be); the temporary file is
-            removed and ``path`` is left as it was.
+            error, a file where a folder should be). When it happens before
+            the rename, the temporary file is removed and ``path`` is left as
+            it was; when the final fsync fails, ``path`` holds the complete
+            new file but it may not be on disk.
     """
     folder = path.parent
     temp = folder / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
@@ -51,26 +66,27 @@ def write_atomic(path: Path, chunks: Sequence[Buffer], *, fsync: bool = True) ->
         try:
             fd = os.open(temp, _OPEN_FLAGS, 0o644)
         except FileNotFoundError:
-            make_folders(folder, fsync=fsync)
+            make_folders(folder)
             fd = os.open(temp, _OPEN_FLAGS, 0o644)
     except OSError as exc:
         raise StorageWriteError(f"cannot create a file in {folder}: {exc.strerror or exc}") from exc
+    renamed = False
     try:
-        try:
-            size = _write_all(fd, chunks)
-            if fsync:
-                _sync_data(fd)
-        finally:
-            os.close(fd)
+        size = _write_all(fd, chunks)
         os.replace(temp, path)
+        renamed = True
         if fsync:
-            sync_folder(folder)
+            _sync(fd)
     except OSError as exc:
-        _remove_quietly(temp)
+        if not renamed:
+            _remove_quietly(temp)
         raise StorageWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
-        _remove_quietly(temp)
+        if not renamed:
+            _remove_quietly(temp)
         raise
+    finally:
+        os.close(fd)
     return size
 
 
@@ -86,44 +102,20 @@ def _write_all(fd: int, chunks: Sequence[Buffer]) -> int:
     return total
 
 
-def make_folders(folder: Path, *, fsync: bool = True) -> None:
-    """Create ``folder`` and its missing parents, each made durable in its parent.
+def make_folders(folder: Path) -> None:
+    """Create ``folder`` and its missing parents.
 
     Safe against a concurrent creator (another association storing into the
-    same new series at the same moment).
+    same new series at the same moment). Their durability comes with the
+    fsync of the first file written in them (see the module documentation).
 
     Raises:
         OSError: a folder cannot be created (permission, a file in the way).
     """
-    missing: list[Path] = []
-    current = folder
-    while not current.is_dir():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    for created in reversed(missing):
-        try:
-            os.mkdir(created, 0o755)
-        except FileExistsError:
-            if not created.is_dir():
-                raise
-            continue
-        if fsync:
-            sync_folder(created.parent)
-
-
-def sync_folder(folder: Path) -> None:
-    """fsync a folder, so the names it holds (a rename, a new file) survive a crash.
-
-    Raises:
-        OSError: the folder cannot be opened or synced.
-    """
-    fd = os.open(folder, _DIR_FLAGS)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        os.makedirs(folder, 0o755, exist_ok=True)
+    except FileExistsError:  # a file, not a folder, is in the way
+        raise NotADirectoryError(20, "Not a directory", str(folder)) from None
 
 
 def _remove_quietly(path: Path) -> None:
@@ -135,4 +127,4 @@ def _remove_quietly(path: Path) -> None:
         log.warning("could not remove temporary file %s: %s", path, exc.strerror)
 
 
-__all__ = ["make_folders", "sync_folder", "write_atomic"]
+__all__ = ["make_folders", "write_atomic"]

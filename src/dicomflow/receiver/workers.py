@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 #: Byte a worker sends the dispatcher when one of its associations ends.
 _CLOSED = b"-"
+#: Byte a worker sends once its receiver is ready to serve.
+_READY = b"+"
 #: Seconds between two restarts of the same worker slot.
 _RESTART_BACKOFF_S = 1.0
 
@@ -89,6 +91,7 @@ class _Worker:
     process: subprocess.Popen[bytes]
     channel: socket.socket
     active: int = 0
+    ready: bool = False
     started: float = dataclasses.field(default_factory=time.monotonic)
 
 
@@ -192,6 +195,10 @@ class Dispatcher:
             data = b""
         if data:
             worker.active = max(0, worker.active - data.count(_CLOSED))
+            if _READY in data and not worker.ready:
+                worker.ready = True
+                if all(w is not None and w.ready for w in self._workers):
+                    log.info("all %d receiver workers ready on %s:%d", self.processes, *self.address)
             return
         self._selector.unregister(worker.channel)
         worker.channel.close()
@@ -212,6 +219,10 @@ class Dispatcher:
 
     def workers_alive(self) -> int:
         return sum(1 for w in self._workers if w is not None and w.process.poll() is None)
+
+    def workers_ready(self) -> int:
+        """Workers that reported their receiver serving (and are still alive)."""
+        return sum(1 for w in self._workers if w is not None and w.ready and w.process.poll() is None)
 
     def stop(self) -> None:
         """Ask :meth:`serve_forever` to return (safe from a signal handler or another thread)."""
@@ -299,6 +310,13 @@ def worker_main(argv: list[str] | None = None) -> int:
             except OSError:
                 pass
 
+    def report_ready() -> None:
+        with send_lock:
+            try:
+                channel.sendall(_READY)
+            except OSError:
+                pass
+
     from pynetdicom import evt
 
     receiver.server.bind(evt.EVT_CONN_CLOSE, report_closed)
@@ -306,6 +324,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     receiver.start(announce=False)
+    report_ready()
     reader = threading.Thread(target=_receive_connections, args=(channel, receiver, stop), daemon=True)
     reader.start()
     stop.wait()

@@ -1,0 +1,349 @@
+"""C-STORE receive rate: dicomflow scp versus Orthanc, same corpus, same client, same run.
+
+    python benchmarks/bench_receiver.py [--instances 2000] [--processes 2] [--repeat 1]
+                                        [--work-dir /tmp/dicomflow-bench-receiver] [--no-fsync]
+
+The client is dcmtk's ``storescu`` (``TCP_NODELAY=1``, the receivers get it
+too), sending a corpus of ``--instances`` real DICOM files (pydicom's CT and
+MR samples with fresh UIDs, 10-40 kB) written under ``--work-dir``:
+
+* **1 association**: one storescu sends every file;
+* **4 associations**: four storescu processes send a quarter each, at once.
+
+Receivers, each started fresh (empty storage, empty index) for every run:
+
+* **dicomflow scp** (``dicomflow scp --processes N``, fsync on): an instance
+  counts once its file is durable and Kafka (the local broker, acks=all)
+  acknowledged its store event and receipt: that is when it answers Success;
+* **Orthanc, default index** (SQLite, ``SyncStorageArea`` on);
+* **Orthanc, PostgreSQL index** (``orthanc-postgresql`` plugin, a fresh
+  database in the local PostgreSQL).
+
+Orthanc comes from Debian's packages (installed with apt-get when missing)
+and listens on free local ports with its own configuration in a temporary
+folder. Rate = instances / wall time from the first storescu start to the
+last storescu exit; each run is checked afterwards (files and events read
+back for dicomflow, instance count over REST for Orthanc) so no figure counts
+a lost instance. With ``--repeat`` > 1 the median run is reported.
+
+Targets: one association >= 1.5x Orthanc-with-PostgreSQL and >= Orthanc
+default; four associations >= 2x Orthanc-with-PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from dicomflow.corpus import make_corpus
+from dicomflow.kafka.admin import create_topics, delete_topics, read_all
+from dicomflow.settings import Settings, default_config_path, load_settings
+from dicomflow.stack import LocalStack
+
+STORESCU = "/usr/bin/storescu"
+ECHOSCU = "/usr/bin/echoscu"
+ORTHANC = "/usr/sbin/Orthanc"
+PG_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so")
+NODELAY = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def echo(port: int, called: str) -> bool:
+    return subprocess.run([ECHOSCU, "-aec", called, "127.0.0.1", str(port)], env=NODELAY,
+                          capture_output=True).returncode == 0
+
+
+def ensure_orthanc() -> None:
+    """Install Orthanc and its PostgreSQL plugin from the distribution when missing."""
+    missing = [pkg for pkg, path in (("orthanc", Path(ORTHANC)), ("orthanc-postgresql", PG_PLUGIN)) if not path.exists()]
+    if missing:
+        print(f"installing {' '.join(missing)} with apt-get ...", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+# --------------------------------------------------------------------------- receivers
+
+
+class Receiver(AbstractContextManager["Receiver"]):
+    """A receiver under test: started fresh, counted afterwards, stopped."""
+
+    name = ""
+    called_ae = ""
+    port = 0
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Dicomflow(Receiver):
+    called_ae = "DICOMFLOW"
+
+    def __init__(self, settings: Settings, work: Path, processes: int, fsync: bool) -> None:
+        self.settings = settings
+        self.name = f"dicomflow scp ({processes} processes{'' if fsync else ', no fsync'})"
+        self.port = free_port()
+        suffix = uuid.uuid4().hex[:8]
+        self.topics = dataclasses.replace(
+            settings.topics, main=f"bench_rcv_{suffix}", log=f"bench_rcv_log_{suffix}",
+            audit=f"bench_rcv_audit_{suffix}", dicom_state=f"bench_rcv_state_{suffix}",
+            dicom_image=f"bench_rcv_image_{suffix}", dlq=f"bench_rcv_{suffix}.dlq", partitions=6,
+        )
+        self.storage = work / f"dicomflow-storage-{suffix}"
+        create_topics(settings.kafka, self.topics)
+        self.log = (work / f"dicomflow-{suffix}.log").open("wb")
+        env = {
+            **NODELAY,
+            "DICOMFLOW_KAFKA_BROKERS": settings.kafka.brokers,
+            "DICOMFLOW_TOPICS_MAIN": self.topics.main,
+            "DICOMFLOW_TOPICS_LOG": self.topics.log,
+            "DICOMFLOW_TOPICS_AUDIT": self.topics.audit,
+            "DICOMFLOW_STORAGE_ROOT": str(self.storage),
+            "DICOMFLOW_RECEIVER_FSYNC": "true" if fsync else "false",
+        }
+        env.pop("DICOMFLOW_CONFIG", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dicomflow.cli", "--log-level", "INFO", "scp", "--port", str(self.port),
+             "--processes", str(processes)],
+            env=env, cwd=work, stdout=self.log, stderr=self.log,
+        )
+        log_path = Path(self.log.name)
+        ready = "receiver workers ready" if processes > 1 else "listening on"
+        wait_until(lambda: ready in log_path.read_text(errors="replace") or self.process.poll() is not None,
+                   "dicomflow scp to start")
+        if self.process.poll() is not None:
+            raise RuntimeError(f"dicomflow scp exited: {log_path.read_text()[-2000:]}")
+
+    def count(self) -> int:
+        files = sum(1 for _ in self.storage.rglob("*.dcm"))
+        events = len(read_all(self.settings.kafka, self.topics.main, timeout_s=120))
+        receipts = len(read_all(self.settings.kafka, self.topics.log, timeout_s=120))
+        if not files == events == receipts:
+            raise RuntimeError(f"dicomflow: {files} files, {events} store events, {receipts} receipts")
+        return files
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self.log.close()
+        delete_topics(self.settings.kafka, self.topics.all())
+        shutil.rmtree(self.storage, ignore_errors=True)
+
+
+class Orthanc(Receiver):
+    called_ae = "ORTHANC"
+
+    def __init__(self, work: Path, *, postgres: Settings | None = None) -> None:
+        self.name = "Orthanc, PostgreSQL index" if postgres else "Orthanc, default index"
+        self.port, self.http = free_port(), free_port()
+        suffix = uuid.uuid4().hex[:8]
+        self.folder = work / f"orthanc-{suffix}"
+        self.folder.mkdir()
+        config: dict[str, object] = {
+            "Name": f"bench-{suffix}", "StorageDirectory": str(self.folder / "storage"),
+            "IndexDirectory": str(self.folder / "index"), "DicomAet": self.called_ae, "DicomPort": self.port,
+            "HttpPort": self.http, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+            "DicomAlwaysAllowStore": True, "DicomCheckCalledAet": False, "HttpServerEnabled": True,
+            "StorageCompression": False, "SyncStorageArea": True, "Plugins": [],
+        }
+        self.database: str | None = None
+        self.admin: str | None = None
+        if postgres is not None:
+            self.database = f"orthanc_bench_{suffix}"
+            self.admin = LocalStack(postgres).postgres.admin_conninfo()
+            self._sql("CREATE DATABASE {} OWNER {}", self.database, postgres.database.user)
+            config["Plugins"] = [str(PG_PLUGIN)]
+            config["PostgreSQL"] = {
+                "EnableIndex": True, "EnableStorage": False, "Host": "127.0.0.1", "Port": postgres.database.port,
+                "Database": self.database, "Username": postgres.database.user,
+                "Password": postgres.database.password, "Lock": False,
+            }
+        (self.folder / "config.json").write_text(json.dumps(config, indent=2))
+        self.log = (self.folder / "orthanc.log").open("wb")
+        self.process = subprocess.Popen([ORTHANC, str(self.folder / "config.json")], env=NODELAY,
+                                        stdout=self.log, stderr=self.log, cwd=self.folder)
+        wait_until(lambda: self._statistics() is not None or self.process.poll() is not None, "Orthanc to start")
+        if self.process.poll() is not None:
+            raise RuntimeError(f"Orthanc exited: {(self.folder / 'orthanc.log').read_text()[-2000:]}")
+
+    def _sql(self, template: str, *identifiers: str) -> None:
+        """Run a statement whose only variable parts are identifiers (quoted by psycopg)."""
+        import psycopg
+        from psycopg import sql
+
+        assert self.admin is not None
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(sql.SQL(template).format(*(sql.Identifier(i) for i in identifiers)))
+
+    def _statistics(self) -> dict[str, object] | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/statistics", timeout=5) as response:
+                data = json.loads(response.read())
+                return data if isinstance(data, dict) else None
+        except OSError:
+            return None
+
+    def count(self) -> int:
+        stats = self._statistics()
+        if stats is None:
+            raise RuntimeError("Orthanc does not answer")
+        return int(str(stats["CountInstances"]))
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self.log.close()
+        if self.database is not None:
+            self._sql("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True)
+class Result:
+    receiver: str
+    associations: int
+    instances: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.instances / self.seconds
+
+
+def send(receiver: Receiver, folders: Sequence[Path], associations: int) -> float:
+    """storescu(s) against the receiver; returns the wall time. Raises when a store failed."""
+    wait_until(lambda: echo(receiver.port, receiver.called_ae), f"{receiver.name} to answer C-ECHO")
+    groups = [list(folders)] if associations == 1 else [[f] for f in folders]
+    started = time.perf_counter()
+    clients = [
+        subprocess.Popen([STORESCU, "-aec", receiver.called_ae, "127.0.0.1", str(receiver.port), "+sd", "+r",
+                          *map(str, group)], env=NODELAY, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for group in groups
+    ]
+    errors = [c.communicate()[1] for c in clients]
+    elapsed = time.perf_counter() - started
+    for client, err in zip(clients, errors):
+        if client.returncode != 0:
+            raise RuntimeError(f"storescu failed against {receiver.name}: {err.decode(errors='replace')[-2000:]}")
+    return elapsed
+
+
+def measure(make: Callable[[], Receiver], folders: Sequence[Path], associations: int, expected: int) -> Result:
+    with make() as receiver:
+        seconds = send(receiver, folders, associations)
+        received = receiver.count()
+        if received != expected:
+            raise RuntimeError(f"{receiver.name}: {received} instances received, {expected} sent")
+        return Result(receiver.name, associations, expected, seconds)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--instances", type=int, default=2000, help="corpus size (split in four for 4 associations)")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 2, help="dicomflow receiver processes")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per configuration; the median is reported")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/dicomflow-bench-receiver"))
+    parser.add_argument("--no-fsync", action="store_true", help="dicomflow without fsync (not the compared figure)")
+    args = parser.parse_args(argv)
+
+    ensure_orthanc()
+    settings = load_settings(default_config_path(os.environ), os.environ)
+    LocalStack(settings).up()
+    work = args.work_dir
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    per_client = args.instances // 4
+    folders = []
+    for client in range(4):
+        folder = work / "corpus" / f"client{client}"
+        make_corpus(folder, per_client, studies=max(1, per_client // 100), series_per_study=4)
+        folders.append(folder)
+    total = per_client * 4
+    size_mb = sum(f.stat().st_size for f in (work / "corpus").rglob("*.dcm")) / 1e6
+    version = subprocess.run([STORESCU, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    print(f"corpus: {total} instances, {size_mb:.1f} MB ({size_mb * 1000 / total:.1f} kB each) in {work / 'corpus'}")
+    print(f"client: {version.strip('$ ')} with TCP_NODELAY=1; load average before: {os.getloadavg()[0]:.2f}")
+
+    receivers: list[tuple[str, Callable[[], Receiver]]] = [
+        ("dicomflow", lambda: Dicomflow(settings, work, args.processes, not args.no_fsync)),
+        ("orthanc", lambda: Orthanc(work)),
+        ("orthanc-pg", lambda: Orthanc(work, postgres=settings)),
+    ]
+    results: dict[tuple[str, int], Result] = {}
+    for associations in (1, 4):
+        for key, make in receivers:
+            runs = [measure(make, folders, associations, total) for _ in range(max(1, args.repeat))]
+            result = sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
+            results[(key, associations)] = result
+            spread = f" (runs: {', '.join(f'{r.rate:.0f}' for r in runs)})" if len(runs) > 1 else ""
+            print(f"  {result.receiver:<38} {associations} association(s): {result.rate:7.1f} instances/s "
+                  f"({result.seconds:.1f} s){spread}", flush=True)
+
+    print()
+    print(f"{'receiver':<40}{'1 association':>16}{'4 associations':>17}")
+    for key, _ in receivers:
+        one, four = results[(key, 1)], results[(key, 4)]
+        print(f"{one.receiver:<40}{one.rate:>12.1f}/s  {four.rate:>12.1f}/s")
+    rate = {k: r.rate for k, r in results.items()}
+    checks = [
+        ("1 association: dicomflow / Orthanc-PostgreSQL", rate[("dicomflow", 1)] / rate[("orthanc-pg", 1)], 1.5),
+        ("1 association: dicomflow / Orthanc-default", rate[("dicomflow", 1)] / rate[("orthanc", 1)], 1.0),
+        ("4 associations: dicomflow / Orthanc-PostgreSQL", rate[("dicomflow", 4)] / rate[("orthanc-pg", 4)], 2.0),
+    ]
+    print()
+    for label, ratio, target in checks:
+        verdict = "met" if ratio >= target else "NOT met"
+        print(f"{label:<50} {ratio:5.2f}x  (target >= {target}x: {verdict})")
+    print(f"load average after: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    shutil.rmtree(work / "corpus", ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
