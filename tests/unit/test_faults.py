@@ -117,6 +117,13 @@ def test_flatness_ignores_the_warm_up_and_uses_medians() -> None:
     assert end_main == 80 * 1024
 
 
+def test_flatness_ends_when_the_last_event_is_indexed() -> None:
+    samples = [_sample(i, 200 * (i + 1), 100) for i in range(10)]  # 2000 events, done at i = 9
+    samples += [_sample(10 + i, 2000, 60) for i in range(5)]  # idle afterwards: memory given back
+    base_main, end_main, _, _ = flatness(samples, 2000, 0.2)
+    assert base_main == end_main == 100 * 1024
+
+
 def test_flatness_sees_a_leak() -> None:
     samples = [_sample(i, i * 1000, 80 + i * 5) for i in range(20)]
     base_main, end_main, _, _ = flatness(samples, 20000, 0.2)
@@ -151,6 +158,15 @@ def test_hypothesis_payloads_cover_every_family(tmp_path: Path) -> None:
 def _letter(key: bytes | None, case: int | None, reason: str = "why", error_class: str = "wire-format") -> DeadLetter:
     headers = {CASE_HEADER: str(case)} if case is not None else {}
     return DeadLetter(key, b"", error_class, reason, None, headers)
+
+
+def test_judge_tells_stuck_inputs_from_lost_ones() -> None:
+    cases = [Case(i, "payload", "random-json", b"[]") for i in range(4)]
+    for case, offset in zip(cases, (0, 1, 2, 3), strict=True):
+        case.position = (0, offset)
+    # Committed up to offset 2: #0 and #1 were processed, #2 is where the consumer is stuck.
+    judge(cases, [_letter(None, 0)], rows=set(), committed={0: 2})
+    assert [c.outcome for c in cases] == ["dead-lettered", "lost", "unprocessed", "unprocessed"]
 
 
 def test_judge_matches_dead_letters_and_rows_to_cases() -> None:

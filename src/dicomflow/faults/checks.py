@@ -177,6 +177,31 @@ def read_dead_letters(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0)
     return out
 
 
+def committed_offsets(kafka: KafkaSettings, topics: TopicSettings, timeout_s: float = 10.0) -> dict[int, int] | None:
+    """The phase's consumer group's committed offset per partition of the main topic (0: none yet).
+
+    Reads them without joining the group, so the consumer is not disturbed.
+    None when Kafka does not answer.
+    """
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer({
+        "bootstrap.servers": kafka.brokers, "group.id": topics.consumer_group_id,
+        "enable.auto.commit": False, "log_level": 0,
+    })
+    try:
+        metadata = consumer.list_topics(topics.main, timeout=timeout_s)
+        described = metadata.topics.get(topics.main)
+        if described is None or described.error is not None:
+            return None
+        tps = [TopicPartition(topics.main, p) for p in described.partitions]
+        return {tp.partition: max(tp.offset, 0) for tp in consumer.committed(tps, timeout=timeout_s)}
+    except KafkaException:
+        return None
+    finally:
+        consumer.close()
+
+
 def consumer_lag(kafka: KafkaSettings, topics: TopicSettings, timeout_s: float = 10.0) -> int | None:
     """Messages of the main topic not yet committed by the phase's consumer group; None if unknown.
 
@@ -239,6 +264,7 @@ __all__ = [
     "DeadLetter",
     "RowCounter",
     "RowSummary",
+    "committed_offsets",
     "consumer_lag",
     "count_rows",
     "read_dead_letters",

@@ -43,17 +43,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dicomflow.errors import WireFormatError
-from dicomflow.faults.checks import Check, DeadLetter, read_dead_letters, read_rows
+from dicomflow.faults.checks import Check, DeadLetter, committed_offsets, read_dead_letters, read_rows
 from dicomflow.faults.instances import generate, make_uid
 from dicomflow.faults.privstack import PrivateStack
 from dicomflow.faults.supervisor import Component, Supervisor, component_env
 from dicomflow.models import DicomStoreMeta, decode, encode, now, uid_hash
+from dicomflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CASE_HEADER = "faults.case"
 Kind = Literal["payload", "file", "special", "control"]
-Outcome = Literal["dead-lettered", "persisted", "lost"]
+Outcome = Literal["dead-lettered", "persisted", "unprocessed", "lost"]
 
 #: ``file_path`` values an attacker or a broken sender might put in a store event.
 ADVERSARIAL_PATHS: tuple[str, ...] = (
@@ -81,6 +82,8 @@ class Case:
     valid_event: bool = False
     outcome: Outcome | None = None
     error_class: str = ""
+    #: Where the input landed on the main topic: (partition, offset).
+    position: tuple[int, int] | None = None
 
 
 @dataclass
@@ -91,7 +94,11 @@ class FuzzResult:
     seconds: float = 0.0
     crashes: int = 0
     exit_code: int | None = None
+    #: True when the consumer ended by itself once idle (not stopped by the suite after a stall).
+    went_idle: bool = False
     dead_letters_without_reason: int = 0
+    #: Per partition: the committed offset where the consumer stopped, when it did not drain the topic.
+    stuck_at: dict[int, int] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
 
     def count(self, kinds: tuple[Kind, ...], outcome: Outcome | None = None) -> int:
@@ -434,7 +441,8 @@ def run_fuzz(
     consumer.start()
     supervisor.start_watching()
     try:
-        result.exit_code = _wait_exit(consumer, timeout_s)
+        result.exit_code = _wait_exit(consumer, phase.settings, timeout_s)
+        result.went_idle = result.exit_code == 0
     finally:
         supervisor.stop_watching()
         if consumer.alive():
@@ -444,19 +452,48 @@ def run_fuzz(
 
     dead = read_dead_letters(phase.settings.kafka, phase.settings.topics.dlq)
     rows = read_rows(phase.settings.database).sop_uids
+    _locate(cases, phase.settings)
+    committed = committed_offsets(phase.settings.kafka, phase.settings.topics) or {}
     result.cases = cases
-    result.dead_letters_without_reason = judge(cases, dead, rows)
+    result.dead_letters_without_reason = judge(cases, dead, rows, committed)
+    result.stuck_at = {p: o for p, o in committed.items()
+                       if any(c.position is not None and c.position[0] == p and c.position[1] >= o for c in cases)}
     result.checks = _checks(result)
     return result
 
 
-def _wait_exit(consumer: Component, timeout_s: float) -> int | None:
+def _wait_exit(consumer: Component, settings: Settings, timeout_s: float, stall_s: float = 60.0) -> int | None:
+    """Wait for the consumer to exit when idle; give up after ``timeout_s``, or ``stall_s`` without progress.
+
+    Progress is the group's committed offsets moving: a consumer that
+    retries one input forever (a poison message taken for a transient
+    fault) never goes idle, and waiting longer tells nothing new.
+    """
     deadline = time.monotonic() + timeout_s
+    last: dict[int, int] | None = None
+    moved_at = time.monotonic()
     while time.monotonic() < deadline:
-        code = consumer.wait(1.0)
+        code = consumer.wait(2.0)
         if code is not None:
             return code
+        now = committed_offsets(settings.kafka, settings.topics)
+        if now != last:
+            last, moved_at = now, time.monotonic()
+        elif time.monotonic() - moved_at > stall_s:
+            log.error("fuzz: the consumer committed nothing for %.0f s (offsets %s); giving up on it", stall_s, now)
+            return None
     return None
+
+
+def _locate(cases: list[Case], settings: Settings) -> None:
+    """Find each input's partition and offset on the main topic (by its case header)."""
+    from dicomflow.kafka.admin import read_all
+
+    by_id = {c.id: c for c in cases}
+    for record in read_all(settings.kafka, settings.topics.main, timeout_s=60.0):
+        raw = dict(record.headers).get(CASE_HEADER)
+        if raw is not None and raw.isdigit() and int(raw) in by_id:
+            by_id[int(raw)].position = (record.partition, record.offset)
 
 
 def _case_of(letter: DeadLetter) -> int | None:
@@ -470,8 +507,13 @@ def _case_of(letter: DeadLetter) -> int | None:
         return None
 
 
-def judge(cases: list[Case], dead: list[DeadLetter], rows: set[str]) -> int:
-    """Give every case its outcome; return the number of dead letters lacking a class or reason."""
+def judge(cases: list[Case], dead: list[DeadLetter], rows: set[str], committed: dict[int, int] | None = None) -> int:
+    """Give every case its outcome; return the number of dead letters lacking a class or reason.
+
+    A case neither dead-lettered nor indexed is *unprocessed* when it lies at
+    or past its partition's committed offset (the consumer never got past
+    it: stuck, not lost), else *lost*.
+    """
     by_id = {c.id: c for c in cases}
     without_reason = 0
     for letter in dead:
@@ -485,7 +527,12 @@ def judge(cases: list[Case], dead: list[DeadLetter], rows: set[str]) -> int:
     for case in cases:
         if case.outcome is None:
             persisted = case.sop_uid is not None and case.sop_uid in rows and (case.valid_event or case.kind != "payload")
-            case.outcome = "persisted" if persisted else "lost"
+            if persisted:
+                case.outcome = "persisted"
+            elif committed and case.position is not None and case.position[1] >= committed.get(case.position[0], 0):
+                case.outcome = "unprocessed"
+            else:
+                case.outcome = "lost"
     return without_reason
 
 
@@ -494,13 +541,19 @@ def _checks(r: FuzzResult) -> list[Check]:
     specials_not_dlq = [c for c in r.cases if c.kind == "special" and c.outcome != "dead-lettered"]
     invalid_not_dlq = [c for c in r.cases if c.kind == "payload" and not c.valid_event and c.outcome != "dead-lettered"]
     lost = [c for c in r.cases if c.outcome == "lost"]
+    unprocessed = [c for c in r.cases if c.outcome == "unprocessed"]
 
     def sample(items: list[Case]) -> str:
         return "; ".join(f"#{c.id} {c.label}" for c in items[:3])
 
     return [
-        Check("fuzz: consumer never crashed and exited cleanly when idle", r.crashes == 0 and r.exit_code == 0,
-              f"{r.crashes} unexpected exit(s), final exit code {r.exit_code}"),
+        Check("fuzz: consumer never crashed", r.crashes == 0, f"{r.crashes} unexpected exit(s)"),
+        Check("fuzz: consumer went idle and exited cleanly by itself", r.went_idle,
+              f"exit code {r.exit_code}" + ("" if r.went_idle else " after the suite stopped it")),
+        Check("fuzz: the consumer got through every input", not unprocessed,
+              f"{len(unprocessed)} never processed" + (
+                  "; no commit past " + ", ".join(f"partition {p} offset {o}" for p, o in sorted(r.stuck_at.items()))
+                  + " (the failing batch is in the consumer's log)" if unprocessed else "")),
         Check("fuzz: no input lost (each dead-lettered or indexed)", not lost,
               f"{len(lost)} lost" + (f": {sample(lost)}" if lost else "")),
         Check("fuzz: every invalid payload dead-lettered", not invalid_not_dlq,

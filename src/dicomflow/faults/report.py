@@ -152,10 +152,10 @@ class SuiteReport:
     def _print_fuzz(w: Any, r: FuzzResult) -> None:
         kinds: tuple[Kind, ...] = ("payload", "file", "special", "control")
         w(f"\nFuzz: {r.bad_inputs} bad inputs + {r.count(('control',))} good controls, drained in {r.seconds:.1f} s\n")
-        w(f"  {'input':<10} {'tried':>6} {'DLQ':>6} {'indexed':>8} {'lost':>6}\n")
+        w(f"  {'input':<10} {'tried':>6} {'DLQ':>6} {'indexed':>8} {'stuck':>6} {'lost':>6}\n")
         for kind in kinds:
             w(f"  {kind:<10} {r.count((kind,)):>6} {r.count((kind,), 'dead-lettered'):>6} "
-              f"{r.count((kind,), 'persisted'):>8} {r.count((kind,), 'lost'):>6}\n")
+              f"{r.count((kind,), 'persisted'):>8} {r.count((kind,), 'unprocessed'):>6} {r.count((kind,), 'lost'):>6}\n")
         labels = Counter(c.label.split(" ")[0] for c in r.cases if c.kind in ("payload", "file"))
         w("  families: " + ", ".join(f"{k} {v}" for k, v in labels.most_common()) + "\n")
         w("  DLQ reasons: " + ", ".join(f"{k} {v}" for k, v in r.error_classes().most_common()) + "\n")
@@ -191,6 +191,7 @@ class SuiteReport:
                 "bad_inputs": z.bad_inputs, "lost": z.lost, "crashes": z.crashes,
                 "dead_lettered": z.count(("payload", "file", "special"), "dead-lettered"),
                 "indexed": z.count(("payload", "file", "special"), "persisted"),
+                "unprocessed": z.count(("payload", "file", "special", "control"), "unprocessed"),
                 "controls": z.count(("control",)), "controls_indexed": z.count(("control",), "persisted"),
                 "error_classes": dict(z.error_classes()),
             }

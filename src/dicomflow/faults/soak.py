@@ -84,14 +84,17 @@ def flatness(samples: list[RssSample], events: int, warmup: float) -> tuple[int,
     """(baseline main, end main, baseline tree, end tree) RSS in KiB.
 
     Baseline: the median of the first three samples taken once ``warmup`` of
-    the events are in PostgreSQL; end: the median of the last three samples.
-    Medians, so one sample caught in the middle of a garbage collection or a
-    batch does not decide the verdict. With no sample past the warm-up (a
-    tiny run), the whole series is used.
+    the events are in PostgreSQL. End: the median of the last three samples
+    up to the one that saw the last event indexed (later ones show an idle
+    consumer, not one under load). Medians, so one sample caught in the
+    middle of a garbage collection or a batch does not decide the verdict.
+    With no sample past the warm-up (a tiny run), the whole series is used.
     """
     if not samples:
         return 0, 0, 0, 0
-    past = [s for s in samples if s.rows is not None and s.rows >= warmup * events] or samples
+    done = next((i for i, s in enumerate(samples) if s.rows is not None and s.rows >= events), len(samples) - 1)
+    loaded = samples[: done + 1]
+    past = [s for s in loaded if s.rows is not None and s.rows >= warmup * events] or loaded
     head, tail = past[:3], past[-3:]
     return (
         int(statistics.median(s.main_kib for s in head)),
