@@ -240,3 +240,38 @@ def test_a_finite_component_may_end_cleanly(tmp_path: Path) -> None:
     finally:
         sup.stop_watching()
     assert not sup.crashes() and c.starts == 1
+
+
+# --------------------------------------------------------------------------- what the fuzz phase found
+
+
+def test_damaged_sample_files_are_poison_never_io_errors(tmp_path: Path) -> None:
+    """A damaged file must be refused as poison (ExtractError), never raise a bare OSError.
+
+    The consumer takes an OSError for storage trouble and retries the batch
+    forever, blocking its partitions: pydicom raises ``OSError("No tag to read
+    at file position ...")`` (errno None) for some bit-flipped headers, which
+    the fuzz phase of the suite ran into (seed 2026 reproduces two of them).
+    """
+    import json
+    import warnings
+
+    from dicomflow.errors import ExtractError
+    from dicomflow.faults.fuzz import _Builder, sample_files, usable_samples
+
+    root = tmp_path / "root"
+    root.mkdir()
+    builder = _Builder(root, tmp_path, 2026)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        builder.damaged_files(200, usable_samples(sample_files()))
+        io_errors = []
+        for case in builder.cases:
+            path = json.loads(case.value)["file_path"]
+            try:
+                extract_file(path, "default")
+            except ExtractError:
+                pass
+            except OSError as exc:
+                io_errors.append(f"{case.label}: {exc}")
+    assert not io_errors
