@@ -167,6 +167,8 @@ class ReceiverSettings:
     #: linger.ms of the receiver's producer (overrides kafka.linger_ms there):
     #: each C-STORE waits for its own acknowledgement, so lingering is pure latency.
     kafka_linger_ms: int = 0
+    #: DICOM network layer: "native" (dicomflow's own acceptor, fast) or "pynetdicom".
+    engine: Literal["native", "pynetdicom"] = "native"
 
 
 @dataclass(frozen=True)

@@ -45,9 +45,15 @@ from tests.integration.ingest_support import (
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
+@pytest.fixture(params=["native", "pynetdicom"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Every receiver test runs against both network engines."""
+    return str(request.param)
+
+
 @pytest.fixture
-def scp_settings(settings: Settings) -> Settings:
-    s = with_receiver(settings)
+def scp_settings(settings: Settings, engine: str) -> Settings:
+    s = with_receiver(settings, engine=engine)
     make_topics(s)
     return s
 
@@ -196,9 +202,9 @@ def test_a_path_traversal_uid_is_refused_and_nothing_is_written(
     assert "1 instance(s) refused" in (refused[0].event_outcome_description or "")
 
 
-def test_kafka_down_answers_a_failure_not_success(settings: Settings) -> None:
+def test_kafka_down_answers_a_failure_not_success(settings: Settings, engine: str) -> None:
     dead = KafkaSettings(brokers=f"127.0.0.1:{free_port()}", message_timeout_ms=1500, request_timeout_ms=1000)
-    down = with_receiver(dataclasses.replace(settings, kafka=dead), publish_timeout_s=3.0)
+    down = with_receiver(dataclasses.replace(settings, kafka=dead), publish_timeout_s=3.0, engine=engine)
     started = time.monotonic()
     with running_receiver(down):
         statuses = send(down.receiver.port, [instance()])
@@ -286,8 +292,8 @@ def test_a_resent_instance_overwrites_and_gets_a_new_event(scp_settings: Setting
     assert events[0].file_path == events[1].file_path == str(files[0])
 
 
-def test_tenant_from_the_private_tag_then_the_calling_ae_then_the_default(settings: Settings) -> None:
-    s = with_receiver(settings, ae_tenants={"CT_WARD": "radiology"})
+def test_tenant_from_the_private_tag_then_the_calling_ae_then_the_default(settings: Settings, engine: str) -> None:
+    s = with_receiver(settings, ae_tenants={"CT_WARD": "radiology"}, engine=engine)
     make_topics(s)
     tagged = instance()
     tagged.add_new(0x12110010, "LO", "DICOMFLOW")
@@ -303,9 +309,11 @@ def test_tenant_from_the_private_tag_then_the_calling_ae_then_the_default(settin
     assert {p.relative_to(root).parts[0] for p in stored_files(root)} == {"oncology", "radiology", s.storage.default_tenant}
 
 
-def test_an_unsupported_transfer_syntax_needs_transfer(settings: Settings, pydicom_test_files: list[Path]) -> None:
+def test_an_unsupported_transfer_syntax_needs_transfer(
+    settings: Settings, engine: str, pydicom_test_files: list[Path]
+) -> None:
     supported = tuple(ts for ts in settings.receiver.supported_transfer_syntaxes if ts != JPEGBaseline8Bit)
-    s = with_receiver(settings, supported_transfer_syntaxes=supported)
+    s = with_receiver(settings, supported_transfer_syntaxes=supported, engine=engine)
     make_topics(s)
     jpeg = next(p for p in pydicom_test_files if p.name == "SC_rgb_jpeg_dcmtk.dcm")
     with running_receiver(s):
@@ -316,8 +324,8 @@ def test_an_unsupported_transfer_syntax_needs_transfer(settings: Settings, pydic
         JPEGBaseline8Bit, "NeedTransfer", ExplicitVRLittleEndian)
 
 
-def test_a_calling_ae_not_allowed_is_rejected_and_audited(settings: Settings) -> None:
-    s = with_receiver(settings, allowed_calling_aes=("GOOD_AE",))
+def test_a_calling_ae_not_allowed_is_rejected_and_audited(settings: Settings, engine: str) -> None:
+    s = with_receiver(settings, allowed_calling_aes=("GOOD_AE",), engine=engine)
     make_topics(s)
     with running_receiver(s):
         ae = AE(ae_title="EVIL_AE")
@@ -371,3 +379,88 @@ def wait_for_port(port: int, process: subprocess.Popen[str], timeout_s: float = 
         assert process.poll() is None, "the command exited early"
         assert time.monotonic() < deadline, f"nothing listens on port {port}"
         time.sleep(0.2)
+
+
+def test_c_echo_and_fragmented_data_sets(scp_settings: Settings, sample_corpus: list[Sample]) -> None:
+    uncompressed = [s for s in sample_corpus if s.transfer_syntax_uid == "1.2.840.10008.1.2.1"][:20]
+    with running_receiver(scp_settings):
+        ae = AE(ae_title="ECHOER")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        assoc = ae.associate("127.0.0.1", scp_settings.receiver.port, ae_title="DICOMFLOW")
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0
+        assoc.release()
+        # 4 kB PDUs: every data set arrives in many P-DATA fragments
+        run = storescu(scp_settings.receiver.port, [s.path for s in uncompressed], "--max-send-pdu", "4096")
+    assert run.returncode == 0, run.stderr
+    check_stored_one_to_one(scp_settings, {s.sop_uid: s for s in uncompressed})
+    for sample in uncompressed:  # the fragments were put back together in order
+        stored = next(scp_settings.storage.root.resolve().rglob(f"{sample.sop_uid}.dcm"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # some samples hold invalid values on purpose
+            assert content(stored) == content(sample.path), sample.path.name
+
+
+def content(path: Path) -> dict[int, object]:
+    """Every element value of a file's data set, except group lengths and trailing padding."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path)
+    return {int(e.tag): e.value for e in ds if e.tag.element != 0 and e.tag != 0xFFFCFFFC}
+
+
+def test_other_services_are_not_accepted(scp_settings: Settings) -> None:
+    with running_receiver(scp_settings):
+        ae = AE(ae_title="FINDER")
+        ae.add_requested_context("1.2.840.10008.5.1.4.1.2.1.1")  # Patient Root Query/Retrieve FIND
+        ae.add_requested_context(CT_IMAGE, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", scp_settings.receiver.port, ae_title="DICOMFLOW")
+        assert assoc.is_established
+        assert [cx.abstract_syntax for cx in assoc.accepted_contexts] == [CT_IMAGE]
+        assert [cx.abstract_syntax for cx in assoc.rejected_contexts] == ["1.2.840.10008.5.1.4.1.2.1.1"]
+        assoc.release()
+
+
+def test_the_association_limit_rejects_one_too_many(settings: Settings, engine: str) -> None:
+    s = with_receiver(settings, max_associations=1, engine=engine)
+    make_topics(s)
+    with running_receiver(s):
+        ae = AE(ae_title="FIRST")
+        ae.add_requested_context(CT_IMAGE, ExplicitVRLittleEndian)
+        first = ae.associate("127.0.0.1", s.receiver.port, ae_title="DICOMFLOW")
+        assert first.is_established
+        second = ae.associate("127.0.0.1", s.receiver.port, ae_title="DICOMFLOW")
+        assert second.is_rejected
+        assert first.send_c_store(instance()).Status == 0
+        first.release()
+    assert any(a.event_id.code == "110114" and "limit" in (a.event_outcome_description or "") for a in read_audit(s))
+
+
+def raw_exchange(port: int, payload: bytes) -> bytes:
+    """Send bytes on a fresh connection; return what came back before the receiver closed it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(payload)
+        conn.shutdown(socket.SHUT_WR)  # then hang up our side
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+        return received
+
+
+def test_the_native_engine_aborts_protocol_violations_and_keeps_serving(settings: Settings) -> None:
+    from tests.unit.test_receiver_upperlayer import pynetdicom_rq
+
+    s = with_receiver(settings, engine="native")
+    make_topics(s)
+    port = s.receiver.port
+    with running_receiver(s):
+        assert raw_exchange(port, b"GET / HTTP/1.1\r\n\r\n")[:1] == b"\x07"  # A-ABORT
+        assert raw_exchange(port, b"") == b""  # connect and hang up: nothing to answer
+        request = pynetdicom_rq((CT_IMAGE, [ExplicitVRLittleEndian]))
+        # P-DATA on a presentation context that was never proposed
+        reply = raw_exchange(port, request + b"\x04\x00\x00\x00\x00\x0a\x00\x00\x00\x06\x63\x03abcd")
+        assert reply[:1] == b"\x02" and reply[-10:] == b"\x07\x00\x00\x00\x00\x04\x00\x00\x02\x02"
+        # a truncated PDU (the length promises more than arrives before the peer hangs up)
+        reply = raw_exchange(port, request + b"\x04\x00\x00\x00\x10\x00abc")
+        assert reply[:1] == b"\x02" and reply[-10:-9] == b"\x07"
+        assert send(port, [instance()])[0].Status == 0  # still serving

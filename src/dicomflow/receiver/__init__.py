@@ -2,7 +2,12 @@
 
 Modules, in the order an instance meets them:
 
-- :mod:`~dicomflow.receiver.scp`: the pynetdicom AE, server and C-STORE handler;
+- :mod:`~dicomflow.receiver.scp`: one receiver process (engine, store service, audit);
+- :mod:`~dicomflow.receiver.acceptor`: the native network engine (default), over
+  :mod:`~dicomflow.receiver.upperlayer` (PDUs) and :mod:`~dicomflow.receiver.dimse`
+  (command sets);
+- :mod:`~dicomflow.receiver.pynetdicom_server`: the pynetdicom network engine;
+- :mod:`~dicomflow.receiver.service`: the C-STORE decision: validate, write, publish, answer;
 - :mod:`~dicomflow.receiver.header`: the few header attributes, read from raw bytes;
 - :mod:`~dicomflow.receiver.uids`: UID / tenant validation and the storage layout;
 - :mod:`~dicomflow.receiver.tenant`: which tenant an instance belongs to;

@@ -303,7 +303,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     receiver = Receiver(settings, listen=False)
     send_lock = threading.Lock()
 
-    def report_closed(_event: Any) -> None:
+    def report_closed() -> None:
         with send_lock:
             try:
                 channel.sendall(_CLOSED)
@@ -317,9 +317,7 @@ def worker_main(argv: list[str] | None = None) -> int:
             except OSError:
                 pass
 
-    from pynetdicom import evt
-
-    receiver.server.bind(evt.EVT_CONN_CLOSE, report_closed)
+    receiver.on_connection_closed.append(report_closed)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
