@@ -44,8 +44,7 @@ from dicomflow.faults.checks import (
 from dicomflow.faults.instances import Generated, generate
 from dicomflow.faults.privstack import Phase, PrivateStack
 from dicomflow.faults.sender import SendStats, StoreSender
-from dicomflow.faults.supervisor import Component, Exit, Supervisor, component_env
-from dicomflow.stack._proc import pid_alive, port_in_use
+from dicomflow.faults.supervisor import Component, Exit, Supervisor, component_env, port_open
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +172,9 @@ def _wait_listening(component: Component, port: int, timeout_s: float) -> None:
     """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if port_in_use(port):
+        if port_open(port):
             return
-        if not pid_alive(component.pid):
+        if not component.alive():
             raise StackError(f"{component.name} exited during start-up; see {component.log_path}")
         time.sleep(0.1)
     raise StackError(f"{component.name} did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s")

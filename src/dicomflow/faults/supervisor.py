@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -69,6 +70,13 @@ def process_tree(pid: int) -> list[int]:
         seen.append(current)
         todo.extend(child_pids(current))
     return seen
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts TCP connections on ``host:port`` (a restarted receiver is up)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
 
 
 def rss_kib(pid: int) -> int | None:
@@ -296,4 +304,4 @@ def component_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-__all__ = ["Component", "Exit", "Supervisor", "child_pids", "component_env", "process_tree", "rss_kib"]
+__all__ = ["Component", "Exit", "Supervisor", "child_pids", "component_env", "port_open", "process_tree", "rss_kib"]
