@@ -1,7 +1,8 @@
 """C-STORE receive rate: dicomflow scp versus Orthanc, same corpus, same client, same run.
 
     python benchmarks/bench_receiver.py [--instances 2000] [--processes 2] [--repeat 1]
-                                        [--work-dir /tmp/dicomflow-bench-receiver] [--no-fsync]
+                                        [--engines native,pynetdicom] [--no-fsync]
+                                        [--work-dir /tmp/dicomflow-bench-receiver]
 
 The client is dcmtk's ``storescu`` (``TCP_NODELAY=1``, the receivers get it
 too), sending a corpus of ``--instances`` real DICOM files (pydicom's CT and
@@ -12,9 +13,11 @@ MR samples with fresh UIDs, 10-40 kB) written under ``--work-dir``:
 
 Receivers, each started fresh (empty storage, empty index) for every run:
 
-* **dicomflow scp** (``dicomflow scp --processes N``, fsync on): an instance
-  counts once its file is durable and Kafka (the local broker, acks=all)
-  acknowledged its store event and receipt: that is when it answers Success;
+* **dicomflow scp** (``dicomflow scp --processes N``, fsync on), with each
+  network engine of ``--engines`` (native, the default, and pynetdicom): an
+  instance counts once its file is durable and Kafka (the local broker,
+  acks=all) acknowledged its store event and receipt: that is when it
+  answers Success;
 * **Orthanc, default index** (SQLite, ``SyncStorageArea`` on);
 * **Orthanc, PostgreSQL index** (``orthanc-postgresql`` plugin, a fresh
   database in the local PostgreSQL).
@@ -124,9 +127,9 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> N
 class Dicomflow(Receiver):
     called_ae = "DICOMFLOW"
 
-    def __init__(self, settings: Settings, work: Path, processes: int, fsync: bool) -> None:
+    def __init__(self, settings: Settings, work: Path, processes: int, fsync: bool, engine: str) -> None:
         self.settings = settings
-        self.name = f"dicomflow scp ({processes} processes{'' if fsync else ', no fsync'})"
+        self.name = f"dicomflow scp ({engine}, {processes} processes{'' if fsync else ', no fsync'})"
         self.port = free_port()
         suffix = uuid.uuid4().hex[:8]
         self.topics = dataclasses.replace(
@@ -145,6 +148,7 @@ class Dicomflow(Receiver):
             "DICOMFLOW_TOPICS_AUDIT": self.topics.audit,
             "DICOMFLOW_STORAGE_ROOT": str(self.storage),
             "DICOMFLOW_RECEIVER_FSYNC": "true" if fsync else "false",
+            "DICOMFLOW_RECEIVER_ENGINE": engine,
         }
         env.pop("DICOMFLOW_CONFIG", None)
         self.process = subprocess.Popen(
@@ -290,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration; the median is reported")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/dicomflow-bench-receiver"))
     parser.add_argument("--no-fsync", action="store_true", help="dicomflow without fsync (not the compared figure)")
+    parser.add_argument("--engines", default="native,pynetdicom",
+                        help="dicomflow network engines to measure; the first one is compared with the targets")
     args = parser.parse_args(argv)
 
     ensure_orthanc()
@@ -310,11 +316,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"corpus: {total} instances, {size_mb:.1f} MB ({size_mb * 1000 / total:.1f} kB each) in {work / 'corpus'}")
     print(f"client: {version.strip('$ ')} with TCP_NODELAY=1; load average before: {os.getloadavg()[0]:.2f}")
 
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+
+    def dicomflow(engine: str) -> Callable[[], Receiver]:
+        return lambda: Dicomflow(settings, work, args.processes, not args.no_fsync, engine)
+
     receivers: list[tuple[str, Callable[[], Receiver]]] = [
-        ("dicomflow", lambda: Dicomflow(settings, work, args.processes, not args.no_fsync)),
+        *((f"dicomflow-{engine}", dicomflow(engine)) for engine in engines),
         ("orthanc", lambda: Orthanc(work)),
         ("orthanc-pg", lambda: Orthanc(work, postgres=settings)),
     ]
+    compared = f"dicomflow-{engines[0]}"
     results: dict[tuple[str, int], Result] = {}
     for associations in (1, 4):
         for key, make in receivers:
@@ -322,21 +334,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
             results[(key, associations)] = result
             spread = f" (runs: {', '.join(f'{r.rate:.0f}' for r in runs)})" if len(runs) > 1 else ""
-            print(f"  {result.receiver:<38} {associations} association(s): {result.rate:7.1f} instances/s "
+            print(f"  {result.receiver:<44} {associations} association(s): {result.rate:7.1f} instances/s "
                   f"({result.seconds:.1f} s){spread}", flush=True)
 
     print()
-    print(f"{'receiver':<40}{'1 association':>16}{'4 associations':>17}")
+    print(f"{'receiver':<46}{'1 association':>16}{'4 associations':>17}")
     for key, _ in receivers:
         one, four = results[(key, 1)], results[(key, 4)]
-        print(f"{one.receiver:<40}{one.rate:>12.1f}/s  {four.rate:>12.1f}/s")
+        print(f"{one.receiver:<46}{one.rate:>12.1f}/s  {four.rate:>12.1f}/s")
     rate = {k: r.rate for k, r in results.items()}
     checks = [
-        ("1 association: dicomflow / Orthanc-PostgreSQL", rate[("dicomflow", 1)] / rate[("orthanc-pg", 1)], 1.5),
-        ("1 association: dicomflow / Orthanc-default", rate[("dicomflow", 1)] / rate[("orthanc", 1)], 1.0),
-        ("4 associations: dicomflow / Orthanc-PostgreSQL", rate[("dicomflow", 4)] / rate[("orthanc-pg", 4)], 2.0),
+        ("1 association: dicomflow / Orthanc-PostgreSQL", rate[(compared, 1)] / rate[("orthanc-pg", 1)], 1.5),
+        ("1 association: dicomflow / Orthanc-default", rate[(compared, 1)] / rate[("orthanc", 1)], 1.0),
+        ("4 associations: dicomflow / Orthanc-PostgreSQL", rate[(compared, 4)] / rate[("orthanc-pg", 4)], 2.0),
     ]
     print()
+    print(f"ratios for {results[(compared, 1)].receiver}:")
     for label, ratio, target in checks:
         verdict = "met" if ratio >= target else "NOT met"
         print(f"{label:<50} {ratio:5.2f}x  (target >= {target}x: {verdict})")
