@@ -33,6 +33,9 @@ def scp(
         Optional[list[str]], typer.Option("--allow", help="Calling AE title allowed to associate (repeat; default: receiver.allowed_calling_aes, empty = any).")
     ] = None,
     no_fsync: Annotated[bool, typer.Option("--no-fsync", help="Do not fsync files (faster; a power cut may lose acknowledged instances).")] = False,
+    engine: Annotated[
+        Optional[str], typer.Option("--engine", help="DICOM network layer: native or pynetdicom (default: receiver.engine).")
+    ] = None,
 ) -> None:
     """Receive instances over DICOM (C-STORE), store them and publish their store events.
 
@@ -52,6 +55,10 @@ def scp(
         changes["allowed_calling_aes"] = tuple(allow)
     if no_fsync:
         changes["fsync"] = False
+    if engine is not None:
+        if engine not in ("native", "pynetdicom"):
+            raise typer.BadParameter("must be native or pynetdicom", param_hint="--engine")
+        changes["engine"] = engine
     settings = dataclasses.replace(settings, receiver=dataclasses.replace(settings.receiver, **changes))
     _check_options(settings.receiver)
     try:

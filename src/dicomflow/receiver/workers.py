@@ -1,9 +1,9 @@
 """Several receiver processes behind one port.
 
-One pynetdicom process tops out near 200-300 instances/s whatever the
-number of associations (the interpreter lock serialises the DIMSE decoding).
-To use every core, ``receiver.processes > 1`` runs a small dispatcher and N
-worker processes:
+One Python process serves its associations on one core at a time (the
+interpreter lock): with pynetdicom that caps it near 200-300 instances/s,
+with the native engine higher, but still one core. To use every core,
+``receiver.processes > 1`` runs a small dispatcher and N worker processes:
 
 - the dispatcher owns the listening socket, accepts each connection, sets
   TCP_NODELAY, and passes the connected socket (``SCM_RIGHTS``) to the worker
