@@ -537,9 +537,11 @@ def judge(cases: list[Case], dead: list[DeadLetter], rows: set[str], committed: 
 
 
 def _checks(r: FuzzResult) -> list[Check]:
-    controls_bad = [c for c in r.cases if c.kind == "control" and c.outcome != "persisted"]
-    specials_not_dlq = [c for c in r.cases if c.kind == "special" and c.outcome != "dead-lettered"]
-    invalid_not_dlq = [c for c in r.cases if c.kind == "payload" and not c.valid_event and c.outcome != "dead-lettered"]
+    # Inputs the consumer never reached are judged by the "got through" check only.
+    done = [c for c in r.cases if c.outcome != "unprocessed"]
+    controls_bad = [c for c in done if c.kind == "control" and c.outcome != "persisted"]
+    specials_not_dlq = [c for c in done if c.kind == "special" and c.outcome != "dead-lettered"]
+    invalid_not_dlq = [c for c in done if c.kind == "payload" and not c.valid_event and c.outcome != "dead-lettered"]
     lost = [c for c in r.cases if c.outcome == "lost"]
     unprocessed = [c for c in r.cases if c.outcome == "unprocessed"]
 
