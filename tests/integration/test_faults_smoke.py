@@ -76,8 +76,10 @@ class _FlakySCP:
         ae = AE(ae_title="FLAKY")
         ae.supported_contexts = AllStoragePresentationContexts
         self.port = free_ports(1)[0]
-        self.server = ae.start_server(("127.0.0.1", self.port), block=False,
-                                      evt_handlers=[(evt.EVT_C_STORE, self.on_store)])
+        server = ae.start_server(("127.0.0.1", self.port), block=False,
+                                 evt_handlers=[(evt.EVT_C_STORE, self.on_store)])
+        assert server is not None
+        self.server = server
 
     def on_store(self, event: Any) -> int:
         uid = str(event.request.AffectedSOPInstanceUID)
