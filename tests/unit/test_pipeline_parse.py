@@ -200,6 +200,10 @@ def test_an_io_error_is_transient_not_poison(tmp_path: Path, monkeypatch: pytest
     outcome = parse_task(str(tmp_path / "root"), task)
     assert not outcome.transient and outcome.error_class == UNREADABLE_DICOM
 
+    monkeypatch.setattr(header, "extract_file", failing(OSError("No tag to read at file position 90CA")))
+    outcome = parse_task(str(tmp_path / "root"), task)
+    assert not outcome.transient and outcome.error_class == UNREADABLE_DICOM
+
     monkeypatch.undo()
     assert parse_task(str(tmp_path / "root"), task).image is not None
 

@@ -78,7 +78,9 @@ def read_header(path: str) -> RawHeader:
         raise ExtractError(path, f"not a DICOM file: {exc}") from exc
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
         raise ExtractError(path, f"cannot read the file: {exc.strerror}") from exc
-    except OSError:
+    except OSError as exc:
+        if exc.errno is None:  # pydicom: "No tag to read at file position ..." is about the bytes
+            raise ExtractError(path, f"not a readable DICOM file: {exc}") from exc
         raise
     except Exception as exc:  # pydicom's ways of saying "cannot parse this"
         raise ExtractError(path, f"not a readable DICOM file: {type(exc).__name__}: {exc}") from exc

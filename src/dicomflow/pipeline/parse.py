@@ -231,7 +231,10 @@ def parse_task(root: str, task: _Task) -> Outcome:
         return Outcome(error_class=UNREADABLE_DICOM, reason=f"{task.file_path}: {exc.reason}")
     except PermissionError as exc:  # a property of this file: an operator must act
         return Outcome(error_class=UNREADABLE_DICOM, reason=f"{task.file_path}: {type(exc).__name__}: {exc}")
-    except OSError as exc:  # the storage itself failed (EIO, ESTALE, EMFILE): the file may be fine
+    except OSError as exc:
+        if exc.errno is None:  # pydicom's "No tag to read at file position ...": the file's bytes
+            return Outcome(error_class=UNREADABLE_DICOM, reason=f"{task.file_path}: {type(exc).__name__}: {exc}")
+        # The storage itself failed (EIO, ESTALE, EMFILE): the file may be fine.
         return Outcome(error_class=STORAGE_UNAVAILABLE, reason=f"{task.file_path}: {type(exc).__name__}: {exc}",
                        transient=True)
     except ValueError as exc:  # a bad value the extractor let through
