@@ -271,7 +271,7 @@ def test_two_processes_behind_one_port_share_four_clients(
     runs = run_in_parallel(dispatcher.address[1], folders)
     for run in runs:
         assert run.returncode == 0, run.stderr
-    assert dispatcher.workers_alive() == 2
+    assert dispatcher.workers_alive() == dispatcher.workers_ready() == 2
     check_stored_one_to_one(scp_settings, expected)
     nodes = {e.worker_node_id for _, e in read_store_events(scp_settings, scp_settings.topics.main)}
     assert nodes == {f"{scp_settings.worker_node_id}-0", f"{scp_settings.worker_node_id}-1"}

@@ -11,7 +11,7 @@ import pytest
 
 from dicomflow.receiver.exceptions import OUT_OF_RESOURCES, StorageWriteError
 from dicomflow.receiver import storage
-from dicomflow.receiver.storage import make_folders, write_atomic
+from dicomflow.receiver.storage import make_folders, sync_folder_durably, write_atomic
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -37,7 +37,10 @@ def test_a_second_write_replaces_the_file(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
-def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("failing", ["write", "sync"])
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
     target = tmp_path / "a.dcm"
     write_atomic(target, (b"good copy",))
     real_write = os.write
@@ -48,38 +51,48 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path, mon
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr(os, "write", disk_full_after_a_few_bytes)
-    with pytest.raises(StorageWriteError, match="No space left"):
+    def io_error(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    if failing == "write":
+        monkeypatch.setattr(os, "write", disk_full_after_a_few_bytes)
+    else:
+        monkeypatch.setattr(storage, "_sync_data", io_error)
+    with pytest.raises(StorageWriteError, match="No space left|Input/output error") as info:
         write_atomic(target, (b"a much longer new version",))
     monkeypatch.undo()
+    assert not info.value.poison  # out of resources: the sender retries
     assert target.read_bytes() == b"good copy"
     assert leftovers(tmp_path) == []
 
 
-def test_a_failed_fsync_is_reported_and_the_new_file_is_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_data_is_synced_before_the_rename_and_the_folder_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    steps: list[str] = []
     target = tmp_path / "a.dcm"
-    synced: list[int] = []
-
-    def io_error(fd: int) -> None:
-        synced.append(fd)
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(storage, "_sync", io_error)
-    with pytest.raises(StorageWriteError, match="Input/output error") as info:
-        write_atomic(target, (b"new ", b"version",))
-    assert not info.value.poison  # out of resources: the sender retries
-    assert synced  # the sync was attempted on the renamed file
-    assert target.read_bytes() == b"new version"
-    assert leftovers(tmp_path) == []
+    monkeypatch.setattr(storage, "_sync_data", lambda fd: steps.append(f"data, renamed={target.exists()}"))
+    monkeypatch.setattr(storage, "_fsync_folder", lambda folder: steps.append(f"folder, renamed={target.exists()}"))
+    write_atomic(target, (b"x",))
+    assert steps == ["data, renamed=False", "folder, renamed=True"]
+    steps.clear()
+    target = tmp_path / "b.dcm"
+    write_atomic(target, (b"y",), sync_folder=False)  # the caller syncs the folder itself
+    assert steps == ["data, renamed=False"]
+    steps.clear()
+    write_atomic(tmp_path / "new" / "c.dcm", (b"z",), fsync=False)
+    assert steps == []
 
 
-def test_the_file_is_synced_after_the_rename_and_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = tmp_path / "a.dcm"
-    seen: list[bool] = []
-    monkeypatch.setattr(storage, "_sync", lambda fd: seen.append(target.exists()))
-    write_atomic(target, (b"x",), fsync=True)
-    write_atomic(tmp_path / "b.dcm", (b"y",), fsync=False)
-    assert seen == [True]
+def test_new_folders_are_made_durable_in_their_parents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[Path] = []
+    monkeypatch.setattr(storage, "_fsync_folder", synced.append)
+    write_atomic(tmp_path / "t" / "s" / "a.dcm", (b"x",))
+    assert synced == [tmp_path, tmp_path / "t", tmp_path / "t" / "s"]
+
+
+def test_a_failed_folder_sync_is_out_of_resources(tmp_path: Path) -> None:
+    with pytest.raises(StorageWriteError, match="cannot sync the folder") as info:
+        sync_folder_durably(tmp_path / "missing")
+    assert not info.value.poison
 
 
 def test_an_unexpected_error_also_removes_the_temporary(tmp_path: Path) -> None:
@@ -104,7 +117,7 @@ def test_a_read_only_folder_is_reported(tmp_path: Path) -> None:
     folder.mkdir()
     folder.chmod(0o500)
     try:
-        with pytest.raises(StorageWriteError, match="cannot create"):
+        with pytest.raises(StorageWriteError, match="cannot create the file"):
             write_atomic(folder / "x.dcm", (b"data",))
     finally:
         folder.chmod(0o700)

@@ -139,8 +139,13 @@ def test_a_truncated_pdv_is_a_protocol_error() -> None:
 
 def exchange(payload: bytes, max_length: int = 1024) -> tuple[int, bytes]:
     left, right = socket.socketpair()
+
+    def send_and_hang_up() -> None:
+        right.sendall(payload)
+        right.shutdown(socket.SHUT_WR)
+
     with left, right:
-        sender = threading.Thread(target=lambda: (right.sendall(payload), right.close()))
+        sender = threading.Thread(target=send_and_hang_up)
         sender.start()
         try:
             return ul.read_pdu(left, max_length)

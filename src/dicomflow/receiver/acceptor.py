@@ -56,8 +56,8 @@ HARD_PDU_LIMIT = 64 * 1024 * 1024
 ARTIM_TIMEOUT_S = 30.0
 #: Seconds an established association may stay silent before we abort it.
 NETWORK_TIMEOUT_S = 120.0
-#: Seconds to wait for the peer to hang up after an A-ABORT.
-_DRAIN_S = 0.5
+#: Seconds to wait for the peer to hang up after our last PDU (A-ABORT, -RJ, A-RELEASE-RP).
+_DRAIN_S = 2.0
 
 
 def storage_sop_classes() -> frozenset[str]:
@@ -160,6 +160,20 @@ class Association:
                 pass
         self._shutdown()
 
+    def _await_peer_close(self) -> None:
+        """After A-ASSOCIATE-RJ or A-RELEASE-RP the requestor closes the connection (PS3.8 9.2).
+
+        Waiting for it (a bounded time) rather than closing first keeps a
+        reset from overtaking our last PDU.
+        """
+        try:
+            self.sock.settimeout(_DRAIN_S)
+            deadline = time.monotonic() + _DRAIN_S
+            while time.monotonic() < deadline and self.sock.recv(65536):
+                pass
+        except OSError:
+            pass
+
     def _shutdown(self) -> None:
         if self._closed:
             return
@@ -217,6 +231,7 @@ class Association:
             (result, source, reason), why = refusal
             self._send(ul.encode_associate_rj(result, source, reason))
             self.server.events.rejected(self.peer, why)
+            self._await_peer_close()
             return False
         results, self.accepted = negotiation.contexts(request)
         self.max_send_pdu = request.max_pdu_length
@@ -238,6 +253,7 @@ class Association:
             pdu_type, body = ul.read_pdu(self.sock, HARD_PDU_LIMIT)
             if pdu_type == ul.A_RELEASE_RQ:
                 self._send(ul.encode_release_rp())
+                self._await_peer_close()
                 return
             if pdu_type == ul.A_ABORT:
                 log.info("association from %s aborted by the peer", self._who())

@@ -179,8 +179,15 @@ class Ingestor:
 
     # ------------------------------------------------------------------ the whole thing
 
-    def write(self, identity: Identity, dataset: bytes, transfer_syntax_uid: str, source: Source) -> tuple[Path, int]:
+    def write(
+        self, identity: Identity, dataset: bytes, transfer_syntax_uid: str, source: Source, *,
+        defer_folder_sync: bool = False,
+    ) -> tuple[Path, int]:
         """Write preamble + meta + the data set as received to its place; return (path, size).
+
+        With ``defer_folder_sync`` the caller must run
+        :func:`~dicomflow.receiver.storage.sync_folder_durably` on the file's
+        folder (when :attr:`fsync` is on) before it promises durability.
 
         Raises:
             InvalidUIDError: the transfer syntax UID is malformed.
@@ -189,7 +196,8 @@ class Ingestor:
         path = self.path_of(identity)
         syntax = require_uid(transfer_syntax_uid, "Transfer Syntax UID")
         head = file_header(identity.sop_class_uid, identity.sop_uid, syntax, source.ae_title)
-        return path, write_atomic(path, (head, dataset), fsync=self.fsync)
+        size = write_atomic(path, (head, dataset), fsync=self.fsync, sync_folder=not defer_folder_sync)
+        return path, size
 
     def store(
         self,

@@ -145,6 +145,7 @@ class Receiver:
         while self.engine.active_associations() and time.monotonic() < deadline:
             time.sleep(0.05)
         self.engine.close()
+        self.service.close()
         if announce:
             self.announce(started=False)
         if self._owns_publisher:

@@ -14,7 +14,9 @@ Engines report association life cycle to an :class:`AssociationEvents`
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from dicomflow.audit import events as audit
@@ -25,6 +27,7 @@ from dicomflow.receiver.audit import Peer, TransferLog
 from dicomflow.receiver.exceptions import OUT_OF_RESOURCES, IngestError, InternalError, PublishFailedError
 from dicomflow.receiver.header import InstanceHeader
 from dicomflow.receiver.ingest import Identity, Ingestor, Source
+from dicomflow.receiver.storage import sync_folder_durably
 from dicomflow.receiver.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,12 @@ class StoreService:
         self.publisher = publisher
         self.transfers = transfers
         self.publish_timeout_s = publish_timeout_s
+        #: Runs each new file's folder fsync while Kafka acknowledges its event.
+        self._folder_syncs = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicomflow-fsync")
+
+    def close(self) -> None:
+        """Release the folder-sync threads (after the last store)."""
+        self._folder_syncs.shutdown(wait=True)
 
     def store(self, association: object, request: StoreRequest) -> StoreOutcome:
         """Handle one C-STORE; return its status. Never raises."""
@@ -98,9 +107,9 @@ class StoreService:
                 header, sop_class_uid=request.sop_class_uid, sop_instance_uid=request.sop_instance_uid,
                 calling_ae=source.ae_title,
             )
-            path, size = self.ingestor.write(identity, request.dataset, syntax, source)
+            path, size = self.ingestor.write(identity, request.dataset, syntax, source, defer_folder_sync=True)
             store_event = self.ingestor.store_event(identity, path, size, syntax, source)
-            self._publish(store_event)
+            self._publish_and_sync(store_event, path.parent)
         except IngestError as exc:
             return self._refuse(association, exc, header, identity, source)
         except Exception as exc:  # noqa: BLE001 - a handler answers a status, it never raises
@@ -112,6 +121,28 @@ class StoreService:
         )
         log.debug("stored %s from %s as %s", identity.sop_uid, source.ae_title, store_event.file_path)
         return StoreOutcome(SUCCESS)
+
+    def _publish_and_sync(self, store_event: DicomStoreMeta, folder: Path) -> None:
+        """Publish the event while the folder holding the new name is synced; both before Success.
+
+        The file's data is on disk and its name visible already, so the
+        consumer can read it as soon as the event arrives; the two waits
+        overlap instead of adding up.
+
+        Raises:
+            PublishFailedError: Kafka did not acknowledge (reported first).
+            StorageWriteError: the folder could not be synced.
+        """
+        if not self.ingestor.fsync:
+            self._publish(store_event)
+            return
+        synced = self._folder_syncs.submit(sync_folder_durably, folder)
+        try:
+            self._publish(store_event)
+        finally:
+            error = synced.exception()
+        if error is not None:
+            raise error
 
     def _publish(self, store_event: DicomStoreMeta) -> None:
         """Send the store event and its receipt; return only once Kafka acknowledged both.

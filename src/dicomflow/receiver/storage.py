@@ -5,28 +5,23 @@ survive a crash the moment we answer. The recipe:
 
 1. write to a temporary file in the target folder (same file system, so the
    rename below is atomic), named ``.{name}.{random}.tmp``;
-2. ``rename`` it over the final name: readers see the old file or the new
-   one, never half a file, and a re-sent instance replaces the old copy;
-3. ``fsync`` the file (through the descriptor still open).
+2. ``fdatasync`` it (data and size on disk);
+3. ``rename`` it over the final name: readers see the old file or the new
+   one, never half a file (not even after a crash), and a re-sent instance
+   replaces the old copy;
+4. ``fsync`` the folder, so the new name itself is on disk. Folders created
+   on the way are made durable the same way (their parent is synced).
 
-Why one fsync after the rename, not fdatasync before it plus an fsync of the
-folder after it: on the journaling file systems Linux archives run on
-(ext4, XFS, btrfs) a rename changes the inode (its ctime), so fsync of the
-file commits the journal transaction holding the rename, the new folders
-and, first (ordered mode), the data. Data and name become durable with one
-journal commit instead of two, which halves the time a C-STORE waits for the
-disk; on a busy disk that is several milliseconds per instance.
+Step 4 may be left to the caller (``sync_folder=False``): the receiver runs
+it while Kafka acknowledges the store event, because both must be done
+before Success and neither needs the other. The file's data is already on
+disk and its name visible when the event goes out; a crash before the
+folder sync completes can only lose the *name* of an instance that was not
+acknowledged (its sender sends it again).
 
-The price is a narrower guarantee for a crash *before* the answer: the final
-name may then hold a file whose data did not reach the disk. Nothing was
-acknowledged and no store event was published for it, so the sender sends
-it again and the new copy replaces it. (Replacing an existing file, ext4
-flushes the new data before committing the rename.) Once the answer is
-Success, the file is complete and durable.
-
-With ``fsync=False`` step 3 is skipped (faster; a power cut may lose files
-already acknowledged). A crash before step 2 leaves a hidden ``.tmp`` file
-behind; nothing ever points at it.
+With ``fsync=False`` steps 2 and 4 are skipped (faster; a power cut may lose
+files already acknowledged). A crash between 1 and 3 leaves a hidden
+``.tmp`` file behind; nothing ever points at it.
 """
 
 from __future__ import annotations
@@ -43,22 +38,24 @@ from dicomflow.receiver.part10 import Buffer
 log = logging.getLogger(__name__)
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-#: fsync, not fdatasync: the rename only changes metadata (ctime), which fdatasync may skip.
-_sync = os.fsync
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_sync_data = getattr(os, "fdatasync", os.fsync)
 
 
-def write_atomic(path: Path, chunks: Sequence[Buffer], *, fsync: bool = True) -> int:
+def write_atomic(path: Path, chunks: Sequence[Buffer], *, fsync: bool = True, sync_folder: bool = True) -> int:
     """Write ``chunks`` (concatenated) to ``path`` atomically; return the size written.
 
     Missing parent folders are created. An existing file at ``path`` is
-    replaced atomically.
+    replaced atomically. With ``sync_folder=False`` (and ``fsync``) the
+    caller must call :func:`sync_folder` on ``path.parent`` before it
+    promises durability.
 
     Raises:
         StorageWriteError: any OS error (disk full, permission denied, I/O
-            error, a file where a folder should be). When it happens before
-            the rename, the temporary file is removed and ``path`` is left as
-            it was; when the final fsync fails, ``path`` holds the complete
-            new file but it may not be on disk.
+            error, a file where a folder should be). Before the rename, the
+            temporary file is removed and ``path`` is left as it was; if
+            only the folder sync fails, ``path`` holds the complete new file
+            but its name may not be on disk.
     """
     folder = path.parent
     temp = folder / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
@@ -66,27 +63,26 @@ def write_atomic(path: Path, chunks: Sequence[Buffer], *, fsync: bool = True) ->
         try:
             fd = os.open(temp, _OPEN_FLAGS, 0o644)
         except FileNotFoundError:
-            make_folders(folder)
+            make_folders(folder, fsync=fsync)
             fd = os.open(temp, _OPEN_FLAGS, 0o644)
     except OSError as exc:
-        raise StorageWriteError(f"cannot create a file in {folder}: {exc.strerror or exc}") from exc
-    renamed = False
+        raise StorageWriteError(f"cannot create the file ({exc.strerror or exc}) in {folder}") from exc
     try:
-        size = _write_all(fd, chunks)
+        try:
+            size = _write_all(fd, chunks)
+            if fsync:
+                _sync_data(fd)
+        finally:
+            os.close(fd)
         os.replace(temp, path)
-        renamed = True
-        if fsync:
-            _sync(fd)
     except OSError as exc:
-        if not renamed:
-            _remove_quietly(temp)
-        raise StorageWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        _remove_quietly(temp)
+        raise StorageWriteError(f"cannot write the file ({exc.strerror or exc}): {path}") from exc
     except BaseException:
-        if not renamed:
-            _remove_quietly(temp)
+        _remove_quietly(temp)
         raise
-    finally:
-        os.close(fd)
+    if fsync and sync_folder:
+        sync_folder_durably(folder)
     return size
 
 
@@ -102,20 +98,51 @@ def _write_all(fd: int, chunks: Sequence[Buffer]) -> int:
     return total
 
 
-def make_folders(folder: Path) -> None:
-    """Create ``folder`` and its missing parents.
+def make_folders(folder: Path, *, fsync: bool = True) -> None:
+    """Create ``folder`` and its missing parents, each made durable in its parent.
 
     Safe against a concurrent creator (another association storing into the
-    same new series at the same moment). Their durability comes with the
-    fsync of the first file written in them (see the module documentation).
+    same new series at the same moment).
 
     Raises:
         OSError: a folder cannot be created (permission, a file in the way).
     """
+    missing: list[Path] = []
+    current = folder
+    while not current.is_dir():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for created in reversed(missing):
+        try:
+            os.mkdir(created, 0o755)
+        except FileExistsError:
+            if not created.is_dir():
+                raise
+            continue
+        if fsync:
+            _fsync_folder(created.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, _DIR_FLAGS)
     try:
-        os.makedirs(folder, 0o755, exist_ok=True)
-    except FileExistsError:  # a file, not a folder, is in the way
-        raise NotADirectoryError(20, "Not a directory", str(folder)) from None
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_folder_durably(folder: Path) -> None:
+    """fsync a folder, so the names it holds (a rename, a new file) survive a crash.
+
+    Raises:
+        StorageWriteError: the folder cannot be opened or synced.
+    """
+    try:
+        _fsync_folder(folder)
+    except OSError as exc:
+        raise StorageWriteError(f"cannot sync the folder ({exc.strerror or exc}): {folder}") from exc
 
 
 def _remove_quietly(path: Path) -> None:
@@ -127,4 +154,4 @@ def _remove_quietly(path: Path) -> None:
         log.warning("could not remove temporary file %s: %s", path, exc.strerror)
 
 
-__all__ = ["make_folders", "write_atomic"]
+__all__ = ["make_folders", "sync_folder_durably", "write_atomic"]

@@ -1,0 +1,156 @@
+"""The store decision: which status for which failure, and what is on disk and sent when.
+
+The publisher here is a stand-in that records the events it is given and
+answers as told (the decision logic is under test; the real broker is
+exercised in tests/integration/test_scp.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import warnings
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import cast
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+
+from dicomflow.kafka.producer import BatchResult, DeliveryFailure, Publisher
+from dicomflow.models import AuditEvent, DicomStoreMeta
+from dicomflow.receiver import storage
+from dicomflow.receiver.audit import Peer, TransferLog
+from dicomflow.receiver.ingest import Ingestor, Source
+from dicomflow.receiver.service import StoreRequest, StoreService
+from dicomflow.settings import ReceiverSettings, StorageSettings
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+class RecordingPublisher:
+    def __init__(self, fail_with: str | None = None) -> None:
+        self.fail_with = fail_with
+        self.events: list[DicomStoreMeta] = []
+        self.audit: list[AuditEvent] = []
+        self.folder_synced_before_publish: list[bool] = []
+
+    def send_store_event(self, event: DicomStoreMeta, *, timeout_s: float | None = None) -> BatchResult:
+        self.events.append(event)
+        if self.fail_with:
+            return BatchResult(0, [DeliveryFailure(0, "storage_queue", None, self.fail_with)])
+        return BatchResult(2)
+
+    def send_audit(self, events: Sequence[AuditEvent], timeout_s: float | None = None) -> BatchResult:
+        self.audit.extend(events)
+        return BatchResult(len(events))
+
+
+def encoded(**attrs: str) -> bytes:
+    ds = Dataset()
+    ds.SOPClassUID = CT
+    ds.SOPInstanceUID = "1.2.3.4.5"
+    ds.StudyDate = "20240305"
+    ds.PatientID = "P1"
+    ds.StudyInstanceUID = "1.2.3"
+    ds.SeriesInstanceUID = "1.2.3.4"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # invalid UIDs on purpose
+        for key, value in attrs.items():
+            setattr(ds, key, value)
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, False
+        write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def service(tmp_path: Path, publisher: RecordingPublisher, **receiver: object) -> tuple[StoreService, TransferLog]:
+    ingestor = Ingestor(StorageSettings(root=tmp_path / "root"), replace(ReceiverSettings(), **receiver), "node-1")  # type: ignore[arg-type]
+    transfers = TransferLog("node-1", lambda events: publisher.audit.extend(events))
+    return StoreService(ingestor, cast(Publisher, publisher), transfers, publish_timeout_s=1.0), transfers
+
+
+def request(dataset: bytes, sop: str | None = "1.2.3.4.5") -> StoreRequest:
+    return StoreRequest(dataset, EXPLICIT, CT, sop, Source("MODALITY", "10.0.0.7"))
+
+
+def test_success_writes_then_publishes_and_audits(tmp_path: Path) -> None:
+    publisher = RecordingPublisher()
+    svc, transfers = service(tmp_path, publisher)
+    transfers.opened("assoc", Peer("MODALITY", "10.0.0.7", "DICOMFLOW", "127.0.0.1"))
+    outcome = svc.store("assoc", request(encoded()))
+    assert (outcome.status, outcome.comment) == (0, None)
+    [event] = publisher.events
+    path = tmp_path / "root" / "default" / "20240305" / "1.2.3" / "1.2.3.4" / "1.2.3.4.5.dcm"
+    assert event.file_path == str(path.resolve()) and path.is_file()
+    assert (event.source_ae, event.source_ip, event.worker_node_id) == ("MODALITY", "10.0.0.7", "node-1")
+    assert event.file_size == path.stat().st_size
+    transfers.closed("assoc")
+    [audit] = publisher.audit
+    assert audit.event_id.code == "110104" and audit.participant_objects[0].details["instance_count"] == "1"
+    svc.close()
+
+
+@pytest.mark.parametrize(
+    ("attrs", "sop", "status", "words"),
+    [
+        ({"SOPInstanceUID": "../../x"}, "../../x", 0xC000, "invalid SOP Instance UID"),
+        ({"StudyInstanceUID": ""}, "1.2.3.4.5", 0xA900, "Study Instance UID (required)"),
+        ({"SeriesInstanceUID": "1.2.03"}, "1.2.3.4.5", 0xC000, "leading"),
+    ],
+)
+def test_refusals_answer_the_status_and_write_nothing(
+    tmp_path: Path, attrs: dict[str, str], sop: str, status: int, words: str
+) -> None:
+    publisher = RecordingPublisher()
+    svc, transfers = service(tmp_path, publisher)
+    outcome = svc.store("assoc", request(encoded(**attrs), sop))
+    assert outcome.status == status
+    assert outcome.comment is not None and words in outcome.comment and len(outcome.comment) <= 64
+    assert publisher.events == []
+    assert not any(p.is_file() for p in (tmp_path / "root").rglob("*"))
+    transfers.closed("assoc")
+    assert [a.event_outcome for a in publisher.audit] == [4]
+    svc.close()
+
+
+def test_kafka_refusing_the_event_is_out_of_resources(tmp_path: Path) -> None:
+    publisher = RecordingPublisher(fail_with="Local: Message timed out")
+    svc, _ = service(tmp_path, publisher)
+    outcome = svc.store("assoc", request(encoded()))
+    assert outcome.status == 0xA700
+    assert outcome.comment is not None and "Kafka" in outcome.comment
+    svc.close()
+
+
+def test_the_folder_sync_overlaps_the_publish_and_its_failure_is_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publisher = RecordingPublisher()
+    svc, _ = service(tmp_path, publisher)
+    assert svc.store("assoc", request(encoded())).status == 0  # the folders exist from now on
+    calls: list[str] = []
+
+    def failing_sync(folder: Path) -> None:
+        calls.append(folder.name)
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(storage, "_fsync_folder", failing_sync)
+    outcome = svc.store("assoc", request(encoded()))
+    assert outcome.status == 0xA700
+    assert outcome.comment is not None and "Input/output error" in outcome.comment
+    assert calls == ["1.2.3.4"]  # the series folder, after the rename
+    assert len(publisher.events) == 2  # published meanwhile, but Success was not answered
+    svc.close()
+
+
+def test_without_fsync_nothing_is_synced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    publisher = RecordingPublisher()
+    svc, _ = service(tmp_path, publisher, fsync=False)
+    monkeypatch.setattr(storage, "_fsync_folder", lambda folder: pytest.fail("synced"))
+    monkeypatch.setattr(storage, "_sync_data", lambda fd: pytest.fail("synced"))
+    assert svc.store("assoc", request(encoded())).status == 0
+    svc.close()
