@@ -277,6 +277,9 @@ class Association:
                 else:
                     if command is None:
                         raise ul.ProtocolError("data set fragment without a command")
+                    if pdv_context != context_id:
+                        raise ul.ProtocolError(
+                            f"data set on presentation context {pdv_context}, its command on {context_id}")
                     dataset_parts.append(fragment)
                     if control & ul.LAST_FRAGMENT:
                         self._answer(command, context_id, b"".join(dataset_parts))
