@@ -12,5 +12,8 @@ if [ "${CI:-}" = "true" ] || [ "$started_here" = 1 ] && [ "${DICOMFLOW_KEEP_STAC
     trap 'say "stopping the local stack"; dicomflow stack down >/dev/null || true' EXIT
 fi
 
+say "type-checking src/ (mypy --strict)"
+python -m mypy -p dicomflow
+
 say "running the test suite"
 python -m pytest -p no:cacheprovider "$@"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dicomflow.errors import StackError
 from dicomflow.settings import StackSettings
-from dicomflow.stack._proc import ensure_port_free, pid_alive, read_pid, stop_pid, wait_port
+from dicomflow.stack._proc import ensure_port_free, kill_pid, pid_alive, read_pid, stop_pid, wait_port
 
 log = logging.getLogger(__name__)
 
@@ -280,15 +280,9 @@ class KafkaBroker:
 
     def kill(self) -> None:
         """SIGKILL the broker (fault injection): no controlled shutdown."""
-        import signal
-
         pid = self.pid()
         if pid:
-            os.kill(pid, signal.SIGKILL)
-            for _ in range(100):
-                if not pid_alive(pid):
-                    break
-                time.sleep(0.05)
+            kill_pid(pid)
 
     def status(self) -> KafkaStatus:
         pid = self.pid()

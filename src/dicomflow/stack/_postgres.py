@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dicomflow.errors import StackError
 from dicomflow.settings import DatabaseSettings, StackSettings
-from dicomflow.stack._proc import ensure_port_free, pid_alive, read_pid, wait_port
+from dicomflow.stack._proc import ensure_port_free, kill_pid, pid_alive, read_pid, wait_port
 
 log = logging.getLogger(__name__)
 
@@ -231,15 +231,9 @@ class PostgresServer:
 
     def kill(self) -> None:
         """SIGKILL the postmaster (fault injection): the next start runs crash recovery."""
-        import signal
-
         pid = self.pid()
         if pid:
-            os.kill(pid, signal.SIGKILL)
-            for _ in range(100):
-                if not pid_alive(pid):
-                    break
-                time.sleep(0.05)
+            kill_pid(pid)
             # Orphaned backends keep the shared memory; they exit once the postmaster is gone.
             time.sleep(0.5)
 

@@ -100,3 +100,13 @@ def stop_pid(pid: int, timeout_s: float = 30.0) -> None:
         if not pid_alive(pid):
             return
         time.sleep(0.1)
+
+
+def kill_pid(pid: int, wait_s: float = 5.0) -> None:
+    """SIGKILL one process we started (fault injection) and wait until it is gone."""
+    if not pid_alive(pid):
+        return
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait_s
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
