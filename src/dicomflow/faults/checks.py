@@ -177,60 +177,52 @@ def read_dead_letters(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0)
     return out
 
 
+def _group_offsets(
+    kafka: KafkaSettings, topics: TopicSettings, timeout_s: float, with_high: bool
+) -> dict[int, tuple[int, int]] | None:
+    """Per partition of the main topic: (the phase's group's committed offset, 0 if none; the
+    high watermark, or -1 when ``with_high`` is false). None when Kafka does not answer.
+
+    Reads the committed offsets without joining the group, so the consumer is not disturbed.
+    """
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer({
+        "bootstrap.servers": kafka.brokers, "group.id": topics.consumer_group_id,
+        "enable.auto.commit": False, "log_level": 0,
+    })
+    try:
+        metadata = consumer.list_topics(topics.main, timeout=timeout_s)
+        described = metadata.topics.get(topics.main)
+        if described is None or described.error is not None:
+            return None
+        tps = [TopicPartition(topics.main, p) for p in described.partitions]
+        out: dict[int, tuple[int, int]] = {}
+        for tp in consumer.committed(tps, timeout=timeout_s):
+            high = -1
+            if with_high:
+                _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout_s)
+            out[tp.partition] = (max(tp.offset, 0), high)
+        return out
+    except KafkaException:
+        return None
+    finally:
+        consumer.close()
+
+
 def committed_offsets(kafka: KafkaSettings, topics: TopicSettings, timeout_s: float = 10.0) -> dict[int, int] | None:
     """The phase's consumer group's committed offset per partition of the main topic (0: none yet).
 
-    Reads them without joining the group, so the consumer is not disturbed.
     None when Kafka does not answer.
     """
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
-
-    consumer = Consumer({
-        "bootstrap.servers": kafka.brokers, "group.id": topics.consumer_group_id,
-        "enable.auto.commit": False, "log_level": 0,
-    })
-    try:
-        metadata = consumer.list_topics(topics.main, timeout=timeout_s)
-        described = metadata.topics.get(topics.main)
-        if described is None or described.error is not None:
-            return None
-        tps = [TopicPartition(topics.main, p) for p in described.partitions]
-        return {tp.partition: max(tp.offset, 0) for tp in consumer.committed(tps, timeout=timeout_s)}
-    except KafkaException:
-        return None
-    finally:
-        consumer.close()
+    offsets = _group_offsets(kafka, topics, timeout_s, with_high=False)
+    return None if offsets is None else {p: done for p, (done, _) in offsets.items()}
 
 
 def consumer_lag(kafka: KafkaSettings, topics: TopicSettings, timeout_s: float = 10.0) -> int | None:
-    """Messages of the main topic not yet committed by the phase's consumer group; None if unknown.
-
-    Reads the group's committed offsets without joining the group, so it
-    does not disturb the consumer.
-    """
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
-
-    consumer = Consumer({
-        "bootstrap.servers": kafka.brokers, "group.id": topics.consumer_group_id,
-        "enable.auto.commit": False, "log_level": 0,
-    })
-    try:
-        metadata = consumer.list_topics(topics.main, timeout=timeout_s)
-        described = metadata.topics.get(topics.main)
-        if described is None or described.error is not None:
-            return None
-        tps = [TopicPartition(topics.main, p) for p in described.partitions]
-        committed = consumer.committed(tps, timeout=timeout_s)
-        lag = 0
-        for tp in committed:
-            _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout_s)
-            done = tp.offset if tp.offset >= 0 else 0
-            lag += max(high - done, 0)
-        return lag
-    except KafkaException:
-        return None
-    finally:
-        consumer.close()
+    """Messages of the main topic not yet committed by the phase's consumer group; None if unknown."""
+    offsets = _group_offsets(kafka, topics, timeout_s, with_high=True)
+    return None if offsets is None else sum(max(high - done, 0) for done, high in offsets.values())
 
 
 def wait_drained(kafka: KafkaSettings, topics: TopicSettings, timeout_s: float, stable_s: float = 2.0) -> bool:
