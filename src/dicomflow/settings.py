@@ -192,6 +192,41 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class OAuth2Settings:
+    """How ``dicomflow web`` checks bearer tokens (``[web.oauth2]``).
+
+    ``jwks`` is a file path or an ``https://`` URL of the issuer's JSON Web
+    Key Set (fetched on first use and cached); ``tenant_claim`` names the
+    token claim carrying the tenant id. Scopes are matched against the
+    token's ``scope`` (space separated) or ``scp`` (list) claim.
+    """
+
+    jwks: str = ""
+    issuer: str = ""
+    audience: str = ""
+    tenant_claim: str = "tenant"
+    read_scope: str = "dicomweb.read"
+    write_scope: str = "dicomweb.write"
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The DICOMweb server (``[web]``): QIDO-RS, WADO-RS, STOW-RS.
+
+    ``auth = "none"`` turns authentication off (every caller is the storage's
+    default tenant); it must be chosen explicitly and is warned about at start.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    auth: Literal["oauth2", "none"] = "oauth2"
+    #: Largest STOW-RS request body accepted, in bytes.
+    max_stow_bytes: int = 2 * 1024 * 1024 * 1024
+    oauth2: OAuth2Settings = field(default_factory=OAuth2Settings)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything dicomflow can be told, in one frozen object."""
 
@@ -204,6 +239,7 @@ class Settings:
     receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
     stack: StackSettings = field(default_factory=StackSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    web: WebSettings = field(default_factory=WebSettings)
 
 
 #: The reference's application.json keys, mapped onto ours.
@@ -324,9 +360,28 @@ def _apply(
                 continue
             raise ConfigError(dotted, source, f"unknown section {section!r}")
         hints = get_type_hints(sections[section])
-        if key not in hints:
+        target = overrides.setdefault(section, {})
+        nested = _nested_key(hints, str(key))
+        if nested is not None:
+            sub, subkey = nested
+            sub_hints = get_type_hints(hints[sub])
+            if subkey not in sub_hints:
+                raise ConfigError(dotted, source, f"unknown key {subkey!r} in [{section}.{sub}]")
+            target.setdefault(sub, {})[subkey] = _coerce(raw, sub_hints[subkey], dotted, source)
+            continue
+        if key not in hints or dataclasses.is_dataclass(hints[str(key)]):
             raise ConfigError(dotted, source, f"unknown key {key!r} in [{section}]")
-        overrides.setdefault(section, {})[key] = _coerce(raw, hints[key], dotted, source)
+        target[key] = _coerce(raw, hints[key], dotted, source)
+
+
+def _nested_key(hints: Mapping[str, Any], key: str) -> tuple[str, str] | None:
+    """``oauth2.jwks`` (TOML) or ``oauth2_jwks`` (environment) of a nested table, split in two."""
+    for name, tp in hints.items():
+        if dataclasses.is_dataclass(tp):
+            for sep in (".", "_"):
+                if key.startswith(name + sep) and len(key) > len(name) + 1:
+                    return name, key[len(name) + 1:]
+    return None
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -395,7 +450,12 @@ def _build(collected: dict[str, dict[str, Any]]) -> Settings:
     sections = _sections()
     kwargs: dict[str, Any] = dict(collected.get("", {}))
     for name, cls in sections.items():
-        kwargs[name] = cls(**collected.get(name, {}))
+        values = dict(collected.get(name, {}))
+        hints = get_type_hints(cls)
+        for sub, tp in hints.items():
+            if dataclasses.is_dataclass(tp) and sub in values:
+                values[sub] = tp(**values[sub])  # type: ignore[operator]
+        kwargs[name] = cls(**values)
     settings = Settings(**kwargs)
     _validate(settings)
     return settings
@@ -414,6 +474,9 @@ def _validate(s: Settings) -> None:
         (len(s.receiver.ae_title.encode()) <= 16 and s.receiver.ae_title.strip() != "", "receiver.ae_title", "must be 1-16 characters"),
         (bool(s.kafka.brokers.strip()), "kafka.brokers", "must not be empty"),
         (_is_tag(s.receiver.tenant_tag), "receiver.tenant_tag", "must be a tag like 1211,1217"),
+        (0 < s.web.port < 65536, "web.port", "must be a TCP port"),
+        (s.web.workers >= 1, "web.workers", "must be at least 1"),
+        (s.web.max_stow_bytes >= 1, "web.max_stow_bytes", "must be at least 1"),
     ]
     for ok, key, problem in checks:
         if not ok:
@@ -482,11 +545,13 @@ __all__ = [
     "DatabaseSettings",
     "KafkaSettings",
     "MetricsSettings",
+    "OAuth2Settings",
     "ReceiverSettings",
     "Settings",
     "StackSettings",
     "StorageSettings",
     "TopicSettings",
+    "WebSettings",
     "as_dict",
     "default_config_path",
     "load_settings",
