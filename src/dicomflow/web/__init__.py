@@ -1,0 +1,9 @@
+"""DICOMweb on the index: QIDO-RS search, WADO-RS retrieval (with transcoding and rendering), OAuth2.
+
+:func:`create_app` builds the Starlette application from the settings;
+``dicomflow web`` serves it with uvicorn.
+"""
+
+from dicomflow.web.app import READ_ROUTES, RouteFactory, create_app
+
+__all__ = ["READ_ROUTES", "RouteFactory", "create_app"]

@@ -1,0 +1,164 @@
+"""The DICOMweb ASGI application (Starlette): ``create_app(settings)``.
+
+Why Starlette rather than FastAPI: DICOMweb answers are multipart bodies and
+DICOM JSON that the handlers build themselves; a validation / OpenAPI layer
+would add per-request cost (the QIDO-RS latency target) and nothing the
+standard's own query grammar does not already define. uvicorn serves it.
+
+Routes come from *route factories*, ``factory(ctx) -> list[BaseRoute]``:
+:data:`READ_ROUTES` are QIDO-RS, WADO-RS and rendered resources; STOW-RS adds
+its own factory to the list given to :func:`create_app`. Besides them the app
+serves ``/healthz`` (200 when PostgreSQL answers, else 503) and ``/metrics``
+(Prometheus, ``dicomflow_web_*``), both without authentication.
+
+Everything is read from PostgreSQL and the storage root on demand; nothing
+is loaded at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dicomflow.metrics.web import WebMetrics
+from dicomflow.settings import Settings
+from dicomflow.web import qido, rendered, wado
+from dicomflow.web.auth import Authenticator
+from dicomflow.web.context import WebContext
+
+log = logging.getLogger(__name__)
+
+RouteFactory = Callable[[WebContext], Sequence[BaseRoute]]
+
+#: The read side: QIDO-RS searches, WADO-RS retrieval, rendered images and thumbnails.
+READ_ROUTES: tuple[RouteFactory, ...] = (qido.routes, wado.routes, rendered.routes)
+
+
+class _Metrics:
+    """ASGI middleware: count every request by route template and status, time it to the body's end."""
+
+    def __init__(self, app: ASGIApp, metrics: WebMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(template, scope.get("method", ""), str(status)).inc()
+            self.metrics.latency.labels(template).observe(time.perf_counter() - started)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return PlainTextResponse(f"{exc.detail}\n", status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.url.path)
+    return PlainTextResponse("internal error (logged)\n", status_code=500)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    route_factories: Sequence[RouteFactory] = READ_ROUTES,
+    registry: CollectorRegistry | None = None,
+    publish_audit: bool = True,
+) -> Starlette:
+    """The DICOMweb application for ``settings``.
+
+    ``publish_audit=False`` leaves the Kafka publisher out (tools that only
+    read); the server always publishes.
+
+    Raises:
+        ConfigError: an authentication setting is missing or the key set unreadable.
+    """
+    from psycopg_pool import AsyncConnectionPool
+
+    registry = registry or CollectorRegistry()
+    metrics = WebMetrics(registry)
+    auth = Authenticator(settings)
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        settings.database.conninfo(), min_size=settings.database.pool_min,
+        max_size=max(settings.database.pool_max, settings.database.pool_min), open=False,
+        name="dicomflow-web", timeout=10.0,
+    )
+    ctx = WebContext(settings=settings, auth=auth, metrics=metrics, pool=pool)
+
+    async def healthz(request: Request) -> Response:
+        try:
+            async with asyncio.timeout(2.0), pool.connection() as conn:
+                from dicomflow.store.queries import ping
+
+                await ping(conn)
+        except Exception as exc:  # noqa: BLE001 - any failure is "not healthy"
+            return JSONResponse({"status": "unhealthy", "postgres": f"{type(exc).__name__}: {exc}"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    routes: list[BaseRoute] = [Route("/healthz", healthz), Route("/metrics", metrics_endpoint)]
+    for factory in route_factories:
+        routes.extend(factory(ctx))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        auth.warn_if_open()
+        await pool.open(wait=False)
+        if publish_audit:
+            from dicomflow.audit import events as audit
+            from dicomflow.kafka.producer import Publisher
+
+            ctx.publisher = Publisher(settings.kafka, settings.topics, client_id="dicomflow-web")
+            ctx.audit([audit.application_activity(started=True, node_id=settings.worker_node_id,
+                                                  tenant_id=settings.storage.default_tenant, application="web")])
+        try:
+            yield
+        finally:
+            if ctx.publisher is not None:
+                from dicomflow.audit import events as audit
+
+                ctx.audit([audit.application_activity(started=False, node_id=settings.worker_node_id,
+                                                      tenant_id=settings.storage.default_tenant, application="web")])
+                await ctx.drain_audit()
+                await asyncio.to_thread(ctx.publisher.close, 10.0)
+            await pool.close()
+
+    app = Starlette(
+        routes=routes, lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+    )
+    app.add_middleware(_Metrics, metrics=metrics)
+    app.state.ctx = ctx
+    return app
+
+
+__all__ = ["READ_ROUTES", "RouteFactory", "create_app"]

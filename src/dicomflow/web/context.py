@@ -1,0 +1,121 @@
+"""What every DICOMweb route needs, built once per server process: settings, pool, auth, audit, metrics.
+
+Routes receive a :class:`WebContext` from their factory (``routes(ctx)``),
+never globals. The PostgreSQL pool and the Kafka publisher are opened by the
+app's lifespan (in the worker process, after any fork) and closed with it.
+
+Auditing observes: an audit event is handed to the publisher in the
+background and a failure is logged and counted
+(``dicomflow_web_audit_failures``), never turned into a failed request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from dicomflow.metrics.web import WebMetrics
+from dicomflow.models import AuditEvent
+from dicomflow.settings import Settings
+from dicomflow.web.auth import Access, Authenticator, Principal
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
+
+    from dicomflow.kafka.producer import Publisher
+
+log = logging.getLogger(__name__)
+
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def check_uid(value: str, what: str) -> str:
+    """A UID from the URL, validated before it reaches SQL or a path.
+
+    Raises:
+        HTTPException: 400 naming the path segment.
+    """
+    if len(value) > 64 or not _UID_RE.match(value):
+        raise HTTPException(400, f"{what} {value[:80]!r} is not a UID")
+    return value
+
+
+@dataclass
+class WebContext:
+    """Per-process state shared by the routes."""
+
+    settings: Settings
+    auth: Authenticator
+    metrics: WebMetrics
+    pool: AsyncConnectionPool[Any]
+    publisher: Publisher | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def storage_root(self) -> Path:
+        return Path(os.path.realpath(self.settings.storage.root))
+
+    async def principal(self, request: Request, access: Access) -> Principal:
+        """The authenticated caller (raises 401 / 403)."""
+        return await self.auth.authenticate(request, access)
+
+    def resolve(self, file_path: str) -> Path:
+        """The real path of a stored file, which must lie inside the storage root.
+
+        Raises:
+            HTTPException: 500 when the index points outside the root, 404 when the file is gone.
+        """
+        root = str(self.storage_root)
+        candidate = file_path if os.path.isabs(file_path) else os.path.join(root, file_path)
+        real = os.path.realpath(candidate)
+        if not real.startswith(root.rstrip(os.sep) + os.sep):
+            log.error("indexed file %s resolves outside the storage root %s; not served", file_path, root)
+            raise HTTPException(500, "an indexed file lies outside the storage root")
+        if not os.path.isfile(real):
+            log.error("indexed file %s is missing", file_path)
+            raise HTTPException(404, "the instance's file is missing from storage")
+        return Path(real)
+
+    def audit(self, events: list[AuditEvent]) -> None:
+        """Publish audit events in the background (observer: never fails the request)."""
+        if self.publisher is None or not events:
+            return
+        task = asyncio.get_running_loop().create_task(self._send(events))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, events: list[AuditEvent]) -> None:
+        assert self.publisher is not None
+        try:
+            result = await self.publisher.send_audit_async(events)
+            if not result.ok:
+                self.metrics.audit_failures.inc(len(result.failures))
+                log.warning("%d audit event(s) not acknowledged: %s", len(result.failures), result.failures[0].reason)
+        except Exception:  # noqa: BLE001 - observer
+            self.metrics.audit_failures.inc(len(events))
+            log.exception("publishing %d audit event(s) failed", len(events))
+
+    async def drain_audit(self) -> None:
+        """Wait for audit events still being sent (shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def base_url(request: Request) -> str:
+    """``scheme://host[:port]`` the client used (for RetrieveURL and BulkDataURI)."""
+    return str(request.base_url).rstrip("/")
+
+
+__all__ = ["WebContext", "base_url", "check_uid", "client_address"]

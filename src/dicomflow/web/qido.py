@@ -1,0 +1,362 @@
+"""QIDO-RS (PS3.18 §10.6): query parameters -> :class:`~dicomflow.store.queries.Filters` -> DICOM JSON.
+
+Matching keys may be given by keyword (``PatientID``) or tag (``00100020``).
+Supported: PatientID, PatientName (``*`` / ``?`` wildcards, case-insensitive
+as PS3.4 C.2.2.2.1 allows for PN), AccessionNumber, StudyDate (``A``,
+``A-B``, ``A-``, ``-B``), StudyInstanceUID / SeriesInstanceUID /
+SOPInstanceUID (one value or a comma / backslash separated list), Modality
+and ModalitiesInStudy. ``fuzzymatching=true`` is answered with literal
+matching and a ``Warning: 299`` header, as §8.3.4.3 permits. An attribute
+the index does not hold is refused with 400 naming it, never ignored
+silently; ``includefield`` of such an attribute is ignored (nothing to add).
+
+The answer attributes are those of PS3.18 Table 10.6.3-3..5 that the index
+holds, plus any ``includefield`` the index can supply (``all``: everything).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from dicomflow.store.queries import DateRange, Filters, Row, Text
+from dicomflow.web import dicomjson
+from dicomflow.web.context import WebContext, base_url, check_uid, client_address
+from dicomflow.web.dicomjson import Json
+
+Level = Literal["study", "series", "instance"]
+
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10000
+
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+# Tags used here, by keyword for readability.
+T = {
+    k: int(dicomjson.parse_tag(k) or 0)
+    for k in (
+        "SpecificCharacterSet", "StudyDate", "StudyTime", "AccessionNumber", "InstanceAvailability",
+        "ModalitiesInStudy", "RetrieveURL", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+        "PatientBirthTime", "PatientAge", "PatientSize", "PatientWeight", "StudyInstanceUID", "StudyID",
+        "StudyDescription", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", "Modality",
+        "SeriesDescription", "SeriesNumber", "SeriesInstanceUID", "NumberOfSeriesRelatedInstances",
+        "SeriesDate", "SeriesTime", "BodyPartExamined", "ProtocolName", "SOPClassUID", "SOPInstanceUID",
+        "InstanceNumber", "Rows", "Columns", "BitsAllocated", "NumberOfFrames", "AvailableTransferSyntaxUID",
+    )
+}
+
+#: Matching keys per level (the study keys also match at series and instance level).
+_STUDY_KEYS = {"PatientID", "PatientName", "AccessionNumber", "StudyDate", "StudyInstanceUID", "ModalitiesInStudy"}
+_SERIES_KEYS = _STUDY_KEYS | {"SeriesInstanceUID", "Modality"}
+_INSTANCE_KEYS = _SERIES_KEYS | {"SOPInstanceUID"}
+MATCH_KEYS: dict[Level, set[str]] = {"study": _STUDY_KEYS, "series": _SERIES_KEYS, "instance": _INSTANCE_KEYS}
+
+#: Default answer attributes (Table 10.6.3-3..5), restricted to what the index holds.
+_STUDY_DEFAULT = ("SpecificCharacterSet", "StudyDate", "StudyTime", "AccessionNumber", "InstanceAvailability",
+                  "ModalitiesInStudy", "RetrieveURL", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+                  "StudyInstanceUID", "StudyID", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances")
+_STUDY_EXTRA = ("StudyDescription", "PatientBirthTime", "PatientAge", "PatientSize", "PatientWeight")
+_SERIES_DEFAULT = ("SpecificCharacterSet", "Modality", "SeriesDescription", "SeriesNumber", "SeriesInstanceUID",
+                   "NumberOfSeriesRelatedInstances", "RetrieveURL", "StudyInstanceUID", "InstanceAvailability")
+_SERIES_EXTRA = ("SeriesDate", "SeriesTime", "BodyPartExamined", "ProtocolName")
+_INSTANCE_DEFAULT = ("SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "InstanceAvailability", "RetrieveURL",
+                     "InstanceNumber", "Rows", "Columns", "BitsAllocated", "NumberOfFrames", "StudyInstanceUID",
+                     "SeriesInstanceUID")
+_INSTANCE_EXTRA = ("AvailableTransferSyntaxUID",)
+
+
+class QueryError(ValueError):
+    """A query parameter that cannot be honoured (answered 400 with this message)."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """A parsed QIDO-RS request."""
+
+    level: Level
+    filters: Filters
+    include: frozenset[str] = frozenset()
+    include_all: bool = False
+    warnings: tuple[str, ...] = ()
+    #: The study / series path segments (``/studies/{study}/series``), also applied as filters.
+    scope: dict[str, str] = field(default_factory=dict)
+
+
+def _like(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def _text(value: str, *, case_insensitive: bool = False) -> Text | None:
+    if value in ("", "*"):
+        return None  # universal match
+    if "*" in value or "?" in value:
+        return Text(_like(value), like=True, case_insensitive=case_insensitive)
+    if case_insensitive:
+        return Text(_like(value), like=False, case_insensitive=True)
+    return Text(value)
+
+
+def _date(text: str, key: str) -> dt.date:
+    try:
+        return dt.datetime.strptime(text.replace("-", "").replace(".", ""), "%Y%m%d").date()
+    except ValueError as exc:
+        raise QueryError(f"{key}: {text!r} is not a date YYYYMMDD") from exc
+
+
+def _date_range(value: str, key: str) -> DateRange | None:
+    value = value.strip()
+    if not value:
+        return None
+    if "-" in value:
+        start, _, end = value.partition("-")
+        if "-" in end:
+            raise QueryError(f"{key}: {value!r} is not a date range YYYYMMDD-YYYYMMDD")
+        rng = DateRange(_date(start, key) if start else None, _date(end, key) if end else None)
+        if rng.start is None and rng.end is None:
+            raise QueryError(f"{key}: {value!r} is not a date range")
+        return rng
+    day = _date(value, key)
+    return DateRange(day, day)
+
+
+def _uids(value: str, key: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in re.split(r"[,\\]", value) if p.strip())
+    for uid in parts:
+        if len(uid) > 64 or not _UID_RE.match(uid):
+            raise QueryError(f"{key}: {uid!r} is not a UID")
+    return parts
+
+
+def _int(value: str, key: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise QueryError(f"{key}: {value!r} is not an integer") from exc
+    if not low <= number <= high:
+        raise QueryError(f"{key}: must be between {low} and {high}")
+    return number
+
+
+def parse(level: Level, params: Sequence[tuple[str, str]], scope: Mapping[str, str] | None = None) -> Query:
+    """Turn ``(name, value)`` query parameters into a :class:`Query`.
+
+    Raises:
+        QueryError: an unknown or unsupported key, or a value of the wrong form.
+    """
+    scope = dict(scope or {})
+    values: dict[str, Any] = {}
+    include: set[str] = set()
+    include_all = False
+    warnings: list[str] = []
+    limit, offset = DEFAULT_LIMIT, 0
+    for name, value in params:
+        if name == "limit":
+            limit = _int(value, name, 0, 2**31 - 1)
+            if limit > MAX_LIMIT or limit == 0:
+                warnings.append(f"limit {value} exceeds what this server returns at once; {MAX_LIMIT} returned")
+                limit = MAX_LIMIT
+            continue
+        if name == "offset":
+            offset = _int(value, name, 0, 2**31 - 1)
+            continue
+        if name == "fuzzymatching":
+            if value.lower() == "true":
+                warnings.append("fuzzymatching is not supported; literal matching was used")
+            elif value.lower() != "false":
+                raise QueryError(f"fuzzymatching: {value!r} is not true or false")
+            continue
+        if name == "includefield":
+            for item in (v.strip() for v in value.split(",")):
+                if item == "all":
+                    include_all = True
+                elif item:
+                    tag = dicomjson.parse_tag(item)
+                    if tag is None:
+                        raise QueryError(f"includefield: {item!r} is not a DICOM keyword or tag")
+                    include.add(dicomjson.keyword(tag))
+            continue
+        tag = dicomjson.parse_tag(name)
+        if tag is None:
+            raise QueryError(f"{name!r} is not a query parameter, DICOM keyword or tag")
+        key = dicomjson.keyword(tag)
+        if key not in MATCH_KEYS[level]:
+            raise QueryError(f"{key} is not a matching key this server supports at {level} level "
+                             f"(supported: {', '.join(sorted(MATCH_KEYS[level]))})")
+        if key in values:
+            if key not in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+                raise QueryError(f"{key} given twice")
+            value = f"{values[key]},{value}"  # a repeated UID key is one list (PS3.18 §8.3.4.1)
+        values[key] = value
+
+    uid_of = {"StudyInstanceUID": "study_uids", "SeriesInstanceUID": "series_uids", "SOPInstanceUID": "sop_uids"}
+    uid_lists: dict[str, tuple[str, ...]] = {}
+    for key, attr in uid_of.items():
+        given = _uids(values[key], key) if key in values else ()
+        if key in scope:
+            given = (scope[key],) if not given or scope[key] in given else ("",)  # "" matches nothing
+        uid_lists[attr] = given
+    modalities = tuple(m.strip() for m in re.split(r"[,\\]", values.get("Modality", values.get("ModalitiesInStudy", "")))
+                       if m.strip() and m.strip() != "*")
+    if "Modality" in values and "ModalitiesInStudy" in values:
+        raise QueryError("Modality and ModalitiesInStudy cannot both be given")
+    filters = Filters(
+        patient_id=_text(values["PatientID"]) if "PatientID" in values else None,
+        patient_name=_text(values["PatientName"], case_insensitive=True) if "PatientName" in values else None,
+        accession_number=_text(values["AccessionNumber"]) if "AccessionNumber" in values else None,
+        study_date=_date_range(values["StudyDate"], "StudyDate") if "StudyDate" in values else None,
+        modalities=modalities,
+        limit=limit,
+        offset=offset,
+        **uid_lists,
+    )
+    return Query(level, filters, frozenset(include), include_all, tuple(warnings), scope)
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def _wanted(query: Query, default: Sequence[str], extra: Sequence[str]) -> list[str]:
+    if query.include_all:
+        return [*default, *extra]
+    return [*default, *(k for k in extra if k in query.include)]
+
+
+def study_json(row: Row, query: Query, base: str) -> Json:
+    """One study of :func:`~dicomflow.store.queries.search_studies` as DICOM JSON."""
+    modalities = sorted(row.get("modalities") or [])
+    values: dict[str, Any] = {
+        "SpecificCharacterSet": "ISO_IR 192", "StudyDate": row["study_date"], "StudyTime": row["study_time"],
+        "AccessionNumber": row["accession_number"], "InstanceAvailability": "ONLINE", "ModalitiesInStudy": modalities,
+        "RetrieveURL": f"{base}/studies/{row['study_uid']}", "PatientName": row["patient_name"],
+        "PatientID": row["patient_id"], "PatientBirthDate": row["patient_birth_date"], "PatientSex": row["patient_sex"],
+        "StudyInstanceUID": row["study_uid"], "StudyID": row["study_id"],
+        "NumberOfStudyRelatedSeries": row["series_count"], "NumberOfStudyRelatedInstances": row["instance_count"],
+        "StudyDescription": row["study_description"],
+        "PatientBirthTime": row.get("patient_birth_time"), "PatientAge": row.get("patient_age"),
+        "PatientSize": row.get("patient_size"), "PatientWeight": row.get("patient_weight"),
+    }
+    return _encode(values, _wanted(query, _STUDY_DEFAULT, _STUDY_EXTRA))
+
+
+def _study_values(row: Row, base: str) -> dict[str, Any]:
+    return {
+        "StudyDate": row["study_date"], "StudyTime": row["study_time"], "AccessionNumber": row["accession_number"],
+        "PatientName": row["patient_name"], "PatientID": row["patient_id"],
+        "PatientBirthDate": row["patient_birth_date"], "PatientSex": row["patient_sex"], "StudyID": row["study_id"],
+        "StudyDescription": row["study_description"], "PatientBirthTime": row["patient_birth_time"],
+        "PatientAge": row["patient_age"], "PatientSize": row["patient_size"], "PatientWeight": row["patient_weight"],
+    }
+
+
+_STUDY_OF_SERIES = ("StudyDate", "StudyTime", "AccessionNumber", "PatientName", "PatientID", "PatientBirthDate",
+                    "PatientSex", "StudyID")
+
+
+def series_json(row: Row, query: Query, base: str) -> Json:
+    """One series row as DICOM JSON (with its study's attributes when searching all series)."""
+    values = _study_values(row, base)
+    values.update({
+        "SpecificCharacterSet": "ISO_IR 192", "Modality": row["modality"], "SeriesDescription": row["series_description"],
+        "SeriesNumber": row["series_number"], "SeriesInstanceUID": row["series_uid"],
+        "NumberOfSeriesRelatedInstances": row["series_related_instances"],
+        "RetrieveURL": f"{base}/studies/{row['study_uid']}/series/{row['series_uid']}",
+        "StudyInstanceUID": row["study_uid"], "InstanceAvailability": "ONLINE", "SeriesDate": row["series_date"],
+        "SeriesTime": row["series_time"], "BodyPartExamined": row["body_part_examined"],
+        "ProtocolName": row["protocol_name"],
+    })
+    default: tuple[str, ...] = _SERIES_DEFAULT
+    if "StudyInstanceUID" not in query.scope:
+        default = (*default, *_STUDY_OF_SERIES)
+    return _encode(values, _wanted(query, default, (*_SERIES_EXTRA, *_STUDY_EXTRA)))
+
+
+def instance_json(row: Row, query: Query, base: str) -> Json:
+    """One instance row (joined with its series) as DICOM JSON."""
+    values = _study_values(row, base)
+    values.update({
+        "SpecificCharacterSet": "ISO_IR 192", "SOPClassUID": row["sop_class_uid"], "SOPInstanceUID": row["sop_uid"],
+        "InstanceAvailability": "ONLINE",
+        "RetrieveURL": f"{base}/studies/{row['study_uid']}/series/{row['series_uid']}/instances/{row['sop_uid']}",
+        "InstanceNumber": row["instance_number"], "Rows": row["rows"], "Columns": row["columns"],
+        "BitsAllocated": row["bits_allocated"], "NumberOfFrames": row["number_of_frames"],
+        "StudyInstanceUID": row["study_uid"], "SeriesInstanceUID": row["series_uid"],
+        "AvailableTransferSyntaxUID": row["transfer_syntax_uid"], "Modality": row["modality"],
+        "SeriesDescription": row["series_description"], "SeriesNumber": row["series_number"],
+        "NumberOfSeriesRelatedInstances": row["series_related_instances"], "SeriesDate": row["series_date"],
+        "SeriesTime": row["series_time"], "BodyPartExamined": row["body_part_examined"],
+        "ProtocolName": row["protocol_name"],
+    })
+    default: tuple[str, ...] = _INSTANCE_DEFAULT
+    if "SeriesInstanceUID" not in query.scope:
+        default = (*default, "Modality", "SeriesNumber", "SeriesDescription")
+    if "StudyInstanceUID" not in query.scope:
+        default = (*default, *_STUDY_OF_SERIES)
+    return _encode(values, _wanted(query, default, (*_INSTANCE_EXTRA, *_SERIES_EXTRA, *_STUDY_EXTRA)))
+
+
+def _encode(values: Mapping[str, Any], keys: Sequence[str]) -> Json:
+    return dicomjson.encode({T[k]: (None, values.get(k)) for k in dict.fromkeys(keys) if k in T})
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def routes(ctx: WebContext) -> list[BaseRoute]:
+    """GET /studies, /series, /instances and their study / series scoped forms."""
+    from dicomflow.audit import events as audit
+    from dicomflow.store import queries
+
+    searches = {"study": (queries.search_studies, study_json), "series": (queries.search_series, series_json),
+                "instance": (queries.search_instances, instance_json)}
+
+    def endpoint(level: Level) -> Callable[[Request], Awaitable[Response]]:
+        search, to_json = searches[level]
+
+        async def handle(request: Request) -> Response:
+            principal = await ctx.principal(request, "read")
+            scope: dict[str, str] = {}
+            if "study" in request.path_params:
+                scope["StudyInstanceUID"] = check_uid(request.path_params["study"], "StudyInstanceUID")
+            if "series" in request.path_params:
+                scope["SeriesInstanceUID"] = check_uid(request.path_params["series"], "SeriesInstanceUID")
+            try:
+                query = parse(level, request.query_params.multi_items(), scope)
+            except QueryError as exc:
+                raise HTTPException(400, str(exc)) from exc
+            async with ctx.pool.connection() as conn:
+                rows = await search(conn, principal.tenant, query.filters)
+            base = base_url(request)
+            body = _encoder.encode([to_json(row, query, base) for row in rows])
+            headers = {"Warning": ", ".join(f'299 dicomflow "{w}"' for w in query.warnings)} if query.warnings else None
+            ctx.audit([audit.query(node_id=ctx.settings.worker_node_id, tenant_id=principal.tenant,
+                                   user=principal.user, user_address=client_address(request),
+                                   resource=request.url.path, query_string=request.url.query, results=len(rows))])
+            return Response(body, media_type="application/dicom+json", headers=headers)
+
+        return handle
+
+    return [
+        Route("/studies", endpoint("study"), methods=["GET"]),
+        Route("/series", endpoint("series"), methods=["GET"]),
+        Route("/instances", endpoint("instance"), methods=["GET"]),
+        Route("/studies/{study}/series", endpoint("series"), methods=["GET"]),
+        Route("/studies/{study}/instances", endpoint("instance"), methods=["GET"]),
+        Route("/studies/{study}/series/{series}/instances", endpoint("instance"), methods=["GET"]),
+    ]
+
+
+_encoder = msgspec.json.Encoder()
+
+
+__all__ = ["DEFAULT_LIMIT", "MATCH_KEYS", "MAX_LIMIT", "Query", "QueryError", "instance_json", "parse",
+           "routes", "series_json", "study_json"]

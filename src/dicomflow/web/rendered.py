@@ -1,0 +1,91 @@
+"""Rendered and thumbnail resources (PS3.18 §10.4.1.1.3 and §10.7) as routes.
+
+``…/rendered`` renders an instance (its middle frame) or a frame at its own
+size, or the ``viewport``; ``…/thumbnail`` does the same fitted into
+``viewport`` (128x128 by default). A series thumbnail is its middle
+instance's (the image workers' pre-built ``thumbnail_location`` when there
+is one), a study's is its first series'. Media type from the Accept header
+or the ``accept`` parameter: ``image/jpeg`` (default) or ``image/png``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from dicomflow.store.queries import StoredInstance
+from dicomflow.web import render
+from dicomflow.web.context import WebContext
+from dicomflow.web.transcode import parse_accept
+from dicomflow.web.wado import _audit_retrieval, _served_file, lookup
+
+
+def _media_type(request: Request) -> render.Format:
+    header = request.query_params.get("accept") or request.headers.get("accept")
+    for m in parse_accept(header):
+        if m.media_type in ("image/jpeg", "image/*", "*/*"):
+            return "image/jpeg"
+        if m.media_type == "image/png":
+            return "image/png"
+    raise HTTPException(406, "rendered images are sent as image/jpeg or image/png")
+
+
+def _pick(items: list[StoredInstance], level: str) -> StoredInstance:
+    if level == "study":
+        first_series = items[0].series_uid
+        items = [i for i in items if i.series_uid == first_series]
+    return items[len(items) // 2]
+
+
+async def _render(ctx: WebContext, request: Request, level: str, *, thumbnail: bool) -> Response:
+    principal = await ctx.principal(request, "read")
+    media_type = _media_type(request)
+    frame = None
+    if "frame" in request.path_params:
+        try:
+            frame = int(request.path_params["frame"])
+        except ValueError as exc:
+            raise HTTPException(400, "the frame number is not an integer") from exc
+        if frame < 1:
+            raise HTTPException(400, "frame numbers start at 1")
+    try:
+        options = render.parse_options(dict(request.query_params), frame=frame, thumbnail=thumbnail,
+                                       media_type=media_type)
+    except render.RenderParameterError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    items = await lookup(ctx, principal, request, level=level)
+    item = _pick(items, level)
+    path, _ = _served_file(ctx, item)
+    try:
+        image = await run_in_threadpool(render.render, path, options)
+    except render.RenderError as exc:
+        raise HTTPException(404 if "does not exist" in str(exc) or "no image" in str(exc) else 406, str(exc)) from exc
+    _audit_retrieval(ctx, principal, request, [item], transferred=False)
+    return Response(image, media_type=media_type)
+
+
+def routes(ctx: WebContext) -> list[BaseRoute]:
+    def endpoint(level: str, thumbnail: bool) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            return await _render(ctx, request, level, thumbnail=thumbnail)
+        return handle
+
+    s, se = "/studies/{study}", "/studies/{study}/series/{series}"
+    i = se + "/instances/{instance}"
+    out: list[BaseRoute] = []
+    for kind, thumb in (("rendered", False), ("thumbnail", True)):
+        out += [
+            Route(f"{se}/{kind}", endpoint("series", thumb), methods=["GET"]),
+            Route(f"{i}/{kind}", endpoint("instance", thumb), methods=["GET"]),
+            Route(f"{i}/frames/{{frame}}/{kind}", endpoint("instance", thumb), methods=["GET"]),
+        ]
+    out.append(Route(f"{s}/thumbnail", endpoint("study", True), methods=["GET"]))
+    return out
+
+
+__all__ = ["routes"]

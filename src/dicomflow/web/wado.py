@@ -1,0 +1,347 @@
+"""WADO-RS (PS3.18 §10.4): instances, metadata, bulk data and frames, streamed from the storage root.
+
+* Study / series / instance retrieval answers ``multipart/related;
+  type="application/dicom"``, one part per instance, produced as the body is
+  sent: a file in its stored syntax is copied in chunks of :data:`CHUNK`
+  bytes; a transcoded one is built in memory one instance at a time. A study
+  is never held in memory. Every file is checked (inside the storage root,
+  present) and every syntax negotiated before the first byte, so the status
+  code tells the truth; a transcode that fails mid-stream ends the response
+  early (the client sees a truncated multipart body) and is logged.
+* Metadata is DICOM JSON built from each file's header (without reading
+  pixel data), cached on disk (:mod:`dicomflow.web.cache`) and served as one
+  JSON array for a study or series.
+* Frames: ``application/octet-stream`` (native little-endian pixels, decoded
+  when stored compressed) or the compressed media type as stored
+  (``image/jpeg``, ``image/jp2``, ``image/jls``, ``image/x-dicom-rle``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from dicomflow.audit import events as audit
+from dicomflow.store import queries
+from dicomflow.store.queries import StoredInstance
+from dicomflow.web import dicomjson, transcode
+from dicomflow.web.auth import Principal
+from dicomflow.web.cache import MetadataCache
+from dicomflow.web.context import WebContext, base_url, check_uid, client_address
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+#: Files up to this size are read in one call (one thread hop per instance).
+_WHOLE_FILE = 8 * 1024 * 1024
+_json = msgspec.json.Encoder(enc_hook=str)  # pydicom values are str / int subclasses (UID, IS, DSfloat)
+
+
+async def lookup(ctx: WebContext, principal: Principal, request: Request, *, level: str) -> list[StoredInstance]:
+    """The indexed instances the path names, in the caller's tenant (404 when none)."""
+    p = request.path_params
+    study = check_uid(p["study"], "StudyInstanceUID")
+    series = check_uid(p["series"], "SeriesInstanceUID") if "series" in p else None
+    sop = check_uid(p["instance"], "SOPInstanceUID") if "instance" in p else None
+    async with ctx.pool.connection() as conn:
+        found = await queries.instances(conn, principal.tenant, study, series, sop)
+    if not found:
+        raise HTTPException(404, f"no such {level}")
+    return found
+
+
+def _audit_retrieval(ctx: WebContext, principal: Principal, request: Request, items: Sequence[StoredInstance],
+                     *, transferred: bool) -> None:
+    by_study: dict[str, list[StoredInstance]] = {}
+    for item in items:
+        by_study.setdefault(item.study_uid, []).append(item)
+    node = ctx.settings.worker_node_id
+    events = []
+    for study, group in by_study.items():
+        common = {"node_id": node, "tenant_id": principal.tenant, "study_uid": study, "instance_count": len(group),
+                  "user": principal.user, "user_address": client_address(request), "resource": request.url.path,
+                  "patient_id": group[0].patient_id}
+        if transferred:
+            events.append(audit.instances_retrieved(sop_classes=[g.sop_class_uid for g in group], **common))  # type: ignore[arg-type]
+        else:
+            events.append(audit.instances_accessed(**common))  # type: ignore[arg-type]
+    ctx.audit(events)
+
+
+def _served_file(ctx: WebContext, item: StoredInstance) -> tuple[Path, str]:
+    """The file to send and its syntax: the image workers' copy for a NeedTransfer instance, if present."""
+    if item.transfer_status == "NeedTransfer" and item.pixel_data_location:
+        try:
+            return ctx.resolve(item.pixel_data_location), item.target_ts
+        except HTTPException:
+            log.warning("served copy %s of %s unusable; using the original", item.pixel_data_location, item.sop_uid)
+    return ctx.resolve(item.file_path), item.transfer_syntax_uid
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    size = path.stat().st_size
+    if size <= _WHOLE_FILE:
+        yield await run_in_threadpool(path.read_bytes)
+        return
+    handle = await run_in_threadpool(path.open, "rb")
+    try:
+        while True:
+            chunk = await run_in_threadpool(handle.read, CHUNK)
+            if not chunk:
+                break
+            yield chunk
+    finally:
+        handle.close()
+
+
+async def retrieve(ctx: WebContext, request: Request, level: str) -> Response:
+    """GET /studies/{study}[/series/{series}[/instances/{instance}]]: multipart of application/dicom."""
+    principal = await ctx.principal(request, "read")
+    items = await lookup(ctx, principal, request, level=level)
+    ranges = transcode.parse_accept(request.headers.get("accept"))
+    plan: list[tuple[StoredInstance, Path, str, str]] = []
+    for item in items:
+        path, stored = _served_file(ctx, item)
+        try:
+            target = transcode.choose_syntax(stored, ranges, has_pixels=True)
+        except transcode.NotAcceptable as exc:
+            raise HTTPException(406, f"{item.sop_uid}: {exc}") from exc
+        if target == stored and item.transfer_status == "NeedTransfer" and not item.pixel_data_location \
+                and _accepts_anything(ranges) and item.target_ts and transcode.decodable(stored) \
+                and item.target_ts in transcode.WRITABLE:
+            target = item.target_ts  # serve what the archive promised, when the client does not mind
+        plan.append((item, path, stored, target))
+    boundary = uuid.uuid4().hex
+    base = base_url(request)
+    # The first transcode runs before the answer starts: a single instance that cannot be decoded is a 406.
+    first: bytes | None = None
+    item0, path0, stored0, target0 = plan[0]
+    if target0 != stored0:
+        try:
+            first = await run_in_threadpool(transcode.transcode, path0, target0)
+        except transcode.TranscodeError as exc:
+            raise HTTPException(406, f"{item0.sop_uid}: cannot convert {stored0} to {target0}: {exc}") from exc
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal first
+        for item, path, stored, target in plan:
+            location = f"{base}/studies/{item.study_uid}/series/{item.series_uid}/instances/{item.sop_uid}"
+            yield (f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={target}\r\n"
+                   f"Content-Location: {location}\r\n\r\n").encode()
+            if target == stored:
+                async for chunk in _file_chunks(path):
+                    yield chunk
+                ctx.metrics.instances_sent.labels("no").inc()
+            else:
+                try:
+                    data = first if first is not None else await run_in_threadpool(transcode.transcode, path, target)
+                    first = None
+                except transcode.TranscodeError as exc:
+                    log.error("transcoding %s to %s failed mid-response: %s", item.sop_uid, target, exc)
+                    raise
+                ctx.metrics.instances_sent.labels("yes").inc()
+                yield data
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode()
+
+    _audit_retrieval(ctx, principal, request, items, transferred=True)
+    return StreamingResponse(body(), media_type=f'multipart/related; type="application/dicom"; boundary={boundary}')
+
+
+def _accepts_anything(ranges: Sequence[transcode.MediaRange]) -> bool:
+    return any(m.transfer_syntax == "*" or m.media_type == "*/*" for m in ranges)
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def build_metadata(path: Path, item: StoredInstance) -> bytes:
+    """One instance's DICOM JSON (header only; bulk data as relative BulkDataURIs)."""
+    ds = transcode.read(path, stop_before_pixels=True)
+    prefix = f"/studies/{item.study_uid}/series/{item.series_uid}/instances/{item.sop_uid}/bulkdata/"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        doc = dicomjson.dataset_json(ds, lambda tag_path: prefix + tag_path, pixel_data="Rows" in ds)
+    return _json.encode(doc)
+
+
+async def _metadata_document(ctx: WebContext, cache: MetadataCache, tenant: str, item: StoredInstance) -> bytes:
+    where = cache.path(tenant, item.study_uid, item.series_uid, item.sop_uid, item.trace_id)
+    cached = await run_in_threadpool(cache.get, where)
+    if cached is not None:
+        ctx.metrics.metadata_cache.labels("hit").inc()
+        return cached
+    path = ctx.resolve(item.file_path)
+    document = await run_in_threadpool(build_metadata, path, item)
+    await run_in_threadpool(cache.put, where, document)
+    ctx.metrics.metadata_cache.labels("built").inc()
+    return document
+
+
+async def metadata(ctx: WebContext, request: Request, level: str) -> Response:
+    """GET …/metadata: a JSON array of the instances' DICOM JSON."""
+    principal = await ctx.principal(request, "read")
+    items = await lookup(ctx, principal, request, level=level)
+    cache = MetadataCache(ctx.storage_root)
+    base = base_url(request)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"["
+        for i, item in enumerate(items):
+            document = await _metadata_document(ctx, cache, principal.tenant, item)
+            yield (b"," if i else b"") + dicomjson.absolute_bulk_uris(document, base)
+        yield b"]"
+
+    # Build the first document before answering, so a broken file is an error status, not a cut body.
+    first = await _metadata_document(ctx, cache, principal.tenant, items[0])
+    del first
+    _audit_retrieval(ctx, principal, request, items, transferred=False)
+    return StreamingResponse(body(), media_type="application/dicom+json")
+
+
+# --------------------------------------------------------------------------- bulk data and frames
+
+
+def _element(path: Path, tag_path: str) -> bytes:
+    ds = transcode.read(path)
+    parts = tag_path.strip("/").split("/")
+    node = ds
+    try:
+        for i in range(0, len(parts) - 1, 2):
+            node = node[int(parts[i], 16)].value[int(parts[i + 1])]
+        value = node[int(parts[-1], 16)].value
+    except (KeyError, IndexError, ValueError) as exc:
+        raise HTTPException(404, f"no bulk data at {tag_path}") from exc
+    if not isinstance(value, (bytes, bytearray)):
+        raise HTTPException(404, f"{tag_path} is not bulk data")
+    return bytes(value)
+
+
+def _multipart(parts: Sequence[tuple[bytes, str]]) -> Response:
+    boundary = uuid.uuid4().hex
+    chunks: list[bytes] = []
+    for data, media in parts:
+        chunks.append(f"--{boundary}\r\nContent-Type: {media}\r\n\r\n".encode())
+        chunks.append(data)
+        chunks.append(b"\r\n")
+    chunks.append(f"--{boundary}--\r\n".encode())
+    inner = parts[0][1].split(";")[0] if parts else "application/octet-stream"
+    return Response(b"".join(chunks), media_type=f'multipart/related; type="{inner}"; boundary={boundary}')
+
+
+async def bulkdata(ctx: WebContext, request: Request) -> Response:
+    """GET …/instances/{instance}/bulkdata/{tag path}: one element's value as application/octet-stream."""
+    principal = await ctx.principal(request, "read")
+    items = await lookup(ctx, principal, request, level="instance")
+    path = ctx.resolve(items[0].file_path)
+    data = await run_in_threadpool(_element, path, request.path_params["tags"])
+    _audit_retrieval(ctx, principal, request, items, transferred=False)
+    return _multipart([(data, "application/octet-stream")])
+
+
+def _frame_numbers(text: str) -> list[int]:
+    try:
+        numbers = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError as exc:
+        raise HTTPException(400, f"frame list {text!r} is not comma-separated numbers") from exc
+    if not numbers or any(n < 1 for n in numbers):
+        raise HTTPException(400, "frame numbers start at 1")
+    return numbers
+
+
+def read_frames(path: Path, numbers: Sequence[int], ranges: Sequence[transcode.MediaRange]) -> list[tuple[bytes, str]]:
+    """The frames as (bytes, part media type): compressed as stored when acceptable, else native pixels.
+
+    Raises:
+        HTTPException: 404 for a frame that does not exist, 406 when no acceptable form can be made.
+    """
+    import numpy as np
+    from pydicom.encaps import generate_frames
+    from pydicom.pixels.utils import pixel_array
+
+    ds = transcode.read(path)
+    if "PixelData" not in ds:
+        raise HTTPException(404, "the instance has no pixel data")
+    ts = str(ds.file_meta.TransferSyntaxUID)
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    missing = [n for n in numbers if n > count]
+    if missing:
+        raise HTTPException(404, f"frame(s) {missing} do not exist (the instance has {count})")
+    compressed_media = transcode.FRAME_MEDIA.get(ts)
+    # application/octet-stream is uncompressed pixels whatever its transfer-syntax parameter says.
+    as_stored = compressed_media is not None and any(
+        m.media_type in (compressed_media, "*/*", "image/*") and m.transfer_syntax in (None, "*", ts) for m in ranges)
+    native_ok = any(m.media_type in ("application/octet-stream", "*/*", "application/*") for m in ranges)
+    if as_stored and compressed_media is not None:
+        frames = list(generate_frames(ds.PixelData, number_of_frames=count))
+        return [(frames[n - 1], f"{compressed_media}; transfer-syntax={ts}") for n in numbers]
+    if not native_ok:
+        raise HTTPException(406, f"frames are stored as {ts}; this server sends them as stored "
+                                 f"({compressed_media or 'application/octet-stream'}) or as application/octet-stream")
+    media = f"application/octet-stream; transfer-syntax={transcode.EXPLICIT_LE}"
+    if compressed_media is None and ts != "1.2.840.10008.1.2.2" and int(ds.BitsAllocated) % 8 == 0:
+        size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
+        data = ds.PixelData
+        return [(bytes(data[(n - 1) * size:n * size]), media) for n in numbers]
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for n in numbers:
+            try:
+                arr = pixel_array(ds, index=n - 1)
+            except Exception as exc:  # noqa: BLE001 - pixel backends raise anything
+                raise HTTPException(406, f"frame {n} cannot be decoded: {type(exc).__name__}: {exc}") from exc
+            out.append((np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes(), media))
+    return out
+
+
+async def frames(ctx: WebContext, request: Request) -> Response:
+    """GET …/instances/{instance}/frames/{list}."""
+    principal = await ctx.principal(request, "read")
+    numbers = _frame_numbers(request.path_params["frames"])
+    items = await lookup(ctx, principal, request, level="instance")
+    path, _ = _served_file(ctx, items[0])
+    ranges = transcode.parse_accept(request.headers.get("accept"))
+    parts = await run_in_threadpool(read_frames, path, numbers, ranges)
+    _audit_retrieval(ctx, principal, request, items, transferred=False)
+    return _multipart(parts)
+
+
+def routes(ctx: WebContext) -> list[BaseRoute]:
+    """The WADO-RS routes (rendered and thumbnail ones are in :mod:`dicomflow.web.rendered`)."""
+
+    def level(fn: object, lvl: str) -> object:
+        async def endpoint(request: Request) -> Response:
+            return await fn(ctx, request, lvl)  # type: ignore[operator, no-any-return]
+        return endpoint
+
+    async def bulk(request: Request) -> Response:
+        return await bulkdata(ctx, request)
+
+    async def frame(request: Request) -> Response:
+        return await frames(ctx, request)
+
+    s, se, i = "/studies/{study}", "/studies/{study}/series/{series}", "/studies/{study}/series/{series}/instances/{instance}"
+    return [
+        Route(s, level(retrieve, "study"), methods=["GET"]),  # type: ignore[arg-type]
+        Route(se, level(retrieve, "series"), methods=["GET"]),  # type: ignore[arg-type]
+        Route(i, level(retrieve, "instance"), methods=["GET"]),  # type: ignore[arg-type]
+        Route(s + "/metadata", level(metadata, "study"), methods=["GET"]),  # type: ignore[arg-type]
+        Route(se + "/metadata", level(metadata, "series"), methods=["GET"]),  # type: ignore[arg-type]
+        Route(i + "/metadata", level(metadata, "instance"), methods=["GET"]),  # type: ignore[arg-type]
+        Route(i + "/bulkdata/{tags:path}", bulk, methods=["GET"]),
+        Route(i + "/frames/{frames}", frame, methods=["GET"]),
+    ]
+
+
+__all__ = ["CHUNK", "build_metadata", "lookup", "read_frames", "retrieve", "routes"]
