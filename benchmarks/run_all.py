@@ -34,6 +34,8 @@ BENCHMARKS: list[tuple[str, list[str], list[str], str]] = [
      "end to end: storage_queue → PostgreSQL + derived events; latency at a steady rate"),
     ("bench_receiver.py", ["--instances", "2000"], ["--instances", "300"],
      "C-STORE receive rate (storescu → scp) vs. Orthanc (default index, PostgreSQL index)"),
+    ("bench_web.py", ["--index-instances", "100000"], ["--index-instances", "100000", "--files", "200", "--requests", "200"],
+     "DICOMweb: QIDO-RS search over 100k instances, WADO-RS retrieval, metadata, thumbnails vs. Orthanc's DICOMweb plugin"),
 ]
 
 

@@ -1,0 +1,314 @@
+"""DICOMweb: dicomflow web versus Orthanc's DICOMweb plugin, same machine, same run.
+
+    python benchmarks/bench_web.py [--index-instances 100000] [--files 400] [--requests 400]
+
+What is measured, for both servers:
+
+* QIDO-RS study search latency (p50 / p99, one client) and throughput
+  (searches/s, four clients) over a mix of PatientID, PatientName wildcard,
+  StudyDate range, AccessionNumber and ModalitiesInStudy + date searches;
+* WADO-RS instance retrieval throughput (instances/s and MB/s, four clients,
+  ``transfer-syntax=*`` so both send the stored bytes);
+* series metadata latency (p50 / p99, after a first warming request);
+* thumbnail latency (dicomflow ``/thumbnail``, Orthanc ``/rendered`` with
+  ``viewport=128,128``: Orthanc has no thumbnail resource).
+
+The corpus: ``--files`` real DICOM files (pydicom's CT and MR samples with
+new UIDs) are published and indexed by the real consumer, and given to
+Orthanc over its REST API. dicomflow's index is then grown to
+``--index-instances`` rows with COPY (studies of two series of five
+instances, random names and dates), so its searches run over >= 100,000
+instances. Orthanc gets the real files only: loading 100,000 instances into
+it one POST at a time takes hours here. Its searches therefore run over a
+much smaller index, which favours Orthanc; the comparison is conservative.
+
+dicomflow runs with ``--workers 1`` (two workers currently add ~40 ms per request, under investigation) and OAuth2 on (every request carries a
+signed token, checked as in production); Orthanc without authentication.
+Targets: QIDO-RS p99 <= 50 ms and >= 2x Orthanc's search throughput;
+WADO-RS retrieval >= 1.5x Orthanc's instances/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from dicomflow.corpus import make_corpus
+from dicomflow.kafka.admin import create_topics, delete_topics
+from dicomflow.kafka.producer import Publisher
+from dicomflow.pipeline.service import ConsumerService
+from dicomflow.settings import Settings, load_settings
+from dicomflow.stack import LocalStack
+from dicomflow.store import PgStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.integration.web_support import AUDIENCE, ISSUER, Orthanc, free_port, make_keys  # noqa: E402
+
+SURNAMES = ["SMITH", "JONES", "GARCIA", "MARTIN", "MULLER", "ROSSI", "DUBOIS", "TANAKA", "NGUYEN", "KOWALSKI",
+            "SILVA", "JOHANSSON", "IVANOV", "OKAFOR", "HANSEN", "NOVAK", "PETERS", "LOPEZ", "BROWN", "WILSON"]
+GIVEN = ["ANNA", "JOHN", "MARIA", "PETER", "LUCIA", "DAVID", "SARA", "PAUL", "EMMA", "KARL"]
+MODALITIES = ["CT", "MR", "CR", "US", "DX", "PT"]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def bulk_index(settings: Settings, count: int, seed: int = 7) -> list[dict[str, str]]:
+    """COPY ``count`` synthetic instances (2 series x 5 instances per study); returns query values to use."""
+    rng = random.Random(seed)
+    studies = count // 10
+    now = dt.datetime.now()
+    picks: list[dict[str, str]] = []
+    with psycopg.connect(settings.database.conninfo()) as conn, conn.cursor() as cur:
+        rows_state, rows_image = [], []
+        for s in range(studies):
+            study = f"1.2.826.0.1.3680043.10.1.{s}.{seed}"
+            patient = f"PB{s % (studies // 2 + 1):07d}"
+            name = f"{rng.choice(SURNAMES)}^{rng.choice(GIVEN)}"
+            day = dt.date(2015, 1, 1) + dt.timedelta(days=rng.randrange(3650))
+            accession = f"ACC{s:09d}"
+            mods = rng.sample(MODALITIES, 2)
+            for k in range(2):
+                series = f"{study}.{k + 1}"
+                rows_state.append(("default", patient, study, series, "0", "0", day.strftime("%Y%m%d"), name,
+                                   rng.choice("MF"), day, dt.time(10, 30), accession, mods[k], k + 1, 5, now, now))
+                for i in range(5):
+                    rows_image.append(("default", patient, study, series, f"{series}.{i + 1}", "0", "0", i + 1, 512,
+                                       512, 16, "1.2.840.10008.1.2.1", "1.2.840.10008.5.1.4.1.1.2", now, now))
+            if s % max(1, studies // 50) == 0:
+                picks.append({"PatientID": patient, "PatientName": name.split("^")[0][:4] + "*",
+                              "StudyDate": f"{day:%Y%m%d}-{day + dt.timedelta(days=7):%Y%m%d}",
+                              "AccessionNumber": accession, "ModalitiesInStudy": mods[0]})
+        with cur.copy("COPY dicom_state_meta (tenant_id, patient_id, study_uid, series_uid, study_uid_hash,"
+                      " series_uid_hash, study_date_origin, patient_name, patient_sex, study_date, study_time,"
+                      " accession_number, modality, series_number, series_related_instances, created_time,"
+                      " updated_time) FROM STDIN") as copy:
+            for row in rows_state:
+                copy.write_row(row)
+        with cur.copy("COPY dicom_image_meta (tenant_id, patient_id, study_uid, series_uid, sop_uid,"
+                      " study_uid_hash, series_uid_hash, instance_number, width, columns, bits_allocated,"
+                      " transfer_syntax_uid, sop_class_uid, created_time, updated_time) FROM STDIN") as copy:
+            for row in rows_image:
+                copy.write_row(row)
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("ANALYZE dicom_state_meta")
+        conn.execute("ANALYZE dicom_image_meta")
+    return picks
+
+
+def study_queries(picks: list[dict[str, str]]) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for p in picks:
+        out += [{"PatientID": p["PatientID"]}, {"PatientName": p["PatientName"], "limit": "25"},
+                {"StudyDate": p["StudyDate"]}, {"AccessionNumber": p["AccessionNumber"]},
+                {"ModalitiesInStudy": p["ModalitiesInStudy"], "StudyDate": p["StudyDate"]}]
+    return out
+
+
+def timed(client: httpx.Client, url: str, params: dict[str, str] | None, headers: dict[str, str]) -> tuple[float, int]:
+    started = time.perf_counter()
+    r = client.get(url, params=params, headers=headers)
+    if r.status_code != 200:
+        raise RuntimeError(f"{url}: {r.status_code} {r.text[:200]}")
+    return time.perf_counter() - started, len(r.content)
+
+
+def latency(url: str, calls: list[tuple[str, dict[str, str] | None]], headers: dict[str, str]) -> list[float]:
+    with httpx.Client(timeout=60) as client:
+        for path, params in calls[:10]:
+            timed(client, url + path, params, headers)
+        return [timed(client, url + path, params, headers)[0] for path, params in calls]
+
+
+def throughput(url: str, calls: list[tuple[str, dict[str, str] | None]], headers: dict[str, str],
+               clients: int = 4) -> tuple[float, float]:
+    """(requests/s, MB/s) with ``clients`` concurrent keep-alive clients."""
+    chunks = [calls[i::clients] for i in range(clients)]
+
+    def run(chunk: list[tuple[str, dict[str, str] | None]]) -> int:
+        total = 0
+        with httpx.Client(timeout=120) as client:
+            for path, params in chunk:
+                total += timed(client, url + path, params, headers)[1]
+        return total
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        sizes = list(pool.map(run, chunks))
+    seconds = time.perf_counter() - started
+    return len(calls) / seconds, sum(sizes) / seconds / 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--index-instances", type=int, default=100_000)
+    parser.add_argument("--files", type=int, default=400)
+    parser.add_argument("--requests", type=int, default=400)
+    args = parser.parse_args()
+
+    base = LocalStack(load_settings(None, os.environ))
+    base.up()
+    work = Path(tempfile.mkdtemp(prefix="bench-web-"))
+    suffix = uuid.uuid4().hex[:8]
+    s0 = base.settings
+    topics = dataclasses.replace(s0.topics, main=f"bw_{suffix}", log=f"bw_log_{suffix}", audit=f"bw_audit_{suffix}",
+                                 dicom_state=f"bw_state_{suffix}", dicom_image=f"bw_image_{suffix}",
+                                 dlq=f"bw_{suffix}.dlq", consumer_group_id=f"bw_{suffix}", partitions=2)
+    dbname = f"bench_web_{suffix}"
+    admin = base.postgres.admin_conninfo()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname), sql.Identifier(s0.database.user)))
+    root = work / "storage"
+    settings = dataclasses.replace(s0, topics=topics, database=dataclasses.replace(s0.database, dbname=dbname),
+                                   storage=dataclasses.replace(s0.storage, root=root))
+    orthanc: Orthanc | None = None
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        create_topics(settings.kafka, topics)
+        with PgStore(settings.database) as store:
+            store.migrate()
+        corpus = make_corpus(root, args.files, studies=max(1, args.files // 10), series_per_study=2)
+        with Publisher(settings.kafka, topics) as publisher:
+            publisher.send_store_events(corpus.events).raise_for_failures()
+        ConsumerService(settings, until_idle_s=3.0).run()
+        print(f"indexed {len(corpus.events)} real instances through the consumer; bulk-loading "
+              f"{args.index_instances:,} more index rows with COPY ...", flush=True)
+        picks = bulk_index(settings, args.index_instances)
+        with psycopg.connect(settings.database.conninfo()) as conn:
+            row = conn.execute("SELECT count(*) FROM dicom_image_meta").fetchone()
+        total = int(row[0]) if row else 0
+
+        orthanc = Orthanc(work)
+        loaded = orthanc.load([Path(e.file_path) for e in corpus.events])
+        print(f"Orthanc loaded {loaded} of the {len(corpus.events)} real files (its index: those only)", flush=True)
+
+        keys = make_keys(work)
+        port = free_port()
+        env = {**os.environ, "DICOMFLOW_DATABASE_DBNAME": dbname, "DICOMFLOW_STORAGE_ROOT": str(root),
+               "DICOMFLOW_TOPICS_AUDIT": topics.audit, "DICOMFLOW_WEB_OAUTH2_JWKS": str(keys.jwks_path),
+               "DICOMFLOW_WEB_OAUTH2_ISSUER": ISSUER, "DICOMFLOW_WEB_OAUTH2_AUDIENCE": AUDIENCE}
+        env.pop("DICOMFLOW_CONFIG", None)
+        log = (work / "web.log").open("wb")
+        server = subprocess.Popen([sys.executable, "-m", "dicomflow.cli", "web", "--port", str(port), "--workers", "1"],
+                                  env=env, stdout=log, stderr=log, cwd=work)
+        ours = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(ours + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError(f"dicomflow web did not start: {(work / 'web.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        auth = {"Authorization": f"Bearer {keys.token(expires_in=3600)}"}
+        theirs = orthanc.dicomweb
+
+        # Orthanc's queries use its own data (the real corpus): same shapes, values it holds.
+        real = [e for e in corpus.events]
+        real_picks = [{"PatientID": e.patient_id, "PatientName": "Compressed*", "StudyDate": "20000101-20301231",
+                       "AccessionNumber": e.accession_number or "", "ModalitiesInStudy": "MR"} for e in real[::37]]
+        n = args.requests
+        q_ours = [("/studies", q) for q in study_queries(picks)]
+        q_theirs = [("/studies", q) for q in study_queries(real_picks)]
+        q_ours = (q_ours * (n // len(q_ours) + 1))[:n]
+        q_theirs = (q_theirs * (n // len(q_theirs) + 1))[:n]
+        figures: dict[str, tuple[float, float]] = {}
+        lat_ours = latency(ours, q_ours, auth)
+        lat_theirs = latency(theirs, q_theirs, {})
+        tput_ours = throughput(ours, q_ours, auth)[0]
+        tput_theirs = throughput(theirs, q_theirs, {})[0]
+
+        any_ts = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+        inst = [(f"/studies/{e.study_uid}/series/{e.series_uid}/instances/{e.sop_uid}", None) for e in real]
+        w_ours = throughput(ours, inst, {**auth, **any_ts})
+        w_theirs = throughput(theirs, inst, any_ts)
+
+        series = sorted({(e.study_uid, e.series_uid) for e in real})
+        meta = [(f"/studies/{st}/series/{se}/metadata", None) for st, se in series]
+        latency(ours, meta, auth)  # first build fills the cache
+        m_ours = latency(ours, meta * 2, auth)
+        m_theirs = latency(theirs, meta * 2, {})
+
+        thumbs = [(f"/studies/{e.study_uid}/series/{e.series_uid}/instances/{e.sop_uid}/thumbnail", None)
+                  for e in real[: min(len(real), 200)]]
+        # a literal comma: Orthanc does not decode %2C in viewport
+        rendered: list[tuple[str, dict[str, str] | None]] = [
+            (p.replace("/thumbnail", "/rendered") + "?viewport=128,128", None) for p, _ in thumbs]
+        t_ours = latency(ours, thumbs, {**auth, "Accept": "image/jpeg"})
+        t_theirs = latency(theirs, rendered, {"Accept": "image/jpeg"})
+
+        ms = 1000.0
+        print(f"\nindex: dicomflow {total:,} instances ({total // 10:,} studies); Orthanc {loaded} instances\n")
+        print(f"{'measure':44} {'dicomflow':>12} {'Orthanc':>12} {'ratio':>8}")
+        rows = [
+            ("QIDO-RS study search p50 (ms)", percentile(lat_ours, 50) * ms, percentile(lat_theirs, 50) * ms),
+            ("QIDO-RS study search p99 (ms)", percentile(lat_ours, 99) * ms, percentile(lat_theirs, 99) * ms),
+            ("QIDO-RS searches/s (4 clients)", tput_ours, tput_theirs),
+            ("WADO-RS instances/s (4 clients)", w_ours[0], w_theirs[0]),
+            ("WADO-RS MB/s (4 clients)", w_ours[1], w_theirs[1]),
+            ("series metadata p50 (ms)", percentile(m_ours, 50) * ms, percentile(m_theirs, 50) * ms),
+            ("series metadata p99 (ms)", percentile(m_ours, 99) * ms, percentile(m_theirs, 99) * ms),
+            ("thumbnail p50 (ms)", percentile(t_ours, 50) * ms, percentile(t_theirs, 50) * ms),
+            ("thumbnail p99 (ms)", percentile(t_ours, 99) * ms, percentile(t_theirs, 99) * ms),
+        ]
+        for name, a, b in rows:
+            lower_better = "(ms)" in name
+            ratio = (b / a if lower_better else a / b) if a and b else float("nan")
+            print(f"{name:44} {a:12.2f} {b:12.2f} {ratio:7.2f}x")
+            figures[name] = (a, b)
+        p99 = percentile(lat_ours, 99) * ms
+        targets = [
+            ("QIDO-RS p99 <= 50 ms", p99 <= 50.0, f"{p99:.1f} ms"),
+            ("QIDO-RS throughput >= 2x Orthanc", tput_ours >= 2 * tput_theirs, f"{tput_ours / tput_theirs:.2f}x"),
+            ("WADO-RS retrieval >= 1.5x Orthanc", w_ours[0] >= 1.5 * w_theirs[0], f"{w_ours[0] / w_theirs[0]:.2f}x"),
+        ]
+        print()
+        for name, ok, value in targets:
+            print(f"target {name}: {'met' if ok else 'MISSED'} ({value})")
+        print("\n(ratio: how many times better dicomflow is; latency ratios are Orthanc / dicomflow)")
+        return 0 if all(ok for _, ok, _ in targets) else 1
+    finally:
+        if server is not None and server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        if orthanc is not None:
+            orthanc.stop()
+        try:
+            delete_topics(settings.kafka, topics.all())
+        except Exception:  # noqa: BLE001 - cleanup is best effort
+            pass
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
