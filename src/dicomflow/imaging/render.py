@@ -1,0 +1,171 @@
+"""Rendered and thumbnail images (PS3.18 §10.4.1.1.3, §10.7): one frame as JPEG or PNG.
+
+Pipeline, with pydicom's pixel handlers (one frame decoded, not the whole
+multi-frame object), numpy and Pillow:
+
+1. decode the requested frame (the middle one when none is named);
+   YBR colour is converted to RGB by pydicom;
+2. greyscale: Modality LUT (rescale slope / intercept), then the VOI window:
+   the ``window=center,width[,linear|sigmoid]`` parameter, else the file's
+   first WindowCenter / WindowWidth, else the frame's min..max;
+   MONOCHROME1 is inverted so that the image looks as the modality meant;
+3. scale to 8 bits, fit into ``viewport=width,height`` keeping the aspect
+   ratio (a thumbnail defaults to 128x128), encode as JPEG (default) or PNG.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+Format = Literal["image/jpeg", "image/png"]
+THUMBNAIL_SIZE = 128
+MAX_VIEWPORT = 4096
+
+
+class RenderError(Exception):
+    """The instance has no pixel data, or it cannot be decoded."""
+
+
+class RenderParameterError(ValueError):
+    """A rendering parameter is malformed (answered 400)."""
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    frame: int | None = None  # 1-based; None: the middle frame
+    viewport: tuple[int, int] | None = None
+    window: tuple[float, float, str] | None = None
+    quality: int = 90
+    media_type: Format = "image/jpeg"
+
+
+def parse_options(params: dict[str, str], *, frame: int | None, thumbnail: bool, media_type: Format) -> RenderOptions:
+    """Read ``viewport``, ``window`` and ``quality`` query parameters.
+
+    Raises:
+        RenderParameterError: a value of the wrong form.
+    """
+    viewport: tuple[int, int] | None = (THUMBNAIL_SIZE, THUMBNAIL_SIZE) if thumbnail else None
+    if "viewport" in params:
+        parts = params["viewport"].split(",")
+        try:
+            w, h = int(parts[0]), int(parts[1] if len(parts) > 1 and parts[1] else parts[0])
+        except (ValueError, IndexError) as exc:
+            raise RenderParameterError(f"viewport: {params['viewport']!r} is not width,height") from exc
+        if not (0 < w <= MAX_VIEWPORT and 0 < h <= MAX_VIEWPORT):
+            raise RenderParameterError(f"viewport: width and height must be 1..{MAX_VIEWPORT}")
+        viewport = (w, h)
+    window: tuple[float, float, str] | None = None
+    if "window" in params:
+        parts = params["window"].split(",")
+        try:
+            center, width = float(parts[0]), float(parts[1])
+        except (ValueError, IndexError) as exc:
+            raise RenderParameterError(f"window: {params['window']!r} is not center,width[,function]") from exc
+        function = parts[2].lower() if len(parts) > 2 else "linear"
+        if function not in ("linear", "sigmoid") or width <= 0:
+            raise RenderParameterError("window: width must be > 0 and the function linear or sigmoid")
+        window = (center, width, function)
+    quality = 90
+    if "quality" in params:
+        try:
+            quality = int(params["quality"])
+        except ValueError as exc:
+            raise RenderParameterError("quality: not an integer 1..100") from exc
+        if not 1 <= quality <= 100:
+            raise RenderParameterError("quality: not an integer 1..100")
+    return RenderOptions(frame, viewport, window, quality, media_type)
+
+
+def _first(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value[0]) if hasattr(value, "__len__") and not isinstance(value, str) else float(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _window(pixels: NDArray[np.float64], center: float, width: float, function: str) -> NDArray[np.float64]:
+    if function == "sigmoid":
+        return 255.0 / (1.0 + np.exp(-4.0 * (pixels - center) / width))
+    low, high = center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2
+    scaled = (pixels - (center - 0.5)) / max(width - 1, 1) + 0.5
+    out = np.clip(scaled, 0.0, 1.0) * 255.0
+    out[pixels <= low] = 0.0
+    out[pixels > high] = 255.0
+    return out
+
+
+def render(path: Path | str, options: RenderOptions) -> bytes:
+    """The frame of the instance at ``path`` as an encoded image.
+
+    Raises:
+        RenderError: no pixel data, a frame number out of range, or undecodable pixels.
+    """
+    import pydicom
+    from PIL import Image
+    from pydicom.pixels.processing import apply_modality_lut
+    from pydicom.pixels.utils import pixel_array
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        frames = int(header.get("NumberOfFrames", 1) or 1)
+        if "Rows" not in header or "Columns" not in header:
+            raise RenderError("the instance has no image pixel data")
+        index = (options.frame - 1) if options.frame is not None else frames // 2
+        if not 0 <= index < frames:
+            raise RenderError(f"frame {index + 1} does not exist (the instance has {frames})")
+        try:
+            arr = pixel_array(str(path), index=index)
+        except Exception as exc:  # noqa: BLE001 - pixel backends raise anything
+            raise RenderError(f"pixel data cannot be decoded: {type(exc).__name__}: {exc}") from exc
+    photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2"))
+    samples = int(header.get("SamplesPerPixel", 1) or 1)
+    if samples == 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = np.asarray(apply_modality_lut(arr, header), dtype=np.float64)
+        if options.window is not None:
+            center, width, function = options.window
+        else:
+            wc, ww = _first(header.get("WindowCenter")), _first(header.get("WindowWidth"))
+            if wc is not None and ww is not None and ww > 0:
+                center, width, function = wc, ww, str(header.get("VOILUTFunction", "LINEAR")).lower()
+            else:
+                lo, hi = float(values.min()), float(values.max())
+                center, width, function = (lo + hi) / 2, max(hi - lo, 1.0), "linear"
+        eight = _window(values, center, width, "sigmoid" if function == "sigmoid" else "linear")
+        if photometric == "MONOCHROME1":
+            eight = 255.0 - eight
+        image = Image.fromarray(eight.astype(np.uint8), mode="L")
+    else:
+        rgb = np.asarray(arr)
+        if rgb.dtype != np.uint8:
+            top = float(rgb.max()) or 1.0
+            rgb = (rgb.astype(np.float64) * (255.0 / top)).astype(np.uint8)
+        image = Image.fromarray(rgb[..., :3], mode="RGB")
+    if options.viewport is not None:
+        vw, vh = options.viewport
+        scale = min(vw / image.width, vh / image.height)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        if size != image.size:
+            image = image.resize(size, Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    if options.media_type == "image/png":
+        image.save(out, format="PNG")
+    else:
+        image.save(out, format="JPEG", quality=options.quality)
+    return out.getvalue()
+
+
+__all__ = ["THUMBNAIL_SIZE", "Format", "RenderError", "RenderOptions", "RenderParameterError", "parse_options",
+           "render"]

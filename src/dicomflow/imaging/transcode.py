@@ -1,0 +1,127 @@
+"""Transcoding: an instance re-encoded in another transfer syntax (shared by ``web/`` and ``images/``).
+
+Transcoding uses pydicom's pixel data backends rather than GDCM or dcmtk
+subprocesses: pydicom already parses every instance here, and its decoder /
+encoder plugins are maintained, pip-installable wheels with no system
+libraries:
+
+* decoding: pylibjpeg-libjpeg (JPEG baseline / extended / lossless),
+  pylibjpeg-openjpeg (JPEG 2000), pyjpegls (JPEG-LS), pydicom's own RLE and
+  deflate;
+* encoding (lossless targets only, so a transcode never loses information):
+  Explicit / Implicit VR Little Endian and Deflated (pydicom's writer), RLE
+  Lossless (pydicom), JPEG-LS Lossless (pyjpegls), JPEG 2000 Lossless
+  (pylibjpeg-openjpeg).
+
+A decoded colour image leaves as RGB (pydicom converts YBR, and sets
+PhotometricInterpretation accordingly), matching what pydicom gives for the
+original. Lossy targets are not written here: creating a lossy copy is a policy
+decision (PS3.5 §8.2 Lossy Image Compression attributes), not a negotiation.
+
+Transcoding holds one instance in memory at a time (never a study).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+DEFLATED_LE = "1.2.840.10008.1.2.1.99"
+BIG_ENDIAN = "1.2.840.10008.1.2.2"
+RLE = "1.2.840.10008.1.2.5"
+JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
+
+#: Syntaxes this server can write an instance in, from any syntax it can decode.
+WRITABLE: tuple[str, ...] = (EXPLICIT_LE, IMPLICIT_LE, DEFLATED_LE, RLE, JPEG_LS_LOSSLESS, J2K_LOSSLESS)
+NATIVE = {EXPLICIT_LE, IMPLICIT_LE, DEFLATED_LE, BIG_ENDIAN}
+
+#: Media type of a compressed frame / rendered part, by transfer syntax (PS3.18 Table 8.7.3-2).
+FRAME_MEDIA: dict[str, str] = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg", "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg", "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls", "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2", "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.5": "image/x-dicom-rle",
+}
+
+
+class TranscodeError(Exception):
+    """The pixel data of an instance could not be decoded or encoded."""
+
+
+def decodable(ts: str) -> bool:
+    """True when this server can decode pixel data of syntax ``ts``."""
+    if ts in NATIVE:
+        return True
+    try:
+        from pydicom.pixels.decoders.base import get_decoder
+
+        return bool(get_decoder(UID(ts)).is_available)
+    except (NotImplementedError, ValueError):
+        return False
+
+
+def read(path: Path | str, *, stop_before_pixels: bool = False) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+
+
+def transcode(path: Path | str, target: str) -> bytes:
+    """The instance at ``path`` as a Part 10 file in transfer syntax ``target``.
+
+    Raises:
+        TranscodeError: the pixel data cannot be decoded or encoded (the reason says which).
+    """
+    ds = read(path)
+    try:
+        return encode_dataset(ds, target)
+    except TranscodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pixel backends raise anything (ValueError, RuntimeError ...)
+        raise TranscodeError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def encode_dataset(ds: Dataset, target: str) -> bytes:
+    """Re-encode a full dataset in ``target`` (see :func:`transcode`)."""
+    source = str(ds.file_meta.TransferSyntaxUID)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if "PixelData" in ds and UID(source).is_compressed:
+            ds.decompress(generate_instance_uid=False)  # same instance, other encoding
+        if target in NATIVE:
+            ds.file_meta.TransferSyntaxUID = UID(target)
+        elif "PixelData" in ds:
+            ds.compress(UID(target), generate_instance_uid=False)  # lossless targets only
+        else:
+            ds.file_meta.TransferSyntaxUID = UID(target)
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+__all__ = [
+    "BIG_ENDIAN",
+    "DEFLATED_LE",
+    "EXPLICIT_LE",
+    "FRAME_MEDIA",
+    "IMPLICIT_LE",
+    "J2K_LOSSLESS",
+    "JPEG_LS_LOSSLESS",
+    "NATIVE",
+    "RLE",
+    "WRITABLE",
+    "TranscodeError",
+    "decodable",
+    "encode_dataset",
+    "read",
+    "transcode",
+]
