@@ -6,8 +6,8 @@ would add per-request cost (the QIDO-RS latency target) and nothing the
 standard's own query grammar does not already define. uvicorn serves it.
 
 Routes come from *route factories*, ``factory(ctx) -> list[BaseRoute]``:
-:data:`READ_ROUTES` are QIDO-RS, WADO-RS and rendered resources; STOW-RS adds
-its own factory to the list given to :func:`create_app`. Besides them the app
+:data:`READ_ROUTES` are QIDO-RS, WADO-RS and rendered resources;
+:data:`ALL_ROUTES` (the default of :func:`create_app`) adds STOW-RS. Besides them the app
 serves ``/healthz`` (200 when PostgreSQL answers, else 503) and ``/metrics``
 (Prometheus, ``dicomflow_web_*``), both without authentication.
 
@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomflow.metrics.web import WebMetrics
 from dicomflow.settings import Settings
-from dicomflow.web import qido, rendered, wado
+from dicomflow.web import qido, rendered, stow, wado
 from dicomflow.web.auth import Authenticator
 from dicomflow.web.context import WebContext
 
@@ -44,6 +44,8 @@ RouteFactory = Callable[[WebContext], Sequence[BaseRoute]]
 
 #: The read side: QIDO-RS searches, WADO-RS retrieval, rendered images and thumbnails.
 READ_ROUTES: tuple[RouteFactory, ...] = (qido.routes, wado.routes, rendered.routes)
+#: Everything the server serves: the read side and STOW-RS.
+ALL_ROUTES: tuple[RouteFactory, ...] = (*READ_ROUTES, stow.routes)
 
 
 class _Metrics:
@@ -88,7 +90,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 def create_app(
     settings: Settings,
     *,
-    route_factories: Sequence[RouteFactory] = READ_ROUTES,
+    route_factories: Sequence[RouteFactory] = ALL_ROUTES,
     registry: CollectorRegistry | None = None,
     publish_audit: bool = True,
 ) -> Starlette:
@@ -161,4 +163,4 @@ def create_app(
     return app
 
 
-__all__ = ["READ_ROUTES", "RouteFactory", "create_app"]
+__all__ = ["ALL_ROUTES", "READ_ROUTES", "RouteFactory", "create_app"]
