@@ -27,22 +27,20 @@ from dataclasses import dataclass
 import msgspec
 
 from dicomflow.audit.events import dead_lettered
-from dicomflow.models import AuditEvent, now, truncate_utf8
-from dicomflow.pipeline.parse import Poison
-
-HEADER_ERROR_CLASS = "dicomflow.error.class"
-HEADER_REASON = "dicomflow.error.reason"
-HEADER_SOURCE_TOPIC = "dicomflow.source.topic"
-HEADER_SOURCE_PARTITION = "dicomflow.source.partition"
-HEADER_SOURCE_OFFSET = "dicomflow.source.offset"
-HEADER_TIME = "dicomflow.dead_lettered_at"
-HEADER_NODE = "dicomflow.worker_node_id"
-
-#: Our headers; an original header of the same name is replaced, not repeated.
-OWN_HEADERS = frozenset(
-    {HEADER_ERROR_CLASS, HEADER_REASON, HEADER_SOURCE_TOPIC, HEADER_SOURCE_PARTITION, HEADER_SOURCE_OFFSET, HEADER_TIME, HEADER_NODE}
+from dicomflow.models import AuditEvent, truncate_utf8
+from dicomflow.kafka.dlq import (  # the format lives one floor down, shared with the image workers
+    HEADER_ERROR_CLASS,
+    HEADER_NODE,
+    HEADER_REASON,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_TOPIC,
+    HEADER_TIME,
+    OWN_HEADERS,
+    REASON_MAX_BYTES,
+    dead_letter_headers,
 )
-REASON_MAX_BYTES = 1000
+from dicomflow.pipeline.parse import Poison
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,18 +59,8 @@ class DeadLetter:
 def dead_letter(poison: Poison, *, node_id: str, when: dt.datetime | None = None) -> DeadLetter:
     """The DLQ message for ``poison``: original key, bytes and headers, plus ours."""
     r = poison.record
-    at = (when or now()).isoformat(timespec="microseconds")
-    kept = [(k, v) for k, v in r.headers if k not in OWN_HEADERS]
-    ours = [
-        (HEADER_ERROR_CLASS, poison.error_class.encode()),
-        (HEADER_REASON, truncate_utf8(poison.reason, REASON_MAX_BYTES).encode("utf-8", "replace")),
-        (HEADER_SOURCE_TOPIC, r.topic.encode("utf-8")),
-        (HEADER_SOURCE_PARTITION, str(r.partition).encode()),
-        (HEADER_SOURCE_OFFSET, str(r.offset).encode()),
-        (HEADER_TIME, at.encode()),
-        (HEADER_NODE, node_id.encode("utf-8")),
-    ]
-    return DeadLetter(key=r.key, value=r.value or b"", headers=kept + ours)
+    headers = dead_letter_headers(r, poison.error_class, poison.reason, node_id=node_id, when=when)
+    return DeadLetter(key=r.key, value=r.value or b"", headers=headers)
 
 
 def headers_dict(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:
