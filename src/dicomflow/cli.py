@@ -96,6 +96,7 @@ def _register_stages() -> None:
         "dicomflow.receiver.commands",
         "dicomflow.scanner.commands",
         "dicomflow.web.commands",
+        "dicomflow.images.commands",
         "dicomflow.demo",
     ):
         try:

@@ -227,6 +227,19 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class ImagesSettings:
+    """The image workers (``dicomflow images``): series thumbnails and NeedTransfer copies."""
+
+    group_id: str = "dicomflow-images"
+    batch_max_messages: int = 50
+    batch_max_ms: int = 500
+    #: Thumbnails fit into this many pixels square (JPEG).
+    thumbnail_size: int = 128
+    session_timeout_ms: int = 10000
+    max_poll_interval_ms: int = 300000
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything dicomflow can be told, in one frozen object."""
 
@@ -240,6 +253,7 @@ class Settings:
     stack: StackSettings = field(default_factory=StackSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    images: ImagesSettings = field(default_factory=ImagesSettings)
 
 
 #: The reference's application.json keys, mapped onto ours.
@@ -477,6 +491,8 @@ def _validate(s: Settings) -> None:
         (0 < s.web.port < 65536, "web.port", "must be a TCP port"),
         (s.web.workers >= 1, "web.workers", "must be at least 1"),
         (s.web.max_stow_bytes >= 1, "web.max_stow_bytes", "must be at least 1"),
+        (s.images.batch_max_messages >= 1, "images.batch_max_messages", "must be at least 1"),
+        (16 <= s.images.thumbnail_size <= 1024, "images.thumbnail_size", "must be 16..1024"),
     ]
     for ok, key, problem in checks:
         if not ok:
@@ -552,6 +568,7 @@ __all__ = [
     "StorageSettings",
     "TopicSettings",
     "WebSettings",
+    "ImagesSettings",
     "as_dict",
     "default_config_path",
     "load_settings",

@@ -42,6 +42,17 @@ def _pick(items: list[StoredInstance], level: str) -> StoredInstance:
     return items[len(items) // 2]
 
 
+async def _prebuilt_thumbnail(ctx: WebContext, series: list[StoredInstance]) -> bytes | None:
+    """The image workers' series thumbnail (JPEG, default size), when one is recorded and on disk."""
+    for i in series:
+        if i.thumbnail_location:
+            try:
+                return await run_in_threadpool(ctx.resolve(i.thumbnail_location).read_bytes)
+            except (HTTPException, OSError):
+                return None
+    return None
+
+
 async def _render(ctx: WebContext, request: Request, level: str, *, thumbnail: bool) -> Response:
     principal = await ctx.principal(request, "read")
     media_type = _media_type(request)
@@ -60,6 +71,12 @@ async def _render(ctx: WebContext, request: Request, level: str, *, thumbnail: b
         raise HTTPException(400, str(exc)) from exc
     items = await lookup(ctx, principal, request, level=level)
     item = _pick(items, level)
+    if thumbnail and level != "instance" and options == render.RenderOptions(
+            viewport=(render.THUMBNAIL_SIZE, render.THUMBNAIL_SIZE)):
+        prebuilt = await _prebuilt_thumbnail(ctx, [i for i in items if i.series_uid == item.series_uid])
+        if prebuilt is not None:
+            _audit_retrieval(ctx, principal, request, [item], transferred=False)
+            return Response(prebuilt, media_type="image/jpeg")
     path, _ = _served_file(ctx, item)
     try:
         image = await run_in_threadpool(render.render, path, options)

@@ -79,8 +79,11 @@ def _audit_retrieval(ctx: WebContext, principal: Principal, request: Request, it
 
 
 def _served_file(ctx: WebContext, item: StoredInstance) -> tuple[Path, str]:
-    """The file to send and its syntax: the image workers' copy for a NeedTransfer instance, if present."""
-    if item.transfer_status == "NeedTransfer" and item.pixel_data_location:
+    """The file to send and its syntax: the image workers' copy for a NeedTransfer instance, if present.
+
+    ``dicomflow images`` sets the receipt to ``Success`` once the copy exists.
+    """
+    if item.transfer_status in ("NeedTransfer", "Success") and item.pixel_data_location:
         try:
             return ctx.resolve(item.pixel_data_location), item.target_ts
         except HTTPException:
