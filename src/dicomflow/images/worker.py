@@ -332,7 +332,8 @@ def ensure_dlq_topic(settings: Settings) -> None:
     if describe_topics(settings.kafka, [name])[0].exists:
         return
     t = settings.topics
-    futures = admin_client(settings.kafka).create_topics(
+    admin = admin_client(settings.kafka)  # kept alive until the result is in
+    futures = admin.create_topics(
         [NewTopic(name, num_partitions=t.partitions, replication_factor=t.replication_factor,
                   config={"retention.ms": str(t.retention_ms)})], request_timeout=30)
     try:

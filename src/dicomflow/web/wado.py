@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Sequence
@@ -81,14 +82,21 @@ def _audit_retrieval(ctx: WebContext, principal: Principal, request: Request, it
 def _served_file(ctx: WebContext, item: StoredInstance) -> tuple[Path, str]:
     """The file to send and its syntax: the image workers' copy for a NeedTransfer instance, if present.
 
-    ``dicomflow images`` sets the receipt to ``Success`` once the copy exists.
+    ``dicomflow images`` sets the receipt to ``Success`` once the copy exists;
+    until then the consumer's ``pixel_data_location`` is the original's path.
     """
-    if item.transfer_status in ("NeedTransfer", "Success") and item.pixel_data_location:
+    copy = item.pixel_data_location
+    if item.transfer_status in ("NeedTransfer", "Success") and copy and _has_copy(item):
         try:
-            return ctx.resolve(item.pixel_data_location), item.target_ts
+            return ctx.resolve(copy), item.target_ts
         except HTTPException:
             log.warning("served copy %s of %s unusable; using the original", item.pixel_data_location, item.sop_uid)
     return ctx.resolve(item.file_path), item.transfer_syntax_uid
+
+
+def _has_copy(item: StoredInstance) -> bool:
+    """True when the image workers made a served copy (not the consumer's pointer to the original)."""
+    return bool(item.pixel_data_location) and item.pixel_data_location != item.file_path
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
@@ -107,6 +115,14 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
         handle.close()
 
 
+def _read_small(path: Path) -> bytes | None:
+    """The whole file if it has at most :data:`_WHOLE_FILE` bytes, else None (then it is streamed)."""
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size > _WHOLE_FILE:
+            return None
+        return handle.read()
+
+
 async def retrieve(ctx: WebContext, request: Request, level: str) -> Response:
     """GET /studies/{study}[/series/{series}[/instances/{instance}]]: multipart of application/dicom."""
     principal = await ctx.principal(request, "read")
@@ -119,7 +135,7 @@ async def retrieve(ctx: WebContext, request: Request, level: str) -> Response:
             target = transcode.choose_syntax(stored, ranges, has_pixels=True)
         except transcode.NotAcceptable as exc:
             raise HTTPException(406, f"{item.sop_uid}: {exc}") from exc
-        if target == stored and item.transfer_status == "NeedTransfer" and not item.pixel_data_location \
+        if target == stored and item.transfer_status == "NeedTransfer" and not _has_copy(item) \
                 and _accepts_anything(ranges) and item.target_ts and transcode.decodable(stored) \
                 and item.target_ts in transcode.WRITABLE:
             target = item.target_ts  # serve what the archive promised, when the client does not mind
@@ -134,6 +150,18 @@ async def retrieve(ctx: WebContext, request: Request, level: str) -> Response:
             first = await run_in_threadpool(transcode.transcode, path0, target0)
         except transcode.TranscodeError as exc:
             raise HTTPException(406, f"{item0.sop_uid}: cannot convert {stored0} to {target0}: {exc}") from exc
+    media_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    if len(plan) == 1:
+        # One instance (what viewers ask most): one read in one thread hop and one answer with a
+        # Content-Length, sent in one write; only a file over _WHOLE_FILE bytes is streamed.
+        data = first if first is not None else await run_in_threadpool(_read_small, path0)
+        if data is not None:
+            location = f"{base}/studies/{item0.study_uid}/series/{item0.series_uid}/instances/{item0.sop_uid}"
+            head = (f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={target0}\r\n"
+                    f"Content-Location: {location}\r\n\r\n").encode()
+            ctx.metrics.instances_sent.labels("yes" if first is not None else "no").inc()
+            _audit_retrieval(ctx, principal, request, items, transferred=True)
+            return Response(b"".join((head, data, f"\r\n--{boundary}--\r\n".encode())), media_type=media_type)
 
     async def body() -> AsyncIterator[bytes]:
         nonlocal first
@@ -158,7 +186,7 @@ async def retrieve(ctx: WebContext, request: Request, level: str) -> Response:
         yield f"--{boundary}--\r\n".encode()
 
     _audit_retrieval(ctx, principal, request, items, transferred=True)
-    return StreamingResponse(body(), media_type=f'multipart/related; type="application/dicom"; boundary={boundary}')
+    return StreamingResponse(body(), media_type=media_type)
 
 
 def _accepts_anything(ranges: Sequence[transcode.MediaRange]) -> bool:
