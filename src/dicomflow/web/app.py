@@ -138,8 +138,10 @@ def create_app(
         if publish_audit:
             from dicomflow.audit import events as audit
             from dicomflow.kafka.producer import Publisher
+            from dicomflow.web.auditing import AuditSender
 
             ctx.publisher = Publisher(settings.kafka, settings.topics, client_id="dicomflow-web")
+            ctx.auditor = AuditSender(ctx.publisher, metrics)
             ctx.audit([audit.application_activity(started=True, node_id=settings.worker_node_id,
                                                   tenant_id=settings.storage.default_tenant, application="web")])
         try:
@@ -150,7 +152,8 @@ def create_app(
 
                 ctx.audit([audit.application_activity(started=False, node_id=settings.worker_node_id,
                                                       tenant_id=settings.storage.default_tenant, application="web")])
-                await ctx.drain_audit()
+                if ctx.auditor is not None:
+                    await asyncio.to_thread(ctx.auditor.close, 30.0)  # publishes what is still queued
                 await asyncio.to_thread(ctx.publisher.close, 10.0)
             await pool.close()
 

@@ -4,14 +4,13 @@ Routes receive a :class:`WebContext` from their factory (``routes(ctx)``),
 never globals. The PostgreSQL pool and the Kafka publisher are opened by the
 app's lifespan (in the worker process, after any fork) and closed with it.
 
-Auditing observes: an audit event is handed to the publisher in the
-background and a failure is logged and counted
+Auditing observes: an audit event is queued for the background sender
+(:mod:`dicomflow.web.auditing`) and a failure is logged and counted
 (``dicomflow_web_audit_failures``), never turned into a failed request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
     from dicomflow.kafka.producer import Publisher
+    from dicomflow.web.auditing import AuditSender
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,15 @@ class WebContext:
     metrics: WebMetrics
     pool: AsyncConnectionPool[Any]
     publisher: Publisher | None = None
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    auditor: AuditSender | None = None
+    _root: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self._root = os.path.realpath(self.settings.storage.root)
 
     @property
     def storage_root(self) -> Path:
-        return Path(os.path.realpath(self.settings.storage.root))
+        return Path(self._root)
 
     async def principal(self, request: Request, access: Access) -> Principal:
         """The authenticated caller (raises 401 / 403)."""
@@ -73,7 +77,7 @@ class WebContext:
         Raises:
             HTTPException: 500 when the index points outside the root, 404 when the file is gone.
         """
-        root = str(self.storage_root)
+        root = self._root
         candidate = file_path if os.path.isabs(file_path) else os.path.join(root, file_path)
         real = os.path.realpath(candidate)
         if not real.startswith(root.rstrip(os.sep) + os.sep):
@@ -85,28 +89,9 @@ class WebContext:
         return Path(real)
 
     def audit(self, events: list[AuditEvent]) -> None:
-        """Publish audit events in the background (observer: never fails the request)."""
-        if self.publisher is None or not events:
-            return
-        task = asyncio.get_running_loop().create_task(self._send(events))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, events: list[AuditEvent]) -> None:
-        assert self.publisher is not None
-        try:
-            result = await self.publisher.send_audit_async(events)
-            if not result.ok:
-                self.metrics.audit_failures.inc(len(result.failures))
-                log.warning("%d audit event(s) not acknowledged: %s", len(result.failures), result.failures[0].reason)
-        except Exception:  # noqa: BLE001 - observer
-            self.metrics.audit_failures.inc(len(events))
-            log.exception("publishing %d audit event(s) failed", len(events))
-
-    async def drain_audit(self) -> None:
-        """Wait for audit events still being sent (shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Queue audit events for the background sender (observer: never blocks, never fails the request)."""
+        if self.auditor is not None and events:
+            self.auditor.submit(events)
 
 
 def client_address(request: Request) -> str | None:
