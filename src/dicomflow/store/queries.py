@@ -202,6 +202,29 @@ class StoredInstance:
     thumbnail_location: str | None
 
 
+def _instances_query(by_series: bool, by_sop: bool) -> bytes:
+    conditions = [sql.SQL("i.tenant_id = %s"), sql.SQL("i.study_uid = %s")]
+    if by_series:
+        conditions.append(sql.SQL("i.series_uid = %s"))
+    if by_sop:
+        conditions.append(sql.SQL("i.sop_uid = %s"))
+    return sql.SQL(
+        "SELECT i.study_uid, i.series_uid, i.sop_uid, i.sop_class_uid, i.patient_id, i.transfer_syntax_uid,"
+        " o.file_path, o.trace_id, o.transfer_status, o.target_ts, o.number_of_frames, i.instance_number,"
+        " i.pixel_data_location, i.thumbnail_location "
+        "FROM dicom_image_meta i "
+        "JOIN LATERAL (SELECT r.file_path, r.trace_id, r.transfer_status, r.target_ts, r.number_of_frames"
+        " FROM dicom_object_meta r WHERE r.tenant_id = i.tenant_id AND r.study_uid = i.study_uid"
+        " AND r.series_uid = i.series_uid AND r.sop_uid = i.sop_uid ORDER BY r.created_time DESC LIMIT 1) o ON true "
+        "WHERE {} ORDER BY i.series_uid, i.instance_number NULLS LAST, i.sop_uid"
+    ).format(sql.SQL(" AND ").join(conditions)).as_bytes(None)
+
+
+#: The lookup's text for (by series, by instance), composed once: the same text every time also lets
+#: psycopg prepare it on each connection after a few runs.
+_INSTANCES_QUERIES = {(a, b): _instances_query(a, b) for a in (False, True) for b in (False, True)}
+
+
 async def instances(
     conn: psycopg.AsyncConnection[Any], tenant: str, study_uid: str, series_uid: str | None = None,
     sop_uid: str | None = None,
@@ -212,23 +235,11 @@ async def instances(
     served; their file is the newest receipt's ``file_path``.
     """
     params: list[Any] = [tenant, study_uid]
-    conditions = [sql.SQL("i.tenant_id = %s"), sql.SQL("i.study_uid = %s")]
     if series_uid is not None:
         params.append(series_uid)
-        conditions.append(sql.SQL("i.series_uid = %s"))
     if sop_uid is not None:
         params.append(sop_uid)
-        conditions.append(sql.SQL("i.sop_uid = %s"))
-    query = sql.SQL(
-        "SELECT i.study_uid, i.series_uid, i.sop_uid, i.sop_class_uid, i.patient_id, i.transfer_syntax_uid,"
-        " o.file_path, o.trace_id, o.transfer_status, o.target_ts, o.number_of_frames, i.instance_number,"
-        " i.pixel_data_location, i.thumbnail_location "
-        "FROM dicom_image_meta i "
-        "JOIN LATERAL (SELECT r.file_path, r.trace_id, r.transfer_status, r.target_ts, r.number_of_frames"
-        " FROM dicom_object_meta r WHERE r.tenant_id = i.tenant_id AND r.study_uid = i.study_uid"
-        " AND r.series_uid = i.series_uid AND r.sop_uid = i.sop_uid ORDER BY r.created_time DESC LIMIT 1) o ON true "
-        "WHERE {} ORDER BY i.series_uid, i.instance_number NULLS LAST, i.sop_uid"
-    ).format(sql.SQL(" AND ").join(conditions))
+    query = _INSTANCES_QUERIES[(series_uid is not None, sop_uid is not None)]
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
         return [StoredInstance(**row) for row in await cur.fetchall()]

@@ -111,6 +111,9 @@ def create_app(
         settings.database.conninfo(), min_size=settings.database.pool_min,
         max_size=max(settings.database.pool_max, settings.database.pool_min), open=False,
         name="dicomflow-web", timeout=10.0,
+        # Every query of the web server is one read: autocommit spares the BEGIN and COMMIT round trips
+        # (two of a WADO-RS lookup's three).
+        kwargs={"autocommit": True},
     )
     ctx = WebContext(settings=settings, auth=auth, metrics=metrics, pool=pool)
 
