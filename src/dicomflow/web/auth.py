@@ -9,6 +9,14 @@ honoured when present). The key set comes from a file (read once) or an
 ``http(s)://`` URL (PyJWT's ``PyJWKClient``: fetched on first use, cached,
 fetched again when a token names an unknown ``kid``, so key rotation works).
 
+Checked tokens are cached (:class:`_TokenCache`, by the whole token string,
+signature included) until their ``exp``: a client sends the same token with
+every request, and checking an RS256 signature and the claims again each
+time was a tenth of a WADO-RS instance retrieval's CPU time. A cached token
+is never honoured past its ``exp`` (the leeway applies only to a full
+check); a key removed from a remote key set stops being trusted for new
+tokens at once and for already-checked ones when they expire.
+
 The tenant is the ``web.oauth2.tenant_claim`` claim: never a header or a
 parameter the client chooses. Scopes come from ``scope`` (space separated)
 or ``scp`` (a list); reading needs ``read_scope``, storing ``write_scope``.
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -97,6 +106,35 @@ class _Keys:
         return candidates[0].key
 
 
+class _TokenCache:
+    """Claims of tokens that passed every check, by token string, until their ``exp`` (bounded)."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._entries: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def get(self, token: str) -> dict[str, Any] | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if time.time() >= entry[0]:
+            del self._entries[token]
+            return None
+        return entry[1]
+
+    def put(self, token: str, claims: dict[str, Any]) -> None:
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)):
+            return
+        if len(self._entries) >= self.capacity:
+            now = time.time()
+            for key in [k for k, (until, _) in self._entries.items() if until <= now]:
+                del self._entries[key]
+            while len(self._entries) >= self.capacity:  # still full: drop the oldest entries
+                del self._entries[next(iter(self._entries))]
+        self._entries[token] = (float(exp), claims)
+
+
 class Authenticator:
     """Checks bearer tokens (``auth = "oauth2"``) or lets everyone in as the default tenant (``"none"``)."""
 
@@ -105,6 +143,7 @@ class Authenticator:
         self.default_tenant = settings.storage.default_tenant
         self.oauth2: OAuth2Settings = settings.web.oauth2
         self._keys: _Keys | None = None
+        self._checked = _TokenCache()
         if self.mode == "oauth2":
             for key in ("jwks", "issuer", "audience", "tenant_claim"):
                 if not getattr(self.oauth2, key):
@@ -132,6 +171,22 @@ class Authenticator:
             raise Unauthorized("a bearer token is required")
         assert self._keys is not None
         token = token.strip()
+        claims = self._checked.get(token)
+        if claims is None:
+            claims = await self._check(token)
+            self._checked.put(token, claims)
+        scopes = _scopes(claims)
+        wanted = self.oauth2.read_scope if access == "read" else self.oauth2.write_scope
+        if wanted not in scopes:
+            raise Forbidden(f"the token lacks the {wanted!r} scope")
+        tenant = claims.get(self.oauth2.tenant_claim)
+        if not isinstance(tenant, str) or not tenant:
+            raise Forbidden(f"the token has no {self.oauth2.tenant_claim!r} claim (the tenant)")
+        return Principal(str(claims.get("sub") or "unknown"), tenant, scopes)
+
+    async def _check(self, token: str) -> dict[str, Any]:
+        """The claims of ``token`` after checking its signature, issuer, audience and times (401 if not)."""
+        assert self._keys is not None
         try:
             if self._keys.remote:
                 key = await run_in_threadpool(self._keys.key_for, token)
@@ -146,14 +201,7 @@ class Authenticator:
             raise Unauthorized(f"token key not found: {exc}") from exc
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"invalid token: {exc}") from exc
-        scopes = _scopes(claims)
-        wanted = self.oauth2.read_scope if access == "read" else self.oauth2.write_scope
-        if wanted not in scopes:
-            raise Forbidden(f"the token lacks the {wanted!r} scope")
-        tenant = claims.get(self.oauth2.tenant_claim)
-        if not isinstance(tenant, str) or not tenant:
-            raise Forbidden(f"the token has no {self.oauth2.tenant_claim!r} claim (the tenant)")
-        return Principal(str(claims.get("sub") or "unknown"), tenant, scopes)
+        return claims
 
 
 def _scopes(claims: dict[str, Any]) -> frozenset[str]:
