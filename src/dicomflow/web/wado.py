@@ -43,7 +43,7 @@ from dicomflow.web.context import WebContext, base_url, check_uid, client_addres
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
-#: Files up to this size are read in one call (one thread hop per instance).
+#: Files up to this size are read in one call (one thread hop per instance) and sent in one write.
 _WHOLE_FILE = 8 * 1024 * 1024
 _json = msgspec.json.Encoder(enc_hook=str)  # pydicom values are str / int subclasses (UID, IS, DSfloat)
 
@@ -100,10 +100,6 @@ def _has_copy(item: StoredInstance) -> bool:
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    size = path.stat().st_size
-    if size <= _WHOLE_FILE:
-        yield await run_in_threadpool(path.read_bytes)
-        return
     handle = await run_in_threadpool(path.open, "rb")
     try:
         while True:
@@ -167,12 +163,17 @@ async def retrieve(ctx: WebContext, request: Request, level: str) -> Response:
         nonlocal first
         for item, path, stored, target in plan:
             location = f"{base}/studies/{item.study_uid}/series/{item.series_uid}/instances/{item.sop_uid}"
-            yield (f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={target}\r\n"
-                   f"Content-Location: {location}\r\n\r\n").encode()
+            head = (f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={target}\r\n"
+                    f"Content-Location: {location}\r\n\r\n").encode()
             if target == stored:
-                async for chunk in _file_chunks(path):
-                    yield chunk
+                data = await run_in_threadpool(_read_small, path)
                 ctx.metrics.instances_sent.labels("no").inc()
+                if data is None:  # a large file: in chunks of CHUNK bytes
+                    yield head
+                    async for chunk in _file_chunks(path):
+                        yield chunk
+                    yield b"\r\n"
+                    continue
             else:
                 try:
                     data = first if first is not None else await run_in_threadpool(transcode.transcode, path, target)
@@ -181,8 +182,7 @@ async def retrieve(ctx: WebContext, request: Request, level: str) -> Response:
                     log.error("transcoding %s to %s failed mid-response: %s", item.sop_uid, target, exc)
                     raise
                 ctx.metrics.instances_sent.labels("yes").inc()
-                yield data
-            yield b"\r\n"
+            yield b"".join((head, data, b"\r\n"))  # one write per part
         yield f"--{boundary}--\r\n".encode()
 
     _audit_retrieval(ctx, principal, request, items, transferred=True)
