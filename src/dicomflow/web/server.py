@@ -6,7 +6,7 @@ fork, in its lifespan) and only supervises them: SIGTERM / SIGINT are passed
 on and the parent waits for every worker. The kernel spreads connections
 over the workers accepting on the shared socket. The socket is made with
 ``proto=IPPROTO_TCP`` so that asyncio sets ``TCP_NODELAY`` on every accepted
-connection (see :func:`serve`). Prometheus metrics are per
+connection (see :func:`listening_socket`). Prometheus metrics are per
 worker process (a scrape sees the worker that answered it).
 
 TLS: ``ssl_certfile`` / ``ssl_keyfile`` (and ``ssl_keyfile_password``,
@@ -56,6 +56,25 @@ def _worker(settings: Settings, tls: TLSOptions, sock: socket.socket) -> None:
     uvicorn.Server(_config(settings, tls)).run(sockets=[sock])
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The TCP socket the worker processes share (bound, listening, inheritable).
+
+    Made with ``proto=IPPROTO_TCP`` explicitly: asyncio turns Nagle off
+    (``TCP_NODELAY``) only on accepted sockets whose proto is IPPROTO_TCP,
+    and ``accept()`` copies the listening socket's. With proto 0 (what
+    ``socket.socket(family, SOCK_STREAM)`` gives) every answer written as
+    headers then body waited for the client's delayed ACK: 40-50 ms per
+    request with ``--workers 2``, even ``/healthz``.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(settings: Settings, tls: TLSOptions | None = None) -> None:
     """Serve until SIGTERM / SIGINT (blocking)."""
     import uvicorn
@@ -66,15 +85,7 @@ def serve(settings: Settings, tls: TLSOptions | None = None) -> None:
         log.info("DICOMweb listening on %s://%s:%d", scheme, settings.web.host, settings.web.port)
         uvicorn.Server(_config(settings, tls)).run()
         return
-    family = socket.AF_INET6 if ":" in settings.web.host else socket.AF_INET
-    # IPPROTO_TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only on accepted sockets whose
-    # proto is IPPROTO_TCP, and accept() copies the listening socket's. With proto 0 every answer sent
-    # as headers + body waited for the client's delayed ACK: 40-50 ms per request, even /healthz.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.web.host, settings.web.port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
+    sock = listening_socket(settings.web.host, settings.web.port)
     context = multiprocessing.get_context("fork")
     workers = [context.Process(target=_worker, args=(settings, tls, sock), name=f"dicomflow-web-{i}")
                for i in range(settings.web.workers)]
@@ -98,4 +109,4 @@ def serve(settings: Settings, tls: TLSOptions | None = None) -> None:
         log.error("worker(s) %s exited abnormally", ", ".join(failed))
 
 
-__all__ = ["TLSOptions", "serve"]
+__all__ = ["TLSOptions", "listening_socket", "serve"]
