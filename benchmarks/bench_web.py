@@ -7,13 +7,16 @@ What is measured, for both servers:
 * QIDO-RS study search latency (p50 / p99, one client) and throughput
   (searches/s, four clients) over a mix of PatientID, PatientName wildcard,
   StudyDate range, AccessionNumber and ModalitiesInStudy + date searches;
-* WADO-RS instance retrieval throughput (instances/s and MB/s, ``curl
-  --parallel`` with four keep-alive transfers at once, ``transfer-syntax=*``
-  so both send the stored bytes; three rounds over every instance,
-  alternating between the servers). curl rather than the Python client used
-  for the other figures: that one spends about 1.2 ms of CPU per request,
-  more than dicomflow's server, so on the 2-core machine it mostly measured
-  itself;
+* WADO-RS instance retrieval throughput (instances/s and MB/s, four
+  concurrent keep-alive clients, ``transfer-syntax=*`` so both send the
+  stored bytes; three rounds over every instance, alternating between the
+  servers) with two clients, and each server's CPU time per instance:
+  httpx with its default headers (``Accept-Encoding: gzip, deflate``, as
+  requests / dicomweb-client and browsers send: Orthanc then gzips every
+  answer, dicomflow never compresses; the target is on this one, the client
+  the benchmark has always used) and ``curl --parallel`` (no
+  Accept-Encoding, so both send the bytes as they are; a C client, where
+  the Python one spends about 1.2 ms of CPU per request itself);
 * series metadata latency (p50 / p99, after a first warming request);
 * thumbnail latency (dicomflow ``/thumbnail``, Orthanc ``/rendered`` with
   ``viewport=128,128``: Orthanc has no thumbnail resource).
@@ -44,10 +47,19 @@ keeping the producer's poll thread flushing (about a third); BEGIN / COMMIT
 round trips around each one-query lookup; an RS256 check of the same token
 on every request (about a tenth); three writes per multipart part; a worker
 thread hop for every 25 kB read (a fifth); h11 and asyncio's pure-Python
-loop. With a background audit sender, autocommit, a checked-token cache,
-one write per part, page-cache reads on the loop (RWF_NOWAIT) and
-uvloop + httptools it is about 1.0-1.3 ms, most of it Starlette, psycopg
-and the socket writes.
+loop; os.path.realpath's lstat of each of ten path components. With a
+background audit sender (batches every 250 ms: at 20 ms its acknowledgement
+waits took the GIL from the loop 5 times per request), autocommit, a
+checked-token cache, one write per part, page-cache reads on the loop
+(RWF_NOWAIT), the real path from /proc/self/fd and uvloop + httptools it is
+about 0.8-0.95 ms (1.0-1.2 ms per instance with two workers in this
+script's figures), three quarters of it user time in uvicorn, Starlette,
+psycopg and the handler. Holding the response head to send it with the body
+in one segment was tried and measured no cheaper.
+
+Orthanc's CPU per instance is ~2.4 ms for the httpx client, ~1.0-1.1 ms for
+curl: most of the former is gzip. Against curl the two servers are close
+(0.9-1.3x in runs on the loaded 2-core machine).
 
 ``--workers 2`` used to cost 40-50 ms per request, /healthz included: the
 shared listening socket was made with proto 0, accepted sockets inherit
