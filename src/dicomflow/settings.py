@@ -101,8 +101,6 @@ class DatabaseSettings:
     dbname: str = "dicomflow"
     user: str = "dicomflow"
     password: str = "dicomflow"
-    pool_min: int = 1
-    pool_max: int = 4
     connect_timeout_s: int = 5
 
     def conninfo(self) -> str:

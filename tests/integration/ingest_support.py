@@ -20,7 +20,7 @@ from pydicom.uid import generate_uid
 
 from dicomflow.kafka.admin import ReadRecord, create_topics, read_all
 from dicomflow.models import AuditEvent, DicomStoreMeta, decode
-from dicomflow.receiver.uids import is_valid_uid
+from dicomflow.ingest.uids import is_valid_uid
 from dicomflow.settings import Settings
 from tests.conftest import sample_files
 

@@ -24,7 +24,7 @@ from pynetdicom import AE
 from dicomflow.corpus import make_corpus
 from dicomflow.kafka.admin import create_topics
 from dicomflow.models import series_key
-from dicomflow.receiver.exceptions import CANNOT_UNDERSTAND, OUT_OF_RESOURCES
+from dicomflow.ingest.exceptions import CANNOT_UNDERSTAND, OUT_OF_RESOURCES
 from dicomflow.receiver.workers import Dispatcher
 from dicomflow.settings import KafkaSettings, Settings
 from tests.integration.ingest_support import (

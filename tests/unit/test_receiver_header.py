@@ -17,7 +17,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from dicomflow.receiver.exceptions import MalformedDatasetError
+from dicomflow.ingest.exceptions import MalformedDatasetError
 from dicomflow.receiver.header import parse_date, read_header, study_date_of
 from dicomflow.receiver.part10 import DEFLATED_EXPLICIT_VR_LE, file_header, read_file_meta
 from tests.conftest import sample_files

@@ -21,9 +21,9 @@ from pydicom.filewriter import write_dataset
 
 from dicomflow.kafka.producer import BatchResult, DeliveryFailure, Publisher
 from dicomflow.models import AuditEvent, DicomStoreMeta
-from dicomflow.receiver import storage
-from dicomflow.receiver.audit import Peer, TransferLog
-from dicomflow.receiver.ingest import Ingestor, Source
+from dicomflow.ingest import storage
+from dicomflow.ingest.transfer_log import Peer, TransferLog
+from dicomflow.ingest.ingestor import Ingestor, Source
 from dicomflow.receiver.service import StoreRequest, StoreService
 from dicomflow.settings import ReceiverSettings, StorageSettings
 

@@ -37,8 +37,8 @@ from pydicom.uid import AllTransferSyntaxes
 
 from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
-from dicomflow.receiver.audit import Peer
-from dicomflow.receiver.ingest import Source
+from dicomflow.ingest.transfer_log import Peer
+from dicomflow.ingest.ingestor import Source
 from dicomflow.receiver.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from dicomflow.receiver.service import AssociationEvents, StoreRequest, StoreService
 from dicomflow.settings import ReceiverSettings

@@ -14,7 +14,7 @@ A data set that announces explicit VR but is written with implicit VR is
 walked again as implicit VR (pydicom is as lenient).
 
 What can go wrong: a truncated or corrupt data set raises
-:class:`~dicomflow.receiver.exceptions.MalformedDatasetError` (the SCP
+:class:`~dicomflow.ingest.exceptions.MalformedDatasetError` (the SCP
 answers "cannot understand"); missing attributes are reported as ``None``
 and the caller decides.
 """
@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dicomflow.receiver.exceptions import MalformedDatasetError
+from dicomflow.ingest.exceptions import MalformedDatasetError
 from dicomflow.receiver.part10 import ALL_VRS, Buffer, DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, IMPLICIT_VR_LE, LONG_VRS
 
 log = logging.getLogger(__name__)

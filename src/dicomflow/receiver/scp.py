@@ -30,8 +30,8 @@ from typing import Protocol
 from dicomflow.audit import events as audit
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import AuditEvent
-from dicomflow.receiver.audit import Peer, TransferLog
-from dicomflow.receiver.ingest import Ingestor
+from dicomflow.ingest.transfer_log import Peer, TransferLog
+from dicomflow.ingest.ingestor import Ingestor
 from dicomflow.receiver.service import StoreService
 from dicomflow.settings import Settings
 

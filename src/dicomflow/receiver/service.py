@@ -23,12 +23,13 @@ from dicomflow.audit import events as audit
 from dicomflow.errors import PublishError
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import DicomStoreMeta
-from dicomflow.receiver.audit import Peer, TransferLog
-from dicomflow.receiver.exceptions import OUT_OF_RESOURCES, IngestError, InternalError, PublishFailedError
+from dicomflow.ingest.transfer_log import Peer, TransferLog
+from dicomflow.ingest.exceptions import OUT_OF_RESOURCES, IngestError
+from dicomflow.receiver.exceptions import InternalError, PublishFailedError
 from dicomflow.receiver.header import InstanceHeader
-from dicomflow.receiver.ingest import Identity, Ingestor, Source
-from dicomflow.receiver.storage import sync_folder_durably
-from dicomflow.receiver.uids import is_valid_uid
+from dicomflow.ingest.ingestor import Identity, Ingestor, Source
+from dicomflow.ingest.storage import sync_folder_durably
+from dicomflow.ingest.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
 

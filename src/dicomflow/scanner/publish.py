@@ -35,11 +35,11 @@ from dicomflow.audit import events as audit
 from dicomflow.errors import PublishError
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import AuditEvent, DicomStoreMeta
-from dicomflow.receiver.audit import Peer, TransferLog
-from dicomflow.receiver.exceptions import IngestError
-from dicomflow.receiver.ingest import Identity, Ingestor, Source
+from dicomflow.ingest.transfer_log import Peer, TransferLog
+from dicomflow.ingest.exceptions import IngestError
+from dicomflow.ingest.ingestor import Identity, Ingestor, Source
 from dicomflow.receiver.part10 import EXPLICIT_VR_LE, file_header, read_file_meta
-from dicomflow.receiver.storage import write_atomic
+from dicomflow.ingest.storage import write_atomic
 from dicomflow.scanner.walk import SNIFF_BYTES, sniff
 from dicomflow.settings import Settings
 

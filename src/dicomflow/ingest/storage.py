@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from dicomflow.receiver.exceptions import StorageWriteError
+from dicomflow.ingest.exceptions import StorageWriteError
 from dicomflow.receiver.part10 import Buffer
 
 log = logging.getLogger(__name__)

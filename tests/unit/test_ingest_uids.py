@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dicomflow.receiver.exceptions import (
+from dicomflow.ingest.exceptions import (
     CANNOT_UNDERSTAND,
     InvalidTenantError,
     InvalidUIDError,
     StorageWriteError,
 )
-from dicomflow.receiver.uids import instance_path, is_valid_uid, require_tenant, require_uid, uid_problem
+from dicomflow.ingest.uids import instance_path, is_valid_uid, require_tenant, require_uid, uid_problem
 
 DAY = dt.date(2024, 3, 5)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dicomflow.receiver.exceptions import OUT_OF_RESOURCES, StorageWriteError
-from dicomflow.receiver import storage
-from dicomflow.receiver.storage import make_folders, sync_folder_durably, write_atomic
+from dicomflow.ingest.exceptions import OUT_OF_RESOURCES, StorageWriteError
+from dicomflow.ingest import storage
+from dicomflow.ingest.storage import make_folders, sync_folder_durably, write_atomic
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -8,7 +8,7 @@ Order of precedence (as the reference):
 4. ``storage.default_tenant``.
 
 The tenant becomes a folder name and a Kafka key, so whatever the source it
-must pass :func:`~dicomflow.receiver.uids.require_tenant`. A data set that
+must pass :func:`~dicomflow.ingest.uids.require_tenant`. A data set that
 names an unsafe tenant is refused rather than silently moved to another
 tenant: filing it elsewhere would cross tenants.
 """
@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from dicomflow.errors import ConfigError
-from dicomflow.receiver.exceptions import InvalidTenantError
-from dicomflow.receiver.uids import require_tenant
+from dicomflow.ingest.exceptions import InvalidTenantError
+from dicomflow.ingest.uids import require_tenant
 
 
 class TenantResolver:

@@ -17,7 +17,7 @@ import datetime as dt
 import re
 from pathlib import Path
 
-from dicomflow.receiver.exceptions import InvalidTenantError, InvalidUIDError, StorageWriteError
+from dicomflow.ingest.exceptions import InvalidTenantError, InvalidUIDError, StorageWriteError
 
 #: Longest UID the standard allows.
 UID_MAX_LENGTH = 64

@@ -4,7 +4,8 @@
 which UIDs are acceptable, which tenant, where the file goes, whether the
 transfer syntax is served as is, and what the store event says. It does not
 publish: the SCP publishes one event per C-STORE and waits for it, the folder
-publisher sends batches.
+publisher sends batches. Each caller runs the steps itself (read, identify,
+write, store_event) because each overlaps them differently with publishing.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dicomflow.models import DicomStoreMeta, TransferStatus, now, uid_hash
-from dicomflow.receiver.exceptions import MissingAttributeError
+from dicomflow.ingest.exceptions import MissingAttributeError
 from dicomflow.receiver.header import InstanceHeader, read_header
 from dicomflow.receiver.part10 import EXPLICIT_VR_LE, Buffer, file_header
-from dicomflow.receiver.storage import write_atomic
-from dicomflow.receiver.tenant import TenantResolver
-from dicomflow.receiver.uids import instance_path, require_uid
+from dicomflow.ingest.storage import write_atomic
+from dicomflow.ingest.tenant import TenantResolver
+from dicomflow.ingest.uids import instance_path, require_uid
 from dicomflow.settings import ReceiverSettings, StorageSettings, tenant_tag
 
 log = logging.getLogger(__name__)
@@ -44,15 +45,6 @@ class Source:
 
     ae_title: str
     address: str
-
-
-@dataclass(frozen=True)
-class Stored:
-    """An instance written durably, with the store event describing it (not yet published)."""
-
-    identity: Identity
-    path: Path
-    event: DicomStoreMeta
 
 
 class Ingestor:
@@ -177,8 +169,6 @@ class Ingestor:
             source_ae=source.ae_title,
         )
 
-    # ------------------------------------------------------------------ the whole thing
-
     def write(
         self, identity: Identity, dataset: bytes, transfer_syntax_uid: str, source: Source, *,
         defer_folder_sync: bool = False,
@@ -186,7 +176,7 @@ class Ingestor:
         """Write preamble + meta + the data set as received to its place; return (path, size).
 
         With ``defer_folder_sync`` the caller must run
-        :func:`~dicomflow.receiver.storage.sync_folder_durably` on the file's
+        :func:`~dicomflow.ingest.storage.sync_folder_durably` on the file's
         folder (when :attr:`fsync` is on) before it promises durability.
 
         Raises:
@@ -199,26 +189,5 @@ class Ingestor:
         size = write_atomic(path, (head, dataset), fsync=self.fsync, sync_folder=not defer_folder_sync)
         return path, size
 
-    def store(
-        self,
-        dataset: bytes,
-        *,
-        transfer_syntax_uid: str,
-        sop_class_uid: str | None,
-        sop_instance_uid: str | None,
-        source: Source,
-    ) -> Stored:
-        """Validate, write and describe one encoded data set (read, identify, write, store_event).
 
-        Raises:
-            IngestError: any reason to refuse the instance; its ``status``
-                is the C-STORE status to answer.
-        """
-        header = self.read(dataset, transfer_syntax_uid)
-        identity = self.identify(
-            header, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid, calling_ae=source.ae_title
-        )
-        path, size = self.write(identity, dataset, transfer_syntax_uid, source)
-        return Stored(identity, path, self.store_event(identity, path, size, transfer_syntax_uid, source))
-
-__all__ = ["Identity", "Ingestor", "Source", "Stored"]
+__all__ = ["Identity", "Ingestor", "Source"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dicomflow.errors import ConfigError
-from dicomflow.receiver.exceptions import InvalidTenantError
-from dicomflow.receiver.tenant import TenantResolver
+from dicomflow.ingest.exceptions import InvalidTenantError
+from dicomflow.ingest.tenant import TenantResolver
 
 
 def resolver(**kwargs: str) -> TenantResolver:
