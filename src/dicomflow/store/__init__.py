@@ -4,9 +4,11 @@
 migrate`` / ``db status`` (in :mod:`dicomflow.store.commands`) manage the schema.
 """
 
+from dicomflow.store.batch import series_lock_key
 from dicomflow.store.exceptions import StoreDataError, StoreError
 from dicomflow.store.migrate import AppliedMigration, Migration, available_migrations
-from dicomflow.store.postgres import TABLES, PgStore, StoreStatus, series_lock_key
+from dicomflow.store.postgres import PgStore, StoreStatus
+from dicomflow.store.sql import TABLES
 
 __all__ = [
     "TABLES",
