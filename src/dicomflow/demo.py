@@ -1,4 +1,4 @@
-"""``dicomflow demo``: the whole system end to end, on bundled sample DICOM.
+"""The whole system end to end, on bundled sample DICOM (the ``dicomflow demo`` command is in :mod:`dicomflow.cli.demo`).
 
 What a new user should see the system do, with nothing but this repository:
 
@@ -32,31 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import typer
-
 from dicomflow.settings import Settings
 
 #: dcmtk's storescu, by full path: a Python package may install a script of the same name.
 STORESCU = "/usr/bin/storescu"
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``demo`` command."""
-
-    @app.command("demo")
-    def demo(
-        ctx: typer.Context,
-        instances: int = typer.Option(480, "--instances", min=1, help="How many instances to send."),
-        studies: int = typer.Option(4, "--studies", min=1, help="Across how many studies."),
-        series_per_study: int = typer.Option(3, "--series-per-study", min=1, help="Series per study."),
-        associations: int = typer.Option(4, "--associations", min=1, max=16, help="Parallel C-STORE associations."),
-        timeout_s: float = typer.Option(180.0, "--timeout", help="Give up waiting for PostgreSQL after this many seconds."),
-    ) -> None:
-        """Run the whole pipeline on sample DICOM and print what it did."""
-        from dicomflow.cli import settings_of
-
-        code = run_demo(settings_of(ctx), instances, studies, series_per_study, associations, timeout_s)
-        raise typer.Exit(code)
 
 
 # ----------------------------------------------------------------------------- steps

@@ -1,7 +1,7 @@
 """PostgreSQL store: versioned migrations and bulk idempotent batch upserts.
 
 ``PgStore`` is what the consumer pipeline writes through; ``dicomflow db
-migrate`` / ``db status`` (in :mod:`dicomflow.store.commands`) manage the schema.
+migrate`` / ``db status`` (in :mod:`dicomflow.cli.db`) manage the schema.
 """
 
 from dicomflow.store.batch import series_lock_key

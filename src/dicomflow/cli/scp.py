@@ -11,14 +11,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from dicomflow.cli.root import settings_of
 from dicomflow.settings import ReceiverSettings, Settings
 
 log = logging.getLogger(__name__)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``scp`` command to the CLI."""
-    app.command("scp")(scp)
 
 
 def scp(
@@ -43,7 +39,6 @@ def scp(
     proposes. Success is answered only once the file is durably written and
     Kafka acknowledged its store event.
     """
-    from dicomflow.cli import settings_of
     from dicomflow.errors import DicomflowError
 
     settings = settings_of(ctx)

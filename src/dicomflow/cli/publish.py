@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from dicomflow.cli.root import settings_of
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -14,11 +16,6 @@ if TYPE_CHECKING:
 
 #: Lines of detail shown per list in the summary (the rest is counted).
 SHOWN = 20
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``publish`` command to the CLI."""
-    app.command("publish")(publish)
 
 
 def publish(
@@ -41,7 +38,6 @@ def publish(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from dicomflow.cli import settings_of
     from dicomflow.errors import ConfigError
     from dicomflow.kafka.producer import Publisher
     from dicomflow.scanner.publish import FolderPublisher
