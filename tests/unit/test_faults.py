@@ -12,12 +12,12 @@ import pydicom
 import pytest
 
 from dicomflow.extract.header import extract_file
-from dicomflow.faults.checks import DeadLetter
-from dicomflow.faults.fuzz import CASE_HEADER, Case, damage, hypothesis_payloads, judge
-from dicomflow.faults.instances import build_template, generate, make_uid, spread
-from dicomflow.faults.scenario import KINDS, plan
-from dicomflow.faults.soak import RssSample, flatness
-from dicomflow.faults.supervisor import Component, Supervisor, process_tree
+from dicomflow_faults.checks import DeadLetter
+from dicomflow_faults.fuzz import CASE_HEADER, Case, damage, hypothesis_payloads, judge
+from dicomflow_faults.instances import build_template, generate, make_uid, spread
+from dicomflow_faults.scenario import KINDS, plan
+from dicomflow_faults.soak import RssSample, flatness
+from dicomflow_faults.supervisor import Component, Supervisor, process_tree
 
 #: A UID: dot-separated numbers, no component with a leading zero (PS3.5 9.1).
 UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -257,7 +257,7 @@ def test_damaged_sample_files_are_poison_never_io_errors(tmp_path: Path) -> None
     import warnings
 
     from dicomflow.errors import ExtractError
-    from dicomflow.faults.fuzz import _Builder, sample_files, usable_samples
+    from dicomflow_faults.fuzz import _Builder, sample_files, usable_samples
 
     root = tmp_path / "root"
     root.mkdir()

@@ -14,10 +14,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from dicomflow.faults.checks import Check
-from dicomflow.faults.fuzz import FuzzResult, Kind
-from dicomflow.faults.scenario import KINDS, FaultRunResult
-from dicomflow.faults.soak import SoakResult
+from dicomflow_faults.checks import Check
+from dicomflow_faults.fuzz import FuzzResult, Kind
+from dicomflow_faults.scenario import KINDS, FaultRunResult
+from dicomflow_faults.soak import SoakResult
 
 
 @dataclass

@@ -43,10 +43,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dicomflow.errors import WireFormatError
-from dicomflow.faults.checks import Check, DeadLetter, committed_offsets, read_dead_letters, read_rows
-from dicomflow.faults.instances import generate, make_uid
-from dicomflow.faults.privstack import PrivateStack
-from dicomflow.faults.supervisor import Component, Supervisor, component_env
+from dicomflow_faults.checks import Check, DeadLetter, committed_offsets, read_dead_letters, read_rows
+from dicomflow_faults.instances import generate, make_uid
+from dicomflow_faults.privstack import PrivateStack
+from dicomflow_faults.supervisor import Component, Supervisor, component_env
 from dicomflow.models import DicomStoreMeta, decode, encode, now, uid_hash
 from dicomflow.settings import Settings
 

@@ -72,7 +72,7 @@ def free_ports(count: int) -> list[int]:
 
 def default_cache() -> Path | None:
     """An existing Kafka jar cache to share (``.dicomflow/cache`` here or in the checkout)."""
-    checkout = Path(__file__).resolve().parents[3]
+    checkout = Path(__file__).resolve().parents[2]
     for candidate in (Path.cwd() / ".dicomflow" / "cache", checkout / ".dicomflow" / "cache"):
         if candidate.is_dir():
             return candidate

@@ -22,10 +22,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dicomflow.faults.checks import Check, RowCounter, read_dead_letters, read_rows, subset_check
-from dicomflow.faults.instances import generate
-from dicomflow.faults.privstack import PrivateStack
-from dicomflow.faults.supervisor import Component, Supervisor, component_env
+from dicomflow_faults.checks import Check, RowCounter, read_dead_letters, read_rows, subset_check
+from dicomflow_faults.instances import generate
+from dicomflow_faults.privstack import PrivateStack
+from dicomflow_faults.supervisor import Component, Supervisor, component_env
 
 log = logging.getLogger(__name__)
 

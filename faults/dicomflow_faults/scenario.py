@@ -1,6 +1,6 @@
 """The fault run: C-STORE load through receiver -> Kafka -> consumer -> PostgreSQL, with SIGKILLs.
 
-A sender (:class:`~dicomflow.faults.sender.StoreSender`) stores every
+A sender (:class:`~dicomflow_faults.sender.StoreSender`) stores every
 generated instance into ``dicomflow scp`` and retries until each one is
 acknowledged, while ``dicomflow consume`` indexes them. Meanwhile the kill
 schedule SIGKILLs, one at a time, the consumer, the receiver, the Kafka
@@ -15,7 +15,7 @@ arbitrary moments of a batch or an association, reproducibly.
 A fault is *survived* when the killed service came back and, after its
 restart, the pipeline made progress end to end: new instances acknowledged
 to the sender and new instance rows in PostgreSQL (or there was nothing
-left to do). The run as a whole is then judged by :mod:`~dicomflow.faults.checks`:
+left to do). The run as a whole is then judged by :mod:`~dicomflow_faults.checks`:
 every acknowledged instance indexed exactly once, series counts right,
 nothing good dead-lettered, no component exiting by itself.
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 from dicomflow.errors import StackError
-from dicomflow.faults.checks import (
+from dicomflow_faults.checks import (
     Check,
     RowCounter,
     count_rows,
@@ -41,10 +41,10 @@ from dicomflow.faults.checks import (
     subset_check,
     wait_drained,
 )
-from dicomflow.faults.instances import Generated, generate
-from dicomflow.faults.privstack import Phase, PrivateStack
-from dicomflow.faults.sender import SendStats, StoreSender
-from dicomflow.faults.supervisor import Component, Exit, Supervisor, component_env, port_open
+from dicomflow_faults.instances import Generated, generate
+from dicomflow_faults.privstack import Phase, PrivateStack
+from dicomflow_faults.sender import SendStats, StoreSender
+from dicomflow_faults.supervisor import Component, Exit, Supervisor, component_env, port_open
 
 log = logging.getLogger(__name__)
 

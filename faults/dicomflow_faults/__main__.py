@@ -1,4 +1,6 @@
-"""``python -m dicomflow.faults``: run the fault-injection suite and print its figures.
+"""``python -m dicomflow_faults``: run the fault-injection suite and print its figures.
+
+``scripts/faults.sh`` runs it with ``faults/`` (this package's folder) on ``PYTHONPATH``.
 
 Exit codes: 0 every check passed; 1 a check failed (something lost,
 duplicated, dead-lettered wrongly, a crash, a fault not survived, memory not
@@ -6,8 +8,8 @@ flat); 2 the suite could not run (the private stack would not start).
 
 Examples::
 
-    python -m dicomflow.faults                       # full size: 20,000 instances, 100,000 soak events
-    python -m dicomflow.faults --instances 300 --soak 2000 --fuzz 60 --fuzz-files 20 \\
+    python -m dicomflow_faults                       # full size: 20,000 instances, 100,000 soak events
+    python -m dicomflow_faults --instances 300 --soak 2000 --fuzz 60 --fuzz-files 20 \\
         --faults-per-kind 1 --rate 40                # a smoke run of a minute or two
 """
 
@@ -25,18 +27,18 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 from dicomflow.errors import DicomflowError, StackError
-from dicomflow.faults.privstack import PrivateStack
-from dicomflow.faults.report import SuiteReport
-from dicomflow.faults.scenario import KINDS, FaultKind
+from dicomflow_faults.privstack import PrivateStack
+from dicomflow_faults.report import SuiteReport
+from dicomflow_faults.scenario import KINDS, FaultKind
 
-log = logging.getLogger("dicomflow.faults")
+log = logging.getLogger("dicomflow_faults")
 
 T = TypeVar("T")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m dicomflow.faults",
+        prog="python -m dicomflow_faults",
         description="Kill the consumer, the receiver, Kafka and PostgreSQL under load; soak; fuzz. "
                     "Uses a private stack on free ports, never the shared one.",
     )
@@ -128,9 +130,9 @@ def run(args: argparse.Namespace) -> SuiteReport:
 
 
 def _run_phases(args: argparse.Namespace, stack: PrivateStack, log_dir: Path, report: SuiteReport, seed: int) -> None:
-    from dicomflow.faults.fuzz import run_fuzz
-    from dicomflow.faults.scenario import FaultRun
-    from dicomflow.faults.soak import run_soak
+    from dicomflow_faults.fuzz import run_fuzz
+    from dicomflow_faults.scenario import FaultRun
+    from dicomflow_faults.soak import run_soak
 
     if args.instances:
         report.faults = _timed(report, "fault run", lambda: FaultRun(
