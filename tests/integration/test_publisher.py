@@ -18,7 +18,8 @@ from typing import get_args
 import pytest
 
 from dicomflow.kafka.admin import ReadRecord, create_topics, delete_topics, read_all
-from dicomflow.kafka.producer import BatchResult, Publisher
+from dicomflow.kafka.delivery import BatchResult
+from dicomflow.kafka.producer import Publisher
 from dicomflow.models import (
     ActiveParticipant,
     AuditEvent,

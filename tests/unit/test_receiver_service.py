@@ -19,11 +19,12 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
-from dicomflow.kafka.producer import BatchResult, DeliveryFailure, Publisher
-from dicomflow.models import AuditEvent, DicomStoreMeta
 from dicomflow.ingest import storage
-from dicomflow.ingest.transfer_log import Peer, TransferLog
 from dicomflow.ingest.ingestor import Ingestor, Source
+from dicomflow.ingest.transfer_log import Peer, TransferLog
+from dicomflow.kafka.delivery import BatchResult, DeliveryFailure
+from dicomflow.kafka.producer import Publisher
+from dicomflow.models import AuditEvent, DicomStoreMeta
 from dicomflow.receiver.service import StoreRequest, StoreService
 from dicomflow.settings import ReceiverSettings, StorageSettings
 

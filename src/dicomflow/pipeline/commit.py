@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from dicomflow.kafka.consumer import TP
-from dicomflow.kafka.producer import BatchResult
+from dicomflow.kafka.delivery import BatchResult
 from dicomflow.models import AuditEvent, DicomImageMeta, DicomStateMeta, DicomStoreMeta, now
 from dicomflow.pipeline.dlq import DeadLetter, audit_event, dead_letter
 from dicomflow.pipeline.parse import ParsedBatch
