@@ -45,8 +45,10 @@ import pydicom
 from pydicom.uid import generate_uid
 
 from dicomflow.errors import ExtractError
-from dicomflow.extract import extract_file, fast
-from dicomflow.extract.raw import KEYWORDS
+from dicomflow.dicom import walker
+from dicomflow.dicom.constants import KEYWORDS
+from dicomflow.dicom.exceptions import Unsupported
+from dicomflow.extract import extract_file
 
 SAMPLES = Path(pydicom.__file__).parent / "data" / "test_files"
 TARGET_FILES_PER_S = 2500
@@ -185,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fast_applies(path: str) -> bool:
     try:
-        fast.read_header(path)
-    except fast.Unsupported:
+        walker.read_file(path)
+    except Unsupported:
         return False
     except Exception:
         return True

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dicomflow.extract.values import (
+from dicomflow.dicom.values import (
     join_values,
     parse_date,
     parse_decimal,

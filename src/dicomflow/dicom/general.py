@@ -1,31 +1,31 @@
-"""The general header reader: pydicom, for every file the fast reader declines.
+"""The general header reader: pydicom, for everything the walker declines.
 
 pydicom copes with what real archives contain besides clean Part 10 files:
-raw datasets without preamble or file meta (implicit or explicit VR, either
-byte order), deflated datasets, a file meta without (0002,0010) or in the
+raw data sets without preamble or file meta (implicit or explicit VR, either
+byte order), deflated data sets, a file meta without (0002,0010) or in the
 wrong VR, a transfer syntax that lies about the encoding, unknown VRs,
 sequences switching to implicit VR. This module asks it for the top-level
 elements *unconverted* (:class:`~pydicom.dataelem.RawDataElement`) and hands
-their bytes over exactly as the fast reader does, so both end in the same
-decoding code.
+their bytes over exactly as :mod:`~dicomflow.dicom.walker` does, so both end
+in the same decoding code (:mod:`~dicomflow.dicom.values`).
 
 pydicom reads a short value or a partial element header at the end of a file
 without complaint; a :class:`_Watch` passed as its ``stop_when`` callback sees
 every top-level element header, stops at Pixel Data (as
 ``stop_before_pixels`` does, so pixels are never read) and lets this module
 report a file that ends inside an element as
-:class:`~dicomflow.extract.raw.TruncatedError`.
+:class:`~dicomflow.dicom.exceptions.TruncatedError`.
 
 pydicom emits Python warnings on odd files; they are caught here and logged
-with the file path (the test suite turns any warning into an error, and a
+with the file's name (the test suite turns any warning into an error, and a
 worker process has nobody to show them to).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-import struct
 import warnings
 from collections.abc import Sequence
 from typing import BinaryIO
@@ -35,25 +35,23 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag
 
-from dicomflow.extract.raw import (
+from dicomflow.dicom.constants import (
+    DEFLATED_EXPLICIT_VR_LE,
     ENCODING_TS,
     PIXEL_TAGS,
+    PREFIX,
     SPECIFIC_CHARACTER_SET,
     TRANSFER_SYNTAX_UID,
+    UNDEFINED_LENGTH,
     WANTED,
-    RawHeader,
-    TruncatedError,
 )
+from dicomflow.dicom.exceptions import NotDicomError, TruncatedError
+from dicomflow.dicom.part10 import META_START, looks_like_dataset, read_file_meta
+from dicomflow.dicom.walker import RawHeader
 
 _log = logging.getLogger(__name__)
 
-UNDEFINED = 0xFFFFFFFF
-DEFLATED_VR_LE = "1.2.840.10008.1.2.1.99"
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
-
-
-class NotDicomError(Exception):
-    """The file is not DICOM at all (no DICM prefix, no dataset at its start)."""
+UNDEFINED = UNDEFINED_LENGTH
 
 
 class _Watch:
@@ -84,32 +82,43 @@ class _Watch:
         return False
 
 
-def read_header(path: str) -> RawHeader:
-    """Read the wanted attributes of ``path`` with pydicom.
+def read_file(path: str, wanted: frozenset[int] = WANTED) -> RawHeader:
+    """Read the wanted attributes of the file at ``path`` with pydicom.
 
     Raises:
-        NotDicomError: no DICOM prefix and no plausible dataset start.
+        NotDicomError: no DICOM prefix and no plausible data set start.
         TruncatedError: the file ends inside an element.
         OSError: the file cannot be opened or read.
         Exception: whatever pydicom raises on a file it cannot parse
-            (the caller turns it into an :class:`~dicomflow.errors.ExtractError`).
+            (:mod:`~dicomflow.dicom.reader` turns it into a verdict).
     """
-    with open(path, "rb") as fp, warnings.catch_warnings(record=True) as caught:
+    with open(path, "rb") as fp:
+        return read_fp(fp, os.fstat(fp.fileno()).st_size, path, wanted)
+
+
+def read_bytes(data: bytes, name: str, wanted: frozenset[int] = WANTED) -> RawHeader:
+    """:func:`read_file` over the bytes of a whole file in memory; ``name`` is for log messages."""
+    return read_fp(io.BytesIO(data), len(data), name, wanted)
+
+
+def read_fp(fp: BinaryIO, size: int, name: str, wanted: frozenset[int] = WANTED) -> RawHeader:
+    """Read the wanted attributes from an open binary file of ``size`` bytes, positioned anywhere."""
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            return _read(fp, path)
+            fp.seek(0)
+            return _read(fp, size, name, wanted)
         finally:
             for warning in caught:
-                _log.warning("%s: %s", path, warning.message)
+                _log.warning("%s: %s", name, warning.message)
 
 
-def _read(fp: BinaryIO, path: str) -> RawHeader:
-    """The body of :func:`read_header`, run with warnings caught."""
-    size = os.fstat(fp.fileno()).st_size
-    start = fp.read(132)
+def _read(fp: BinaryIO, size: int, path: str, wanted: frozenset[int]) -> RawHeader:
+    """The body of :func:`read_fp`, run with warnings caught."""
+    start = fp.read(META_START)
     fp.seek(0)
-    force = start[128:132] != b"DICM"
-    if force and not _looks_like_dataset(start):
+    force = start[META_START - 4:META_START] != PREFIX
+    if force and not looks_like_dataset(start):
         raise NotDicomError("no DICM prefix and no DICOM dataset at the start of the file")
     watch = _Watch(fp, size)
     ds = read_partial(fp, stop_when=watch, force=force)
@@ -120,7 +129,7 @@ def _read(fp: BinaryIO, path: str) -> RawHeader:
     if isinstance(ts_text, bytes):
         ts_text = ts_text.decode("latin-1")
     transfer_syntax = (ts_text or "").strip(" \x00") or ENCODING_TS[(implicit, little)]
-    if transfer_syntax != DEFLATED_VR_LE:  # else pydicom read an inflated copy, not fp
+    if transfer_syntax != DEFLATED_EXPLICIT_VR_LE:  # else pydicom read an inflated copy, not fp
         _check_complete(watch, fp)
     header = RawHeader(transfer_syntax, little, size)
     for elem in elements:
@@ -128,7 +137,7 @@ def _read(fp: BinaryIO, path: str) -> RawHeader:
         value = getattr(elem, "value", None)
         if isinstance(value, bytes) and length != UNDEFINED and len(value) < length:
             raise TruncatedError(f"element {elem.tag} needs {length} bytes; the file has {len(value)} left")
-        if elem.tag in WANTED:
+        if elem.tag in wanted:
             raw = _raw_value(elem)
             if raw is None:
                 _log.warning("%s: %s was not read as raw bytes; ignored", path, elem.tag)
@@ -171,7 +180,7 @@ def _raw_value(elem: DataElement | RawDataElement) -> bytes | None:
 
     pydicom stores an empty value as ``None`` and converts (0008,0005) while
     reading (it needs the character set); a converted Specific Character Set
-    is rebuilt from its terms, which is all :func:`records.encodings_for` uses.
+    is rebuilt from its terms, which is all :func:`~dicomflow.dicom.values.encodings_for` uses.
     """
     if isinstance(elem, RawDataElement):
         return elem.value if elem.value is not None else b""
@@ -182,31 +191,16 @@ def _raw_value(elem: DataElement | RawDataElement) -> bytes | None:
     return None
 
 
-def _looks_like_dataset(start: bytes) -> bool:
-    """A raw dataset (no preamble) starts with a group 0002 or 0008 element, in either byte order."""
-    if len(start) < 8:
-        return False
-    little = struct.unpack_from("<H", start)[0]
-    big = struct.unpack_from(">H", start)[0]
-    return little in (0x0002, 0x0008) or big in (0x0002, 0x0008)
-
-
-def _meta_end(fp: BinaryIO) -> int:
-    """Where the file meta group ends (0 without a DICM prefix): the dataset's first byte."""
-    fp.seek(128)
-    if fp.read(4) != b"DICM":
+def _meta_end(fp: BinaryIO) -> int | None:
+    """Where the file meta group ends (0 without a DICM prefix): the data set's first byte; None if unknown."""
+    fp.seek(0)
+    data = fp.read()
+    if data[META_START - 4:META_START] != PREFIX:
         return 0
-    pos = 132
-    while len(head := fp.read(8)) == 8:
-        group, _, vr, length = struct.unpack("<HH2sH", head)
-        if group != 0x0002:
-            break
-        if vr in _LONG_VRS:
-            extra = fp.read(4)
-            if len(extra) < 4:
-                break
-            length = struct.unpack("<I", extra)[0]
-            pos += 4
-        pos += 8 + length
-        fp.seek(pos)
-    return pos
+    try:
+        return read_file_meta(data, META_START)[1]
+    except ValueError:  # truncated or unusable meta: pydicom's verdict stands
+        return None
+
+
+__all__ = ["read_bytes", "read_file", "read_fp"]
