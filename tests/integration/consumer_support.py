@@ -23,7 +23,8 @@ import pytest
 from psycopg import sql
 
 from dicomflow.corpus import Corpus, make_corpus
-from dicomflow.kafka.admin import ReadRecord, create_topics, delete_topics, read_all
+from dicomflow.kafka.admin import create_topics, delete_topics, read_all
+from dicomflow.kafka.records import Record
 from dicomflow.kafka.consumer import KafkaConsumer
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import DicomStoreMeta
@@ -155,11 +156,11 @@ def committed_total(settings: Settings) -> int:
     return sum(max(0, o) for o in offsets.values())
 
 
-def topic(settings: Settings, name: str) -> list[ReadRecord]:
+def topic(settings: Settings, name: str) -> list[Record]:
     return read_all(settings.kafka, name)
 
 
-def key_counts(records: list[ReadRecord]) -> Counter[bytes | None]:
+def key_counts(records: list[Record]) -> Counter[bytes | None]:
     return Counter(r.key for r in records)
 
 

@@ -21,7 +21,7 @@ import pytest
 import dicomflow.pipeline.loop as loop_module
 from dicomflow.models import DicomStoreMeta, md5_key
 from dicomflow.pipeline.commit import Progress, Sinks, persist, publish
-from dicomflow.pipeline.parse import ParsedBatch
+from dicomflow.pipeline.types import ParsedBatch
 from dicomflow.settings import DatabaseSettings, Settings, StackSettings
 from dicomflow.kafka.admin import create_topics
 from dicomflow.stack import KafkaBroker, LocalStack, PostgresServer

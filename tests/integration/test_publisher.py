@@ -17,7 +17,8 @@ from typing import get_args
 
 import pytest
 
-from dicomflow.kafka.admin import ReadRecord, create_topics, delete_topics, read_all
+from dicomflow.kafka.admin import create_topics, delete_topics, read_all
+from dicomflow.kafka.records import Record
 from dicomflow.kafka.delivery import BatchResult
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import (
@@ -108,7 +109,7 @@ def publisher(kafka: KafkaSettings, kafka_topics: TopicSettings) -> Iterator[Pub
         yield pub
 
 
-def pairs(records: list[ReadRecord]) -> list[tuple[bytes | None, bytes | None]]:
+def pairs(records: list[Record]) -> list[tuple[bytes | None, bytes | None]]:
     return sorted((r.key, r.value) for r in records)
 
 

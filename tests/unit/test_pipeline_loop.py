@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dicomflow.kafka.consumer import Record
+from dicomflow.kafka.records import Record
 from dicomflow.pipeline.batch import Batch
 from dicomflow.pipeline.loop import ConsumerLoop, LoopConfig
-from dicomflow.pipeline.parse import WIRE_FORMAT, ParsedBatch, Parser, Poison
+from dicomflow.pipeline.parse import Parser
+from dicomflow.pipeline.parse_worker import WIRE_FORMAT
+from dicomflow.pipeline.types import ParsedBatch, Poison
 
 
 def never(_listener: Any) -> Any:
@@ -77,7 +79,7 @@ def test_a_record_postgresql_refuses_is_dead_lettered_and_the_rest_committed(tmp
 
     from dicomflow.models import DicomImageMeta, DicomStateMeta, DicomStoreMeta
     from dicomflow.pipeline.commit import Sinks
-    from dicomflow.pipeline.parse import Parsed
+    from dicomflow.pipeline.types import Parsed
     from dicomflow.store import StoreDataError
     from tests.unit.test_pipeline_commit import Recorder, make_parsed
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
-from dicomflow.kafka.consumer import TP, Record
+from dicomflow.kafka.records import TP, Record
 
 
 def next_offsets(records: Iterable[Record]) -> dict[TP, int]:

@@ -37,13 +37,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dicomflow.errors import ConsumerError, PublishError, StoreError, is_poison
-from dicomflow.kafka.consumer import TP, KafkaConsumer, RebalanceListener, Record
+from dicomflow.kafka.consumer import KafkaConsumer, RebalanceListener
+from dicomflow.kafka.records import TP, Record
 from dicomflow.metrics.consumer import ConsumerMetrics
 from dicomflow.metrics.health import Health
 from dicomflow.models import now
 from dicomflow.pipeline.batch import Batch, Batcher, backoff_delay
 from dicomflow.pipeline.commit import BatchStore, EventPublisher, Progress, Sinks, persist_publish_commit
-from dicomflow.pipeline.parse import Parsed, ParsedBatch, Parser, Poison, StorageReadError
+from dicomflow.pipeline.parse import Parser, StorageReadError
+from dicomflow.pipeline.types import Parsed, ParsedBatch, Poison
 
 log = logging.getLogger(__name__)
 
