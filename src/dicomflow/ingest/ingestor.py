@@ -10,18 +10,23 @@ write, store_event) because each overlaps them differently with publishing.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from dicomflow.models import DicomStoreMeta, TransferStatus, now, uid_hash
-from dicomflow.ingest.exceptions import MissingAttributeError
-from dicomflow.receiver.header import InstanceHeader, read_header
-from dicomflow.receiver.part10 import EXPLICIT_VR_LE, Buffer, file_header
+from dicomflow.dicom import derived, reader
+from dicomflow.dicom.constants import EXPLICIT_VR_LE, WANTED
+from dicomflow.dicom.derived import InstanceHeader
+from dicomflow.dicom.exceptions import DerivedValueError, UnreadableDicom
+from dicomflow.dicom.part10 import Buffer, file_header
+from dicomflow.dicom.walker import RawHeader
+from dicomflow.ingest.exceptions import InvalidUIDError, MalformedDatasetError, MissingAttributeError
 from dicomflow.ingest.storage import write_atomic
 from dicomflow.ingest.tenant import TenantResolver
 from dicomflow.ingest.uids import instance_path, require_uid
+from dicomflow.models import DicomStoreMeta, TransferStatus, now, uid_hash
 from dicomflow.settings import ReceiverSettings, StorageSettings, tenant_tag
 
 log = logging.getLogger(__name__)
@@ -65,19 +70,63 @@ class Ingestor:
         self.root = storage.root.resolve()
         self.tenants = TenantResolver(receiver.ae_tenants, storage.default_tenant, override=tenant_override)
         self.tenant_tag = tenant_tag(receiver)
+        #: What the consumer reads, plus the tenant tag.
+        self.wanted = WANTED | {self.tenant_tag}
         self.supported = frozenset(receiver.supported_transfer_syntaxes)
         self.fsync = receiver.fsync
         self.node_id = node_id
 
     # ------------------------------------------------------------------ steps
 
-    def read(self, dataset: Buffer, transfer_syntax_uid: str, *, offset: int = 0) -> InstanceHeader:
-        """Read the header attributes of an encoded data set.
+    def read(self, dataset: Buffer, transfer_syntax_uid: str, *, offset: int = 0, name: str = "data set") -> InstanceHeader:
+        """Read and judge an encoded data set (from ``offset``) the way the consumer will read its file.
+
+        The one validity rule: an instance the consumer could not index
+        (truncated, unreadable, a required UID missing or invalid) is
+        refused here, to its sender, instead of reaching the dead-letter
+        topic later.
 
         Raises:
-            MalformedDatasetError: the data set cannot be read.
+            MalformedDatasetError: the data set cannot be read (the reason says where).
+            MissingAttributeError: a required UID is missing or empty.
+            InvalidUIDError: a required UID is malformed.
         """
-        return read_header(dataset, transfer_syntax_uid, tenant_tag=self.tenant_tag, offset=offset)
+        received = now()
+        try:
+            raw = reader.read_dataset(
+                dataset, transfer_syntax_uid, offset=offset, wanted=self.wanted, name=name,
+                file_prefix=lambda: file_header("1.2", "1.2", transfer_syntax_uid),
+            )
+        except UnreadableDicom as exc:
+            raise MalformedDatasetError(exc.reason) from exc
+        return self.derive(raw, name, received)
+
+    def read_part10(self, buf: Buffer, name: str) -> InstanceHeader:
+        """:meth:`read` for the bytes of a whole Part 10 file (memory-mapped by the folder publisher).
+
+        Raises:
+            MalformedDatasetError, MissingAttributeError, InvalidUIDError: as :meth:`read`.
+        """
+        received = now()
+        try:
+            raw = reader.read_part10(buf, name, wanted=self.wanted)
+        except UnreadableDicom as exc:
+            raise MalformedDatasetError(exc.reason) from exc
+        return self.derive(raw, name, received)
+
+    def derive(self, raw: RawHeader, name: str, received: dt.datetime) -> InstanceHeader:
+        """The derived values of a readable header (:mod:`dicomflow.dicom.derived`, as the consumer).
+
+        Raises:
+            MissingAttributeError: a required UID is missing or empty.
+            InvalidUIDError: a required UID is malformed.
+        """
+        try:
+            return derived.instance_header(raw, name=name, tenant_tag=self.tenant_tag, received=received)
+        except DerivedValueError as exc:
+            if exc.missing:  # worded for a C-STORE Error Comment (64 characters)
+                raise MissingAttributeError(f"{exc.attribute} (required) is missing or empty") from exc
+            raise InvalidUIDError(exc.attribute, exc.value, exc.problem) from exc
 
     def identify(
         self,
@@ -89,28 +138,21 @@ class Ingestor:
     ) -> Identity:
         """Validate the UIDs and resolve the tenant.
 
-        ``sop_class_uid`` / ``sop_instance_uid`` are what the C-STORE request
-        (or the file meta information) announced; they stand in when the data
-        set lacks them. When they differ from the data set's, the data set
-        wins (it is what the consumer reads and what the written meta
-        information will say) and a warning is logged.
+        The header's UIDs are already required and validated by :meth:`read`
+        (the data set must carry them: the consumer reads the data set, not
+        the request). ``sop_class_uid`` / ``sop_instance_uid`` are what the
+        C-STORE request (or the file meta information) announced: when the
+        SOP Instance UID differs, the data set wins (it is what the consumer
+        reads and what the written meta information will say) and a warning
+        is logged.
 
         Raises:
-            MissingAttributeError: a Study / Series / SOP Instance UID or SOP Class UID is missing.
             InvalidUIDError: a UID is malformed.
             InvalidTenantError: the tenant tag holds an unsafe id.
         """
         announced_sop = (sop_instance_uid or "").rstrip("\x00 ") or None
-        sop_class = header.sop_class_uid or (sop_class_uid or "").rstrip("\x00 ") or None
-        for name, value in (
-            ("Study Instance UID", header.study_uid),
-            ("Series Instance UID", header.series_uid),
-            ("SOP Instance UID", header.sop_instance_uid or announced_sop),
-            ("SOP Class UID", sop_class),
-        ):
-            if not value:
-                raise MissingAttributeError(f"{name} (required) is missing or empty", sop_uid=announced_sop)
-        sop_uid = require_uid(header.sop_instance_uid or announced_sop, "SOP Instance UID")
+        sop_class = header.sop_class_uid
+        sop_uid = require_uid(header.sop_instance_uid, "SOP Instance UID")
         if announced_sop is not None and announced_sop != sop_uid:
             log.warning("SOP Instance UID %s of the data set differs from the announced %s; keeping the data set's",
                         sop_uid, announced_sop[:64])
@@ -158,7 +200,7 @@ class Ingestor:
             file_path=str(path),
             transfer_syntax_uid=transfer_syntax_uid,
             number_of_frames=header.number_of_frames,
-            created_time=now(),
+            created_time=header.received,
             series_uid_hash=uid_hash(identity.series_uid),
             study_uid_hash=uid_hash(identity.study_uid),
             accession_number=header.accession_number,

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dicomflow.ingest.exceptions import StorageWriteError
-from dicomflow.receiver.part10 import Buffer
+from dicomflow.dicom.part10 import Buffer
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """UID and tenant validation, and the storage layout built from them.
 
 UIDs arrive from the network and become folder and file names, so they are
-checked against the DICOM UID grammar (PS3.5 section 9.1) before anything
-touches the disk: digits and dots only, at most 64 characters, no empty
+checked against the DICOM UID grammar (PS3.5 section 9.1:
+:func:`dicomflow.dicom.derived.uid_problem`, the rule the consumer applies
+too) before anything touches the disk: digits and dots only, at most 64 characters, no empty
 component, no leading zero in a component other than "0" itself. That
 grammar admits no ``/``, no ``..`` and no NUL, so a UID that passes cannot
 leave the storage root. The tenant id gets the same treatment with its own,
@@ -17,40 +18,17 @@ import datetime as dt
 import re
 from pathlib import Path
 
+from dicomflow.dicom.derived import UID_MAX_LENGTH, is_valid_uid, uid_problem
 from dicomflow.ingest.exceptions import InvalidTenantError, InvalidUIDError, StorageWriteError
 
-#: Longest UID the standard allows.
-UID_MAX_LENGTH = 64
 #: Longest tenant id (tenant_id is str(64) on the wire).
 TENANT_MAX_LENGTH = 64
 #: file_path is str(512) on the wire; a longer path would be truncated into a lie.
 FILE_PATH_MAX_BYTES = 512
 
-_UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 #: Padding a UI value may carry on the wire (PS3.5 6.2: NUL; some senders use a space).
 _UID_PADDING = "\x00 "
-
-
-def uid_problem(value: str) -> str | None:
-    """Why ``value`` is not a valid DICOM UID, or None when it is."""
-    if not value:
-        return "empty"
-    if len(value) > UID_MAX_LENGTH:
-        return f"longer than {UID_MAX_LENGTH} characters ({len(value)})"
-    if _UID.fullmatch(value) is not None:
-        return None
-    if any(c not in "0123456789." for c in value):
-        bad = next(c for c in value if c not in "0123456789.")
-        return f"character {bad!r} not allowed (digits and dots only)"
-    if value.startswith(".") or value.endswith(".") or ".." in value:
-        return "empty component"
-    return "component with a leading zero"
-
-
-def is_valid_uid(value: str) -> bool:
-    """True when ``value`` follows the DICOM UID grammar exactly (no padding)."""
-    return len(value) <= UID_MAX_LENGTH and _UID.fullmatch(value) is not None
 
 
 def require_uid(value: str | None, name: str) -> str:

@@ -39,7 +39,7 @@ from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
 from dicomflow.ingest.transfer_log import Peer
 from dicomflow.ingest.ingestor import Source
-from dicomflow.receiver.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from dicomflow.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from dicomflow.receiver.service import AssociationEvents, StoreRequest, StoreService
 from dicomflow.settings import ReceiverSettings
 

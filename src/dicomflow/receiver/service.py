@@ -26,7 +26,7 @@ from dicomflow.models import DicomStoreMeta
 from dicomflow.ingest.transfer_log import Peer, TransferLog
 from dicomflow.ingest.exceptions import OUT_OF_RESOURCES, IngestError
 from dicomflow.receiver.exceptions import InternalError, PublishFailedError
-from dicomflow.receiver.header import InstanceHeader
+from dicomflow.dicom.derived import InstanceHeader
 from dicomflow.ingest.ingestor import Identity, Ingestor, Source
 from dicomflow.ingest.storage import sync_folder_durably
 from dicomflow.ingest.uids import is_valid_uid

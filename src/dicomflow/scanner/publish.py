@@ -38,7 +38,8 @@ from dicomflow.models import AuditEvent, DicomStoreMeta
 from dicomflow.ingest.transfer_log import Peer, TransferLog
 from dicomflow.ingest.exceptions import IngestError
 from dicomflow.ingest.ingestor import Identity, Ingestor, Source
-from dicomflow.receiver.part10 import EXPLICIT_VR_LE, file_header, read_file_meta
+from dicomflow.dicom.constants import EXPLICIT_VR_LE
+from dicomflow.dicom.part10 import file_header, read_file_meta
 from dicomflow.ingest.storage import write_atomic
 from dicomflow.scanner.walk import SNIFF_BYTES, sniff
 from dicomflow.settings import Settings
@@ -193,7 +194,12 @@ class FolderPublisher:
                 return Skipped(path, f"unusable file meta information: {exc}")
             syntax = meta.transfer_syntax_uid
             sop_class, sop_instance = meta.media_storage_sop_class_uid, meta.media_storage_sop_instance_uid
-        header = self.ingestor.read(buf, syntax, offset=offset)
+        if layout == "part10":  # the consumer reads this very file (or its byte-for-byte copy)
+            header = self.ingestor.read_part10(buf, str(path))
+        elif not self.copy_into_storage:  # ... or this file as it is: no preamble, pydicom's job
+            header = self.ingestor.read_part10(buf, str(path))
+        else:  # ... or this data set behind the preamble and meta the copy gets
+            header = self.ingestor.read(buf, syntax, offset=offset, name=str(path))
         identity = self.ingestor.identify(header, sop_class_uid=sop_class, sop_instance_uid=sop_instance, calling_ae=None)
         if self.copy_into_storage:
             target = self.ingestor.path_of(identity)
