@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dicomflow.corpus import SeriesInfo
+from dicomflow.dicom.constants import EXPLICIT_VR_LE
 from dicomflow.models import DicomStoreMeta, now, uid_hash
 
 #: pydicom's UID root (what ``generate_uid`` uses); ours follow with run.kind.counter.
 UID_ROOT = "1.2.826.0.1.3680043.8.498."
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 STUDY_DATE = dt.date(2024, 3, 15)
