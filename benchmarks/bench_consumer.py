@@ -48,7 +48,7 @@ from dicomflow.corpus import make_corpus
 from dicomflow.kafka.admin import create_topics, delete_topics
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import DicomStoreMeta, decode, encode, now
-from dicomflow.pipeline.loop import CommittedBatch
+from dicomflow.pipeline.stats import CommittedBatch
 from dicomflow.pipeline.service import ConsumerService
 from dicomflow.settings import Settings, load_settings
 from dicomflow.store import PgStore

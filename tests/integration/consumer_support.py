@@ -28,7 +28,7 @@ from dicomflow.kafka.records import Record
 from dicomflow.kafka.consumer import KafkaConsumer
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import DicomStoreMeta
-from dicomflow.pipeline.loop import RunSummary
+from dicomflow.pipeline.stats import RunSummary
 from dicomflow.pipeline.service import ConsumerService
 from dicomflow.settings import DatabaseSettings, Settings
 from dicomflow.store import PgStore

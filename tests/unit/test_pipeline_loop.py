@@ -30,14 +30,14 @@ def test_revoke_drops_pending_and_in_flight_records_of_those_partitions_only(tmp
     loop._pending.add([rec(0, 10), rec(1, 10), rec(0, 11)])
     inflight = ParsedBatch([Poison(rec(0, 9), WIRE_FORMAT, "x"), Poison(rec(2, 3), WIRE_FORMAT, "x")], 0.0)
     loop._inflight = inflight
-    loop._paused = {("q", 0), ("q", 2)}
+    loop._retry.paused = {("q", 0), ("q", 2)}
 
     loop.on_revoked([("q", 0)])
 
     assert [(r.partition, r.offset) for r in loop._pending.take().records] == [(1, 10)]
     assert [i.record.partition for i in inflight.items] == [2]
     assert inflight.offsets() == {("q", 2): 4}  # never commits for the revoked partition
-    assert loop._paused == {("q", 2)}
+    assert loop._retry.paused == {("q", 2)}
     assert loop.summary.dropped_on_revoke == 3
 
 

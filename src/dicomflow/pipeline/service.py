@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry
 
 from dicomflow.kafka.consumer import KafkaConsumer, RebalanceListener
 from dicomflow.metrics import ConsumerMetrics, Health, MetricsServer, postgres_probe
-from dicomflow.pipeline.loop import CommittedBatch, ConsumerLoop, LoopConfig, RunSummary
+from dicomflow.pipeline.loop import ConsumerLoop, LoopConfig
 from dicomflow.pipeline.parse import Parser
+from dicomflow.pipeline.stats import CommittedBatch, RunSummary
 from dicomflow.settings import Settings
 
 log = logging.getLogger(__name__)

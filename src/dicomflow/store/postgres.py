@@ -207,7 +207,8 @@ class PgStore:
             with cur.copy(session.copy[table.name]) as copy:
                 copy.set_types(session.types[table.name])
                 write_row = copy.write_row
-                for index, record in enumerate(records):
+                # index names the record in the except clauses below
+                for index, record in enumerate(records):  # noqa: B007
                     write_row(astuple(record))
         except (UnicodeEncodeError, OverflowError, TypeError) as exc:
             # Client side, on the row being written: text that is not
