@@ -15,5 +15,8 @@ fi
 say "type-checking src/ and faults/ (mypy --strict)"
 python -m mypy -p dicomflow -p dicomflow_faults
 
+say "linting (ruff)"
+python -m ruff check src tests benchmarks faults
+
 say "running the test suite"
 python -m pytest -p no:cacheprovider "$@"

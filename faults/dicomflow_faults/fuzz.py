@@ -43,12 +43,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dicomflow.errors import WireFormatError
+from dicomflow.models import DicomStoreMeta, decode, encode, now, uid_hash
+from dicomflow.settings import Settings
 from dicomflow_faults.checks import Check, DeadLetter, committed_offsets, read_dead_letters, read_rows
 from dicomflow_faults.instances import generate, make_uid
 from dicomflow_faults.privstack import PrivateStack
 from dicomflow_faults.supervisor import Component, Supervisor, component_env
-from dicomflow.models import DicomStoreMeta, decode, encode, now, uid_hash
-from dicomflow.settings import Settings
 
 log = logging.getLogger(__name__)
 

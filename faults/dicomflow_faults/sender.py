@@ -181,7 +181,8 @@ class StoreSender:
         ae.acse_timeout = self.timeout_s
         ae.dimse_timeout = self.timeout_s
         ae.network_timeout = self.timeout_s
-        from dicomflow_faults.instances import CT_IMAGE_STORAGE, EXPLICIT_VR_LE, MR_IMAGE_STORAGE
+        from dicomflow.dicom.constants import EXPLICIT_VR_LE
+        from dicomflow_faults.instances import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE
 
         for sop_class in (CT_IMAGE_STORAGE, MR_IMAGE_STORAGE):
             ae.add_requested_context(sop_class, EXPLICIT_VR_LE)

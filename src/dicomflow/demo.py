@@ -91,10 +91,10 @@ def _process(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> 
 
 def _wait_listening(port: int, ae_title: str, proc: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:
     """Wait until the receiver answers a C-ECHO (a bare TCP probe would leave a half-open association)."""
+    import logging
+
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-
-    import logging
 
     ae = AE(ae_title="DEMO_SCU")
     ae.add_requested_context(Verification)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import itertools
 import socket
 import struct
 import threading
@@ -18,9 +19,9 @@ from typing import get_args
 import pytest
 
 from dicomflow.kafka.admin import create_topics, delete_topics, read_all
-from dicomflow.kafka.records import Record
 from dicomflow.kafka.delivery import BatchResult
 from dicomflow.kafka.producer import Publisher
+from dicomflow.kafka.records import Record
 from dicomflow.models import (
     ActiveParticipant,
     AuditEvent,
@@ -270,7 +271,7 @@ def test_async_send_to_an_unreachable_broker_does_not_block_the_event_loop() -> 
         result = await pub.send_store_events_async(events)
         elapsed = time.monotonic() - started
         beat.cancel()
-        return result, elapsed, max(b - a for a, b in zip(ticks, ticks[1:]))
+        return result, elapsed, max(b - a for a, b in itertools.pairwise(ticks))
 
     with Publisher(kafka, TopicSettings()) as pub:
         result, elapsed, longest_gap = asyncio.run(main())

@@ -17,10 +17,10 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicomflow.errors import ExtractError
 from dicomflow.dicom import general, walker
 from dicomflow.dicom.exceptions import TruncatedError, Unsupported
 from dicomflow.dicom.walker import RawHeader
+from dicomflow.errors import ExtractError
 from dicomflow.extract import extract_file, records
 from dicomflow.models import DicomImageMeta, DicomStateMeta
 from tests.conftest import PYDICOM_DATA, sample_files
@@ -145,7 +145,7 @@ def _element_spans(path: Path) -> list[tuple[int, int]]:
     with open(path, "rb") as fp:
         ds = pydicom.dcmread(fp, defer_size=0)
         spans = []
-        for tag in ds.keys():
+        for tag in ds.keys():  # noqa: SIM118 - iterating a pydicom Dataset yields elements; keys() yields tags
             if tag > 0x7FE00010:
                 break
             elem = ds.get_item(tag, keep_deferred=True)

@@ -101,9 +101,8 @@ def imports_of(module: str) -> Iterator[Import]:
 
     def visit(node: ast.AST, at_import_time: bool) -> Iterator[Import]:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-                yield from visit(child, False)
-            elif isinstance(child, ast.If) and _is_type_checking(child):
+            lazy = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if lazy or (isinstance(child, ast.If) and _is_type_checking(child)):
                 yield from visit(child, False)
             elif isinstance(child, ast.Import):
                 for alias in child.names:
@@ -182,7 +181,7 @@ def test_no_import_cycles_at_import_time() -> None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append([*stack[stack.index(nxt):], nxt])
             elif nxt not in state:
                 walk(nxt)
         stack.pop()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dicomflow.ingest.exceptions import OUT_OF_RESOURCES, StorageWriteError
 from dicomflow.ingest import storage
+from dicomflow.ingest.exceptions import OUT_OF_RESOURCES, StorageWriteError
 from dicomflow.ingest.storage import make_folders, sync_folder_durably, write_atomic
 
 
@@ -58,7 +58,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(
         monkeypatch.setattr(os, "write", disk_full_after_a_few_bytes)
     else:
         monkeypatch.setattr(storage, "_sync_data", io_error)
-    with pytest.raises(StorageWriteError, match="No space left|Input/output error") as info:
+    with pytest.raises(StorageWriteError, match=r"No space left|Input/output error") as info:
         write_atomic(target, (b"a much longer new version",))
     monkeypatch.undo()
     assert not info.value.poison  # out of resources: the sender retries

@@ -13,8 +13,8 @@ import pytest
 
 from dicomflow.errors import PublishError, StoreError
 from dicomflow.extract.header import extract_file
-from dicomflow.kafka.records import TP, Record
 from dicomflow.kafka.delivery import BatchResult, DeliveryFailure
+from dicomflow.kafka.records import TP, Record
 from dicomflow.models import AuditEvent, DicomImageMeta, DicomStateMeta, DicomStoreMeta, encode
 from dicomflow.pipeline.commit import Progress, Sinks, persist_publish_commit
 from dicomflow.pipeline.parse_worker import WIRE_FORMAT

@@ -22,7 +22,8 @@ def publish(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (searched recursively).")],
     tenant: Annotated[
-        Optional[str], typer.Option("--tenant", "-t", help="Tenant of every file (default: each file's tenant tag, else storage.default_tenant).")
+        Optional[str],
+        typer.Option("--tenant", "-t", help="Tenant of every file (default: each file's tenant tag, else storage.default_tenant)."),
     ] = None,
     copy_into_storage: Annotated[
         bool, typer.Option("--copy-into-storage", help="Copy the files into the storage layout first (else publish them where they are).")

@@ -26,9 +26,12 @@ def scp(
         Optional[int], typer.Option("--processes", "-j", help="Receiver processes behind the port (default: receiver.processes).")
     ] = None,
     allow: Annotated[
-        Optional[list[str]], typer.Option("--allow", help="Calling AE title allowed to associate (repeat; default: receiver.allowed_calling_aes, empty = any).")
+        Optional[list[str]],
+        typer.Option("--allow", help="Calling AE title allowed to associate (repeat; default: receiver.allowed_calling_aes, empty = any)."),
     ] = None,
-    no_fsync: Annotated[bool, typer.Option("--no-fsync", help="Do not fsync files (faster; a power cut may lose acknowledged instances).")] = False,
+    no_fsync: Annotated[
+        bool, typer.Option("--no-fsync", help="Do not fsync files (faster; a power cut may lose acknowledged instances).")
+    ] = False,
     engine: Annotated[
         Optional[str], typer.Option("--engine", help="DICOM network layer: native or pynetdicom (default: receiver.engine).")
     ] = None,

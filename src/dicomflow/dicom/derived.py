@@ -105,13 +105,13 @@ def instance_uids(v: Values) -> InstanceUIDs:
             valid UID; the reason names the attribute.
     """
     found = [v.uid(tag) for tag, _ in REQUIRED_UIDS]
-    absent = [(tag, name) for (tag, name), uid in zip(REQUIRED_UIDS, found) if uid is None]
+    absent = [(tag, name) for (tag, name), uid in zip(REQUIRED_UIDS, found, strict=True) if uid is None]
     if absent:
         raise DerivedValueError(
             "required attribute missing or empty: " + ", ".join(tag_name(tag) for tag, _ in absent),
             attribute=absent[0][1], missing=True,
         )
-    for (tag, name), uid in zip(REQUIRED_UIDS, found):
+    for (tag, name), uid in zip(REQUIRED_UIDS, found, strict=True):
         assert uid is not None
         problem = uid_problem(uid)
         if problem is not None:

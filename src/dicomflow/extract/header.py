@@ -25,7 +25,6 @@ from dicomflow.extract import records
 from dicomflow.models import DicomImageMeta, DicomStateMeta, now
 
 
-
 class Extracted(NamedTuple):
     """The two records one instance file yields."""
 

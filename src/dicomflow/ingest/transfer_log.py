@@ -147,7 +147,7 @@ class TransferLog:
     def _publish(self, events: list[AuditEvent]) -> None:
         try:
             self._emit(events)
-        except Exception:  # noqa: BLE001 - observer: auditing must not break receiving
+        except Exception:
             log.exception("publishing %d audit event(s) failed", len(events))
 
 

@@ -121,7 +121,7 @@ class Tracker:
         """librdkafka's delivery report for one slot. Runs inside ``poll()``: never raises."""
         try:
             self._report(slot, None if err is None else self._describe(err))
-        except Exception:  # noqa: BLE001 - an exception here would escape from poll() elsewhere
+        except Exception:
             log.exception("recording the delivery report of message #%s failed", slot)
 
     def fail(self, slot: int, reason: str) -> None:
@@ -180,7 +180,7 @@ class Tracker:
         if self._on_done is not None:
             try:
                 self._on_done(self.result)
-            except Exception:  # noqa: BLE001 - may run inside poll(); the caller still gets the result
+            except Exception:
                 log.exception("delivering a batch result to its waiter failed")
 
 

@@ -297,7 +297,7 @@ class SendEngine:
                     self._producer.poll(_IDLE_POLL_S)
                 elif self._producer.flush(_IDLE_POLL_S) == 0:  # nothing outstanding: do not spin
                     self._producer.poll(0.005)
-            except Exception:  # noqa: BLE001 - keep serving reports; a dead poller would hang every sender
+            except Exception:
                 log.exception("polling the Kafka producer failed")
                 time.sleep(0.1)
 
@@ -312,7 +312,7 @@ class SendEngine:
             if now - self._error_last.get(err.code(), -_ERROR_REPEAT_S) >= _ERROR_REPEAT_S:
                 self._error_last[err.code()] = now
                 log.warning("Kafka client error (%s): %s", err.name(), err.str())
-        except Exception:  # noqa: BLE001 - runs inside poll()
+        except Exception:
             log.exception("handling a Kafka client error failed")
 
 

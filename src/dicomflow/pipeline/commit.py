@@ -30,8 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from dicomflow.kafka.records import TP
 from dicomflow.kafka.delivery import BatchResult
+from dicomflow.kafka.records import TP
 from dicomflow.models import AuditEvent, DicomImageMeta, DicomStateMeta, DicomStoreMeta, now
 from dicomflow.pipeline.dlq import DeadLetter, audit_event, dead_letter
 from dicomflow.pipeline.types import ParsedBatch
