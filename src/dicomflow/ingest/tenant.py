@@ -1,6 +1,7 @@
 """Which tenant an instance belongs to.
 
-Order of precedence (as the reference):
+Order of precedence (as in the Rust reference services; docs/architecture.md,
+"Derived values"):
 
 1. an explicit override (``dicomflow publish --tenant T``);
 2. the tenant private tag in the data set (default (1211,1217));

@@ -1,6 +1,6 @@
 """Topic administration, and reading a topic back from the beginning.
 
-:func:`create_topics` makes every topic of DESIGN.md (the four data topics,
+:func:`create_topics` makes every topic of docs/architecture.md (the four data topics,
 audit and the dead-letter topic) with the configured partitions, replication
 and retention. It is idempotent: a topic that exists is left as it is, even
 when its partition count differs from the settings, because adding
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
+
 # The documented import path; the package's type stubs do not re-export these.
-from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
 
 from dicomflow.kafka._logging import librdkafka_log
 from dicomflow.kafka.config import client_config

@@ -3,9 +3,10 @@
 Why a wrapper: the consumer loop must never commit an offset by accident, so
 the client is built with auto-commit *and* the automatic offset store turned
 off, and the only way to commit is :meth:`KafkaConsumer.commit` with the exact
-offsets of work already persisted (the reference committed every message as
-soon as it was read, DESIGN.md defect 1). Messages come out as plain
-:class:`Record` values, so the pipeline's logic is testable without a broker.
+offsets of work already persisted (the Rust reference consumer committed every
+message as soon as it was read: docs/architecture.md, "What the Rust reference
+services got wrong", 1). Messages come out as plain
+:class:`~dicomflow.kafka.records.Record` values, so the pipeline's logic is testable without a broker.
 
 Rebalance callbacks run inside :meth:`KafkaConsumer.consume` on the caller's
 thread. The wrapper catches whatever a listener raises (an exception must not

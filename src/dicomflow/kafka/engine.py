@@ -230,7 +230,7 @@ class SendEngine:
         with ``flush`` (which makes librdkafka treat linger as elapsed)
         instead of ``poll``; the zero-timeout flush here starts the send
         at once. None of this blocks on other callers' messages, unlike the
-        reference's flush after every message.
+        Rust reference producer's flush after every message (docs/architecture.md).
         """
         with self._waiters_lock:
             self._waiters += 1

@@ -1,7 +1,8 @@
 """The publisher: one idempotent producer per process, built from the settings.
 
 Every dicomflow message type goes to its topic with its key (see
-:mod:`dicomflow.kafka.routing`). Unlike the reference ``KafkaMessagePublisher``:
+:mod:`dicomflow.kafka.routing`). Unlike the Rust reference ``KafkaMessagePublisher``
+(docs/architecture.md, "What the Rust reference services got wrong", 2, 4, 9):
 
 * one producer lives as long as the :class:`Publisher` (the reference built one
   per batch), and nothing flushes it after each message (the reference did,

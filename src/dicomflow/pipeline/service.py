@@ -6,8 +6,9 @@ benchmarks and the integration tests get a ready, correctly closed service
 with one call.
 
 One producer, one PostgreSQL connection and one process pool per process,
-created once and reused for every batch (the reference created a new
-producer and a new database connection per batch, DESIGN.md defect 4).
+created once and reused for every batch (the Rust reference consumer created
+a new producer and a new database connection per batch: docs/architecture.md,
+"What the Rust reference services got wrong", 4).
 """
 
 from __future__ import annotations
