@@ -63,7 +63,7 @@ def part10_samples() -> list[Path]:
             read_header(data, meta.transfer_syntax_uid, offset=offset)
         except ValueError:
             continue
-        except Exception as exc:  # noqa: BLE001 - refused by ingest: covered by the agreement test
+        except Exception as exc:
             if type(exc).__module__.startswith("dicomflow.ingest"):
                 continue
             raise
@@ -175,7 +175,7 @@ def test_non_ascii_identifiers_are_decoded_with_the_character_set() -> None:
     header = read_header(encode(ds), ExplicitVRLittleEndian, tenant_tag=TENANT_TAG)
     assert header.patient_id == "患者-7"
     latin = instance(PatientID="Müller", SpecificCharacterSet="ISO_IR 100")
-    latin_bytes = encode(latin).replace("Müller".encode("utf-8"), "Müller ".encode("latin-1"))
+    latin_bytes = encode(latin).replace("Müller".encode(), "Müller ".encode("latin-1"))
     assert read_header(latin_bytes, ExplicitVRLittleEndian, tenant_tag=TENANT_TAG).patient_id == "Müller"
 
 

@@ -32,8 +32,8 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from dicomflow.ingest.exceptions import StorageWriteError
 from dicomflow.dicom.part10 import Buffer
+from dicomflow.ingest.exceptions import StorageWriteError
 
 log = logging.getLogger(__name__)
 

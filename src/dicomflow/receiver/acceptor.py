@@ -35,11 +35,11 @@ from collections.abc import Iterable
 
 from pydicom.uid import AllTransferSyntaxes
 
+from dicomflow.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from dicomflow.ingest.ingestor import Source
+from dicomflow.ingest.transfer_log import Peer
 from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
-from dicomflow.ingest.transfer_log import Peer
-from dicomflow.ingest.ingestor import Source
-from dicomflow.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from dicomflow.receiver.service import AssociationEvents, StoreRequest, StoreService
 from dicomflow.settings import ReceiverSettings
 

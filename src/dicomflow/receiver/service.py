@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import Protocol
 
 from dicomflow.audit import events as audit
-from dicomflow.errors import PublishError
-from dicomflow.kafka.producer import Publisher
-from dicomflow.models import DicomStoreMeta
-from dicomflow.ingest.transfer_log import Peer, TransferLog
-from dicomflow.ingest.exceptions import OUT_OF_RESOURCES, IngestError
-from dicomflow.receiver.exceptions import InternalError, PublishFailedError
 from dicomflow.dicom.derived import InstanceHeader
+from dicomflow.errors import PublishError
+from dicomflow.ingest.exceptions import OUT_OF_RESOURCES, IngestError
 from dicomflow.ingest.ingestor import Identity, Ingestor, Source
 from dicomflow.ingest.storage import sync_folder_durably
+from dicomflow.ingest.transfer_log import Peer, TransferLog
 from dicomflow.ingest.uids import is_valid_uid
+from dicomflow.kafka.producer import Publisher
+from dicomflow.models import DicomStoreMeta
+from dicomflow.receiver.exceptions import InternalError, PublishFailedError
 
 log = logging.getLogger(__name__)
 
