@@ -81,9 +81,14 @@ def test_every_grammatical_uid_up_to_64_characters_is_accepted(components: list[
 
 @given(st.text(min_size=1, max_size=80))
 def test_anything_accepted_is_digits_and_dots_and_cannot_name_a_parent(text: str) -> None:
-    if is_valid_uid(text):
-        assert set(text) <= set("0123456789.")
-        assert ".." not in text and "/" not in text and len(text) <= 64
+    components = text.split(".")
+    grammatical = len(text) <= 64 and all(
+        c.isascii() and c.isdigit() and (c == "0" or not c.startswith("0")) for c in components
+    )
+    assert is_valid_uid(text) == grammatical
+    assert (uid_problem(text) is None) == grammatical
+    if grammatical:
+        assert ".." not in text and "/" not in text and "\x00" not in text
 
 
 @pytest.mark.parametrize("tenant", ["default", "hospital-a", "Site_2.north", "0"])
@@ -125,8 +130,10 @@ def test_an_accepted_path_is_always_inside_the_root(series: str, sop: str) -> No
     root = Path("/srv/dicom/storage")
     try:
         path = instance_path(root, "t", DAY, "1.2.3", series, sop)
-    except (InvalidUIDError, InvalidTenantError):
+    except (InvalidUIDError, InvalidTenantError):  # refused only when a UID is really not one
+        assert not (is_valid_uid(series.rstrip("\x00 ")) and is_valid_uid(sop.rstrip("\x00 ")))
         return
+    assert is_valid_uid(series.rstrip("\x00 ")) and is_valid_uid(sop.rstrip("\x00 "))
     resolved = Path(os.path.normpath(path))
     assert resolved.parent.parent.parent.parent.parent == root
     assert resolved.name.endswith(".dcm")
