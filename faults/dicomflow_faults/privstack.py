@@ -88,43 +88,7 @@ class Phase:
 
     def env(self) -> dict[str, str]:
         """The ``DICOMFLOW_*`` variables that give a ``dicomflow`` subprocess these settings."""
-        return settings_env(self.settings)
-
-
-def settings_env(s: Settings) -> dict[str, str]:
-    """Environment variables reproducing the parts of ``s`` a component needs.
-
-    Why explicit and not generic: these are exactly the values the suite
-    changes from the defaults; anything else the components keep as default.
-    """
-    t = s.topics
-    d = s.database
-    return {
-        "DICOMFLOW_WORKER_NODE_ID": s.worker_node_id,
-        "DICOMFLOW_KAFKA_BROKERS": s.kafka.brokers,
-        "DICOMFLOW_TOPICS_MAIN": t.main,
-        "DICOMFLOW_TOPICS_LOG": t.log,
-        "DICOMFLOW_TOPICS_DICOM_STATE": t.dicom_state,
-        "DICOMFLOW_TOPICS_DICOM_IMAGE": t.dicom_image,
-        "DICOMFLOW_TOPICS_AUDIT": t.audit,
-        "DICOMFLOW_TOPICS_DLQ": t.dlq,
-        "DICOMFLOW_TOPICS_CONSUMER_GROUP_ID": t.consumer_group_id,
-        "DICOMFLOW_TOPICS_PARTITIONS": str(t.partitions),
-        "DICOMFLOW_DATABASE_HOST": d.host,
-        "DICOMFLOW_DATABASE_PORT": str(d.port),
-        "DICOMFLOW_DATABASE_DBNAME": d.dbname,
-        "DICOMFLOW_DATABASE_USER": d.user,
-        "DICOMFLOW_DATABASE_PASSWORD": d.password,
-        "DICOMFLOW_STORAGE_ROOT": str(s.storage.root),
-        "DICOMFLOW_RECEIVER_HOST": s.receiver.host,
-        "DICOMFLOW_RECEIVER_PORT": str(s.receiver.port),
-        "DICOMFLOW_RECEIVER_AE_TITLE": s.receiver.ae_title,
-        "DICOMFLOW_STACK_DIR": str(s.stack.dir),
-        "DICOMFLOW_STACK_KAFKA_PORT": str(s.stack.kafka_port),
-        "DICOMFLOW_STACK_KAFKA_CONTROLLER_PORT": str(s.stack.kafka_controller_port),
-        "DICOMFLOW_STACK_POSTGRES_PORT": str(s.stack.postgres_port),
-        "DICOMFLOW_METRICS_PORT": str(s.metrics.port),
-    }
+        return self.settings.to_child_env()
 
 
 def retry_until(what: str, action: Callable[[], object], timeout_s: float, pause_s: float = 1.0) -> None:
@@ -300,4 +264,4 @@ class PrivateStack:
         return path
 
 
-__all__ = ["Phase", "PrivateStack", "default_cache", "free_ports", "retry_until", "settings_env"]
+__all__ = ["Phase", "PrivateStack", "default_cache", "free_ports", "retry_until"]

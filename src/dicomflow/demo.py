@@ -19,6 +19,7 @@ alongside the first's rows.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -48,24 +49,17 @@ def _free_port() -> int:
 
 
 def _component_env(settings: Settings, scp_port: int) -> dict[str, str]:
-    """The environment that hands this run's settings to the component processes."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "DICOMFLOW_KAFKA_BROKERS": settings.kafka.brokers,
-            "DICOMFLOW_DATABASE_HOST": settings.database.host,
-            "DICOMFLOW_DATABASE_PORT": str(settings.database.port),
-            "DICOMFLOW_DATABASE_DBNAME": settings.database.dbname,
-            "DICOMFLOW_DATABASE_USER": settings.database.user,
-            "DICOMFLOW_DATABASE_PASSWORD": settings.database.password,
-            "DICOMFLOW_STORAGE_ROOT": str(settings.storage.root.resolve()),
-            "DICOMFLOW_RECEIVER_PORT": str(scp_port),
-            "DICOMFLOW_RECEIVER_HOST": "127.0.0.1",
-        }
+    """The environment that hands this run's settings to the component processes.
+
+    The storage root is made absolute (the components run in their own
+    folder) and the receiver listens on this run's free port.
+    """
+    run = dataclasses.replace(
+        settings,
+        storage=dataclasses.replace(settings.storage, root=settings.storage.root.resolve()),
+        receiver=dataclasses.replace(settings.receiver, host="127.0.0.1", port=scp_port),
     )
-    if settings.database.dsn:
-        env["DICOMFLOW_DATABASE_DSN"] = settings.database.dsn
-    return env
+    return run.to_child_env(os.environ)
 
 
 @contextmanager

@@ -24,12 +24,12 @@ from psycopg import sql
 
 from dicomflow.corpus import Corpus, make_corpus
 from dicomflow.kafka.admin import create_topics, delete_topics, read_all
-from dicomflow.kafka.records import Record
 from dicomflow.kafka.consumer import KafkaConsumer
 from dicomflow.kafka.producer import Publisher
+from dicomflow.kafka.records import Record
 from dicomflow.models import DicomStoreMeta
-from dicomflow.pipeline.stats import RunSummary
 from dicomflow.pipeline.service import ConsumerService
+from dicomflow.pipeline.stats import RunSummary
 from dicomflow.settings import DatabaseSettings, Settings
 from dicomflow.store import PgStore
 
@@ -164,43 +164,13 @@ def key_counts(records: list[Record]) -> Counter[bytes | None]:
     return Counter(r.key for r in records)
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Environment for a ``dicomflow consume`` subprocess pointing at the test's topics and database."""
-    t, d, c = settings.topics, settings.database, settings.consumer
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
-    env.update({
-        "DICOMFLOW_KAFKA_BROKERS": settings.kafka.brokers,
-        "DICOMFLOW_TOPICS_MAIN": t.main,
-        "DICOMFLOW_TOPICS_LOG": t.log,
-        "DICOMFLOW_TOPICS_DICOM_STATE": t.dicom_state,
-        "DICOMFLOW_TOPICS_DICOM_IMAGE": t.dicom_image,
-        "DICOMFLOW_TOPICS_AUDIT": t.audit,
-        "DICOMFLOW_TOPICS_DLQ": t.dlq,
-        "DICOMFLOW_TOPICS_CONSUMER_GROUP_ID": t.consumer_group_id,
-        "DICOMFLOW_DATABASE_HOST": d.host,
-        "DICOMFLOW_DATABASE_PORT": str(d.port),
-        "DICOMFLOW_DATABASE_DBNAME": d.dbname,
-        "DICOMFLOW_DATABASE_USER": d.user,
-        "DICOMFLOW_DATABASE_PASSWORD": d.password,
-        "DICOMFLOW_STORAGE_ROOT": str(settings.storage.root),
-        "DICOMFLOW_CONSUMER_BATCH_MAX_MESSAGES": str(c.batch_max_messages),
-        "DICOMFLOW_CONSUMER_BATCH_MAX_MS": str(c.batch_max_ms),
-        "DICOMFLOW_CONSUMER_PARSE_WORKERS": str(c.parse_workers),
-        "DICOMFLOW_CONSUMER_RETRY_INITIAL_MS": str(c.retry_initial_ms),
-        "DICOMFLOW_CONSUMER_RETRY_MAX_MS": str(c.retry_max_ms),
-        "DICOMFLOW_CONSUMER_SESSION_TIMEOUT_MS": str(c.session_timeout_ms),
-        "DICOMFLOW_WORKER_NODE_ID": settings.worker_node_id,
-    })
-    return env
-
-
 def start_consume(settings: Settings, log_file: Path, *args: str) -> subprocess.Popen[bytes]:
     """Start ``dicomflow consume`` in its own process group (so a test can kill it with its workers)."""
     out = log_file.open("wb")
     try:
         return subprocess.Popen(
             [sys.executable, "-c", "from dicomflow.cli import main; main()", "consume", *args],
-            env=settings_env(settings), cwd=log_file.parent, stdout=out, stderr=subprocess.STDOUT,
+            env=settings.to_child_env(os.environ), cwd=log_file.parent, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     finally:
@@ -221,7 +191,6 @@ __all__ = [
     "query",
     "run_service",
     "series_instance_counts",
-    "settings_env",
     "start_consume",
     "topic",
     "wait_for",
