@@ -73,18 +73,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -101,7 +97,7 @@ from dicomflow.stack import LocalStack
 from dicomflow.store import PgStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.integration.web_support import AUDIENCE, ISSUER, Orthanc, free_port, make_keys  # noqa: E402
+from tests.integration.web_support import AUDIENCE, ISSUER, Orthanc, free_port, make_keys
 
 SURNAMES = ["SMITH", "JONES", "GARCIA", "MARTIN", "MULLER", "ROSSI", "DUBOIS", "TANAKA", "NGUYEN", "KOWALSKI",
             "SILVA", "JOHANSSON", "IVANOV", "OKAFOR", "HANSEN", "NOVAK", "PETERS", "LOPEZ", "BROWN", "WILSON"]
@@ -113,7 +109,7 @@ WADO_ROUNDS = 3
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def process_cpu_s(pid: int) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass

@@ -47,13 +47,15 @@ import psycopg
 from dicomflow.errors import DicomflowError, WireFormatError
 from dicomflow.imaging.render import RenderError, RenderOptions, render
 from dicomflow.imaging.transcode import WRITABLE, TranscodeError, transcode
-from dicomflow.kafka.consumer import TP, KafkaConsumer, OwnershipLostError, Record
-from dicomflow.kafka.dlq import RawMessage, dead_letter_message
+from dicomflow.ingest.storage import write_atomic
+from dicomflow.kafka.consumer import KafkaConsumer, OwnershipLostError
+from dicomflow.kafka.dlq import dead_letter_record, dead_letter_topic
 from dicomflow.kafka.producer import Publisher
+from dicomflow.kafka.records import TP, Record
+from dicomflow.kafka.routing import RawMessage
 from dicomflow.metrics.health import Health
 from dicomflow.metrics.images import ImagesMetrics
 from dicomflow.models import DicomImageMeta, decode, encode, now
-from dicomflow.receiver.storage import write_atomic
 from dicomflow.settings import Settings
 from dicomflow.store.images import InstanceKey, SeriesKey, Transcoded, instance_files, record_outputs, series_order
 
@@ -110,7 +112,7 @@ class ImageWorker:
         self.on_batch = on_batch
         self.health = health
         self.root = settings.storage.root.resolve()
-        self.dlq_topic = f"{settings.topics.dicom_image}.dlq"
+        self.dlq_topic = dead_letter_topic(settings.topics.dicom_image)
         self._stop = False
         self.summary = Summary()
 
@@ -295,7 +297,7 @@ class ImageWorker:
         batch.dead_offsets.add(where)
         log.warning("%s dead-lettered (%s): %s", record.source, error_class, reason)
         self.metrics.failed.labels(error_class).inc()
-        batch.dead.append(dead_letter_message(record, error_class, reason, node_id=self.settings.worker_node_id))
+        batch.dead.append(dead_letter_record(record, error_class, reason, node_id=self.settings.worker_node_id).as_raw())
 
     def _publish(self, publisher: Publisher, events: list[DicomImageMeta], dead: list[RawMessage]) -> None:
         """Republish the changed rows and dead-letter the rest; both acknowledged before returning."""
@@ -328,7 +330,7 @@ def ensure_dlq_topic(settings: Settings) -> None:
 
     from dicomflow.kafka.admin import admin_client, describe_topics
 
-    name = f"{settings.topics.dicom_image}.dlq"
+    name = dead_letter_topic(settings.topics.dicom_image)
     if describe_topics(settings.kafka, [name])[0].exists:
         return
     t = settings.topics
@@ -338,7 +340,7 @@ def ensure_dlq_topic(settings: Settings) -> None:
                   config={"retention.ms": str(t.retention_ms)})], request_timeout=30)
     try:
         futures[name].result(30)
-    except Exception as exc:  # noqa: BLE001 - a concurrent creator is fine
+    except Exception as exc:
         if "TOPIC_ALREADY_EXISTS" not in str(exc):
             raise
 

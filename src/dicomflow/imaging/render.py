@@ -126,7 +126,7 @@ def render(path: Path | str, options: RenderOptions) -> bytes:
             raise RenderError(f"frame {index + 1} does not exist (the instance has {frames})")
         try:
             arr = pixel_array(str(path), index=index)
-        except Exception as exc:  # noqa: BLE001 - pixel backends raise anything
+        except Exception as exc:
             raise RenderError(f"pixel data cannot be decoded: {type(exc).__name__}: {exc}") from exc
     photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2"))
     samples = int(header.get("SamplesPerPixel", 1) or 1)

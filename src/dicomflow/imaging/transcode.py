@@ -86,7 +86,7 @@ def transcode(path: Path | str, target: str) -> bytes:
         return encode_dataset(ds, target)
     except TranscodeError:
         raise
-    except Exception as exc:  # noqa: BLE001 - pixel backends raise anything (ValueError, RuntimeError ...)
+    except Exception as exc:
         raise TranscodeError(f"{type(exc).__name__}: {exc}") from exc
 
 

@@ -108,8 +108,7 @@ def create_app(
     metrics = WebMetrics(registry)
     auth = Authenticator(settings)
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        settings.database.conninfo(), min_size=settings.database.pool_min,
-        max_size=max(settings.database.pool_max, settings.database.pool_min), open=False,
+        settings.database.conninfo(), min_size=settings.web.db_pool_min, max_size=settings.web.db_pool_max, open=False,
         name="dicomflow-web", timeout=10.0,
         # Every query of the web server is one read: autocommit spares the BEGIN and COMMIT round trips
         # (two of a WADO-RS lookup's three).

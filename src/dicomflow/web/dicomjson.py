@@ -50,7 +50,7 @@ def pn_value(text: str) -> Json:
     """A PN value as its component groups: ``Yamada^Tarou=山田^太郎`` -> Alphabetic + Ideographic."""
     groups = text.split("=")
     out: Json = {}
-    for name, group in zip(("Alphabetic", "Ideographic", "Phonetic"), groups):
+    for name, group in zip(("Alphabetic", "Ideographic", "Phonetic"), groups, strict=False):
         if group:
             out[name] = group
     return out

@@ -5,12 +5,14 @@ file per part. The body is spooled to disk part by part as it arrives
 (:mod:`dicomflow.web.multipart`) under ``{storage.root}/.dicomweb/stow/``,
 never held in memory, and refused with 413 once it passes
 ``web.max_stow_bytes`` (at once when Content-Length says so). Then each part
-goes, one at a time, through the receiver's own store decision
-(:class:`~dicomflow.receiver.service.StoreService`, one call per part):
-the same header reading and UID rules, the same storage layout and atomic
-durable write, the same store event and receipt, answered only once Kafka
-acknowledged them. So an instance stored here is indistinguishable from one
-received by C-STORE, and the consumer indexes it the same way.
+goes, one at a time, through the store decision every way in shares
+(:meth:`dicomflow.ingest.service.StoreService.store`, one call per part,
+the very function the C-STORE receiver calls per C-STORE): the consumer's
+validity rule and derived values (docs/architecture.md, "Derived values"),
+the same UID rules, storage layout and atomic durable write, the same store
+event and receipt, answered only once Kafka acknowledged them. So an
+instance stored here is indistinguishable from one received by C-STORE,
+and the consumer indexes it the same way.
 
 The tenant is the authenticated token's tenant claim (an override of the
 ingest core's tenant resolution): a tenant tag in the data set or any
@@ -30,7 +32,7 @@ copy (as with C-STORE), so there is no duplicate failure (0x0111).
 
 Every request is audited as "DICOM Instances Transferred" (110104, action
 C) per study and outcome, with the token's subject and the client address,
-through the receiver's transfer log.
+through ingest's transfer log (as a C-STORE association is).
 """
 
 from __future__ import annotations
@@ -52,13 +54,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from dicomflow.audit import events as audit
+from dicomflow.dicom.constants import PREFIX
+from dicomflow.dicom.part10 import read_file_meta
 from dicomflow.errors import ConfigError
+from dicomflow.ingest.exceptions import CANNOT_UNDERSTAND
+from dicomflow.ingest.ingestor import Ingestor, Source
+from dicomflow.ingest.service import StoreRequest, StoreService
+from dicomflow.ingest.transfer_log import Peer, TransferLog
 from dicomflow.models import AuditEvent
-from dicomflow.receiver.audit import Peer, TransferLog
-from dicomflow.receiver.exceptions import CANNOT_UNDERSTAND, DATASET_MISMATCH, IngestError
-from dicomflow.receiver.ingest import Ingestor, Source
-from dicomflow.receiver.part10 import PREFIX, read_file_meta
-from dicomflow.receiver.service import StoreRequest, StoreService
 from dicomflow.web.auth import Principal
 from dicomflow.web.cache import FOLDER
 from dicomflow.web.context import WebContext, base_url, check_uid, client_address
@@ -132,7 +135,13 @@ class Stower:
 
 def ingest_part(service: StoreService, request_key: object, part: Part, source: Source,
                 study: str | None) -> PartOutcome:
-    """Read one spooled part and pass it to the ingest core (blocking: waits for Kafka)."""
+    """Read one spooled part and pass it to the shared store decision (blocking: waits for Kafka).
+
+    Only what makes a part a Part 10 file is checked here (its media type,
+    the DICM prefix, the file meta information that names its transfer
+    syntax); everything about the data set is
+    :meth:`~dicomflow.ingest.service.StoreService.store`'s, as for a C-STORE.
+    """
     media = part.content_type.split(";", 1)[0].strip().lower()
     if media not in ("application/dicom", ""):
         return PartOutcome(CANNOT_UNDERSTAND, None, None, None, None, f"part of type {media!r}, not application/dicom")
@@ -143,23 +152,16 @@ def ingest_part(service: StoreService, request_key: object, part: Part, source: 
         meta, offset = read_file_meta(data, 132)
     except ValueError as exc:
         return PartOutcome(CANNOT_UNDERSTAND, None, None, None, None, f"unreadable file meta information: {exc}")
-    ts = meta.transfer_syntax_uid
-    sop_class, sop_uid = meta.media_storage_sop_class_uid, meta.media_storage_sop_instance_uid
-    try:
-        header = service.ingestor.read(data, ts, offset=offset)
-    except IngestError as exc:
-        return PartOutcome(exc.status, sop_class, sop_uid, None, None, exc.reason)
-    sop_class = header.sop_class_uid or sop_class
-    sop_uid = header.sop_instance_uid or sop_uid
-    if study is not None and header.study_uid != study:
-        return PartOutcome(DATASET_MISMATCH, sop_class, sop_uid, header.study_uid, header.series_uid,
-                           f"Study Instance UID {header.study_uid!r} is not the study {study} of the request")
     outcome = service.store(request_key, StoreRequest(
-        dataset=data[offset:], transfer_syntax_uid=ts, sop_class_uid=meta.media_storage_sop_class_uid,
-        sop_instance_uid=meta.media_storage_sop_instance_uid, source=source,
+        dataset=data[offset:], transfer_syntax_uid=meta.transfer_syntax_uid,
+        sop_class_uid=meta.media_storage_sop_class_uid, sop_instance_uid=meta.media_storage_sop_instance_uid,
+        source=source, study_uid=study,
     ))
-    return PartOutcome(outcome.status, sop_class, sop_uid, header.study_uid, header.series_uid, outcome.comment,
-                       via_core=True)
+    h = outcome.header
+    sop_class = (h.sop_class_uid if h else None) or meta.media_storage_sop_class_uid or None
+    sop_uid = (h.sop_instance_uid if h else None) or meta.media_storage_sop_instance_uid or None
+    return PartOutcome(outcome.status, sop_class, sop_uid, h.study_uid if h else None, h.series_uid if h else None,
+                       outcome.comment, via_core=True)
 
 
 async def _spool(ctx: WebContext, request: Request, folder: Path) -> list[Part]:
