@@ -54,8 +54,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from dicomflow.audit import events as audit
-from dicomflow.dicom.constants import PREFIX
-from dicomflow.dicom.part10 import read_file_meta
+from dicomflow.dicom import reader
+from dicomflow.dicom.constants import PREFIX, SOP_CLASS_UID, SOP_INSTANCE_UID
+from dicomflow.dicom.exceptions import UnreadableDicom
+from dicomflow.dicom.part10 import file_header, read_file_meta
+from dicomflow.dicom.values import Values
 from dicomflow.errors import ConfigError
 from dicomflow.ingest.exceptions import CANNOT_UNDERSTAND
 from dicomflow.ingest.ingestor import Ingestor, Source
@@ -158,10 +161,26 @@ def ingest_part(service: StoreService, request_key: object, part: Part, source: 
         source=source, study_uid=study,
     ))
     h = outcome.header
-    sop_class = (h.sop_class_uid if h else None) or meta.media_storage_sop_class_uid or None
-    sop_uid = (h.sop_instance_uid if h else None) or meta.media_storage_sop_instance_uid or None
-    return PartOutcome(outcome.status, sop_class, sop_uid, h.study_uid if h else None, h.series_uid if h else None,
-                       outcome.comment, via_core=True)
+    if h is not None:
+        return PartOutcome(outcome.status, h.sop_class_uid, h.sop_instance_uid, h.study_uid, h.series_uid,
+                           outcome.comment, via_core=True)
+    # Refused before its UIDs were derived (one missing or malformed): name it by what its data set says,
+    # as the client knows it, else by its file meta information.
+    sop_class, sop_uid = _dataset_sop_uids(data, offset, meta.transfer_syntax_uid)
+    return PartOutcome(outcome.status, sop_class or meta.media_storage_sop_class_uid,
+                       sop_uid or meta.media_storage_sop_instance_uid, None, None, outcome.comment, via_core=True)
+
+
+def _dataset_sop_uids(data: bytes, offset: int, transfer_syntax_uid: str) -> tuple[str | None, str | None]:
+    """SOP Class and SOP Instance UID as the data set holds them (unvalidated: for the response only)."""
+    try:
+        raw = reader.read_dataset(data, transfer_syntax_uid, offset=offset,
+                                  wanted=frozenset({SOP_CLASS_UID, SOP_INSTANCE_UID}),
+                                  file_prefix=lambda: file_header("1.2", "1.2", transfer_syntax_uid))
+    except UnreadableDicom:
+        return None, None
+    values = Values(raw, "STOW-RS part")
+    return values.uid(SOP_CLASS_UID), values.uid(SOP_INSTANCE_UID)
 
 
 async def _spool(ctx: WebContext, request: Request, folder: Path) -> list[Part]:
