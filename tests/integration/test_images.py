@@ -35,7 +35,6 @@ from dicomflow.pipeline.service import ConsumerService
 from dicomflow.scanner.publish import FolderPublisher
 from dicomflow.settings import Settings
 from dicomflow.store import PgStore
-from tests.integration.consumer_support import settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -189,10 +188,12 @@ def test_images_fills_locations_transfer_status_and_the_dlq(images_settings: Set
 
 def test_kill_9_mid_batch_leaves_exact_outputs(images_settings: Settings, tmp_path: Path) -> None:
     c = _build(images_settings, tmp_path / "in", series_count=4, per_series=6)
-    env = settings_env(images_settings)
-    env.update({"DICOMFLOW_IMAGES_GROUP_ID": images_settings.images.group_id,
-                "DICOMFLOW_IMAGES_BATCH_MAX_MESSAGES": "3",
-                "DICOMFLOW_RECEIVER_SUPPORTED_TRANSFER_SYNTAXES": f"{EXPLICIT_LE},1.2.840.10008.1.2"})
+    child = dataclasses.replace(
+        images_settings,
+        images=dataclasses.replace(images_settings.images, batch_max_messages=3),
+        receiver=dataclasses.replace(images_settings.receiver, supported_transfer_syntaxes=(EXPLICIT_LE, "1.2.840.10008.1.2")),
+    )
+    env = child.to_child_env(os.environ)
     command = [sys.executable, "-m", "dicomflow", "images", "--until-idle", "3"]
     log = (tmp_path / "images.log").open("wb")
     first = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
