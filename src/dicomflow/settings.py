@@ -145,6 +145,27 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """DICOM TLS for the receiver (PS3.15 Annex B, BCP 195 profile): on when cert_file is set."""
+
+    #: PEM certificate (chain) the receiver presents; TLS is off while unset.
+    cert_file: Path | None = None
+    #: PEM private key of cert_file (unencrypted; keep it 0600).
+    key_file: Path | None = None
+    #: PEM CA certificate(s) a client certificate must chain to: set = mutual TLS (required).
+    ca_file: Path | None = None
+    #: 0: the main port (receiver.port) speaks TLS instead of plain TCP;
+    #: another port: a TLS listener beside the plain one.
+    port: int = 0
+    #: Seconds a new connection has to complete the TLS handshake.
+    handshake_timeout_s: float = 10.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+@dataclass(frozen=True)
 class ReceiverSettings:
     """The C-STORE SCP."""
 
@@ -169,6 +190,33 @@ class ReceiverSettings:
     kafka_linger_ms: int = 0
     #: DICOM network layer: "native" (dicomflow's own acceptor, fast) or "pynetdicom".
     engine: Literal["native", "pynetdicom"] = "native"
+    #: Associations at once for the whole receiver (every --processes worker together).
+    #: (max_associations is above.) Per calling AE title as well when > 0.
+    max_associations_per_ae: int = 0
+    #: Largest data set one C-STORE may carry; past it the association is aborted.
+    max_dataset_bytes: int = 4 * 1024**3
+    #: Seconds a new connection has to send its A-ASSOCIATE-RQ (PS3.8 ARTIM timer).
+    artim_timeout_s: float = 30.0
+    #: Seconds an established association may go without a complete PDU before it is aborted.
+    idle_timeout_s: float = 120.0
+    #: Longest one association may last, in seconds (0: no cap).
+    max_association_s: float = 0.0
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    #: Refuse an association that does not bring a valid username and password (PS3.7 D.3.3.7).
+    require_user_identity: bool = False
+    #: ``username:scrypt$N$r$p$salt$hash`` lines (``dicomflow users add``) the passwords are checked against.
+    users_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Decisions every way in (C-STORE, ``publish --copy-into-storage``, STOW-RS) makes the same way."""
+
+    #: An instance whose SOP Instance UID is stored already with other content:
+    #: "reject" (failure status / skipped, the stored copy stays), "replace"
+    #: (atomically, a new store event), "keep" (Success, nothing changes).
+    #: Identical content is always a Success that changes and publishes nothing.
+    duplicates: Literal["reject", "replace", "keep"] = "reject"
 
 
 @dataclass(frozen=True)
@@ -202,6 +250,7 @@ class Settings:
     consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
     stack: StackSettings = field(default_factory=StackSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
@@ -239,6 +288,11 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     """Convert a raw TOML/JSON/env value to the annotated type, or say why not."""
     origin = get_origin(tp)
     from_env = isinstance(value, str) and source.startswith("environment")
+    if origin in (types.UnionType, typing.Union) and type(None) in get_args(tp):
+        if value is None or (from_env and value == ""):
+            return None
+        (inner,) = [a for a in get_args(tp) if a is not type(None)]
+        return _coerce(value, inner, key, source)
     try:
         if tp is bool:
             if isinstance(value, bool):
@@ -324,9 +378,25 @@ def _apply(
                 continue
             raise ConfigError(dotted, source, f"unknown section {section!r}")
         hints = get_type_hints(sections[section])
+        target = overrides.setdefault(section, {})
+        key, hints, target = _nested(key, hints, target, source.startswith("environment"))
         if key not in hints:
             raise ConfigError(dotted, source, f"unknown key {key!r} in [{section}]")
-        overrides.setdefault(section, {})[key] = _coerce(raw, hints[key], dotted, source)
+        target[key] = _coerce(raw, hints[key], dotted, source)
+
+
+def _nested(key: str, hints: dict[str, Any], target: dict[str, Any], from_env: bool) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Descend into a sub-table (``[receiver.tls]``: key ``tls.port``, or ``tls_port`` from the environment)."""
+    for name, tp in hints.items():
+        if not dataclasses.is_dataclass(tp):
+            continue
+        for sep in (".", "_") if from_env else (".",):
+            if key.startswith(name + sep):
+                sub = target.setdefault(name, {})
+                if not isinstance(sub, dict):
+                    break
+                return key[len(name) + 1:], get_type_hints(tp), sub
+    return key, hints, target
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -395,7 +465,12 @@ def _build(collected: dict[str, dict[str, Any]]) -> Settings:
     sections = _sections()
     kwargs: dict[str, Any] = dict(collected.get("", {}))
     for name, cls in sections.items():
-        kwargs[name] = cls(**collected.get(name, {}))
+        values = dict(collected.get(name, {}))
+        hints = get_type_hints(cls)
+        for key, value in list(values.items()):
+            if isinstance(value, dict) and dataclasses.is_dataclass(hints.get(key)):
+                values[key] = hints[key](**value)
+        kwargs[name] = cls(**values)
     settings = Settings(**kwargs)
     _validate(settings)
     return settings
@@ -411,9 +486,23 @@ def _validate(s: Settings) -> None:
         (s.topics.replication_factor >= 1, "topics.replication_factor", "must be at least 1"),
         (0 < s.receiver.port < 65536, "receiver.port", "must be a TCP port"),
         (s.receiver.processes >= 1, "receiver.processes", "must be at least 1"),
+        (s.receiver.max_associations >= 1, "receiver.max_associations", "must be at least 1"),
+        (s.receiver.max_associations_per_ae >= 0, "receiver.max_associations_per_ae", "must be 0 (no limit) or more"),
+        (s.receiver.max_dataset_bytes >= 1024, "receiver.max_dataset_bytes", "must be at least 1024"),
+        (s.receiver.artim_timeout_s > 0, "receiver.artim_timeout_s", "must be positive"),
+        (s.receiver.idle_timeout_s > 0, "receiver.idle_timeout_s", "must be positive"),
+        (s.receiver.max_association_s >= 0, "receiver.max_association_s", "must be 0 (no cap) or positive"),
         (len(s.receiver.ae_title.encode()) <= 16 and s.receiver.ae_title.strip() != "", "receiver.ae_title", "must be 1-16 characters"),
         (bool(s.kafka.brokers.strip()), "kafka.brokers", "must not be empty"),
         (_is_tag(s.receiver.tenant_tag), "receiver.tenant_tag", "must be a tag like 1211,1217"),
+        ((s.receiver.tls.cert_file is None) == (s.receiver.tls.key_file is None), "receiver.tls.key_file",
+         "cert_file and key_file go together"),
+        (s.receiver.tls.ca_file is None or s.receiver.tls.enabled, "receiver.tls.ca_file",
+         "a client CA needs cert_file and key_file (TLS) too"),
+        (0 <= s.receiver.tls.port < 65536, "receiver.tls.port", "must be 0 (the main port) or a TCP port"),
+        (s.receiver.tls.handshake_timeout_s > 0, "receiver.tls.handshake_timeout_s", "must be positive"),
+        (not s.receiver.require_user_identity or s.receiver.users_file is not None, "receiver.users_file",
+         "receiver.require_user_identity needs a users file (dicomflow users add NAME)"),
     ]
     for ok, key, problem in checks:
         if not ok:
@@ -480,12 +569,14 @@ __all__ = [
     "Compression",
     "ConsumerSettings",
     "DatabaseSettings",
+    "IngestSettings",
     "KafkaSettings",
     "MetricsSettings",
     "ReceiverSettings",
     "Settings",
     "StackSettings",
     "StorageSettings",
+    "TlsSettings",
     "TopicSettings",
     "as_dict",
     "default_config_path",
