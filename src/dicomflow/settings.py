@@ -201,17 +201,6 @@ class ReceiverSettings:
     idle_timeout_s: float = 120.0
     #: Longest one association may last, in seconds (0: no cap).
     max_association_s: float = 0.0
-    #: Associations at once for the whole receiver (every --processes worker together).
-    #: (max_associations is above.) Per calling AE title as well when > 0.
-    max_associations_per_ae: int = 0
-    #: Largest data set one C-STORE may carry; past it the association is aborted.
-    max_dataset_bytes: int = 4 * 1024**3
-    #: Seconds a new connection has to send its A-ASSOCIATE-RQ (PS3.8 ARTIM timer).
-    artim_timeout_s: float = 30.0
-    #: Seconds an established association may go without a complete PDU before it is aborted.
-    idle_timeout_s: float = 120.0
-    #: Longest one association may last, in seconds (0: no cap).
-    max_association_s: float = 0.0
     tls: TlsSettings = field(default_factory=TlsSettings)
     #: Refuse an association that does not bring a valid username and password (PS3.7 D.3.3.7).
     require_user_identity: bool = False
@@ -497,12 +486,6 @@ def _validate(s: Settings) -> None:
         (s.topics.replication_factor >= 1, "topics.replication_factor", "must be at least 1"),
         (0 < s.receiver.port < 65536, "receiver.port", "must be a TCP port"),
         (s.receiver.processes >= 1, "receiver.processes", "must be at least 1"),
-        (s.receiver.max_associations >= 1, "receiver.max_associations", "must be at least 1"),
-        (s.receiver.max_associations_per_ae >= 0, "receiver.max_associations_per_ae", "must be 0 (no limit) or more"),
-        (s.receiver.max_dataset_bytes >= 1024, "receiver.max_dataset_bytes", "must be at least 1024"),
-        (s.receiver.artim_timeout_s > 0, "receiver.artim_timeout_s", "must be positive"),
-        (s.receiver.idle_timeout_s > 0, "receiver.idle_timeout_s", "must be positive"),
-        (s.receiver.max_association_s >= 0, "receiver.max_association_s", "must be 0 (no cap) or positive"),
         (s.receiver.max_associations >= 1, "receiver.max_associations", "must be at least 1"),
         (s.receiver.max_associations_per_ae >= 0, "receiver.max_associations_per_ae", "must be 0 (no limit) or more"),
         (s.receiver.max_dataset_bytes >= 1024, "receiver.max_dataset_bytes", "must be at least 1024"),
