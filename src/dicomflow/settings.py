@@ -379,7 +379,7 @@ def _apply(
             raise ConfigError(dotted, source, f"unknown section {section!r}")
         hints = get_type_hints(sections[section])
         target = overrides.setdefault(section, {})
-        key, hints, target = _nested(key, hints, target, source.startswith("environment"))
+        key, hints, target = _nested(str(key), hints, target, source.startswith("environment"))
         if key not in hints:
             raise ConfigError(dotted, source, f"unknown key {key!r} in [{section}]")
         target[key] = _coerce(raw, hints[key], dotted, source)

@@ -203,6 +203,53 @@ def association_rejected(
     )
 
 
+SECURITY_ALERT = CodedValue(code="110113", meaning="Security Alert")
+NODE_AUTHENTICATION = CodedValue(code="110126", meaning="Node Authentication")
+NODE_ID_TYPE = CodedValue(code="110182", meaning="Node ID")
+#: RFC 3881 participant object role 13: security resource.
+_SECURITY_RESOURCE = 13
+
+
+def security_alert(
+    *,
+    node_id: str,
+    tenant_id: str,
+    peer_address: str | None,
+    reason: str,
+    kind: str,
+    ae_title: str | None = None,
+    local_address: str | None = None,
+    when: dt.datetime | None = None,
+) -> AuditEvent:
+    """Security Alert (110113) / Node Authentication (110126): a peer failed to authenticate as a node.
+
+    Used when a connection on a TLS listener is refused (plain TCP, no or an
+    untrusted client certificate, a handshake that fails or stalls). The
+    alert subject is the peer node; ``kind`` is the classified reason
+    (``not-tls``, ``untrusted-certificate`` ...). Outcome 4: refused, nothing received.
+    """
+    return AuditEvent(
+        event_id=SECURITY_ALERT,
+        event_type=[NODE_AUTHENTICATION],
+        event_action="E",
+        event_date_time=when or now(),
+        event_outcome=MINOR_FAILURE,
+        event_outcome_description=reason[:1024],
+        tenant_id=tenant_id,
+        audit_source_id=node_id,
+        active_participants=[
+            _application(node_id, ae_title, APPLICATION_ROLE, False, local_address),
+            ActiveParticipant(user_id=peer_address or "unknown", user_is_requestor=True,
+                              network_access_point_id=peer_address,
+                              network_access_point_type=_NAP_IP if peer_address else None),
+        ],
+        participant_objects=[ParticipantObject(
+            object_id=peer_address or "unknown", id_type=NODE_ID_TYPE, type_code=2,
+            type_code_role=_SECURITY_RESOURCE, details={"kind": kind},
+        )],
+    )
+
+
 __all__ = [
     "MAJOR_FAILURE",
     "MINOR_FAILURE",
@@ -213,4 +260,5 @@ __all__ = [
     "association_rejected",
     "dead_lettered",
     "instances_transferred",
+    "security_alert",
 ]

@@ -21,7 +21,8 @@ is a protocol error, answered with A-ABORT.
 What it does not do (pynetdicom does, ``receiver.engine = "pynetdicom"``):
 asynchronous operations windows (we answer with the default, synchronous),
 SCP/SCU role selection and extended negotiation replies, user identity
-responses, TLS.
+responses. TLS (``[receiver.tls]``) is a handshake on the association's
+thread before the A-ASSOCIATE-RQ (:mod:`~dicomflow.receiver.tls`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from dicomflow.receiver.audit import Peer
 from dicomflow.receiver.ingest import Source
 from dicomflow.receiver.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from dicomflow.receiver.service import AssociationEvents, StoreRequest, StoreService
+from dicomflow.receiver.tls import ServerTls, TlsRefused
 from dicomflow.settings import ReceiverSettings
 
 log = logging.getLogger(__name__)
@@ -121,10 +123,13 @@ class _Negotiation:
 class Association:
     """One connection, from A-ASSOCIATE-RQ to release or abort, served on its own thread."""
 
-    def __init__(self, server: NativeEngine, sock: socket.socket, address: tuple[str, int]) -> None:
+    def __init__(self, server: NativeEngine, sock: socket.socket, address: tuple[str, int], *,
+                 secure: bool = False) -> None:
         self.server = server
         self.sock = sock
         self.address = address
+        #: Arrived on a TLS listener: the handshake runs first, on this thread.
+        self.secure = secure
         self.peer: Peer | None = None
         self.max_send_pdu = 0
         self.accepted: dict[int, tuple[str, str]] = {}
@@ -189,6 +194,8 @@ class Association:
         """Serve the connection until it ends; never raises."""
         established = False
         try:
+            if self.secure and not self._handshake():
+                return
             established = self._negotiate()
             if established:
                 self._serve()
@@ -211,6 +218,18 @@ class Association:
             self.sock.close()
             self.server._forget(self)
             self.server.events.closed(self, self.peer if established else None)
+
+    def _handshake(self) -> bool:
+        """TLS first (PS3.15 B.1): True when the connection may go on to the A-ASSOCIATE-RQ."""
+        tls = self.server.tls
+        assert tls is not None
+        try:
+            self.sock = tls.accept(self.sock)
+        except TlsRefused as refused:
+            self._closed = True
+            self.server.events.tls_refused(self.address[0], str(refused), refused.kind)
+            return False
+        return True
 
     def _who(self) -> str:
         ae = self.peer.calling_ae if self.peer else "?"
@@ -316,6 +335,10 @@ class NativeEngine:
         self.service = service
         self.events = events
         self.negotiation = _Negotiation(receiver)
+        #: TLS (receiver.tls): on the main port when tls.port is 0, else on a listener of its own.
+        self.tls = ServerTls(receiver.tls) if receiver.tls.enabled else None
+        self.main_secure = self.tls is not None and receiver.tls.port == 0
+        self.tls_listener: socket.socket | None = None
         self._lock = threading.Lock()
         self._associations: set[Association] = set()
         self._stop = threading.Event()
@@ -330,6 +353,8 @@ class NativeEngine:
             self.listener.listen(128)
             host, port = self.listener.getsockname()[:2]
             self._address = (str(host), int(port))
+            if self.tls is not None and not self.main_secure:
+                self.tls_listener = bind_listener(receiver.host, receiver.tls.port)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -341,21 +366,38 @@ class NativeEngine:
             raise RuntimeError("this engine does not listen; connections are handed to adopt()")
         self._serving.set()
         with selectors.DefaultSelector() as selector:
-            selector.register(self.listener, selectors.EVENT_READ)
+            selector.register(self.listener, selectors.EVENT_READ, self.main_secure)
+            if self.tls_listener is not None:
+                selector.register(self.tls_listener, selectors.EVENT_READ, True)
             while not self._stop.is_set():
-                if not selector.select(timeout=0.2):
-                    continue
-                try:
-                    client, address = self.listener.accept()
-                except OSError:
-                    continue
-                self.adopt(client, (str(address[0]), int(address[1])))
+                for key, _ in selector.select(timeout=0.2):
+                    try:
+                        client, address = key.fileobj.accept()  # type: ignore[union-attr]
+                    except OSError:
+                        continue
+                    self.adopt(client, (str(address[0]), int(address[1])), secure=bool(key.data))
         self._serving.clear()
 
-    def adopt(self, client: socket.socket, address: tuple[str, int]) -> None:
-        """Serve a connection (accepted here or by the dispatcher) on a new thread."""
+    @property
+    def tls_address(self) -> tuple[str, int] | None:
+        """The (host, port) of the TLS listener beside the plain one, if any."""
+        if self.tls_listener is None:
+            return None
+        host, port = self.tls_listener.getsockname()[:2]
+        return str(host), int(port)
+
+    def adopt(self, client: socket.socket, address: tuple[str, int], *, secure: bool | None = None) -> None:
+        """Serve a connection (accepted here or by the dispatcher) on a new thread.
+
+        ``secure``: it came to a TLS listener (default: whatever the main port speaks).
+        """
         set_nodelay(client)
-        association = Association(self, client, address)
+        secure = self.main_secure if secure is None else secure
+        if secure and self.tls is None:
+            log.error("a connection from %s came to a TLS port, but TLS is not configured; closing it", address[0])
+            client.close()
+            return
+        association = Association(self, client, address, secure=secure)
         with self._lock:
             self._associations.add(association)
         thread = threading.Thread(target=association.run, name=f"dicomflow-assoc-{address[0]}:{address[1]}",
@@ -390,6 +432,22 @@ class NativeEngine:
         self._stop.set()
         if self.listener is not None:
             self.listener.close()
+        if self.tls_listener is not None:
+            self.tls_listener.close()
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on (host, port).
+
+    Raises:
+        OSError: the port cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(128)
+    return listener
 
 
 __all__ = ["MAX_PDU_BYTES", "Association", "NativeEngine", "storage_sop_classes"]

@@ -180,6 +180,16 @@ class Receiver:
             reason=reason,
         )])
 
+    def tls_refused(self, peer_address: str, reason: str, kind: str) -> None:
+        """Audit a connection refused by TLS: a Security Alert (110113), Node Authentication (110126)."""
+        log.warning("refused a connection from %s on the TLS port: %s", peer_address, reason)
+        host, port = self.address
+        self._emit_audit([audit.security_alert(
+            node_id=self.settings.worker_node_id, tenant_id=self.ingestor.tenants.default,
+            peer_address=peer_address or None, reason=reason, kind=kind,
+            ae_title=self.settings.receiver.ae_title, local_address=host,
+        )])
+
     # ------------------------------------------------------------------ audit
 
     def announce(self, *, started: bool) -> None:

@@ -75,6 +75,8 @@ class AssociationEvents(Protocol):
 
     def rejected(self, peer: Peer, reason: str) -> None: ...
 
+    def tls_refused(self, peer_address: str, reason: str, kind: str) -> None: ...
+
 
 class StoreService:
     """Validates, writes and publishes one instance per call. Dependencies passed in.
