@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import warnings
 from io import BytesIO
 
 import pytest
@@ -77,18 +78,29 @@ def test_negotiation_keeps_the_senders_first_syntax_and_rejects_other_services()
     assert accepted == {1: (CT, JPEG)}
 
 
-@pytest.mark.parametrize(
-    ("settings", "active", "reason"),
-    [
-        (ReceiverSettings(allowed_calling_aes=("GOOD",)), 0, ul.REJECT_CALLING_AE),
-        (ReceiverSettings(max_associations=2), 2, ul.REJECT_BUSY),
-    ],
-)
-def test_refusals(settings: ReceiverSettings, active: int, reason: tuple[int, int, int]) -> None:
+def test_refusals() -> None:
     request = ul.parse_associate_rq(pynetdicom_rq((CT, [EXPLICIT]))[6:])
-    refusal = _Negotiation(settings).refusal(request, active)
-    assert refusal is not None and refusal[0] == reason
-    assert _Negotiation(ReceiverSettings(allowed_calling_aes=("CALLER",))).refusal(request, 0) is None
+    refusal = _Negotiation(ReceiverSettings(allowed_calling_aes=("GOOD",))).refusal(request)
+    assert refusal is not None and refusal[0] == ul.REJECT_CALLING_AE
+    assert _Negotiation(ReceiverSettings(allowed_calling_aes=("CALLER",))).refusal(request) is None
+
+
+def test_a_proposed_syntax_with_non_ascii_bytes_is_answered_not_raised() -> None:
+    """Regression (protocol fuzzing): a transfer syntax with bytes >= 0x80 made encoding the
+    A-ASSOCIATE-AC raise UnicodeEncodeError; the peer got an abort and the log a traceback."""
+    raw = pynetdicom_rq((CT, ["1.2.840.10008.1.2.9876"]))
+    raw = raw.replace(b"1.2.840.10008.1.2.9876", b"1.2.840.10008.1.2.\xe9\xff\x80\x99")
+    request = ul.parse_associate_rq(raw[6:])
+    results, accepted = _Negotiation(ReceiverSettings()).contexts(request)
+    assert accepted == {} and results[0].result == ul.TRANSFER_SYNTAXES_NOT_SUPPORTED
+    data = ul.encode_associate_ac(request, results, max_pdu_length=1 << 20,
+                                  implementation_class_uid="2.25.1", implementation_version="DICOMFLOW_01")
+    assert b"1.2.840.10008.1.2.????" in data  # the rejected context's syntax, made ASCII
+    pdu = A_ASSOCIATE_AC()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the (echoed) invalid UID
+        pdu.decode(data)
+    assert [cx.result for cx in pdu.presentation_context] == [ul.TRANSFER_SYNTAXES_NOT_SUPPORTED]
 
 
 def test_our_associate_ac_is_read_by_pynetdicom() -> None:

@@ -9,14 +9,24 @@ does while also indexing. This acceptor does only what a storage SCP needs
 thread per association that sleeps in ``recv`` and never polls, and command
 sets encoded with :mod:`struct` (:mod:`~dicomflow.receiver.dimse`).
 
-Per association: read the A-ASSOCIATE-RQ (within ``ARTIM_TIMEOUT_S``),
-refuse it (calling AE not allowed, too many associations, wrong application
-context or protocol version) or accept each presentation context whose
-abstract syntax is a storage SOP class or Verification, with the first
-transfer syntax *the sender* proposed that we know: instances are kept as
-sent. Then serve P-DATA until A-RELEASE-RQ (answered), A-ABORT, the peer
-closing, or ``NETWORK_TIMEOUT_S`` without a PDU (we abort). Anything else
-is a protocol error, answered with A-ABORT.
+Per association: read the A-ASSOCIATE-RQ (whole, within
+``receiver.artim_timeout_s``), refuse it (calling AE not allowed, wrong
+application context or protocol version, no association slot free:
+:mod:`~dicomflow.receiver.limits`) or accept each presentation context
+whose abstract syntax is a storage SOP class or Verification, with the
+first transfer syntax *the sender* proposed that we know: instances are
+kept as sent. Then serve P-DATA until A-RELEASE-RQ (answered), A-ABORT or
+the peer closing. Each data set streams to its file as its fragments
+arrive (:mod:`~dicomflow.receiver.reception`), so an association holds at
+most one PDU, one command set and the first fragments of one data set in
+memory.
+
+Every wait for a PDU has a deadline for the *whole* PDU (a peer dripping
+one byte a second does not keep it alive): ``receiver.idle_timeout_s``,
+capped by ``receiver.max_association_s`` from the association's start when
+that is set. Past it, or past ``receiver.max_dataset_bytes``, we abort.
+Anything malformed or out of order is a protocol error, answered with
+A-ABORT (one warning line, no traceback).
 
 What it does not do (pynetdicom does, ``receiver.engine = "pynetdicom"``):
 asynchronous operations windows (we answer with the default, synchronous),
@@ -36,12 +46,15 @@ from collections.abc import Iterable
 
 from pydicom.uid import AllTransferSyntaxes
 
+from dicomflow.audit import events as audit
 from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
 from dicomflow.receiver.audit import Peer
 from dicomflow.receiver.ingest import Source
 from dicomflow.receiver.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
-from dicomflow.receiver.service import AssociationEvents, StoreRequest, StoreService
+from dicomflow.receiver.limits import Slot, SlotLimiter, SlotRefused
+from dicomflow.receiver.reception import DatasetTooLarge, Reception
+from dicomflow.receiver.service import AssociationEvents, StoreService
 from dicomflow.receiver.tls import ServerTls, TlsRefused
 from dicomflow.settings import ReceiverSettings
 
@@ -52,12 +65,11 @@ VERIFICATION = "1.2.840.10008.1.1"
 STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."
 #: Largest PDU we announce; typical CT/MR images arrive in one PDU.
 MAX_PDU_BYTES = 1024 * 1024
-#: Largest PDU we read at all, whatever we announced (a memory bound).
-HARD_PDU_LIMIT = 64 * 1024 * 1024
-#: Seconds a new connection has to send its A-ASSOCIATE-RQ.
-ARTIM_TIMEOUT_S = 30.0
-#: Seconds an established association may stay silent before we abort it.
-NETWORK_TIMEOUT_S = 120.0
+#: Largest PDU we read at all (a memory bound): what we announced plus a little
+#: slack for peers that count the PDV headers differently.
+PDU_READ_LIMIT = MAX_PDU_BYTES + 16 * 1024
+#: Largest command set (they are a few hundred bytes).
+COMMAND_LIMIT = 64 * 1024
 #: Seconds to wait for the peer to hang up after our last PDU (A-ABORT, -RJ, A-RELEASE-RP).
 _DRAIN_S = 2.0
 
@@ -87,7 +99,7 @@ class _Negotiation:
         self.abstract_syntaxes = storage_sop_classes()
         self.transfer_syntaxes = frozenset([*map(str, AllTransferSyntaxes), *receiver.supported_transfer_syntaxes])
 
-    def refusal(self, request: ul.AssociateRequest, active: int) -> tuple[tuple[int, int, int], str] | None:
+    def refusal(self, request: ul.AssociateRequest) -> tuple[tuple[int, int, int], str] | None:
         """Why the association must be rejected, as (result, source, reason) and a sentence; None to accept."""
         if not request.protocol_version & 1:
             return ul.REJECT_PROTOCOL_VERSION, f"protocol version {request.protocol_version} not supported"
@@ -96,8 +108,6 @@ class _Negotiation:
         if self.allowed and request.calling_ae not in self.allowed:
             return ul.REJECT_CALLING_AE, (
                 f"calling AE title {request.calling_ae!r} is not in receiver.allowed_calling_aes")
-        if active >= self.receiver.max_associations:
-            return ul.REJECT_BUSY, f"association limit {self.receiver.max_associations} reached"
         return None
 
     def contexts(self, request: ul.AssociateRequest) -> tuple[list[ul.ContextResult], dict[int, tuple[str, str]]]:
@@ -135,6 +145,10 @@ class Association:
         self.accepted: dict[int, tuple[str, str]] = {}
         self._send_lock = threading.Lock()
         self._closed = False
+        self._started = time.monotonic()
+        self._slot: Slot | None = None
+        #: The data set being received, if any (discarded if the association ends first).
+        self.reception: Reception | None = None
 
     # ------------------------------------------------------------------ I/O
 
@@ -202,10 +216,18 @@ class Association:
         except ul.PeerClosed:
             pass
         except TimeoutError:
-            log.warning("association from %s: no PDU in time; aborting", self._who())
+            kind, why = self._timeout_reason(established)
+            log.warning("association from %s: %s; aborting", self._who(), why)
+            self.server.events.aborted(self, kind)
             self.abort()
+        except DatasetTooLarge as exc:
+            log.warning("association from %s: %s; aborting, partial data set removed", self._who(), exc)
+            self._audit_too_large(exc)
+            self.server.events.aborted(self, "dataset-too-large")
+            self.abort(0, drain=True)
         except ul.ProtocolError as exc:
             log.warning("association from %s: protocol error, aborting: %s", self._who(), exc)
+            self.server.events.aborted(self, "protocol-error")
             self.abort(2, drain=True)
         except OSError as exc:
             if not self._closed:
@@ -214,10 +236,37 @@ class Association:
             log.exception("association from %s failed unexpectedly; aborting", self._who())
             self.abort()
         finally:
+            if self.reception is not None:
+                self.reception.discard()
+                self.reception = None
+            if self._slot is not None:
+                self.server.limiter.release(self._slot)
             self._shutdown()
             self.sock.close()
             self.server._forget(self)
             self.server.events.closed(self, self.peer if established else None)
+
+    def _timeout_reason(self, established: bool) -> tuple[str, str]:
+        rs = self.server.receiver
+        if not established:
+            return "artim-timeout", f"no complete A-ASSOCIATE-RQ within {rs.artim_timeout_s:g} s (receiver.artim_timeout_s)"
+        if rs.max_association_s and time.monotonic() - self._started >= rs.max_association_s - 0.01:
+            return "duration", f"association lasted {rs.max_association_s:g} s (receiver.max_association_s)"
+        return "idle-timeout", f"no complete PDU within {rs.idle_timeout_s:g} s (receiver.idle_timeout_s)"
+
+    def _deadline(self, wait_s: float) -> float:
+        """When the next PDU must have arrived whole: ``wait_s`` from now, capped by max_association_s."""
+        deadline = time.monotonic() + wait_s
+        cap = self.server.receiver.max_association_s
+        return min(deadline, self._started + cap) if cap else deadline
+
+    def _audit_too_large(self, exc: DatasetTooLarge) -> None:
+        """An instance refused for its size: a failure in the association's Instances Transferred event."""
+        if self.peer is None:
+            return
+        service = self.server.service
+        service.transfers.failed(self, tenant=service.ingestor.tenants.resolve(None, self.peer.calling_ae),
+                                 study_uid=None, outcome=audit.MAJOR_FAILURE, reason=str(exc), sop_class_uid=None)
 
     def _handshake(self) -> bool:
         """TLS first (PS3.15 B.1): True when the connection may go on to the A-ASSOCIATE-RQ."""
@@ -237,19 +286,25 @@ class Association:
 
     def _negotiate(self) -> bool:
         """Read the A-ASSOCIATE-RQ and accept or reject it; True when established."""
-        self.sock.settimeout(ARTIM_TIMEOUT_S)
-        pdu_type, body = ul.read_pdu(self.sock, HARD_PDU_LIMIT)
+        artim = self._deadline(self.server.receiver.artim_timeout_s)
+        pdu_type, body = ul.read_pdu(self.sock, PDU_READ_LIMIT, deadline=artim)
         if pdu_type != ul.A_ASSOCIATE_RQ:
             raise ul.ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type 0x{pdu_type:02X}")
         request = ul.parse_associate_rq(body)
         local = self.sock.getsockname()
         self.peer = Peer(request.calling_ae, self.address[0] or None, request.called_ae, str(local[0]))
         negotiation = self.server.negotiation
-        refusal = negotiation.refusal(request, self.server.active_count() - 1)
+        refusal = negotiation.refusal(request)
+        kind = _REFUSAL_KINDS.get(refusal[0], "other") if refusal is not None else ""
+        if refusal is None:
+            try:
+                self._slot = self.server.limiter.acquire(request.calling_ae)
+            except SlotRefused as busy:
+                refusal, kind = (ul.REJECT_BUSY, str(busy)), busy.kind
         if refusal is not None:
             (result, source, reason), why = refusal
             self._send(ul.encode_associate_rj(result, source, reason))
-            self.server.events.rejected(self.peer, why)
+            self.server.events.rejected(self.peer, why, kind)
             self._await_peer_close()
             return False
         results, self.accepted = negotiation.contexts(request)
@@ -262,15 +317,17 @@ class Association:
         return True
 
     def _serve(self) -> None:
-        """P-DATA until release or abort: assemble each message, answer it."""
-        self.sock.settimeout(NETWORK_TIMEOUT_S)
-        command_parts: list[memoryview] = []
-        dataset_parts: list[memoryview] = []
+        """P-DATA until release or abort: assemble each command, stream each data set, answer."""
+        idle = self.server.receiver.idle_timeout_s
+        command_parts: list[bytes] = []
+        command_size = 0
         command: dimse.Command | None = None
         context_id = -1
         while True:
-            pdu_type, body = ul.read_pdu(self.sock, HARD_PDU_LIMIT)
+            pdu_type, body = ul.read_pdu(self.sock, PDU_READ_LIMIT, deadline=self._deadline(idle))
             if pdu_type == ul.A_RELEASE_RQ:
+                if command is not None or command_parts:
+                    raise ul.ProtocolError("A-RELEASE-RQ in the middle of a DIMSE message")
                 self._send(ul.encode_release_rp())
                 self._await_peer_close()
                 return
@@ -285,40 +342,55 @@ class Association:
                 if control & ul.COMMAND:
                     if command is not None:
                         raise ul.ProtocolError("a new command started before the data set of the previous one")
-                    command_parts.append(fragment)
+                    if command_parts and pdv_context != context_id:
+                        raise ul.ProtocolError("command fragments on two presentation contexts")
+                    command_size += len(fragment)
+                    if command_size > COMMAND_LIMIT:
+                        raise ul.ProtocolError(f"command set longer than {COMMAND_LIMIT} bytes")
+                    command_parts.append(bytes(fragment))
                     context_id = pdv_context
                     if control & ul.LAST_FRAGMENT:
                         command = dimse.parse_command(b"".join(command_parts))
-                        command_parts = []
+                        command_parts, command_size = [], 0
                         if not command.has_dataset:
-                            self._answer(command, context_id, b"")
+                            self._answer(command, context_id)
                             command = None
+                        else:
+                            self._begin(command, context_id)
                 else:
-                    if command is None:
+                    if command is None or self.reception is None:
                         raise ul.ProtocolError("data set fragment without a command")
                     if pdv_context != context_id:
                         raise ul.ProtocolError(
                             f"data set on presentation context {pdv_context}, its command on {context_id}")
-                    dataset_parts.append(fragment)
-                    if control & ul.LAST_FRAGMENT:
-                        self._answer(command, context_id, b"".join(dataset_parts))
-                        dataset_parts = []
+                    last = bool(control & ul.LAST_FRAGMENT)
+                    self.reception.feed(fragment, last)
+                    if last:
+                        self._answer(command, context_id)
                         command = None
 
-    def _answer(self, command: dimse.Command, context_id: int, dataset: bytes) -> None:
-        """Run one DIMSE request and send its response."""
-        abstract, syntax = self.accepted[context_id]
+    def _begin(self, command: dimse.Command, context_id: int) -> None:
+        """A command with a data set: C-STORE starts a reception; anything else is not served."""
+        if command.command_field != dimse.C_STORE_RQ:
+            raise ul.ProtocolError(f"DIMSE command 0x{command.command_field:04X} is not served here")
+        assert self.peer is not None
+        _abstract, syntax = self.accepted[context_id]
+        self.reception = self.server.service.begin(
+            self, transfer_syntax_uid=syntax,
+            sop_class_uid=command.affected_sop_class_uid or None,
+            sop_instance_uid=command.affected_sop_instance_uid or None,
+            source=Source(ae_title=self.peer.calling_ae, address=self.address[0]),
+            max_bytes=self.server.receiver.max_dataset_bytes,
+        )
+
+    def _answer(self, command: dimse.Command, context_id: int) -> None:
+        """Finish one DIMSE request (the data set, if any, received whole) and send its response."""
+        abstract, _syntax = self.accepted[context_id]
         if command.command_field == dimse.C_ECHO_RQ:
             response = dimse.c_echo_rsp(command.message_id, command.affected_sop_class_uid or abstract)
-        elif command.command_field == dimse.C_STORE_RQ:
-            assert self.peer is not None
-            outcome = self.server.service.store(self, StoreRequest(
-                dataset=dataset,
-                transfer_syntax_uid=syntax,
-                sop_class_uid=command.affected_sop_class_uid or None,
-                sop_instance_uid=command.affected_sop_instance_uid or None,
-                source=Source(ae_title=self.peer.calling_ae, address=self.address[0]),
-            ))
+        elif command.command_field == dimse.C_STORE_RQ and self.reception is not None:
+            reception, self.reception = self.reception, None
+            outcome = reception.finish()
             response = dimse.c_store_rsp(command.message_id, command.affected_sop_class_uid or abstract,
                                          command.affected_sop_instance_uid, outcome.status, outcome.comment)
         else:
@@ -327,13 +399,25 @@ class Association:
             self._send(pdu)
 
 
+#: Metric label of each A-ASSOCIATE-RJ reason the negotiation gives.
+_REFUSAL_KINDS = {
+    ul.REJECT_PROTOCOL_VERSION: "protocol-version",
+    ul.REJECT_APPLICATION_CONTEXT: "application-context",
+    ul.REJECT_CALLING_AE: "calling-ae",
+    ul.REJECT_CALLED_AE: "called-ae",
+}
+
+
 class NativeEngine:
     """Accepts connections (or is handed them) and serves each association on its own thread."""
 
     def __init__(self, receiver: ReceiverSettings, service: StoreService, events: AssociationEvents, *,
-                 listen: bool = True) -> None:
+                 limiter: SlotLimiter, listen: bool = True) -> None:
+        self.receiver = receiver
         self.service = service
         self.events = events
+        #: Association slots shared with the receiver's other processes.
+        self.limiter = limiter
         self.negotiation = _Negotiation(receiver)
         #: TLS (receiver.tls): on the main port when tls.port is 0, else on a listener of its own.
         self.tls = ServerTls(receiver.tls) if receiver.tls.enabled else None

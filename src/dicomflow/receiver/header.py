@@ -76,6 +76,10 @@ class _Malformed(Exception):
     """The walker cannot follow the encoding from here."""
 
 
+class _Truncated(_Malformed):
+    """The data ends before the walk does: malformed in a whole data set, 'need more' in a prefix."""
+
+
 def scan_elements(
     buf: Buffer, *, implicit: bool, little: bool, wanted: frozenset[int], offset: int = 0
 ) -> dict[int, bytes]:
@@ -104,13 +108,19 @@ def scan_elements(
     raise MalformedDatasetError(f"the data set cannot be read: {first}") from first
 
 
-def _scan(buf: Buffer, pos: int, implicit: bool, little: bool, wanted: frozenset[int]) -> dict[int, bytes]:
+def _scan(buf: Buffer, pos: int, implicit: bool, little: bool, wanted: frozenset[int],
+          partial: bool = False) -> dict[int, bytes]:
+    """The walk; with ``partial`` (``buf`` is only a prefix) it raises _Truncated unless it got past every wanted tag."""
     layout = _LE if little else _BE
     tag_len, explicit_short, explicit_long = layout.tag_len, layout.explicit_short, layout.explicit_long
     stop_after = max(wanted)
     end = len(buf)
     out: dict[int, bytes] = {}
+    if partial and pos + 12 > end:
+        raise _Truncated("prefix too short")
     while pos + 8 <= end:
+        if partial and pos + 12 > end:
+            raise _Truncated("prefix ends inside an element header")
         if implicit:
             group, elem, length = tag_len.unpack_from(buf, pos)
             vr = b""
@@ -126,15 +136,17 @@ def _scan(buf: Buffer, pos: int, implicit: bool, little: bool, wanted: frozenset
                 raise _Malformed(f"no explicit VR at ({group:04X},{elem:04X}), byte {pos}")
         tag = (group << 16) | elem
         if tag > stop_after:
-            break
+            return out
         if length == _UNDEFINED:
             pos = _skip_sequence(buf, pos, layout, implicit or vr == b"UN", 1)
             continue
         if pos + length > end:
-            raise _Malformed(f"element ({group:04X},{elem:04X}) of length {length} runs past the end ({end} bytes)")
+            raise _Truncated(f"element ({group:04X},{elem:04X}) of length {length} runs past the end ({end} bytes)")
         if tag in wanted:
             out[tag] = bytes(buf[pos:pos + length])
         pos += length
+    if partial:
+        raise _Truncated("prefix ends before the last wanted element")
     return out
 
 
@@ -156,7 +168,7 @@ def _skip_sequence(buf: Buffer, pos: int, layout: _Layout, implicit: bool, depth
             pos = _skip_item(buf, pos, layout, implicit, depth)
         else:
             pos += length
-    raise _Malformed("sequence without a delimiter before the end of the data")
+    raise _Truncated("sequence without a delimiter before the end of the data")
 
 
 def _skip_item(buf: Buffer, pos: int, layout: _Layout, implicit: bool, depth: int) -> int:
@@ -181,7 +193,7 @@ def _skip_item(buf: Buffer, pos: int, layout: _Layout, implicit: bool, depth: in
             pos = _skip_sequence(buf, pos, layout, implicit or vr == b"UN", depth + 1)
         else:
             pos += length
-    raise _Malformed("item without a delimiter before the end of the data")
+    raise _Truncated("item without a delimiter before the end of the data")
 
 
 # --------------------------------------------------------------------------- decoding
@@ -239,6 +251,50 @@ def read_header(
         buf, offset = inflate(buf[offset:]), 0
     raw = scan_elements(buf, implicit=implicit, little=little, wanted=BASE_TAGS | {tenant_tag}, offset=offset)
     return decode_header(raw, tenant_tag=tenant_tag, today=today)
+
+
+#: Most bytes inflated from a deflated data set's prefix to find its header (a zip bomb stops here).
+PREFIX_INFLATE_LIMIT = 16 * 1024 * 1024
+
+
+def read_header_prefix(
+    prefix: Buffer,
+    transfer_syntax_uid: str,
+    *,
+    tenant_tag: int,
+    today: dt.date | None = None,
+) -> InstanceHeader | None:
+    """The ingest header from the first bytes of a data set still arriving; None when more bytes are needed.
+
+    The walk stops at the first element past the wanted ones (usually the
+    pixel data's header, a few kB in), so the first P-DATA fragment nearly
+    always suffices; the caller streams everything after it to disk. A
+    deflated data set's prefix is inflated up to :data:`PREFIX_INFLATE_LIMIT`.
+
+    Raises:
+        MalformedDatasetError: the bytes at hand cannot be a data set in this syntax.
+    """
+    implicit = transfer_syntax_uid == IMPLICIT_VR_LE
+    little = transfer_syntax_uid != EXPLICIT_VR_BE
+    buf = prefix
+    if transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE:
+        try:
+            buf = zlib.decompressobj(-zlib.MAX_WBITS).decompress(prefix, PREFIX_INFLATE_LIMIT)
+        except zlib.error as exc:
+            raise MalformedDatasetError(f"corrupt deflated data set: {exc}") from exc
+    wanted = BASE_TAGS | {tenant_tag}
+    attempts = (implicit,) if implicit else (False, True)
+    first: Exception | None = None
+    for as_implicit in attempts:
+        try:
+            raw = _scan(buf, 0, as_implicit, little, wanted, partial=True)
+        except _Truncated:
+            return None
+        except (_Malformed, struct.error) as exc:
+            first = first or exc
+            continue
+        return decode_header(raw, tenant_tag=tenant_tag, today=today)
+    raise MalformedDatasetError(f"the data set cannot be read: {first}") from first
 
 
 def decode_header(raw: Mapping[int, bytes], *, tenant_tag: int, today: dt.date | None = None) -> InstanceHeader:
@@ -343,6 +399,7 @@ __all__ = [
     "inflate",
     "parse_date",
     "read_header",
+    "read_header_prefix",
     "scan_elements",
     "study_date_of",
 ]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dicomflow.models import DicomStoreMeta, TransferStatus, now, uid_hash
 from dicomflow.receiver.exceptions import MissingAttributeError
-from dicomflow.receiver.header import InstanceHeader, read_header
+from dicomflow.receiver.header import InstanceHeader, read_header, read_header_prefix
 from dicomflow.receiver.part10 import EXPLICIT_VR_LE, Buffer, file_header
 from dicomflow.receiver.storage import write_atomic
 from dicomflow.receiver.tenant import TenantResolver
@@ -78,6 +78,23 @@ class Ingestor:
         self.node_id = node_id
 
     # ------------------------------------------------------------------ steps
+
+    def read_prefix(self, prefix: Buffer, transfer_syntax_uid: str) -> InstanceHeader | None:
+        """The header from the first bytes of a data set still arriving; None when more are needed.
+
+        Raises:
+            MalformedDatasetError: the bytes at hand cannot be a data set.
+        """
+        return read_header_prefix(prefix, transfer_syntax_uid, tenant_tag=self.tenant_tag)
+
+    def file_head(self, identity: Identity, transfer_syntax_uid: str, source: Source) -> bytes:
+        """Preamble and File Meta Information of the instance's file.
+
+        Raises:
+            InvalidUIDError: the transfer syntax UID is malformed.
+        """
+        syntax = require_uid(transfer_syntax_uid, "Transfer Syntax UID")
+        return file_header(identity.sop_class_uid, identity.sop_uid, syntax, source.ae_title)
 
     def read(self, dataset: Buffer, transfer_syntax_uid: str, *, offset: int = 0) -> InstanceHeader:
         """Read the header attributes of an encoded data set.

@@ -14,6 +14,7 @@ Engines report association life cycle to an :class:`AssociationEvents`
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,15 @@ from typing import Protocol
 from dicomflow.audit import events as audit
 from dicomflow.errors import PublishError
 from dicomflow.kafka.producer import Publisher
+from dicomflow.metrics.receiver import ReceiverMetrics
 from dicomflow.models import DicomStoreMeta
 from dicomflow.receiver.audit import Peer, TransferLog
 from dicomflow.receiver.exceptions import OUT_OF_RESOURCES, IngestError, InternalError, PublishFailedError
 from dicomflow.receiver.header import InstanceHeader
 from dicomflow.receiver.ingest import Identity, Ingestor, Source
-from dicomflow.receiver.storage import sync_folder_durably
+from dicomflow.receiver.part10 import Buffer
+from dicomflow.receiver.reception import Reception
+from dicomflow.receiver.storage import PendingFile, sync_folder_durably
 from dicomflow.receiver.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
@@ -73,7 +77,9 @@ class AssociationEvents(Protocol):
 
     def closed(self, association: object, peer: Peer | None) -> None: ...
 
-    def rejected(self, peer: Peer, reason: str) -> None: ...
+    def rejected(self, peer: Peer, reason: str, kind: str = "other") -> None: ...
+
+    def aborted(self, association: object, kind: str) -> None: ...
 
     def tls_refused(self, peer_address: str, reason: str, kind: str) -> None: ...
 
@@ -85,8 +91,11 @@ class StoreService:
     per-request state of its own.
     """
 
-    def __init__(self, ingestor: Ingestor, publisher: Publisher, transfers: TransferLog, *, publish_timeout_s: float) -> None:
+    def __init__(self, ingestor: Ingestor, publisher: Publisher, transfers: TransferLog, *, publish_timeout_s: float,
+                 metrics: ReceiverMetrics | None = None) -> None:
         self.ingestor = ingestor
+        #: Observer: counts and latencies (never changes a decision).
+        self.metrics = metrics
         self.publisher = publisher
         self.transfers = transfers
         self.publish_timeout_s = publish_timeout_s
@@ -98,31 +107,69 @@ class StoreService:
         self._folder_syncs.shutdown(wait=True)
 
     def store(self, association: object, request: StoreRequest) -> StoreOutcome:
-        """Handle one C-STORE; return its status. Never raises."""
-        source = request.source
+        """Handle one C-STORE whose data set is in memory; return its status. Never raises."""
+        return self.store_bytes(association, request.dataset, request.transfer_syntax_uid, request.sop_class_uid,
+                                request.sop_instance_uid, request.source)
+
+    def begin(self, association: object, *, transfer_syntax_uid: str, sop_class_uid: str | None,
+              sop_instance_uid: str | None, source: Source, max_bytes: int) -> Reception:
+        """Start receiving a data set as a stream (:class:`~dicomflow.receiver.reception.Reception`)."""
+        return Reception(self, association, transfer_syntax_uid=transfer_syntax_uid, sop_class_uid=sop_class_uid,
+                         sop_instance_uid=sop_instance_uid, source=source, max_bytes=max_bytes)
+
+    def store_bytes(self, association: object, dataset: Buffer, syntax: str, sop_class_uid: str | None,
+                    sop_instance_uid: str | None, source: Source) -> StoreOutcome:
+        """Read, identify, write and publish a data set held whole in memory. Never raises."""
         header: InstanceHeader | None = None
         identity: Identity | None = None
         try:
-            syntax = request.transfer_syntax_uid
-            header = self.ingestor.read(request.dataset, syntax)
+            header = self.ingestor.read(dataset, syntax)
             identity = self.ingestor.identify(
-                header, sop_class_uid=request.sop_class_uid, sop_instance_uid=request.sop_instance_uid,
-                calling_ae=source.ae_title,
+                header, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid, calling_ae=source.ae_title,
             )
-            path, size = self.ingestor.write(identity, request.dataset, syntax, source, defer_folder_sync=True)
-            store_event = self.ingestor.store_event(identity, path, size, syntax, source)
-            self._publish_and_sync(store_event, path.parent)
+            head = self.ingestor.file_head(identity, syntax, source)
+            started = time.perf_counter()
+            pending = PendingFile(self.ingestor.path_of(identity), fsync=self.ingestor.fsync)
+            pending.write(head)
+            pending.write(dataset)
+            write_s = time.perf_counter() - started
         except IngestError as exc:
-            return self._refuse(association, exc, header, identity, source)
+            return self.refuse(association, exc, header, identity, source)
         except Exception as exc:  # noqa: BLE001 - a handler answers a status, it never raises
-            log.exception("unexpected error storing an instance from %s (%s)", source.ae_title, source.address)
-            return self._refuse(association, InternalError(f"internal error: {type(exc).__name__}"), header, identity, source)
+            return self.internal_error(association, exc, header, identity, source)
+        return self.complete(association, identity, pending, syntax, source, write_s=write_s)
+
+    def complete(self, association: object, identity: Identity, pending: PendingFile, syntax: str, source: Source,
+                 *, write_s: float = 0.0) -> StoreOutcome:
+        """Sync and rename a fully written file, publish its store event, answer. Never raises."""
+        try:
+            started = time.perf_counter()
+            size = pending.commit(sync_folder=False)
+            synced = time.perf_counter()
+            store_event = self.ingestor.store_event(identity, pending.path, size, syntax, source)
+            self._publish_and_sync(store_event, pending.path.parent)
+            acked = time.perf_counter()
+        except IngestError as exc:
+            pending.discard()
+            return self.refuse(association, exc, identity.header, identity, source)
+        except Exception as exc:  # noqa: BLE001 - a handler answers a status, it never raises
+            pending.discard()
+            return self.internal_error(association, exc, identity.header, identity, source)
         self.transfers.stored(
             association, tenant=identity.tenant, study_uid=identity.study_uid,
             sop_class_uid=identity.sop_class_uid, patient_id=identity.header.patient_id or None,
         )
+        if self.metrics is not None:
+            self.metrics.stored(size, write_s=write_s, fsync_s=synced - started, ack_s=acked - synced)
         log.debug("stored %s from %s as %s", identity.sop_uid, source.ae_title, store_event.file_path)
         return StoreOutcome(SUCCESS)
+
+    def internal_error(self, association: object, exc: Exception, header: InstanceHeader | None,
+                       identity: Identity | None, source: Source) -> StoreOutcome:
+        """An unexpected failure: logged with its traceback, answered as out of resources."""
+        log.error("unexpected error storing an instance from %s (%s)", source.ae_title, source.address, exc_info=exc)
+        return self.refuse(association, InternalError(f"internal error: {type(exc).__name__}"), header, identity,
+                           source)
 
     def _publish_and_sync(self, store_event: DicomStoreMeta, folder: Path) -> None:
         """Publish the event while the folder holding the new name is synced; both before Success.
@@ -161,7 +208,7 @@ class StoreService:
             reason = result.failures[0].reason
             raise PublishFailedError(f"Kafka did not acknowledge the store event: {reason}", sop_uid=store_event.sop_uid)
 
-    def _refuse(
+    def refuse(
         self, association: object, exc: IngestError, header: InstanceHeader | None, identity: Identity | None,
         source: Source,
     ) -> StoreOutcome:
@@ -179,6 +226,8 @@ class StoreService:
             outcome=audit.SERIOUS_FAILURE if transient else audit.MINOR_FAILURE, reason=str(exc),
             sop_class_uid=identity.sop_class_uid if identity else None,
         )
+        if self.metrics is not None:
+            self.metrics.refused(exc.status)
         return StoreOutcome(exc.status, error_comment(exc.reason))
 
 
