@@ -16,7 +16,14 @@ Metrics are observers: updating one never changes what the receiver does.
 
 from __future__ import annotations
 
+import os
+import uuid
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from dicomflow.metrics.health import Probe
+from dicomflow.settings import KafkaSettings
 
 #: Seconds, from a tenth of a millisecond (a small write) to a minute (a Kafka outage).
 _TIME_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -78,4 +85,39 @@ class ReceiverMetrics:
         self.rejected.labels(reason=reason).inc()
 
 
-__all__ = ["ReceiverMetrics"]
+def storage_probe(root: Path) -> Probe:
+    """Healthy when a file can be created, written, synced and removed under the storage root."""
+
+    def probe() -> str | None:
+        path = root / f".healthz-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, b"ok")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.unlink(path)
+        except OSError as exc:
+            return f"not writable: {exc.strerror or exc}"
+        return None
+
+    return probe
+
+
+def kafka_probe(kafka: KafkaSettings, timeout_s: float = 3.0) -> Probe:
+    """Healthy when the brokers answer a metadata request."""
+
+    def probe() -> str | None:
+        from dicomflow.kafka.admin import list_cluster_topics
+
+        try:
+            list_cluster_topics(kafka, timeout_s=timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any failure is the answer
+            return f"unreachable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        return None
+
+    return probe
+
+
+__all__ = ["ReceiverMetrics", "kafka_probe", "storage_probe"]

@@ -335,7 +335,7 @@ class Association:
                 log.info("association from %s aborted by the peer", self._who())
                 return
             if pdu_type != ul.P_DATA_TF:
-                raise ul.ProtocolError(f"unexpected PDU type 0x{pdu_type:02X} in an established association")
+                raise ul.ProtocolError(f"PDU type 0x{pdu_type:02X} is not allowed in an established association")
             for pdv_context, control, fragment in ul.iter_pdvs(body):
                 if pdv_context not in self.accepted:
                     raise ul.ProtocolError(f"P-DATA on presentation context {pdv_context}, which was not accepted")

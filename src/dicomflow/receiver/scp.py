@@ -142,6 +142,12 @@ class Receiver:
     def active_associations(self) -> int:
         return self.engine.active_associations()
 
+    def serving(self) -> bool:
+        """True while connections are accepted (the listening thread runs; or adopted ones, until stopped)."""
+        if self._stopped:
+            return False
+        return not self._listen or (self._thread is not None and self._thread.is_alive())
+
     def stop(self, *, grace_s: float = STOP_GRACE_S, announce: bool = True) -> None:
         """Stop accepting, let running associations finish (abort them after ``grace_s``), flush, close.
 
