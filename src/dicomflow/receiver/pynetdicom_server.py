@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 import socketserver
+import threading
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -29,6 +30,7 @@ from dicomflow.receiver.audit import Peer
 from dicomflow.receiver.ingest import Source
 from dicomflow.receiver.part10 import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from dicomflow.receiver.service import SUCCESS, AssociationEvents, StoreRequest, StoreService
+from dicomflow.receiver.tls import ServerTls, TlsRefused
 from dicomflow.settings import ReceiverSettings
 
 log = logging.getLogger(__name__)
@@ -130,9 +132,26 @@ class AssociationServer(ThreadedAssociationServer):
     elsewhere (the multi-process dispatcher) are handed to :meth:`adopt`.
     """
 
-    def __init__(self, *args: Any, listen: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, listen: bool = True, tls: ServerTls | None = None,
+                 events: AssociationEvents | None = None, **kwargs: Any) -> None:
         self._listen = listen
+        #: TLS handshake per connection, on the connection's thread. (pynetdicom's
+        #: own ``ssl_context`` wraps in the accept loop, where one silent peer
+        #: would hold up every other connection.)
+        self.tls = tls
+        self.events = events
         super().__init__(*args, **kwargs)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if self.tls is not None:
+            try:
+                request = self.tls.accept(request)
+            except TlsRefused as refused:
+                if self.events is not None:
+                    host = client_address[0] if isinstance(client_address, tuple) else str(client_address)
+                    self.events.tls_refused(str(host), str(refused), refused.kind)
+                return
+        super().process_request_thread(request, client_address)
 
     def server_bind(self) -> None:
         if self._listen:
@@ -199,50 +218,85 @@ def build_ae(receiver: ReceiverSettings) -> AE:
 
 
 class PynetdicomEngine:
-    """The receiver's network layer on pynetdicom (see the module documentation)."""
+    """The receiver's network layer on pynetdicom (see the module documentation).
+
+    With ``[receiver.tls]`` the main server speaks TLS (``tls.port = 0``), or a
+    second server on ``tls.port`` does, beside the plain one.
+    """
 
     def __init__(self, receiver: ReceiverSettings, service: StoreService, events: AssociationEvents, *,
                  listen: bool = True) -> None:
         self.ae = build_ae(receiver)
-        self.server = cast(AssociationServer, self.ae.make_server(
-            (receiver.host, receiver.port),
-            evt_handlers=[
-                (evt.EVT_C_STORE, handle_store, [service]),
-                (evt.EVT_ESTABLISHED, handle_established, [events]),
-                (evt.EVT_CONN_CLOSE, handle_closed, [events]),
-                (evt.EVT_REJECTED, handle_rejected, [events, receiver]),
-            ],
-            server_class=AssociationServer,
-            listen=listen,
-        ))
-        if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
-            unbind_standard_logging(self.server)
+        tls = ServerTls(receiver.tls) if receiver.tls.enabled else None
+        self.main_secure = tls is not None and receiver.tls.port == 0
+        handlers: list[Any] = [
+            (evt.EVT_C_STORE, handle_store, [service]),
+            (evt.EVT_ESTABLISHED, handle_established, [events]),
+            (evt.EVT_CONN_CLOSE, handle_closed, [events]),
+            (evt.EVT_REJECTED, handle_rejected, [events, receiver]),
+        ]
+
+        def server(port: int, secure: bool, bind: bool) -> AssociationServer:
+            made = cast(AssociationServer, self.ae.make_server(
+                (receiver.host, port), evt_handlers=handlers, server_class=AssociationServer, listen=bind,
+                tls=tls if secure else None, events=events,
+            ))
+            if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
+                unbind_standard_logging(made)
+            return made
+
+        self.server = server(receiver.port, self.main_secure, listen)
+        self.tls_server: AssociationServer | None = None
+        if tls is not None and not self.main_secure:
+            self.tls_server = server(receiver.tls.port, True, listen)
+        self._tls_thread: threading.Thread | None = None
 
     @property
     def address(self) -> tuple[str, int]:
         host, port = self.server.server_address[:2]
         return str(host), int(port)
 
+    @property
+    def tls_address(self) -> tuple[str, int] | None:
+        """The (host, port) of the TLS server beside the plain one, if any."""
+        if self.tls_server is None:
+            return None
+        host, port = self.tls_server.server_address[:2]
+        return str(host), int(port)
+
+    def _servers(self) -> list[AssociationServer]:
+        return [self.server] + ([self.tls_server] if self.tls_server is not None else [])
+
     def serve_forever(self) -> None:
+        if self.tls_server is not None:
+            self._tls_thread = threading.Thread(target=self.tls_server.serve_forever, name="dicomflow-scp-tls",
+                                                daemon=True)
+            self._tls_thread.start()
         self.server.serve_forever()
 
     def shutdown(self) -> None:
+        if self.tls_server is not None and self._tls_thread is not None:
+            self.tls_server.shutdown()
         self.server.shutdown()
 
-    def adopt(self, client: socket.socket, address: tuple[str, int]) -> None:
+    def adopt(self, client: socket.socket, address: tuple[str, int], *, secure: bool | None = None) -> None:
         set_nodelay(client)
-        self.server.process_request(client, address)
+        secure = self.main_secure if secure is None else secure
+        target = self.tls_server if secure and self.tls_server is not None else self.server
+        target.process_request(client, address)
 
     def active_associations(self) -> int:
-        return len(self.server.active_associations)
+        return sum(len(s.active_associations) for s in self._servers())
 
     def abort_all(self) -> None:
-        for assoc in self.server.active_associations:
-            log.warning("aborting association from %s still running at shutdown", assoc.requestor.ae_title)
-            assoc.abort()
+        for server in self._servers():
+            for assoc in server.active_associations:
+                log.warning("aborting association from %s still running at shutdown", assoc.requestor.ae_title)
+                assoc.abort()
 
     def close(self) -> None:
-        self.server.server_close()
+        for server in self._servers():
+            server.server_close()
 
 
 __all__ = ["MAX_PDU_BYTES", "PynetdicomEngine", "build_ae", "order_transfer_syntaxes", "storage_contexts"]
