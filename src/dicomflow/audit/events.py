@@ -54,6 +54,13 @@ def _application(node_id: str, ae_title: str | None, role: CodedValue, requestor
     )
 
 
+def _requestor(ae_title: str | None, address: str | None, user: str | None) -> ActiveParticipant:
+    """The sending side: its AE title, and the username of its user identity as the user name."""
+    participant = _application(ae_title or "unknown", ae_title, SOURCE_ROLE, True, address)
+    participant.user_name = user
+    return participant
+
+
 def application_activity(
     *,
     started: bool,
@@ -87,6 +94,7 @@ def instances_transferred(
     patient_id: str | None = None,
     source_ae: str | None = None,
     source_address: str | None = None,
+    source_user: str | None = None,
     destination_ae: str | None = None,
     destination_address: str | None = None,
     outcome: Outcome = SUCCESS,
@@ -96,6 +104,8 @@ def instances_transferred(
     """DICOM Instances Transferred (110104), one per study per association (action C).
 
     A failure is the same event with a non-zero outcome and its description.
+    ``source_user`` is the username the sender's user identity named (the
+    requestor participant's user name).
     """
     details = {"instance_count": str(instance_count)}
     if sop_classes:
@@ -119,7 +129,7 @@ def instances_transferred(
         tenant_id=tenant_id,
         audit_source_id=node_id,
         active_participants=[
-            _application(source_ae or "unknown", source_ae, SOURCE_ROLE, True, source_address),
+            _requestor(source_ae, source_address, source_user),
             _application(node_id, destination_ae, DESTINATION_ROLE, False, destination_address),
         ],
         participant_objects=objects,
@@ -180,6 +190,7 @@ def association_rejected(
     called_ae: str,
     called_address: str | None = None,
     reason: str,
+    user: str | None = None,
     when: dt.datetime | None = None,
 ) -> AuditEvent:
     """User Authentication (110114) / Login (110122) failed: a DICOM peer was refused an association.
@@ -197,7 +208,7 @@ def association_rejected(
         tenant_id=tenant_id,
         audit_source_id=node_id,
         active_participants=[
-            _application(calling_ae or "unknown", calling_ae, SOURCE_ROLE, True, calling_address),
+            _requestor(calling_ae, calling_address, user),
             _application(node_id, called_ae, DESTINATION_ROLE, False, called_address),
         ],
     )

@@ -37,6 +37,7 @@ thread before the A-ASSOCIATE-RQ (:mod:`~dicomflow.receiver.tls`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import selectors
 import socket
@@ -55,6 +56,7 @@ from dicomflow.receiver.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_V
 from dicomflow.receiver.limits import Slot, SlotLimiter, SlotRefused
 from dicomflow.receiver.reception import DatasetTooLarge, Reception
 from dicomflow.receiver.service import AssociationEvents, StoreService
+from dicomflow.receiver.identity import IdentityPolicy, UserIdentity, parse_user_identity
 from dicomflow.receiver.tls import ServerTls, TlsRefused
 from dicomflow.settings import ReceiverSettings
 
@@ -296,6 +298,10 @@ class Association:
         negotiation = self.server.negotiation
         refusal = negotiation.refusal(request)
         kind = _REFUSAL_KINDS.get(refusal[0], "other") if refusal is not None else ""
+        verdict = self.server.identity.check(_user_identity(request))
+        self.peer = dataclasses.replace(self.peer, user=verdict.username)
+        if refusal is None and not verdict.ok:
+            refusal, kind = (REJECT_USER_IDENTITY, verdict.reason), "user-identity"
         if refusal is None:
             try:
                 self._slot = self.server.limiter.acquire(request.calling_ae)
@@ -312,6 +318,7 @@ class Association:
         self._send(ul.encode_associate_ac(
             request, results, max_pdu_length=MAX_PDU_BYTES,
             implementation_class_uid=IMPLEMENTATION_CLASS_UID, implementation_version=IMPLEMENTATION_VERSION,
+            extra_user_items=verdict.response_item,
         ))
         self.server.events.established(self, self.peer)
         return True
@@ -400,6 +407,24 @@ class Association:
 
 
 #: Metric label of each A-ASSOCIATE-RJ reason the negotiation gives.
+#: An identity that fails (PS3.7 D.3.3.7.3): rejected-permanent, ACSE-related, no reason given.
+REJECT_USER_IDENTITY = (1, 2, 1)
+
+
+def _user_identity(request: ul.AssociateRequest) -> UserIdentity | None:
+    """The request's User Identity sub-item, decoded.
+
+    Raises:
+        ProtocolError: the sub-item is malformed (answered with A-ABORT like any malformed PDU).
+    """
+    if request.user_identity is None:
+        return None
+    try:
+        return parse_user_identity(request.user_identity)
+    except ValueError as exc:
+        raise ul.ProtocolError(f"malformed user identity sub-item: {exc}") from exc
+
+
 _REFUSAL_KINDS = {
     ul.REJECT_PROTOCOL_VERSION: "protocol-version",
     ul.REJECT_APPLICATION_CONTEXT: "application-context",
@@ -419,6 +444,7 @@ class NativeEngine:
         #: Association slots shared with the receiver's other processes.
         self.limiter = limiter
         self.negotiation = _Negotiation(receiver)
+        self.identity = IdentityPolicy(receiver)
         #: TLS (receiver.tls): on the main port when tls.port is 0, else on a listener of its own.
         self.tls = ServerTls(receiver.tls) if receiver.tls.enabled else None
         self.main_secure = self.tls is not None and receiver.tls.port == 0

@@ -44,6 +44,8 @@ class Peer:
     calling_address: str | None
     called_ae: str
     called_address: str | None
+    #: The username of the requestor's User Identity (PS3.7 D.3.3.7), if it sent one.
+    user: str | None = None
 
 
 @dataclass
@@ -138,7 +140,7 @@ class TransferLog:
                 node_id=self._node_id, tenant_id=tenant, study_uid=study_uid,
                 instance_count=tally.instances, sop_classes=sorted(tally.sop_classes),
                 patient_id=tally.patient_id,
-                source_ae=peer.calling_ae, source_address=peer.calling_address,
+                source_ae=peer.calling_ae, source_address=peer.calling_address, source_user=peer.user,
                 destination_ae=peer.called_ae, destination_address=peer.called_address,
                 outcome=outcome, outcome_description=description,
             ))

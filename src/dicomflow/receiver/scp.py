@@ -214,7 +214,7 @@ class Receiver:
         self._emit_audit([audit.association_rejected(
             node_id=self.settings.worker_node_id, tenant_id=tenant, calling_ae=peer.calling_ae,
             calling_address=peer.calling_address, called_ae=peer.called_ae, called_address=peer.called_address,
-            reason=reason,
+            reason=reason, user=peer.user,
         )])
 
     def tls_refused(self, peer_address: str, reason: str, kind: str) -> None:

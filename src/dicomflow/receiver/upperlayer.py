@@ -138,6 +138,8 @@ class AssociateRequest:
     max_pdu_length: int = 0
     implementation_class_uid: str = ""
     implementation_version: str = ""
+    #: The User Identity sub-item's value (0x58, PS3.7 D.3.3.7), undecoded; None when absent.
+    user_identity: bytes | None = None
 
 
 def _uid(raw: bytes) -> str:
@@ -203,10 +205,11 @@ def _user_information(value: bytes, request: AssociateRequest) -> None:
             request.implementation_class_uid = _uid(sub)
         elif sub_type == 0x55:
             request.implementation_version = sub.decode("ascii", "replace").strip(" \x00")
+        elif sub_type == 0x58:
+            request.user_identity = bytes(sub)  # decided by receiver.identity
         # 0x53 asynchronous operations, 0x54 role selection, 0x56/0x57 extended
-        # negotiation, 0x58 user identity: not answered, which means the
-        # defaults (synchronous operations, default roles, no extended
-        # negotiation, no user identity response), as PS3.7 Annex D allows.
+        # negotiation: not answered, which means the defaults (synchronous
+        # operations, default roles, no extended negotiation), as PS3.7 Annex D allows.
 
 
 # --------------------------------------------------------------------------- answers
@@ -247,6 +250,7 @@ def encode_associate_ac(
     max_pdu_length: int,
     implementation_class_uid: str,
     implementation_version: str,
+    extra_user_items: bytes = b"",
 ) -> bytes:
     """An A-ASSOCIATE-AC echoing the request's AE titles, with one item per proposed context."""
     items = [_item(0x10, APPLICATION_CONTEXT.encode("ascii"))]
@@ -257,6 +261,7 @@ def encode_associate_ac(
         _item(0x51, _U32.pack(max_pdu_length))
         + _item(0x52, _ascii(implementation_class_uid))
         + _item(0x55, _ascii(implementation_version)[:16])
+        + extra_user_items
     )
     items.append(_item(0x50, user))
     fixed = _U16.pack(1) + b"\x00\x00" + _ae(request.called_ae) + _ae(request.calling_ae) + b"\x00" * 32
