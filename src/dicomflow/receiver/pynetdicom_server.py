@@ -30,6 +30,8 @@ from dicomflow.receiver.audit import Peer
 from dicomflow.receiver.ingest import Source
 from dicomflow.receiver.part10 import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from dicomflow.receiver.service import SUCCESS, AssociationEvents, StoreRequest, StoreService
+from dicomflow.receiver.identity import IdentityPolicy
+from dicomflow.receiver.pynetdicom_identity import handle_requested, username_of
 from dicomflow.receiver.tls import ServerTls, TlsRefused
 from dicomflow.settings import ReceiverSettings
 
@@ -75,6 +77,7 @@ def _peer_of(event: Event) -> Peer:
         calling_address=requestor.address or None,
         called_ae=(acceptor.ae_title or "").strip(),
         called_address=acceptor.address or None,
+        user=username_of(requestor),
     )
 
 
@@ -234,6 +237,7 @@ class PynetdicomEngine:
             (evt.EVT_ESTABLISHED, handle_established, [events]),
             (evt.EVT_CONN_CLOSE, handle_closed, [events]),
             (evt.EVT_REJECTED, handle_rejected, [events, receiver]),
+            (evt.EVT_REQUESTED, handle_requested, [IdentityPolicy(receiver), events]),
         ]
 
         def server(port: int, secure: bool, bind: bool) -> AssociationServer:
