@@ -406,3 +406,32 @@ def _wait_http(port: int) -> None:
             pass
         assert time.monotonic() < deadline
         time.sleep(0.3)
+
+
+def test_the_pynetdicom_engine_streams_through_its_temporary_file_and_enforces_the_size_limit(
+    edge_settings: Settings,
+) -> None:
+    from pynetdicom import AE
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    s = dataclasses.replace(edge_settings, receiver=dataclasses.replace(
+        edge_settings.receiver, engine="pynetdicom", max_dataset_bytes=2 * MIB))
+    small, big = instance(), instance()
+    for ds, fill in ((small, b"\x01" * (MIB // 2)), (big, b"\x02" * (3 * MIB))):
+        ds.BitsAllocated = 8
+        ds.PixelData = fill
+    with running_receiver(s):
+        ae = AE(ae_title="PYNETDICOM")
+        ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", s.receiver.port, ae_title="DICOMFLOW")
+        assert assoc.is_established
+        assert assoc.send_c_store(small).Status == 0
+        answer = assoc.send_c_store(big)
+        assert "Status" not in answer or answer.Status != 0
+        deadline = time.monotonic() + 10
+        while not assoc.is_aborted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert assoc.is_aborted
+    files = leftovers(s.storage.root)
+    assert [f.stem for f in files] == [str(small.SOPInstanceUID)]
+    assert [e.sop_uid for _, e in read_store_events(s, s.topics.main)] == [str(small.SOPInstanceUID)]

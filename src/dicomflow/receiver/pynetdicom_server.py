@@ -12,15 +12,17 @@ reason; this one stays as the reference implementation and the fallback.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import socketserver
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
-from pynetdicom import AE, AllStoragePresentationContexts, VerificationPresentationContexts, evt
+from pynetdicom import AE, AllStoragePresentationContexts, VerificationPresentationContexts, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
@@ -28,7 +30,15 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomflow.receiver.audit import Peer
 from dicomflow.receiver.ingest import Source
-from dicomflow.receiver.part10 import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from dicomflow.receiver.exceptions import OUT_OF_RESOURCES
+from dicomflow.receiver.part10 import (
+    DEFLATED_EXPLICIT_VR_LE,
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+    read_file_meta,
+)
+from dicomflow.receiver.reception import DatasetTooLarge, Reception
 from dicomflow.receiver.service import SUCCESS, AssociationEvents, StoreRequest, StoreService
 from dicomflow.receiver.identity import IdentityPolicy
 from dicomflow.receiver.pynetdicom_identity import handle_requested, username_of
@@ -88,23 +98,81 @@ def _text(value: object) -> str | None:
 # --------------------------------------------------------------------------- handlers
 
 
-def handle_store(event: Event, service: StoreService) -> int | Dataset:
-    """EVT_C_STORE: hand the encoded data set to the service (which never raises)."""
+#: Bytes read at a time from pynetdicom's temporary file into the reception.
+_FEED_CHUNK = 1024 * 1024
+
+
+def handle_store(event: Event, service: StoreService, max_dataset_bytes: int = 4 * 1024**3) -> int | Dataset:
+    """EVT_C_STORE: hand the encoded data set to the service (which never raises).
+
+    pynetdicom wrote the data set to a temporary file as it arrived
+    (``STORE_RECV_CHUNKED_DATASET``); it is fed to the same streaming
+    reception as the native engine's, a chunk at a time, so memory stays
+    bounded. Past ``max_dataset_bytes`` the association is aborted (the
+    check comes once pynetdicom has the whole data set: it offers no
+    per-fragment hook).
+    """
     request = cast(C_STORE, event.request)
     requestor = event.assoc.requestor
-    outcome = service.store(event.assoc, StoreRequest(
-        dataset=request.DataSet.getvalue() if request.DataSet is not None else b"",
-        transfer_syntax_uid=str(event.context.transfer_syntax),
-        sop_class_uid=_text(request.AffectedSOPClassUID),
-        sop_instance_uid=_text(request.AffectedSOPInstanceUID),
-        source=Source(ae_title=(requestor.ae_title or "").strip(), address=requestor.address or ""),
-    ))
+    source = Source(ae_title=(requestor.ae_title or "").strip(), address=requestor.address or "")
+    syntax = str(event.context.transfer_syntax)
+    path = getattr(request, "_dataset_path", None)
+    if path is None:  # not chunked (a host application's pynetdicom settings)
+        outcome = service.store(event.assoc, StoreRequest(
+            dataset=request.DataSet.getvalue() if request.DataSet is not None else b"",
+            transfer_syntax_uid=syntax,
+            sop_class_uid=_text(request.AffectedSOPClassUID),
+            sop_instance_uid=_text(request.AffectedSOPInstanceUID),
+            source=source,
+        ))
+    else:
+        reception = service.begin(
+            event.assoc, transfer_syntax_uid=syntax, sop_class_uid=_text(request.AffectedSOPClassUID),
+            sop_instance_uid=_text(request.AffectedSOPInstanceUID), source=source, max_bytes=max_dataset_bytes,
+        )
+        try:
+            _feed_file(Path(path[0] if isinstance(path, tuple) else path), reception)
+        except DatasetTooLarge as exc:
+            log.warning("association from %s (%s): %s; aborting, partial data set removed",
+                        source.ae_title, source.address, exc)
+            event.assoc.abort()
+            return OUT_OF_RESOURCES
+        except (OSError, ValueError) as exc:
+            reception.discard()
+            log.error("cannot read pynetdicom's temporary file %s: %s", path, exc)
+            return OUT_OF_RESOURCES
+        outcome = reception.finish()
     if outcome.ok:
         return SUCCESS
     status = Dataset()
     status.Status = outcome.status
     status.ErrorComment = outcome.comment or ""
     return status
+
+
+def _feed_file(path: Path, reception: Reception) -> None:
+    """Feed the data set of pynetdicom's Part 10 temporary file (after its File Meta) to ``reception``.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: its File Meta Information is broken.
+        DatasetTooLarge: the data set is larger than the reception allows.
+    """
+    with open(path, "rb") as f:
+        head = f.read(_FEED_CHUNK)
+        _meta, start = read_file_meta(head, 132)
+        size = os.fstat(f.fileno()).st_size - start
+        if size <= 0:
+            reception.feed(b"", True)
+            return
+        f.seek(start)
+        left = size
+        while left > 0:
+            chunk = f.read(min(_FEED_CHUNK, left))
+            if not chunk:
+                raise OSError(f"{path} ended {left} bytes early")
+            left -= len(chunk)
+            reception.feed(chunk, left == 0)
 
 
 def handle_established(event: Event, events: AssociationEvents) -> None:
@@ -229,11 +297,15 @@ class PynetdicomEngine:
 
     def __init__(self, receiver: ReceiverSettings, service: StoreService, events: AssociationEvents, *,
                  listen: bool = True) -> None:
+        # pynetdicom's only way to keep a data set out of memory is this process-wide switch: each
+        # C-STORE data set is written to a temporary file (in the system's temporary folder) as it
+        # arrives and handed to handle_store by path.
+        _config.STORE_RECV_CHUNKED_DATASET = True
         self.ae = build_ae(receiver)
         tls = ServerTls(receiver.tls) if receiver.tls.enabled else None
         self.main_secure = tls is not None and receiver.tls.port == 0
         handlers: list[Any] = [
-            (evt.EVT_C_STORE, handle_store, [service]),
+            (evt.EVT_C_STORE, handle_store, [service, receiver.max_dataset_bytes]),
             (evt.EVT_ESTABLISHED, handle_established, [events]),
             (evt.EVT_CONN_CLOSE, handle_closed, [events]),
             (evt.EVT_REJECTED, handle_rejected, [events, receiver]),
