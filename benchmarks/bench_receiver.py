@@ -29,8 +29,11 @@ last storescu exit; each run is checked afterwards (files and events read
 back for dicomflow, instance count over REST for Orthanc) so no figure counts
 a lost instance. With ``--repeat`` > 1 the median run is reported.
 
-Targets: one association >= 1.5x Orthanc-with-PostgreSQL and >= Orthanc
-default; four associations >= 2x Orthanc-with-PostgreSQL.
+Targets: one association >= 1.5x Orthanc (default index); four
+associations >= 1.5x Orthanc (default index). The PostgreSQL-index ratios
+are printed too. Memory: the dicomflow receiver's resident memory (the
+dispatcher and its workers together) is sampled during each run; "per
+association" is the peak above the idle figure, divided by the associations.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -254,6 +258,13 @@ class Result:
     associations: int
     instances: int
     seconds: float
+    #: Resident memory of the receiver's processes: idle before the run, peak during it (KiB; 0: not measured).
+    idle_kib: int = 0
+    peak_kib: int = 0
+
+    @property
+    def per_association_mib(self) -> float:
+        return max(0, self.peak_kib - self.idle_kib) / 1024 / self.associations
 
     @property
     def rate(self) -> float:
@@ -278,13 +289,42 @@ def send(receiver: Receiver, folders: Sequence[Path], associations: int) -> floa
     return elapsed
 
 
+def tree_rss_kib(pid: int) -> int:
+    """Resident memory of ``pid`` and its children (KiB)."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    total = 0
+    for p in [pid, *map(int, out.split())]:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return total
+
+
 def measure(make: Callable[[], Receiver], folders: Sequence[Path], associations: int, expected: int) -> Result:
     with make() as receiver:
-        seconds = send(receiver, folders, associations)
+        process = getattr(receiver, "process", None)
+        pid = process.pid if isinstance(receiver, Dicomflow) and process is not None else None
+        idle = tree_rss_kib(pid) if pid else 0
+        peak = [idle]
+        done = threading.Event()
+
+        def sample() -> None:
+            while pid and not done.wait(0.1):
+                peak[0] = max(peak[0], tree_rss_kib(pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            seconds = send(receiver, folders, associations)
+        finally:
+            done.set()
+            sampler.join()
         received = receiver.count()
         if received != expected:
             raise RuntimeError(f"{receiver.name}: {received} instances received, {expected} sent")
-        return Result(receiver.name, associations, expected, seconds)
+        return Result(receiver.name, associations, expected, seconds, idle, peak[0])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -334,8 +374,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
             results[(key, associations)] = result
             spread = f" (runs: {', '.join(f'{r.rate:.0f}' for r in runs)})" if len(runs) > 1 else ""
+            memory = (f", RSS {result.idle_kib / 1024:.0f} -> {result.peak_kib / 1024:.0f} MiB, "
+                      f"{result.per_association_mib:.1f} MiB per association" if result.peak_kib else "")
             print(f"  {result.receiver:<44} {associations} association(s): {result.rate:7.1f} instances/s "
-                  f"({result.seconds:.1f} s){spread}", flush=True)
+                  f"({result.seconds:.1f} s{memory}){spread}", flush=True)
 
     print()
     print(f"{'receiver':<46}{'1 association':>16}{'4 associations':>17}")
@@ -344,8 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{one.receiver:<46}{one.rate:>12.1f}/s  {four.rate:>12.1f}/s")
     rate = {k: r.rate for k, r in results.items()}
     checks = [
+        ("1 association: dicomflow / Orthanc-default", rate[(compared, 1)] / rate[("orthanc", 1)], 1.5),
+        ("4 associations: dicomflow / Orthanc-default", rate[(compared, 4)] / rate[("orthanc", 4)], 1.5),
         ("1 association: dicomflow / Orthanc-PostgreSQL", rate[(compared, 1)] / rate[("orthanc-pg", 1)], 1.5),
-        ("1 association: dicomflow / Orthanc-default", rate[(compared, 1)] / rate[("orthanc", 1)], 1.0),
         ("4 associations: dicomflow / Orthanc-PostgreSQL", rate[(compared, 4)] / rate[("orthanc-pg", 4)], 2.0),
     ]
     print()
