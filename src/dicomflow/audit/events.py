@@ -214,6 +214,56 @@ def association_rejected(
     )
 
 
+#: dicomflow's own event type: an instance arrived whose SOP Instance UID is stored with other content.
+DUPLICATE_INSTANCE = CodedValue(code="DUP", scheme="99DICOMFLOW", meaning="Duplicate SOP Instance")
+SOP_UID_TYPE = CodedValue(code="110181", meaning="SOP Class UID")
+
+
+def duplicate_instance(
+    *,
+    node_id: str,
+    tenant_id: str,
+    study_uid: str,
+    sop_uid: str,
+    sop_class_uid: str,
+    decision: str,
+    file_path: str,
+    stored_size: int | None,
+    received_size: int,
+    source_ae: str | None = None,
+    source_address: str | None = None,
+    source_user: str | None = None,
+    destination_ae: str | None = None,
+    when: dt.datetime | None = None,
+) -> AuditEvent:
+    """DICOM Instances Transferred (110104) / Duplicate SOP Instance: a different copy of a stored instance arrived.
+
+    ``decision`` is what ``ingest.duplicates`` made of it: ``rejected``
+    (outcome 4, the sender got a failure), ``kept`` (the stored copy stays),
+    ``replaced`` (action U: the new copy took its place).
+    """
+    details = {"sop_uid": sop_uid, "sop_classes": sop_class_uid, "decision": decision,
+               "file_path": file_path, "received_size": str(received_size)}
+    if stored_size is not None:
+        details["stored_size"] = str(stored_size)
+    return AuditEvent(
+        event_id=INSTANCES_TRANSFERRED,
+        event_type=[DUPLICATE_INSTANCE],
+        event_action="U" if decision == "replaced" else "C",
+        event_date_time=when or now(),
+        event_outcome=MINOR_FAILURE if decision == "rejected" else SUCCESS,
+        event_outcome_description=f"SOP Instance UID {sop_uid} already stored with other content: {decision}",
+        tenant_id=tenant_id,
+        audit_source_id=node_id,
+        active_participants=[
+            _requestor(source_ae, source_address, source_user),
+            _application(node_id, destination_ae, DESTINATION_ROLE, False, None),
+        ],
+        participant_objects=[ParticipantObject(object_id=study_uid, id_type=STUDY_UID_TYPE, type_code=2,
+                                               type_code_role=3, details=details)],
+    )
+
+
 SECURITY_ALERT = CodedValue(code="110113", meaning="Security Alert")
 NODE_AUTHENTICATION = CodedValue(code="110126", meaning="Node Authentication")
 NODE_ID_TYPE = CodedValue(code="110182", meaning="Node ID")
@@ -270,6 +320,7 @@ __all__ = [
     "application_activity",
     "association_rejected",
     "dead_lettered",
+    "duplicate_instance",
     "instances_transferred",
     "security_alert",
 ]

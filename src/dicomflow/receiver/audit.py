@@ -124,6 +124,16 @@ class TransferLog:
         refused = sum(t.instances for (_, _, outcome), t in entry.tallies.items() if outcome != audit.SUCCESS)
         return stored, refused
 
+    def peer_of(self, association: object) -> Peer | None:
+        """The peer of an open association (None when unknown)."""
+        with self._lock:
+            entry = self._open.get(association)
+        return entry.peer if entry is not None else None
+
+    def emit(self, events: list[AuditEvent]) -> None:
+        """Publish events right away (observer: a failure is logged)."""
+        self._publish(events)
+
     def pending(self) -> int:
         """Associations still open (for shutdown)."""
         with self._lock:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dicomflow.models import DicomStoreMeta, TransferStatus, now, uid_hash
+from dicomflow.receiver.duplicates import Policy
 from dicomflow.receiver.exceptions import MissingAttributeError
 from dicomflow.receiver.header import InstanceHeader, read_header, read_header_prefix
 from dicomflow.receiver.part10 import EXPLICIT_VR_LE, Buffer, file_header
@@ -69,6 +70,7 @@ class Ingestor:
         node_id: str,
         *,
         tenant_override: str | None = None,
+        duplicates: Policy = "reject",
     ) -> None:
         self.root = storage.root.resolve()
         self.tenants = TenantResolver(receiver.ae_tenants, storage.default_tenant, override=tenant_override)
@@ -76,6 +78,8 @@ class Ingestor:
         self.supported = frozenset(receiver.supported_transfer_syntaxes)
         self.fsync = receiver.fsync
         self.node_id = node_id
+        #: ingest.duplicates: what :func:`~dicomflow.receiver.duplicates.place` does with a different copy.
+        self.duplicates: Policy = duplicates
 
     # ------------------------------------------------------------------ steps
 

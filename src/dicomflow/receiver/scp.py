@@ -90,7 +90,7 @@ class Receiver:
             dataclasses.replace(settings.kafka, linger_ms=rs.kafka_linger_ms), settings.topics,
             client_id=f"dicomflow-receiver-{settings.worker_node_id}",
         )
-        self.ingestor = Ingestor(settings.storage, rs, settings.worker_node_id)
+        self.ingestor = Ingestor(settings.storage, rs, settings.worker_node_id, duplicates=settings.ingest.duplicates)
         self.ingestor.root.mkdir(parents=True, exist_ok=True)
         clear_incoming(self.ingestor.root)
         #: Observer: the receiver's Prometheus metrics (None: not collected).

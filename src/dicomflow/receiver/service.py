@@ -26,6 +26,7 @@ from dicomflow.kafka.producer import Publisher
 from dicomflow.metrics.receiver import ReceiverMetrics
 from dicomflow.models import DicomStoreMeta
 from dicomflow.receiver.audit import Peer, TransferLog
+from dicomflow.receiver.duplicates import DuplicateInstanceError, Placement, place
 from dicomflow.receiver.exceptions import OUT_OF_RESOURCES, IngestError, InternalError, PublishFailedError
 from dicomflow.receiver.header import InstanceHeader
 from dicomflow.receiver.ingest import Identity, Ingestor, Source
@@ -142,13 +143,34 @@ class StoreService:
     def complete(self, association: object, identity: Identity, pending: PendingFile, syntax: str, source: Source,
                  *, write_s: float = 0.0) -> StoreOutcome:
         """Sync and rename a fully written file, publish its store event, answer. Never raises."""
+        placement: Placement | None = None
         try:
             started = time.perf_counter()
-            size = pending.commit(sync_folder=False)
+            size = pending.seal()
+            placement = place(pending.temp, pending.path, self.ingestor.duplicates, sop_uid=identity.sop_uid)
             synced = time.perf_counter()
-            store_event = self.ingestor.store_event(identity, pending.path, size, syntax, source)
-            self._publish_and_sync(store_event, pending.path.parent)
+            if placement.duplicate:
+                self._audit_duplicate(association, identity, placement, size, source)
+            if not placement.publish:  # identical, or kept: Success, nothing changes
+                self.transfers.stored(
+                    association, tenant=identity.tenant, study_uid=identity.study_uid,
+                    sop_class_uid=identity.sop_class_uid, patient_id=identity.header.patient_id or None,
+                )
+                log.info("%s from %s: SOP Instance UID stored already (%s); nothing published",
+                         identity.sop_uid, source.ae_title, placement.outcome)
+                return StoreOutcome(SUCCESS)
+            store_event = self.ingestor.store_event(identity, pending.path, placement.size, syntax, source)
+            try:
+                self._publish_and_sync(store_event, pending.path.parent)
+            except BaseException:
+                placement.not_acknowledged()
+                raise
+            placement.acknowledged()
             acked = time.perf_counter()
+        except DuplicateInstanceError as exc:
+            pending.discard()
+            self._audit_duplicate(association, identity, None, pending.size, source)
+            return self.refuse(association, exc, identity.header, identity, source)
         except IngestError as exc:
             pending.discard()
             return self.refuse(association, exc, identity.header, identity, source)
@@ -163,6 +185,22 @@ class StoreService:
             self.metrics.stored(size, write_s=write_s, fsync_s=synced - started, ack_s=acked - synced)
         log.debug("stored %s from %s as %s", identity.sop_uid, source.ae_title, store_event.file_path)
         return StoreOutcome(SUCCESS)
+
+    def _audit_duplicate(self, association: object, identity: Identity, placement: Placement | None,
+                         received_size: int, source: Source) -> None:
+        """One audit event per non-identical duplicate (``placement`` None: rejected)."""
+        decision = placement.outcome if placement is not None else "rejected"
+        log.warning("%s from %s (%s): SOP Instance UID stored already with other content; %s",
+                    identity.sop_uid, source.ae_title, source.address, decision)
+        peer = self.transfers.peer_of(association)
+        self.transfers.emit([audit.duplicate_instance(
+            node_id=self.ingestor.node_id, tenant_id=identity.tenant, study_uid=identity.study_uid,
+            sop_uid=identity.sop_uid, sop_class_uid=identity.sop_class_uid, decision=decision,
+            file_path=str(self.ingestor.path_of(identity)),
+            stored_size=placement.previous_size if placement is not None else None, received_size=received_size,
+            source_ae=source.ae_title, source_address=source.address, source_user=peer.user if peer else None,
+            destination_ae=peer.called_ae if peer else None,
+        )])
 
     def internal_error(self, association: object, exc: Exception, header: InstanceHeader | None,
                        identity: Identity | None, source: Source) -> StoreOutcome:

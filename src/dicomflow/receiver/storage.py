@@ -153,10 +153,33 @@ class PendingFile:
             sync_folder_durably(self.path.parent)
         return self.size
 
+    def seal(self) -> int:
+        """fdatasync and close the temporary file without renaming it; return the size.
+
+        The caller puts it in place (:func:`~dicomflow.receiver.duplicates.place`)
+        or calls :meth:`discard`.
+        """
+        fd, self._fd = self._fd, None
+        if fd is None:
+            raise StorageWriteError(f"the file was already closed: {self.path}")
+        try:
+            try:
+                if self.fsync:
+                    _sync_data(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            _remove_quietly(self.temp)
+            raise StorageWriteError(f"cannot write the file ({exc.strerror or exc}): {self.path}") from exc
+        self._sealed = True
+        return self.size
+
     def discard(self) -> None:
         """Close and remove the temporary file (idempotent; after :meth:`commit` it does nothing)."""
         fd, self._fd = self._fd, None
         if fd is None:
+            if getattr(self, "_sealed", False):
+                _remove_quietly(self.temp)  # sealed but not placed (place() removes it otherwise)
             return
         try:
             os.close(fd)

@@ -39,7 +39,8 @@ from dicomflow.receiver.audit import Peer, TransferLog
 from dicomflow.receiver.exceptions import IngestError
 from dicomflow.receiver.ingest import Identity, Ingestor, Source
 from dicomflow.receiver.part10 import EXPLICIT_VR_LE, file_header, read_file_meta
-from dicomflow.receiver.storage import write_atomic
+from dicomflow.receiver.duplicates import DuplicateInstanceError, Placement, place
+from dicomflow.receiver.storage import PendingFile, sync_folder_durably
 from dicomflow.scanner.walk import SNIFF_BYTES, sniff
 from dicomflow.settings import Settings
 
@@ -75,6 +76,8 @@ class Prepared:
     identity: Identity
     event: DicomStoreMeta
     inside_root: bool
+    #: How a copy was placed (replace: the old copy is kept until the event is acknowledged).
+    placement: Placement | None = None
 
 
 @dataclass
@@ -121,7 +124,8 @@ class FolderPublisher:
     ) -> None:
         self.settings = settings
         self.publisher = publisher
-        self.ingestor = Ingestor(settings.storage, settings.receiver, settings.worker_node_id, tenant_override=tenant)
+        self.ingestor = Ingestor(settings.storage, settings.receiver, settings.worker_node_id, tenant_override=tenant,
+                                 duplicates=settings.ingest.duplicates)
         self.copy_into_storage = copy_into_storage
         self.batch_size = max(1, batch_size)
         self.threads = max(1, threads)
@@ -195,21 +199,51 @@ class FolderPublisher:
             sop_class, sop_instance = meta.media_storage_sop_class_uid, meta.media_storage_sop_instance_uid
         header = self.ingestor.read(buf, syntax, offset=offset)
         identity = self.ingestor.identify(header, sop_class_uid=sop_class, sop_instance_uid=sop_instance, calling_ae=None)
+        placement: Placement | None = None
         if self.copy_into_storage:
             target = self.ingestor.path_of(identity)
             if target != path.resolve():
-                with memoryview(buf) as view:
-                    if layout == "part10":
-                        size = write_atomic(target, (view,), fsync=self.ingestor.fsync)
-                    else:  # give a raw data set (or a meta group without preamble) a proper header
-                        head_bytes = file_header(identity.sop_class_uid, identity.sop_uid, syntax, None)
-                        size = write_atomic(target, (head_bytes, view[offset:]), fsync=self.ingestor.fsync)
+                pending = PendingFile(target, fsync=self.ingestor.fsync)
+                try:
+                    with memoryview(buf) as view:
+                        if layout == "part10":
+                            pending.write(view)
+                        else:  # give a raw data set (or a meta group without preamble) a proper header
+                            pending.write(file_header(identity.sop_class_uid, identity.sop_uid, syntax, None))
+                            pending.write(view[offset:])
+                    received = pending.seal()
+                    placement = place(pending.temp, target, self.ingestor.duplicates, sop_uid=identity.sop_uid)
+                except DuplicateInstanceError as exc:
+                    self._audit_duplicate(identity, target, None, pending.size)
+                    return Skipped(path, f"{exc.reason}: {target}")
+                finally:
+                    pending.discard()
+                if self.ingestor.fsync:
+                    sync_folder_durably(target.parent)
+                if placement.duplicate:
+                    self._audit_duplicate(identity, target, placement, received)
+                if not placement.publish:
+                    what = "identical content" if placement.outcome == "identical" else (
+                        "other content, the stored copy kept (ingest.duplicates = keep)")
+                    return Skipped(path, f"already stored with {what}: {target}")
+                size = placement.size
             inside = True
         else:
             target = path.resolve()
             inside = target.is_relative_to(self.ingestor.root)
         event = self.ingestor.store_event(identity, target, size, syntax, PUBLISH_SOURCE)
-        return Prepared(path, identity, event, inside)
+        return Prepared(path, identity, event, inside, placement)
+
+    def _audit_duplicate(self, identity: Identity, target: Path, placement: Placement | None, received: int) -> None:
+        decision = placement.outcome if placement is not None else "rejected"
+        log.warning("%s: SOP Instance UID %s stored already with other content; %s", target, identity.sop_uid, decision)
+        self._emit_audit([audit.duplicate_instance(
+            node_id=self.settings.worker_node_id, tenant_id=identity.tenant, study_uid=identity.study_uid,
+            sop_uid=identity.sop_uid, sop_class_uid=identity.sop_class_uid, decision=decision,
+            file_path=str(target), stored_size=placement.previous_size if placement is not None else None,
+            received_size=received, source_ae=PUBLISH_SOURCE.ae_title, source_address=PUBLISH_SOURCE.address,
+            destination_ae=self.settings.receiver.ae_title,
+        )])
 
     def _send(self, ready: list[Prepared], summary: Summary, run_key: object) -> None:
         """Publish one batch; files whose events Kafka did not acknowledge are failures."""
@@ -222,6 +256,11 @@ class FolderPublisher:
             failed = {i: str(exc) for i in range(len(ready))}
         for index, prepared in enumerate(ready):
             identity = prepared.identity
+            if prepared.placement is not None:
+                if index in failed:
+                    prepared.placement.not_acknowledged()
+                else:
+                    prepared.placement.acknowledged()
             if index in failed:
                 summary.failed.append(Skipped(prepared.source, f"Kafka did not acknowledge: {failed[index]}", failed=True))
                 self._audit.failed(run_key, tenant=identity.tenant, study_uid=identity.study_uid,
