@@ -139,7 +139,7 @@ def test_the_folder_sync_overlaps_the_publish_and_its_failure_is_a_failure(
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(storage, "_fsync_folder", failing_sync)
-    outcome = svc.store("assoc", request(encoded()))
+    outcome = svc.store("assoc", request(encoded(SOPInstanceUID="1.2.3.4.6")))  # a new instance, same series
     assert outcome.status == 0xA700
     assert outcome.comment is not None and "Input/output error" in outcome.comment
     assert calls == ["1.2.3.4"]  # the series folder, after the rename
