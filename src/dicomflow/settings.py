@@ -501,6 +501,8 @@ def _validate(s: Settings) -> None:
          "a client CA needs cert_file and key_file (TLS) too"),
         (0 <= s.receiver.tls.port < 65536, "receiver.tls.port", "must be 0 (the main port) or a TCP port"),
         (s.receiver.tls.handshake_timeout_s > 0, "receiver.tls.handshake_timeout_s", "must be positive"),
+        (s.receiver.tls.port == 0 or s.receiver.processes == 1 or not s.receiver.tls.enabled, "receiver.tls.port",
+         "a TLS listener beside the plain one needs receiver.processes = 1 (use port = 0: TLS on the main port)"),
         (not s.receiver.require_user_identity or s.receiver.users_file is not None, "receiver.users_file",
          "receiver.require_user_identity needs a users file (dicomflow users add NAME)"),
     ]
