@@ -1,7 +1,7 @@
 """C-STORE receive rate: dicomflow scp versus Orthanc, same corpus, same client, same run.
 
     python benchmarks/bench_receiver.py [--instances 2000] [--processes 2] [--repeat 1]
-                                        [--engines native,pynetdicom] [--no-fsync]
+                                        [--engines native,pynetdicom] [--no-fsync] [--no-tls]
                                         [--work-dir /tmp/dicomflow-bench-receiver]
 
 The client is dcmtk's ``storescu`` (``TCP_NODELAY=1``, the receivers get it
@@ -18,6 +18,9 @@ Receivers, each started fresh (empty storage, empty index) for every run:
   instance counts once its file is durable and Kafka (the local broker,
   acks=all) acknowledged its store event and receipt: that is when it
   answers Success;
+* **dicomflow scp over mutual TLS** (the first engine; storescu ``+tls``
+  with a client certificate, TLS 1.2+/BCP 195, certificates made with
+  openssl for the run): its cost is printed as TLS / plain, same run;
 * **Orthanc, default index** (SQLite, ``SyncStorageArea`` on);
 * **Orthanc, PostgreSQL index** (``orthanc-postgresql`` plugin, a fresh
   database in the local PostgreSQL).
@@ -84,9 +87,25 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 60.0) ->
         time.sleep(0.2)
 
 
-def echo(port: int, called: str) -> bool:
-    return subprocess.run([ECHOSCU, "-aec", called, "127.0.0.1", str(port)], env=NODELAY,
+def echo(port: int, called: str, flags: Sequence[str] = ()) -> bool:
+    return subprocess.run([ECHOSCU, "-aec", called, *flags, "127.0.0.1", str(port)], env=NODELAY,
                           capture_output=True).returncode == 0
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A CA, a server and a client certificate (EC P-256) made with openssl for the TLS rows; never kept."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=bench CA", "-days", "1")
+    for name in ("server", "client"):
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=bench {name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "1")
+    return {n: folder / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
 
 
 def ensure_orthanc() -> None:
@@ -107,6 +126,8 @@ class Receiver(AbstractContextManager["Receiver"]):
     name = ""
     called_ae = ""
     port = 0
+    #: storescu / echoscu options every client needs (TLS).
+    client_flags: tuple[str, ...] = ()
 
     def count(self) -> int:
         raise NotImplementedError
@@ -131,9 +152,11 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> N
 class Dicomflow(Receiver):
     called_ae = "DICOMFLOW"
 
-    def __init__(self, settings: Settings, work: Path, processes: int, fsync: bool, engine: str) -> None:
+    def __init__(self, settings: Settings, work: Path, processes: int, fsync: bool, engine: str,
+                 tls: dict[str, Path] | None = None) -> None:
         self.settings = settings
-        self.name = f"dicomflow scp ({engine}, {processes} processes{'' if fsync else ', no fsync'})"
+        self.name = (f"dicomflow scp ({engine}, {processes} processes{'' if fsync else ', no fsync'}"
+                     f"{', mutual TLS' if tls else ''})")
         self.port = free_port()
         suffix = uuid.uuid4().hex[:8]
         self.topics = dataclasses.replace(
@@ -154,6 +177,13 @@ class Dicomflow(Receiver):
             "DICOMFLOW_RECEIVER_FSYNC": "true" if fsync else "false",
             "DICOMFLOW_RECEIVER_ENGINE": engine,
         }
+        if tls:  # the main port speaks TLS 1.2+ (BCP 195), client certificates required
+            env.update({
+                "DICOMFLOW_RECEIVER_TLS_CERT_FILE": str(tls["server.pem"]),
+                "DICOMFLOW_RECEIVER_TLS_KEY_FILE": str(tls["server.key"]),
+                "DICOMFLOW_RECEIVER_TLS_CA_FILE": str(tls["ca.pem"]),
+            })
+            self.client_flags = ("+tls", str(tls["client.key"]), str(tls["client.pem"]), "+cf", str(tls["ca.pem"]))
         env.pop("DICOMFLOW_CONFIG", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dicomflow.cli", "--log-level", "INFO", "scp", "--port", str(self.port),
@@ -273,11 +303,13 @@ class Result:
 
 def send(receiver: Receiver, folders: Sequence[Path], associations: int) -> float:
     """storescu(s) against the receiver; returns the wall time. Raises when a store failed."""
-    wait_until(lambda: echo(receiver.port, receiver.called_ae), f"{receiver.name} to answer C-ECHO")
+    wait_until(lambda: echo(receiver.port, receiver.called_ae, receiver.client_flags),
+               f"{receiver.name} to answer C-ECHO")
     groups = [list(folders)] if associations == 1 else [[f] for f in folders]
     started = time.perf_counter()
     clients = [
-        subprocess.Popen([STORESCU, "-aec", receiver.called_ae, "127.0.0.1", str(receiver.port), "+sd", "+r",
+        subprocess.Popen([STORESCU, "-aec", receiver.called_ae, *receiver.client_flags, "127.0.0.1",
+                          str(receiver.port), "+sd", "+r",
                           *map(str, group)], env=NODELAY, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         for group in groups
     ]
@@ -334,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration; the median is reported")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/dicomflow-bench-receiver"))
     parser.add_argument("--no-fsync", action="store_true", help="dicomflow without fsync (not the compared figure)")
+    parser.add_argument("--no-tls", action="store_true", help="skip the TLS rows (the first engine over mutual TLS)")
     parser.add_argument("--engines", default="native,pynetdicom",
                         help="dicomflow network engines to measure; the first one is compared with the targets")
     args = parser.parse_args(argv)
@@ -361,8 +394,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     def dicomflow(engine: str) -> Callable[[], Receiver]:
         return lambda: Dicomflow(settings, work, args.processes, not args.no_fsync, engine)
 
+    certificates = None if args.no_tls else make_certificates(work / "tls")
     receivers: list[tuple[str, Callable[[], Receiver]]] = [
         *((f"dicomflow-{engine}", dicomflow(engine)) for engine in engines),
+        *(((f"dicomflow-{engines[0]}-tls",
+            lambda: Dicomflow(settings, work, args.processes, not args.no_fsync, engines[0], certificates)),)
+          if certificates else ()),
         ("orthanc", lambda: Orthanc(work)),
         ("orthanc-pg", lambda: Orthanc(work, postgres=settings)),
     ]
@@ -396,6 +433,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, ratio, target in checks:
         verdict = "met" if ratio >= target else "NOT met"
         print(f"{label:<50} {ratio:5.2f}x  (target >= {target}x: {verdict})")
+    if certificates:
+        for associations in (1, 4):
+            tls_rate = rate[(f"{compared}-tls", associations)]
+            print(f"TLS cost, {associations} association(s): {tls_rate:.1f}/s over TLS vs {rate[(compared, associations)]:.1f}/s "
+                  f"plain ({tls_rate / rate[(compared, associations)]:.2f}x)")
     print(f"load average after: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     shutil.rmtree(work / "corpus", ignore_errors=True)
     return 0
