@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from dicomflow.receiver.part10 import read_file_meta
+from dicomflow.dicom.part10 import read_file_meta
 
 GDCMSCU = "/usr/bin/gdcmscu"
 

@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
-from dicomflow.faults.instances import generate
-from dicomflow.faults.privstack import free_ports
-from dicomflow.faults.sender import StoreSender
+import dicomflow_faults
+from dicomflow_faults.instances import generate
+from dicomflow_faults.privstack import free_ports
+from dicomflow_faults.sender import StoreSender
 
 pytestmark = pytest.mark.slow
 
@@ -30,10 +31,13 @@ pytestmark = pytest.mark.slow
 def test_tiny_suite_run_injects_every_fault_and_loses_nothing(tmp_path: Path) -> None:
     report_path = tmp_path / "faults.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
+    # The suite is not installed: its folder (faults/) goes on the path, as scripts/faults.sh does.
+    suite_folder = str(Path(dicomflow_faults.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (suite_folder, env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
-        [sys.executable, "-m", "dicomflow.faults",
+        [sys.executable, "-m", "dicomflow_faults",
          "--instances", "400", "--rate", "25", "--faults-per-kind", "1",
-         "--soak", "3000", "--fuzz", "80", "--fuzz-files", "30", "--controls", "5",
+         "--soak", "3000", "--fuzz", "80", "--fuzz-files", "30", "--controls", "5", "--protocol-fuzz", "0",
          "--seed", "20240315", "--work-dir", str(tmp_path), "--json", str(report_path)],
         capture_output=True, text=True, env=env, timeout=540, check=False,
     )
@@ -122,8 +126,10 @@ def test_protocol_fuzz_phase_at_a_small_size(tmp_path: Path) -> None:
     and a valid association still stores an instance (the full 5,000 run is CI's fault run)."""
     report_path = tmp_path / "protocol.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
+    suite_folder = str(Path(dicomflow_faults.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (suite_folder, env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
-        [sys.executable, "-m", "dicomflow.faults", "--instances", "0", "--soak", "0", "--fuzz", "0",
+        [sys.executable, "-m", "dicomflow_faults", "--instances", "0", "--soak", "0", "--fuzz", "0",
          "--fuzz-files", "0", "--protocol-fuzz", "400", "--seed", "20240316", "--work-dir", str(tmp_path),
          "--json", str(report_path)],
         capture_output=True, text=True, env=env, timeout=280, check=False,

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from dicomflow.faults.privstack import settings_env
-from dicomflow.faults.protofuzz import associate_rq, dataset, pdata, store_command
 from dicomflow.settings import Settings
+from dicomflow_faults.protofuzz import associate_rq, dataset, pdata, store_command
 from tests.integration.ingest_support import (
     free_port,
     make_topics,
@@ -115,8 +114,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float 
 @contextmanager
 def scp_process(settings: Settings, log: Path, *args: str, **receiver_env: str) -> Iterator[subprocess.Popen[bytes]]:
     """``dicomflow scp`` as a subprocess (its memory and its processes are what is measured)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
-    env.update(settings_env(settings))
+    env = settings.to_child_env(os.environ)
     env.update({f"DICOMFLOW_RECEIVER_{k.upper()}": v for k, v in receiver_env.items()})
     with open(log, "wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "dicomflow.cli", "scp", *args], env=env,
@@ -411,8 +409,8 @@ def _wait_http(port: int) -> None:
 def test_the_pynetdicom_engine_streams_through_its_temporary_file_and_enforces_the_size_limit(
     edge_settings: Settings,
 ) -> None:
-    from pynetdicom import AE
     from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom import AE
 
     s = dataclasses.replace(edge_settings, receiver=dataclasses.replace(
         edge_settings.receiver, engine="pynetdicom", max_dataset_bytes=2 * MIB))

@@ -22,8 +22,8 @@ from tests.integration.ingest_support import (
     read_audit,
     read_store_events,
     running_receiver,
-    storescu,
     stored_files,
+    storescu,
     with_receiver,
 )
 from tests.integration.interop_support import assert_same_content
@@ -133,11 +133,10 @@ def test_a_stalled_tls_handshake_does_not_hold_up_other_connections(settings: Se
     import socket
 
     s = tls_settings(settings, pki, engine)
-    with running_receiver(s):
-        with socket.create_connection(("127.0.0.1", s.receiver.port)) as silent:  # connects, never says hello
-            assert send_tls(s.receiver.port, [instance()], pki) == [0]
-            silent.settimeout(15)
-            assert silent.recv(1024) == b""  # closed by the receiver after the handshake timeout
+    with running_receiver(s), socket.create_connection(("127.0.0.1", s.receiver.port)) as silent:  # connects, never says hello
+        assert send_tls(s.receiver.port, [instance()], pki) == [0]
+        silent.settimeout(15)
+        assert silent.recv(1024) == b""  # closed by the receiver after the handshake timeout
     alerts = [a for a in read_audit(s) if a.event_id.code == "110113"]
     assert [a.participant_objects[0].details["kind"] for a in alerts] == ["timeout"]
 
@@ -156,6 +155,6 @@ def test_tls_settings_are_checked(settings: Settings, tmp_path: Path) -> None:
 
     broken = tmp_path / "broken.pem"
     broken.write_text("not a certificate")
-    with pytest.raises(ConfigError, match="receiver.tls.cert_file"):
+    with pytest.raises(ConfigError, match=r"receiver\.tls\.cert_file"):
         server_context(TlsSettings(cert_file=broken, key_file=broken))
     assert dataclasses.replace(settings.receiver.tls).enabled is False

@@ -23,7 +23,6 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from dicomflow.metrics.health import Probe
-from dicomflow.settings import KafkaSettings
 
 #: Seconds, from a tenth of a millisecond (a small write) to a minute (a Kafka outage).
 _TIME_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -105,19 +104,4 @@ def storage_probe(root: Path) -> Probe:
     return probe
 
 
-def kafka_probe(kafka: KafkaSettings, timeout_s: float = 3.0) -> Probe:
-    """Healthy when the brokers answer a metadata request."""
-
-    def probe() -> str | None:
-        from dicomflow.kafka.admin import list_cluster_topics
-
-        try:
-            list_cluster_topics(kafka, timeout_s=timeout_s)
-        except Exception as exc:  # noqa: BLE001 - any failure is the answer
-            return f"unreachable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-        return None
-
-    return probe
-
-
-__all__ = ["ReceiverMetrics", "kafka_probe", "storage_probe"]
+__all__ = ["ReceiverMetrics", "storage_probe"]

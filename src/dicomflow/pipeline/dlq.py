@@ -28,7 +28,7 @@ import msgspec
 
 from dicomflow.audit.events import dead_lettered
 from dicomflow.models import AuditEvent, now, truncate_utf8
-from dicomflow.pipeline.parse import Poison
+from dicomflow.pipeline.types import Poison
 
 HEADER_ERROR_CLASS = "dicomflow.error.class"
 HEADER_REASON = "dicomflow.error.reason"

@@ -48,15 +48,15 @@ from collections.abc import Iterable
 from pydicom.uid import AllTransferSyntaxes
 
 from dicomflow.audit import events as audit
+from dicomflow.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from dicomflow.ingest.ingestor import Source
+from dicomflow.ingest.transfer_log import Peer
 from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
-from dicomflow.receiver.audit import Peer
-from dicomflow.receiver.ingest import Source
-from dicomflow.receiver.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from dicomflow.receiver.identity import IdentityPolicy, UserIdentity, parse_user_identity
 from dicomflow.receiver.limits import Slot, SlotLimiter, SlotRefused
 from dicomflow.receiver.reception import DatasetTooLarge, Reception
 from dicomflow.receiver.service import AssociationEvents, StoreService
-from dicomflow.receiver.identity import IdentityPolicy, UserIdentity, parse_user_identity
 from dicomflow.receiver.tls import ServerTls, TlsRefused
 from dicomflow.settings import ReceiverSettings
 
@@ -234,7 +234,7 @@ class Association:
         except OSError as exc:
             if not self._closed:
                 log.info("association from %s: connection lost: %s", self._who(), exc)
-        except Exception:  # noqa: BLE001 - a broken association must not take the process down
+        except Exception:  # a broken association must not take the process down
             log.exception("association from %s failed unexpectedly; aborting", self._who())
             self.abort()
         finally:

@@ -15,7 +15,7 @@ from typing import Any
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 
-from dicomflow.receiver.audit import Peer
+from dicomflow.ingest.transfer_log import Peer
 from dicomflow.receiver.identity import IdentityPolicy, UserIdentity, Verdict
 from dicomflow.receiver.service import AssociationEvents
 

@@ -28,20 +28,15 @@ from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicomflow.receiver.audit import Peer
-from dicomflow.receiver.ingest import Source
-from dicomflow.receiver.exceptions import OUT_OF_RESOURCES
-from dicomflow.receiver.part10 import (
-    DEFLATED_EXPLICIT_VR_LE,
-    EXPLICIT_VR_BE,
-    EXPLICIT_VR_LE,
-    IMPLICIT_VR_LE,
-    read_file_meta,
-)
-from dicomflow.receiver.reception import DatasetTooLarge, Reception
-from dicomflow.receiver.service import SUCCESS, AssociationEvents, StoreRequest, StoreService
+from dicomflow.dicom.constants import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from dicomflow.dicom.part10 import read_file_meta
+from dicomflow.ingest.exceptions import OUT_OF_RESOURCES
+from dicomflow.ingest.ingestor import Source
+from dicomflow.ingest.transfer_log import Peer
 from dicomflow.receiver.identity import IdentityPolicy
 from dicomflow.receiver.pynetdicom_identity import handle_requested, username_of
+from dicomflow.receiver.reception import DatasetTooLarge, Reception
+from dicomflow.receiver.service import SUCCESS, AssociationEvents, StoreRequest, StoreService
 from dicomflow.receiver.tls import ServerTls, TlsRefused
 from dicomflow.settings import ReceiverSettings
 

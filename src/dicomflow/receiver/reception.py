@@ -6,15 +6,18 @@ data set, feeds it each P-DATA fragment as it arrives and calls
 the data set's size:
 
 1. the first fragments are kept until the header can be read from them
-   (:func:`~dicomflow.receiver.header.read_header_prefix`: it needs the
-   elements up to the tenant tag, usually a few kB). A data set that fits in
-   its first fragment (most CT / MR images, with 1 MiB PDUs) never goes
-   further: it is written in one piece, as before;
+   (:meth:`~dicomflow.ingest.ingestor.Ingestor.read_prefix`, through the one
+   DICOM layer: it needs the elements up to the tenant tag, usually a few
+   kB). A data set that fits in its first fragment (most CT / MR images,
+   with 1 MiB PDUs) never goes further: it is read, judged and written in
+   one piece;
 2. then the instance's identity is known, its temporary file is created
    beside its final name with the preamble and File Meta Information, and
    every further fragment is appended as it arrives;
-3. :meth:`finish` syncs and renames the file and hands over to the store
-   service (publish, answer).
+3. :meth:`finish` judges the complete file by the validity rule the consumer
+   applies (:meth:`~dicomflow.ingest.ingestor.Ingestor.check_file`: a
+   truncated pixel data element, say, is refused here), then hands over to
+   the store service (sync, place, publish, answer).
 
 If the header is still not readable after :data:`PREFIX_CAP` bytes (a huge
 element before the tenant tag), the data set is spilled to a temporary file
@@ -39,11 +42,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dicomflow.receiver.exceptions import IngestError, StorageWriteError
-from dicomflow.receiver.header import InstanceHeader
-from dicomflow.receiver.ingest import Identity, Source
-from dicomflow.receiver.part10 import Buffer
-from dicomflow.receiver.storage import PendingFile
+from dicomflow.dicom.derived import InstanceHeader
+from dicomflow.dicom.part10 import Buffer
+from dicomflow.ingest.exceptions import IngestError, StorageWriteError
+from dicomflow.ingest.ingestor import Identity, Source
+from dicomflow.ingest.storage import PendingFile
 
 if TYPE_CHECKING:
     from dicomflow.receiver.service import StoreOutcome, StoreService
@@ -186,7 +189,8 @@ class Reception:
         try:
             if self._spill is not None:
                 self._from_spill()
-            assert self._file is not None and self._identity is not None
+            assert self._file is not None and self._identity is not None and self._header is not None
+            self.service.ingestor.check_file(self._file.temp, self._header)
         except IngestError as exc:
             self._drop_files()
             return service.refuse(self.association, exc, self._header, self._identity, self.source)
@@ -205,7 +209,9 @@ class Reception:
         with open(path, "rb") as src:
             size = os.fstat(src.fileno()).st_size
             with mmap.mmap(src.fileno(), size, access=mmap.ACCESS_READ) as view:
-                self._header = ingestor.read(view, self.transfer_syntax_uid)
+                # The walker over the mapped file, no copy; an encoding it declines is read whole.
+                self._header = (ingestor.read_prefix(view, self.transfer_syntax_uid)
+                                or ingestor.read(view, self.transfer_syntax_uid))
             self._identity = ingestor.identify(
                 self._header, sop_class_uid=self.sop_class_uid, sop_instance_uid=self.sop_instance_uid,
                 calling_ae=self.source.ae_title,

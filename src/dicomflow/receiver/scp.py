@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Protocol
 
 from dicomflow.audit import events as audit
+from dicomflow.ingest.ingestor import Ingestor
+from dicomflow.ingest.transfer_log import Peer, TransferLog
 from dicomflow.kafka.producer import Publisher
-from dicomflow.models import AuditEvent
 from dicomflow.metrics.receiver import ReceiverMetrics
-from dicomflow.receiver.audit import Peer, TransferLog
-from dicomflow.receiver.ingest import Ingestor
+from dicomflow.models import AuditEvent
 from dicomflow.receiver.limits import SlotLimiter
 from dicomflow.receiver.reception import clear_incoming
 from dicomflow.receiver.service import StoreService
@@ -197,7 +197,7 @@ class Receiver:
         for callback in self.on_connection_closed:
             try:
                 callback()
-            except Exception:  # noqa: BLE001 - observer
+            except Exception:
                 log.exception("connection-closed callback failed")
 
     def aborted(self, association: object, kind: str) -> None:
@@ -220,7 +220,7 @@ class Receiver:
     def tls_refused(self, peer_address: str, reason: str, kind: str) -> None:
         """Audit a connection refused by TLS: a Security Alert (110113), Node Authentication (110126)."""
         log.warning("refused a connection from %s on the TLS port: %s", peer_address, reason)
-        host, port = self.address
+        host, _port = self.address
         self._emit_audit([audit.security_alert(
             node_id=self.settings.worker_node_id, tenant_id=self.ingestor.tenants.default,
             peer_address=peer_address or None, reason=reason, kind=kind,

@@ -21,19 +21,20 @@ from pathlib import Path
 from typing import Protocol
 
 from dicomflow.audit import events as audit
+from dicomflow.dicom.derived import InstanceHeader
+from dicomflow.dicom.part10 import Buffer
 from dicomflow.errors import PublishError
+from dicomflow.ingest.duplicates import DuplicateInstanceError, Placement, place
+from dicomflow.ingest.exceptions import OUT_OF_RESOURCES, IngestError
+from dicomflow.ingest.ingestor import Identity, Ingestor, Source
+from dicomflow.ingest.storage import PendingFile, sync_folder_durably
+from dicomflow.ingest.transfer_log import Peer, TransferLog
+from dicomflow.ingest.uids import is_valid_uid
 from dicomflow.kafka.producer import Publisher
 from dicomflow.metrics.receiver import ReceiverMetrics
 from dicomflow.models import DicomStoreMeta
-from dicomflow.receiver.audit import Peer, TransferLog
-from dicomflow.receiver.duplicates import DuplicateInstanceError, Placement, place
-from dicomflow.receiver.exceptions import OUT_OF_RESOURCES, IngestError, InternalError, PublishFailedError
-from dicomflow.receiver.header import InstanceHeader
-from dicomflow.receiver.ingest import Identity, Ingestor, Source
-from dicomflow.receiver.part10 import Buffer
+from dicomflow.receiver.exceptions import InternalError, PublishFailedError
 from dicomflow.receiver.reception import Reception
-from dicomflow.receiver.storage import PendingFile, sync_folder_durably
-from dicomflow.receiver.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,287 @@
+"""The settings schema: one frozen dataclass per section, and :class:`Settings` holding them all.
+
+Imported by every stage and importing none of them. How the values are read
+(defaults, TOML, ``application.json``, environment) is :mod:`.loader`; how
+they are shown or handed to a child process is :mod:`.export`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from dicomflow.settings.export import child_env
+
+Compression = Literal["snappy", "lz4", "zstd", "gzip", "none"]
+
+#: Transfer syntaxes the archive serves without transcoding (transfer_status NoNeedTransfer).
+DEFAULT_SUPPORTED_TS: tuple[str, ...] = (
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired)
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+)
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Client settings shared by every producer, consumer and admin client."""
+
+    brokers: str = "127.0.0.1:19092"
+    compression_codec: Compression = "snappy"
+    linger_ms: int = 5
+    batch_num_messages: int = 10000
+    batch_size: int = 1048576
+    queue_buffering_max_messages: int = 200000
+    queue_buffering_max_kbytes: int = 1048576
+    message_timeout_ms: int = 30000
+    request_timeout_ms: int = 10000
+    retry_backoff_ms: int = 100
+    retry_backoff_max_ms: int = 1000
+    #: Extra librdkafka properties passed through verbatim (security.protocol,
+    #: sasl.mechanism, sasl.username, sasl.password, ssl.ca.location ...).
+    client: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    """Topic names (defaults as in the reference) and how topics are created."""
+
+    main: str = "storage_queue"
+    log: str = "log_queue"
+    dicom_state: str = "dicom_state_queue"
+    dicom_image: str = "dicom_image_queue"
+    audit: str = "audit_queue"
+    dlq: str = "storage_queue.dlq"
+    consumer_group_id: str = "wado-consumer"
+    partitions: int = 6
+    replication_factor: int = 1
+    retention_ms: int = 7 * 24 * 3600 * 1000
+
+    def all(self) -> tuple[str, ...]:
+        """Every topic dicomflow reads or writes, for creation and listing."""
+        return (self.main, self.log, self.dicom_state, self.dicom_image, self.audit, self.dlq)
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """PostgreSQL connection; ``dsn`` wins over the individual fields when set."""
+
+    dsn: str = ""
+    host: str = "127.0.0.1"
+    port: int = 15432
+    dbname: str = "dicomflow"
+    user: str = "dicomflow"
+    password: str = "dicomflow"
+    connect_timeout_s: int = 5
+
+    def conninfo(self) -> str:
+        """A libpq connection string for psycopg."""
+        if self.dsn:
+            return self.dsn
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(
+            host=self.host,
+            port=self.port,
+            dbname=self.dbname,
+            user=self.user,
+            password=self.password,
+            connect_timeout=self.connect_timeout_s,
+            application_name="dicomflow",
+        )
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    """The WADO-consumer: batching, parsing, retries."""
+
+    batch_max_messages: int = 500
+    batch_max_ms: int = 500
+    #: Parse worker processes; 0 means one per CPU core.
+    parse_workers: int = 0
+    retry_initial_ms: int = 200
+    retry_max_ms: int = 10000
+    session_timeout_ms: int = 10000
+    max_poll_interval_ms: int = 300000
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where instance files live; store events pointing elsewhere are rejected."""
+
+    root: Path = Path(".dicomflow/storage")
+    default_tenant: str = "default"
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """DICOM TLS for the receiver (PS3.15 Annex B, BCP 195 profile): on when cert_file is set."""
+
+    #: PEM certificate (chain) the receiver presents; TLS is off while unset.
+    cert_file: Path | None = None
+    #: PEM private key of cert_file (unencrypted; keep it 0600).
+    key_file: Path | None = None
+    #: PEM CA certificate(s) a client certificate must chain to: set = mutual TLS (required).
+    ca_file: Path | None = None
+    #: 0: the main port (receiver.port) speaks TLS instead of plain TCP;
+    #: another port: a TLS listener beside the plain one.
+    port: int = 0
+    #: Seconds a new connection has to complete the TLS handshake.
+    handshake_timeout_s: float = 10.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    """The C-STORE SCP."""
+
+    ae_title: str = "DICOMFLOW"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    #: Calling AE titles allowed to associate; empty means any.
+    allowed_calling_aes: tuple[str, ...] = ()
+    #: Private tag holding the tenant id, as "GGGG,EEEE" (the reference uses 1211,1217).
+    tenant_tag: str = "1211,1217"
+    #: Calling AE title -> tenant id, used when the tenant tag is absent.
+    ae_tenants: Mapping[str, str] = field(default_factory=dict)
+    supported_transfer_syntaxes: tuple[str, ...] = DEFAULT_SUPPORTED_TS
+    fsync: bool = True
+    #: Receiver processes sharing the port (SO_REUSEPORT) to use every core.
+    processes: int = 1
+    max_associations: int = 32
+    #: Seconds to wait for Kafka's acknowledgement before answering a failure.
+    publish_timeout_s: float = 10.0
+    #: linger.ms of the receiver's producer (overrides kafka.linger_ms there):
+    #: each C-STORE waits for its own acknowledgement, so lingering is pure latency.
+    kafka_linger_ms: int = 0
+    #: DICOM network layer: "native" (dicomflow's own acceptor, fast) or "pynetdicom".
+    engine: Literal["native", "pynetdicom"] = "native"
+    #: Associations at once for the whole receiver (every --processes worker together).
+    #: (max_associations is above.) Per calling AE title as well when > 0.
+    max_associations_per_ae: int = 0
+    #: Largest data set one C-STORE may carry; past it the association is aborted.
+    max_dataset_bytes: int = 4 * 1024**3
+    #: Seconds a new connection has to send its A-ASSOCIATE-RQ (PS3.8 ARTIM timer).
+    artim_timeout_s: float = 30.0
+    #: Seconds an established association may go without a complete PDU before it is aborted.
+    idle_timeout_s: float = 120.0
+    #: Longest one association may last, in seconds (0: no cap).
+    max_association_s: float = 0.0
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    #: Refuse an association that does not bring a valid username and password (PS3.7 D.3.3.7).
+    require_user_identity: bool = False
+    #: ``username:scrypt$N$r$p$salt$hash`` lines (``dicomflow users add``) the passwords are checked against.
+    users_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Decisions every way in (C-STORE, ``publish --copy-into-storage``, STOW-RS) makes the same way."""
+
+    #: An instance whose SOP Instance UID is stored already with other content:
+    #: "reject" (failure status / skipped, the stored copy stays), "replace"
+    #: (atomically, a new store event), "keep" (Success, nothing changes).
+    #: Identical content is always a Success that changes and publishes nothing.
+    duplicates: Literal["reject", "replace", "keep"] = "reject"
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """The local development / test stack (Kafka from Maven Central, Debian PostgreSQL)."""
+
+    dir: Path = Path(".dicomflow")
+    kafka_version: str = "4.1.1"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    kafka_heap_mb: int = 512
+    postgres_port: int = 15432
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus metrics and the health endpoint (port 0 disables them)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything dicomflow can be told, in one frozen object."""
+
+    worker_node_id: str = "dicomflow-1"
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    stack: StackSettings = field(default_factory=StackSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+
+    def to_child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment that gives a child process exactly these settings.
+
+        The one way dicomflow hands settings to another process (receiver
+        workers, the demo's components, the fault suite, tests): every field
+        becomes its ``DICOMFLOW_<SECTION>_<KEY>`` variable (tuples and tables
+        as JSON, paths as given, secrets included: it goes to the child
+        only), and the child reads them back with :meth:`from_child_env` or
+        as any ``dicomflow`` command does. ``base`` (typically
+        ``os.environ``, passed in by the caller) is copied first, without its
+        ``DICOMFLOW_*`` variables, so nothing of the parent's configuration
+        leaks past these settings.
+        """
+        return child_env(self, base)
+
+    @classmethod
+    def from_child_env(cls, env: Mapping[str, str]) -> Settings:
+        """The settings a parent handed over with :meth:`to_child_env`, validated like any source.
+
+        Raises:
+            ConfigError: a variable holds a value its setting cannot take.
+        """
+        from dicomflow.settings.loader import load_settings  # the loader builds this module's classes
+
+        return load_settings(None, env)
+
+
+def tenant_tag(settings: ReceiverSettings) -> int:
+    """The tenant private tag as the integer pydicom uses (0x12111217)."""
+    group, elem = settings.tenant_tag.replace("(", "").replace(")", "").split(",")
+    return (int(group, 16) << 16) | int(elem, 16)
+
+
+
+__all__ = [
+    "DEFAULT_SUPPORTED_TS",
+    "Compression",
+    "ConsumerSettings",
+    "DatabaseSettings",
+    "IngestSettings",
+    "KafkaSettings",
+    "MetricsSettings",
+    "ReceiverSettings",
+    "Settings",
+    "StackSettings",
+    "StorageSettings",
+    "TlsSettings",
+    "TopicSettings",
+    "tenant_tag",
+]
