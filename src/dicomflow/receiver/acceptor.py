@@ -1,4 +1,7 @@
-"""The native engine: a DICOM association acceptor for storage (C-STORE) and verification (C-ECHO).
+"""The native engine's association: a DICOM acceptor for storage (C-STORE) and verification (C-ECHO).
+
+(Its listeners are :mod:`~dicomflow.receiver.native`; what is accepted,
+:mod:`~dicomflow.receiver.negotiation`.)
 
 Why not pynetdicom here: pynetdicom turns every command set into pydicom
 datasets and runs two polling loops per association that sleep a
@@ -39,13 +42,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import selectors
 import socket
 import threading
 import time
-from collections.abc import Iterable
-
-from pydicom.uid import AllTransferSyntaxes
+from typing import TYPE_CHECKING
 
 from dicomflow.audit import events as audit
 from dicomflow.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
@@ -53,18 +53,16 @@ from dicomflow.ingest.ingestor import Source
 from dicomflow.ingest.transfer_log import Peer
 from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
-from dicomflow.receiver.identity import IdentityPolicy, UserIdentity, parse_user_identity
-from dicomflow.receiver.limits import Slot, SlotLimiter, SlotRefused
+from dicomflow.receiver.limits import Slot, SlotRefused
+from dicomflow.receiver.negotiation import REFUSAL_KINDS, REJECT_USER_IDENTITY, user_identity
 from dicomflow.receiver.reception import DatasetTooLarge, Reception
-from dicomflow.receiver.service import AssociationEvents, StoreService
-from dicomflow.receiver.tls import ServerTls, TlsRefused
-from dicomflow.settings import ReceiverSettings
+from dicomflow.receiver.tls import TlsRefused
+
+if TYPE_CHECKING:
+    from dicomflow.receiver.native import NativeEngine
 
 log = logging.getLogger(__name__)
 
-VERIFICATION = "1.2.840.10008.1.1"
-#: Every composite storage SOP class lives under this root (PS3.4 Annex B.5).
-STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."
 #: Largest PDU we announce; typical CT/MR images arrive in one PDU.
 MAX_PDU_BYTES = 1024 * 1024
 #: Largest PDU we read at all (a memory bound): what we announced plus a little
@@ -76,60 +74,12 @@ COMMAND_LIMIT = 64 * 1024
 _DRAIN_S = 2.0
 
 
-def storage_sop_classes() -> frozenset[str]:
-    """The storage SOP classes pynetdicom knows (it tracks the standard), plus Verification."""
-    from pynetdicom import AllStoragePresentationContexts
-
-    known = {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts if cx.abstract_syntax}
-    return frozenset(known | {VERIFICATION})
-
-
 def set_nodelay(sock: socket.socket) -> None:
     """Turn Nagle's algorithm off (observer: a failure only costs latency)."""
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError as exc:
         log.debug("could not set TCP_NODELAY: %s", exc)
-
-
-class _Negotiation:
-    """The acceptor's side of association negotiation (pure: no I/O)."""
-
-    def __init__(self, receiver: ReceiverSettings) -> None:
-        self.receiver = receiver
-        self.allowed = frozenset(a.strip() for a in receiver.allowed_calling_aes)
-        self.abstract_syntaxes = storage_sop_classes()
-        self.transfer_syntaxes = frozenset([*map(str, AllTransferSyntaxes), *receiver.supported_transfer_syntaxes])
-
-    def refusal(self, request: ul.AssociateRequest) -> tuple[tuple[int, int, int], str] | None:
-        """Why the association must be rejected, as (result, source, reason) and a sentence; None to accept."""
-        if not request.protocol_version & 1:
-            return ul.REJECT_PROTOCOL_VERSION, f"protocol version {request.protocol_version} not supported"
-        if request.application_context != ul.APPLICATION_CONTEXT:
-            return ul.REJECT_APPLICATION_CONTEXT, f"application context {request.application_context!r} not supported"
-        if self.allowed and request.calling_ae not in self.allowed:
-            return ul.REJECT_CALLING_AE, (
-                f"calling AE title {request.calling_ae!r} is not in receiver.allowed_calling_aes")
-        return None
-
-    def contexts(self, request: ul.AssociateRequest) -> tuple[list[ul.ContextResult], dict[int, tuple[str, str]]]:
-        """Answer every proposed context; return the answers and {context id: (abstract, transfer syntax)} accepted."""
-        results: list[ul.ContextResult] = []
-        accepted: dict[int, tuple[str, str]] = {}
-        for proposed in request.contexts:
-            abstract = proposed.abstract_syntax
-            if abstract not in self.abstract_syntaxes and not abstract.startswith(STORAGE_ROOT):
-                results.append(ul.ContextResult(proposed.context_id, ul.ABSTRACT_SYNTAX_NOT_SUPPORTED,
-                                                proposed.transfer_syntaxes[0] if proposed.transfer_syntaxes else ""))
-                continue
-            chosen = next((ts for ts in proposed.transfer_syntaxes if ts in self.transfer_syntaxes), None)
-            if chosen is None:
-                results.append(ul.ContextResult(proposed.context_id, ul.TRANSFER_SYNTAXES_NOT_SUPPORTED,
-                                                proposed.transfer_syntaxes[0] if proposed.transfer_syntaxes else ""))
-                continue
-            results.append(ul.ContextResult(proposed.context_id, ul.ACCEPTANCE, chosen))
-            accepted[proposed.context_id] = (abstract, chosen)
-        return results, accepted
 
 
 class Association:
@@ -297,8 +247,8 @@ class Association:
         self.peer = Peer(request.calling_ae, self.address[0] or None, request.called_ae, str(local[0]))
         negotiation = self.server.negotiation
         refusal = negotiation.refusal(request)
-        kind = _REFUSAL_KINDS.get(refusal[0], "other") if refusal is not None else ""
-        verdict = self.server.identity.check(_user_identity(request))
+        kind = REFUSAL_KINDS.get(refusal[0], "other") if refusal is not None else ""
+        verdict = self.server.identity.check(user_identity(request))
         self.peer = dataclasses.replace(self.peer, user=verdict.username)
         if refusal is None and not verdict.ok:
             refusal, kind = (REJECT_USER_IDENTITY, verdict.reason), "user-identity"
@@ -406,158 +356,4 @@ class Association:
             self._send(pdu)
 
 
-#: Metric label of each A-ASSOCIATE-RJ reason the negotiation gives.
-#: An identity that fails (PS3.7 D.3.3.7.3): rejected-permanent, ACSE-related, no reason given.
-REJECT_USER_IDENTITY = (1, 2, 1)
-
-
-def _user_identity(request: ul.AssociateRequest) -> UserIdentity | None:
-    """The request's User Identity sub-item, decoded.
-
-    Raises:
-        ProtocolError: the sub-item is malformed (answered with A-ABORT like any malformed PDU).
-    """
-    if request.user_identity is None:
-        return None
-    try:
-        return parse_user_identity(request.user_identity)
-    except ValueError as exc:
-        raise ul.ProtocolError(f"malformed user identity sub-item: {exc}") from exc
-
-
-_REFUSAL_KINDS = {
-    ul.REJECT_PROTOCOL_VERSION: "protocol-version",
-    ul.REJECT_APPLICATION_CONTEXT: "application-context",
-    ul.REJECT_CALLING_AE: "calling-ae",
-    ul.REJECT_CALLED_AE: "called-ae",
-}
-
-
-class NativeEngine:
-    """Accepts connections (or is handed them) and serves each association on its own thread."""
-
-    def __init__(self, receiver: ReceiverSettings, service: StoreService, events: AssociationEvents, *,
-                 limiter: SlotLimiter, listen: bool = True) -> None:
-        self.receiver = receiver
-        self.service = service
-        self.events = events
-        #: Association slots shared with the receiver's other processes.
-        self.limiter = limiter
-        self.negotiation = _Negotiation(receiver)
-        self.identity = IdentityPolicy(receiver)
-        #: TLS (receiver.tls): on the main port when tls.port is 0, else on a listener of its own.
-        self.tls = ServerTls(receiver.tls) if receiver.tls.enabled else None
-        self.main_secure = self.tls is not None and receiver.tls.port == 0
-        self.tls_listener: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._associations: set[Association] = set()
-        self._stop = threading.Event()
-        self._serving = threading.Event()
-        self.listener: socket.socket | None = None
-        self._address = (receiver.host, receiver.port)
-        if listen:
-            family = socket.AF_INET6 if ":" in receiver.host else socket.AF_INET
-            self.listener = socket.socket(family, socket.SOCK_STREAM)
-            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.listener.bind((receiver.host, receiver.port))
-            self.listener.listen(128)
-            host, port = self.listener.getsockname()[:2]
-            self._address = (str(host), int(port))
-            if self.tls is not None and not self.main_secure:
-                self.tls_listener = bind_listener(receiver.host, receiver.tls.port)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self._address
-
-    def serve_forever(self) -> None:
-        """Accept connections until :meth:`shutdown`."""
-        if self.listener is None:
-            raise RuntimeError("this engine does not listen; connections are handed to adopt()")
-        self._serving.set()
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.listener, selectors.EVENT_READ, self.main_secure)
-            if self.tls_listener is not None:
-                selector.register(self.tls_listener, selectors.EVENT_READ, True)
-            while not self._stop.is_set():
-                for key, _ in selector.select(timeout=0.2):
-                    try:
-                        client, address = key.fileobj.accept()  # type: ignore[union-attr]
-                    except OSError:
-                        continue
-                    self.adopt(client, (str(address[0]), int(address[1])), secure=bool(key.data))
-        self._serving.clear()
-
-    @property
-    def tls_address(self) -> tuple[str, int] | None:
-        """The (host, port) of the TLS listener beside the plain one, if any."""
-        if self.tls_listener is None:
-            return None
-        host, port = self.tls_listener.getsockname()[:2]
-        return str(host), int(port)
-
-    def adopt(self, client: socket.socket, address: tuple[str, int], *, secure: bool | None = None) -> None:
-        """Serve a connection (accepted here or by the dispatcher) on a new thread.
-
-        ``secure``: it came to a TLS listener (default: whatever the main port speaks).
-        """
-        set_nodelay(client)
-        secure = self.main_secure if secure is None else secure
-        if secure and self.tls is None:
-            log.error("a connection from %s came to a TLS port, but TLS is not configured; closing it", address[0])
-            client.close()
-            return
-        association = Association(self, client, address, secure=secure)
-        with self._lock:
-            self._associations.add(association)
-        thread = threading.Thread(target=association.run, name=f"dicomflow-assoc-{address[0]}:{address[1]}",
-                                  daemon=True)
-        thread.start()
-
-    def _forget(self, association: Association) -> None:
-        with self._lock:
-            self._associations.discard(association)
-
-    def active_count(self) -> int:
-        with self._lock:
-            return len(self._associations)
-
-    def active_associations(self) -> int:
-        return self.active_count()
-
-    def shutdown(self) -> None:
-        """Stop accepting new connections (:meth:`serve_forever` returns)."""
-        self._stop.set()
-
-    def abort_all(self) -> None:
-        for association in self._snapshot():
-            log.warning("aborting association from %s still running at shutdown", association._who())
-            association.abort()
-
-    def _snapshot(self) -> Iterable[Association]:
-        with self._lock:
-            return list(self._associations)
-
-    def close(self) -> None:
-        self._stop.set()
-        if self.listener is not None:
-            self.listener.close()
-        if self.tls_listener is not None:
-            self.tls_listener.close()
-
-
-def bind_listener(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on (host, port).
-
-    Raises:
-        OSError: the port cannot be bound.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    listener.listen(128)
-    return listener
-
-
-__all__ = ["MAX_PDU_BYTES", "Association", "NativeEngine", "storage_sop_classes"]
+__all__ = ["COMMAND_LIMIT", "MAX_PDU_BYTES", "PDU_READ_LIMIT", "Association", "set_nodelay"]

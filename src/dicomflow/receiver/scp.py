@@ -112,7 +112,7 @@ class Receiver:
 
             self.engine = PynetdicomEngine(rs, self.service, self, listen=listen)
         else:
-            from dicomflow.receiver.acceptor import NativeEngine
+            from dicomflow.receiver.native import NativeEngine
 
             self.engine = NativeEngine(rs, self.service, self, limiter=self.limiter, listen=listen)
         self._listen = listen
