@@ -63,11 +63,16 @@ def test_replace_acknowledged_drops_the_backup(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["x.dcm"] and target.read_bytes().endswith(b"new!")
 
 
-def test_a_new_file_not_acknowledged_is_removed_so_the_retry_is_new_again(tmp_path: Path) -> None:
+def test_a_new_file_not_acknowledged_stays_and_its_identical_retry_is_published_again(tmp_path: Path) -> None:
     target = tmp_path / "x.dcm"
     place(part10(tmp_path, "t1", b"data"), target, "reject").not_acknowledged()
-    assert not target.exists()
-    assert place(part10(tmp_path, "t2", b"data"), target, "reject").outcome == "new"
+    # the event may still be delivered later: its file must be there
+    assert target.exists() and sorted(p.name for p in tmp_path.iterdir()) == [".x.dcm.unacknowledged", "x.dcm"]
+    retry = place(part10(tmp_path, "t2", b"data"), target, "reject")
+    assert retry.outcome == "new" and retry.publish  # not "identical": nothing says the first event arrived
+    retry.acknowledged()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.dcm"]
+    assert place(part10(tmp_path, "t3", b"data"), target, "reject").outcome == "identical"
 
 
 def test_other_transfer_syntax_is_other_content(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ A new instance is written to a temporary file next to its final name first
   cannot both think theirs is new) -> ``new``, publish;
 - a file with the same data set (same transfer syntax, same bytes after the
   File Meta Information, which names the sender and may differ) ->
-  ``identical``: nothing changes, nothing is published, Success;
+  ``identical``: nothing changes, nothing is published, Success; unless
+  the first copy's store event was never acknowledged (see below): then it
+  is published again (``new``);
 - different content, by ``ingest.duplicates``:
 
   - ``reject`` (default): the stored copy stays, the sender gets a failure
@@ -22,6 +24,13 @@ A new instance is written to a temporary file next to its final name first
     linked under a hidden backup name until the new store event is
     acknowledged (:meth:`Placement.acknowledged`), and is put back if it is
     not (:meth:`Placement.not_acknowledged`).
+
+A new file whose store event Kafka did not acknowledge in time stays where
+it is, marked by an empty hidden ``.{name}.unacknowledged`` beside it
+(:meth:`Placement.not_acknowledged`): the event may still be delivered
+later (the producer keeps trying), and must then find its file; and the
+sender's retry, identical, is published again instead of being taken for a
+copy that is indexed already. The acknowledgement removes the mark.
 
 Every non-identical duplicate is audited by the caller
 (:func:`~dicomflow.audit.events.duplicate_instance`).
@@ -78,25 +87,32 @@ class Placement:
         return self.outcome in ("rejected", "kept", "replaced")
 
     def acknowledged(self) -> None:
-        """The store event is acknowledged: drop the replaced copy's backup (observer on failure)."""
+        """The store event is acknowledged: drop the replaced copy's backup and any mark (observer on failure)."""
         if self._backup is not None:
             _unlink(self._backup)
             self._backup = None
+        _unlink(unacknowledged_mark(self.path))
 
     def not_acknowledged(self) -> None:
-        """The store event was not acknowledged: undo, so the sender's retry finds things as before.
+        """The store event was not acknowledged in time: the sender's retry must publish again.
 
-        A new file is removed (else the retry would be "identical" and never
-        published); a replaced one gets the old copy back.
+        A new file stays (its event may still arrive) and is marked, so an
+        identical retry is published instead of taken as indexed already; a
+        replaced one gets the old copy back.
         """
         try:
             if self.outcome == "replaced" and self._backup is not None:
                 os.replace(self._backup, self.path)
                 self._backup = None
             elif self.outcome == "new":
-                _unlink(self.path)
+                os.close(os.open(unacknowledged_mark(self.path), os.O_WRONLY | os.O_CREAT, 0o644))
         except OSError as exc:
             log.error("could not undo storing %s after a failed publication: %s", self.path, exc.strerror)
+
+
+def unacknowledged_mark(path: Path) -> Path:
+    """The hidden mark of a stored file whose store event was not acknowledged."""
+    return path.with_name(f".{path.name}.unacknowledged")
 
 
 def place(temp: Path, path: Path, policy: Policy, *, sop_uid: str | None = None) -> Placement:
@@ -136,6 +152,8 @@ def _duplicate(temp: Path, path: Path, policy: Policy, size: int, sop_uid: str |
     previous = os.stat(path).st_size
     if same_data_set(temp, path):
         _unlink(temp)
+        if unacknowledged_mark(path).exists():  # the first copy's event was never acknowledged: publish again
+            return Placement("new", path, previous)
         return Placement("identical", path, previous, previous)
     if policy == "reject":
         raise DuplicateInstanceError("SOP Instance UID already stored with other content (ingest.duplicates)",
@@ -196,4 +214,4 @@ def _unlink(path: Path) -> None:
 
 
 __all__ = ["DUPLICATE_SOP_INSTANCE", "DuplicateInstanceError", "Outcome", "Placement", "Policy", "place",
-           "same_data_set"]
+           "same_data_set", "unacknowledged_mark"]
