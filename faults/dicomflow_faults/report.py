@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from dicomflow_faults.checks import Check
 from dicomflow_faults.fuzz import FuzzResult, Kind
+from dicomflow_faults.protofuzz import ProtocolFuzzResult
 from dicomflow_faults.scenario import KINDS, FaultRunResult
 from dicomflow_faults.soak import SoakResult
 
@@ -30,6 +31,7 @@ class SuiteReport:
     faults: FaultRunResult | None = None
     soak: SoakResult | None = None
     fuzz: FuzzResult | None = None
+    protocol: ProtocolFuzzResult | None = None
     errors: list[str] = field(default_factory=list)
     log_dir: str | None = None
 
@@ -46,7 +48,7 @@ class SuiteReport:
     @property
     def checks(self) -> list[Check]:
         out: list[Check] = []
-        for part in (self.faults, self.soak, self.fuzz):
+        for part in (self.faults, self.soak, self.fuzz, self.protocol):
             if part is not None:
                 out.extend(part.checks)
         return out
@@ -82,6 +84,8 @@ class SuiteReport:
             self._print_soak(w, self.soak)
         if self.fuzz is not None:
             self._print_fuzz(w, self.fuzz)
+        if self.protocol is not None:
+            self._print_protocol(w, self.protocol)
         w("\nChecks\n")
         for c in self.checks:
             w(f"  {'PASS' if c.ok else 'FAIL'}  {c.name}: {c.detail}\n")
@@ -98,6 +102,9 @@ class SuiteReport:
             w(f"Faults:             {injected} injected, {survived} survived ({detail}; injected/survived)\n")
         if self.fuzz is not None:
             w(f"Bad inputs tried:   {self.fuzz.bad_inputs}\n")
+        if self.protocol is not None:
+            w(f"PDU sequences:      {self.protocol.sequences} mutated, {self.protocol.unexpected} unexpected "
+              f"exception(s), {self.protocol.crashes} receiver crash(es) (both must be 0)\n")
         w(f"Messages lost:      {self.lost} (must be 0)\n")
         w(f"Duplicates:         {self.duplicates} (must be 0)\n")
         if self.log_dir:
@@ -160,6 +167,15 @@ class SuiteReport:
         w("  families: " + ", ".join(f"{k} {v}" for k, v in labels.most_common()) + "\n")
         w("  DLQ reasons: " + ", ".join(f"{k} {v}" for k, v in r.error_classes().most_common()) + "\n")
 
+    @staticmethod
+    def _print_protocol(w: Any, r: ProtocolFuzzResult) -> None:
+        w(f"\nProtocol fuzz: {r.sequences} mutated PDU sequences in {r.seconds:.1f} s\n")
+        w("  families: " + ", ".join(f"{k} {v}" for k, v in sorted(r.families.items())) + "\n")
+        w("  answers: " + ", ".join(f"{k} {v}" for k, v in r.answers.most_common()) + "\n")
+        w(f"  unexpected exceptions: {r.unexpected}; receiver crashes: {r.crashes}; "
+          f"RSS {r.rss_before_kib / 1024:.1f} -> {r.rss_after_kib / 1024:.1f} MiB; "
+          f"valid association afterwards: {'stored' if r.control_stored else 'FAILED'}\n")
+
     def as_json(self) -> dict[str, Any]:
         """The figures as plain data (``--json``)."""
         data: dict[str, Any] = {
@@ -194,6 +210,13 @@ class SuiteReport:
                 "unprocessed": z.count(("payload", "file", "special", "control"), "unprocessed"),
                 "controls": z.count(("control",)), "controls_indexed": z.count(("control",), "persisted"),
                 "error_classes": dict(z.error_classes()),
+            }
+        if self.protocol is not None:
+            q = self.protocol
+            data["protocol_fuzz"] = {
+                "sequences": q.sequences, "families": dict(q.families), "answers": dict(q.answers),
+                "unexpected": q.unexpected, "crashes": q.crashes, "rss_before_kib": q.rss_before_kib,
+                "rss_after_kib": q.rss_after_kib, "control_stored": q.control_stored, "seconds": round(q.seconds, 1),
             }
         return data
 

@@ -37,7 +37,7 @@ def test_tiny_suite_run_injects_every_fault_and_loses_nothing(tmp_path: Path) ->
     proc = subprocess.run(
         [sys.executable, "-m", "dicomflow_faults",
          "--instances", "400", "--rate", "25", "--faults-per-kind", "1",
-         "--soak", "3000", "--fuzz", "80", "--fuzz-files", "30", "--controls", "5",
+         "--soak", "3000", "--fuzz", "80", "--fuzz-files", "30", "--controls", "5", "--protocol-fuzz", "0",
          "--seed", "20240315", "--work-dir", str(tmp_path), "--json", str(report_path)],
         capture_output=True, text=True, env=env, timeout=540, check=False,
     )
@@ -118,3 +118,30 @@ def test_sender_retries_until_every_instance_is_acknowledged(tmp_path: Path) -> 
     assert sender.stats.failures["0xA700"] == len(scp.refused) > 0
     assert scp.aborted and sender.stats.retries > len(scp.refused)
     assert sender.stats.associations >= 4  # reconnected after the abort and every 40 instances
+
+
+@pytest.mark.timeout(300)
+def test_protocol_fuzz_phase_at_a_small_size(tmp_path: Path) -> None:
+    """Mutated PDU sequences against a running receiver: no unexpected exception, no crash, RSS flat,
+    and a valid association still stores an instance (the full 5,000 run is CI's fault run)."""
+    report_path = tmp_path / "protocol.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
+    suite_folder = str(Path(dicomflow_faults.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (suite_folder, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dicomflow_faults", "--instances", "0", "--soak", "0", "--fuzz", "0",
+         "--fuzz-files", "0", "--protocol-fuzz", "400", "--seed", "20240316", "--work-dir", str(tmp_path),
+         "--json", str(report_path)],
+        capture_output=True, text=True, env=env, timeout=280, check=False,
+    )
+    output = proc.stdout + proc.stderr[-4000:]
+    assert report_path.exists(), output
+    report = json.loads(report_path.read_text())
+    assert proc.returncode == 0 and report["passed"], output
+    fuzz = report["protocol_fuzz"]
+    assert fuzz["sequences"] == 400 and sum(fuzz["families"].values()) == 400
+    assert fuzz["unexpected"] == 0 and fuzz["crashes"] == 0 and fuzz["control_stored"]
+    # every family was tried, and the receiver answered with each kind of protocol answer
+    assert len(fuzz["families"]) == 9
+    assert {"AC", "RJ", "ABORT"} <= set(fuzz["answers"])
+    assert "PDU sequences:      400 mutated, 0 unexpected exception(s), 0 receiver crash(es)" in proc.stdout

@@ -18,6 +18,7 @@ COMMANDS = {
     "extract": None,
     "consume": None,
     "scp": None,
+    "users": {"add"},
     "publish": None,
     "demo": None,
 }

@@ -44,7 +44,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "store": FOUNDATION,
     "extract": FOUNDATION | {"dicom"},
     "ingest": FOUNDATION | {"dicom", "audit"},
-    "receiver": WAYS_IN,
+    "receiver": WAYS_IN | {"metrics"},  # its Prometheus metrics (metrics/receiver.py)
     "scanner": WAYS_IN,
     "pipeline": FOUNDATION | {"extract", "kafka", "store", "audit", "metrics"},
     "demo": FOUNDATION | {"corpus", "kafka", "stack", "store"},

@@ -13,7 +13,7 @@ their stage's heavy parts inside the command functions, so ``--help`` stays fast
 
 from __future__ import annotations
 
-from dicomflow.cli import config, consume, db, demo, extract, publish, scp, stack, topics
+from dicomflow.cli import config, consume, db, demo, extract, publish, scp, stack, topics, users
 from dicomflow.cli.root import app, settings_of
 
 app.add_typer(config.app, name="config")
@@ -23,6 +23,7 @@ app.command("extract")(extract.extract)
 app.add_typer(db.app, name="db")
 app.command("consume")(consume.consume)
 app.command("scp")(scp.scp)
+app.add_typer(users.app, name="users")
 app.command("publish")(publish.publish)
 app.command("demo")(demo.demo)
 

@@ -121,6 +121,15 @@ def list_cluster_topics(kafka: KafkaSettings | str, *, timeout_s: float = 30.0) 
     return sorted(t for t in metadata.topics if not t.startswith("__"))
 
 
+def unreachable(kafka: KafkaSettings | str, *, timeout_s: float = 3.0) -> str | None:
+    """None when the brokers answer a metadata request, else why not (a health probe's answer)."""
+    try:
+        list_cluster_topics(kafka, timeout_s=timeout_s)
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        return f"unreachable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    return None
+
+
 def _retention(admin: AdminClient, names: Sequence[str], timeout_s: float) -> dict[str, int]:
     """``retention.ms`` of each topic; a topic whose configuration cannot be read is left out."""
     futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in names], request_timeout=timeout_s)
@@ -349,4 +358,5 @@ __all__ = [
     "describe_topics",
     "list_cluster_topics",
     "read_all",
+    "unreachable",
 ]

@@ -126,6 +126,27 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """DICOM TLS for the receiver (PS3.15 Annex B, BCP 195 profile): on when cert_file is set."""
+
+    #: PEM certificate (chain) the receiver presents; TLS is off while unset.
+    cert_file: Path | None = None
+    #: PEM private key of cert_file (unencrypted; keep it 0600).
+    key_file: Path | None = None
+    #: PEM CA certificate(s) a client certificate must chain to: set = mutual TLS (required).
+    ca_file: Path | None = None
+    #: 0: the main port (receiver.port) speaks TLS instead of plain TCP;
+    #: another port: a TLS listener beside the plain one.
+    port: int = 0
+    #: Seconds a new connection has to complete the TLS handshake.
+    handshake_timeout_s: float = 10.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+@dataclass(frozen=True)
 class ReceiverSettings:
     """The C-STORE SCP."""
 
@@ -150,6 +171,33 @@ class ReceiverSettings:
     kafka_linger_ms: int = 0
     #: DICOM network layer: "native" (dicomflow's own acceptor, fast) or "pynetdicom".
     engine: Literal["native", "pynetdicom"] = "native"
+    #: Associations at once for the whole receiver (every --processes worker together).
+    #: (max_associations is above.) Per calling AE title as well when > 0.
+    max_associations_per_ae: int = 0
+    #: Largest data set one C-STORE may carry; past it the association is aborted.
+    max_dataset_bytes: int = 4 * 1024**3
+    #: Seconds a new connection has to send its A-ASSOCIATE-RQ (PS3.8 ARTIM timer).
+    artim_timeout_s: float = 30.0
+    #: Seconds an established association may go without a complete PDU before it is aborted.
+    idle_timeout_s: float = 120.0
+    #: Longest one association may last, in seconds (0: no cap).
+    max_association_s: float = 0.0
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    #: Refuse an association that does not bring a valid username and password (PS3.7 D.3.3.7).
+    require_user_identity: bool = False
+    #: ``username:scrypt$N$r$p$salt$hash`` lines (``dicomflow users add``) the passwords are checked against.
+    users_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Decisions every way in (C-STORE, ``publish --copy-into-storage``, STOW-RS) makes the same way."""
+
+    #: An instance whose SOP Instance UID is stored already with other content:
+    #: "reject" (failure status / skipped, the stored copy stays), "replace"
+    #: (atomically, a new store event), "keep" (Success, nothing changes).
+    #: Identical content is always a Success that changes and publishes nothing.
+    duplicates: Literal["reject", "replace", "keep"] = "reject"
 
 
 @dataclass(frozen=True)
@@ -183,6 +231,7 @@ class Settings:
     consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
     stack: StackSettings = field(default_factory=StackSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
@@ -225,12 +274,14 @@ __all__ = [
     "Compression",
     "ConsumerSettings",
     "DatabaseSettings",
+    "IngestSettings",
     "KafkaSettings",
     "MetricsSettings",
     "ReceiverSettings",
     "Settings",
     "StackSettings",
     "StorageSettings",
+    "TlsSettings",
     "TopicSettings",
     "tenant_tag",
 ]
