@@ -95,6 +95,7 @@ def _register_stages() -> None:
         "dicomflow.pipeline.commands",
         "dicomflow.receiver.commands",
         "dicomflow.scanner.commands",
+        "dicomflow.warehouse.commands",
         "dicomflow.demo",
     ):
         try:

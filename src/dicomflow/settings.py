@@ -192,6 +192,31 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class WarehouseSettings:
+    """The analytics warehouse: the embedded DuckDB sink (``dicomflow warehouse run``)."""
+
+    #: The DuckDB file the sink writes (one writing process at a time).
+    path: Path = Path(".dicomflow/warehouse.duckdb")
+    #: The sink's own consumer group (its Kafka commits are informational:
+    #: the offsets that count live in the DuckDB file).
+    group_id: str = "dicomflow-warehouse"
+    #: Seconds between read-only snapshots for readers (0 disables them).
+    snapshot_interval_s: float = 10.0
+    #: The snapshot file; empty means ``<path stem>.snapshot.duckdb`` beside ``path``.
+    snapshot_path: str = ""
+    batch_max_messages: int = 20000
+    batch_max_ms: int = 1000
+    #: DuckDB worker threads; 0 lets DuckDB decide (one per core).
+    threads: int = 0
+
+    def snapshot_file(self) -> Path:
+        """Where readers find the latest consistent snapshot."""
+        if self.snapshot_path:
+            return Path(self.snapshot_path)
+        return self.path.with_name(self.path.stem + ".snapshot.duckdb")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything dicomflow can be told, in one frozen object."""
 
@@ -204,6 +229,7 @@ class Settings:
     receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
     stack: StackSettings = field(default_factory=StackSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
 
 
 #: The reference's application.json keys, mapped onto ours.
@@ -414,6 +440,11 @@ def _validate(s: Settings) -> None:
         (len(s.receiver.ae_title.encode()) <= 16 and s.receiver.ae_title.strip() != "", "receiver.ae_title", "must be 1-16 characters"),
         (bool(s.kafka.brokers.strip()), "kafka.brokers", "must not be empty"),
         (_is_tag(s.receiver.tenant_tag), "receiver.tenant_tag", "must be a tag like 1211,1217"),
+        (s.warehouse.batch_max_messages >= 1, "warehouse.batch_max_messages", "must be at least 1"),
+        (s.warehouse.batch_max_ms >= 1, "warehouse.batch_max_ms", "must be at least 1"),
+        (s.warehouse.snapshot_interval_s >= 0, "warehouse.snapshot_interval_s", "must be 0 (off) or more"),
+        (s.warehouse.threads >= 0, "warehouse.threads", "must be 0 (DuckDB decides) or more"),
+        (bool(s.warehouse.group_id.strip()), "warehouse.group_id", "must not be empty"),
     ]
     for ok, key, problem in checks:
         if not ok:
@@ -487,6 +518,7 @@ __all__ = [
     "StackSettings",
     "StorageSettings",
     "TopicSettings",
+    "WarehouseSettings",
     "as_dict",
     "default_config_path",
     "load_settings",
