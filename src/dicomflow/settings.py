@@ -181,6 +181,11 @@ class StackSettings:
     kafka_controller_port: int = 19093
     kafka_heap_mb: int = 512
     postgres_port: int = 15432
+    #: Also run a local ClickHouse server (``stack up --clickhouse`` does it once);
+    #: off by default so the demo and most tests stay lean.
+    clickhouse: bool = False
+    clickhouse_http_port: int = 18123
+    clickhouse_tcp_port: int = 19000
 
 
 @dataclass(frozen=True)
@@ -217,6 +222,46 @@ class WarehouseSettings:
 
 
 @dataclass(frozen=True)
+class ClickHouseSettings:
+    """ClickHouse as a warehouse: what ``warehouse ddl --target clickhouse`` generates."""
+
+    #: Database the tables are created in.
+    database: str = "dicomflow"
+    #: Brokers as ClickHouse reaches them; empty means ``kafka.brokers``.
+    brokers: str = ""
+    #: Consumer groups are ``<group_prefix>_<object|state|image|audit>_group``
+    #: (the reference's ``medical_object_group`` ...).
+    group_prefix: str = "medical"
+    #: Kafka-engine consumers per topic (at most the topic's partitions).
+    num_consumers: int = 1
+    #: Messages a block may skip as unparseable (current syntax only; 18.x
+    #: lacks the setting, see the legacy notes in the DDL header).
+    skip_broken_messages: int = 1000
+    #: The HTTP interface ``dicomflow report --clickhouse`` reads by default.
+    url: str = "http://127.0.0.1:18123"
+
+
+@dataclass(frozen=True)
+class DorisSettings:
+    """Apache Doris as a warehouse: what ``warehouse ddl --target doris`` generates."""
+
+    database: str = "dicomflow"
+    #: Brokers as Doris reaches them; empty means ``kafka.brokers``.
+    brokers: str = ""
+    #: ``property.group.id`` of the routine loads: ``<group_prefix>_<object|state|image|audit>_group``.
+    group_prefix: str = "medical"
+    replication_num: int = 3
+    buckets: int = 10
+    #: Rows a routine load may reject per window before it pauses.
+    max_error_number: int = 1000
+    max_batch_interval_s: int = 10
+    #: Monthly dynamic partitions kept and pre-created back in time (study dates
+    #: are historical: old studies arrive every day).
+    history_partitions: int = 480
+    future_partitions: int = 3
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything dicomflow can be told, in one frozen object."""
 
@@ -230,6 +275,8 @@ class Settings:
     stack: StackSettings = field(default_factory=StackSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
+    clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
+    doris: DorisSettings = field(default_factory=DorisSettings)
 
 
 #: The reference's application.json keys, mapped onto ours.
@@ -509,8 +556,10 @@ def default_config_path(env: Mapping[str, str]) -> Path | None:
 
 __all__ = [
     "Compression",
+    "ClickHouseSettings",
     "ConsumerSettings",
     "DatabaseSettings",
+    "DorisSettings",
     "KafkaSettings",
     "MetricsSettings",
     "ReceiverSettings",
