@@ -3,7 +3,8 @@
 The package's ``/etc/clickhouse-server`` files are not used: the server gets a
 config and a users file written here (127.0.0.1 only, the stack's ports, state
 under ``<stack dir>/clickhouse``, time zone UTC so that wire datetimes, which
-carry no zone, are stored as written). Debian's 18.16 server runs as root
+carry no zone, are stored as written; new Kafka consumer groups start at the
+beginning of their topics; Kafka-engine blocks flushed every second). Debian's 18.16 server runs as root
 without complaint, so no dedicated user is needed.
 
 Only started on request (``dicomflow stack up --clickhouse`` or
@@ -56,6 +57,11 @@ _CONFIG = """<?xml version="1.0"?>
   <uncompressed_cache_size>268435456</uncompressed_cache_size>
   <max_concurrent_queries>64</max_concurrent_queries>
   <mlock_executable>false</mlock_executable>
+  <!-- librdkafka settings of every Kafka-engine table: a new consumer group starts from
+       the beginning of its topics (as Doris's OFFSET_BEGINNING), not from their end. -->
+  <kafka>
+    <auto_offset_reset>smallest</auto_offset_reset>
+  </kafka>
 </yandex>
 """
 
@@ -65,6 +71,8 @@ _USERS = """<?xml version="1.0"?>
     <default>
       <max_memory_usage>2000000000</max_memory_usage>
       <max_threads>2</max_threads>
+      <!-- Kafka-engine tables flush a block at least this often (default 7.5 s). -->
+      <stream_flush_interval_ms>1000</stream_flush_interval_ms>
     </default>
   </profiles>
   <users>

@@ -128,12 +128,14 @@ class _Dialect:
     def valid(self, c: Column) -> str:
         """True when a required field is present and parses."""
         checks = [self.present(c.name)]
+        n = quote(c.name)
+        raw_value = f"visitParamExtractRaw({self.doc}, {n})"
+        if c.wire_type in ("str", "time", "date", "datetime"):
+            checks.append(f"substring({raw_value}, 1, 1) = '\"'" if self.legacy else f"JSONType(raw, {n}) = 'String'")
+        elif c.wire_type in ("int32", "int64"):
+            checks.append(f"match({raw_value}, '^-?[0-9]+$')" if self.legacy else f"JSONType(raw, {n}) IN ('Int64', 'UInt64')")
         if c.wire_type in ("date", "datetime"):
             checks.append(f"isNotNull({self.value(c)})")
-        elif c.wire_type in ("str", "time") and not self.legacy:
-            checks.append(f"JSONType(raw, {quote(c.name)}) = 'String'")
-        elif c.wire_type in ("int32", "int64") and not self.legacy:
-            checks.append(f"JSONType(raw, {quote(c.name)}) IN ('Int64', 'UInt64')")
         return " AND ".join(checks)
 
     def select(self, c: Column) -> list[str]:
