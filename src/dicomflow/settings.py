@@ -255,8 +255,8 @@ class DorisSettings:
     #: Rows a routine load may reject per window before it pauses.
     max_error_number: int = 1000
     max_batch_interval_s: int = 10
-    #: Monthly dynamic partitions kept and pre-created back in time (study dates
-    #: are historical: old studies arrive every day).
+    #: Monthly dynamic partitions pre-created back in time (study dates are
+    #: historical: old studies arrive every day); older dates go to one catch-all partition.
     history_partitions: int = 480
     future_partitions: int = 3
 
