@@ -16,7 +16,7 @@ returns.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -130,7 +130,11 @@ class KafkaConsumer:
         max_poll_interval_ms: int = 300000,
         listener: RebalanceListener | None = None,
         client_id: str = "dicomflow-consumer",
+        start_offsets: Callable[[list[TP]], Mapping[TP, int]] | None = None,
     ) -> None:
+        """``start_offsets``, when given, says where each newly assigned partition
+        starts reading (a sink that keeps its own offsets, e.g. the warehouse's
+        DuckDB file); partitions it leaves out start at the group's commit."""
         self._config = consumer_config(
             kafka,
             group_id=group_id,
@@ -139,6 +143,7 @@ class KafkaConsumer:
             client_id=client_id,
         )
         self._listener = listener
+        self._start_offsets = start_offsets
         self._consumer = Consumer(self._config, logger=librdkafka_log)
         self._callback_error: BaseException | None = None
         self._assigned: set[TP] = set()
@@ -163,10 +168,16 @@ class KafkaConsumer:
         """
         tps = [(p.topic, p.partition) for p in partitions]
         try:
+            if self._start_offsets is not None and tps:
+                starts = self._start_offsets(tps)
+                for p in partitions:
+                    start = starts.get((p.topic, p.partition))
+                    if start is not None:
+                        p.offset = start
             consumer.incremental_assign(partitions)
             if partitions:
                 consumer.resume(partitions)
-        except KafkaException as exc:
+        except Exception as exc:  # never let it unwind through librdkafka
             log.error("taking assigned partitions %s failed: %s", _names(tps), exc)
             if self._callback_error is None:
                 self._callback_error = ConsumerError(f"cannot take assigned partitions: {exc}")
