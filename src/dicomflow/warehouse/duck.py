@@ -176,6 +176,7 @@ def _transaction(
     con: duckdb.DuckDBPyConnection, batches: list[TableBatch], offsets: Mapping[TP, int], *, upsert: bool
 ) -> WriteResult:
     result = WriteResult()
+    views: list[str] = []
     con.execute("BEGIN TRANSACTION")
     try:
         for i, b in enumerate(batches):
@@ -183,12 +184,10 @@ def _transaction(
                 continue
             view = f"_batch_{i}"
             con.register(view, b.rows)
-            try:
-                sql = upsert_sql(b.table, view) if upsert else insert_sql(b.table, view)
-                changed = con.execute(sql).fetchone()
-                result.rows[b.table.name] = int(changed[0]) if changed else 0
-            finally:
-                con.unregister(view)
+            views.append(view)
+            sql = upsert_sql(b.table, view) if upsert else insert_sql(b.table, view)
+            changed = con.execute(sql).fetchone()
+            result.rows[b.table.name] = int(changed[0]) if changed else 0
         if offsets:
             off = pa.table(
                 {
@@ -198,13 +197,11 @@ def _transaction(
                 }
             )
             con.register("_batch_offsets", off)
-            try:
-                con.execute(
-                    f"INSERT INTO {OFFSETS_TABLE} SELECT topic, \"partition\", next_offset FROM _batch_offsets "
-                    "ON CONFLICT (topic, \"partition\") DO UPDATE SET next_offset = excluded.next_offset"
-                )
-            finally:
-                con.unregister("_batch_offsets")
+            views.append("_batch_offsets")
+            con.execute(
+                f"INSERT INTO {OFFSETS_TABLE} SELECT topic, \"partition\", next_offset FROM _batch_offsets "
+                "ON CONFLICT (topic, \"partition\") DO UPDATE SET next_offset = excluded.next_offset"
+            )
         con.execute("COMMIT")
     except BaseException:
         try:
@@ -212,6 +209,12 @@ def _transaction(
         except duckdb.Error:
             pass
         raise
+    finally:
+        for view in views:
+            try:
+                con.unregister(view)
+            except duckdb.Error:
+                log.debug("unregistering %s failed", view)
     return result
 
 
