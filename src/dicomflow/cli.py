@@ -96,6 +96,7 @@ def _register_stages() -> None:
         "dicomflow.receiver.commands",
         "dicomflow.scanner.commands",
         "dicomflow.warehouse.commands",
+        "dicomflow.warehouse.report_command",
         "dicomflow.demo",
     ):
         try:
