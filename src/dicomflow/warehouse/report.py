@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dicomflow.settings import Settings
-from dicomflow.warehouse.report_sql import Dialect, queries
+from dicomflow.warehouse.report_sql import Dialect, duckdb_base, duckdb_queries, queries
 
 Row = dict[str, Any]
 
@@ -26,6 +26,10 @@ class Source(Protocol):
     dialect: Dialect
 
     def rows(self, sql: str) -> list[Row]: ...
+
+    def questions(self, largest: int) -> dict[str, str]:
+        """The report's queries in this source's dialect, by name."""
+        ...
 
 
 @dataclass
@@ -62,6 +66,10 @@ class DuckDBSource:
 
         self.conn = open_for_reading(settings)
 
+    def questions(self, largest: int) -> dict[str, str]:
+        self.conn.execute(duckdb_base())
+        return duckdb_queries(largest)
+
     def rows(self, sql: str) -> list[Row]:
         cur = self.conn.execute(sql)
         names = [d[0] for d in cur.description or []]
@@ -85,6 +93,9 @@ class ClickHouseSource:
             f"'{database}' AND table = 'receipts' AND name = 'created_time_text'"
         )
         self.dialect = Dialect("clickhouse", prefix=f"{database}.", final=True, text_datetimes=int(text or 0) > 0)
+
+    def questions(self, largest: int) -> dict[str, str]:
+        return queries(self.dialect, largest)
 
     def rows(self, sql: str) -> list[Row]:
         out = []
@@ -114,7 +125,7 @@ def build_report(source: Source, *, largest: int = 10, progress: Callable[[str],
     """
     started = time.perf_counter()
     report = Report(source=source.name, generated_at=dt.datetime.now().isoformat(timespec="seconds"))
-    for name, sql in queries(source.dialect, largest).items():
+    for name, sql in source.questions(largest).items():
         if progress:
             progress(name)
         report.sections[name] = source.rows(sql)

@@ -125,4 +125,45 @@ def queries(d: Dialect, largest: int = 10) -> dict[str, str]:
     }
 
 
-__all__ = ["Dialect", "queries"]
+#: DuckDB: one pass joins each receipt to its series' modality and its instance's
+#: latency into a temporary table; every question then reads that table only.
+BASE_TABLE = "report_base"
+
+
+def duckdb_base() -> str:
+    """The statement creating :data:`BASE_TABLE` (a read-only connection may create temporary tables)."""
+    inst_keys = JOIN_KEYS + ("sop_uid",)
+    return (
+        f"CREATE OR REPLACE TEMP TABLE {BASE_TABLE} AS SELECT r.tenant_id, r.study_uid, r.source_ae, r.file_size, "
+        "CAST(r.created_time AS DATE) AS day, coalesce(s.modality, 'unknown') AS modality, "
+        "(epoch_us(i.updated_time) - epoch_us(r.created_time)) / 1000.0 AS lat "
+        f"FROM receipts AS r LEFT JOIN (SELECT {', '.join(JOIN_KEYS)}, modality FROM series_states) AS s "
+        f"ON {_on('r', 's', JOIN_KEYS)} "
+        f"LEFT JOIN (SELECT {', '.join(inst_keys)}, updated_time FROM instances) AS i ON {_on('r', 'i', inst_keys)}"
+    )
+
+
+def duckdb_queries(largest: int = 10) -> dict[str, str]:
+    """The questions of :func:`queries` over :data:`BASE_TABLE` (same names, same columns)."""
+    b = BASE_TABLE
+    sums = "count(*) AS instances, count(DISTINCT (tenant_id, study_uid)) AS studies, sum(file_size) AS bytes"
+    d = Dialect("duckdb")
+    error_class, is_dlq = d.dlq_class()
+    return {
+        "totals": f"SELECT {sums} FROM {b}",
+        "per_day": f"SELECT CAST(day AS VARCHAR) AS day, {sums} FROM {b} GROUP BY 1 ORDER BY 1",
+        "per_tenant": f"SELECT tenant_id AS tenant, {sums} FROM {b} GROUP BY tenant ORDER BY instances DESC, tenant",
+        "per_modality": f"SELECT modality, {sums} FROM {b} GROUP BY modality ORDER BY instances DESC, modality",
+        "per_ae": f"SELECT source_ae, {sums} FROM {b} GROUP BY source_ae ORDER BY instances DESC, source_ae",
+        "per_day_modality": (f"SELECT CAST(day AS VARCHAR) AS day, modality, count(*) AS instances FROM {b} "
+                             "GROUP BY 1, modality ORDER BY 1, modality"),
+        "latency_per_day": (f"SELECT CAST(day AS VARCHAR) AS day, count(lat) AS n, {d.percentiles('lat')} FROM {b} "
+                            "WHERE lat IS NOT NULL GROUP BY 1 ORDER BY 1"),
+        "dead_letters": (f"SELECT {error_class} AS error_class, count(*) AS n FROM audit_events WHERE {is_dlq} "
+                         "GROUP BY error_class ORDER BY n DESC, error_class"),
+        "largest_studies": (f"SELECT tenant_id AS tenant, study_uid, count(*) AS instances, sum(file_size) AS bytes FROM {b} "
+                            f"GROUP BY tenant, study_uid ORDER BY bytes DESC, study_uid LIMIT {int(largest)}"),
+    }
+
+
+__all__ = ["BASE_TABLE", "Dialect", "duckdb_base", "duckdb_queries", "queries"]
