@@ -218,6 +218,7 @@ class WarehouseSink:
             if self._pending:
                 records, self._pending = self._pending, []
                 self._write(con, consumer, publisher, records)
+                self._last_activity = time.monotonic()  # time spent writing is not idleness
             snapshots.maybe_start(self._generation)
             self.metrics.set_lag(consumer.lag())
 
