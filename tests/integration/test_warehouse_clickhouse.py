@@ -16,6 +16,7 @@ from dicomflow.models import AuditEvent, CodedValue, DicomStoreMeta, encode
 from dicomflow.settings import Settings
 from dicomflow.warehouse.clickhouse_http import ClickHouseHTTP
 from dicomflow.warehouse.ddl_clickhouse import clickhouse_ddl
+from dicomflow.warehouse.report import ClickHouseSource, build_report
 from tests.integration.clickhouse_support import clickhouse, clickhouse_server, wait_until
 from tests.integration.consumer_support import corpus, counts, pipeline, run_service
 
@@ -69,6 +70,15 @@ def test_pipeline_run_gives_clickhouse_the_counts_of_postgresql(clickhouse: tupl
     related = {r["series_uid"]: r["n"] for r in client.rows(
         f"SELECT series_uid, series_related_instances AS n FROM {db}.series_states FINAL")}
     assert related == {s.series_uid: s.instances for s in c.series if s.instances}
+
+    # The report asks ClickHouse the same questions as DuckDB.
+    source = ClickHouseSource(settings.clickhouse.url, db)
+    report = build_report(source).sections
+    assert report["totals"][0]["instances"] == 90 and report["totals"][0]["studies"] == 3
+    assert sum(r["instances"] for r in report["per_modality"]) == 90
+    assert "unknown" not in {r["modality"] for r in report["per_modality"]}
+    assert sum(r["n"] for r in report["latency_per_day"]) == 90
+    assert report["dead_letters"] == []
 
 
 def test_broken_messages_are_rejected_with_a_reason_and_the_consumer_goes_on(clickhouse: tuple[Settings, ClickHouseHTTP]) -> None:
