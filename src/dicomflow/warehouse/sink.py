@@ -28,24 +28,24 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import duckdb
 import msgspec
-import pyarrow as pa
 from confluent_kafka import OFFSET_BEGINNING
 from prometheus_client import CollectorRegistry
 
 from dicomflow.audit.events import dead_lettered
-from dicomflow.errors import ConsumerError, PublishError, WireFormatError
+from dicomflow.errors import ConsumerError, PublishError
 from dicomflow.kafka.consumer import TP, KafkaConsumer, Record
 from dicomflow.kafka.dlq import DeadLetter, dead_letter_record, dead_letter_topic
 from dicomflow.kafka.producer import Publisher
 from dicomflow.metrics import Health, MetricsServer, WarehouseMetrics
-from dicomflow.models import AuditEvent, decode, truncate_utf8
+from dicomflow.models import AuditEvent, truncate_utf8
 from dicomflow.settings import Settings
-from dicomflow.warehouse.arrow import to_arrow
-from dicomflow.warehouse.duck import TableBatch, open_writer, stored_offsets, write_batch
+from dicomflow.warehouse.decoding import TableDecoder
+from dicomflow.warehouse.duck import TableBatch, WriteResult, open_writer, stored_offsets, write_batch
 from dicomflow.warehouse.schema import TABLES, Table
 from dicomflow.warehouse.snapshot import Snapshotter
 
@@ -76,6 +76,17 @@ class _Poison:
     record: Record
     error_class: str
     reason: str
+
+
+@dataclass
+class _Prepared:
+    """A decoded batch whose dead letters Kafka has acknowledged, ready for its DuckDB transaction."""
+
+    records: list[Record]
+    tables: list[TableBatch]
+    next_offsets: dict[TP, int]
+    poison: list[_Poison]
+    started: float
 
 
 class _TenantOnly(msgspec.Struct):
@@ -113,6 +124,9 @@ class WarehouseSink:
         self.on_batch = on_batch
         self.summary = SinkSummary()
         self._tables: dict[str, Table] = {getattr(settings.topics, t.topic_attr): t for t in TABLES}
+        self._decoders: dict[str, TableDecoder] = {t.name: TableDecoder(t) for t in TABLES}
+        #: Records taken into batches (written or in flight): what --max-messages counts.
+        self._taken = 0
         self._offsets: dict[TP, int] = {}
         self._pending: list[Record] = []
         self._stop = False
@@ -191,13 +205,13 @@ class WarehouseSink:
     def _budget(self) -> int:
         cap = self.settings.warehouse.batch_max_messages
         if self.max_messages is not None:
-            cap = min(cap, self.max_messages - self.summary.consumed)
+            cap = min(cap, self.max_messages - self._taken)
         return max(0, cap)
 
     def _why_stop(self) -> str | None:
         if self._stop:
             return "stopped by signal"
-        if self.max_messages is not None and self.summary.consumed >= self.max_messages:
+        if self.max_messages is not None and self._taken >= self.max_messages:
             return f"--max-messages {self.max_messages} reached"
         idle = self.until_idle_s
         if idle is not None and self._assigned and time.monotonic() - self._last_activity >= idle:
@@ -207,20 +221,54 @@ class WarehouseSink:
     def _loop(
         self, con: duckdb.DuckDBPyConnection, consumer: KafkaConsumer, publisher: Publisher, snapshots: Snapshotter
     ) -> None:
+        """Collect and decode batch N+1 while the writer thread commits batch N.
+
+        DuckDB releases the GIL while it writes, so decoding (Python) and the
+        write (DuckDB) use both cores. Only one batch is ever in flight, and
+        batch N+1 is handed to the writer only after batch N committed, so
+        the file's rows and offsets advance batch by batch, in order.
+        """
         window_s = self.settings.warehouse.batch_max_ms / 1000.0
-        while True:
-            why = self._why_stop()
-            if why is not None:
-                self.summary.stopped_because = why
-                return
-            self._collect(consumer, window_s)
-            self.health.beat()
-            if self._pending:
-                records, self._pending = self._pending, []
-                self._write(con, consumer, publisher, records)
-                self._last_activity = time.monotonic()  # time spent writing is not idleness
-            snapshots.maybe_start(self._generation)
-            self.metrics.set_lag(consumer.lag())
+        writer = con.cursor()  # the writer thread's own connection to the same database
+        writer.execute("SET preserve_insertion_order = false")
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warehouse-write")
+        in_flight: tuple[_Prepared, Future[WriteResult]] | None = None
+        try:
+            while True:
+                why = self._why_stop()
+                if why is not None:
+                    self.summary.stopped_because = why
+                    break
+                self._collect(consumer, window_s)
+                self.health.beat()
+                prepared: _Prepared | None = None
+                if self._pending:
+                    records, self._pending = self._pending, []
+                    self._taken += len(records)
+                    prepared = self._prepare(publisher, records)
+                    # Where a partition re-assigned from now on starts: after this batch (which
+                    # is committed before anything later, or the run ends with its error).
+                    self._offsets.update(prepared.next_offsets)
+                if in_flight is not None:
+                    done, future = in_flight
+                    in_flight = None
+                    self._finish(consumer, done, future.result())
+                    self._last_activity = time.monotonic()  # time spent writing is not idleness
+                if prepared is not None:
+                    in_flight = (prepared, pool.submit(self._persist, writer, prepared))
+                snapshots.maybe_start(self._generation)
+                self.metrics.set_lag(consumer.lag())
+            if in_flight is not None:
+                done, future = in_flight
+                in_flight = None
+                self._finish(consumer, done, future.result())
+        finally:
+            # Never close the connection under a running write: wait for it (its error, if any, is
+            # already on its way up, or was raised above).
+            if in_flight is not None:
+                in_flight[1].exception()
+            pool.shutdown(wait=True)
+            writer.close()
 
     def _collect(self, consumer: KafkaConsumer, window_s: float) -> None:
         """Fill ``self._pending`` for one batch window (it stays empty after a quiet poll)."""
@@ -255,66 +303,46 @@ class WarehouseSink:
 
     # ------------------------------------------------------------------ one batch
 
-    def _write(
-        self, con: duckdb.DuckDBPyConnection, consumer: KafkaConsumer, publisher: Publisher, records: list[Record]
-    ) -> None:
+    def _prepare(self, publisher: Publisher, records: list[Record]) -> _Prepared:
+        """Decode a batch into Arrow tables and dead-letter what does not fit (acknowledged before returning)."""
         started = time.monotonic()
-        decoded: dict[str, tuple[list[msgspec.Struct], list[int]]] = defaultdict(lambda: ([], []))
+        items: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
         poison: list[_Poison] = []
         next_offsets: dict[TP, int] = {}
+        tables = self._tables
         for seq, r in enumerate(records):
-            next_offsets[r.tp] = max(next_offsets.get(r.tp, 0), r.offset + 1)
-            t = self._tables[r.topic]
+            tp = (r.topic, r.partition)
+            if next_offsets.get(tp, -1) <= r.offset:
+                next_offsets[tp] = r.offset + 1
+            t = tables[r.topic]
             if r.value is None:
                 poison.append(_Poison(r, WIRE_FORMAT, f"empty message (no value) where a {t.model.__name__} was expected"))
                 continue
-            try:
-                m = decode(r.value, t.model)
-            except WireFormatError as exc:
-                poison.append(_Poison(r, WIRE_FORMAT, str(exc)))
-                continue
-            msgs, seqs = decoded[t.name]
-            msgs.append(m)
-            seqs.append(seq)
-        batches = self._arrow(decoded, records, poison)
+            items[t.name].append((seq, r.value))
+        batches: list[TableBatch] = []
+        for name, table_items in items.items():
+            decoded = self._decoders[name].decode(table_items)
+            batches.append(TableBatch(self._decoders[name].table, decoded.rows))
+            poison.extend(_Poison(records[seq], WIRE_FORMAT, reason) for seq, reason in decoded.poison)
         if poison:
             self._dead_letter(publisher, poison)
+        return _Prepared(records, batches, next_offsets, poison, started)
+
+    def _persist(self, con: duckdb.DuckDBPyConnection, batch: _Prepared) -> WriteResult:
+        """The batch's rows and offsets in one DuckDB transaction (runs on the writer thread)."""
         t0 = time.monotonic()
-        result = write_batch(con, batches, next_offsets)
+        result = write_batch(con, batch.tables, batch.next_offsets)
         self.metrics.write_seconds.observe(time.monotonic() - t0)
-        self._offsets.update(next_offsets)
+        return result
+
+    def _finish(self, consumer: KafkaConsumer, batch: _Prepared, result: WriteResult) -> None:
+        """After the commit in DuckDB: account for the batch, then the informational Kafka commit."""
         self._generation += 1
-        self._account(records, result.rows, poison, started)
+        self._account(batch.records, result.rows, batch.poison, batch.started)
         try:
-            consumer.commit(next_offsets)  # informational: the offsets that count are in the file
+            consumer.commit(batch.next_offsets)  # informational: the offsets that count are in the file
         except ConsumerError as exc:
             log.debug("informational Kafka commit failed: %s", exc)
-
-    def _arrow(
-        self, decoded: Mapping[str, tuple[list[msgspec.Struct], list[int]]], records: list[Record], poison: list[_Poison]
-    ) -> list[TableBatch]:
-        """One Arrow table per table; a message whose value does not fit its column type is poison."""
-        out: list[TableBatch] = []
-        for name, (msgs, seqs) in decoded.items():
-            t = next(t for t in TABLES if t.name == name)
-            try:
-                out.append(TableBatch(t, to_arrow(t, msgs, seqs)))
-                continue
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError):
-                pass
-            # Rare: find the offending messages one by one, keep the rest.
-            good_m: list[msgspec.Struct] = []
-            good_s: list[int] = []
-            for m, sq in zip(msgs, seqs, strict=True):
-                try:
-                    to_arrow(t, [m], [sq])
-                except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError) as exc:
-                    poison.append(_Poison(records[sq], WIRE_FORMAT, f"a value does not fit table {t.name}: {exc}"))
-                    continue
-                good_m.append(m)
-                good_s.append(sq)
-            out.append(TableBatch(t, to_arrow(t, good_m, good_s)))
-        return out
 
     def _dead_letter(self, publisher: Publisher, poison: list[_Poison]) -> None:
         """Send the batch's dead letters and their audit events; retry until Kafka acknowledges them."""
