@@ -229,19 +229,29 @@ class KafkaConsumer:
             ConsumerError: a fatal client error (``fatal`` set).
             BaseException: whatever a rebalance listener raised during the call.
         """
+        return [record_of(msg) for msg in self.consume_messages(max_messages, timeout_s)]
+
+    def consume_messages(self, max_messages: int, timeout_s: float) -> list[Message]:
+        """As :meth:`consume`, but the client's own message objects (no copy into :class:`Record`).
+
+        For a hot loop that reads only a message's topic, partition, offset and
+        value (the warehouse sink); :func:`record_of` detaches one when needed.
+        """
         try:
             messages = self._consumer.consume(num_messages=max(1, max_messages), timeout=max(0.0, timeout_s))
         except KafkaException as exc:
             raise ConsumerError(f"consume failed: {exc}", fatal=_is_fatal(exc)) from exc
         self._raise_callback_error()
-        records: list[Record] = []
+        if not any(msg.error() is not None for msg in messages):
+            return messages
+        good: list[Message] = []
         for msg in messages:
             err = msg.error()
             if err is not None:
                 self._on_message_error(msg, err)
                 continue
-            records.append(_record(msg))
-        return records
+            good.append(msg)
+        return good
 
     def _on_message_error(self, msg: Message, err: KafkaError) -> None:
         if err.fatal():
@@ -335,8 +345,8 @@ class KafkaConsumer:
             log.warning("closing the consumer: %s", exc)
 
 
-def _record(msg: Message) -> Record:
-    """Copy what the pipeline needs out of a confluent-kafka message."""
+def record_of(msg: Message) -> Record:
+    """Copy what the pipeline needs out of a confluent-kafka message (one without an error)."""
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
     if topic is None or partition is None or offset is None:  # only error events lack them
         raise ConsumerError(f"message without coordinates: {msg.error()}")
@@ -385,4 +395,4 @@ def _names(tps: Iterable[TP]) -> str:
     return ", ".join(f"{t}[{p}]" for t, p in sorted(tps))
 
 
-__all__ = ["TP", "KafkaConsumer", "OwnershipLostError", "RebalanceListener", "Record", "consumer_config"]
+__all__ = ["TP", "KafkaConsumer", "OwnershipLostError", "RebalanceListener", "Record", "consumer_config", "record_of"]

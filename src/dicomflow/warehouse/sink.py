@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 
 import duckdb
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING
+from confluent_kafka import OFFSET_BEGINNING, Message
 from prometheus_client import CollectorRegistry
 
 from dicomflow.audit.events import dead_lettered
 from dicomflow.errors import ConsumerError, PublishError
-from dicomflow.kafka.consumer import TP, KafkaConsumer, Record
+from dicomflow.kafka.consumer import TP, KafkaConsumer, Record, record_of
 from dicomflow.kafka.dlq import DeadLetter, dead_letter_record, dead_letter_topic
 from dicomflow.kafka.producer import Publisher
 from dicomflow.metrics import Health, MetricsServer, WarehouseMetrics
@@ -82,7 +82,8 @@ class _Poison:
 class _Prepared:
     """A decoded batch whose dead letters Kafka has acknowledged, ready for its DuckDB transaction."""
 
-    records: list[Record]
+    #: The batch's messages as the client gave them (not copied into Records: the hot path reads four fields).
+    records: list[Message]
     tables: list[TableBatch]
     next_offsets: dict[TP, int]
     poison: list[_Poison]
@@ -128,7 +129,7 @@ class WarehouseSink:
         #: Records taken into batches (written or in flight): what --max-messages counts.
         self._taken = 0
         self._offsets: dict[TP, int] = {}
-        self._pending: list[Record] = []
+        self._pending: list[Message] = []
         self._stop = False
         self._generation = 0
         self._assigned: set[TP] = set()
@@ -149,7 +150,7 @@ class WarehouseSink:
         gone = set(partitions)
         self._assigned.difference_update(gone)
         # Records of a partition we no longer own are not ours to write; the next owner re-reads them.
-        self._pending = [r for r in self._pending if r.tp not in gone]
+        self._pending = [m for m in self._pending if (m.topic(), m.partition()) not in gone]
 
     def _start_offsets(self, partitions: list[TP]) -> dict[TP, int]:
         """Where newly assigned partitions start: the offsets stored with the rows, else the beginning."""
@@ -243,12 +244,15 @@ class WarehouseSink:
                 self.health.beat()
                 prepared: _Prepared | None = None
                 if self._pending:
-                    records, self._pending = self._pending, []
-                    self._taken += len(records)
-                    prepared = self._prepare(publisher, records)
-                    # Where a partition re-assigned from now on starts: after this batch (which
-                    # is committed before anything later, or the run ends with its error).
-                    self._offsets.update(prepared.next_offsets)
+                    messages, self._pending = self._pending, []
+                    prepared = self._prepare(publisher, messages)
+                    if prepared.records:
+                        self._taken += len(prepared.records)
+                        # Where a partition re-assigned from now on starts: after this batch (which
+                        # is committed before anything later, or the run ends with its error).
+                        self._offsets.update(prepared.next_offsets)
+                    else:
+                        prepared = None
                 if in_flight is not None:
                     done, future = in_flight
                     in_flight = None
@@ -287,7 +291,7 @@ class WarehouseSink:
                 timeout = window_s - (time.monotonic() - started)
                 if timeout <= 0:
                     return
-            got = consumer.consume(budget, timeout)
+            got = consumer.consume_messages(budget, timeout)
             if not got:
                 if started is None:
                     return
@@ -295,35 +299,41 @@ class WarehouseSink:
             if started is None:
                 started = time.monotonic()
             self._last_activity = time.monotonic()
-            for r in got:
-                stored = self._offsets.get(r.tp)
-                if stored is not None and r.offset < stored:
-                    continue  # already in the file (defensive: the seek makes this rare)
-                self._pending.append(r)
+            self._pending.extend(got)
 
     # ------------------------------------------------------------------ one batch
 
-    def _prepare(self, publisher: Publisher, records: list[Record]) -> _Prepared:
+    def _prepare(self, publisher: Publisher, messages: list[Message]) -> _Prepared:
         """Decode a batch into Arrow tables and dead-letter what does not fit (acknowledged before returning)."""
         started = time.monotonic()
         items: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
         poison: list[_Poison] = []
         next_offsets: dict[TP, int] = {}
+        stored = self._offsets
         tables = self._tables
-        for seq, r in enumerate(records):
-            tp = (r.topic, r.partition)
-            if next_offsets.get(tp, -1) <= r.offset:
-                next_offsets[tp] = r.offset + 1
-            t = tables[r.topic]
-            if r.value is None:
-                poison.append(_Poison(r, WIRE_FORMAT, f"empty message (no value) where a {t.model.__name__} was expected"))
+        records: list[Message] = []
+        for m in messages:
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            assert topic is not None and partition is not None and offset is not None  # error-free messages
+            tp = (topic, partition)
+            if offset < stored.get(tp, -1):
+                continue  # already in the file (defensive: the seek makes this rare)
+            if next_offsets.get(tp, -1) <= offset:
+                next_offsets[tp] = offset + 1
+            seq = len(records)
+            records.append(m)
+            value = m.value()
+            if value is None:
+                t = tables[topic]
+                poison.append(_Poison(record_of(m), WIRE_FORMAT,
+                                      f"empty message (no value) where a {t.model.__name__} was expected"))
                 continue
-            items[t.name].append((seq, r.value))
+            items[tables[topic].name].append((seq, value))
         batches: list[TableBatch] = []
         for name, table_items in items.items():
             decoded = self._decoders[name].decode(table_items)
             batches.append(TableBatch(self._decoders[name].table, decoded.rows))
-            poison.extend(_Poison(records[seq], WIRE_FORMAT, reason) for seq, reason in decoded.poison)
+            poison.extend(_Poison(record_of(records[seq]), WIRE_FORMAT, reason) for seq, reason in decoded.poison)
         if poison:
             self._dead_letter(publisher, poison)
         return _Prepared(records, batches, next_offsets, poison, started)
@@ -384,7 +394,7 @@ class WarehouseSink:
             tenant = None
         return truncate_utf8(tenant, 64) if tenant else self.settings.storage.default_tenant
 
-    def _account(self, records: list[Record], rows: Mapping[str, int], poison: list[_Poison], started: float) -> None:
+    def _account(self, records: list[Message], rows: Mapping[str, int], poison: list[_Poison], started: float) -> None:
         s = self.summary
         s.consumed += len(records)
         s.batches += 1
@@ -392,8 +402,8 @@ class WarehouseSink:
             s.rows[name] = s.rows.get(name, 0) + n
             self.metrics.rows.labels(table=name).inc(n)
         per_topic: dict[str, int] = defaultdict(int)
-        for r in records:
-            per_topic[r.topic] += 1
+        for m in records:
+            per_topic[m.topic() or ""] += 1
         for topic, n in per_topic.items():
             self.metrics.consumed.labels(topic=topic).inc(n)
         self.metrics.batch_size.observe(len(records))
