@@ -87,8 +87,19 @@ class TopicSettings:
     retention_ms: int = 7 * 24 * 3600 * 1000
 
     def all(self) -> tuple[str, ...]:
-        """Every topic dicomflow reads or writes, for creation and listing."""
-        return (self.main, self.log, self.dicom_state, self.dicom_image, self.audit, self.dlq)
+        """Every topic dicomflow reads or writes, for creation and listing (dead-letter topics included)."""
+        names = (self.main, self.log, self.dicom_state, self.dicom_image, self.audit, self.dlq,
+                 *self.warehouse_dead_letter_topics())
+        return tuple(dict.fromkeys(names))
+
+    def warehouse_dead_letter_topics(self) -> tuple[str, ...]:
+        """Where the warehouse sink dead-letters: ``<topic>.dlq`` of each topic it reads.
+
+        Created with the others so that a poison message never depends on the
+        broker auto-creating a topic (off on most production clusters, and a
+        topic created that way gets the broker's defaults, not these settings).
+        """
+        return tuple(f"{t}.dlq" for t in (self.log, self.dicom_state, self.dicom_image, self.audit))
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def wh(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     yield dataclasses.replace(settings, warehouse=w, consumer=consumer, worker_node_id="test-warehouse")
     try:
         t = settings.topics
-        delete_topics(settings.kafka, [*t.all(), *(f"{getattr(t, x.topic_attr)}.dlq" for x in TABLES)])
+        delete_topics(settings.kafka, t.all())  # the dead-letter topics included
     except Exception:  # best effort
         pass
 
