@@ -52,6 +52,8 @@ from dicomflow.warehouse.snapshot import Snapshotter
 log = logging.getLogger(__name__)
 
 WIRE_FORMAT = "wire-format"
+#: Longest one consume call blocks (see :meth:`WarehouseSink._collect`).
+_SLICE_S = 0.05
 #: Backoff for dead-letter publishing while the broker is unreachable.
 _RETRY_INITIAL_S = 0.2
 _RETRY_MAX_S = 10.0
@@ -240,7 +242,7 @@ class WarehouseSink:
                 if why is not None:
                     self.summary.stopped_because = why
                     break
-                self._collect(consumer, window_s)
+                self._collect(consumer, window_s, lambda: in_flight is None or in_flight[1].done())
                 self.health.beat()
                 prepared: _Prepared | None = None
                 if self._pending:
@@ -274,32 +276,39 @@ class WarehouseSink:
             pool.shutdown(wait=True)
             writer.close()
 
-    def _collect(self, consumer: KafkaConsumer, window_s: float) -> None:
-        """Fill ``self._pending`` for one batch window (it stays empty after a quiet poll)."""
+    def _collect(self, consumer: KafkaConsumer, window_s: float, writer_idle: Callable[[], bool]) -> None:
+        """Fill ``self._pending`` for one batch (it stays empty after a quiet poll).
+
+        A batch ends at ``batch_max_messages``, after ``batch_max_ms``, or as
+        soon as nothing more is queued while the writer waits for work: batches
+        grow while DuckDB is busy, and neither the window nor librdkafka's
+        batch consume (which blocks until it has the whole count or its
+        timeout) holds back a batch the writer could take now.
+        """
         first_timeout = 0.5
         if self.until_idle_s is not None and self._assigned:
             left = self.until_idle_s - (time.monotonic() - self._last_activity)
             first_timeout = max(0.0, min(first_timeout, left))
+        began = time.monotonic()
         started: float | None = None
+        polled = False
         while not self._stop:
             budget = self._budget() - len(self._pending)
             if budget <= 0:
                 return
-            if started is None:
-                timeout = first_timeout
-            else:
-                timeout = window_s - (time.monotonic() - started)
-                if timeout <= 0:
-                    return
-            got = consumer.consume_messages(budget, timeout)
-            if not got:
+            now = time.monotonic()
+            left = (first_timeout - (now - began)) if started is None else (window_s - (now - started))
+            if left <= 0 and polled:
+                return
+            got = consumer.consume_messages(budget, min(max(left, 0.0), _SLICE_S))
+            polled = True
+            if got:
                 if started is None:
-                    return
-                continue
-            if started is None:
-                started = time.monotonic()
-            self._last_activity = time.monotonic()
-            self._pending.extend(got)
+                    started = time.monotonic()
+                self._last_activity = time.monotonic()
+                self._pending.extend(got)
+            if started is not None and len(got) < budget and writer_idle():
+                return
 
     # ------------------------------------------------------------------ one batch
 
