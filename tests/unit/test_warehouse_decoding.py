@@ -106,3 +106,19 @@ def test_random_receipts_match_the_model(tenant: str, patient: str, accession: s
     value = _patched(encode(store), tenant_id=tenant, patient_id=patient, accession_number=accession,
                      number_of_frames=frames, created_time=when)
     assert_same(table("receipts"), [value, encode(store)])
+
+
+def test_row_wise_and_column_wise_arrow_conversions_agree() -> None:
+    from dicomflow.warehouse.arrow import _by_columns, arrow_schema
+
+    tr = traffic(30, series_size=10, run=8)
+    store, image = instance_messages(9, 1, 2, 3)
+    extra = {"log": [_patched(encode(store), accession_number=None, tenant_id="病院")],
+             "dicom_image": [_patched(encode(image), width=None, space_size=2**40, slice_location=-0.0)]}
+    for t in TABLES:
+        values = [v for _, v in tr.messages[t.topic_attr]] + extra.get(t.topic_attr, [])
+        models = [decode(v, t.model) for v in values]
+        seq = list(range(len(models)))
+        fast = to_arrow(t, models, seq)
+        assert fast.schema == arrow_schema(t)
+        assert fast.equals(_by_columns(t, arrow_schema(t), models, seq))

@@ -49,6 +49,17 @@ def to_arrow(t: Table, messages: Sequence[msgspec.Struct], seq: Sequence[int]) -
     schema = arrow_schema(t)
     if not messages:
         return schema.empty_table()
+    if t.model is not AuditEvent and not any(c.wire_type == "json" for c in t.columns):
+        # Flat rows: one struct array built from the row tuples in C++ (no Python transposition).
+        row_type = pa.struct([schema.field(i) for i in range(len(t.columns))])
+        rows = pa.array([msgspec.structs.astuple(m) for m in messages], type=row_type)
+        flat = pa.Table.from_struct_array(rows).append_column("_seq", pa.array(seq, pa.int64()))
+        return flat.cast(schema)
+    return _by_columns(t, schema, messages, seq)
+
+
+def _by_columns(t: Table, schema: pa.Schema, messages: Sequence[msgspec.Struct], seq: Sequence[int]) -> pa.Table:
+    """Column by column, for tables with JSON columns (their values are encoded first)."""
     rows = [msgspec.structs.astuple(m) for m in messages]
     wire_columns: list[Any] = list(zip(*rows, strict=True))
     arrays: list[pa.Array] = []
