@@ -48,8 +48,8 @@ from dicomflow.corpus import make_corpus
 from dicomflow.kafka.admin import create_topics, delete_topics
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import DicomStoreMeta, decode, encode, now
-from dicomflow.pipeline.loop import CommittedBatch
 from dicomflow.pipeline.service import ConsumerService
+from dicomflow.pipeline.stats import CommittedBatch
 from dicomflow.settings import Settings, load_settings
 from dicomflow.store import PgStore
 
@@ -133,7 +133,7 @@ def throughput(batches: list[CommittedBatch], service: ConsumerService) -> tuple
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100.0 * len(ordered) + 0.5)) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100.0 * len(ordered) + 0.5) - 1))]
 
 
 def main() -> int:
@@ -234,7 +234,7 @@ def main() -> int:
         for s in created_topics:
             try:
                 delete_topics(s.kafka, s.topics.all())
-            except Exception as exc:  # cleanup only
+            except Exception as exc:  # noqa: BLE001 - cleanup only
                 print(f"could not delete topics: {exc}", file=sys.stderr)
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))

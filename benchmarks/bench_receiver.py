@@ -42,7 +42,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -272,7 +271,7 @@ def send(receiver: Receiver, folders: Sequence[Path], associations: int) -> floa
     ]
     errors = [c.communicate()[1] for c in clients]
     elapsed = time.perf_counter() - started
-    for client, err in zip(clients, errors):
+    for client, err in zip(clients, errors, strict=True):
         if client.returncode != 0:
             raise RuntimeError(f"storescu failed against {receiver.name}: {err.decode(errors='replace')[-2000:]}")
     return elapsed

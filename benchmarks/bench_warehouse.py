@@ -149,7 +149,7 @@ def main() -> int:
     finally:
         try:
             delete_topics(settings.kafka, topics.all())
-        except Exception:
+        except Exception:  # noqa: BLE001 - cleanup is best effort; the figures are already printed
             pass
         import shutil
 

@@ -13,4 +13,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 export TCP_NODELAY=1
-python -m dicomflow.faults "$@"
+# The suite lives beside the tests, not in the installed package: put its folder on the path.
+export PYTHONPATH="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/faults${PYTHONPATH:+:$PYTHONPATH}"
+python -m dicomflow_faults "$@"

@@ -14,8 +14,11 @@ if [ "${CI:-}" = "true" ] || [ "$started_here" = 1 ] && [ "${DICOMFLOW_KEEP_STAC
     trap 'say "stopping the local stack"; dicomflow stack down >/dev/null || true' EXIT
 fi
 
-say "type-checking src/ (mypy --strict)"
-python -m mypy -p dicomflow
+say "type-checking src/ and faults/ (mypy --strict)"
+python -m mypy -p dicomflow -p dicomflow_faults
+
+say "linting (ruff)"
+python -m ruff check src tests benchmarks faults
 
 say "running the test suite"
 python -m pytest -p no:cacheprovider "$@"

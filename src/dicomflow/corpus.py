@@ -9,7 +9,9 @@ patient per study and an accession number. It returns one
 :class:`~dicomflow.models.DicomStoreMeta` per file, in series order, ready
 to publish to storage_queue.
 
-Used by the integration tests, the demo and the benchmarks. It never
+Used by the demo (which is why it ships in the package), the integration
+tests and the benchmarks; the fault-injection suite's faster generator of
+tiny instances is in the repository's ``faults/`` folder. It never
 downloads anything: the templates are globbed from pydicom's ``data``
 folder (``pydicom.data.get_testdata_files`` may try the network).
 """

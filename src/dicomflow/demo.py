@@ -1,4 +1,4 @@
-"""``dicomflow demo``: the whole system end to end, on bundled sample DICOM.
+"""The whole system end to end, on bundled sample DICOM (the ``dicomflow demo`` command is in :mod:`dicomflow.cli.demo`).
 
 What a new user should see the system do, with nothing but this repository:
 
@@ -22,6 +22,7 @@ alongside the first's rows.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -35,31 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import typer
-
 from dicomflow.settings import Settings
 
 #: dcmtk's storescu, by full path: a Python package may install a script of the same name.
 STORESCU = "/usr/bin/storescu"
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``demo`` command."""
-
-    @app.command("demo")
-    def demo(
-        ctx: typer.Context,
-        instances: int = typer.Option(480, "--instances", min=1, help="How many instances to send."),
-        studies: int = typer.Option(4, "--studies", min=1, help="Across how many studies."),
-        series_per_study: int = typer.Option(3, "--series-per-study", min=1, help="Series per study."),
-        associations: int = typer.Option(4, "--associations", min=1, max=16, help="Parallel C-STORE associations."),
-        timeout_s: float = typer.Option(180.0, "--timeout", help="Give up waiting for PostgreSQL after this many seconds."),
-    ) -> None:
-        """Run the whole pipeline on sample DICOM and print what it did."""
-        from dicomflow.cli import settings_of
-
-        code = run_demo(settings_of(ctx), instances, studies, series_per_study, associations, timeout_s)
-        raise typer.Exit(code)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -72,25 +52,18 @@ def _free_port() -> int:
 
 
 def _component_env(settings: Settings, scp_port: int) -> dict[str, str]:
-    """The environment that hands this run's settings to the component processes."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "DICOMFLOW_KAFKA_BROKERS": settings.kafka.brokers,
-            "DICOMFLOW_DATABASE_HOST": settings.database.host,
-            "DICOMFLOW_DATABASE_PORT": str(settings.database.port),
-            "DICOMFLOW_DATABASE_DBNAME": settings.database.dbname,
-            "DICOMFLOW_DATABASE_USER": settings.database.user,
-            "DICOMFLOW_DATABASE_PASSWORD": settings.database.password,
-            "DICOMFLOW_STORAGE_ROOT": str(settings.storage.root.resolve()),
-            "DICOMFLOW_RECEIVER_PORT": str(scp_port),
-            "DICOMFLOW_RECEIVER_HOST": "127.0.0.1",
-            "DICOMFLOW_WAREHOUSE_PATH": str(settings.warehouse.path.resolve()),
-        }
+    """The environment that hands this run's settings to the component processes.
+
+    The storage root and the warehouse file are made absolute (the components
+    run in their own folder) and the receiver listens on this run's free port.
+    """
+    run = dataclasses.replace(
+        settings,
+        storage=dataclasses.replace(settings.storage, root=settings.storage.root.resolve()),
+        receiver=dataclasses.replace(settings.receiver, host="127.0.0.1", port=scp_port),
+        warehouse=dataclasses.replace(settings.warehouse, path=settings.warehouse.path.resolve()),
     )
-    if settings.database.dsn:
-        env["DICOMFLOW_DATABASE_DSN"] = settings.database.dsn
-    return env
+    return run.to_child_env(os.environ)
 
 
 @contextmanager
@@ -116,10 +89,10 @@ def _process(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> 
 
 def _wait_listening(port: int, ae_title: str, proc: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:
     """Wait until the receiver answers a C-ECHO (a bare TCP probe would leave a half-open association)."""
+    import logging
+
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-
-    import logging
 
     ae = AE(ae_title="DEMO_SCU")
     ae.add_requested_context(Verification)

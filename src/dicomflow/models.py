@@ -1,4 +1,4 @@
-"""The wire format: messages exchanged with the reference services, field for field.
+"""The wire format: messages exchanged with the Rust reference services, field for field.
 
 Each message is a :class:`msgspec.Struct` whose JSON is byte-compatible with the
 Rust reference's serde structs (``DicomStoreMeta``, ``DicomStateMeta``,
@@ -9,7 +9,8 @@ dates as ``YYYY-MM-DD``, times as ``HH:MM:SS[.ffffff]``, datetimes as
 Strings have byte limits (the reference's ``BoundedString<N>`` and the
 PostgreSQL ``varchar(N)`` columns). Over-long strings are truncated to the
 limit *on a character boundary* when a message is built or decoded, never
-split inside a multi-byte character (defect 8 of the reference).
+split inside a multi-byte character (the Rust reference's did: docs/architecture.md,
+"What the Rust reference services got wrong", 8).
 
 msgspec was chosen over pydantic and the standard json module because it
 validates while it decodes, names the failing field (``$.trace_id``), and
@@ -38,7 +39,7 @@ TRANSFER_STATUSES: tuple[str, ...] = ("NoNeedTransfer", "Success", "Failed", "Ne
 def truncate_utf8(text: str, limit: int) -> str:
     """Cut ``text`` to at most ``limit`` UTF-8 bytes without splitting a character.
 
-    Why: the reference sliced at a byte index and crashed on multi-byte
+    Why: the Rust reference sliced at a byte index and crashed on multi-byte
     characters (Chinese and Japanese patient names are common in this domain).
     """
     if len(text) * 4 <= limit:

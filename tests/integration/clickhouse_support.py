@@ -38,7 +38,7 @@ def clickhouse(clickhouse_server: ClickHouseServer, pipeline: Settings) -> Itera
     yield dataclasses.replace(pipeline, clickhouse=ch), client
     try:
         client.execute(f"DROP DATABASE IF EXISTS {ch.database}")
-    except Exception:  # cleanup is best effort
+    except Exception:  # noqa: BLE001 - cleanup is best effort
         pass
 
 

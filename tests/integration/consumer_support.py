@@ -23,12 +23,13 @@ import pytest
 from psycopg import sql
 
 from dicomflow.corpus import Corpus, make_corpus
-from dicomflow.kafka.admin import ReadRecord, create_topics, delete_topics, read_all
+from dicomflow.kafka.admin import create_topics, delete_topics, read_all
 from dicomflow.kafka.consumer import KafkaConsumer
 from dicomflow.kafka.producer import Publisher
+from dicomflow.kafka.records import Record
 from dicomflow.models import DicomStoreMeta
-from dicomflow.pipeline.loop import RunSummary
 from dicomflow.pipeline.service import ConsumerService
+from dicomflow.pipeline.stats import RunSummary
 from dicomflow.settings import DatabaseSettings, Settings
 from dicomflow.store import PgStore
 
@@ -49,7 +50,7 @@ def pipeline(settings: Settings) -> Iterator[Settings]:
     yield dataclasses.replace(settings, consumer=consumer, worker_node_id="test-consumer")
     try:
         delete_topics(settings.kafka, settings.topics.all())
-    except Exception:  # cleanup is best effort: a failed test must still report its own error
+    except Exception:  # noqa: BLE001 - cleanup is best effort: a failed test must still report its own error
         pass
 
 
@@ -117,7 +118,7 @@ class BackgroundService:
     def _run(self) -> None:
         try:
             self.summary = self.service.run()
-        except BaseException as exc:  # reported by join()
+        except BaseException as exc:  # noqa: BLE001 - reported by join()
             self.error = exc
 
     def start(self) -> BackgroundService:
@@ -155,42 +156,12 @@ def committed_total(settings: Settings) -> int:
     return sum(max(0, o) for o in offsets.values())
 
 
-def topic(settings: Settings, name: str) -> list[ReadRecord]:
+def topic(settings: Settings, name: str) -> list[Record]:
     return read_all(settings.kafka, name)
 
 
-def key_counts(records: list[ReadRecord]) -> Counter[bytes | None]:
+def key_counts(records: list[Record]) -> Counter[bytes | None]:
     return Counter(r.key for r in records)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Environment for a ``dicomflow consume`` subprocess pointing at the test's topics and database."""
-    t, d, c = settings.topics, settings.database, settings.consumer
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
-    env.update({
-        "DICOMFLOW_KAFKA_BROKERS": settings.kafka.brokers,
-        "DICOMFLOW_TOPICS_MAIN": t.main,
-        "DICOMFLOW_TOPICS_LOG": t.log,
-        "DICOMFLOW_TOPICS_DICOM_STATE": t.dicom_state,
-        "DICOMFLOW_TOPICS_DICOM_IMAGE": t.dicom_image,
-        "DICOMFLOW_TOPICS_AUDIT": t.audit,
-        "DICOMFLOW_TOPICS_DLQ": t.dlq,
-        "DICOMFLOW_TOPICS_CONSUMER_GROUP_ID": t.consumer_group_id,
-        "DICOMFLOW_DATABASE_HOST": d.host,
-        "DICOMFLOW_DATABASE_PORT": str(d.port),
-        "DICOMFLOW_DATABASE_DBNAME": d.dbname,
-        "DICOMFLOW_DATABASE_USER": d.user,
-        "DICOMFLOW_DATABASE_PASSWORD": d.password,
-        "DICOMFLOW_STORAGE_ROOT": str(settings.storage.root),
-        "DICOMFLOW_CONSUMER_BATCH_MAX_MESSAGES": str(c.batch_max_messages),
-        "DICOMFLOW_CONSUMER_BATCH_MAX_MS": str(c.batch_max_ms),
-        "DICOMFLOW_CONSUMER_PARSE_WORKERS": str(c.parse_workers),
-        "DICOMFLOW_CONSUMER_RETRY_INITIAL_MS": str(c.retry_initial_ms),
-        "DICOMFLOW_CONSUMER_RETRY_MAX_MS": str(c.retry_max_ms),
-        "DICOMFLOW_CONSUMER_SESSION_TIMEOUT_MS": str(c.session_timeout_ms),
-        "DICOMFLOW_WORKER_NODE_ID": settings.worker_node_id,
-    })
-    return env
 
 
 def start_consume(settings: Settings, log_file: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -199,7 +170,7 @@ def start_consume(settings: Settings, log_file: Path, *args: str) -> subprocess.
     try:
         return subprocess.Popen(
             [sys.executable, "-c", "from dicomflow.cli import main; main()", "consume", *args],
-            env=settings_env(settings), cwd=log_file.parent, stdout=out, stderr=subprocess.STDOUT,
+            env=settings.to_child_env(os.environ), cwd=log_file.parent, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     finally:
@@ -220,7 +191,6 @@ __all__ = [
     "query",
     "run_service",
     "series_instance_counts",
-    "settings_env",
     "start_consume",
     "topic",
     "wait_for",

@@ -18,9 +18,10 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from dicomflow.kafka.admin import ReadRecord, create_topics, read_all
+from dicomflow.ingest.uids import is_valid_uid
+from dicomflow.kafka.admin import create_topics, read_all
+from dicomflow.kafka.records import Record
 from dicomflow.models import AuditEvent, DicomStoreMeta, decode
-from dicomflow.receiver.uids import is_valid_uid
 from dicomflow.settings import Settings
 from tests.conftest import sample_files
 
@@ -147,7 +148,7 @@ def send_corpus_with_storescu(port: int, samples: Iterable[Sample]) -> list[subp
     return [storescu(port, files, *STORESCU_FLAGS[ts]) for ts, files in sorted(groups.items())]
 
 
-def read_store_events(settings: Settings, topic: str) -> list[tuple[ReadRecord, DicomStoreMeta]]:
+def read_store_events(settings: Settings, topic: str) -> list[tuple[Record, DicomStoreMeta]]:
     return [(r, decode(r.value or b"", DicomStoreMeta)) for r in read_all(settings.kafka, topic)]
 
 

@@ -15,7 +15,7 @@ import msgspec
 from dicomflow.corpus import pydicom_sample
 from dicomflow.models import AuditEvent, DicomImageMeta, DicomStateMeta, DicomStoreMeta, decode, encode, md5_key, series_key
 from dicomflow.pipeline import dlq
-from dicomflow.pipeline.loop import CommittedBatch
+from dicomflow.pipeline.stats import CommittedBatch
 from dicomflow.settings import Settings
 from tests.integration.consumer_support import (
     BackgroundService,

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 import dicomflow.pipeline.loop as loop_module
+from dicomflow.kafka.admin import create_topics
 from dicomflow.models import DicomStoreMeta, md5_key
 from dicomflow.pipeline.commit import Progress, Sinks, persist, publish
-from dicomflow.pipeline.parse import ParsedBatch
+from dicomflow.pipeline.types import ParsedBatch
 from dicomflow.settings import DatabaseSettings, Settings, StackSettings
-from dicomflow.kafka.admin import create_topics
 from dicomflow.stack import KafkaBroker, LocalStack, PostgresServer
 from dicomflow.store import PgStore
 from tests.integration.consumer_support import (
@@ -34,12 +34,14 @@ from tests.integration.consumer_support import (
     expected_counts,
     key_counts,
     pipeline,
-    publish as publish_events,
     run_service,
     series_instance_counts,
     start_consume,
     topic,
     wait_for,
+)
+from tests.integration.consumer_support import (
+    publish as publish_events,
 )
 
 __all__ = ["pipeline"]
@@ -202,7 +204,7 @@ def test_kafka_down_mid_stream_the_consumer_pauses_and_recovers_by_itself(
             time.sleep(5)
             assert counts(settings.database)["dicom_image_meta"] == rows_during  # paused: nothing new taken in
             broker.start()
-            summary = bg.join(300)
+            bg.join(300)
         finally:
             bg.service.stop()
 

@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
-from dicomflow.faults.instances import generate
-from dicomflow.faults.privstack import free_ports
-from dicomflow.faults.sender import StoreSender
+import dicomflow_faults
+from dicomflow_faults.instances import generate
+from dicomflow_faults.privstack import free_ports
+from dicomflow_faults.sender import StoreSender
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +31,11 @@ pytestmark = pytest.mark.slow
 def test_tiny_suite_run_injects_every_fault_and_loses_nothing(tmp_path: Path) -> None:
     report_path = tmp_path / "faults.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
+    # The suite is not installed: its folder (faults/) goes on the path, as scripts/faults.sh does.
+    suite_folder = str(Path(dicomflow_faults.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (suite_folder, env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
-        [sys.executable, "-m", "dicomflow.faults",
+        [sys.executable, "-m", "dicomflow_faults",
          "--instances", "400", "--rate", "25", "--faults-per-kind", "1",
          "--soak", "3000", "--fuzz", "80", "--fuzz-files", "30", "--controls", "5",
          "--seed", "20240315", "--work-dir", str(tmp_path), "--json", str(report_path)],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import itertools
 import socket
 import struct
 import threading
@@ -17,8 +18,10 @@ from typing import get_args
 
 import pytest
 
-from dicomflow.kafka.admin import ReadRecord, create_topics, delete_topics, read_all
-from dicomflow.kafka.producer import BatchResult, Publisher
+from dicomflow.kafka.admin import create_topics, delete_topics, read_all
+from dicomflow.kafka.delivery import BatchResult
+from dicomflow.kafka.producer import Publisher
+from dicomflow.kafka.records import Record
 from dicomflow.models import (
     ActiveParticipant,
     AuditEvent,
@@ -107,7 +110,7 @@ def publisher(kafka: KafkaSettings, kafka_topics: TopicSettings) -> Iterator[Pub
         yield pub
 
 
-def pairs(records: list[ReadRecord]) -> list[tuple[bytes | None, bytes | None]]:
+def pairs(records: list[Record]) -> list[tuple[bytes | None, bytes | None]]:
     return sorted((r.key, r.value) for r in records)
 
 
@@ -268,7 +271,7 @@ def test_async_send_to_an_unreachable_broker_does_not_block_the_event_loop() -> 
         result = await pub.send_store_events_async(events)
         elapsed = time.monotonic() - started
         beat.cancel()
-        return result, elapsed, max(b - a for a, b in zip(ticks, ticks[1:]))
+        return result, elapsed, max(b - a for a, b in itertools.pairwise(ticks))
 
     with Publisher(kafka, TopicSettings()) as pub:
         result, elapsed, longest_gap = asyncio.run(main())

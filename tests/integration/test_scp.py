@@ -22,9 +22,9 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 from pynetdicom import AE
 
 from dicomflow.corpus import make_corpus
+from dicomflow.ingest.exceptions import CANNOT_UNDERSTAND, OUT_OF_RESOURCES
 from dicomflow.kafka.admin import create_topics
 from dicomflow.models import series_key
-from dicomflow.receiver.exceptions import CANNOT_UNDERSTAND, OUT_OF_RESOURCES
 from dicomflow.receiver.workers import Dispatcher
 from dicomflow.settings import KafkaSettings, Settings
 from tests.integration.ingest_support import (
@@ -37,8 +37,8 @@ from tests.integration.ingest_support import (
     read_store_events,
     running_receiver,
     send_corpus_with_storescu,
-    storescu,
     stored_files,
+    storescu,
     with_receiver,
 )
 

@@ -225,7 +225,7 @@ def expected_columns(model: type[msgspec.Struct]) -> dict[str, tuple[str, int | 
 
     A Literal's length is the longest value: the column must hold at least that.
     """
-    limits = dict(getattr(model, "_limits"))
+    limits = dict(model._limits)
     info = mi.type_info(model)
     assert isinstance(info, mi.StructType)
     expected: dict[str, tuple[str, int | None, bool]] = {}
@@ -344,7 +344,7 @@ def test_concurrent_migrations_do_not_collide(database: DatabaseSettings) -> Non
             barrier.wait()
             try:
                 results.append(s.migrate())
-            except BaseException as exc:  # reported below
+            except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(3)]
@@ -382,18 +382,16 @@ def test_a_later_migration_reaches_a_store_already_writing(
 
 
 def test_write_before_migrate_names_the_fix(database: DatabaseSettings) -> None:
-    with PgStore(database) as s:
-        with pytest.raises(StoreError, match="db migrate") as info:
-            s.write_batch([receipt(1, 1)], [], [])
+    with PgStore(database) as s, pytest.raises(StoreError, match="db migrate") as info:
+        s.write_batch([receipt(1, 1)], [], [])
     assert not is_poison(info.value)
 
 
 def test_a_schema_older_than_the_models_is_reported_not_poison(store: PgStore, database: DatabaseSettings) -> None:
     with psycopg.connect(database.conninfo(), autocommit=True) as conn:
         conn.execute("ALTER TABLE dicom_image_meta DROP COLUMN thumbnail_location")
-    with PgStore(database) as fresh:
-        with pytest.raises(StoreError, match="thumbnail_location.*db migrate") as info:
-            fresh.write_batch([], [state(1)], [image(1, 1)])
+    with PgStore(database) as fresh, pytest.raises(StoreError, match=r"thumbnail_location.*db migrate") as info:
+        fresh.write_batch([], [state(1)], [image(1, 1)])
     assert not is_poison(info.value)
 
 
@@ -589,7 +587,7 @@ def test_concurrent_writers_on_overlapping_series_end_with_exact_counts(database
                     rng.shuffle(sts)
                     recs = [receipt(1 + i % n_series, base + i) for i in range(per_batch)]
                     s.write_batch(recs, sts, imgs)
-            except BaseException as exc:  # reported below
+            except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in (0, 1)]

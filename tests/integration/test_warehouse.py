@@ -26,7 +26,6 @@ from tests.integration.warehouse_support import (
     produce,
     produce_raw,
     run_sink,
-    sink_env,
     start_sink,
     wh,
     wh_counts,
@@ -64,7 +63,7 @@ def test_counts_replay_and_versions(wh: Settings) -> None:
             "SELECT updated_time FROM series_states WHERE series_description = 'newer'").fetchone()
         assert updated == (later,)  # fractional seconds kept
         # nulls stay null, values round-trip
-        store, image = instance_messages(1, 0, 0, 3)
+        _store, image = instance_messages(1, 0, 0, 3)
         got = con.execute(
             "SELECT spacing_between_slices, pixel_data_location, content_time, space_size, created_time "
             "FROM instances WHERE sop_uid = ?", [image.sop_uid]).fetchone()
@@ -165,7 +164,7 @@ def test_second_writer_refused_and_snapshot_readable_while_running(wh: Settings,
             con.close()
         second = subprocess.run(
             [sys.executable, "-m", "dicomflow", "warehouse", "run", "--until-idle", "1"],
-            env=sink_env(wh), capture_output=True, text=True, timeout=60,
+            env=wh.to_child_env(os.environ), capture_output=True, text=True, timeout=60,
         )
         assert second.returncode == 1
         assert str(wh.warehouse.path) in second.stderr and "already open for writing" in second.stderr

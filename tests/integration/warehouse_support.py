@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,6 @@ from dicomflow.settings import Settings
 from dicomflow.warehouse.schema import TABLES
 from dicomflow.warehouse.sink import SinkSummary, WarehouseSink
 from dicomflow.warehouse.synthetic import Traffic
-from tests.integration.consumer_support import settings_env
 
 WAREHOUSE_TABLES = tuple(t.name for t in TABLES)
 
@@ -35,7 +35,7 @@ def wh(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     try:
         t = settings.topics
         delete_topics(settings.kafka, t.all())  # the dead-letter topics included
-    except Exception:  # best effort
+    except Exception:  # noqa: BLE001 - best effort
         pass
 
 
@@ -71,27 +71,13 @@ def expected(traffic: Traffic) -> dict[str, int]:
     }
 
 
-def sink_env(settings: Settings) -> dict[str, str]:
-    env = settings_env(settings)
-    w = settings.warehouse
-    env.update({
-        "DICOMFLOW_WAREHOUSE_PATH": str(w.path),
-        "DICOMFLOW_WAREHOUSE_GROUP_ID": w.group_id,
-        "DICOMFLOW_WAREHOUSE_BATCH_MAX_MESSAGES": str(w.batch_max_messages),
-        "DICOMFLOW_WAREHOUSE_BATCH_MAX_MS": str(w.batch_max_ms),
-        "DICOMFLOW_WAREHOUSE_SNAPSHOT_INTERVAL_S": str(w.snapshot_interval_s),
-        "DICOMFLOW_WAREHOUSE_THREADS": str(w.threads),
-    })
-    return env
-
-
 def start_sink(settings: Settings, log_file: Path, *args: str) -> subprocess.Popen[bytes]:
     """``python -m dicomflow warehouse run ARGS`` in its own process group."""
     out = log_file.open("ab")
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "dicomflow", "warehouse", "run", *args],
-            env=sink_env(settings), cwd=log_file.parent, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=settings.to_child_env(os.environ), cwd=log_file.parent, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     finally:
         out.close()

@@ -1,6 +1,6 @@
-"""The fast reader and the general (pydicom) reader: same records, same verdicts.
+"""The element walker and the general (pydicom) reader: same records, same verdicts.
 
-The fast reader is only worth having if it can never make a record different
+The walker is only worth having if it can never make a record different
 from the general one; these tests compare both on every sample file and on
 files built to exercise the parser's corners (sequences of undefined length,
 UN sequences, big endian, truncation at every byte).
@@ -17,9 +17,11 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from dicomflow.dicom import general, walker
+from dicomflow.dicom.exceptions import TruncatedError, Unsupported
+from dicomflow.dicom.walker import RawHeader
 from dicomflow.errors import ExtractError
-from dicomflow.extract import extract_file, fast, general, records
-from dicomflow.extract.raw import RawHeader, TruncatedError
+from dicomflow.extract import extract_file, records
 from dicomflow.models import DicomImageMeta, DicomStateMeta
 from tests.conftest import PYDICOM_DATA, sample_files
 from tests.unit.dicom_files import ct_dataset, nested_sequences, undefined_lengths, write
@@ -41,8 +43,8 @@ def _records(reader: Reader, path: Path) -> tuple[DicomStateMeta, DicomImageMeta
 
 def _fast_applies(path: Path) -> bool:
     try:
-        fast.read_header(str(path))
-    except fast.Unsupported:
+        walker.read_file(str(path))
+    except Unsupported:
         return False
     except TruncatedError:
         return True
@@ -54,7 +56,7 @@ FAST_SAMPLES = [p for p in ALL_SAMPLES if _fast_applies(p)]
 
 @pytest.mark.parametrize("path", FAST_SAMPLES, ids=lambda p: str(p.relative_to(PYDICOM_DATA)))
 def test_fast_and_general_readers_give_identical_records(path: Path) -> None:
-    assert _records(fast.read_header, path) == _records(general.read_header, path)
+    assert _records(walker.read_file, path) == _records(general.read_file, path)
 
 
 @pytest.mark.parametrize(
@@ -92,8 +94,8 @@ def test_fast_reader_takes_the_common_files(name: str) -> None:
     ],
 )
 def test_fast_reader_declines_what_it_does_not_handle(name: str, why: str) -> None:
-    with pytest.raises(fast.Unsupported, match=why):
-        fast.read_header(str(PYDICOM_DATA / "test_files" / name))
+    with pytest.raises(Unsupported, match=why):
+        walker.read_file(str(PYDICOM_DATA / "test_files" / name))
 
 
 @pytest.mark.parametrize("syntax", ["explicit", "implicit", "big"])
@@ -104,8 +106,8 @@ def test_nested_sequences_are_skipped_identically(tmp_path: Path, syntax: str, u
         undefined_lengths(ds)
     path = write(tmp_path / "nested.dcm", ds, syntax=syntax)
 
-    header = fast.read_header(str(path))  # no Unsupported: the fast reader handles it
-    assert _records(fast.read_header, path) == _records(general.read_header, path)
+    header = walker.read_file(str(path))  # no Unsupported: the fast reader handles it
+    assert _records(walker.read_file, path) == _records(general.read_file, path)
     state, image = extract_file(path, "acme", received=RECEIVED)
     assert (state.modality, image.width, image.columns, image.window_center) == ("CT", 4, 2, "40")
     assert header.little_endian is (syntax != "big")
@@ -131,7 +133,7 @@ def _un_sequence_file(tmp_path: Path) -> Path:
 def test_un_sequence_of_undefined_length_is_skipped(tmp_path: Path) -> None:
     path = _un_sequence_file(tmp_path)
     assert _fast_applies(path)
-    assert _records(fast.read_header, path) == _records(general.read_header, path)
+    assert _records(walker.read_file, path) == _records(general.read_file, path)
     assert extract_file(path, "acme").image.space_size == path.stat().st_size
 
 
@@ -143,7 +145,7 @@ def _element_spans(path: Path) -> list[tuple[int, int]]:
     with open(path, "rb") as fp:
         ds = pydicom.dcmread(fp, defer_size=0)
         spans = []
-        for tag in ds.keys():
+        for tag in ds.keys():  # noqa: SIM118 - iterating a pydicom Dataset yields elements; keys() yields tags
             if tag > 0x7FE00010:
                 break
             elem = ds.get_item(tag, keep_deferred=True)
@@ -154,7 +156,7 @@ def _element_spans(path: Path) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm"])
-@pytest.mark.parametrize("reader", [fast.read_header, general.read_header], ids=["fast", "general"])
+@pytest.mark.parametrize("reader", [walker.read_file, general.read_file], ids=["fast", "general"])
 def test_a_file_cut_inside_any_element_is_truncated(tmp_path: Path, name: str, reader: Reader) -> None:
     """Cut anywhere strictly inside an element (header or value): always refused, never half-read."""
     whole = (PYDICOM_DATA / "test_files" / name).read_bytes()
@@ -181,7 +183,7 @@ def test_a_truncated_file_is_an_extract_error_with_the_path(tmp_path: Path) -> N
     assert caught.value.reason.startswith("truncated file: Pixel Data needs 32768 bytes")
 
 
-@pytest.mark.parametrize("reader", [fast.read_header, general.read_header], ids=["fast", "general"])
+@pytest.mark.parametrize("reader", [walker.read_file, general.read_file], ids=["fast", "general"])
 def test_pixel_data_is_never_read_into_memory(tmp_path: Path, reader: Reader) -> None:
     """A 256 MiB Pixel Data element: extraction allocates a few KiB, not the pixels."""
     pixels = 256 * 1024 * 1024

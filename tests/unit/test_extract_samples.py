@@ -110,7 +110,7 @@ def _get(ds: pydicom.Dataset, keyword: str) -> Any:
         warnings.simplefilter("ignore")
         try:
             value = ds.get(keyword)
-        except Exception:  # pydicom could not convert it: we must store null
+        except Exception:  # noqa: BLE001 - pydicom could not convert it: we must store null
             return None
     return None if value in (None, "") else value
 

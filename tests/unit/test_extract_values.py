@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dicomflow.extract.values import (
+from dicomflow.dicom.values import (
     join_values,
     parse_date,
     parse_decimal,
@@ -123,8 +123,12 @@ def test_every_time_round_trips(moment: dt.time) -> None:
 @given(st.text(max_size=20))
 def test_arbitrary_text_never_crashes(text: str) -> None:
     """Anything in a file is either a value, None, or ValueError: never another exception."""
-    for parse in (parse_date, parse_time, parse_decimal, parse_integer):
+    blank = not text.strip(" \x00")
+    for parse, kind in ((parse_date, dt.date), (parse_time, dt.time), (parse_decimal, float), (parse_integer, int)):
         try:
-            parse(text)
-        except ValueError:
-            pass
+            value = parse(text)
+        except ValueError as exc:
+            assert not blank and str(exc)  # a reason, and never for an empty value
+        else:
+            assert (value is None) == blank
+            assert value is None or isinstance(value, kind)

@@ -12,12 +12,12 @@ import pydicom
 import pytest
 
 from dicomflow.extract.header import extract_file
-from dicomflow.faults.checks import DeadLetter
-from dicomflow.faults.fuzz import CASE_HEADER, Case, damage, hypothesis_payloads, judge
-from dicomflow.faults.instances import build_template, generate, make_uid, spread
-from dicomflow.faults.scenario import KINDS, plan
-from dicomflow.faults.soak import RssSample, flatness
-from dicomflow.faults.supervisor import Component, Supervisor, process_tree
+from dicomflow_faults.checks import DeadLetter
+from dicomflow_faults.fuzz import CASE_HEADER, Case, damage, hypothesis_payloads, judge
+from dicomflow_faults.instances import build_template, generate, make_uid, spread
+from dicomflow_faults.scenario import KINDS, plan
+from dicomflow_faults.soak import RssSample, flatness
+from dicomflow_faults.supervisor import Component, Supervisor, process_tree
 
 #: A UID: dot-separated numbers, no component with a leading zero (PS3.5 9.1).
 UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -95,7 +95,7 @@ def test_plan_spreads_each_kind_over_the_load_reproducibly() -> None:
     assert sorted(f.kind for f in faults) == sorted(list(KINDS) * 2)
     thresholds = [f.at_acked for f in faults]
     assert thresholds == sorted(thresholds)
-    assert 0.05 * 20000 <= thresholds[0] and thresholds[-1] <= 0.85 * 20000
+    assert thresholds[0] >= 0.05 * 20000 and thresholds[-1] <= 0.85 * 20000
     assert all(0.5 <= f.down_s <= 3.0 and 0 <= f.delay_s <= 1 for f in faults)
     again = plan(KINDS, 2, 20000, random.Random(5))
     assert [(f.kind, f.at_acked) for f in again] == [(f.kind, f.at_acked) for f in faults]
@@ -257,11 +257,12 @@ def test_damaged_sample_files_are_poison_never_io_errors(tmp_path: Path) -> None
     import warnings
 
     from dicomflow.errors import ExtractError
-    from dicomflow.faults.fuzz import _Builder, sample_files, usable_samples
+    from dicomflow_faults.fuzz import sample_files, usable_samples
+    from dicomflow_faults.fuzz.builder import CaseBuilder
 
     root = tmp_path / "root"
     root.mkdir()
-    builder = _Builder(root, tmp_path, 2026)
+    builder = CaseBuilder(root, tmp_path, 2026)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         builder.damaged_files(200, usable_samples(sample_files()))

@@ -11,8 +11,9 @@ import pytest
 
 from dicomflow.errors import ConfigError, PublishError
 from dicomflow.kafka.config import client_config, producer_config, redacted
+from dicomflow.kafka.delivery import BatchResult, DeliveryFailure, Segment, Tracker
 from dicomflow.kafka.exceptions import DeliveryError
-from dicomflow.kafka.producer import BatchResult, DeliveryFailure, Publisher, _Segment, _Tracker
+from dicomflow.kafka.producer import Publisher
 from dicomflow.settings import Compression, KafkaSettings, TopicSettings, load_settings
 
 #: A port nothing listens on: the client is created but never connects.
@@ -93,7 +94,7 @@ def test_pass_through_may_tune_but_not_weaken_the_guarantee() -> None:
 
 def test_a_property_librdkafka_does_not_know_is_a_config_error() -> None:
     kafka = KafkaSettings(brokers=NOWHERE, client=MappingProxyType({"no.such.property": "1"}))
-    with pytest.raises(ConfigError, match="no.such.property"):
+    with pytest.raises(ConfigError, match=r"no\.such\.property"):
         Publisher(kafka, TopicSettings())
 
 
@@ -119,12 +120,12 @@ def test_batch_result_raises_naming_the_failures() -> None:
     assert "#0 storage_queue key=k0: Local: Message timed out" in str(info.value)
 
 
-def _tracker(done: list[BatchResult]) -> _Tracker:
+def _tracker(done: list[BatchResult]) -> Tracker:
     segments = [
-        _Segment(0, "storage_queue", ["s0", "s1", "s1"], [b"a", b"b", b"c"]),
-        _Segment(3, "log_queue", ["t0", "t1", "t2"], [b"a", b"b", b"c"]),
+        Segment(0, "storage_queue", ["s0", "s1", "s1"], [b"a", b"b", b"c"]),
+        Segment(3, "log_queue", ["t0", "t1", "t2"], [b"a", b"b", b"c"]),
     ]
-    return _Tracker(segments, describe=lambda err: "unused", on_done=done.append)
+    return Tracker(segments, describe=lambda err: "unused", on_done=done.append)
 
 
 def test_tracker_maps_slots_back_to_batch_index_topic_and_key() -> None:
@@ -159,6 +160,6 @@ def test_tracker_abandon_fails_the_unreported_and_ignores_late_reports() -> None
 
 def test_an_empty_batch_is_complete_at_once() -> None:
     done: list[BatchResult] = []
-    tracker = _Tracker([_Segment(0, "t", [], [])], describe=str, on_done=done.append)
+    tracker = Tracker([Segment(0, "t", [], [])], describe=str, on_done=done.append)
     assert tracker.wait(0) and done == [BatchResult()]
 

@@ -224,11 +224,15 @@ def test_image_encode_decode_identity(image: DicomImageMeta) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_arbitrary_bytes_raise_only_the_models_error(data: bytes) -> None:
+    """Bytes either decode to a message that re-encodes to itself, or raise WireFormatError naming the model."""
     for model in (DicomStoreMeta, DicomStateMeta, DicomImageMeta, AuditEvent):
         try:
-            decode(data, model)
-        except WireFormatError:
-            pass
+            message = decode(data, model)
+        except WireFormatError as exc:
+            assert exc.model == model.__name__ and exc.problem
+        else:
+            assert isinstance(message, model)
+            assert decode(encode(message), model) == message
 
 
 @settings(max_examples=200, deadline=None)
@@ -237,9 +241,12 @@ def test_arbitrary_bytes_raise_only_the_models_error(data: bytes) -> None:
 def test_arbitrary_json_raises_only_the_models_error(value: object) -> None:
     payload = msgspec.json.encode(value)
     try:
-        decode(payload, DicomStoreMeta)
-    except WireFormatError:
-        pass
+        event = decode(payload, DicomStoreMeta)
+    except WireFormatError as exc:
+        assert exc.model == "DicomStoreMeta" and exc.problem
+    else:  # only a JSON object with every required field can decode
+        assert isinstance(value, dict) and isinstance(event, DicomStoreMeta)
+        assert decode(encode(event), DicomStoreMeta) == event
 
 
 @settings(max_examples=200, deadline=None)

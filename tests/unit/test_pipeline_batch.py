@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dicomflow.kafka.consumer import Record
+from dicomflow.kafka.records import Record
 from dicomflow.pipeline.batch import Batch, Batcher, backoff_delay, next_offsets
 
 

@@ -13,11 +13,12 @@ import pytest
 
 from dicomflow.errors import PublishError, StoreError
 from dicomflow.extract.header import extract_file
-from dicomflow.kafka.consumer import TP, Record
-from dicomflow.kafka.producer import BatchResult, DeliveryFailure
+from dicomflow.kafka.delivery import BatchResult, DeliveryFailure
+from dicomflow.kafka.records import TP, Record
 from dicomflow.models import AuditEvent, DicomImageMeta, DicomStateMeta, DicomStoreMeta, encode
 from dicomflow.pipeline.commit import Progress, Sinks, persist_publish_commit
-from dicomflow.pipeline.parse import WIRE_FORMAT, Parsed, ParsedBatch, Poison
+from dicomflow.pipeline.parse_worker import WIRE_FORMAT
+from dicomflow.pipeline.types import Parsed, ParsedBatch, Poison
 
 
 class Recorder:

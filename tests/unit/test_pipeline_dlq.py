@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from dicomflow.kafka.consumer import Record
+from dicomflow.kafka.records import Record
 from dicomflow.models import encode
 from dicomflow.pipeline import dlq
-from dicomflow.pipeline.parse import FILE_MISSING, WIRE_FORMAT, Poison
+from dicomflow.pipeline.parse_worker import FILE_MISSING, WIRE_FORMAT
+from dicomflow.pipeline.types import Poison
 
 
 def test_dead_letter_keeps_the_original_key_bytes_and_headers() -> None:

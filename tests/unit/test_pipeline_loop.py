@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dicomflow.kafka.consumer import Record
+from dicomflow.kafka.records import Record
 from dicomflow.pipeline.batch import Batch
 from dicomflow.pipeline.loop import ConsumerLoop, LoopConfig
-from dicomflow.pipeline.parse import WIRE_FORMAT, ParsedBatch, Parser, Poison
+from dicomflow.pipeline.parse import Parser
+from dicomflow.pipeline.parse_worker import WIRE_FORMAT
+from dicomflow.pipeline.types import ParsedBatch, Poison
 
 
 def never(_listener: Any) -> Any:
@@ -28,14 +30,14 @@ def test_revoke_drops_pending_and_in_flight_records_of_those_partitions_only(tmp
     loop._pending.add([rec(0, 10), rec(1, 10), rec(0, 11)])
     inflight = ParsedBatch([Poison(rec(0, 9), WIRE_FORMAT, "x"), Poison(rec(2, 3), WIRE_FORMAT, "x")], 0.0)
     loop._inflight = inflight
-    loop._paused = {("q", 0), ("q", 2)}
+    loop._retry.paused = {("q", 0), ("q", 2)}
 
     loop.on_revoked([("q", 0)])
 
     assert [(r.partition, r.offset) for r in loop._pending.take().records] == [(1, 10)]
     assert [i.record.partition for i in inflight.items] == [2]
     assert inflight.offsets() == {("q", 2): 4}  # never commits for the revoked partition
-    assert loop._paused == {("q", 2)}
+    assert loop._retry.paused == {("q", 2)}
     assert loop.summary.dropped_on_revoke == 3
 
 
@@ -77,7 +79,7 @@ def test_a_record_postgresql_refuses_is_dead_lettered_and_the_rest_committed(tmp
 
     from dicomflow.models import DicomImageMeta, DicomStateMeta, DicomStoreMeta
     from dicomflow.pipeline.commit import Sinks
-    from dicomflow.pipeline.parse import Parsed
+    from dicomflow.pipeline.types import Parsed
     from dicomflow.store import StoreDataError
     from tests.unit.test_pipeline_commit import Recorder, make_parsed
 

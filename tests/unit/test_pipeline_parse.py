@@ -8,17 +8,11 @@ from pathlib import Path
 import pytest
 
 from dicomflow.errors import PoisonMessageError
-from dicomflow.kafka.consumer import Record
+from dicomflow.kafka.records import Record
 from dicomflow.models import encode
-from dicomflow.pipeline.parse import (
-    FILE_MISSING,
-    OUTSIDE_ROOT,
-    WIRE_FORMAT,
-    ParsedBatch,
-    Poison,
-    decode_event,
-    resolve_in_root,
-)
+from dicomflow.pipeline.parse import decode_event
+from dicomflow.pipeline.parse_worker import FILE_MISSING, OUTSIDE_ROOT, WIRE_FORMAT, resolve_in_root
+from dicomflow.pipeline.types import ParsedBatch, Poison
 
 
 @pytest.fixture
@@ -158,7 +152,8 @@ def test_a_dead_worker_loses_nothing_the_batch_is_parsed_again(tmp_path: Path) -
 
     from dicomflow.corpus import make_corpus
     from dicomflow.pipeline.batch import Batch
-    from dicomflow.pipeline.parse import Parsed, Parser
+    from dicomflow.pipeline.parse import Parser
+    from dicomflow.pipeline.types import Parsed
 
     events = make_corpus(tmp_path / "root", 30, studies=1, series_per_study=2).events
     parser = Parser(tmp_path / "root", workers=1)
@@ -182,10 +177,10 @@ def test_an_io_error_is_transient_not_poison(tmp_path: Path, monkeypatch: pytest
 
     import dicomflow.extract.header as header
     from dicomflow.corpus import make_corpus
-    from dicomflow.pipeline.parse import STORAGE_UNAVAILABLE, UNREADABLE_DICOM, _Task, parse_task
+    from dicomflow.pipeline.parse_worker import STORAGE_UNAVAILABLE, UNREADABLE_DICOM, Task, parse_task
 
     event = make_corpus(tmp_path / "root", 1).events[0]
-    task = _Task(event.file_path, event.tenant_id, event.created_time, event.study_uid, event.series_uid, event.sop_uid)
+    task = Task(event.file_path, event.tenant_id, event.created_time, event.study_uid, event.series_uid, event.sop_uid)
 
     def failing(exc: OSError) -> object:
         def extract(*_args: object, **_kwargs: object) -> object:
@@ -211,7 +206,8 @@ def test_an_io_error_is_transient_not_poison(tmp_path: Path, monkeypatch: pytest
 def test_parser_raises_storage_read_error_for_a_transient_outcome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dicomflow.corpus import make_corpus
     from dicomflow.pipeline.batch import Batch
-    from dicomflow.pipeline.parse import STORAGE_UNAVAILABLE, Outcome, Parser, StorageReadError
+    from dicomflow.pipeline.parse import Parser, StorageReadError
+    from dicomflow.pipeline.parse_worker import STORAGE_UNAVAILABLE, Outcome
 
     event = make_corpus(tmp_path / "root", 1).events[0]
     parser = Parser(tmp_path / "root", workers=1)

@@ -8,6 +8,7 @@ exercised in tests/integration/test_scp.py).
 from __future__ import annotations
 
 import errno
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
@@ -19,11 +20,12 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
-from dicomflow.kafka.producer import BatchResult, DeliveryFailure, Publisher
+from dicomflow.ingest import storage
+from dicomflow.ingest.ingestor import Ingestor, Source
+from dicomflow.ingest.transfer_log import Peer, TransferLog
+from dicomflow.kafka.delivery import BatchResult, DeliveryFailure
+from dicomflow.kafka.producer import Publisher
 from dicomflow.models import AuditEvent, DicomStoreMeta
-from dicomflow.receiver import storage
-from dicomflow.receiver.audit import Peer, TransferLog
-from dicomflow.receiver.ingest import Ingestor, Source
 from dicomflow.receiver.service import StoreRequest, StoreService
 from dicomflow.settings import ReceiverSettings, StorageSettings
 
@@ -36,7 +38,6 @@ class RecordingPublisher:
         self.fail_with = fail_with
         self.events: list[DicomStoreMeta] = []
         self.audit: list[AuditEvent] = []
-        self.folder_synced_before_publish: list[bool] = []
 
     def send_store_event(self, event: DicomStoreMeta, *, timeout_s: float | None = None) -> BatchResult:
         self.events.append(event)
@@ -126,12 +127,67 @@ def test_kafka_refusing_the_event_is_out_of_resources(tmp_path: Path) -> None:
     svc.close()
 
 
+class OverlapProbe:
+    """Instrumented fsync and publish: each waits (bounded) for the other to have started, recording the order.
+
+    Run one after the other, the first to start would wait in vain and
+    record that it ran alone; run overlapped, each sees the other in flight.
+    """
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+        self._lock = threading.Lock()
+        self.sync_started = threading.Event()
+        self.publish_started = threading.Event()
+        self.folders: list[str] = []
+
+    def note(self, what: str) -> None:
+        with self._lock:
+            self.order.append(what)
+
+    def fsync_folder(self, folder: Path) -> None:
+        self.folders.append(folder.name)
+        self.note("fsync started")
+        self.sync_started.set()
+        self.note("fsync saw the publish in flight" if self.publish_started.wait(2.0) else "fsync ran alone")
+        self.note("fsync done")
+
+    def publishing(self, publisher: RecordingPublisher) -> RecordingPublisher:
+        probe = self
+        send = publisher.send_store_event
+
+        def send_store_event(event: DicomStoreMeta, *, timeout_s: float | None = None) -> BatchResult:
+            probe.note("publish started")
+            probe.publish_started.set()
+            saw = probe.sync_started.wait(2.0)
+            probe.note("publish saw the fsync in flight" if saw else "publish ran alone")
+            result = send(event, timeout_s=timeout_s)
+            probe.note("acknowledged")
+            return result
+
+        publisher.send_store_event = send_store_event  # type: ignore[method-assign]
+        return publisher
+
+
 def test_the_folder_sync_overlaps_the_publish_and_its_failure_is_a_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     publisher = RecordingPublisher()
     svc, _ = service(tmp_path, publisher)
     assert svc.store("assoc", request(encoded())).status == 0  # the folders exist from now on
+
+    # 1. the series folder's fsync runs while Kafka's acknowledgement is awaited, and Success waits for both
+    probe = OverlapProbe()
+    probe.publishing(publisher)
+    monkeypatch.setattr(storage, "_fsync_folder", probe.fsync_folder)
+    assert svc.store("assoc", request(encoded())).status == 0
+    assert probe.folders == ["1.2.3.4"]  # the series folder, after the rename
+    assert "fsync saw the publish in flight" in probe.order and "publish saw the fsync in flight" in probe.order
+    assert "fsync ran alone" not in probe.order and "publish ran alone" not in probe.order
+    assert probe.order.index("publish started") < probe.order.index("fsync done")
+    assert probe.order.index("fsync started") < probe.order.index("acknowledged")
+
+    # 2. a failed folder sync is a failure even though Kafka acknowledged
     calls: list[str] = []
 
     def failing_sync(folder: Path) -> None:
@@ -142,8 +198,8 @@ def test_the_folder_sync_overlaps_the_publish_and_its_failure_is_a_failure(
     outcome = svc.store("assoc", request(encoded()))
     assert outcome.status == 0xA700
     assert outcome.comment is not None and "Input/output error" in outcome.comment
-    assert calls == ["1.2.3.4"]  # the series folder, after the rename
-    assert len(publisher.events) == 2  # published meanwhile, but Success was not answered
+    assert calls == ["1.2.3.4"]
+    assert len(publisher.events) == 3  # published meanwhile, but Success was not answered
     svc.close()
 
 

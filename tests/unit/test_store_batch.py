@@ -12,7 +12,9 @@ import pytest
 from dicomflow import models
 from dicomflow.models import DicomImageMeta, DicomStateMeta, DicomStoreMeta
 from dicomflow.store import available_migrations, series_lock_key
-from dicomflow.store.postgres import IMAGES, RECEIPTS, STATES, _Batch, _copy_culprit, _strip_nul
+from dicomflow.store.batch import Batch, strip_nul
+from dicomflow.store.session import copy_culprit
+from dicomflow.store.sql import IMAGES, RECEIPTS, STATES
 
 T0 = dt.datetime(2024, 1, 2, 3, 4, 5)
 
@@ -48,7 +50,7 @@ TRACE_B = "00000000-0000-0000-0000-00000000000b"
 
 
 def test_duplicates_merge_last_wins_and_rows_are_sorted_by_key() -> None:
-    batch = _Batch.prepare(
+    batch = Batch.prepare(
         [receipt("1.2.9", "1.2.9.1", TRACE_B), receipt("1.2.3", "1.2.3.1", TRACE_A, "first"),
          receipt("1.2.3", "1.2.3.1", TRACE_A, "second")],
         [state("1.2.9"), state("1.2.3", desc="old"), state("1.2.3", desc="new")],
@@ -62,18 +64,18 @@ def test_duplicates_merge_last_wins_and_rows_are_sorted_by_key() -> None:
 
 def test_a_merged_state_keeps_the_first_created_time() -> None:
     later = T0 + dt.timedelta(hours=1)
-    (merged,) = _Batch.prepare([], [state("1.2.3", T0, "a"), state("1.2.3", later, "b")], []).states
+    (merged,) = Batch.prepare([], [state("1.2.3", T0, "a"), state("1.2.3", later, "b")], []).states
     assert (merged.created_time, merged.series_description) == (T0, "b")
 
 
 def test_states_of_different_tenants_are_different_rows() -> None:
-    batch = _Batch.prepare([], [state("1.2.3", tenant="b"), state("1.2.3", tenant="a")], [])
+    batch = Batch.prepare([], [state("1.2.3", tenant="b"), state("1.2.3", tenant="a")], [])
     assert [s.tenant_id for s in batch.states] == ["a", "b"]
     assert len(batch.locks) == 2
 
 
 def test_locks_cover_every_written_series_in_ascending_order() -> None:
-    batch = _Batch.prepare(
+    batch = Batch.prepare(
         [receipt("1.2.7", "1.2.7.1", TRACE_A)], [state("1.2.3")], [image("1.2.5", "1.2.5.1")]
     )
     expected = sorted(series_lock_key("t", "1.2", s) for s in ("1.2.3", "1.2.5", "1.2.7"))
@@ -92,14 +94,14 @@ def test_series_lock_key_is_stable_signed_64_bit_and_separates_fields() -> None:
 
 def test_nul_characters_are_stripped_and_can_merge_keys() -> None:
     clean = [state("1.2.3")]
-    assert _strip_nul(clean) is clean  # nothing to do: no copy
-    batch = _Batch.prepare([], [], [image("1.2.3", "1.2.3.1\x00", 1), image("1.2.3", "1.2.3.1", 2)])
+    assert strip_nul(clean) is clean  # nothing to do: no copy
+    batch = Batch.prepare([], [], [image("1.2.3", "1.2.3.1\x00", 1), image("1.2.3", "1.2.3.1", 2)])
     assert [(i.sop_uid, i.instance_number) for i in batch.images] == [("1.2.3.1", 1)]
 
 
 def test_unencodable_text_is_left_for_the_copy_to_refuse() -> None:
     bad = [state("1.2.3", desc="x\udc80")]
-    assert _strip_nul(bad) is bad
+    assert strip_nul(bad) is bad
 
 
 def test_upsert_sql_keeps_created_time_and_never_moves_updated_time_back() -> None:
@@ -125,9 +127,9 @@ def test_copy_error_line_names_the_record() -> None:
         def diag(self) -> Diag:  # type: ignore[override]
             return Diag()
 
-    assert _copy_culprit(Err("refused"), records) is records[1]
+    assert copy_culprit(Err("refused"), records) is records[1]
     Diag.context = "no line here"
-    assert _copy_culprit(Err("refused"), records) is None
+    assert copy_culprit(Err("refused"), records) is None
 
 
 def test_migration_files_are_numbered_in_order_and_start_with_the_schema() -> None:

@@ -21,6 +21,9 @@ from dicomflow.settings import Settings
 from dicomflow.warehouse.ddl_doris import doris_ddl
 from dicomflow.warehouse.schema import TABLES
 
+#: The routine load's consumer group part per table.
+_GROUP_PART = {"receipts": "object", "series_states": "state", "instances": "image", "audit_events": "audit"}
+
 
 def _settings() -> Settings:
     s = Settings()
@@ -130,7 +133,8 @@ def test_models_keys_partitions_and_load_properties_follow_the_settings(ddl: dic
         assert props["format"] == "json" and props["max_error_number"] == "77"
         assert kafka == {
             "kafka_broker_list": "k1:9092,k2:9092", "kafka_topic": getattr(s.topics, t.topic_attr),
-            "property.group.id": f"grp_{ {'receipts': 'object', 'series_states': 'state', 'instances': 'image', 'audit_events': 'audit'}[t.name] }_group",
+            "property.group.id": f"grp_{_GROUP_PART[t.name]}_group",
             "property.kafka_default_offsets": "OFFSET_BEGINNING",
         }
-    assert "DUPLICATE KEY (tenant_id, patient_id, study_uid, series_uid, sop_uid, study_date)" in ddl["receipts"][0].sql("doris").replace("`", "")
+    receipts_sql = ddl["receipts"][0].sql("doris").replace("`", "")
+    assert "DUPLICATE KEY (tenant_id, patient_id, study_uid, series_uid, sop_uid, study_date)" in receipts_sql

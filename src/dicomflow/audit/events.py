@@ -152,7 +152,8 @@ def dead_lettered(
     if file_path:
         objects.append(ParticipantObject(object_id=file_path, id_type=FILE_TYPE, details=details))
     if not objects:
-        objects.append(ParticipantObject(object_id=source, id_type=CodedValue(code="MSG", scheme="99DICOMFLOW", meaning="Kafka message"), details=details))
+        message = CodedValue(code="MSG", scheme="99DICOMFLOW", meaning="Kafka message")
+        objects.append(ParticipantObject(object_id=source, id_type=message, details=details))
     return AuditEvent(
         event_id=INSTANCES_TRANSFERRED,
         event_type=[DEAD_LETTERED],

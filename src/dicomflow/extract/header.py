@@ -4,27 +4,25 @@ The consumer calls :func:`extract_file` for each stored instance, in worker
 processes of a pool: a module-level function taking and returning picklable
 values (a path, strings, a datetime; two msgspec Structs).
 
-Two readers find the bytes (:mod:`~dicomflow.extract.fast`, a specialised
-Part 10 parser, and :mod:`~dicomflow.extract.general`, pydicom for everything
-else); :mod:`~dicomflow.extract.records` decodes them into the records. The
-tests prove both readers give identical records on every file both can read.
+The DICOM layer finds the bytes (:func:`dicomflow.dicom.reader.read_file`:
+the element walker, else pydicom) and decides whether the file can be read
+at all, the same verdict ingest applies before accepting a file;
+:mod:`~dicomflow.extract.records` builds the records.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
-import struct
 from os import PathLike
 from typing import NamedTuple
 
+from dicomflow.dicom import reader
+from dicomflow.dicom.exceptions import UnreadableDicom
+from dicomflow.dicom.walker import RawHeader
 from dicomflow.errors import ExtractError
-from dicomflow.extract import fast, general, records
-from dicomflow.extract.raw import RawHeader, TruncatedError
+from dicomflow.extract import records
 from dicomflow.models import DicomImageMeta, DicomStateMeta, now
-
-_log = logging.getLogger(__name__)
 
 
 class Extracted(NamedTuple):
@@ -59,7 +57,7 @@ def extract_file(
 
 
 def read_header(path: str) -> RawHeader:
-    """The raw wanted attributes of ``path``: the fast reader, else the general one.
+    """The raw wanted attributes of ``path`` (the walker, else pydicom).
 
     Raises:
         ExtractError: the file is not DICOM, is truncated, does not exist, or
@@ -67,23 +65,9 @@ def read_header(path: str) -> RawHeader:
         OSError: other I/O failures (transient).
     """
     try:
-        try:
-            return fast.read_header(path)
-        except (fast.Unsupported, struct.error) as why:
-            _log.debug("%s: general reader (%s)", path, why)
-        return general.read_header(path)
-    except TruncatedError as exc:
-        raise ExtractError(path, f"truncated file: {exc}") from exc
-    except general.NotDicomError as exc:
-        raise ExtractError(path, f"not a DICOM file: {exc}") from exc
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-        raise ExtractError(path, f"cannot read the file: {exc.strerror}") from exc
-    except OSError as exc:
-        if exc.errno is None:  # pydicom: "No tag to read at file position ..." is about the bytes
-            raise ExtractError(path, f"not a readable DICOM file: {exc}") from exc
-        raise
-    except Exception as exc:  # pydicom's ways of saying "cannot parse this"
-        raise ExtractError(path, f"not a readable DICOM file: {type(exc).__name__}: {exc}") from exc
+        return reader.read_file(path)
+    except UnreadableDicom as exc:
+        raise ExtractError(path, exc.reason) from exc
 
 
 __all__ = ["Extracted", "extract_file", "read_header"]

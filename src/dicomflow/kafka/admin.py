@@ -1,6 +1,6 @@
 """Topic administration, and reading a topic back from the beginning.
 
-:func:`create_topics` makes every topic of DESIGN.md (the four data topics,
+:func:`create_topics` makes every topic of docs/architecture.md (the four data topics,
 audit, the consumer's dead-letter topic, and the warehouse sink's
 ``<topic>.dlq`` of the log, state, image and audit topics: see
 :meth:`TopicSettings.all`) with the configured partitions, replication and
@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
+
 # The documented import path; the package's type stubs do not re-export these.
-from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
 
 from dicomflow.kafka._logging import librdkafka_log
 from dicomflow.kafka.config import client_config
 from dicomflow.kafka.exceptions import TopicAdminError
+from dicomflow.kafka.records import Record
 from dicomflow.settings import KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -62,19 +63,6 @@ class TopicOutcome:
     retention_ms: int | None
     #: Differences between an existing topic and the settings (left unchanged on purpose).
     drift: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ReadRecord:
-    """One message read back from a topic, detached from the client."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-    timestamp_ms: int | None = None
 
 
 def _settings(kafka: KafkaSettings | str) -> KafkaSettings:
@@ -259,7 +247,7 @@ def delete_topics(kafka: KafkaSettings | str, names: Iterable[str], *, timeout_s
             raise TopicAdminError(f"cannot delete topic {name} on {settings.brokers}: {_error_text(exc)}") from exc
 
 
-def read_all(kafka: KafkaSettings | str, topic: str, timeout_s: float = 30.0) -> list[ReadRecord]:
+def read_all(kafka: KafkaSettings | str, topic: str, timeout_s: float = 30.0) -> list[Record]:
     """Every message of ``topic`` up to its end as of the call, sorted by partition and offset.
 
     Reads each partition from its first offset with ``assign`` (no consumer
@@ -283,7 +271,7 @@ def read_all(kafka: KafkaSettings | str, topic: str, timeout_s: float = 30.0) ->
         ends = _high_watermarks(consumer, settings.brokers, topic, timeout_s)
         wanted = {p: high for p, high in ends.items() if high > 0}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
-        records: list[ReadRecord] = []
+        records: list[Record] = []
         while wanted:
             if time.monotonic() >= deadline:
                 raise TopicAdminError(
@@ -338,11 +326,11 @@ def _high_watermarks(consumer: Consumer, brokers: str, topic: str, timeout_s: fl
 _NOT_READY = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
 
 
-def _record(msg: Message) -> ReadRecord:
+def _record(msg: Message) -> Record:
     kind, stamp = msg.timestamp()
     raw = msg.headers() or []
     headers = list(raw.items()) if isinstance(raw, dict) else raw
-    return ReadRecord(
+    return Record(
         topic=msg.topic() or "",
         partition=msg.partition() or 0,
         offset=msg.offset() or 0,
@@ -355,7 +343,6 @@ def _record(msg: Message) -> ReadRecord:
 
 
 __all__ = [
-    "ReadRecord",
     "TopicInfo",
     "TopicOutcome",
     "admin_client",

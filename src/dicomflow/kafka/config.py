@@ -1,7 +1,7 @@
 """librdkafka configuration, built in one place from :class:`KafkaSettings`.
 
-Why one place: the reference assembled its producer config inline (and built
-a new producer per batch); here every client (producer, admin, test reader)
+Why one place: the Rust reference producer assembled its config inline (and
+built a new producer per batch, see docs/architecture.md); here every client (producer, admin, test reader)
 takes the same bootstrap servers and the same security pass-through, and the
 producer's delivery guarantees are asserted once, where a test can see them.
 """
@@ -13,7 +13,7 @@ from typing import Any
 from dicomflow.errors import ConfigError
 from dicomflow.settings import KafkaSettings
 
-#: Producer properties that carry the delivery guarantee of DESIGN.md: the
+#: Producer properties that carry the delivery guarantee (docs/architecture.md): the
 #: receiver answers C-STORE Success only after an acks=all acknowledgement of
 #: an idempotent producer. ``kafka.client`` may not weaken them.
 _GUARANTEES: dict[str, tuple[str, ...]] = {
@@ -45,7 +45,7 @@ def producer_config(kafka: KafkaSettings, *, client_id: str = "dicomflow-produce
 
     Retries: the idempotent producer retries a failed request without
     reordering or duplicating, as often as ``message.timeout.ms`` allows (one
-    deadline per message rather than a retry count: the reference's
+    deadline per message rather than a retry count: the Rust reference producer's
     ``retries=5`` gave up after a fixed number of attempts however short),
     waiting ``retry.backoff.ms`` doubling up to ``retry.backoff.max.ms``.
 

@@ -3,9 +3,10 @@
 Why a wrapper: the consumer loop must never commit an offset by accident, so
 the client is built with auto-commit *and* the automatic offset store turned
 off, and the only way to commit is :meth:`KafkaConsumer.commit` with the exact
-offsets of work already persisted (the reference committed every message as
-soon as it was read, DESIGN.md defect 1). Messages come out as plain
-:class:`Record` values, so the pipeline's logic is testable without a broker.
+offsets of work already persisted (the Rust reference consumer committed every
+message as soon as it was read: docs/architecture.md, "What the Rust reference
+services got wrong", 1). Messages come out as plain
+:class:`~dicomflow.kafka.records.Record` values, so the pipeline's logic is testable without a broker.
 
 Rebalance callbacks run inside :meth:`KafkaConsumer.consume` on the caller's
 thread. The wrapper catches whatever a listener raises (an exception must not
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -25,12 +25,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from dicomflow.errors import ConsumerError
 from dicomflow.kafka._logging import librdkafka_log
 from dicomflow.kafka.config import client_config
+from dicomflow.kafka.records import TP, Record
 from dicomflow.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
-
-#: A topic partition: (topic, partition).
-TP = tuple[str, int]
 
 #: Commit errors that mean "this member no longer owns the partition" (a
 #: rebalance happened): the new owner replays from the last commit, so the
@@ -44,29 +42,6 @@ _OWNERSHIP_LOST = frozenset(
         KafkaError.FENCED_INSTANCE_ID,
     }
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One consumed Kafka message, detached from the client."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-    timestamp_ms: int | None = None
-
-    @property
-    def tp(self) -> TP:
-        """The record's (topic, partition)."""
-        return (self.topic, self.partition)
-
-    @property
-    def source(self) -> str:
-        """Where the record came from, as logs and DLQ headers name it: ``topic[2]@1234``."""
-        return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
 class RebalanceListener(Protocol):
@@ -177,7 +152,7 @@ class KafkaConsumer:
             consumer.incremental_assign(partitions)
             if partitions:
                 consumer.resume(partitions)
-        except Exception as exc:  # never let it unwind through librdkafka
+        except Exception as exc:  # noqa: BLE001 - never let it unwind through librdkafka
             log.error("taking assigned partitions %s failed: %s", _names(tps), exc)
             if self._callback_error is None:
                 self._callback_error = ConsumerError(f"cannot take assigned partitions: {exc}")
@@ -395,4 +370,4 @@ def _names(tps: Iterable[TP]) -> str:
     return ", ".join(f"{t}[{p}]" for t, p in sorted(tps))
 
 
-__all__ = ["TP", "KafkaConsumer", "OwnershipLostError", "RebalanceListener", "Record", "consumer_config", "record_of"]
+__all__ = ["KafkaConsumer", "OwnershipLostError", "RebalanceListener", "consumer_config", "record_of"]

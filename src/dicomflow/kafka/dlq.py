@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from dicomflow.kafka.consumer import Record
+from dicomflow.kafka.records import Record
 from dicomflow.models import now, truncate_utf8
 
 HEADER_ERROR_CLASS = "dicomflow.error.class"

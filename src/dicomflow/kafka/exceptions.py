@@ -7,12 +7,28 @@ be back in a minute, so the caller retries and commits nothing past them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from dicomflow.errors import PublishError
 
-if TYPE_CHECKING:
-    from dicomflow.kafka.producer import DeliveryFailure
+
+class FailedMessage(Protocol):
+    """What a :class:`DeliveryError` says of each message it carries.
+
+    :class:`dicomflow.kafka.delivery.DeliveryFailure` is the implementation;
+    a protocol here keeps this module free of imports from the rest of the
+    Kafka stage (the delivery module raises these errors, so it cannot be
+    imported back).
+    """
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def reason(self) -> str: ...
 
 
 class DeliveryError(PublishError):
@@ -22,7 +38,7 @@ class DeliveryError(PublishError):
     reason); the message names the first few so a log line is useful alone.
     """
 
-    def __init__(self, failures: Sequence[DeliveryFailure], delivered: int) -> None:
+    def __init__(self, failures: Sequence[FailedMessage], delivered: int) -> None:
         self.failures = list(failures)
         self.delivered = delivered
         shown = "; ".join(f"#{f.index} {f.topic} key={f.key}: {f.reason}" for f in self.failures[:3])
@@ -31,11 +47,11 @@ class DeliveryError(PublishError):
 
 
 class PublisherClosedError(PublishError):
-    """A send was attempted after :meth:`Publisher.close`; nothing was sent."""
+    """A send was attempted after :meth:`~dicomflow.kafka.producer.Publisher.close`; nothing was sent."""
 
 
 class TopicAdminError(PublishError):
     """Topics could not be created or described (broker unreachable, not authorized, bad config)."""
 
 
-__all__ = ["DeliveryError", "PublisherClosedError", "TopicAdminError"]
+__all__ = ["DeliveryError", "FailedMessage", "PublisherClosedError", "TopicAdminError"]

@@ -85,7 +85,7 @@ class Health:
             return cached[1]
         try:
             problem = probe()
-        except Exception as exc:  # an observer must not fail the caller
+        except Exception as exc:  # noqa: BLE001 - an observer must not fail the caller
             problem = f"{type(exc).__name__}: {exc}"
         self._cache[name] = (now, problem)
         return problem

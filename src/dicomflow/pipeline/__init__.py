@@ -7,5 +7,5 @@
 - :mod:`.commit`: the ordered persist → publish + ack → commit step;
 - :mod:`.loop`: the consumer loop (retries, pause/resume, rebalances, stop);
 - :mod:`.service`: the loop wired to the real store, producer and metrics;
-- :mod:`.commands`: ``dicomflow consume``.
+- ``dicomflow consume`` itself is :mod:`dicomflow.cli.consume`.
 """

@@ -4,11 +4,12 @@ Why: one PostgreSQL transaction and one round of acknowledgements per batch is
 what makes the consumer fast; a time window bounds the latency when traffic is
 light. The window opens when the batch's *first* record was produced (its Kafka
 timestamp, clamped to ``max_ms`` in the past), so an idle consumer answers
-the first new record within ``max_ms`` (the reference slept
-in one-second steps and waited up to five seconds, defect 10).
+the first new record within ``max_ms`` (the Rust reference consumer slept
+in one-second steps and waited up to five seconds: docs/architecture.md,
+"What the Rust reference services got wrong", 10).
 
 Records are kept in arrival order and a batch is always a *prefix* of what was
-received (the reference popped the newest first, defect 3). Because Kafka
+received (the Rust reference popped the newest first, ibid., 3). Because Kafka
 returns each partition's records in offset order, a prefix per partition is
 a prefix of each partition's log, and committing "last offset + 1" per
 partition of a processed batch never skips a record.
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
-from dicomflow.kafka.consumer import TP, Record
+from dicomflow.kafka.records import TP, Record
 
 
 def next_offsets(records: Iterable[Record]) -> dict[TP, int]:

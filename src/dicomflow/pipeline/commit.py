@@ -12,9 +12,9 @@ function:
 
 A crash or an exception anywhere before step 3 leaves the offsets where they
 were, so the batch is read again; replaying is harmless because every write
-is an upsert and every derived event is keyed. The reference committed each
-offset the moment it was read and ignored database errors (DESIGN.md defects
-1 and 6).
+is an upsert and every derived event is keyed. The Rust reference consumer
+committed each offset the moment it was read and ignored database errors
+(docs/architecture.md, "What the Rust reference services got wrong", 1 and 6).
 
 The step is resumable: :class:`Progress` remembers what already succeeded,
 so a retry after a transient fault (PostgreSQL restarting, a broker
@@ -30,11 +30,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from dicomflow.kafka.consumer import TP
-from dicomflow.kafka.producer import BatchResult
+from dicomflow.kafka.delivery import BatchResult
+from dicomflow.kafka.records import TP
 from dicomflow.models import AuditEvent, DicomImageMeta, DicomStateMeta, DicomStoreMeta, now
 from dicomflow.pipeline.dlq import DeadLetter, audit_event, dead_letter
-from dicomflow.pipeline.parse import ParsedBatch
+from dicomflow.pipeline.types import ParsedBatch
 
 log = logging.getLogger(__name__)
 

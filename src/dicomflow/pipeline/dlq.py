@@ -3,7 +3,7 @@
 The DLQ message format (original key, bytes and headers, plus the
 ``dicomflow.error.*`` / ``dicomflow.source.*`` headers) lives in
 :mod:`dicomflow.kafka.dlq`, shared with the warehouse sink; this module adapts a
-:class:`~dicomflow.pipeline.parse.Poison` to it and builds the audit event
+:class:`~dicomflow.pipeline.types.Poison` to it and builds the audit event
 that says an instance was received but not indexed, and why.
 """
 
@@ -29,7 +29,7 @@ from dicomflow.kafka.dlq import (
     headers_dict,
 )
 from dicomflow.models import AuditEvent, truncate_utf8
-from dicomflow.pipeline.parse import Poison
+from dicomflow.pipeline.types import Poison
 
 
 def dead_letter(poison: Poison, *, node_id: str, when: dt.datetime | None = None) -> DeadLetter:

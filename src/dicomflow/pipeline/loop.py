@@ -25,32 +25,38 @@ Faults:
 
 Nothing sleeps in fixed steps: every wait is a ``consume`` call bounded by
 the time left in the batch window, the backoff delay or the idle limit.
+
+The parts: :mod:`~dicomflow.pipeline.retry` (pause and back off),
+:mod:`~dicomflow.pipeline.isolate` (finding the records PostgreSQL refuses),
+:mod:`~dicomflow.pipeline.stats` (what each batch did, totals, metrics);
+this module is the poll loop that drives them.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from dicomflow.errors import ConsumerError, PublishError, StoreError, is_poison
-from dicomflow.kafka.consumer import TP, KafkaConsumer, RebalanceListener, Record
+from dicomflow.kafka.consumer import KafkaConsumer, RebalanceListener
+from dicomflow.kafka.records import TP
 from dicomflow.metrics.consumer import ConsumerMetrics
 from dicomflow.metrics.health import Health
-from dicomflow.models import now
-from dicomflow.pipeline.batch import Batch, Batcher, backoff_delay
+from dicomflow.pipeline.batch import Batch, Batcher
 from dicomflow.pipeline.commit import BatchStore, EventPublisher, Progress, Sinks, persist_publish_commit
-from dicomflow.pipeline.parse import Parsed, ParsedBatch, Parser, Poison, StorageReadError
+from dicomflow.pipeline.isolate import isolate_rejected
+from dicomflow.pipeline.parse import Parser, StorageReadError
+from dicomflow.pipeline.retry import PausedRetry
+from dicomflow.pipeline.stats import CommittedBatch, RunSummary, age_s, committed_batch, observe
+from dicomflow.pipeline.types import ParsedBatch
 
 log = logging.getLogger(__name__)
 
 #: How long one poll may wait while no batch is open (the stop flag is seen within this).
 IDLE_POLL_S = 0.5
-#: DLQ error class for a record PostgreSQL refuses (a value out of range ...).
-DATABASE_REJECTED = "database-rejected"
 
 
 @dataclass(frozen=True)
@@ -72,45 +78,6 @@ class LoopConfig:
     default_tenant: str = "default"
     #: Upper bound for one publish call's wait for acknowledgements (None: the producer's own).
     publish_timeout_s: float | None = None
-
-
-@dataclass(frozen=True)
-class CommittedBatch:
-    """What one committed batch did (for observers and tests)."""
-
-    records: int
-    instances: int
-    dead_lettered: int
-    #: Series (tenant, study, series) whose state event was published.
-    series: frozenset[tuple[str, str, str]]
-    offsets: dict[TP, int]
-    attempts: int
-    committed_at: dt.datetime
-    #: When PostgreSQL committed the batch (wall clock, like the events' created_time).
-    persisted_at: dt.datetime
-    #: created_time of each instance's store event, in batch order.
-    created: tuple[dt.datetime, ...]
-    #: Monotonic times: the batch window opened, the offsets were committed.
-    opened_s: float
-    committed_s: float
-
-
-@dataclass
-class RunSummary:
-    """Totals of one :meth:`ConsumerLoop.run`."""
-
-    consumed: int = 0
-    committed_records: int = 0
-    instances: int = 0
-    dead_lettered: int = 0
-    batches: int = 0
-    retries: int = 0
-    dropped_on_revoke: int = 0
-    abandoned: int = 0
-    stopped_because: str = ""
-    #: Monotonic time the first record arrived (None before any).
-    first_record_s: float | None = None
-    batch_log: list[CommittedBatch] = field(default_factory=list)
 
 
 class ConsumerLoop:
@@ -142,8 +109,7 @@ class ConsumerLoop:
         self._stop = threading.Event()
         self._pending = Batcher(config.batch_max_messages, config.batch_max_ms)
         self._inflight: Batch | ParsedBatch | None = None
-        self._paused: set[TP] = set()
-        self._retrying = False
+        self._retry = PausedRetry(config.retry_initial_ms, config.retry_max_ms, self._stop)
         self._last_activity = time.monotonic()
         self.summary = RunSummary()
 
@@ -179,7 +145,7 @@ class ConsumerLoop:
         dropped = self._pending.drop_partitions(gone)
         if self._inflight is not None:
             dropped += self._inflight.drop_partitions(gone)
-        self._paused -= gone
+        self._retry.forget(gone)
         if dropped:
             log.info("dropped %s uncommitted record(s) of revoked partitions; their new owner replays them", dropped)
         self.summary.dropped_on_revoke += dropped
@@ -293,12 +259,8 @@ class ConsumerLoop:
         self._last_activity = time.monotonic()
         if self.summary.first_record_s is None:
             self.summary.first_record_s = self._last_activity
-        if self._retrying:
-            fresh = {r.tp for r in records} - self._paused
-            if fresh:  # newly assigned while a batch is stuck: hold them too
-                consumer.pause(fresh)
-                self._paused |= fresh
-        self._pending.add(records, age_s=_age_s(records[0]))
+        self._retry.hold_new(consumer, records)
+        self._pending.add(records, age_s=age_s(records[0]))
         self.summary.consumed += len(records)
         if self._metrics is not None:
             self._metrics.consumed.inc(len(records))
@@ -319,7 +281,7 @@ class ConsumerLoop:
             self._commit_with_retries(parsed, consumer, sinks)
         finally:
             self._inflight = None
-            self._resume(consumer)
+            self._retry.resume(consumer)
             # Idle time counts from the end of the last batch: after a long
             # retry the paused partitions must be polled again before "idle".
             self._last_activity = time.monotonic()
@@ -355,8 +317,10 @@ class ConsumerLoop:
                     raise
                 # PostgreSQL refused a value: find the record(s) and dead-letter them.
                 # When no single record is refused, back off like a transient fault.
-                if is_poison(exc) and self._isolate_rejected(parsed, progress, sinks):
-                    continue
+                if is_poison(exc):
+                    progress.states = None  # persist again, without the refused items
+                    if isolate_rejected(parsed, sinks.store):
+                        continue
                 attempt += 1
                 if not self._wait_before_retry(exc, attempt, consumer):
                     self.summary.abandoned += len(parsed.items)
@@ -364,128 +328,31 @@ class ConsumerLoop:
                     return
 
     def _wait_before_retry(self, exc: Exception, attempt: int, consumer: KafkaConsumer) -> bool:
-        """Pause everything owned, back off while polling; False when the loop must stop."""
-        fault = type(exc).__name__
-        delay = backoff_delay(attempt, self.config.retry_initial_ms, self.config.retry_max_ms)
-        log.warning("batch attempt %s failed (%s: %s); retrying in %.1f s, consumption paused", attempt, fault, exc, delay)
+        """Count the retry, then pause and back off while polling; False when the loop must stop."""
         self.summary.retries += 1
         if self._metrics is not None:
-            self._metrics.retries.labels(fault=fault).inc()
-        if not self._retrying:
-            self._retrying = True
-            owned = consumer.assignment()
-            consumer.pause(owned)
-            self._paused |= owned
-        deadline = time.monotonic() + delay
-        while not self._stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return True
-            # Keeps the member alive and serves rebalances; paused partitions return nothing.
-            self._poll_into_pending(consumer, self.config.batch_max_messages, min(left, IDLE_POLL_S))
-        return False
-
-    def _resume(self, consumer: KafkaConsumer) -> None:
-        if self._paused:
-            consumer.resume(self._paused)
-            log.info("consumption resumed")
-        self._paused = set()
-        self._retrying = False
-
-    def _isolate_rejected(self, parsed: ParsedBatch, progress: Progress, sinks: Sinks) -> int:
-        """Write the good items one by one; those PostgreSQL refuses become dead letters.
-
-        Rare path (a value the extractor let through but PostgreSQL refuses):
-        one transaction per item, then the batch is retried as a whole, which
-        rewrites the accepted items harmlessly. Transient errors propagate.
-        Returns how many items became dead letters.
-        """
-        progress.states = None
-        rejected = 0
-        for index, item in enumerate(parsed.items):
-            if not isinstance(item, Parsed):
-                continue
-            try:
-                sinks.store.write_batch([item.event], [item.state], [item.image])
-            except StoreError as exc:
-                if not is_poison(exc):
-                    raise
-                log.error("%s: PostgreSQL refused SOP Instance %s: %s", item.record.source, item.event.sop_uid, exc)
-                parsed.items[index] = Poison(item.record, DATABASE_REJECTED, str(exc), item.event)
-                rejected += 1
-        return rejected
+            self._metrics.retries.labels(fault=type(exc).__name__).inc()
+        room = self.config.batch_max_messages
+        return self._retry.wait(
+            exc, attempt, consumer, lambda timeout: self._poll_into_pending(consumer, room, timeout), IDLE_POLL_S
+        )
 
     def _committed(self, parsed: ParsedBatch, progress: Progress, attempts: int, step_s: float) -> None:
         """Book-keeping after a batch's offsets were committed."""
-        at = now()
-        good = parsed.good
-        poison = parsed.poison
-        done = CommittedBatch(
-            records=len(parsed.items),
-            instances=len(good),
-            dead_lettered=len(poison),
-            series=frozenset((g.state.tenant_id, g.state.study_uid, g.state.series_uid) for g in good),
-            offsets=parsed.offsets(),
-            attempts=attempts,
-            committed_at=at,
-            persisted_at=progress.persisted_at or at,
-            created=tuple(g.event.created_time for g in good),
-            opened_s=parsed.started,
-            committed_s=time.monotonic(),
-        )
-        s = self.summary
-        s.committed_records += done.records
-        s.instances += done.instances
-        s.dead_lettered += done.dead_lettered
-        s.batches += 1
-        if self._keep_log:
-            s.batch_log.append(done)
-        for p in poison:
+        done = committed_batch(parsed, progress, attempts)
+        self.summary.add(done, keep_log=self._keep_log)
+        for p in parsed.poison:
             log.warning("%s dead-lettered (%s): %s", p.record.source, p.error_class, p.reason)
         log.debug("batch of %s committed: %s instances, %s dead-lettered, %s attempt(s), %.1f ms",
                   done.records, done.instances, done.dead_lettered, attempts, step_s * 1000)
-        self._observe(parsed, progress, done)
+        if self._metrics is not None:
+            consumer = self._consumer
+            observe(self._metrics, parsed, progress, done, consumer.lag if consumer is not None else None)
         if self._on_commit is not None:
             try:
                 self._on_commit(done)
             except Exception:  # an observer must not break the loop
                 log.exception("on_commit observer failed")
 
-    def _observe(self, parsed: ParsedBatch, progress: Progress, done: CommittedBatch) -> None:
-        m = self._metrics
-        if m is None:
-            return
-        try:
-            m.batches.inc()
-            m.batch_size.observe(done.records)
-            m.batch_seconds.observe(max(0.0, time.monotonic() - parsed.started))
-            m.persisted.inc(done.instances)
-            m.published.labels(kind="image").inc(done.instances)
-            m.published.labels(kind="state").inc(progress.states_published)
-            m.published.labels(kind="audit").inc(done.dead_lettered)
-            m.dead_lettered.inc(done.dead_lettered)
-            for p in parsed.poison:
-                m.failed.labels(error_class=p.error_class).inc()
-            if progress.store_s is not None:
-                m.store_seconds.observe(progress.store_s)
-            m.observe_latencies(done.created, done.persisted_at)
-            if self._consumer is not None:
-                m.set_lag(self._consumer.lag())
-        except Exception:  # metrics are observers
-            log.exception("updating metrics failed")
 
-
-def _age_s(record: Record) -> float:
-    """Seconds since the producer created ``record`` (its Kafka timestamp); 0 when unknown.
-
-    Opens a batch window when the record was produced rather than when this
-    loop got to it, so a record that waited while the previous batch was
-    being written does not wait a full window more. The producer's clock may
-    differ from ours; the batcher clamps the age to ``[0, max_ms]``.
-    """
-    if record.timestamp_ms is None:
-        return 0.0
-    return time.time() - record.timestamp_ms / 1000.0
-
-
-__all__ = ["DATABASE_REJECTED", "CommittedBatch", "ConsumerLoop", "LoopConfig", "RunSummary"]
+__all__ = ["ConsumerLoop", "LoopConfig"]

@@ -6,8 +6,9 @@ benchmarks and the integration tests get a ready, correctly closed service
 with one call.
 
 One producer, one PostgreSQL connection and one process pool per process,
-created once and reused for every batch (the reference created a new
-producer and a new database connection per batch, DESIGN.md defect 4).
+created once and reused for every batch (the Rust reference consumer created
+a new producer and a new database connection per batch: docs/architecture.md,
+"What the Rust reference services got wrong", 4).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from prometheus_client import CollectorRegistry
 
 from dicomflow.kafka.consumer import KafkaConsumer, RebalanceListener
 from dicomflow.metrics import ConsumerMetrics, Health, MetricsServer, postgres_probe
-from dicomflow.pipeline.loop import CommittedBatch, ConsumerLoop, LoopConfig, RunSummary
+from dicomflow.pipeline.loop import ConsumerLoop, LoopConfig
 from dicomflow.pipeline.parse import Parser
+from dicomflow.pipeline.stats import CommittedBatch, RunSummary
 from dicomflow.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -35,11 +35,11 @@ from collections.abc import Iterable
 
 from pydicom.uid import AllTransferSyntaxes
 
+from dicomflow.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from dicomflow.ingest.ingestor import Source
+from dicomflow.ingest.transfer_log import Peer
 from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
-from dicomflow.receiver.audit import Peer
-from dicomflow.receiver.ingest import Source
-from dicomflow.receiver.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from dicomflow.receiver.service import AssociationEvents, StoreRequest, StoreService
 from dicomflow.settings import ReceiverSettings
 
@@ -203,7 +203,7 @@ class Association:
         except OSError as exc:
             if not self._closed:
                 log.info("association from %s: connection lost: %s", self._who(), exc)
-        except Exception:  # noqa: BLE001 - a broken association must not take the process down
+        except Exception:  # a broken association must not take the process down
             log.exception("association from %s failed unexpectedly; aborting", self._who())
             self.abort()
         finally:

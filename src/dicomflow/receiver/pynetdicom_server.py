@@ -25,9 +25,9 @@ from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicomflow.receiver.audit import Peer
-from dicomflow.receiver.ingest import Source
-from dicomflow.receiver.part10 import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from dicomflow.dicom.constants import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from dicomflow.ingest.ingestor import Source
+from dicomflow.ingest.transfer_log import Peer
 from dicomflow.receiver.service import SUCCESS, AssociationEvents, StoreRequest, StoreService
 from dicomflow.settings import ReceiverSettings
 

@@ -28,10 +28,10 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from dicomflow.audit import events as audit
+from dicomflow.ingest.ingestor import Ingestor
+from dicomflow.ingest.transfer_log import Peer, TransferLog
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import AuditEvent
-from dicomflow.receiver.audit import Peer, TransferLog
-from dicomflow.receiver.ingest import Ingestor
 from dicomflow.receiver.service import StoreService
 from dicomflow.settings import Settings
 
@@ -167,7 +167,7 @@ class Receiver:
         for callback in self.on_connection_closed:
             try:
                 callback()
-            except Exception:  # noqa: BLE001 - observer
+            except Exception:
                 log.exception("connection-closed callback failed")
 
     def rejected(self, peer: Peer, reason: str) -> None:

@@ -20,15 +20,16 @@ from pathlib import Path
 from typing import Protocol
 
 from dicomflow.audit import events as audit
+from dicomflow.dicom.derived import InstanceHeader
 from dicomflow.errors import PublishError
+from dicomflow.ingest.exceptions import OUT_OF_RESOURCES, IngestError
+from dicomflow.ingest.ingestor import Identity, Ingestor, Source
+from dicomflow.ingest.storage import sync_folder_durably
+from dicomflow.ingest.transfer_log import Peer, TransferLog
+from dicomflow.ingest.uids import is_valid_uid
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import DicomStoreMeta
-from dicomflow.receiver.audit import Peer, TransferLog
-from dicomflow.receiver.exceptions import OUT_OF_RESOURCES, IngestError, InternalError, PublishFailedError
-from dicomflow.receiver.header import InstanceHeader
-from dicomflow.receiver.ingest import Identity, Ingestor, Source
-from dicomflow.receiver.storage import sync_folder_durably
-from dicomflow.receiver.uids import is_valid_uid
+from dicomflow.receiver.exceptions import InternalError, PublishFailedError
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class StoreService:
             self._publish_and_sync(store_event, path.parent)
         except IngestError as exc:
             return self._refuse(association, exc, header, identity, source)
-        except Exception as exc:  # noqa: BLE001 - a handler answers a status, it never raises
+        except Exception as exc:  # a handler answers a status, it never raises
             log.exception("unexpected error storing an instance from %s (%s)", source.ae_title, source.address)
             return self._refuse(association, InternalError(f"internal error: {type(exc).__name__}"), header, identity, source)
         self.transfers.stored(

@@ -22,8 +22,10 @@ the connection drop and retry, nothing was acknowledged). The dispatcher
 publishes Application Start / Stop once for the whole receiver.
 
 Workers are started as ``python -m dicomflow.receiver.workers`` with the
-settings passed as JSON on stdin (not pickled: the settings hold read-only
-mappings) and the channel socket inherited as a file descriptor.
+settings in their environment (:meth:`Settings.to_child_env
+<dicomflow.settings.Settings.to_child_env>`, read back with
+``Settings.from_child_env``) and the channel socket inherited as a file
+descriptor.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import selectors
 import signal
 import socket
@@ -39,10 +42,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
 from typing import Any
 
-from dicomflow.settings import Settings, as_dict, load_settings
+from dicomflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,34 +54,6 @@ _CLOSED = b"-"
 _READY = b"+"
 #: Seconds between two restarts of the same worker slot.
 _RESTART_BACKOFF_S = 1.0
-
-
-# --------------------------------------------------------------------------- settings transport
-
-
-def settings_to_json(settings: Settings) -> str:
-    """Every setting as JSON (secrets included: it goes to a child process over a pipe)."""
-    return json.dumps(as_dict(settings, mask_secrets=False))
-
-
-def settings_from_json(text: str) -> Settings:
-    """The inverse of :func:`settings_to_json`, validated like any other source.
-
-    Raises:
-        ConfigError: the JSON does not describe valid settings.
-    """
-    data = json.loads(text)
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, Mapping) and prefix not in ("kafka.client", "receiver.ae_tenants"):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        else:
-            flat[prefix] = value
-
-    walk("", data)
-    return load_settings(None, None, overrides=flat)
 
 
 # --------------------------------------------------------------------------- dispatcher side
@@ -139,12 +113,9 @@ class Dispatcher:
         process = subprocess.Popen(
             [sys.executable, "-m", "dicomflow.receiver.workers", "--channel-fd", str(child_end.fileno()),
              "--slot", str(slot), "--log-level", self.log_level],
-            stdin=subprocess.PIPE, pass_fds=(child_end.fileno(),),
+            env=self.settings.to_child_env(os.environ), pass_fds=(child_end.fileno(),),
         )
         child_end.close()
-        assert process.stdin is not None
-        process.stdin.write(settings_to_json(self.settings).encode("utf-8"))
-        process.stdin.close()
         worker = _Worker(slot, process, parent_end)
         self._workers[slot] = worker
         self._selector.register(parent_end, selectors.EVENT_READ, worker)
@@ -294,7 +265,7 @@ def worker_main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s %(levelname)s [worker {args.slot}] %(name)s: %(message)s",
     )
     quiet_pynetdicom(args.log_level)
-    settings = settings_from_json(sys.stdin.read())
+    settings = Settings.from_child_env(os.environ)
     settings = dataclasses.replace(settings, worker_node_id=f"{settings.worker_node_id}-{args.slot}")
 
     from dicomflow.receiver.scp import Receiver

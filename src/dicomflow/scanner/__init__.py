@@ -2,5 +2,5 @@
 
 - :mod:`~dicomflow.scanner.walk`: which files are DICOM (by their bytes);
 - :mod:`~dicomflow.scanner.publish`: copy (optionally) and publish, with a summary;
-- :mod:`~dicomflow.scanner.commands`: ``dicomflow publish``.
+- ``dicomflow publish`` itself is :mod:`dicomflow.cli.publish`.
 """

@@ -32,14 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dicomflow.audit import events as audit
+from dicomflow.dicom.constants import EXPLICIT_VR_LE
+from dicomflow.dicom.part10 import file_header, read_file_meta
 from dicomflow.errors import PublishError
+from dicomflow.ingest.exceptions import IngestError
+from dicomflow.ingest.ingestor import Identity, Ingestor, Source
+from dicomflow.ingest.storage import write_atomic
+from dicomflow.ingest.transfer_log import Peer, TransferLog
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import AuditEvent, DicomStoreMeta
-from dicomflow.receiver.audit import Peer, TransferLog
-from dicomflow.receiver.exceptions import IngestError
-from dicomflow.receiver.ingest import Identity, Ingestor, Source
-from dicomflow.receiver.part10 import EXPLICIT_VR_LE, file_header, read_file_meta
-from dicomflow.receiver.storage import write_atomic
 from dicomflow.scanner.walk import SNIFF_BYTES, sniff
 from dicomflow.settings import Settings
 
@@ -143,7 +144,7 @@ class FolderPublisher:
             for start in range(0, len(files), self.batch_size):
                 chunk = files[start:start + self.batch_size]
                 ready: list[Prepared] = []
-                for path, outcome in zip(chunk, pool.map(self.prepare, chunk)):
+                for path, outcome in zip(chunk, pool.map(self.prepare, chunk), strict=True):
                     if isinstance(outcome, Prepared):
                         ready.append(outcome)
                     else:
@@ -166,7 +167,7 @@ class FolderPublisher:
             return Skipped(path, exc.reason, failed=not exc.poison)
         except OSError as exc:
             return Skipped(path, f"cannot read: {exc.strerror or exc}", failed=True)
-        except Exception as exc:  # noqa: BLE001 - one odd file must not stop the run
+        except Exception as exc:  # one odd file must not stop the run
             log.exception("unexpected error reading %s", path)
             return Skipped(path, f"unexpected error: {type(exc).__name__}: {exc}", failed=True)
 
@@ -193,7 +194,10 @@ class FolderPublisher:
                 return Skipped(path, f"unusable file meta information: {exc}")
             syntax = meta.transfer_syntax_uid
             sop_class, sop_instance = meta.media_storage_sop_class_uid, meta.media_storage_sop_instance_uid
-        header = self.ingestor.read(buf, syntax, offset=offset)
+        if layout == "part10" or not self.copy_into_storage:  # the consumer reads this file, or a byte-for-byte copy
+            header = self.ingestor.read_part10(buf, str(path))
+        else:  # ... or this data set behind the preamble and meta the copy gets
+            header = self.ingestor.read(buf, syntax, offset=offset, name=str(path))
         identity = self.ingestor.identify(header, sop_class_uid=sop_class, sop_instance_uid=sop_instance, calling_ae=None)
         if self.copy_into_storage:
             target = self.ingestor.path_of(identity)

@@ -243,9 +243,9 @@ class KafkaBroker:
 
                 def on_delivery(err: object, msg: object) -> None:
                     if err is not None:
-                        errors.append(str(err))
+                        errors.append(str(err))  # noqa: B023 - called during this iteration's flush
                     else:
-                        offsets.append((msg.partition(), msg.offset()))  # type: ignore[attr-defined]
+                        offsets.append((msg.partition(), msg.offset()))  # type: ignore[attr-defined]  # noqa: B023 - ditto
 
                 producer.produce(topic, token, on_delivery=on_delivery)
                 producer.flush(15)

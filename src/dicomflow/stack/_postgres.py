@@ -66,10 +66,7 @@ def install_postgres() -> Path:
 
 def _reachable_by_others(path: Path) -> bool:
     """True when every existing ancestor of ``path`` is searchable by other users."""
-    for part in [path, *path.parents]:
-        if part.exists() and not part.stat().st_mode & 0o001:
-            return False
-    return True
+    return all(not (part.exists() and not part.stat().st_mode & 0o001) for part in [path, *path.parents])
 
 
 class PostgresServer:

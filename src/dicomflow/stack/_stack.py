@@ -56,7 +56,8 @@ class LocalStack:
         return [
             ServiceStatus("kafka", k.running, k.pid, k.bootstrap, str(k.log_file)),
             ServiceStatus("postgresql", p.running, p.pid, p.address, str(p.log_file)),
-        ] + self._clickhouse_status()
+            *self._clickhouse_status(),
+        ]
 
     def _clickhouse_status(self) -> list[ServiceStatus]:
         c = self.clickhouse.status()

@@ -1,12 +1,14 @@
 """PostgreSQL store: versioned migrations and bulk idempotent batch upserts.
 
 ``PgStore`` is what the consumer pipeline writes through; ``dicomflow db
-migrate`` / ``db status`` (in :mod:`dicomflow.store.commands`) manage the schema.
+migrate`` / ``db status`` (in :mod:`dicomflow.cli.db`) manage the schema.
 """
 
+from dicomflow.store.batch import series_lock_key
 from dicomflow.store.exceptions import StoreDataError, StoreError
 from dicomflow.store.migrate import AppliedMigration, Migration, available_migrations
-from dicomflow.store.postgres import TABLES, PgStore, StoreStatus, series_lock_key
+from dicomflow.store.postgres import PgStore, StoreStatus
+from dicomflow.store.sql import TABLES
 
 __all__ = [
     "TABLES",

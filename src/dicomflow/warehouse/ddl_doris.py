@@ -68,7 +68,7 @@ def doris_key(t: Table) -> tuple[str, ...]:
     else:
         key = t.key
     if t.partition_column and t.partition_column not in key:
-        key = key + (t.partition_column,)
+        key = (*key, t.partition_column)
     return key
 
 

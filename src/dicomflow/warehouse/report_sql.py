@@ -91,10 +91,10 @@ def queries(d: Dialect, largest: int = 10) -> dict[str, str]:
     i = d.table("instances", replacing=True)
     a = d.table("audit_events")
     sums = f"count(*) AS instances, {d.distinct_studies('r')} AS studies, sum(r.file_size) AS bytes"
-    modality = f"coalesce(s.modality, 'unknown')"
+    modality = "coalesce(s.modality, 'unknown')"
     with_state = f"{r} AS r LEFT JOIN (SELECT {', '.join(JOIN_KEYS)}, modality FROM {s}) AS s ON {_on('r', 's', JOIN_KEYS)}"
     latency_ms = f"(({d.epoch_s('i', 'updated_time')}) - ({d.epoch_s('r', 'created_time')})) * 1000.0"
-    inst_keys = JOIN_KEYS + ("sop_uid",)
+    inst_keys = (*JOIN_KEYS, "sop_uid")
     error_class, is_dlq = d.dlq_class()
     day = d.day("r", "created_time")
     return {
@@ -132,7 +132,7 @@ BASE_TABLE = "report_base"
 
 def duckdb_base() -> str:
     """The statement creating :data:`BASE_TABLE` (a read-only connection may create temporary tables)."""
-    inst_keys = JOIN_KEYS + ("sop_uid",)
+    inst_keys = (*JOIN_KEYS, "sop_uid")
     return (
         f"CREATE OR REPLACE TEMP TABLE {BASE_TABLE} AS SELECT r.tenant_id, r.study_uid, r.source_ae, r.file_size, "
         "CAST(r.created_time AS DATE) AS day, coalesce(s.modality, 'unknown') AS modality, "

@@ -30,7 +30,8 @@ _KEYS = {
     "patient_id": "'P' || CAST(i // 200 AS VARCHAR)",
     "study_uid": "'1.2.826.0.1.3680043.10.1137.' || CAST(i // 200 AS VARCHAR)",
     "series_uid": "'1.2.826.0.1.3680043.10.1137.' || CAST(i // 200 AS VARCHAR) || '.' || CAST(i // 50 AS VARCHAR)",
-    "sop_uid": "'1.2.826.0.1.3680043.10.1137.' || CAST(i // 200 AS VARCHAR) || '.' || CAST(i // 50 AS VARCHAR) || '.' || CAST(i AS VARCHAR)",
+    "sop_uid": "'1.2.826.0.1.3680043.10.1137.' || CAST(i // 200 AS VARCHAR) || '.' || CAST(i // 50 AS VARCHAR)"
+               " || '.' || CAST(i AS VARCHAR)",
     "study_date": "DATE '2025-03-01' - CAST(i // 200 % 400 AS INTEGER)",
 }
 
@@ -53,15 +54,15 @@ def build_sample_warehouse(path: Path, instances: int, *, seconds_apart: int = 2
 
     path.unlink(missing_ok=True)
     con = open_writer(dataclasses.replace(WarehouseSettings(), path=path, threads=threads))
-    _CREATED = _created(seconds_apart)  # noqa: N806 - reads as the constant it is within one build
+    created = _created(seconds_apart)
     try:
-        receipts_cols = {**_KEYS, "trace_id": "CAST(uuid() AS VARCHAR)", "created_time": _CREATED,
+        receipts_cols = {**_KEYS, "trace_id": "CAST(uuid() AS VARCHAR)", "created_time": created,
                          "file_size": "400000 + (i * 7919) % 300000", "source_ae": "'AE' || CAST(i % 4 AS VARCHAR)"}
         latency_us = "CAST(40000 + hash(i) % 2000000 AS BIGINT)"
-        instance_cols = {**_KEYS, "created_time": _CREATED, "updated_time": f"{_CREATED} + to_microseconds({latency_us})"}
+        instance_cols = {**_KEYS, "created_time": created, "updated_time": f"{created} + to_microseconds({latency_us})"}
         modality = "['CT', 'MR', 'CR', 'US', 'DX'][1 + (i // 50) % 5]"
-        state_cols = {**_KEYS, "modality": modality, "series_related_instances": "50", "created_time": _CREATED,
-                      "updated_time": _CREATED}
+        state_cols = {**_KEYS, "modality": modality, "series_related_instances": "50", "created_time": created,
+                      "updated_time": created}
         classes = "['file-missing', 'wire-format', 'unreadable-dicom', 'uid-mismatch'][1 + (i % 7) % 4]"
         objects = ("'[{\"object_id\":\"x\",\"id_type\":{\"code\":\"110180\",\"scheme\":\"DCM\",\"meaning\":\"Study Instance UID\"},"
                    "\"details\":{\"error_class\":\"' || " + classes + " || '\"}}]'")
@@ -70,7 +71,7 @@ def build_sample_warehouse(path: Path, instances: int, *, seconds_apart: int = 2
             "event_id": "'{\"code\":\"110100\",\"scheme\":\"DCM\",\"meaning\":\"Application Activity\"}'",
             "event_type": "'[{\"code\":\"DLQ\",\"scheme\":\"99DICOMFLOW\",\"meaning\":\"Message Dead-Lettered\"}]'",
             "event_action": "'E'", "event_outcome": "8", "tenant_id": "'tenant-' || CAST(i % 3 AS VARCHAR)",
-            "event_date_time": _CREATED, "participant_objects": objects, "active_participants": "'[]'",
+            "event_date_time": created, "participant_objects": objects, "active_participants": "'[]'",
         }
         series = max(1, (instances + 49) // 50)
         con.execute(f"INSERT INTO receipts SELECT {_select(table('receipts'), receipts_cols)} FROM range({instances}) t(i)")

@@ -5,8 +5,9 @@ Nothing here lists a column by hand: every column comes from a field of a
 limit from the model's ``_limits``), so a field added to a message reaches the
 DuckDB sink, the ClickHouse DDL and the Doris DDL at once, or fails a test.
 
-Two facts the Python types cannot express are taken from the wire format of
-DESIGN.md and kept in one small table each:
+Two facts the Python types cannot express are taken from the wire format (the
+Rust reference services' messages, docs/architecture.md "Topics") and kept in
+one small table each:
 
 - integers are ``int32`` except the 64-bit ones (:data:`INT64_FIELDS`:
   ``file_size``, ``space_size``);

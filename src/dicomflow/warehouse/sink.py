@@ -38,9 +38,10 @@ from prometheus_client import CollectorRegistry
 
 from dicomflow.audit.events import dead_lettered
 from dicomflow.errors import ConsumerError, PublishError
-from dicomflow.kafka.consumer import TP, KafkaConsumer, Record, record_of
+from dicomflow.kafka.consumer import KafkaConsumer, record_of
 from dicomflow.kafka.dlq import DeadLetter, dead_letter_record, dead_letter_topic
 from dicomflow.kafka.producer import Publisher
+from dicomflow.kafka.records import TP, Record
 from dicomflow.metrics import Health, MetricsServer, WarehouseMetrics
 from dicomflow.models import AuditEvent, truncate_utf8
 from dicomflow.settings import Settings
@@ -97,6 +98,11 @@ class _TenantOnly(msgspec.Struct):
 
 
 _tenant_decoder = msgspec.json.Decoder(_TenantOnly)
+
+
+def _writer_idle(in_flight: tuple[_Prepared, Future[WriteResult]] | None) -> Callable[[], bool]:
+    """Whether the writer has no batch of ``in_flight`` left to write (bound now, asked during the poll)."""
+    return lambda: in_flight is None or in_flight[1].done()
 
 
 class WarehouseSink:
@@ -242,7 +248,7 @@ class WarehouseSink:
                 if why is not None:
                     self.summary.stopped_because = why
                     break
-                self._collect(consumer, window_s, lambda: in_flight is None or in_flight[1].done())
+                self._collect(consumer, window_s, _writer_idle(in_flight))
                 self.health.beat()
                 prepared: _Prepared | None = None
                 if self._pending:

@@ -1,0 +1,170 @@
+"""``python -m dicomflow_faults``: run the fault-injection suite and print its figures.
+
+``scripts/faults.sh`` runs it with ``faults/`` (this package's folder) on ``PYTHONPATH``.
+
+Exit codes: 0 every check passed; 1 a check failed (something lost,
+duplicated, dead-lettered wrongly, a crash, a fault not survived, memory not
+flat); 2 the suite could not run (the private stack would not start).
+
+Examples::
+
+    python -m dicomflow_faults                       # full size: 20,000 instances, 100,000 soak events
+    python -m dicomflow_faults --instances 300 --soak 2000 --fuzz 60 --fuzz-files 20 \\
+        --faults-per-kind 1 --rate 40                # a smoke run of a minute or two
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar, cast
+
+from dicomflow.errors import DicomflowError, StackError
+from dicomflow_faults.privstack import PrivateStack
+from dicomflow_faults.report import SuiteReport
+from dicomflow_faults.scenario import KINDS, FaultKind
+
+log = logging.getLogger("dicomflow_faults")
+
+T = TypeVar("T")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m dicomflow_faults",
+        description="Kill the consumer, the receiver, Kafka and PostgreSQL under load; soak; fuzz. "
+                    "Uses a private stack on free ports, never the shared one.",
+    )
+    p.add_argument("--instances", type=int, default=20000, help="C-STORE instances of the fault run (0: skip it).")
+    p.add_argument("--soak", type=int, default=100000, help="Store events of the soak (0: skip it).")
+    p.add_argument("--fuzz", type=int, default=500, help="Hypothesis-generated payloads (0 with --fuzz-files 0: skip).")
+    p.add_argument("--fuzz-files", type=int, default=200, help="Truncated / bit-flipped sample files.")
+    p.add_argument("--controls", type=int, default=20, help="Good instances mixed into the fuzz inputs.")
+    p.add_argument("--faults-per-kind", type=int, default=2, help="SIGKILLs of each kind during the fault run.")
+    p.add_argument("--kinds", default=",".join(KINDS), help="Fault kinds, comma-separated (default: all four).")
+    p.add_argument("--associations", type=int, default=4, help="Parallel C-STORE associations of the sender.")
+    p.add_argument("--receiver-processes", type=int, default=1,
+                   help="Processes of the receiver (dispatcher + workers when above 1; all killed together).")
+    p.add_argument("--rate", type=float, default=0.0, help="Cap on C-STOREs per second (0: as fast as acknowledged).")
+    p.add_argument("--down", type=float, nargs=2, default=(0.5, 3.0), metavar=("MIN", "MAX"),
+                   help="Seconds a killed service stays down before its restart (uniform).")
+    p.add_argument("--rss-bound-mib", type=float, default=50.0, help="Largest RSS growth after warm-up called flat.")
+    p.add_argument("--seed", type=int, default=None, help="Seed of every random choice (default: random, printed).")
+    p.add_argument("--work-dir", type=Path, default=None, help="Where the private stack's temporary folder goes.")
+    p.add_argument("--keep", action="store_true", help="Keep the component logs even when everything passed.")
+    p.add_argument("--json", type=Path, default=None, help="Also write the figures as JSON to this file.")
+    p.add_argument("--log-level", default="INFO", help="Log level of the suite's own progress messages.")
+    args = p.parse_args(argv)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        p.error(f"unknown fault kind(s): {', '.join(unknown)}; choose from {', '.join(KINDS)}")
+    args.kinds = kinds
+    for name in ("instances", "soak", "fuzz", "fuzz_files", "controls", "faults_per_kind"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must not be negative")
+    if args.associations < 1 or args.receiver_processes < 1:
+        p.error("--associations and --receiver-processes must be at least 1")
+    return args
+
+
+def _configure_logging(level: str) -> None:
+    import pydicom  # noqa: F401 - pydicom sets its logger's level on import; ours must come after
+
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Reconnection chatter while a service is down on purpose; the report says what matters.
+    for name, lvl in (("dicomflow.kafka", logging.ERROR), ("dicomflow.store", logging.WARNING),
+                      ("dicomflow.stack", logging.WARNING), ("pynetdicom", logging.CRITICAL),
+                      ("pydicom", logging.ERROR)):
+        logging.getLogger(name).setLevel(lvl)
+
+
+def _timed(report: SuiteReport, name: str, action: Callable[[], T]) -> T:
+    t0 = time.monotonic()
+    try:
+        return action()
+    finally:
+        report.timings[name] = time.monotonic() - t0
+
+
+def run(args: argparse.Namespace) -> SuiteReport:
+    """Run the phases asked for on a private stack; the stack is removed whatever happens."""
+    import warnings
+
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    report = SuiteReport(seed=seed, options={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
+    started = time.monotonic()
+    stack = PrivateStack(base=args.work_dir)
+    log_dir = stack.dir / "logs"
+    log_dir.mkdir()
+    try:
+        _timed(report, "private stack up", stack.up)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's complaints about the damaged files are expected
+            _run_phases(args, stack, log_dir, report, seed)
+    except (DicomflowError, OSError) as exc:
+        log.exception("the suite could not finish")
+        report.errors.append(f"suite aborted: {type(exc).__name__}: {exc}")
+    finally:
+        if args.keep or not report.passed:
+            kept = Path(tempfile.mkdtemp(prefix="dicomflow-faults-logs-", dir=args.work_dir))
+            shutil.copytree(log_dir, kept, dirs_exist_ok=True)
+            for name in ("server.log", "stdout.log"):
+                src = stack.stack.kafka.home / name
+                if src.exists():
+                    shutil.copy2(src, kept / f"kafka-{name}")
+            if stack.stack.postgres.log_file.exists():
+                shutil.copy2(stack.stack.postgres.log_file, kept / "postgres.log")
+            report.log_dir = str(kept)
+        _timed(report, "private stack down", stack.close)
+        report.timings["total"] = time.monotonic() - started
+    return report
+
+
+def _run_phases(args: argparse.Namespace, stack: PrivateStack, log_dir: Path, report: SuiteReport, seed: int) -> None:
+    from dicomflow_faults.fuzz import run_fuzz
+    from dicomflow_faults.scenario import FaultRun
+    from dicomflow_faults.soak import run_soak
+
+    if args.instances:
+        report.faults = _timed(report, "fault run", lambda: FaultRun(
+            stack, args.instances, seed=seed, log_dir=log_dir, per_kind=args.faults_per_kind,
+            kinds=cast(list[FaultKind], args.kinds), associations=args.associations, rate=args.rate or None,
+            down_range=(min(args.down), max(args.down)), receiver_processes=args.receiver_processes,
+        ).run())
+    if args.soak:
+        report.soak = _timed(report, "soak", lambda: run_soak(
+            stack, args.soak, seed=seed + 1, log_dir=log_dir, bound_mib=args.rss_bound_mib))
+    if args.fuzz or args.fuzz_files:
+        report.fuzz = _timed(report, "fuzz", lambda: run_fuzz(
+            stack, payloads=args.fuzz, files=args.fuzz_files, controls=args.controls, seed=seed + 2, log_dir=log_dir))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    _configure_logging(args.log_level)
+    report = run(args)
+    report.print(sys.stdout)
+    sys.stdout.flush()
+    if args.json is not None:
+        args.json.write_text(report.dumps() + "\n")
+    if any(e.startswith("suite aborted") for e in report.errors) and report.faults is None \
+            and report.soak is None and report.fuzz is None:
+        return 2
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except StackError as exc:
+        print(f"fault suite: {exc}", file=sys.stderr)
+        sys.exit(2)

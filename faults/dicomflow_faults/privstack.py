@@ -1,0 +1,267 @@
+"""A private Kafka + PostgreSQL stack that the suite may kill at will.
+
+The suite SIGKILLs the broker and the database server, so it never touches
+the shared development stack: it starts its own :class:`~dicomflow.stack.LocalStack`
+in a temporary folder, on free ports, and removes everything afterwards.
+The Kafka jars are not downloaded again: the new stack's ``cache`` folder
+is a symlink to an existing one when there is one.
+
+Each phase of the suite (fault run, soak, fuzz) gets its own topics and its
+own database from :meth:`PrivateStack.new_phase`, so one phase's checks
+never see another phase's messages or rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from dicomflow.errors import StackError
+from dicomflow.settings import (
+    DatabaseSettings,
+    KafkaSettings,
+    MetricsSettings,
+    ReceiverSettings,
+    Settings,
+    StackSettings,
+    StorageSettings,
+    TopicSettings,
+)
+from dicomflow.stack import LocalStack
+
+log = logging.getLogger(__name__)
+
+#: Ports of the shared development stack: the suite must never start anything there.
+SHARED_PORTS = frozenset({19092, 19093, 15432})
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports nobody listens on right now (never the shared stack's).
+
+    The sockets are held open together until all ports are chosen, so the
+    kernel cannot hand out the same port twice. A race with another program
+    grabbing the port before we bind it is possible but harmless: the
+    service start then fails with a clear "port in use" error.
+    """
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            held.append(sock)
+            port = int(sock.getsockname()[1])
+            if port not in SHARED_PORTS:
+                ports.append(port)
+    finally:
+        for sock in held:
+            sock.close()
+    return ports
+
+
+def default_cache() -> Path | None:
+    """An existing Kafka jar cache to share (``.dicomflow/cache`` here or in the checkout)."""
+    checkout = Path(__file__).resolve().parents[2]
+    for candidate in (Path.cwd() / ".dicomflow" / "cache", checkout / ".dicomflow" / "cache"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Settings of one phase: its own topics, consumer group, database and storage root."""
+
+    name: str
+    settings: Settings
+
+    def env(self) -> dict[str, str]:
+        """The ``DICOMFLOW_*`` variables that give a ``dicomflow`` subprocess these settings."""
+        return self.settings.to_child_env()
+
+
+def retry_until(what: str, action: Callable[[], object], timeout_s: float, pause_s: float = 1.0) -> None:
+    """Call ``action`` until it stops raising :class:`StackError` or ``timeout_s`` passes.
+
+    Why: right after a SIGKILL a service cannot always start at once (the
+    orphaned PostgreSQL backends still hold the shared memory for a moment).
+
+    Raises:
+        StackError: the last failure, once the time is up.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            action()
+            return
+        except StackError as exc:
+            if time.monotonic() >= deadline:
+                raise StackError(f"{what}: still failing after {timeout_s:.0f} s: {exc}") from exc
+            log.warning("%s failed, retrying: %s", what, exc)
+            time.sleep(pause_s)
+
+
+class PrivateStack:
+    """Start, kill, restart and finally remove a Kafka broker and a PostgreSQL server of our own."""
+
+    def __init__(self, base: Path | None = None, cache: Path | None = None, kafka_heap_mb: int = 512) -> None:
+        parent = base if base is not None else Path(tempfile.gettempdir())
+        parent.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix="dicomflow-faults-", dir=parent))
+        # PostgreSQL runs as the `postgres` user when we are root: it must reach its folder.
+        os.chmod(self.dir, 0o755)
+        cache = cache if cache is not None else default_cache()
+        if cache is not None:
+            (self.dir / "cache").symlink_to(cache.resolve(), target_is_directory=True)
+        kafka_port, controller_port, pg_port = free_ports(3)
+        self.stack_settings = StackSettings(
+            dir=self.dir, kafka_port=kafka_port, kafka_controller_port=controller_port,
+            postgres_port=pg_port, kafka_heap_mb=kafka_heap_mb,
+        )
+        self.settings = Settings(
+            worker_node_id="faults-1",
+            kafka=KafkaSettings(brokers=f"127.0.0.1:{kafka_port}"),
+            database=DatabaseSettings(port=pg_port),
+            stack=self.stack_settings,
+        )
+        self.stack = LocalStack(self.settings)
+        self.phases: list[Phase] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def up(self) -> None:
+        """Start PostgreSQL and Kafka; returns once both serve requests.
+
+        Raises:
+            StackError: a service would not start (details and log file in the message).
+        """
+        t0 = time.monotonic()
+        self.stack.postgres.start()
+        self.stack.kafka.start(timeout_s=180.0)
+        log.info("private stack up in %.1f s: Kafka %s, PostgreSQL 127.0.0.1:%s (%s)",
+                 time.monotonic() - t0, self.settings.kafka.brokers, self.stack_settings.postgres_port, self.dir)
+
+    def close(self) -> None:
+        """Stop both services by their PIDs and remove every file of the stack.
+
+        Safe to call twice and after a partial start. The PostgreSQL cluster
+        may live outside ``self.dir`` (see ``PostgresServer._choose_home``):
+        its home is removed too when it is one of ours.
+        """
+        # SIGKILL the broker: its data is deleted next, a controlled shutdown would only cost time.
+        for stop in (self.stack.kafka.kill, self._stop_postgres):
+            try:
+                stop()
+            except (StackError, OSError) as exc:
+                log.warning("stopping the private stack: %s", exc)
+        pg_home = self.stack.postgres.home
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if pg_home.exists() and self.dir not in pg_home.parents and pg_home.parent.name.startswith("dicomflow-"):
+            shutil.rmtree(pg_home.parent, ignore_errors=True)
+
+    def _stop_postgres(self) -> None:
+        """Immediate shutdown: the data is thrown away anyway."""
+        self.stack.postgres.stop(mode="immediate")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ faults
+
+    def kill_kafka(self) -> None:
+        """SIGKILL the broker: no controlled shutdown, unflushed log segments recovered at start."""
+        self.stack.kafka.kill()
+
+    def start_kafka(self, timeout_s: float = 180.0) -> None:
+        """Start the broker again and wait until it serves a produce and a consume.
+
+        Raises:
+            StackError: it did not come back within ``timeout_s``.
+        """
+        retry_until("restarting Kafka", lambda: self.stack.kafka.start(timeout_s=timeout_s), timeout_s)
+
+    def kill_postgres(self) -> None:
+        """SIGKILL the postmaster: the next start runs crash recovery."""
+        self.stack.postgres.kill()
+
+    def start_postgres(self, timeout_s: float = 120.0) -> None:
+        """Start PostgreSQL again (crash recovery) and wait until it accepts connections.
+
+        Raises:
+            StackError: it did not come back within ``timeout_s``.
+        """
+        retry_until("restarting PostgreSQL", self.stack.postgres.start, timeout_s)
+
+    # ------------------------------------------------------------------ phases
+
+    def new_phase(self, name: str, *, partitions: int = 3, receiver_port: int = 0) -> Phase:
+        """Fresh topics, consumer group, database (migrated) and storage root for one phase.
+
+        Raises:
+            StackError: the database could not be created or migrated.
+            dicomflow.kafka.exceptions.TopicAdminError: the topics could not be created.
+        """
+        from dicomflow.kafka.admin import create_topics
+        from dicomflow.store import PgStore
+
+        suffix = f"{name}_{uuid.uuid4().hex[:8]}"
+        base = TopicSettings()
+        topics = dataclasses.replace(
+            base,
+            main=f"{base.main}_{suffix}", log=f"{base.log}_{suffix}", dicom_state=f"{base.dicom_state}_{suffix}",
+            dicom_image=f"{base.dicom_image}_{suffix}", audit=f"{base.audit}_{suffix}",
+            dlq=f"{base.main}_{suffix}.dlq", consumer_group_id=f"faults_{suffix}", partitions=partitions,
+        )
+        database = dataclasses.replace(self.settings.database, dbname=f"faults_{suffix}")
+        self._create_database(database)
+        with PgStore(database) as store:
+            store.migrate()
+        create_topics(self.settings.kafka, topics)
+        root = self.dir / "phases" / name / "storage"
+        root.mkdir(parents=True)
+        port = receiver_port or free_ports(1)[0]
+        phase = Phase(name, dataclasses.replace(
+            self.settings,
+            worker_node_id=f"faults-{name}",
+            topics=topics,
+            database=database,
+            storage=StorageSettings(root=root),
+            receiver=ReceiverSettings(port=port, ae_title="DICOMFLOW"),
+            metrics=MetricsSettings(port=0),
+        ))
+        self.phases.append(phase)
+        return phase
+
+    def _create_database(self, database: DatabaseSettings) -> None:
+        import psycopg
+        from psycopg import sql
+
+        try:
+            with psycopg.connect(self.stack.postgres.admin_conninfo(), autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(database.dbname), sql.Identifier(database.user)))
+        except psycopg.Error as exc:
+            raise StackError(f"cannot create database {database.dbname}: {exc}") from exc
+
+    def phase_dir(self, phase: Phase) -> Path:
+        """A scratch folder of the phase, outside its storage root (sender files, mutated copies)."""
+        path = self.dir / "phases" / phase.name / "scratch"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+__all__ = ["Phase", "PrivateStack", "default_cache", "free_ports", "retry_until"]

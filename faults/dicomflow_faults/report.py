@@ -1,0 +1,210 @@
+"""The suite's final figures: printed for a reader, and as JSON for CI.
+
+The headline figures are the ones the issue asks for: load held, faults
+injected and survived per kind, bad inputs tried, messages lost (must be 0)
+and duplicates (must be 0). Every check of every phase follows, then the
+verdict. :attr:`SuiteReport.passed` decides the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from dicomflow_faults.checks import Check
+from dicomflow_faults.fuzz import FuzzResult, Kind
+from dicomflow_faults.scenario import KINDS, FaultRunResult
+from dicomflow_faults.soak import SoakResult
+
+
+@dataclass
+class SuiteReport:
+    """Everything one run of the suite measured."""
+
+    seed: int
+    options: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    faults: FaultRunResult | None = None
+    soak: SoakResult | None = None
+    fuzz: FuzzResult | None = None
+    errors: list[str] = field(default_factory=list)
+    log_dir: str | None = None
+
+    # ------------------------------------------------------------------ headline figures
+
+    @property
+    def lost(self) -> int:
+        return sum(x.lost for x in (self.faults, self.soak, self.fuzz) if x is not None)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(x.duplicates for x in (self.faults, self.soak) if x is not None)
+
+    @property
+    def checks(self) -> list[Check]:
+        out: list[Check] = []
+        for part in (self.faults, self.soak, self.fuzz):
+            if part is not None:
+                out.extend(part.checks)
+        return out
+
+    @property
+    def passed(self) -> bool:
+        return not self.errors and self.lost == 0 and self.duplicates == 0 and all(c.ok for c in self.checks)
+
+    def faults_by_kind(self) -> dict[str, tuple[int, int]]:
+        """kind -> (injected, survived)."""
+        out: dict[str, tuple[int, int]] = {}
+        if self.faults is None:
+            return out
+        for kind in KINDS:
+            mine = [f for f in self.faults.faults if f.kind == kind]
+            if mine:
+                out[kind] = (sum(f.injected_s is not None for f in mine), sum(f.survived for f in mine))
+        return out
+
+    # ------------------------------------------------------------------ output
+
+    def print(self, out: TextIO) -> None:
+        """The human-readable report."""
+        w = out.write
+        w("\n" + "=" * 78 + "\n")
+        w(f"dicomflow fault-injection suite  (seed {self.seed}, {platform.node()}, "
+          f"{_cpus()} CPU(s), Python {platform.python_version()})\n")
+        w("=" * 78 + "\n")
+        self._print_timings(w)
+        if self.faults is not None:
+            self._print_faults(w, self.faults)
+        if self.soak is not None:
+            self._print_soak(w, self.soak)
+        if self.fuzz is not None:
+            self._print_fuzz(w, self.fuzz)
+        w("\nChecks\n")
+        for c in self.checks:
+            w(f"  {'PASS' if c.ok else 'FAIL'}  {c.name}: {c.detail}\n")
+        for e in self.errors:
+            w(f"  FAIL  {e}\n")
+        w("\n")
+        if self.faults is not None:
+            w(f"Load held:          {self.faults.load_rate:.1f} instances/s (C-STORE, acknowledged, faults included)\n")
+        by_kind = self.faults_by_kind()
+        if by_kind:
+            injected = sum(i for i, _ in by_kind.values())
+            survived = sum(s for _, s in by_kind.values())
+            detail = ", ".join(f"{k} {i}/{s}" for k, (i, s) in by_kind.items())
+            w(f"Faults:             {injected} injected, {survived} survived ({detail}; injected/survived)\n")
+        if self.fuzz is not None:
+            w(f"Bad inputs tried:   {self.fuzz.bad_inputs}\n")
+        w(f"Messages lost:      {self.lost} (must be 0)\n")
+        w(f"Duplicates:         {self.duplicates} (must be 0)\n")
+        if self.log_dir:
+            w(f"Component logs:     {self.log_dir}\n")
+        w(f"RESULT: {'PASS' if self.passed else 'FAIL'}\n")
+
+    def _print_timings(self, w: Any) -> None:
+        w("\nTimings\n")
+        for name, seconds in self.timings.items():
+            w(f"  {name:<22} {seconds:8.1f} s\n")
+
+    @staticmethod
+    def _print_faults(w: Any, r: FaultRunResult) -> None:
+        w(f"\nFault run: {r.instances} instances generated in {r.generate_s:.1f} s, {r.acked} acknowledged\n")
+        if r.send is not None:
+            failures = ", ".join(f"{k}: {v}" for k, v in r.send.failures.most_common()) or "none"
+            w(f"  load held {r.load_rate:.1f} instances/s over {r.send.seconds:.1f} s; "
+              f"{r.send.attempts} C-STOREs on {r.send.associations} associations; retries: {failures}\n")
+        w(f"  consumer caught up {r.catch_up_s:.1f} s after the last acknowledgement; "
+          f"{r.stored_unacknowledged} instance(s) indexed but never acknowledged (retried after a lost answer)\n")
+        w(f"  dead letters: {r.dead_lettered} ({r.good_dead_lettered} of them good instances)\n")
+        w(f"  {'#':>3} {'kind':<9} {'at ack':>7} {'at s':>7} {'down s':>7} {'back s':>7}  outcome\n")
+        for i, f in enumerate(r.faults, 1):
+            at = f"{f.injected_s:7.1f}" if f.injected_s is not None else "      -"
+            back = f"{f.back_s:7.1f}" if f.back_s is not None else "      -"
+            outcome = "survived" if f.survived else f"FAILED ({f.error or 'no progress after restart'})"
+            when = "" if f.during_load else " (after the load)"
+            w(f"  {i:>3} {f.kind:<9} {f.at_acked:>7} {at} {f.down_s:7.1f} {back}  {outcome}{when}\n")
+        for e in r.crashes:
+            w(f"  unexpected exit: {e.component} PID {e.pid} code {e.returncode} at {e.at_s:.1f} s\n")
+            for line in e.log_tail.splitlines()[-8:]:
+                w(f"      | {line}\n")
+
+    @staticmethod
+    def _print_soak(w: Any, r: SoakResult) -> None:
+        w(f"\nSoak: {r.events} store events (files written in {r.generate_s:.1f} s, published in {r.publish_s:.1f} s), "
+          f"{r.rows} indexed by one consumer in {r.consume_s:.1f} s = {r.rate:.0f} events/s\n")
+        w(f"  RSS after the first {r.warmup:.0%} of the events -> at the end: main "
+          f"{r.baseline_main_kib / 1024:.1f} -> {r.end_main_kib / 1024:.1f} MiB ({r.growth_main_mib:+.1f}), "
+          f"with parse workers {r.baseline_tree_kib / 1024:.1f} -> {r.end_tree_kib / 1024:.1f} MiB "
+          f"({r.growth_tree_mib:+.1f}); flat = growth < {r.bound_mib:g} MiB\n")
+        w(f"  {'t s':>7} {'rows':>8} {'main MiB':>9} {'tree MiB':>9}\n")
+        step = max(1, len(r.samples) // 12)
+        shown = r.samples[::step]
+        if r.samples and shown[-1] is not r.samples[-1]:
+            shown.append(r.samples[-1])
+        for s in shown:
+            rows = "-" if s.rows is None else str(s.rows)
+            w(f"  {s.t_s:7.1f} {rows:>8} {s.main_kib / 1024:9.1f} {s.tree_kib / 1024:9.1f}\n")
+
+    @staticmethod
+    def _print_fuzz(w: Any, r: FuzzResult) -> None:
+        kinds: tuple[Kind, ...] = ("payload", "file", "special", "control")
+        w(f"\nFuzz: {r.bad_inputs} bad inputs + {r.count(('control',))} good controls, drained in {r.seconds:.1f} s\n")
+        w(f"  {'input':<10} {'tried':>6} {'DLQ':>6} {'indexed':>8} {'stuck':>6} {'lost':>6}\n")
+        for kind in kinds:
+            w(f"  {kind:<10} {r.count((kind,)):>6} {r.count((kind,), 'dead-lettered'):>6} "
+              f"{r.count((kind,), 'persisted'):>8} {r.count((kind,), 'unprocessed'):>6} {r.count((kind,), 'lost'):>6}\n")
+        labels = Counter(c.label.split(" ")[0] for c in r.cases if c.kind in ("payload", "file"))
+        w("  families: " + ", ".join(f"{k} {v}" for k, v in labels.most_common()) + "\n")
+        w("  DLQ reasons: " + ", ".join(f"{k} {v}" for k, v in r.error_classes().most_common()) + "\n")
+
+    def as_json(self) -> dict[str, Any]:
+        """The figures as plain data (``--json``)."""
+        data: dict[str, Any] = {
+            "seed": self.seed, "options": self.options, "timings_s": self.timings, "passed": self.passed,
+            "lost": self.lost, "duplicates": self.duplicates, "errors": self.errors,
+            "faults_by_kind": {k: {"injected": i, "survived": s} for k, (i, s) in self.faults_by_kind().items()},
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+        }
+        if self.faults is not None:
+            f = self.faults
+            data["fault_run"] = {
+                "instances": f.instances, "acknowledged": f.acked, "load_instances_per_s": round(f.load_rate, 1),
+                "lost": f.lost, "duplicates": f.duplicates, "dead_lettered": f.dead_lettered,
+                "good_dead_lettered": f.good_dead_lettered, "crashes": len(f.crashes),
+                "faults": [{"kind": x.kind, "at_s": x.injected_s, "down_s": x.down_s, "back_s": x.back_s,
+                            "survived": x.survived, "during_load": x.during_load, "error": x.error} for x in f.faults],
+            }
+        if self.soak is not None:
+            s = self.soak
+            data["soak"] = {
+                "events": s.events, "indexed": s.rows, "events_per_s": round(s.rate, 1), "lost": s.lost,
+                "duplicates": s.duplicates, "rss_growth_main_mib": round(s.growth_main_mib, 1),
+                "rss_growth_tree_mib": round(s.growth_tree_mib, 1), "bound_mib": s.bound_mib,
+                "samples": [[round(x.t_s, 1), x.rows, x.main_kib, x.tree_kib] for x in s.samples],
+            }
+        if self.fuzz is not None:
+            z = self.fuzz
+            data["fuzz"] = {
+                "bad_inputs": z.bad_inputs, "lost": z.lost, "crashes": z.crashes,
+                "dead_lettered": z.count(("payload", "file", "special"), "dead-lettered"),
+                "indexed": z.count(("payload", "file", "special"), "persisted"),
+                "unprocessed": z.count(("payload", "file", "special", "control"), "unprocessed"),
+                "controls": z.count(("control",)), "controls_indexed": z.count(("control",), "persisted"),
+                "error_classes": dict(z.error_classes()),
+            }
+        return data
+
+    def dumps(self) -> str:
+        return json.dumps(self.as_json(), indent=2, default=str)
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+__all__ = ["SuiteReport"]

@@ -1,0 +1,37 @@
+"""The ``dicomflow`` command line: on top of every stage, imported by none of them.
+
+The CLI is the only place that reads the environment and the config file: it
+builds one frozen :class:`~dicomflow.settings.Settings` (:mod:`.root`) and
+passes it to the command, which passes the relevant part to each component.
+It is also the only place that configures logging handlers.
+
+Every command is registered here, statically, one module per command or
+command group; a command module that cannot be imported is an import error of
+the whole CLI, never a silently missing command. The command modules import
+their stage's heavy parts inside the command functions, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from dicomflow.cli import config, consume, db, demo, extract, publish, report, scp, stack, topics, warehouse
+from dicomflow.cli.root import app, settings_of
+
+app.add_typer(config.app, name="config")
+app.add_typer(stack.app, name="stack")
+app.add_typer(topics.app, name="topics")
+app.command("extract")(extract.extract)
+app.add_typer(db.app, name="db")
+app.command("consume")(consume.consume)
+app.command("scp")(scp.scp)
+app.command("publish")(publish.publish)
+app.add_typer(warehouse.app, name="warehouse")
+app.command("report")(report.report)
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    """Console entry point (``dicomflow``, ``python -m dicomflow``, ``python -m dicomflow.cli``)."""
+    app()
+
+
+__all__ = ["app", "main", "settings_of"]

@@ -1,0 +1,92 @@
+"""``dicomflow topics create | list``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+from dicomflow.cli.root import settings_of
+
+if TYPE_CHECKING:
+    from dicomflow.kafka.admin import TopicInfo, TopicOutcome
+
+app = typer.Typer(help="Create and list the Kafka topics dicomflow uses.", no_args_is_help=True)
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the broker."),
+) -> None:
+    """Create every dicomflow topic that is missing (data, audit, dead-letter); existing ones are left as they are."""
+    from dicomflow.kafka.admin import create_topics
+    from dicomflow.kafka.exceptions import TopicAdminError
+
+    settings = settings_of(ctx)
+    try:
+        outcomes = create_topics(settings.kafka, settings.topics, timeout_s=timeout)
+    except TopicAdminError as exc:
+        typer.echo(f"topics create failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    _print_outcomes(outcomes, settings.kafka.brokers)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    all_topics: bool = typer.Option(False, "--all", help="Also list topics dicomflow does not use."),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the broker."),
+) -> None:
+    """Show dicomflow's topics with their partitions, replication and retention."""
+    from dicomflow.kafka.admin import describe_topics, list_cluster_topics
+    from dicomflow.kafka.exceptions import TopicAdminError
+
+    settings = settings_of(ctx)
+    names = list(settings.topics.all())
+    try:
+        if all_topics:
+            names += [t for t in list_cluster_topics(settings.kafka, timeout_s=timeout) if t not in names]
+        infos = describe_topics(settings.kafka, names, timeout_s=timeout)
+    except TopicAdminError as exc:
+        typer.echo(f"topics list failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    _print_infos(infos, settings.kafka.brokers, set(settings.topics.all()))
+
+
+def _retention(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < 0:
+        return "forever"
+    if ms % 86_400_000 == 0:
+        return f"{ms // 86_400_000} d"
+    if ms % 3_600_000 == 0:
+        return f"{ms // 3_600_000} h"
+    return f"{ms} ms"
+
+
+def _print_outcomes(outcomes: list[TopicOutcome], brokers: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"dicomflow topics on {brokers}")
+    for col in ("topic", "action", "partitions", "replication", "retention", "differs from settings"):
+        table.add_column(col)
+    for o in outcomes:
+        table.add_row(o.name, o.action, str(o.partitions), str(o.replication_factor), _retention(o.retention_ms),
+                      "; ".join(o.drift) or "-")
+    Console().print(table)
+
+
+def _print_infos(infos: list[TopicInfo], brokers: str, ours: set[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"topics on {brokers}")
+    for col in ("topic", "partitions", "replication", "retention", "used by dicomflow"):
+        table.add_column(col)
+    for t in infos:
+        table.add_row(t.name, str(t.partitions) if t.exists else "missing",
+                      str(t.replication_factor or "-"), _retention(t.retention_ms), "yes" if t.name in ours else "")
+    Console().print(table)

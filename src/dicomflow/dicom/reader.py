@@ -1,0 +1,123 @@
+"""Reading a header the way the consumer does, wherever the bytes are: the one readability verdict.
+
+The walker (:mod:`~dicomflow.dicom.walker`) reads the files archives hold;
+what it declines goes to pydicom (:mod:`~dicomflow.dicom.general`). Either
+way the result is a :class:`~dicomflow.dicom.walker.RawHeader`, or an
+:class:`~dicomflow.dicom.exceptions.UnreadableDicom` whose reason says why
+the bytes cannot be indexed ("truncated file: Pixel Data needs 8192 bytes at
+byte 1500; the file has 8130").
+
+The consumer calls :func:`read_file` on a stored file. Ingest calls
+:func:`read_dataset` (a C-STORE data set, or a raw data set about to get a
+file header) or :func:`read_part10` (a Part 10 file, memory-mapped) on the
+bytes it is about to store, so the same decision is made before the file is
+accepted: what ingest accepts, the consumer can index.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from dicomflow.dicom import general, walker
+from dicomflow.dicom.constants import WANTED
+from dicomflow.dicom.exceptions import NotDicomError, TruncatedError, UnreadableDicom, Unsupported
+from dicomflow.dicom.part10 import Buffer
+from dicomflow.dicom.walker import RawHeader
+
+_log = logging.getLogger(__name__)
+
+
+def read_file(path: str, wanted: frozenset[int] = WANTED) -> RawHeader:
+    """The wanted attributes of the file at ``path``: the walker, else pydicom.
+
+    Raises:
+        UnreadableDicom: not DICOM, truncated, missing, or pydicom cannot parse it.
+        OSError: any other I/O failure (storage unreachable: transient).
+    """
+    try:  # the consumer's hot path: a plain try, no context manager
+        try:
+            return walker.read_file(path, wanted)
+        except (Unsupported, struct.error) as why:
+            _log.debug("%s: general reader (%s)", path, why)
+        return general.read_file(path, wanted)
+    except Exception as exc:
+        judged = verdict(exc)
+        if judged is exc:
+            raise
+        raise judged from exc
+
+
+def read_part10(buf: Buffer, name: str, wanted: frozenset[int] = WANTED) -> RawHeader:
+    """:func:`read_file` over a whole file's bytes in memory (or memory-mapped); ``name`` for messages.
+
+    Raises:
+        UnreadableDicom: as :func:`read_file`.
+    """
+    with _verdict():
+        try:
+            return walker.read_part10(buf, wanted)
+        except (Unsupported, struct.error) as why:
+            _log.debug("%s: general reader (%s)", name, why)
+        return general.read_bytes(bytes(buf), name, wanted)
+
+
+def read_dataset(
+    buf: Buffer,
+    transfer_syntax_uid: str,
+    *,
+    offset: int = 0,
+    wanted: frozenset[int] = WANTED,
+    file_prefix: Callable[[], bytes],
+    name: str = "data set",
+) -> RawHeader:
+    """The verdict on a bare data set (from ``offset``) that will be stored behind ``file_prefix()``.
+
+    ``file_prefix`` returns the preamble and meta group the file will have;
+    it is only called when the walker declines the data set and pydicom must
+    read the file as the consumer will.
+
+    Raises:
+        UnreadableDicom: as :func:`read_file`.
+    """
+    with _verdict():
+        try:
+            return walker.read_dataset(buf, transfer_syntax_uid, offset=offset, wanted=wanted)
+        except (Unsupported, struct.error) as why:
+            _log.debug("%s: general reader (%s)", name, why)
+        return general.read_bytes(file_prefix() + bytes(buf[offset:]), name, wanted)
+
+
+def verdict(exc: Exception) -> Exception:
+    """What a failure to read DICOM means: :class:`UnreadableDicom` with its reason; an I/O error stays itself."""
+    if isinstance(exc, UnreadableDicom):
+        return exc
+    if isinstance(exc, TruncatedError):
+        return UnreadableDicom(f"truncated file: {exc}")
+    if isinstance(exc, NotDicomError):
+        return UnreadableDicom(f"not a DICOM file: {exc}")
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return UnreadableDicom(f"cannot read the file: {exc.strerror}")
+    if isinstance(exc, OSError):
+        if exc.errno is None:  # pydicom: "No tag to read at file position ..." is about the bytes
+            return UnreadableDicom(f"not a readable DICOM file: {exc}")
+        return exc  # the storage failed (EIO, ESTALE ...): transient, the caller retries
+    # pydicom's ways of saying "cannot parse this"
+    return UnreadableDicom(f"not a readable DICOM file: {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def _verdict() -> Iterator[None]:
+    """:func:`verdict` for a block."""
+    try:
+        yield
+    except Exception as exc:
+        judged = verdict(exc)
+        if judged is exc:
+            raise
+        raise judged from exc
+
+
+__all__ = ["read_dataset", "read_file", "read_part10", "verdict"]

@@ -1,0 +1,235 @@
+"""From encoded bytes to a durable file and its store event: shared by the SCP and ``publish``.
+
+:class:`Ingestor` holds the decisions every entry point makes the same way:
+which UIDs are acceptable, which tenant, where the file goes, whether the
+transfer syntax is served as is, and what the store event says. It does not
+publish: the SCP publishes one event per C-STORE and waits for it, the folder
+publisher sends batches. Each caller runs the steps itself (read, identify,
+write, store_event) because each overlaps them differently with publishing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from dicomflow.dicom import derived, reader
+from dicomflow.dicom.constants import EXPLICIT_VR_LE, WANTED
+from dicomflow.dicom.derived import InstanceHeader
+from dicomflow.dicom.exceptions import DerivedValueError, UnreadableDicom
+from dicomflow.dicom.part10 import Buffer, file_header
+from dicomflow.dicom.walker import RawHeader
+from dicomflow.ingest.exceptions import InvalidUIDError, MalformedDatasetError, MissingAttributeError
+from dicomflow.ingest.storage import write_atomic
+from dicomflow.ingest.tenant import TenantResolver
+from dicomflow.ingest.uids import instance_path, require_uid
+from dicomflow.models import DicomStoreMeta, TransferStatus, now, uid_hash
+from dicomflow.settings import ReceiverSettings, StorageSettings, tenant_tag
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The validated identity of one instance: safe to use in paths and keys."""
+
+    tenant: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    header: InstanceHeader
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an instance came from (for the store event and the audit trail)."""
+
+    ae_title: str
+    address: str
+
+
+class Ingestor:
+    """Validates, places and describes instances under one storage root.
+
+    Raises:
+        ConfigError: (constructor) a tenant setting is not a valid tenant id.
+    """
+
+    def __init__(
+        self,
+        storage: StorageSettings,
+        receiver: ReceiverSettings,
+        node_id: str,
+        *,
+        tenant_override: str | None = None,
+    ) -> None:
+        self.root = storage.root.resolve()
+        self.tenants = TenantResolver(receiver.ae_tenants, storage.default_tenant, override=tenant_override)
+        self.tenant_tag = tenant_tag(receiver)
+        #: What the consumer reads, plus the tenant tag.
+        self.wanted = WANTED | {self.tenant_tag}
+        self.supported = frozenset(receiver.supported_transfer_syntaxes)
+        self.fsync = receiver.fsync
+        self.node_id = node_id
+
+    # ------------------------------------------------------------------ steps
+
+    def read(self, dataset: Buffer, transfer_syntax_uid: str, *, offset: int = 0, name: str = "data set") -> InstanceHeader:
+        """Read and judge an encoded data set (from ``offset``) the way the consumer will read its file.
+
+        The one validity rule: an instance the consumer could not index
+        (truncated, unreadable, a required UID missing or invalid) is
+        refused here, to its sender, instead of reaching the dead-letter
+        topic later.
+
+        Raises:
+            MalformedDatasetError: the data set cannot be read (the reason says where).
+            MissingAttributeError: a required UID is missing or empty.
+            InvalidUIDError: a required UID is malformed.
+        """
+        received = now()
+        try:
+            raw = reader.read_dataset(
+                dataset, transfer_syntax_uid, offset=offset, wanted=self.wanted, name=name,
+                file_prefix=lambda: file_header("1.2", "1.2", transfer_syntax_uid),
+            )
+        except UnreadableDicom as exc:
+            raise MalformedDatasetError(exc.reason) from exc
+        return self.derive(raw, name, received)
+
+    def read_part10(self, buf: Buffer, name: str) -> InstanceHeader:
+        """:meth:`read` for the bytes of a whole Part 10 file (memory-mapped by the folder publisher).
+
+        Raises:
+            MalformedDatasetError, MissingAttributeError, InvalidUIDError: as :meth:`read`.
+        """
+        received = now()
+        try:
+            raw = reader.read_part10(buf, name, wanted=self.wanted)
+        except UnreadableDicom as exc:
+            raise MalformedDatasetError(exc.reason) from exc
+        return self.derive(raw, name, received)
+
+    def derive(self, raw: RawHeader, name: str, received: dt.datetime) -> InstanceHeader:
+        """The derived values of a readable header (:mod:`dicomflow.dicom.derived`, as the consumer).
+
+        Raises:
+            MissingAttributeError: a required UID is missing or empty.
+            InvalidUIDError: a required UID is malformed.
+        """
+        try:
+            return derived.instance_header(raw, name=name, tenant_tag=self.tenant_tag, received=received)
+        except DerivedValueError as exc:
+            if exc.missing:  # worded for a C-STORE Error Comment (64 characters)
+                raise MissingAttributeError(f"{exc.attribute} (required) is missing or empty") from exc
+            raise InvalidUIDError(exc.attribute, exc.value, exc.problem) from exc
+
+    def identify(
+        self,
+        header: InstanceHeader,
+        *,
+        sop_class_uid: str | None,
+        sop_instance_uid: str | None,
+        calling_ae: str | None,
+    ) -> Identity:
+        """Validate the UIDs and resolve the tenant.
+
+        The header's UIDs are already required and validated by :meth:`read`
+        (the data set must carry them: the consumer reads the data set, not
+        the request). ``sop_class_uid`` / ``sop_instance_uid`` are what the
+        C-STORE request (or the file meta information) announced: when the
+        SOP Instance UID differs, the data set wins (it is what the consumer
+        reads and what the written meta information will say) and a warning
+        is logged.
+
+        Raises:
+            InvalidUIDError: a UID is malformed.
+            InvalidTenantError: the tenant tag holds an unsafe id.
+        """
+        announced_sop = (sop_instance_uid or "").rstrip("\x00 ") or None
+        sop_class = header.sop_class_uid
+        sop_uid = require_uid(header.sop_instance_uid, "SOP Instance UID")
+        if announced_sop is not None and announced_sop != sop_uid:
+            log.warning("SOP Instance UID %s of the data set differs from the announced %s; keeping the data set's",
+                        sop_uid, announced_sop[:64])
+        return Identity(
+            tenant=self.tenants.resolve(header.tenant, calling_ae),
+            study_uid=require_uid(header.study_uid, "Study Instance UID"),
+            series_uid=require_uid(header.series_uid, "Series Instance UID"),
+            sop_uid=sop_uid,
+            sop_class_uid=require_uid(sop_class, "SOP Class UID"),
+            header=header,
+        )
+
+    def path_of(self, identity: Identity) -> Path:
+        """Where the instance is stored under the root.
+
+        Raises:
+            StorageWriteError: the path would exceed the wire format's 512 bytes.
+        """
+        return instance_path(
+            self.root, identity.tenant, identity.header.study_date,
+            identity.study_uid, identity.series_uid, identity.sop_uid,
+        )
+
+    def transfer_status(self, transfer_syntax_uid: str) -> tuple[TransferStatus, str]:
+        """``(transfer_status, target_ts)``: served as received, or transcoded to Explicit VR LE later."""
+        if transfer_syntax_uid in self.supported:
+            return "NoNeedTransfer", transfer_syntax_uid
+        return "NeedTransfer", EXPLICIT_VR_LE
+
+    def store_event(
+        self, identity: Identity, path: Path, file_size: int, transfer_syntax_uid: str, source: Source
+    ) -> DicomStoreMeta:
+        """The store event describing a stored file (a new trace_id each time)."""
+        status, target = self.transfer_status(transfer_syntax_uid)
+        header = identity.header
+        return DicomStoreMeta(
+            trace_id=str(uuid.uuid4()),
+            worker_node_id=self.node_id,
+            tenant_id=identity.tenant,
+            patient_id=header.patient_id,
+            study_uid=identity.study_uid,
+            series_uid=identity.series_uid,
+            sop_uid=identity.sop_uid,
+            file_size=file_size,
+            file_path=str(path),
+            transfer_syntax_uid=transfer_syntax_uid,
+            number_of_frames=header.number_of_frames,
+            created_time=header.received,
+            series_uid_hash=uid_hash(identity.series_uid),
+            study_uid_hash=uid_hash(identity.study_uid),
+            accession_number=header.accession_number,
+            target_ts=target,
+            study_date=header.study_date,
+            transfer_status=status,
+            source_ip=source.address,
+            source_ae=source.ae_title,
+        )
+
+    def write(
+        self, identity: Identity, dataset: bytes, transfer_syntax_uid: str, source: Source, *,
+        defer_folder_sync: bool = False,
+    ) -> tuple[Path, int]:
+        """Write preamble + meta + the data set as received to its place; return (path, size).
+
+        With ``defer_folder_sync`` the caller must run
+        :func:`~dicomflow.ingest.storage.sync_folder_durably` on the file's
+        folder (when :attr:`fsync` is on) before it promises durability.
+
+        Raises:
+            InvalidUIDError: the transfer syntax UID is malformed.
+            StorageWriteError: the file could not be written durably.
+        """
+        path = self.path_of(identity)
+        syntax = require_uid(transfer_syntax_uid, "Transfer Syntax UID")
+        head = file_header(identity.sop_class_uid, identity.sop_uid, syntax, source.ae_title)
+        size = write_atomic(path, (head, dataset), fsync=self.fsync, sync_folder=not defer_folder_sync)
+        return path, size
+
+
+__all__ = ["Identity", "Ingestor", "Source"]

@@ -1,0 +1,157 @@
+"""Atomic, durable file writes under the storage root.
+
+C-STORE Success promises the sender it may delete its copy, so the file must
+survive a crash the moment we answer. The recipe:
+
+1. write to a temporary file in the target folder (same file system, so the
+   rename below is atomic), named ``.{name}.{random}.tmp``;
+2. ``fdatasync`` it (data and size on disk);
+3. ``rename`` it over the final name: readers see the old file or the new
+   one, never half a file (not even after a crash), and a re-sent instance
+   replaces the old copy;
+4. ``fsync`` the folder, so the new name itself is on disk. Folders created
+   on the way are made durable the same way (their parent is synced).
+
+Step 4 may be left to the caller (``sync_folder=False``): the receiver runs
+it while Kafka acknowledges the store event, because both must be done
+before Success and neither needs the other. The file's data is already on
+disk and its name visible when the event goes out; a crash before the
+folder sync completes can only lose the *name* of an instance that was not
+acknowledged (its sender sends it again).
+
+With ``fsync=False`` steps 2 and 4 are skipped (faster; a power cut may lose
+files already acknowledged). A crash between 1 and 3 leaves a hidden
+``.tmp`` file behind; nothing ever points at it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from dicomflow.dicom.part10 import Buffer
+from dicomflow.ingest.exceptions import StorageWriteError
+
+log = logging.getLogger(__name__)
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_sync_data = getattr(os, "fdatasync", os.fsync)
+
+
+def write_atomic(path: Path, chunks: Sequence[Buffer], *, fsync: bool = True, sync_folder: bool = True) -> int:
+    """Write ``chunks`` (concatenated) to ``path`` atomically; return the size written.
+
+    Missing parent folders are created. An existing file at ``path`` is
+    replaced atomically. With ``sync_folder=False`` (and ``fsync``) the
+    caller must call :func:`sync_folder` on ``path.parent`` before it
+    promises durability.
+
+    Raises:
+        StorageWriteError: any OS error (disk full, permission denied, I/O
+            error, a file where a folder should be). Before the rename, the
+            temporary file is removed and ``path`` is left as it was; if
+            only the folder sync fails, ``path`` holds the complete new file
+            but its name may not be on disk.
+    """
+    folder = path.parent
+    temp = folder / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        try:
+            fd = os.open(temp, _OPEN_FLAGS, 0o644)
+        except FileNotFoundError:
+            make_folders(folder, fsync=fsync)
+            fd = os.open(temp, _OPEN_FLAGS, 0o644)
+    except OSError as exc:
+        raise StorageWriteError(f"cannot create the file ({exc.strerror or exc}) in {folder}") from exc
+    try:
+        try:
+            size = _write_all(fd, chunks)
+            if fsync:
+                _sync_data(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except OSError as exc:
+        _remove_quietly(temp)
+        raise StorageWriteError(f"cannot write the file ({exc.strerror or exc}): {path}") from exc
+    except BaseException:
+        _remove_quietly(temp)
+        raise
+    if fsync and sync_folder:
+        sync_folder_durably(folder)
+    return size
+
+
+def _write_all(fd: int, chunks: Sequence[Buffer]) -> int:
+    """Write every byte of every chunk (``os.write`` may write less than asked)."""
+    total = 0
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+            total += written
+    return total
+
+
+def make_folders(folder: Path, *, fsync: bool = True) -> None:
+    """Create ``folder`` and its missing parents, each made durable in its parent.
+
+    Safe against a concurrent creator (another association storing into the
+    same new series at the same moment).
+
+    Raises:
+        OSError: a folder cannot be created (permission, a file in the way).
+    """
+    missing: list[Path] = []
+    current = folder
+    while not current.is_dir():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for created in reversed(missing):
+        try:
+            os.mkdir(created, 0o755)
+        except FileExistsError:
+            if not created.is_dir():
+                raise
+            continue
+        if fsync:
+            _fsync_folder(created.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, _DIR_FLAGS)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_folder_durably(folder: Path) -> None:
+    """fsync a folder, so the names it holds (a rename, a new file) survive a crash.
+
+    Raises:
+        StorageWriteError: the folder cannot be opened or synced.
+    """
+    try:
+        _fsync_folder(folder)
+    except OSError as exc:
+        raise StorageWriteError(f"cannot sync the folder ({exc.strerror or exc}): {folder}") from exc
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # observer: the write already failed and is reported
+        log.warning("could not remove temporary file %s: %s", path, exc.strerror)
+
+
+__all__ = ["make_folders", "sync_folder_durably", "write_atomic"]

@@ -1,0 +1,154 @@
+"""The receiver's audit trail: what each association transferred, per study.
+
+PS3.15 asks for one "DICOM Instances Transferred" (110104) message per study
+per association, not one per instance. :class:`TransferLog` counts what each
+association stored (and failed to store) and, when the connection closes,
+turns the counts into audit events: one success event per (tenant, study)
+with the instance count and SOP classes, and one failure event per
+(tenant, study, outcome) with the count and the first reason.
+
+Auditing observes; it never decides. A failure to publish audit events is
+logged and does not change any C-STORE status.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from dicomflow.audit import events as audit
+from dicomflow.models import AuditEvent
+
+log = logging.getLogger(__name__)
+
+#: Study key used for failures that happen before a study UID is known.
+UNKNOWN_STUDY = "unknown"
+
+
+@dataclass
+class _StudyTally:
+    instances: int = 0
+    sop_classes: set[str] = field(default_factory=set)
+    patient_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Both ends of an association, for the audit participants."""
+
+    calling_ae: str
+    calling_address: str | None
+    called_ae: str
+    called_address: str | None
+
+
+@dataclass
+class _Association:
+    peer: Peer
+    #: (tenant, study_uid, outcome) -> tally
+    tallies: dict[tuple[str, str, audit.Outcome], _StudyTally] = field(default_factory=dict)
+
+
+class TransferLog:
+    """Per-association tallies of stored and refused instances, emitted when the connection closes.
+
+    ``emit`` receives the finished audit events (the receiver publishes them
+    to audit_queue). Association objects are keys; an instance recorded
+    after its association was finished (a store racing an abort) is emitted
+    on its own rather than lost.
+    """
+
+    def __init__(self, node_id: str, emit: Callable[[Sequence[AuditEvent]], None]) -> None:
+        self._node_id = node_id
+        self._emit = emit
+        self._lock = threading.Lock()
+        self._open: dict[object, _Association] = {}
+        self._finished: weakref.WeakSet[object] = weakref.WeakSet()
+
+    def opened(self, association: object, peer: Peer) -> None:
+        """Start the tally of an association (called when it is established)."""
+        with self._lock:
+            self._open[association] = _Association(peer)
+
+    def stored(self, association: object, *, tenant: str, study_uid: str, sop_class_uid: str, patient_id: str | None) -> None:
+        """Count one instance stored and acknowledged."""
+        self._record(association, tenant, study_uid, audit.SUCCESS, sop_class_uid, patient_id, None)
+
+    def failed(
+        self, association: object, *, tenant: str, study_uid: str | None, outcome: audit.Outcome, reason: str,
+        sop_class_uid: str | None = None,
+    ) -> None:
+        """Count one instance refused, with the outcome code and why."""
+        self._record(association, tenant, study_uid or UNKNOWN_STUDY, outcome, sop_class_uid, None, reason)
+
+    def _record(
+        self, association: object, tenant: str, study_uid: str, outcome: audit.Outcome,
+        sop_class_uid: str | None, patient_id: str | None, reason: str | None,
+    ) -> None:
+        late: _Association | None = None
+        with self._lock:
+            entry = self._open.get(association)
+            if entry is None:
+                if association not in self._finished:
+                    log.debug("instance recorded for an association never opened; auditing it alone")
+                late = entry = _Association(Peer("unknown", None, "", None))
+            tally = entry.tallies.setdefault((tenant, study_uid, outcome), _StudyTally())
+            tally.instances += 1
+            if sop_class_uid:
+                tally.sop_classes.add(sop_class_uid)
+            if patient_id and tally.patient_id is None:
+                tally.patient_id = patient_id
+            if reason and tally.reason is None:
+                tally.reason = reason
+        if late is not None:
+            self._publish(self._events(late))
+
+    def closed(self, association: object) -> tuple[int, int]:
+        """The connection closed: emit the association's audit events; return (stored, refused) counts."""
+        with self._lock:
+            entry = self._open.pop(association, None)
+            try:
+                self._finished.add(association)
+            except TypeError:  # not weak-referenceable: late records are simply audited alone
+                pass
+        if entry is None or not entry.tallies:
+            return 0, 0
+        self._publish(self._events(entry))
+        stored = sum(t.instances for (_, _, outcome), t in entry.tallies.items() if outcome == audit.SUCCESS)
+        refused = sum(t.instances for (_, _, outcome), t in entry.tallies.items() if outcome != audit.SUCCESS)
+        return stored, refused
+
+    def pending(self) -> int:
+        """Associations still open (for shutdown)."""
+        with self._lock:
+            return len(self._open)
+
+    def _events(self, entry: _Association) -> list[AuditEvent]:
+        peer = entry.peer
+        out: list[AuditEvent] = []
+        for (tenant, study_uid, outcome), tally in entry.tallies.items():
+            description = None
+            if outcome != audit.SUCCESS:
+                description = f"{tally.instances} instance(s) refused: {tally.reason or 'unknown reason'}"
+            out.append(audit.instances_transferred(
+                node_id=self._node_id, tenant_id=tenant, study_uid=study_uid,
+                instance_count=tally.instances, sop_classes=sorted(tally.sop_classes),
+                patient_id=tally.patient_id,
+                source_ae=peer.calling_ae, source_address=peer.calling_address,
+                destination_ae=peer.called_ae, destination_address=peer.called_address,
+                outcome=outcome, outcome_description=description,
+            ))
+        return out
+
+    def _publish(self, events: list[AuditEvent]) -> None:
+        try:
+            self._emit(events)
+        except Exception:
+            log.exception("publishing %d audit event(s) failed", len(events))
+
+
+__all__ = ["UNKNOWN_STUDY", "Peer", "TransferLog"]

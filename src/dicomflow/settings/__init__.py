@@ -1,0 +1,51 @@
+"""One typed, frozen settings object, built once by the CLI and passed in.
+
+- :mod:`.schema`: the sections (frozen dataclasses) and :class:`Settings`;
+- :mod:`.loader`: :func:`load_settings` from defaults, a TOML or JSON file and
+  ``DICOMFLOW_*`` variables;
+- :mod:`.reference`: the reference services' ``application.json`` keys;
+- :mod:`.export`: :func:`as_dict` for ``config show`` (secrets masked) and
+  the environment behind :meth:`Settings.to_child_env`, the one way
+  settings reach a child process.
+"""
+
+from dicomflow.settings.export import as_dict
+from dicomflow.settings.loader import default_config_path, load_settings
+from dicomflow.settings.schema import (
+    DEFAULT_SUPPORTED_TS,
+    ClickHouseSettings,
+    Compression,
+    ConsumerSettings,
+    DatabaseSettings,
+    DorisSettings,
+    KafkaSettings,
+    MetricsSettings,
+    ReceiverSettings,
+    Settings,
+    StackSettings,
+    StorageSettings,
+    TopicSettings,
+    WarehouseSettings,
+    tenant_tag,
+)
+
+__all__ = [
+    "DEFAULT_SUPPORTED_TS",
+    "ClickHouseSettings",
+    "Compression",
+    "ConsumerSettings",
+    "DatabaseSettings",
+    "DorisSettings",
+    "KafkaSettings",
+    "MetricsSettings",
+    "ReceiverSettings",
+    "Settings",
+    "StackSettings",
+    "StorageSettings",
+    "TopicSettings",
+    "WarehouseSettings",
+    "as_dict",
+    "default_config_path",
+    "load_settings",
+    "tenant_tag",
+]

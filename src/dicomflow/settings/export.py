@@ -1,0 +1,84 @@
+"""Settings going out: as plain data for ``config show`` (secrets masked), and to a child process.
+
+:func:`child_env` is what :meth:`Settings.to_child_env
+<dicomflow.settings.schema.Settings.to_child_env>` returns: every field as
+its ``DICOMFLOW_<SECTION>_<KEY>`` variable, in the form the loader reads
+back exactly (booleans ``true``/``false``, tuples and tables as JSON).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dicomflow.settings.schema import Settings
+
+_SECRET_WORDS = ("password", "secret", "sasl.password", "ssl.key.password", "token")
+
+
+def child_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` without its ``DICOMFLOW_*`` variables, plus one variable per setting of ``settings``."""
+    env = {k: v for k, v in (base or {}).items() if not k.startswith("DICOMFLOW_")}
+    for top in dataclasses.fields(settings):
+        value = getattr(settings, top.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                env[f"DICOMFLOW_{top.name}_{f.name}".upper()] = _env_value(getattr(value, f.name))
+        else:
+            env[f"DICOMFLOW_{top.name}".upper()] = _env_value(value)
+    return env
+
+
+def _env_value(value: Any) -> str:
+    """One setting as the loader parses it from an environment variable."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return json.dumps(list(value))  # JSON, not commas: an item may hold a comma
+    if isinstance(value, Mapping):
+        return json.dumps(dict(value))
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def as_dict(settings: Settings, mask_secrets: bool = True) -> dict[str, Any]:
+    """The effective settings as plain data, secrets replaced by ``***``."""
+
+    def convert(obj: Any, key: str = "") -> Any:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return {f.name: convert(getattr(obj, f.name), f.name) for f in dataclasses.fields(obj)}
+        if isinstance(obj, Mapping):
+            return {str(k): ("***" if mask_secrets and _is_secret(str(k)) and v else convert(v)) for k, v in obj.items()}
+        if isinstance(obj, Path):
+            return str(obj)
+        if isinstance(obj, tuple):
+            return [convert(v) for v in obj]
+        if mask_secrets and _is_secret(key) and obj:
+            return "***"
+        if mask_secrets and key == "dsn" and obj:
+            return _mask_dsn(str(obj))
+        return obj
+
+    result = convert(settings)
+    assert isinstance(result, dict)
+    return result
+
+
+def _is_secret(key: str) -> bool:
+    return any(word in key.lower() for word in _SECRET_WORDS)
+
+
+def _mask_dsn(dsn: str) -> str:
+    """Hide a password inside a URL or key=value DSN."""
+    dsn = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(password\s*=\s*)(\S+)", r"\1***", dsn)
+
+
+
+__all__ = ["as_dict", "child_env"]

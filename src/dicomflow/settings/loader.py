@@ -1,0 +1,249 @@
+"""Building :class:`~dicomflow.settings.schema.Settings` from its sources, later wins:
+
+1. built-in defaults (a local single-node stack under ``.dicomflow/``);
+2. a TOML file (``dicomflow.toml``) with one table per section;
+3. the reference services' ``application.json`` layout (:mod:`.reference`),
+   accepted in either file format so an existing deployment's config works;
+4. ``DICOMFLOW_<SECTION>_<KEY>`` environment variables
+   (``DICOMFLOW_KAFKA_BROKERS=host:9092``); a list as ``a,b`` or as JSON
+   (``["a", "b"]``), a table as JSON.
+
+Library code never reads the environment or a file: :func:`load_settings` is
+called by the CLI (and by tests) and the result flows into each component.
+A bad value raises :class:`~dicomflow.errors.ConfigError` naming the key and
+the file (or variable) it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from dicomflow.errors import ConfigError
+from dicomflow.settings.reference import REFERENCE_KEYS, REFERENCE_ONLY_SECTIONS
+from dicomflow.settings.schema import Settings
+
+
+def _sections() -> dict[str, type]:
+    hints = get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Settings) if dataclasses.is_dataclass(hints[f.name])}
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Convert a raw TOML/JSON/env value to the annotated type, or say why not."""
+    origin = get_origin(tp)
+    from_env = isinstance(value, str) and source.startswith("environment")
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if from_env and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                return value.lower() in ("1", "true", "yes", "on")
+            raise ValueError(f"expected true or false, got {value!r}")
+        if tp is int:
+            if isinstance(value, bool):
+                raise ValueError(f"expected an integer, got {value!r}")
+            if isinstance(value, int):
+                return value
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                return int(value)
+            raise ValueError(f"expected an integer, got {value!r}")
+        if tp is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str):
+                return float(value)
+            raise ValueError(f"expected a number, got {value!r}")
+        if tp is str:
+            if isinstance(value, str):
+                return value
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)
+            raise ValueError(f"expected a string, got {value!r}")
+        if tp is Path:
+            if isinstance(value, str):
+                return Path(value)
+            raise ValueError(f"expected a path string, got {value!r}")
+        if origin is Literal:
+            allowed = get_args(tp)
+            if value in allowed:
+                return value
+            raise ValueError(f"expected one of {', '.join(map(str, allowed))}; got {value!r}")
+        if origin is tuple:
+            if isinstance(value, str) and from_env and value.lstrip().startswith("["):
+                value = json.loads(value)  # a JSON list (what Settings.to_child_env writes)
+            elif isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()] if from_env else [value]
+            if not isinstance(value, list):
+                raise ValueError(f"expected a list, got {value!r}")
+            return tuple(_coerce(v, get_args(tp)[0], key, source) for v in value)
+        if origin in (Mapping, dict, typing.Mapping) or tp is dict:
+            if isinstance(value, str) and from_env:
+                value = json.loads(value)
+            if not isinstance(value, dict):
+                raise ValueError(f"expected a table of strings, got {value!r}")
+            return types.MappingProxyType({str(k): str(v) for k, v in value.items()})
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise ConfigError(key, source, str(exc)) from exc
+    raise ConfigError(key, source, f"unsupported setting type {tp!r}")
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and name not in ("kafka.client", "receiver.ae_tenants"):
+            out.update(_flatten(v, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+def _apply(
+    overrides: dict[str, dict[str, Any]], flat: Mapping[str, Any], source: str
+) -> None:
+    """Validate ``section.key`` values from one source into ``overrides``."""
+    sections = _sections()
+    top_hints = get_type_hints(Settings)
+    for dotted, raw in flat.items():
+        section, key = REFERENCE_KEYS.get(dotted, (None, None)) or (None, None)
+        if section is None:
+            if "." not in dotted:
+                if dotted == "worker_node_id":
+                    overrides.setdefault("", {})[dotted] = _coerce(raw, top_hints[dotted], dotted, source)
+                    continue
+                raise ConfigError(dotted, source, "unknown setting")
+            section, key = dotted.split(".", 1)
+        if section not in sections:
+            # Reference sections we do not use (log, redis, storage paths ...) are tolerated.
+            if section in REFERENCE_ONLY_SECTIONS:
+                continue
+            raise ConfigError(dotted, source, f"unknown section {section!r}")
+        hints = get_type_hints(sections[section])
+        if key not in hints:
+            raise ConfigError(dotted, source, f"unknown key {key!r} in [{section}]")
+        overrides.setdefault(section, {})[key] = _coerce(raw, hints[key], dotted, source)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("<file>", source, f"cannot read: {exc.strerror}") from exc
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError("<syntax>", source, str(exc)) from exc
+    if not isinstance(data, dict):
+        raise ConfigError("<root>", source, "expected a table / object at the top level")
+    return data
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, str]:
+    flat: dict[str, str] = {}
+    sections = _sections()
+    for name, value in env.items():
+        if not name.startswith("DICOMFLOW_") or name == "DICOMFLOW_CONFIG":
+            continue
+        rest = name[len("DICOMFLOW_"):].lower()
+        if rest == "worker_node_id":
+            flat[rest] = value
+            continue
+        section, _, key = rest.partition("_")
+        if section in sections and key:
+            flat[f"{section}.{key}"] = value
+        else:
+            raise ConfigError(name, "environment", "unknown setting")
+    return flat
+
+
+def load_settings(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from defaults, an optional file, environment and overrides.
+
+    ``env`` is passed in (the CLI passes ``os.environ``) so that nothing here
+    depends on the process environment by surprise. ``overrides`` are dotted
+    keys (``{"kafka.brokers": "..."}``), used by tests and CLI options.
+
+    Raises:
+        ConfigError: naming the key and the file or variable it came from.
+    """
+    collected: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        _apply(collected, _flatten(_read_file(path)), str(path))
+    if env is not None:
+        for dotted, raw in _env_overrides(env).items():
+            var = "DICOMFLOW_" + dotted.replace(".", "_").upper()
+            _apply(collected, {dotted: raw}, f"environment variable {var}")
+    if overrides:
+        _apply(collected, dict(overrides), "override")
+    return _build(collected)
+
+
+def _build(collected: dict[str, dict[str, Any]]) -> Settings:
+    sections = _sections()
+    kwargs: dict[str, Any] = dict(collected.get("", {}))
+    for name, cls in sections.items():
+        kwargs[name] = cls(**collected.get(name, {}))
+    settings = Settings(**kwargs)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    """Cross-field and range checks that a type alone cannot express."""
+    checks: list[tuple[bool, str, str]] = [
+        (s.consumer.batch_max_messages >= 1, "consumer.batch_max_messages", "must be at least 1"),
+        (s.consumer.batch_max_ms >= 1, "consumer.batch_max_ms", "must be at least 1"),
+        (s.consumer.parse_workers >= 0, "consumer.parse_workers", "must be 0 (one per core) or more"),
+        (s.topics.partitions >= 1, "topics.partitions", "must be at least 1"),
+        (s.topics.replication_factor >= 1, "topics.replication_factor", "must be at least 1"),
+        (0 < s.receiver.port < 65536, "receiver.port", "must be a TCP port"),
+        (s.receiver.processes >= 1, "receiver.processes", "must be at least 1"),
+        (len(s.receiver.ae_title.encode()) <= 16 and s.receiver.ae_title.strip() != "", "receiver.ae_title", "must be 1-16 characters"),
+        (bool(s.kafka.brokers.strip()), "kafka.brokers", "must not be empty"),
+        (_is_tag(s.receiver.tenant_tag), "receiver.tenant_tag", "must be a tag like 1211,1217"),
+        (s.warehouse.batch_max_messages >= 1, "warehouse.batch_max_messages", "must be at least 1"),
+        (s.warehouse.batch_max_ms >= 1, "warehouse.batch_max_ms", "must be at least 1"),
+        (s.warehouse.snapshot_interval_s >= 0, "warehouse.snapshot_interval_s", "must be 0 (off) or more"),
+        (s.warehouse.threads >= 0, "warehouse.threads", "must be 0 (DuckDB decides) or more"),
+        (bool(s.warehouse.group_id.strip()), "warehouse.group_id", "must not be empty"),
+    ]
+    for ok, key, problem in checks:
+        if not ok:
+            raise ConfigError(key, "settings", problem)
+
+
+def _is_tag(text: str) -> bool:
+    parts = text.replace("(", "").replace(")", "").split(",")
+    try:
+        return len(parts) == 2 and all(0 <= int(p, 16) <= 0xFFFF for p in parts)
+    except ValueError:
+        return False
+
+
+
+def default_config_path(env: Mapping[str, str]) -> Path | None:
+    """The config file the CLI uses: ``$DICOMFLOW_CONFIG`` or ``./dicomflow.toml`` if present."""
+    explicit = env.get("DICOMFLOW_CONFIG")
+    if explicit:
+        return Path(explicit)
+    local = Path("dicomflow.toml")
+    return local if local.exists() else None
+
+
+
+__all__ = ["default_config_path", "load_settings"]

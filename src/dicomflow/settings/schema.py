@@ -1,0 +1,323 @@
+"""The settings schema: one frozen dataclass per section, and :class:`Settings` holding them all.
+
+Imported by every stage and importing none of them. How the values are read
+(defaults, TOML, ``application.json``, environment) is :mod:`.loader`; how
+they are shown or handed to a child process is :mod:`.export`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from dicomflow.settings.export import child_env
+
+Compression = Literal["snappy", "lz4", "zstd", "gzip", "none"]
+
+#: Transfer syntaxes the archive serves without transcoding (transfer_status NoNeedTransfer).
+DEFAULT_SUPPORTED_TS: tuple[str, ...] = (
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired)
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+)
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Client settings shared by every producer, consumer and admin client."""
+
+    brokers: str = "127.0.0.1:19092"
+    compression_codec: Compression = "snappy"
+    linger_ms: int = 5
+    batch_num_messages: int = 10000
+    batch_size: int = 1048576
+    queue_buffering_max_messages: int = 200000
+    queue_buffering_max_kbytes: int = 1048576
+    message_timeout_ms: int = 30000
+    request_timeout_ms: int = 10000
+    retry_backoff_ms: int = 100
+    retry_backoff_max_ms: int = 1000
+    #: Extra librdkafka properties passed through verbatim (security.protocol,
+    #: sasl.mechanism, sasl.username, sasl.password, ssl.ca.location ...).
+    client: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    """Topic names (defaults as in the reference) and how topics are created."""
+
+    main: str = "storage_queue"
+    log: str = "log_queue"
+    dicom_state: str = "dicom_state_queue"
+    dicom_image: str = "dicom_image_queue"
+    audit: str = "audit_queue"
+    dlq: str = "storage_queue.dlq"
+    consumer_group_id: str = "wado-consumer"
+    partitions: int = 6
+    replication_factor: int = 1
+    retention_ms: int = 7 * 24 * 3600 * 1000
+
+    def all(self) -> tuple[str, ...]:
+        """Every topic dicomflow reads or writes, for creation and listing (dead-letter topics included)."""
+        names = (self.main, self.log, self.dicom_state, self.dicom_image, self.audit, self.dlq,
+                 *self.warehouse_dead_letter_topics())
+        return tuple(dict.fromkeys(names))
+
+    def warehouse_dead_letter_topics(self) -> tuple[str, ...]:
+        """Where the warehouse sink dead-letters: ``<topic>.dlq`` of each topic it reads.
+
+        Created with the others so that a poison message never depends on the
+        broker auto-creating a topic (off on most production clusters, and a
+        topic created that way gets the broker's defaults, not these settings).
+        """
+        return tuple(f"{t}.dlq" for t in (self.log, self.dicom_state, self.dicom_image, self.audit))
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """PostgreSQL connection; ``dsn`` wins over the individual fields when set."""
+
+    dsn: str = ""
+    host: str = "127.0.0.1"
+    port: int = 15432
+    dbname: str = "dicomflow"
+    user: str = "dicomflow"
+    password: str = "dicomflow"
+    connect_timeout_s: int = 5
+
+    def conninfo(self) -> str:
+        """A libpq connection string for psycopg."""
+        if self.dsn:
+            return self.dsn
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(
+            host=self.host,
+            port=self.port,
+            dbname=self.dbname,
+            user=self.user,
+            password=self.password,
+            connect_timeout=self.connect_timeout_s,
+            application_name="dicomflow",
+        )
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    """The WADO-consumer: batching, parsing, retries."""
+
+    batch_max_messages: int = 500
+    batch_max_ms: int = 500
+    #: Parse worker processes; 0 means one per CPU core.
+    parse_workers: int = 0
+    retry_initial_ms: int = 200
+    retry_max_ms: int = 10000
+    session_timeout_ms: int = 10000
+    max_poll_interval_ms: int = 300000
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where instance files live; store events pointing elsewhere are rejected."""
+
+    root: Path = Path(".dicomflow/storage")
+    default_tenant: str = "default"
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    """The C-STORE SCP."""
+
+    ae_title: str = "DICOMFLOW"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    #: Calling AE titles allowed to associate; empty means any.
+    allowed_calling_aes: tuple[str, ...] = ()
+    #: Private tag holding the tenant id, as "GGGG,EEEE" (the reference uses 1211,1217).
+    tenant_tag: str = "1211,1217"
+    #: Calling AE title -> tenant id, used when the tenant tag is absent.
+    ae_tenants: Mapping[str, str] = field(default_factory=dict)
+    supported_transfer_syntaxes: tuple[str, ...] = DEFAULT_SUPPORTED_TS
+    fsync: bool = True
+    #: Receiver processes sharing the port (SO_REUSEPORT) to use every core.
+    processes: int = 1
+    max_associations: int = 32
+    #: Seconds to wait for Kafka's acknowledgement before answering a failure.
+    publish_timeout_s: float = 10.0
+    #: linger.ms of the receiver's producer (overrides kafka.linger_ms there):
+    #: each C-STORE waits for its own acknowledgement, so lingering is pure latency.
+    kafka_linger_ms: int = 0
+    #: DICOM network layer: "native" (dicomflow's own acceptor, fast) or "pynetdicom".
+    engine: Literal["native", "pynetdicom"] = "native"
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """The local development / test stack (Kafka from Maven Central, Debian PostgreSQL)."""
+
+    dir: Path = Path(".dicomflow")
+    kafka_version: str = "4.1.1"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    kafka_heap_mb: int = 512
+    postgres_port: int = 15432
+    #: Also run a local ClickHouse server (``stack up --clickhouse`` does it once);
+    #: off by default so the demo and most tests stay lean.
+    clickhouse: bool = False
+    clickhouse_http_port: int = 18123
+    clickhouse_tcp_port: int = 19000
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus metrics and the health endpoint (port 0 disables them)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class WarehouseSettings:
+    """The analytics warehouse: the embedded DuckDB sink (``dicomflow warehouse run``)."""
+
+    #: The DuckDB file the sink writes (one writing process at a time).
+    path: Path = Path(".dicomflow/warehouse.duckdb")
+    #: The sink's own consumer group (its Kafka commits are informational:
+    #: the offsets that count live in the DuckDB file).
+    group_id: str = "dicomflow-warehouse"
+    #: Seconds between read-only snapshots for readers (0 disables them).
+    snapshot_interval_s: float = 10.0
+    #: The snapshot file; empty means ``<path stem>.snapshot.duckdb`` beside ``path``.
+    snapshot_path: str = ""
+    batch_max_messages: int = 20000
+    batch_max_ms: int = 1000
+    #: DuckDB worker threads; 0 lets DuckDB decide (one per core).
+    threads: int = 0
+
+    def snapshot_file(self) -> Path:
+        """Where readers find the latest consistent snapshot."""
+        if self.snapshot_path:
+            return Path(self.snapshot_path)
+        return self.path.with_name(self.path.stem + ".snapshot.duckdb")
+
+
+@dataclass(frozen=True)
+class ClickHouseSettings:
+    """ClickHouse as a warehouse: what ``warehouse ddl --target clickhouse`` generates."""
+
+    #: Database the tables are created in.
+    database: str = "dicomflow"
+    #: Brokers as ClickHouse reaches them; empty means ``kafka.brokers``.
+    brokers: str = ""
+    #: Consumer groups are ``<group_prefix>_<object|state|image|audit>_group``
+    #: (the reference's ``medical_object_group`` ...).
+    group_prefix: str = "medical"
+    #: Kafka-engine consumers per topic (at most the topic's partitions).
+    num_consumers: int = 1
+    #: Messages a block may skip as unparseable (current syntax only; 18.x
+    #: lacks the setting, see the legacy notes in the DDL header).
+    skip_broken_messages: int = 1000
+    #: The HTTP interface ``dicomflow report --clickhouse`` reads by default.
+    url: str = "http://127.0.0.1:18123"
+
+
+@dataclass(frozen=True)
+class DorisSettings:
+    """Apache Doris as a warehouse: what ``warehouse ddl --target doris`` generates."""
+
+    database: str = "dicomflow"
+    #: Brokers as Doris reaches them; empty means ``kafka.brokers``.
+    brokers: str = ""
+    #: ``property.group.id`` of the routine loads: ``<group_prefix>_<object|state|image|audit>_group``.
+    group_prefix: str = "medical"
+    replication_num: int = 3
+    buckets: int = 10
+    #: Rows a routine load may reject per window before it pauses.
+    max_error_number: int = 1000
+    max_batch_interval_s: int = 10
+    #: Monthly dynamic partitions pre-created back in time (study dates are
+    #: historical: old studies arrive every day); older dates go to one catch-all partition.
+    history_partitions: int = 480
+    future_partitions: int = 3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything dicomflow can be told, in one frozen object."""
+
+    worker_node_id: str = "dicomflow-1"
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
+    stack: StackSettings = field(default_factory=StackSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
+    clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
+    doris: DorisSettings = field(default_factory=DorisSettings)
+
+    def to_child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment that gives a child process exactly these settings.
+
+        The one way dicomflow hands settings to another process (receiver
+        workers, the demo's components, the fault suite, tests): every field
+        becomes its ``DICOMFLOW_<SECTION>_<KEY>`` variable (tuples and tables
+        as JSON, paths as given, secrets included: it goes to the child
+        only), and the child reads them back with :meth:`from_child_env` or
+        as any ``dicomflow`` command does. ``base`` (typically
+        ``os.environ``, passed in by the caller) is copied first, without its
+        ``DICOMFLOW_*`` variables, so nothing of the parent's configuration
+        leaks past these settings.
+        """
+        return child_env(self, base)
+
+    @classmethod
+    def from_child_env(cls, env: Mapping[str, str]) -> Settings:
+        """The settings a parent handed over with :meth:`to_child_env`, validated like any source.
+
+        Raises:
+            ConfigError: a variable holds a value its setting cannot take.
+        """
+        from dicomflow.settings.loader import load_settings  # the loader builds this module's classes
+
+        return load_settings(None, env)
+
+
+def tenant_tag(settings: ReceiverSettings) -> int:
+    """The tenant private tag as the integer pydicom uses (0x12111217)."""
+    group, elem = settings.tenant_tag.replace("(", "").replace(")", "").split(",")
+    return (int(group, 16) << 16) | int(elem, 16)
+
+
+
+__all__ = [
+    "DEFAULT_SUPPORTED_TS",
+    "ClickHouseSettings",
+    "Compression",
+    "ConsumerSettings",
+    "DatabaseSettings",
+    "DorisSettings",
+    "KafkaSettings",
+    "MetricsSettings",
+    "ReceiverSettings",
+    "Settings",
+    "StackSettings",
+    "StorageSettings",
+    "TopicSettings",
+    "WarehouseSettings",
+    "tenant_tag",
+]
