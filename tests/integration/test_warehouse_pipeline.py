@@ -9,6 +9,7 @@ rows in place.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import duckdb
@@ -17,6 +18,7 @@ from dicomflow.kafka.producer import Publisher
 from dicomflow.scanner.publish import FolderPublisher
 from dicomflow.scanner.walk import iter_files
 from dicomflow.settings import Settings
+from dicomflow.warehouse.report import DuckDBSource, build_report
 from tests.integration.consumer_support import corpus, counts, pipeline, publish, query, run_service
 from tests.integration.ingest_support import read_store_events
 from tests.integration.warehouse_support import run_sink, wh_counts
@@ -57,10 +59,12 @@ IMAGE_SQL = "SELECT sop_uid, space_size, transfer_syntax_uid, updated_time FROM 
 def test_publish_consume_sink_gives_the_warehouse_postgresql_counts(pipeline: Settings, tmp_path: Path) -> None:
     settings = _warehouse(pipeline, tmp_path)
     c = corpus(settings, 120, studies=3, series_per_study=4)
+    started = time.monotonic()
     with Publisher(settings.kafka, settings.topics) as publisher:
         summary = FolderPublisher(settings, publisher).run(list(iter_files([Path(settings.storage.root)])))
     assert len(summary.published) == 120 and summary.ok
     assert run_service(settings).instances == 120
+    indexed_by = time.monotonic() - started  # every instance was indexed within this
     sink = run_sink(settings)
     assert sink.dead_lettered == 0
 
@@ -77,6 +81,19 @@ def test_publish_consume_sink_gives_the_warehouse_postgresql_counts(pipeline: Se
     states = _states(_rows(path, STATE_SQL.format("series_states")))
     assert states == _states(query(settings.database, STATE_SQL.format("dicom_state_meta")))
     assert sorted(n for n, *_ in states.values()) == sorted(s.instances for s in c.series if s.instances)
+
+    # Ingest latency: store event created -> instance indexed (the consumer's image message), per receipt.
+    (later, _), = _rows(path, "SELECT count(*) FILTER (WHERE i.indexed_time > r.created_time), count(*) FROM receipts r "
+                              "JOIN instances i USING (tenant_id, patient_id, study_uid, series_uid, sop_uid)")
+    assert later == 120
+    source = DuckDBSource(settings)
+    try:
+        latency = build_report(source).as_dict()["latency_per_day"]
+    finally:
+        source.close()
+    assert sum(r["n"] for r in latency) == 120
+    for r in latency:
+        assert 0 < r["p50"] <= r["p95"] <= r["p99"] < indexed_by * 1000, r
 
     # Replay: the same store events again (a consumer crash after PostgreSQL, say). The consumer
     # re-indexes them and re-publishes their states and instances.

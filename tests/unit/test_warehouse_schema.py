@@ -85,5 +85,26 @@ def test_duckdb_ddl_runs_and_matches_the_schema() -> None:
         con.execute(stmt)
     for t in TABLES:
         cols = [r[0] for r in con.execute(f'DESCRIBE "{t.name}"').fetchall()]
-        assert cols == list(t.column_names)
+        assert cols == list(t.stored_column_names)
     assert "CREATE TABLE IF NOT EXISTS _offsets" in duckdb_ddl()
+
+
+def test_indexed_time_is_sink_metadata_not_a_wire_field() -> None:
+    i = table("instances")
+    assert [c.name for c in i.metadata] == ["indexed_time"] and i.metadata[0].wire_type == "datetime"
+    assert "indexed_time" not in i.column_names and "indexed_time" not in i.wire_fields
+    assert i.stored_column_names[-1] == "indexed_time"
+    assert all(not t.metadata for t in TABLES if t.name != "instances")
+    assert '"indexed_time" TIMESTAMP,  -- sink metadata, not a wire field' in duckdb_ddl()
+
+
+def test_a_file_made_before_indexed_time_gets_the_column() -> None:
+    con = duckdb.connect()
+    old = [stmt.replace('    "indexed_time" TIMESTAMP,  -- sink metadata, not a wire field\n', "") for stmt in statements()]
+    assert old != statements()
+    for stmt in old[: len(TABLES) + 1]:  # the tables as an older sink created them
+        con.execute(stmt)
+    assert "indexed_time" not in [r[0] for r in con.execute('DESCRIBE "instances"').fetchall()]
+    for stmt in statements():  # what the sink runs when it opens the file
+        con.execute(stmt)
+    assert [r[0] for r in con.execute('DESCRIBE "instances"').fetchall()][-1] == "indexed_time"

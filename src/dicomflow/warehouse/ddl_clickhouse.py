@@ -39,6 +39,14 @@ seconds, in the server's time zone) plus a ``<name>_text`` column holding the
 wire text with its fractional seconds; ``ReplacingMergeTree(updated_time)``
 then orders versions to the second (equal versions: the last inserted wins).
 
+Sink metadata (``instances.indexed_time``, not a wire field): ClickHouse reads
+no Kafka timestamp in 18.x (the ``_timestamp`` virtual column came later), so
+the view stamps ``now()`` when it inserts the block (``now64(6)`` in the
+current syntax). That is when ClickHouse indexed the instance, up to a
+Kafka-engine flush later than the consumer's commit; the report's latency
+from ClickHouse measures that path. Like the wire datetimes (read in the
+server's time zone), it assumes the server's time zone is the receivers'.
+
 Audit events: nested parts stay JSON text columns; ``event_key`` is the md5 of
 the message bytes as read (the DuckDB sink keys the canonical re-encoding; both
 make a re-published event the same key).
@@ -46,10 +54,11 @@ make a re-published event the same key).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from dicomflow.settings import Settings
-from dicomflow.warehouse.schema import AUDIT_KEY_COLUMN, TABLES, Column, Table
+from dicomflow.warehouse.schema import AUDIT_KEY_COLUMN, INDEXED_TIME_COLUMN, TABLES, Column, Table
 
 #: Consumer group suffix per table (the reference's medical_object_group ...).
 GROUP_SUFFIX: dict[str, str] = {
@@ -171,7 +180,15 @@ class _Dialect:
             out.append(f"    {c.name} {self.column_type(c)}")
             if self.legacy and c.wire_type == "datetime":
                 out.append(f"    {c.name}_text {'Nullable(String)' if c.nullable else 'String'}")
+        for c in t.metadata:  # sink metadata: the view's insert time, always set (see the module docstring)
+            out.append(f"    {c.name} {self.column_type(dataclasses.replace(c, nullable=False))}")
         return out
+
+    def metadata_select(self, c: Column) -> str:
+        """The view's expression for a sink metadata column: when ClickHouse inserted the row."""
+        if c.name != INDEXED_TIME_COLUMN:
+            raise ValueError(f"column {c.name}: no ClickHouse source for this sink metadata")
+        return f"{'now()' if self.legacy else 'now64(6)'} AS {c.name}"
 
 
 def _required(t: Table) -> list[Column]:
@@ -213,7 +230,7 @@ def _views(t: Table, d: _Dialect, db: str) -> tuple[str, str, str]:
     required = _required(t)
     checks = [d.is_object()] + [d.valid(c) for c in required]
     valid = "\n    AND ".join(f"({c})" for c in checks)
-    exprs = [e for c in t.columns for e in d.select(c)]
+    exprs = [e for c in t.columns for e in d.select(c)] + [d.metadata_select(c) for c in t.metadata]
     view = (
         f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{t.name}_mv TO {db}.{t.name} AS\nSELECT\n    "
         + ",\n    ".join(exprs)

@@ -21,6 +21,11 @@ Datetimes: each is loaded into a ``<name>_text`` column and mapped with
 ``T`` separator and up to nine fractional digits (kept to six) parse on any
 Doris version.
 
+Sink metadata (the DuckDB sink's ``instances.indexed_time``, the Kafka
+timestamp of the message) is not generated: a routine load reads only the
+JSON payload, so a Doris warehouse has no indexing time to measure ingest
+latency by.
+
 Defects of the reference script not repeated (a test checks each): no
 trailing comma after the last column, every loaded column exists in its table
 (``series_related_instances`` is a state column here), and nothing is ``NOT

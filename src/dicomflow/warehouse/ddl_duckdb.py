@@ -59,6 +59,8 @@ def table_ddl(t: Table) -> str:
         null = "" if c.nullable else " NOT NULL"
         comment = f"  -- at most {c.max_bytes} bytes" if c.max_bytes else ""
         lines.append(f"    {quote(c.name)} {column_type(c)}{null},{comment}")
+    for c in t.metadata:
+        lines.append(f"    {quote(c.name)} {column_type(c)},  -- sink metadata, not a wire field")
     lines.append(f"    PRIMARY KEY ({', '.join(quote(k) for k in t.key)})")
     how = (
         f"latest version per key by {t.version_column}" if t.kind == "latest" else "append-only, deduplicated by key"
@@ -74,9 +76,20 @@ def duckdb_ddl() -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def metadata_migrations() -> list[str]:
+    """Add the sink metadata columns to a file created before they existed (no-ops otherwise)."""
+    return [
+        f"ALTER TABLE {quote(t.name)} ADD COLUMN IF NOT EXISTS {quote(c.name)} {column_type(c)}"
+        for t in TABLES for c in t.metadata
+    ]
+
+
 def statements() -> list[str]:
-    """The DDL as separate statements, for ``execute`` one by one."""
-    return [table_ddl(t) for t in TABLES] + [OFFSETS_DDL]
+    """The DDL as separate statements, for ``execute`` one by one (the sink runs them when it opens its file)."""
+    return [table_ddl(t) for t in TABLES] + [OFFSETS_DDL, *metadata_migrations()]
 
 
-__all__ = ["DUCKDB_TYPES", "OFFSETS_DDL", "OFFSETS_TABLE", "column_type", "duckdb_ddl", "quote", "statements", "table_ddl"]
+__all__ = [
+    "DUCKDB_TYPES", "OFFSETS_DDL", "OFFSETS_TABLE", "column_type", "duckdb_ddl", "metadata_migrations", "quote",
+    "statements", "table_ddl",
+]

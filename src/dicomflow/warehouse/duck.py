@@ -139,7 +139,7 @@ def unique_keys(t: Table, rows: pa.Table) -> bool:
 
 def insert_sql(t: Table, view: str, *, deduplicate: bool = True) -> str:
     """Plain INSERT of the (deduplicated) batch: fails on a key already stored (the fast, common path)."""
-    cols = ", ".join(quote(c) for c in t.column_names)
+    cols = ", ".join(quote(c) for c in t.stored_column_names)
     source = _deduplicated(t, view) if deduplicate else view
     return f"INSERT INTO {quote(t.name)} ({cols}) SELECT {cols} FROM {source}"
 
@@ -159,7 +159,7 @@ def upsert_sql(t: Table, view: str, *, deduplicate: bool = True) -> str:
     assert t.version_column is not None
     version = quote(t.version_column)
     keys = ", ".join(quote(k) for k in t.key)
-    updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in t.column_names if c not in t.key)
+    updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in t.stored_column_names if c not in t.key)
     return f"{base} ON CONFLICT ({keys}) DO UPDATE SET {updates} WHERE excluded.{version} >= {target}.{version}"
 
 

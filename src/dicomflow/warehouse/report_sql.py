@@ -8,10 +8,13 @@ Definitions (the same in both engines):
 - *modality*: the series' modality from ``series_states`` (latest version),
   ``unknown`` when the series state has not arrived.
 - *ingest latency*: from the store event's ``created_time`` (the receiver wrote
-  the file and published) to the instance row's ``updated_time`` (the
-  consumer's record of the indexed instance), per receipt joined to its
-  instance by ``(tenant, patient, study, series, SOP)``; in milliseconds,
-  p50/p95/p99 per day. Receipts whose instance is not indexed yet are not counted.
+  the file and published) to the instance row's ``indexed_time`` (sink
+  metadata: when the consumer published the instance message, after
+  PostgreSQL committed; :mod:`dicomflow.warehouse.metadata`), per receipt joined
+  to its instance by ``(tenant, patient, study, series, SOP)``; in
+  milliseconds, p50/p95/p99 per day. Receipts whose instance is not indexed
+  yet (or has no indexed_time) are not counted. The row's ``updated_time``
+  cannot serve: the consumer sets it to the store event's ``created_time``.
 - *dead letters*: audit events of type ``DLQ`` (``99DICOMFLOW``), by the
   ``error_class`` detail of their participant object.
 
@@ -50,10 +53,12 @@ class Dialect:
             return f"CAST({alias}.{col} AS DATE)"
         return f"toDate({alias}.{col})"
 
-    def epoch_s(self, alias: str, col: str) -> str:
-        """Seconds since the epoch, with the fraction, as a float."""
+    def epoch_s(self, alias: str, col: str, *, metadata: bool = False) -> str:
+        """Seconds since the epoch, with the fraction, as a float (``metadata``: a sink column, no ``_text`` twin)."""
         if self.name == "duckdb":
             return f"(epoch_us({alias}.{col}) / 1e6)"
+        if self.text_datetimes and metadata:
+            return f"toFloat64(toUInt32({alias}.{col}))"
         if self.text_datetimes:
             text = f"{alias}.{col}_text"
             return f"(toFloat64(toUInt32({alias}.{col})) + toFloat64OrZero(concat('0', extract({text}, '\\\\.[0-9]+'))))"
@@ -93,7 +98,7 @@ def queries(d: Dialect, largest: int = 10) -> dict[str, str]:
     sums = f"count(*) AS instances, {d.distinct_studies('r')} AS studies, sum(r.file_size) AS bytes"
     modality = "coalesce(s.modality, 'unknown')"
     with_state = f"{r} AS r LEFT JOIN (SELECT {', '.join(JOIN_KEYS)}, modality FROM {s}) AS s ON {_on('r', 's', JOIN_KEYS)}"
-    latency_ms = f"(({d.epoch_s('i', 'updated_time')}) - ({d.epoch_s('r', 'created_time')})) * 1000.0"
+    latency_ms = f"(({d.epoch_s('i', 'indexed_time', metadata=True)}) - ({d.epoch_s('r', 'created_time')})) * 1000.0"
     inst_keys = (*JOIN_KEYS, "sop_uid")
     error_class, is_dlq = d.dlq_class()
     day = d.day("r", "created_time")
@@ -110,9 +115,8 @@ def queries(d: Dialect, largest: int = 10) -> dict[str, str]:
         "latency_per_day": (
             f"SELECT {d.cast_text(day)} AS day, count(*) AS n, {d.percentiles('lat')} FROM ("
             f"SELECT r.created_time AS created_time, {latency_ms} AS lat FROM {r} AS r "
-            f"INNER JOIN (SELECT {', '.join(inst_keys)}, updated_time"
-            + (", updated_time_text" if d.text_datetimes else "")
-            + f" FROM {i}) AS i ON {_on('r', 'i', inst_keys)}) AS r GROUP BY day ORDER BY day"
+            f"INNER JOIN (SELECT {', '.join(inst_keys)}, indexed_time FROM {i} WHERE indexed_time IS NOT NULL) AS i "
+            f"ON {_on('r', 'i', inst_keys)}) AS r GROUP BY day ORDER BY day"
         ),
         "dead_letters": (
             f"SELECT {error_class} AS error_class, count(*) AS n FROM {a} WHERE {is_dlq} "
@@ -136,10 +140,10 @@ def duckdb_base() -> str:
     return (
         f"CREATE OR REPLACE TEMP TABLE {BASE_TABLE} AS SELECT r.tenant_id, r.study_uid, r.source_ae, r.file_size, "
         "CAST(r.created_time AS DATE) AS day, coalesce(s.modality, 'unknown') AS modality, "
-        "(epoch_us(i.updated_time) - epoch_us(r.created_time)) / 1000.0 AS lat "
+        "(epoch_us(i.indexed_time) - epoch_us(r.created_time)) / 1000.0 AS lat "
         f"FROM receipts AS r LEFT JOIN (SELECT {', '.join(JOIN_KEYS)}, modality FROM series_states) AS s "
         f"ON {_on('r', 's', JOIN_KEYS)} "
-        f"LEFT JOIN (SELECT {', '.join(inst_keys)}, updated_time FROM instances) AS i ON {_on('r', 'i', inst_keys)}"
+        f"LEFT JOIN (SELECT {', '.join(inst_keys)}, indexed_time FROM instances) AS i ON {_on('r', 'i', inst_keys)}"
     )
 
 

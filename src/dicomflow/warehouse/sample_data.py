@@ -42,7 +42,7 @@ def _created(seconds_apart: int) -> str:
 
 def _select(t: Table, overrides: dict[str, str]) -> str:
     exprs = []
-    for c in t.columns:
+    for c in t.stored_columns:
         expr = overrides.get(c.name, _DEFAULTS[c.wire_type])
         exprs.append(f"{expr} AS \"{c.name}\"")
     return ", ".join(exprs)
@@ -59,7 +59,9 @@ def build_sample_warehouse(path: Path, instances: int, *, seconds_apart: int = 2
         receipts_cols = {**_KEYS, "trace_id": "CAST(uuid() AS VARCHAR)", "created_time": created,
                          "file_size": "400000 + (i * 7919) % 300000", "source_ae": "'AE' || CAST(i % 4 AS VARCHAR)"}
         latency_us = "CAST(40000 + hash(i) % 2000000 AS BIGINT)"
-        instance_cols = {**_KEYS, "created_time": created, "updated_time": f"{created} + to_microseconds({latency_us})"}
+        # As the consumer writes them: updated_time is the store event's time, indexed_time when it was indexed.
+        instance_cols = {**_KEYS, "created_time": created, "updated_time": created,
+                         "indexed_time": f"{created} + to_microseconds({latency_us})"}
         modality = "['CT', 'MR', 'CR', 'US', 'DX'][1 + (i // 50) % 5]"
         state_cols = {**_KEYS, "modality": modality, "series_related_instances": "50", "created_time": created,
                       "updated_time": created}

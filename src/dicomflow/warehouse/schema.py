@@ -42,6 +42,10 @@ FIXED_BYTES: dict[tuple[str, str], int] = {("DicomStoreMeta", "trace_id"): 36}
 
 #: Name of the audit table's key column (not a wire field: a content hash).
 AUDIT_KEY_COLUMN = "event_key"
+#: Sink metadata of ``instances`` (not a wire field): when the consumer published the
+#: instance message, i.e. when the instance was indexed (the consumer publishes only
+#: after PostgreSQL committed). See :mod:`dicomflow.warehouse.metadata`.
+INDEXED_TIME_COLUMN = "indexed_time"
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class Table:
     version_column: str | None
     partition_column: str | None
     columns: tuple[Column, ...]
+    #: Columns the sink adds from the Kafka message itself (not wire fields, not in
+    #: the message models; :mod:`dicomflow.warehouse.metadata`), stored after ``columns``.
+    metadata: tuple[Column, ...] = ()
 
     def column(self, name: str) -> Column:
         """The column called ``name``.
@@ -84,8 +91,18 @@ class Table:
 
     @property
     def column_names(self) -> tuple[str, ...]:
-        """Column names in table order."""
+        """Column names in table order (the columns decoded from the message)."""
         return tuple(c.name for c in self.columns)
+
+    @property
+    def stored_columns(self) -> tuple[Column, ...]:
+        """Every column of the stored table: the decoded ones, then the sink metadata."""
+        return self.columns + self.metadata
+
+    @property
+    def stored_column_names(self) -> tuple[str, ...]:
+        """Names of :attr:`stored_columns`."""
+        return tuple(c.name for c in self.stored_columns)
 
     @property
     def wire_fields(self) -> tuple[str, ...]:
@@ -156,7 +173,7 @@ def audit_event_key(payload: bytes | AuditEvent) -> str:
 
 
 def _table(name: str, topic_attr: str, model: type[msgspec.Struct], kind: TableKind,
-           key: tuple[str, ...], extra: tuple[Column, ...] = ()) -> Table:
+           key: tuple[str, ...], extra: tuple[Column, ...] = (), metadata: tuple[Column, ...] = ()) -> Table:
     columns = extra + columns_of(model)
     names = {c.name for c in columns}
     for k in key:
@@ -166,7 +183,7 @@ def _table(name: str, topic_attr: str, model: type[msgspec.Struct], kind: TableK
     if version is not None and version not in names:
         raise TypeError(f"table {name}: {model.__name__} has no {version} to order versions by")
     partition = "study_date" if "study_date" in names else None
-    return Table(name, topic_attr, model, kind, key, version, partition, columns)
+    return Table(name, topic_attr, model, kind, key, version, partition, columns, metadata)
 
 
 #: The four tables, in the order the DDL creates them.
@@ -177,7 +194,8 @@ TABLES: tuple[Table, ...] = (
     _table("series_states", "dicom_state", DicomStateMeta, "latest",
            ("tenant_id", "patient_id", "study_uid", "series_uid")),
     _table("instances", "dicom_image", DicomImageMeta, "latest",
-           ("tenant_id", "patient_id", "study_uid", "series_uid", "sop_uid")),
+           ("tenant_id", "patient_id", "study_uid", "series_uid", "sop_uid"),
+           metadata=(Column(INDEXED_TIME_COLUMN, "datetime", True, None),)),
     _table("audit_events", "audit", AuditEvent, "append", (AUDIT_KEY_COLUMN,),
            extra=(Column(AUDIT_KEY_COLUMN, "str", False, 32),)),
 )
@@ -212,6 +230,7 @@ def describe() -> list[dict[str, Any]]:
             "name": t.name, "topic": t.topic_attr, "kind": t.kind, "key": list(t.key),
             "version_column": t.version_column, "partition_column": t.partition_column,
             "columns": [c.__dict__ for c in t.columns],
+            "metadata": [c.__dict__ for c in t.metadata],
         }
         for t in TABLES
     ]
@@ -219,6 +238,7 @@ def describe() -> list[dict[str, Any]]:
 
 __all__ = [
     "AUDIT_KEY_COLUMN",
+    "INDEXED_TIME_COLUMN",
     "INT64_FIELDS",
     "TABLES",
     "Column",

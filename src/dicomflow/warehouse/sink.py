@@ -47,6 +47,7 @@ from dicomflow.models import AuditEvent, truncate_utf8
 from dicomflow.settings import Settings
 from dicomflow.warehouse.decoding import TableDecoder
 from dicomflow.warehouse.duck import TableBatch, WriteResult, open_writer, stored_offsets, write_batch
+from dicomflow.warehouse.metadata import with_metadata
 from dicomflow.warehouse.schema import TABLES, Table
 from dicomflow.warehouse.snapshot import Snapshotter
 
@@ -347,7 +348,8 @@ class WarehouseSink:
         batches: list[TableBatch] = []
         for name, table_items in items.items():
             decoded = self._decoders[name].decode(table_items)
-            batches.append(TableBatch(self._decoders[name].table, decoded.rows))
+            t = self._decoders[name].table
+            batches.append(TableBatch(t, with_metadata(t, decoded.rows, records) if t.metadata else decoded.rows))
             poison.extend(_Poison(record_of(records[seq]), WIRE_FORMAT, reason) for seq, reason in decoded.poison)
         if poison:
             self._dead_letter(publisher, poison)
