@@ -19,6 +19,7 @@ from dicomflow_faults.fuzz import FuzzResult, Kind
 from dicomflow_faults.protofuzz import ProtocolFuzzResult
 from dicomflow_faults.scenario import KINDS, FaultRunResult
 from dicomflow_faults.soak import SoakResult
+from dicomflow_faults.warehouse import WarehouseFaultResult
 
 
 @dataclass
@@ -32,6 +33,7 @@ class SuiteReport:
     soak: SoakResult | None = None
     fuzz: FuzzResult | None = None
     protocol: ProtocolFuzzResult | None = None
+    warehouse: WarehouseFaultResult | None = None
     errors: list[str] = field(default_factory=list)
     log_dir: str | None = None
 
@@ -39,16 +41,16 @@ class SuiteReport:
 
     @property
     def lost(self) -> int:
-        return sum(x.lost for x in (self.faults, self.soak, self.fuzz) if x is not None)
+        return sum(x.lost for x in (self.faults, self.soak, self.fuzz, self.warehouse) if x is not None)
 
     @property
     def duplicates(self) -> int:
-        return sum(x.duplicates for x in (self.faults, self.soak) if x is not None)
+        return sum(x.duplicates for x in (self.faults, self.soak, self.warehouse) if x is not None)
 
     @property
     def checks(self) -> list[Check]:
         out: list[Check] = []
-        for part in (self.faults, self.soak, self.fuzz, self.protocol):
+        for part in (self.faults, self.soak, self.fuzz, self.protocol, self.warehouse):
             if part is not None:
                 out.extend(part.checks)
         return out
@@ -86,6 +88,8 @@ class SuiteReport:
             self._print_fuzz(w, self.fuzz)
         if self.protocol is not None:
             self._print_protocol(w, self.protocol)
+        if self.warehouse is not None:
+            self._print_warehouse(w, self.warehouse)
         w("\nChecks\n")
         for c in self.checks:
             w(f"  {'PASS' if c.ok else 'FAIL'}  {c.name}: {c.detail}\n")
@@ -100,6 +104,10 @@ class SuiteReport:
             survived = sum(s for _, s in by_kind.values())
             detail = ", ".join(f"{k} {i}/{s}" for k, (i, s) in by_kind.items())
             w(f"Faults:             {injected} injected, {survived} survived ({detail}; injected/survived)\n")
+        if self.warehouse is not None:
+            wh = self.warehouse
+            w(f"Warehouse sink:     {len(wh.kills)} SIGKILLs mid-run over {wh.events} events, "
+              f"{wh.lost} lost, {wh.duplicates} duplicated\n")
         if self.fuzz is not None:
             w(f"Bad inputs tried:   {self.fuzz.bad_inputs}\n")
         if self.protocol is not None:
@@ -176,6 +184,18 @@ class SuiteReport:
           f"RSS {r.rss_before_kib / 1024:.1f} -> {r.rss_after_kib / 1024:.1f} MiB; "
           f"valid association afterwards: {'stored' if r.control_stored else 'FAILED'}\n")
 
+    @staticmethod
+    def _print_warehouse(w: Any, r: WarehouseFaultResult) -> None:
+        w(f"\nWarehouse sink: {r.events} messages ({r.instances} instances) published over {r.publish_s:.1f} s, "
+          f"all in DuckDB {r.drain_s:.1f} s after the sink's first start, {r.starts} starts\n")
+        w(f"  {'#':>3} {'at s':>7} {'committed':>10} {'of':>7}  outcome\n")
+        for i, k in enumerate(r.kills, 1):
+            w(f"  {i:>3} {k.at_s:7.1f} {k.committed_before:>10} {k.published:>7}  "
+              f"{'SIGKILL mid-run, restarted' if k.mid_run else 'NOT mid-run'}\n")
+        w("  rows: " + ", ".join(f"{t} {r.rows.get(t, 0)}/{n}" for t, n in r.expected_rows.items())
+          + f"; stored offsets {r.stored_offsets}/{r.events}; dead letters {r.dead_lettered}; "
+          f"last run exit code {r.exit_code}\n")
+
     def as_json(self) -> dict[str, Any]:
         """The figures as plain data (``--json``)."""
         data: dict[str, Any] = {
@@ -200,6 +220,16 @@ class SuiteReport:
                 "duplicates": s.duplicates, "rss_growth_main_mib": round(s.growth_main_mib, 1),
                 "rss_growth_tree_mib": round(s.growth_tree_mib, 1), "bound_mib": s.bound_mib,
                 "samples": [[round(x.t_s, 1), x.rows, x.main_kib, x.tree_kib] for x in s.samples],
+            }
+        if self.warehouse is not None:
+            h = self.warehouse
+            data["warehouse"] = {
+                "events": h.events, "instances": h.instances, "kills": len(h.kills),
+                "kills_mid_run": sum(k.mid_run for k in h.kills), "starts": h.starts, "lost": h.lost,
+                "duplicates": h.duplicates, "rows": h.rows, "expected_rows": h.expected_rows,
+                "stored_offsets": h.stored_offsets, "dead_lettered": h.dead_lettered, "exit_code": h.exit_code,
+                "publish_s": round(h.publish_s, 1), "drain_s": round(h.drain_s, 1),
+                "kill_points": [{"at_s": round(k.at_s, 1), "committed_before": k.committed_before} for k in h.kills],
             }
         if self.fuzz is not None:
             z = self.fuzz

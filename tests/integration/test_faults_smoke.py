@@ -3,7 +3,8 @@
 The full suite (``scripts/faults.sh``: 20,000 instances, 100,000 soak
 events) is too long for every test run; this runs it at a size that still
 kills each of the four services once, soaks a few thousand events and
-fuzzes a few dozen inputs, in two minutes or so. It starts its own private
+fuzzes a few dozen inputs, and kills the warehouse sink twice over 3,000
+messages, in a few minutes. It starts its own private
 stack, so it never touches the shared one.
 """
 
@@ -38,6 +39,7 @@ def test_tiny_suite_run_injects_every_fault_and_loses_nothing(tmp_path: Path) ->
         [sys.executable, "-m", "dicomflow_faults",
          "--instances", "400", "--rate", "25", "--faults-per-kind", "1",
          "--soak", "3000", "--fuzz", "80", "--fuzz-files", "30", "--controls", "5", "--protocol-fuzz", "0",
+         "--warehouse", "3000", "--warehouse-kills", "2",
          "--seed", "20240315", "--work-dir", str(tmp_path), "--json", str(report_path)],
         capture_output=True, text=True, env=env, timeout=540, check=False,
     )
@@ -60,7 +62,11 @@ def test_tiny_suite_run_injects_every_fault_and_loses_nothing(tmp_path: Path) ->
     assert fuzz["dead_lettered"] + fuzz["indexed"] == fuzz["bad_inputs"]
     assert fuzz["controls_indexed"] == fuzz["controls"] == 5
     assert {"wire-format", "unreadable-dicom", "outside-storage-root"} <= set(fuzz["error_classes"])
-    for figure in ("Load held:", "Faults:", "Bad inputs tried:", "Messages lost:", "Duplicates:", "RESULT: PASS"):
+    wh = report["warehouse"]
+    assert wh["kills"] == wh["kills_mid_run"] == 2 and wh["starts"] == 3 and wh["exit_code"] == 0
+    assert wh["lost"] == 0 and wh["duplicates"] == 0 and wh["dead_lettered"] == 0
+    assert wh["rows"] == wh["expected_rows"] and wh["stored_offsets"] == wh["events"] >= 3000
+    for figure in ("Load held:", "Faults:", "Warehouse sink:", "Bad inputs tried:", "Messages lost:", "Duplicates:", "RESULT: PASS"):
         assert figure in proc.stdout
     # Everything private was removed: no temporary stack folder is left behind.
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("dicomflow-faults-") and "logs" not in p.name]

@@ -7,7 +7,10 @@ The layers (lowest first), as docs/architecture.md describes them:
   ``stack``, ``corpus``, then ``kafka``, ``store``, ``extract`` (uses
   ``dicom``) and ``ingest`` (what every way in shares);
 - the stages: ``receiver`` and ``scanner`` (ways in), ``pipeline`` (the
-  consumer), ``demo``; a stage never imports a sibling stage;
+  consumer), ``warehouse`` (the analytics sink, DDL and report); a stage
+  never imports a sibling stage;
+- ``demo``, which runs the stages as their own processes and ends with the
+  warehouse's report, so it may read the warehouse (and no other stage);
 - ``cli`` on top: it may import everything and nothing imports it.
 
 A new subpackage must be added to :data:`ALLOWED` on purpose: that is where
@@ -47,7 +50,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "receiver": WAYS_IN | {"metrics"},  # its Prometheus metrics (metrics/receiver.py)
     "scanner": WAYS_IN,
     "pipeline": FOUNDATION | {"extract", "kafka", "store", "audit", "metrics"},
-    "demo": FOUNDATION | {"corpus", "kafka", "stack", "store"},
+    "warehouse": FOUNDATION | {"kafka", "store", "models", "audit", "metrics", "dicom"},
+    "demo": FOUNDATION | {"corpus", "kafka", "stack", "store", "warehouse"},
     "cli": frozenset({"*"}),
     "__main__": frozenset({"cli"}),
 }

@@ -141,3 +141,19 @@ def test_a_dicomflow_child_process_sees_the_same_settings(tmp_path: Path) -> Non
     out = subprocess.run([sys.executable, "-c", script], env=original.to_child_env({"PATH": "/usr/bin:/bin"}),
                          cwd=tmp_path, capture_output=True, check=True, text=True).stdout
     assert json.loads(out) == json.loads(json.dumps(as_dict(original, mask_secrets=False)))
+
+
+def test_the_warehouse_sections_reach_the_child() -> None:
+    """[warehouse], [clickhouse], [doris] and the stack's ClickHouse keys travel like the rest."""
+    original = everything_changed()
+    env = original.to_child_env()
+    assert env["DICOMFLOW_WAREHOUSE_PATH"] == str(original.warehouse.path)
+    assert env["DICOMFLOW_WAREHOUSE_SNAPSHOT_INTERVAL_S"] == repr(original.warehouse.snapshot_interval_s)
+    assert env["DICOMFLOW_CLICKHOUSE_URL"] == original.clickhouse.url
+    assert env["DICOMFLOW_DORIS_REPLICATION_NUM"] == str(original.doris.replication_num)
+    assert env["DICOMFLOW_STACK_CLICKHOUSE"] == "true"
+    back = Settings.from_child_env(env)
+    for section in ("warehouse", "clickhouse", "doris", "stack"):
+        assert getattr(back, section) == getattr(original, section), section
+        assert getattr(back, section) != getattr(Settings(), section), section
+    assert back.warehouse.snapshot_file() == original.warehouse.snapshot_file()

@@ -13,7 +13,7 @@ their stage's heavy parts inside the command functions, so ``--help`` stays fast
 
 from __future__ import annotations
 
-from dicomflow.cli import config, consume, db, demo, extract, publish, scp, stack, topics, users
+from dicomflow.cli import config, consume, db, demo, extract, publish, report, scp, stack, topics, users, warehouse
 from dicomflow.cli.root import app, settings_of
 
 app.add_typer(config.app, name="config")
@@ -25,6 +25,8 @@ app.command("consume")(consume.consume)
 app.command("scp")(scp.scp)
 app.add_typer(users.app, name="users")
 app.command("publish")(publish.publish)
+app.add_typer(warehouse.app, name="warehouse")
+app.command("report")(report.report)
 app.command("demo")(demo.demo)
 
 

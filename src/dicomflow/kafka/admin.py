@@ -1,8 +1,10 @@
 """Topic administration, and reading a topic back from the beginning.
 
 :func:`create_topics` makes every topic of docs/architecture.md (the four data topics,
-audit and the dead-letter topic) with the configured partitions, replication
-and retention. It is idempotent: a topic that exists is left as it is, even
+audit, the consumer's dead-letter topic, and the warehouse sink's
+``<topic>.dlq`` of the log, state, image and audit topics: see
+:meth:`TopicSettings.all`) with the configured partitions, replication and
+retention. It is idempotent: a topic that exists is left as it is, even
 when its partition count differs from the settings, because adding
 partitions would move keys to other partitions and break the per-series
 order of storage_queue; the difference is reported instead.

@@ -9,5 +9,6 @@ registry on ``/metrics`` with the component's :class:`Health` on ``/healthz``.
 from dicomflow.metrics.consumer import ConsumerMetrics
 from dicomflow.metrics.health import Health, HealthReport, postgres_probe
 from dicomflow.metrics.server import MetricsServer
+from dicomflow.metrics.warehouse import WarehouseMetrics
 
-__all__ = ["ConsumerMetrics", "Health", "HealthReport", "MetricsServer", "postgres_probe"]
+__all__ = ["ConsumerMetrics", "Health", "HealthReport", "MetricsServer", "WarehouseMetrics", "postgres_probe"]

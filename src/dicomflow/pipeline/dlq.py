@@ -1,83 +1,40 @@
-"""Dead-letter records: the original message plus why it could not be processed.
+"""Dead letters of the consumer: the shared record format plus the store event's audit event.
 
-A dead-lettered message keeps its original key and bytes untouched (so it
-can be replayed once the cause is fixed, e.g. a file restored) and its
-original headers; dicomflow adds headers saying what went wrong and where
-the message came from:
-
-=============================  ===============================================
-``dicomflow.error.class``      stable short name (``wire-format``, ``file-missing`` ...)
-``dicomflow.error.reason``     human-readable reason (at most 1,000 bytes of UTF-8)
-``dicomflow.source.topic``     topic the message was consumed from
-``dicomflow.source.partition`` its partition (decimal)
-``dicomflow.source.offset``    its offset (decimal)
-``dicomflow.dead_lettered_at`` local time, ``YYYY-MM-DDTHH:MM:SS.ffffff``
-``dicomflow.worker_node_id``   the consumer that dead-lettered it
-=============================  ===============================================
-
-Each dead letter also gets an audit event (:func:`audit_event`) so the audit
-trail says that an instance was received but not indexed, and why.
+The DLQ message format (original key, bytes and headers, plus the
+``dicomflow.error.*`` / ``dicomflow.source.*`` headers) lives in
+:mod:`dicomflow.kafka.dlq`, shared with the warehouse sink; this module adapts a
+:class:`~dicomflow.pipeline.types.Poison` to it and builds the audit event
+that says an instance was received but not indexed, and why.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 
 import msgspec
 
 from dicomflow.audit.events import dead_lettered
-from dicomflow.models import AuditEvent, now, truncate_utf8
-from dicomflow.pipeline.types import Poison
-
-HEADER_ERROR_CLASS = "dicomflow.error.class"
-HEADER_REASON = "dicomflow.error.reason"
-HEADER_SOURCE_TOPIC = "dicomflow.source.topic"
-HEADER_SOURCE_PARTITION = "dicomflow.source.partition"
-HEADER_SOURCE_OFFSET = "dicomflow.source.offset"
-HEADER_TIME = "dicomflow.dead_lettered_at"
-HEADER_NODE = "dicomflow.worker_node_id"
-
-#: Our headers; an original header of the same name is replaced, not repeated.
-OWN_HEADERS = frozenset(
-    {HEADER_ERROR_CLASS, HEADER_REASON, HEADER_SOURCE_TOPIC, HEADER_SOURCE_PARTITION, HEADER_SOURCE_OFFSET, HEADER_TIME, HEADER_NODE}
+from dicomflow.kafka.dlq import (
+    HEADER_ERROR_CLASS,
+    HEADER_NODE,
+    HEADER_REASON,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_TOPIC,
+    HEADER_TIME,
+    OWN_HEADERS,
+    REASON_MAX_BYTES,
+    DeadLetter,
+    dead_letter_record,
+    headers_dict,
 )
-REASON_MAX_BYTES = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """One message for the dead-letter topic, ready for ``Publisher.send_raw``."""
-
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]]
-
-    def as_raw(self) -> tuple[bytes | None, bytes, list[tuple[str, bytes]] | None]:
-        """The (key, value, headers) tuple ``send_raw`` takes."""
-        return (self.key, self.value, self.headers)
+from dicomflow.models import AuditEvent, truncate_utf8
+from dicomflow.pipeline.types import Poison
 
 
 def dead_letter(poison: Poison, *, node_id: str, when: dt.datetime | None = None) -> DeadLetter:
     """The DLQ message for ``poison``: original key, bytes and headers, plus ours."""
-    r = poison.record
-    at = (when or now()).isoformat(timespec="microseconds")
-    kept = [(k, v) for k, v in r.headers if k not in OWN_HEADERS]
-    ours = [
-        (HEADER_ERROR_CLASS, poison.error_class.encode()),
-        (HEADER_REASON, truncate_utf8(poison.reason, REASON_MAX_BYTES).encode("utf-8", "replace")),
-        (HEADER_SOURCE_TOPIC, r.topic.encode("utf-8")),
-        (HEADER_SOURCE_PARTITION, str(r.partition).encode()),
-        (HEADER_SOURCE_OFFSET, str(r.offset).encode()),
-        (HEADER_TIME, at.encode()),
-        (HEADER_NODE, node_id.encode("utf-8")),
-    ]
-    return DeadLetter(key=r.key, value=r.value or b"", headers=kept + ours)
-
-
-def headers_dict(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:
-    """Headers as text, last one wins (for readers and tests)."""
-    return {k: v.decode("utf-8", "replace") for k, v in (headers or [])}
+    return dead_letter_record(poison.record, poison.error_class, poison.reason, node_id=node_id, when=when)
 
 
 class _Partial(msgspec.Struct):
@@ -127,6 +84,8 @@ __all__ = [
     "HEADER_SOURCE_PARTITION",
     "HEADER_SOURCE_TOPIC",
     "HEADER_TIME",
+    "OWN_HEADERS",
+    "REASON_MAX_BYTES",
     "DeadLetter",
     "audit_event",
     "dead_letter",

@@ -13,9 +13,11 @@ from dicomflow.settings.export import as_dict
 from dicomflow.settings.loader import default_config_path, load_settings
 from dicomflow.settings.schema import (
     DEFAULT_SUPPORTED_TS,
+    ClickHouseSettings,
     Compression,
     ConsumerSettings,
     DatabaseSettings,
+    DorisSettings,
     IngestSettings,
     KafkaSettings,
     MetricsSettings,
@@ -25,14 +27,17 @@ from dicomflow.settings.schema import (
     StorageSettings,
     TlsSettings,
     TopicSettings,
+    WarehouseSettings,
     tenant_tag,
 )
 
 __all__ = [
     "DEFAULT_SUPPORTED_TS",
+    "ClickHouseSettings",
     "Compression",
     "ConsumerSettings",
     "DatabaseSettings",
+    "DorisSettings",
     "IngestSettings",
     "KafkaSettings",
     "MetricsSettings",
@@ -42,6 +47,7 @@ __all__ = [
     "StorageSettings",
     "TlsSettings",
     "TopicSettings",
+    "WarehouseSettings",
     "as_dict",
     "default_config_path",
     "load_settings",

@@ -261,6 +261,11 @@ def _validate(s: Settings) -> None:
          "a TLS listener beside the plain one needs receiver.processes = 1 (use port = 0: TLS on the main port)"),
         (not s.receiver.require_user_identity or s.receiver.users_file is not None, "receiver.users_file",
          "receiver.require_user_identity needs a users file (dicomflow users add NAME)"),
+        (s.warehouse.batch_max_messages >= 1, "warehouse.batch_max_messages", "must be at least 1"),
+        (s.warehouse.batch_max_ms >= 1, "warehouse.batch_max_ms", "must be at least 1"),
+        (s.warehouse.snapshot_interval_s >= 0, "warehouse.snapshot_interval_s", "must be 0 (off) or more"),
+        (s.warehouse.threads >= 0, "warehouse.threads", "must be 0 (DuckDB decides) or more"),
+        (bool(s.warehouse.group_id.strip()), "warehouse.group_id", "must not be empty"),
     ]
     for ok, key, problem in checks:
         if not ok:

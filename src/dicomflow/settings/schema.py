@@ -70,8 +70,19 @@ class TopicSettings:
     retention_ms: int = 7 * 24 * 3600 * 1000
 
     def all(self) -> tuple[str, ...]:
-        """Every topic dicomflow reads or writes, for creation and listing."""
-        return (self.main, self.log, self.dicom_state, self.dicom_image, self.audit, self.dlq)
+        """Every topic dicomflow reads or writes, for creation and listing (dead-letter topics included)."""
+        names = (self.main, self.log, self.dicom_state, self.dicom_image, self.audit, self.dlq,
+                 *self.warehouse_dead_letter_topics())
+        return tuple(dict.fromkeys(names))
+
+    def warehouse_dead_letter_topics(self) -> tuple[str, ...]:
+        """Where the warehouse sink dead-letters: ``<topic>.dlq`` of each topic it reads.
+
+        Created with the others so that a poison message never depends on the
+        broker auto-creating a topic (off on most production clusters, and a
+        topic created that way gets the broker's defaults, not these settings).
+        """
+        return tuple(f"{t}.dlq" for t in (self.log, self.dicom_state, self.dicom_image, self.audit))
 
 
 @dataclass(frozen=True)
@@ -210,6 +221,11 @@ class StackSettings:
     kafka_controller_port: int = 19093
     kafka_heap_mb: int = 512
     postgres_port: int = 15432
+    #: Also run a local ClickHouse server (``stack up --clickhouse`` does it once);
+    #: off by default so the demo and most tests stay lean.
+    clickhouse: bool = False
+    clickhouse_http_port: int = 18123
+    clickhouse_tcp_port: int = 19000
 
 
 @dataclass(frozen=True)
@@ -218,6 +234,71 @@ class MetricsSettings:
 
     host: str = "127.0.0.1"
     port: int = 0
+
+
+@dataclass(frozen=True)
+class WarehouseSettings:
+    """The analytics warehouse: the embedded DuckDB sink (``dicomflow warehouse run``)."""
+
+    #: The DuckDB file the sink writes (one writing process at a time).
+    path: Path = Path(".dicomflow/warehouse.duckdb")
+    #: The sink's own consumer group (its Kafka commits are informational:
+    #: the offsets that count live in the DuckDB file).
+    group_id: str = "dicomflow-warehouse"
+    #: Seconds between read-only snapshots for readers (0 disables them).
+    snapshot_interval_s: float = 10.0
+    #: The snapshot file; empty means ``<path stem>.snapshot.duckdb`` beside ``path``.
+    snapshot_path: str = ""
+    batch_max_messages: int = 20000
+    batch_max_ms: int = 1000
+    #: DuckDB worker threads; 0 lets DuckDB decide (one per core).
+    threads: int = 0
+
+    def snapshot_file(self) -> Path:
+        """Where readers find the latest consistent snapshot."""
+        if self.snapshot_path:
+            return Path(self.snapshot_path)
+        return self.path.with_name(self.path.stem + ".snapshot.duckdb")
+
+
+@dataclass(frozen=True)
+class ClickHouseSettings:
+    """ClickHouse as a warehouse: what ``warehouse ddl --target clickhouse`` generates."""
+
+    #: Database the tables are created in.
+    database: str = "dicomflow"
+    #: Brokers as ClickHouse reaches them; empty means ``kafka.brokers``.
+    brokers: str = ""
+    #: Consumer groups are ``<group_prefix>_<object|state|image|audit>_group``
+    #: (the reference's ``medical_object_group`` ...).
+    group_prefix: str = "medical"
+    #: Kafka-engine consumers per topic (at most the topic's partitions).
+    num_consumers: int = 1
+    #: Messages a block may skip as unparseable (current syntax only; 18.x
+    #: lacks the setting, see the legacy notes in the DDL header).
+    skip_broken_messages: int = 1000
+    #: The HTTP interface ``dicomflow report --clickhouse`` reads by default.
+    url: str = "http://127.0.0.1:18123"
+
+
+@dataclass(frozen=True)
+class DorisSettings:
+    """Apache Doris as a warehouse: what ``warehouse ddl --target doris`` generates."""
+
+    database: str = "dicomflow"
+    #: Brokers as Doris reaches them; empty means ``kafka.brokers``.
+    brokers: str = ""
+    #: ``property.group.id`` of the routine loads: ``<group_prefix>_<object|state|image|audit>_group``.
+    group_prefix: str = "medical"
+    replication_num: int = 3
+    buckets: int = 10
+    #: Rows a routine load may reject per window before it pauses.
+    max_error_number: int = 1000
+    max_batch_interval_s: int = 10
+    #: Monthly dynamic partitions pre-created back in time (study dates are
+    #: historical: old studies arrive every day); older dates go to one catch-all partition.
+    history_partitions: int = 480
+    future_partitions: int = 3
 
 
 @dataclass(frozen=True)
@@ -234,6 +315,9 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     stack: StackSettings = field(default_factory=StackSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
+    clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
+    doris: DorisSettings = field(default_factory=DorisSettings)
 
     def to_child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment that gives a child process exactly these settings.
@@ -271,9 +355,11 @@ def tenant_tag(settings: ReceiverSettings) -> int:
 
 __all__ = [
     "DEFAULT_SUPPORTED_TS",
+    "ClickHouseSettings",
     "Compression",
     "ConsumerSettings",
     "DatabaseSettings",
+    "DorisSettings",
     "IngestSettings",
     "KafkaSettings",
     "MetricsSettings",
@@ -283,5 +369,6 @@ __all__ = [
     "StorageSettings",
     "TlsSettings",
     "TopicSettings",
+    "WarehouseSettings",
     "tenant_tag",
 ]
