@@ -1,7 +1,7 @@
 """C-STORE receive rate: dicomflow scp versus Orthanc, same corpus, same client, same run.
 
     python benchmarks/bench_receiver.py [--instances 2000] [--processes 2] [--repeat 1]
-                                        [--engines native,pynetdicom] [--no-fsync]
+                                        [--engines native,pynetdicom] [--no-fsync] [--no-tls]
                                         [--work-dir /tmp/dicomflow-bench-receiver]
 
 The client is dcmtk's ``storescu`` (``TCP_NODELAY=1``, the receivers get it
@@ -18,6 +18,9 @@ Receivers, each started fresh (empty storage, empty index) for every run:
   instance counts once its file is durable and Kafka (the local broker,
   acks=all) acknowledged its store event and receipt: that is when it
   answers Success;
+* **dicomflow scp over mutual TLS** (the first engine; storescu ``+tls``
+  with a client certificate, TLS 1.2+/BCP 195, certificates made with
+  openssl for the run): its cost is printed as TLS / plain, same run;
 * **Orthanc, default index** (SQLite, ``SyncStorageArea`` on);
 * **Orthanc, PostgreSQL index** (``orthanc-postgresql`` plugin, a fresh
   database in the local PostgreSQL).
@@ -29,8 +32,11 @@ last storescu exit; each run is checked afterwards (files and events read
 back for dicomflow, instance count over REST for Orthanc) so no figure counts
 a lost instance. With ``--repeat`` > 1 the median run is reported.
 
-Targets: one association >= 1.5x Orthanc-with-PostgreSQL and >= Orthanc
-default; four associations >= 2x Orthanc-with-PostgreSQL.
+Targets: one association >= 1.5x Orthanc (default index); four
+associations >= 1.5x Orthanc (default index). The PostgreSQL-index ratios
+are printed too. Memory: the dicomflow receiver's resident memory (the
+dispatcher and its workers together) is sampled during each run; "per
+association" is the peak above the idle figure, divided by the associations.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -79,9 +86,25 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 60.0) ->
         time.sleep(0.2)
 
 
-def echo(port: int, called: str) -> bool:
-    return subprocess.run([ECHOSCU, "-aec", called, "127.0.0.1", str(port)], env=NODELAY,
+def echo(port: int, called: str, flags: Sequence[str] = ()) -> bool:
+    return subprocess.run([ECHOSCU, "-aec", called, *flags, "127.0.0.1", str(port)], env=NODELAY,
                           capture_output=True).returncode == 0
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A CA, a server and a client certificate (EC P-256) made with openssl for the TLS rows; never kept."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=bench CA", "-days", "1")
+    for name in ("server", "client"):
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=bench {name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "1")
+    return {n: folder / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
 
 
 def ensure_orthanc() -> None:
@@ -102,6 +125,8 @@ class Receiver(AbstractContextManager["Receiver"]):
     name = ""
     called_ae = ""
     port = 0
+    #: storescu / echoscu options every client needs (TLS).
+    client_flags: tuple[str, ...] = ()
 
     def count(self) -> int:
         raise NotImplementedError
@@ -126,9 +151,11 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> N
 class Dicomflow(Receiver):
     called_ae = "DICOMFLOW"
 
-    def __init__(self, settings: Settings, work: Path, processes: int, fsync: bool, engine: str) -> None:
+    def __init__(self, settings: Settings, work: Path, processes: int, fsync: bool, engine: str,
+                 tls: dict[str, Path] | None = None) -> None:
         self.settings = settings
-        self.name = f"dicomflow scp ({engine}, {processes} processes{'' if fsync else ', no fsync'})"
+        self.name = (f"dicomflow scp ({engine}, {processes} processes{'' if fsync else ', no fsync'}"
+                     f"{', mutual TLS' if tls else ''})")
         self.port = free_port()
         suffix = uuid.uuid4().hex[:8]
         self.topics = dataclasses.replace(
@@ -149,6 +176,13 @@ class Dicomflow(Receiver):
             "DICOMFLOW_RECEIVER_FSYNC": "true" if fsync else "false",
             "DICOMFLOW_RECEIVER_ENGINE": engine,
         }
+        if tls:  # the main port speaks TLS 1.2+ (BCP 195), client certificates required
+            env.update({
+                "DICOMFLOW_RECEIVER_TLS_CERT_FILE": str(tls["server.pem"]),
+                "DICOMFLOW_RECEIVER_TLS_KEY_FILE": str(tls["server.key"]),
+                "DICOMFLOW_RECEIVER_TLS_CA_FILE": str(tls["ca.pem"]),
+            })
+            self.client_flags = ("+tls", str(tls["client.key"]), str(tls["client.pem"]), "+cf", str(tls["ca.pem"]))
         env.pop("DICOMFLOW_CONFIG", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dicomflow.cli", "--log-level", "INFO", "scp", "--port", str(self.port),
@@ -253,6 +287,13 @@ class Result:
     associations: int
     instances: int
     seconds: float
+    #: Resident memory of the receiver's processes: idle before the run, peak during it (KiB; 0: not measured).
+    idle_kib: int = 0
+    peak_kib: int = 0
+
+    @property
+    def per_association_mib(self) -> float:
+        return max(0, self.peak_kib - self.idle_kib) / 1024 / self.associations
 
     @property
     def rate(self) -> float:
@@ -261,11 +302,13 @@ class Result:
 
 def send(receiver: Receiver, folders: Sequence[Path], associations: int) -> float:
     """storescu(s) against the receiver; returns the wall time. Raises when a store failed."""
-    wait_until(lambda: echo(receiver.port, receiver.called_ae), f"{receiver.name} to answer C-ECHO")
+    wait_until(lambda: echo(receiver.port, receiver.called_ae, receiver.client_flags),
+               f"{receiver.name} to answer C-ECHO")
     groups = [list(folders)] if associations == 1 else [[f] for f in folders]
     started = time.perf_counter()
     clients = [
-        subprocess.Popen([STORESCU, "-aec", receiver.called_ae, "127.0.0.1", str(receiver.port), "+sd", "+r",
+        subprocess.Popen([STORESCU, "-aec", receiver.called_ae, *receiver.client_flags, "127.0.0.1",
+                          str(receiver.port), "+sd", "+r",
                           *map(str, group)], env=NODELAY, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         for group in groups
     ]
@@ -277,13 +320,42 @@ def send(receiver: Receiver, folders: Sequence[Path], associations: int) -> floa
     return elapsed
 
 
+def tree_rss_kib(pid: int) -> int:
+    """Resident memory of ``pid`` and its children (KiB)."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    total = 0
+    for p in [pid, *map(int, out.split())]:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return total
+
+
 def measure(make: Callable[[], Receiver], folders: Sequence[Path], associations: int, expected: int) -> Result:
     with make() as receiver:
-        seconds = send(receiver, folders, associations)
+        process = getattr(receiver, "process", None)
+        pid = process.pid if isinstance(receiver, Dicomflow) and process is not None else None
+        idle = tree_rss_kib(pid) if pid else 0
+        peak = [idle]
+        done = threading.Event()
+
+        def sample() -> None:
+            while pid and not done.wait(0.1):
+                peak[0] = max(peak[0], tree_rss_kib(pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            seconds = send(receiver, folders, associations)
+        finally:
+            done.set()
+            sampler.join()
         received = receiver.count()
         if received != expected:
             raise RuntimeError(f"{receiver.name}: {received} instances received, {expected} sent")
-        return Result(receiver.name, associations, expected, seconds)
+        return Result(receiver.name, associations, expected, seconds, idle, peak[0])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -293,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration; the median is reported")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/dicomflow-bench-receiver"))
     parser.add_argument("--no-fsync", action="store_true", help="dicomflow without fsync (not the compared figure)")
+    parser.add_argument("--no-tls", action="store_true", help="skip the TLS rows (the first engine over mutual TLS)")
     parser.add_argument("--engines", default="native,pynetdicom",
                         help="dicomflow network engines to measure; the first one is compared with the targets")
     args = parser.parse_args(argv)
@@ -320,8 +393,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     def dicomflow(engine: str) -> Callable[[], Receiver]:
         return lambda: Dicomflow(settings, work, args.processes, not args.no_fsync, engine)
 
+    certificates = None if args.no_tls else make_certificates(work / "tls")
     receivers: list[tuple[str, Callable[[], Receiver]]] = [
         *((f"dicomflow-{engine}", dicomflow(engine)) for engine in engines),
+        *(((f"dicomflow-{engines[0]}-tls",
+            lambda: Dicomflow(settings, work, args.processes, not args.no_fsync, engines[0], certificates)),)
+          if certificates else ()),
         ("orthanc", lambda: Orthanc(work)),
         ("orthanc-pg", lambda: Orthanc(work, postgres=settings)),
     ]
@@ -333,8 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
             results[(key, associations)] = result
             spread = f" (runs: {', '.join(f'{r.rate:.0f}' for r in runs)})" if len(runs) > 1 else ""
+            memory = (f", RSS {result.idle_kib / 1024:.0f} -> {result.peak_kib / 1024:.0f} MiB, "
+                      f"{result.per_association_mib:.1f} MiB per association" if result.peak_kib else "")
             print(f"  {result.receiver:<44} {associations} association(s): {result.rate:7.1f} instances/s "
-                  f"({result.seconds:.1f} s){spread}", flush=True)
+                  f"({result.seconds:.1f} s{memory}){spread}", flush=True)
 
     print()
     print(f"{'receiver':<46}{'1 association':>16}{'4 associations':>17}")
@@ -343,8 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{one.receiver:<46}{one.rate:>12.1f}/s  {four.rate:>12.1f}/s")
     rate = {k: r.rate for k, r in results.items()}
     checks = [
+        ("1 association: dicomflow / Orthanc-default", rate[(compared, 1)] / rate[("orthanc", 1)], 1.5),
+        ("4 associations: dicomflow / Orthanc-default", rate[(compared, 4)] / rate[("orthanc", 4)], 1.5),
         ("1 association: dicomflow / Orthanc-PostgreSQL", rate[(compared, 1)] / rate[("orthanc-pg", 1)], 1.5),
-        ("1 association: dicomflow / Orthanc-default", rate[(compared, 1)] / rate[("orthanc", 1)], 1.0),
         ("4 associations: dicomflow / Orthanc-PostgreSQL", rate[(compared, 4)] / rate[("orthanc-pg", 4)], 2.0),
     ]
     print()
@@ -352,6 +432,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, ratio, target in checks:
         verdict = "met" if ratio >= target else "NOT met"
         print(f"{label:<50} {ratio:5.2f}x  (target >= {target}x: {verdict})")
+    if certificates:
+        for associations in (1, 4):
+            tls_rate = rate[(f"{compared}-tls", associations)]
+            print(f"TLS cost, {associations} association(s): {tls_rate:.1f}/s over TLS vs {rate[(compared, associations)]:.1f}/s "
+                  f"plain ({tls_rate / rate[(compared, associations)]:.2f}x)")
     print(f"load average after: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     shutil.rmtree(work / "corpus", ignore_errors=True)
     return 0

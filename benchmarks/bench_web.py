@@ -286,10 +286,9 @@ def main() -> int:
 
         keys = make_keys(work)
         port = free_port()
-        env = {**os.environ, "DICOMFLOW_DATABASE_DBNAME": dbname, "DICOMFLOW_STORAGE_ROOT": str(root),
-               "DICOMFLOW_TOPICS_AUDIT": topics.audit, "DICOMFLOW_WEB_OAUTH2_JWKS": str(keys.jwks_path),
-               "DICOMFLOW_WEB_OAUTH2_ISSUER": ISSUER, "DICOMFLOW_WEB_OAUTH2_AUDIENCE": AUDIENCE}
-        env.pop("DICOMFLOW_CONFIG", None)
+        oauth2 = dataclasses.replace(settings.web.oauth2, jwks=str(keys.jwks_path), issuer=ISSUER, audience=AUDIENCE)
+        served = dataclasses.replace(settings, web=dataclasses.replace(settings.web, oauth2=oauth2))
+        env = served.to_child_env(os.environ)
         log = (work / "web.log").open("wb")
         server = subprocess.Popen([sys.executable, "-m", "dicomflow.cli", "web", "--port", str(port), "--workers",
                                    str(args.web_workers)],

@@ -2,7 +2,10 @@
 # Install everything dicomflow needs on a fresh Debian machine; idempotent and quick
 # when nothing is missing. Sourced by scripts/demo.sh and scripts/test.sh.
 #
-#   system packages: Java 17 + Maven (to fetch the Kafka broker's jars), PostgreSQL, dcmtk
+#   system packages: Java 17 + Maven (to fetch the Kafka broker's jars), PostgreSQL, dcmtk;
+#                    with DICOMFLOW_BOOTSTRAP_TESTS=1 (set by scripts/test.sh) also what only the
+#                    tests use: GDCM's gdcmscu (a third DICOM sender), ClickHouse (the warehouse DDL runs against a real server) and
+#                    Chromium (the HTML report is rendered headless); the demo needs neither
 #   Python:          a virtualenv in .venv with dicomflow and its test dependencies
 # The Kafka jars themselves are fetched by `dicomflow stack up` into .dicomflow/cache.
 set -euo pipefail
@@ -16,6 +19,11 @@ command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 [ -x /usr/bin/dcmdump ] && [ -x /usr/bin/storescu ] || missing+=(dcmtk)
+if [ "${DICOMFLOW_BOOTSTRAP_TESTS:-0}" = 1 ]; then
+    [ -x /usr/bin/gdcmscu ] || missing+=(libgdcm-tools)  # a third DICOM implementation for the receiver tests
+    [ -x /usr/sbin/clickhouse-server ] || [ -x /usr/bin/clickhouse-server ] || missing+=(clickhouse-server)
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+fi
 if ((${#missing[@]})); then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing system packages: ${missing[*]} (install them, or run this as root)" >&2

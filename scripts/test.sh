@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Set up everything from scratch (system packages, .venv, Kafka jars, PostgreSQL),
+# Set up everything from scratch (system packages, .venv, Kafka jars, PostgreSQL; ClickHouse and
+# Chromium for the warehouse tests),
 # start the local stack and run the whole test suite. Extra arguments go to pytest.
 set -euo pipefail
+export DICOMFLOW_BOOTSTRAP_TESTS=1
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 
 say "starting the local stack (Kafka + PostgreSQL on 127.0.0.1)"

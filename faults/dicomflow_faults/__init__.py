@@ -4,7 +4,7 @@ Run it with ``scripts/faults.sh`` (or ``python -m dicomflow_faults`` with the
 repository's ``faults/`` folder on ``PYTHONPATH``; it is not part of the
 installed ``dicomflow`` package). It starts a private Kafka broker and
 PostgreSQL server on free ports (it kills them, so never the shared
-development stack) and runs three phases, each
+development stack) and runs four phases, each
 with its own topics and database:
 
 1. **fault run** (:mod:`~dicomflow_faults.scenario`): a C-STORE load through
@@ -17,7 +17,11 @@ with its own topics and database:
 3. **fuzz** (:mod:`~dicomflow_faults.fuzz`): hypothesis-generated payloads
    and damaged DICOM files, which must never crash the consumer and must
    all end in the dead-letter topic with a reason (or be indexed, for a
-   damaged file that still parses).
+   damaged file that still parses);
+4. **warehouse** (:mod:`~dicomflow_faults.warehouse`): >= 10,000 log, state,
+   image and audit messages into ``dicomflow warehouse run``, SIGKILLed
+   several times mid-run and restarted; the DuckDB file must hold every
+   message exactly once.
 
 The figures are printed at the end (:mod:`~dicomflow_faults.report`); the
 exit code is non-zero when anything was lost or duplicated or a check failed.

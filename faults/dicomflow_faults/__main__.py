@@ -8,9 +8,10 @@ flat); 2 the suite could not run (the private stack would not start).
 
 Examples::
 
-    python -m dicomflow_faults                       # full size: 20,000 instances, 100,000 soak events
+    python -m dicomflow_faults                       # full size: 20,000 instances, 100,000 soak events,
+                                                     # 20,000 warehouse events with 3 sink kills
     python -m dicomflow_faults --instances 300 --soak 2000 --fuzz 60 --fuzz-files 20 \\
-        --faults-per-kind 1 --rate 40                # a smoke run of a minute or two
+        --faults-per-kind 1 --rate 40 --protocol-fuzz 300 --warehouse 3000 --warehouse-kills 2   # a smoke run of a few minutes
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ T = TypeVar("T")
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m dicomflow_faults",
-        description="Kill the consumer, the receiver, Kafka and PostgreSQL under load; soak; fuzz. "
+        description="Kill the consumer, the receiver, Kafka and PostgreSQL under load; soak; fuzz; "
+                    "kill the warehouse sink mid-run. "
                     "Uses a private stack on free ports, never the shared one.",
     )
     p.add_argument("--instances", type=int, default=20000, help="C-STORE instances of the fault run (0: skip it).")
@@ -47,6 +49,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fuzz", type=int, default=500, help="Hypothesis-generated payloads (0 with --fuzz-files 0: skip).")
     p.add_argument("--fuzz-files", type=int, default=200, help="Truncated / bit-flipped sample files.")
     p.add_argument("--controls", type=int, default=20, help="Good instances mixed into the fuzz inputs.")
+    p.add_argument("--protocol-fuzz", type=int, default=5000,
+                   help="Mutated DICOM PDU sequences sent to a receiver of its own (0: skip).")
+    p.add_argument("--warehouse", type=int, default=20000,
+                   help="Messages of the warehouse phase (log, state, image, audit; 0: skip it).")
+    p.add_argument("--warehouse-kills", type=int, default=3, help="SIGKILLs of the warehouse sink, mid-run.")
     p.add_argument("--faults-per-kind", type=int, default=2, help="SIGKILLs of each kind during the fault run.")
     p.add_argument("--kinds", default=",".join(KINDS), help="Fault kinds, comma-separated (default: all four).")
     p.add_argument("--associations", type=int, default=4, help="Parallel C-STORE associations of the sender.")
@@ -67,7 +74,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown fault kind(s): {', '.join(unknown)}; choose from {', '.join(KINDS)}")
     args.kinds = kinds
-    for name in ("instances", "soak", "fuzz", "fuzz_files", "controls", "faults_per_kind"):
+    for name in ("instances", "soak", "fuzz", "fuzz_files", "controls", "faults_per_kind", "protocol_fuzz",
+                 "warehouse", "warehouse_kills"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must not be negative")
     if args.associations < 1 or args.receiver_processes < 1:
@@ -133,6 +141,7 @@ def _run_phases(args: argparse.Namespace, stack: PrivateStack, log_dir: Path, re
     from dicomflow_faults.fuzz import run_fuzz
     from dicomflow_faults.scenario import FaultRun
     from dicomflow_faults.soak import run_soak
+    from dicomflow_faults.warehouse import run_warehouse_faults
 
     if args.instances:
         report.faults = _timed(report, "fault run", lambda: FaultRun(
@@ -146,6 +155,15 @@ def _run_phases(args: argparse.Namespace, stack: PrivateStack, log_dir: Path, re
     if args.fuzz or args.fuzz_files:
         report.fuzz = _timed(report, "fuzz", lambda: run_fuzz(
             stack, payloads=args.fuzz, files=args.fuzz_files, controls=args.controls, seed=seed + 2, log_dir=log_dir))
+    if args.protocol_fuzz:
+        from dicomflow_faults.protofuzz import run_protocol_fuzz
+
+        report.protocol = _timed(report, "protocol fuzz", lambda: run_protocol_fuzz(
+            stack, args.protocol_fuzz, seed=seed + 3, log_dir=log_dir,
+            progress=lambda n: log.info("protocol fuzz: %d of %d sequences", n, args.protocol_fuzz)))
+    if args.warehouse:
+        report.warehouse = _timed(report, "warehouse", lambda: run_warehouse_faults(
+            stack, args.warehouse, kills=args.warehouse_kills, seed=seed + 3, log_dir=log_dir))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(report.dumps() + "\n")
     if any(e.startswith("suite aborted") for e in report.errors) and report.faults is None \
-            and report.soak is None and report.fuzz is None:
+            and report.soak is None and report.fuzz is None and report.protocol is None \
+            and report.warehouse is None:
         return 2
     return 0 if report.passed else 1
 

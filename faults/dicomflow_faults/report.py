@@ -16,8 +16,10 @@ from typing import Any, TextIO
 
 from dicomflow_faults.checks import Check
 from dicomflow_faults.fuzz import FuzzResult, Kind
+from dicomflow_faults.protofuzz import ProtocolFuzzResult
 from dicomflow_faults.scenario import KINDS, FaultRunResult
 from dicomflow_faults.soak import SoakResult
+from dicomflow_faults.warehouse import WarehouseFaultResult
 
 
 @dataclass
@@ -30,6 +32,8 @@ class SuiteReport:
     faults: FaultRunResult | None = None
     soak: SoakResult | None = None
     fuzz: FuzzResult | None = None
+    protocol: ProtocolFuzzResult | None = None
+    warehouse: WarehouseFaultResult | None = None
     errors: list[str] = field(default_factory=list)
     log_dir: str | None = None
 
@@ -37,16 +41,16 @@ class SuiteReport:
 
     @property
     def lost(self) -> int:
-        return sum(x.lost for x in (self.faults, self.soak, self.fuzz) if x is not None)
+        return sum(x.lost for x in (self.faults, self.soak, self.fuzz, self.warehouse) if x is not None)
 
     @property
     def duplicates(self) -> int:
-        return sum(x.duplicates for x in (self.faults, self.soak) if x is not None)
+        return sum(x.duplicates for x in (self.faults, self.soak, self.warehouse) if x is not None)
 
     @property
     def checks(self) -> list[Check]:
         out: list[Check] = []
-        for part in (self.faults, self.soak, self.fuzz):
+        for part in (self.faults, self.soak, self.fuzz, self.protocol, self.warehouse):
             if part is not None:
                 out.extend(part.checks)
         return out
@@ -82,6 +86,10 @@ class SuiteReport:
             self._print_soak(w, self.soak)
         if self.fuzz is not None:
             self._print_fuzz(w, self.fuzz)
+        if self.protocol is not None:
+            self._print_protocol(w, self.protocol)
+        if self.warehouse is not None:
+            self._print_warehouse(w, self.warehouse)
         w("\nChecks\n")
         for c in self.checks:
             w(f"  {'PASS' if c.ok else 'FAIL'}  {c.name}: {c.detail}\n")
@@ -96,8 +104,15 @@ class SuiteReport:
             survived = sum(s for _, s in by_kind.values())
             detail = ", ".join(f"{k} {i}/{s}" for k, (i, s) in by_kind.items())
             w(f"Faults:             {injected} injected, {survived} survived ({detail}; injected/survived)\n")
+        if self.warehouse is not None:
+            wh = self.warehouse
+            w(f"Warehouse sink:     {len(wh.kills)} SIGKILLs mid-run over {wh.events} events, "
+              f"{wh.lost} lost, {wh.duplicates} duplicated\n")
         if self.fuzz is not None:
             w(f"Bad inputs tried:   {self.fuzz.bad_inputs}\n")
+        if self.protocol is not None:
+            w(f"PDU sequences:      {self.protocol.sequences} mutated, {self.protocol.unexpected} unexpected "
+              f"exception(s), {self.protocol.crashes} receiver crash(es) (both must be 0)\n")
         w(f"Messages lost:      {self.lost} (must be 0)\n")
         w(f"Duplicates:         {self.duplicates} (must be 0)\n")
         if self.log_dir:
@@ -160,6 +175,27 @@ class SuiteReport:
         w("  families: " + ", ".join(f"{k} {v}" for k, v in labels.most_common()) + "\n")
         w("  DLQ reasons: " + ", ".join(f"{k} {v}" for k, v in r.error_classes().most_common()) + "\n")
 
+    @staticmethod
+    def _print_protocol(w: Any, r: ProtocolFuzzResult) -> None:
+        w(f"\nProtocol fuzz: {r.sequences} mutated PDU sequences in {r.seconds:.1f} s\n")
+        w("  families: " + ", ".join(f"{k} {v}" for k, v in sorted(r.families.items())) + "\n")
+        w("  answers: " + ", ".join(f"{k} {v}" for k, v in r.answers.most_common()) + "\n")
+        w(f"  unexpected exceptions: {r.unexpected}; receiver crashes: {r.crashes}; "
+          f"RSS {r.rss_before_kib / 1024:.1f} -> {r.rss_after_kib / 1024:.1f} MiB; "
+          f"valid association afterwards: {'stored' if r.control_stored else 'FAILED'}\n")
+
+    @staticmethod
+    def _print_warehouse(w: Any, r: WarehouseFaultResult) -> None:
+        w(f"\nWarehouse sink: {r.events} messages ({r.instances} instances) published over {r.publish_s:.1f} s, "
+          f"all in DuckDB {r.drain_s:.1f} s after the sink's first start, {r.starts} starts\n")
+        w(f"  {'#':>3} {'at s':>7} {'committed':>10} {'of':>7}  outcome\n")
+        for i, k in enumerate(r.kills, 1):
+            w(f"  {i:>3} {k.at_s:7.1f} {k.committed_before:>10} {k.published:>7}  "
+              f"{'SIGKILL mid-run, restarted' if k.mid_run else 'NOT mid-run'}\n")
+        w("  rows: " + ", ".join(f"{t} {r.rows.get(t, 0)}/{n}" for t, n in r.expected_rows.items())
+          + f"; stored offsets {r.stored_offsets}/{r.events}; dead letters {r.dead_lettered}; "
+          f"last run exit code {r.exit_code}\n")
+
     def as_json(self) -> dict[str, Any]:
         """The figures as plain data (``--json``)."""
         data: dict[str, Any] = {
@@ -185,6 +221,16 @@ class SuiteReport:
                 "rss_growth_tree_mib": round(s.growth_tree_mib, 1), "bound_mib": s.bound_mib,
                 "samples": [[round(x.t_s, 1), x.rows, x.main_kib, x.tree_kib] for x in s.samples],
             }
+        if self.warehouse is not None:
+            h = self.warehouse
+            data["warehouse"] = {
+                "events": h.events, "instances": h.instances, "kills": len(h.kills),
+                "kills_mid_run": sum(k.mid_run for k in h.kills), "starts": h.starts, "lost": h.lost,
+                "duplicates": h.duplicates, "rows": h.rows, "expected_rows": h.expected_rows,
+                "stored_offsets": h.stored_offsets, "dead_lettered": h.dead_lettered, "exit_code": h.exit_code,
+                "publish_s": round(h.publish_s, 1), "drain_s": round(h.drain_s, 1),
+                "kill_points": [{"at_s": round(k.at_s, 1), "committed_before": k.committed_before} for k in h.kills],
+            }
         if self.fuzz is not None:
             z = self.fuzz
             data["fuzz"] = {
@@ -194,6 +240,13 @@ class SuiteReport:
                 "unprocessed": z.count(("payload", "file", "special", "control"), "unprocessed"),
                 "controls": z.count(("control",)), "controls_indexed": z.count(("control",), "persisted"),
                 "error_classes": dict(z.error_classes()),
+            }
+        if self.protocol is not None:
+            q = self.protocol
+            data["protocol_fuzz"] = {
+                "sequences": q.sequences, "families": dict(q.families), "answers": dict(q.answers),
+                "unexpected": q.unexpected, "crashes": q.crashes, "rss_before_kib": q.rss_before_kib,
+                "rss_after_kib": q.rss_after_kib, "control_stored": q.control_stored, "seconds": round(q.seconds, 1),
             }
         return data
 

@@ -11,7 +11,10 @@ What a new user should see the system do, with nothing but this repository:
    storescu, C-STORE);
 4. a wait until PostgreSQL holds every instance that was acknowledged;
 5. a report: studies / series / instances as PostgreSQL has them, the messages
-   this run added to each topic, and the throughput.
+   this run added to each topic, and the throughput;
+6. the warehouse sink (``dicomflow warehouse run --until-idle``) bringing the
+   topics into the DuckDB warehouse, then ``dicomflow report``'s summary and
+   its HTML page (path printed).
 
 Fresh UIDs on every run, so running it twice shows the second run's studies
 alongside the first's rows.
@@ -51,13 +54,14 @@ def _free_port() -> int:
 def _component_env(settings: Settings, scp_port: int) -> dict[str, str]:
     """The environment that hands this run's settings to the component processes.
 
-    The storage root is made absolute (the components run in their own
-    folder) and the receiver listens on this run's free port.
+    The storage root and the warehouse file are made absolute (the components
+    run in their own folder) and the receiver listens on this run's free port.
     """
     run = dataclasses.replace(
         settings,
         storage=dataclasses.replace(settings.storage, root=settings.storage.root.resolve()),
         receiver=dataclasses.replace(settings.receiver, host="127.0.0.1", port=scp_port),
+        warehouse=dataclasses.replace(settings.warehouse, path=settings.warehouse.path.resolve()),
     )
     return run.to_child_env(os.environ)
 
@@ -293,5 +297,39 @@ def run_demo(settings: Settings, instances: int, studies: int, series_per_study:
         f"in PostgreSQL {found}, lost {lost}; end to end {len(sent.succeeded) / max(total_s, 1e-9):.0f} instances/s "
         f"({total_s:.1f} s from first C-STORE to last row)"
     )
+    warehouse_ok = _warehouse_and_report(settings, env, log_dir, console)
     console.print("The stack keeps running; `dicomflow stack down` stops it.")
-    return 0 if lost == 0 and not sent.failed else 1
+    return 0 if lost == 0 and not sent.failed and warehouse_ok else 1
+
+
+def _warehouse_and_report(settings: Settings, env: dict[str, str], log_dir: Path, console: Any) -> bool:
+    """Run the warehouse sink until the topics are idle, then print the report's summary and write its HTML."""
+    from dicomflow.errors import DicomflowError
+    from dicomflow.warehouse.report import DuckDBSource, build_report
+    from dicomflow.warehouse.report_html import render_html
+    from dicomflow.warehouse.report_text import print_report, summary_line
+
+    started = time.monotonic()
+    with open(log_dir / "warehouse.log", "ab") as out:
+        proc = subprocess.run([sys.executable, "-m", "dicomflow.cli", "warehouse", "run", "--until-idle", "3"],
+                              env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              timeout=600, check=False)
+    if proc.returncode != 0:
+        console.print(f"[red]✗[/] warehouse sink exited with {proc.returncode}; see {log_dir / 'warehouse.log'}")
+        return False
+    console.print(f"[green]✓[/] warehouse sink caught up in {time.monotonic() - started:.1f} s "
+                  f"({settings.warehouse.path.resolve()})")
+    try:
+        source = DuckDBSource(settings)
+        try:
+            report = build_report(source)
+        finally:
+            source.close()
+    except DicomflowError as exc:
+        console.print(f"[red]✗[/] report failed: {exc}")
+        return False
+    print_report(report, console, sections=("per_modality", "latency_per_day", "dead_letters"))
+    page = log_dir / "report.html"
+    page.write_text(render_html(report), encoding="utf-8")
+    console.print(f"[green]✓[/] warehouse report: {summary_line(report)}; HTML report: {page}")
+    return True

@@ -3,7 +3,8 @@
 The full suite (``scripts/faults.sh``: 20,000 instances, 100,000 soak
 events) is too long for every test run; this runs it at a size that still
 kills each of the four services once, soaks a few thousand events and
-fuzzes a few dozen inputs, in two minutes or so. It starts its own private
+fuzzes a few dozen inputs, and kills the warehouse sink twice over 3,000
+messages, in a few minutes. It starts its own private
 stack, so it never touches the shared one.
 """
 
@@ -37,7 +38,8 @@ def test_tiny_suite_run_injects_every_fault_and_loses_nothing(tmp_path: Path) ->
     proc = subprocess.run(
         [sys.executable, "-m", "dicomflow_faults",
          "--instances", "400", "--rate", "25", "--faults-per-kind", "1",
-         "--soak", "3000", "--fuzz", "80", "--fuzz-files", "30", "--controls", "5",
+         "--soak", "3000", "--fuzz", "80", "--fuzz-files", "30", "--controls", "5", "--protocol-fuzz", "0",
+         "--warehouse", "3000", "--warehouse-kills", "2",
          "--seed", "20240315", "--work-dir", str(tmp_path), "--json", str(report_path)],
         capture_output=True, text=True, env=env, timeout=540, check=False,
     )
@@ -60,7 +62,11 @@ def test_tiny_suite_run_injects_every_fault_and_loses_nothing(tmp_path: Path) ->
     assert fuzz["dead_lettered"] + fuzz["indexed"] == fuzz["bad_inputs"]
     assert fuzz["controls_indexed"] == fuzz["controls"] == 5
     assert {"wire-format", "unreadable-dicom", "outside-storage-root"} <= set(fuzz["error_classes"])
-    for figure in ("Load held:", "Faults:", "Bad inputs tried:", "Messages lost:", "Duplicates:", "RESULT: PASS"):
+    wh = report["warehouse"]
+    assert wh["kills"] == wh["kills_mid_run"] == 2 and wh["starts"] == 3 and wh["exit_code"] == 0
+    assert wh["lost"] == 0 and wh["duplicates"] == 0 and wh["dead_lettered"] == 0
+    assert wh["rows"] == wh["expected_rows"] and wh["stored_offsets"] == wh["events"] >= 3000
+    for figure in ("Load held:", "Faults:", "Warehouse sink:", "Bad inputs tried:", "Messages lost:", "Duplicates:", "RESULT: PASS"):
         assert figure in proc.stdout
     # Everything private was removed: no temporary stack folder is left behind.
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("dicomflow-faults-") and "logs" not in p.name]
@@ -118,3 +124,30 @@ def test_sender_retries_until_every_instance_is_acknowledged(tmp_path: Path) -> 
     assert sender.stats.failures["0xA700"] == len(scp.refused) > 0
     assert scp.aborted and sender.stats.retries > len(scp.refused)
     assert sender.stats.associations >= 4  # reconnected after the abort and every 40 instances
+
+
+@pytest.mark.timeout(300)
+def test_protocol_fuzz_phase_at_a_small_size(tmp_path: Path) -> None:
+    """Mutated PDU sequences against a running receiver: no unexpected exception, no crash, RSS flat,
+    and a valid association still stores an instance (the full 5,000 run is CI's fault run)."""
+    report_path = tmp_path / "protocol.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
+    suite_folder = str(Path(dicomflow_faults.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (suite_folder, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dicomflow_faults", "--instances", "0", "--soak", "0", "--fuzz", "0",
+         "--fuzz-files", "0", "--protocol-fuzz", "400", "--seed", "20240316", "--work-dir", str(tmp_path),
+         "--json", str(report_path)],
+        capture_output=True, text=True, env=env, timeout=280, check=False,
+    )
+    output = proc.stdout + proc.stderr[-4000:]
+    assert report_path.exists(), output
+    report = json.loads(report_path.read_text())
+    assert proc.returncode == 0 and report["passed"], output
+    fuzz = report["protocol_fuzz"]
+    assert fuzz["sequences"] == 400 and sum(fuzz["families"].values()) == 400
+    assert fuzz["unexpected"] == 0 and fuzz["crashes"] == 0 and fuzz["control_stored"]
+    # every family was tried, and the receiver answered with each kind of protocol answer
+    assert len(fuzz["families"]) == 9
+    assert {"AC", "RJ", "ABORT"} <= set(fuzz["answers"])
+    assert "PDU sequences:      400 mutated, 0 unexpected exception(s), 0 receiver crash(es)" in proc.stdout

@@ -277,7 +277,8 @@ def test_two_processes_behind_one_port_share_four_clients(
     assert nodes == {f"{scp_settings.worker_node_id}-0", f"{scp_settings.worker_node_id}-1"}
 
 
-def test_a_resent_instance_overwrites_and_gets_a_new_event(scp_settings: Settings) -> None:
+def test_a_resent_instance_replaces_when_configured_and_gets_a_new_event(scp_settings: Settings) -> None:
+    scp_settings = dataclasses.replace(scp_settings, ingest=dataclasses.replace(scp_settings.ingest, duplicates="replace"))
     first = instance("1.2.826.0.1.3680043.8.498.77.1.1", PatientName="First^Version")
     again = instance("1.2.826.0.1.3680043.8.498.77.1.1", PatientName="Second^Version")
     with running_receiver(scp_settings):

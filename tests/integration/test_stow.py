@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import warnings
 from collections.abc import Iterator
@@ -117,10 +118,19 @@ def test_a_mix_of_good_and_bad_parts(stow: Stow) -> None:
     assert REFERENCED not in other_study.json()
     same_study = stow.post([("application/dicom", ct)], path=f"/studies/{good[0].StudyInstanceUID}")
     assert same_study.status_code == 200, same_study.text
+    # The same SOP Instance UID with other content: ingest.duplicates ("reject") decides, as for a C-STORE.
+    changed = _read("CT_small.dcm")
+    changed.InstitutionName = "Another hospital"
+    encoded = io.BytesIO()
+    changed.save_as(encoded, enforce_file_format=True)
+    duplicate = stow.post([("application/dicom", encoded.getvalue())])
+    assert duplicate.status_code == 409, duplicate.text
+    assert _reasons(duplicate.json()) == {str(good[0].SOPInstanceUID): 0x0111}
 
-    # Every stored part is a store event, acknowledged before the answer, in the token's tenant.
+    # Every newly stored part is a store event, acknowledged before the answer, in the token's tenant;
+    # the identical re-sends (Success) and the refused duplicate publish nothing.
     events = [e for _, e in read_store_events(stow.settings, stow.settings.topics.main)]
-    assert sorted(e.sop_uid for e in events) == sorted(good_uids + [good_uids[0]] * 2)
+    assert sorted(e.sop_uid for e in events) == sorted(good_uids)
     assert {e.tenant_id for e in events} == {TENANT}
     for e in events:
         assert Path(e.file_path).is_file() and Path(e.file_path).is_relative_to(stow.settings.storage.root.resolve())

@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 
 from dicomflow.cli import app
 from dicomflow.kafka.admin import create_topics, delete_topics, describe_topics, read_all
+from dicomflow.kafka.dlq import dead_letter_topic
 from dicomflow.kafka.exceptions import TopicAdminError
 from dicomflow.settings import KafkaSettings, Settings, TopicSettings
+from dicomflow.warehouse.schema import TABLES
 
 
 @pytest.fixture
@@ -38,6 +40,10 @@ def test_create_makes_every_topic_with_partitions_replication_and_retention(
 
     assert [(o.name, o.action) for o in outcomes] == [(n, "created") for n in own_topics.all()]
     assert {o.name for o in outcomes} >= {own_topics.audit, own_topics.dlq}
+    # The warehouse sink's dead-letter topics exist before any poison message needs them.
+    dlqs = {f"{t}.dlq" for t in (own_topics.log, own_topics.dicom_state, own_topics.dicom_image, own_topics.audit)}
+    assert dlqs == {dead_letter_topic(getattr(own_topics, t.topic_attr)) for t in TABLES}
+    assert dlqs <= {o.name for o in outcomes} and len(outcomes) == 10
     for info in describe_topics(kafka, own_topics.all()):
         assert (info.partitions, info.replication_factor, info.retention_ms) == (4, 1, 3 * 3600 * 1000), info
 
@@ -48,7 +54,7 @@ def test_create_again_changes_nothing(kafka: KafkaSettings, own_topics: TopicSet
 
     again = create_topics(kafka, own_topics)
 
-    assert [o.action for o in again] == ["exists"] * 6
+    assert [o.action for o in again] == ["exists"] * 10
     assert all(o.drift == () for o in again)
     assert describe_topics(kafka, own_topics.all()) == before
 

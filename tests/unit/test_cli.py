@@ -18,10 +18,21 @@ COMMANDS = {
     "extract": None,
     "consume": None,
     "scp": None,
+    "users": {"add"},
     "publish": None,
     "web": None,
     "images": None,
+    "warehouse": {"ddl", "run"},
+    "report": None,
     "demo": None,
+}
+
+#: The options of the warehouse commands, as the README documents them.
+OPTIONS = {
+    ("warehouse", "ddl"): {"--target", "--clickhouse-syntax"},
+    ("warehouse", "run"): {"--max-messages", "--until-idle", "--path", "--metrics-port"},
+    ("report",): {"--clickhouse", "--json", "--html", "--largest"},
+    ("stack", "up"): {"--clickhouse"},
 }
 
 
@@ -43,3 +54,15 @@ def test_python_dash_m_dicomflow_and_dicomflow_cli_run_the_same_app() -> None:
         out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True).stdout
         for name in COMMANDS:
             assert name in out, (module, name)
+
+
+def test_the_warehouse_commands_keep_their_options() -> None:
+    root = typer.main.get_command(app)
+    assert isinstance(root, TyperGroup)
+    for path, options in OPTIONS.items():
+        command = root.commands[path[0]]
+        for name in path[1:]:
+            assert isinstance(command, TyperGroup)
+            command = command.commands[name]
+        names = {opt for param in command.params for opt in param.opts if opt.startswith("--")}
+        assert names == options, path

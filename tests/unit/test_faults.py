@@ -276,3 +276,24 @@ def test_damaged_sample_files_are_poison_never_io_errors(tmp_path: Path) -> None
             except OSError as exc:
                 io_errors.append(f"{case.label}: {exc}")
     assert not io_errors
+
+
+def test_warehouse_phase_counts_in_the_suite_verdict() -> None:
+    import io
+
+    from dicomflow_faults.checks import Check
+    from dicomflow_faults.report import SuiteReport
+    from dicomflow_faults.warehouse import SinkKill, WarehouseFaultResult
+
+    assert SinkKill(1.0, 500, 1000).mid_run
+    assert not SinkKill(1.0, 0, 1000).mid_run and not SinkKill(1.0, 1000, 1000).mid_run
+    wh = WarehouseFaultResult(events=1000, kills_wanted=1, kills=[SinkKill(1.0, 500, 1000)], starts=2,
+                              expected_rows={"receipts": 10}, rows={"receipts": 10}, exit_code=0,
+                              checks=[Check("warehouse: x", True, "ok")])
+    report = SuiteReport(seed=1, options={}, warehouse=wh)
+    out = io.StringIO()
+    report.print(out)
+    assert report.passed and "Warehouse sink:     1 SIGKILLs mid-run over 1000 events, 0 lost" in out.getvalue()
+    assert report.as_json()["warehouse"]["kills_mid_run"] == 1
+    wh.lost = 2
+    assert not report.passed and report.lost == 2

@@ -10,8 +10,10 @@ The layers (lowest first), as docs/architecture.md describes them:
   ``kafka``);
 - the stages: ``receiver``, ``scanner`` and ``web`` (ways in; ``web`` also
   reads the index through ``store``), ``pipeline`` (the consumer),
-  ``images`` (the image workers), ``demo``; a stage never imports a sibling
-  stage;
+  ``images`` (the image workers), ``warehouse`` (the analytics sink, DDL and
+  report); a stage never imports a sibling stage;
+- ``demo``, which runs the stages as their own processes and ends with the
+  warehouse's report, so it may read the warehouse (and no other stage);
 - ``cli`` on top: it may import everything and nothing imports it.
 
 A new subpackage must be added to :data:`ALLOWED` on purpose: that is where
@@ -49,12 +51,13 @@ ALLOWED: dict[str, frozenset[str]] = {
     "extract": FOUNDATION | {"dicom"},
     "imaging": FOUNDATION | {"dicom"},
     "ingest": FOUNDATION | {"dicom", "audit", "kafka"},
-    "receiver": WAYS_IN,
+    "receiver": WAYS_IN | {"metrics"},  # its Prometheus metrics (metrics/receiver.py)
     "scanner": WAYS_IN,
     "web": WAYS_IN | {"store", "imaging", "metrics"},
     "pipeline": FOUNDATION | {"extract", "kafka", "store", "audit", "metrics"},
     "images": FOUNDATION | {"imaging", "ingest", "kafka", "store", "metrics"},
-    "demo": FOUNDATION | {"corpus", "kafka", "stack", "store"},
+    "warehouse": FOUNDATION | {"kafka", "store", "models", "audit", "metrics", "dicom"},
+    "demo": FOUNDATION | {"corpus", "kafka", "stack", "store", "warehouse"},
     "cli": frozenset({"*"}),
     "__main__": frozenset({"cli"}),
 }

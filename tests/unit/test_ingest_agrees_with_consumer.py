@@ -105,7 +105,9 @@ def test_the_receiver_accepts_exactly_what_the_consumer_indexes_and_both_agree(p
 
 def test_every_sample_file_is_either_published_and_indexable_or_skipped_with_its_reason(tmp_path: Path) -> None:
     settings = Settings()
-    settings = replace(settings, storage=replace(settings.storage, root=tmp_path / "root"))
+    # some samples share their UIDs with other content: with "replace" each later copy is prepared too
+    settings = replace(settings, storage=replace(settings.storage, root=tmp_path / "root"),
+                       ingest=replace(settings.ingest, duplicates="replace"))
     folder = FolderPublisher(settings, cast(Publisher, None), copy_into_storage=True)  # prepare() never publishes
     published: list[Prepared] = []
     skipped: dict[Path, str] = {}
@@ -118,6 +120,8 @@ def test_every_sample_file_is_either_published_and_indexable_or_skipped_with_its
         else:
             assert not outcome.failed, f"{path}: {outcome.reason}"
             assert outcome.reason, path
+            if outcome.reason.startswith("already stored with identical content"):
+                continue  # the same instance twice in the samples: published once, no verdict to compare
             skipped[path] = outcome.reason
     for path, reason in skipped.items():  # the consumer would refuse each skipped file for a reason too
         assert reason.startswith(("not DICOM", "truncated file", "not a DICOM file", "not a readable DICOM file",

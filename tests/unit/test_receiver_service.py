@@ -180,7 +180,8 @@ def test_the_folder_sync_overlaps_the_publish_and_its_failure_is_a_failure(
     probe = OverlapProbe()
     probe.publishing(publisher)
     monkeypatch.setattr(storage, "_fsync_folder", probe.fsync_folder)
-    assert svc.store("assoc", request(encoded())).status == 0
+    # a new instance in the same series (the same one again would be an identical copy: nothing to publish)
+    assert svc.store("assoc", request(encoded(SOPInstanceUID="1.2.3.4.7"))).status == 0
     assert probe.folders == ["1.2.3.4"]  # the series folder, after the rename
     assert "fsync saw the publish in flight" in probe.order and "publish saw the fsync in flight" in probe.order
     assert "fsync ran alone" not in probe.order and "publish ran alone" not in probe.order
@@ -195,7 +196,7 @@ def test_the_folder_sync_overlaps_the_publish_and_its_failure_is_a_failure(
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(storage, "_fsync_folder", failing_sync)
-    outcome = svc.store("assoc", request(encoded()))
+    outcome = svc.store("assoc", request(encoded(SOPInstanceUID="1.2.3.4.6")))  # a new instance, same series
     assert outcome.status == 0xA700
     assert outcome.comment is not None and "Input/output error" in outcome.comment
     assert calls == ["1.2.3.4"]

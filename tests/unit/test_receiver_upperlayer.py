@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import warnings
 from io import BytesIO
 
 import pytest
@@ -21,7 +22,7 @@ from pynetdicom.transport import AddressInformation
 
 from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
-from dicomflow.receiver.acceptor import _Negotiation
+from dicomflow.receiver.negotiation import Negotiation
 from dicomflow.settings import ReceiverSettings
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -71,29 +72,40 @@ def test_an_associate_rq_from_pynetdicom_is_read() -> None:
 
 def test_negotiation_keeps_the_senders_first_syntax_and_rejects_other_services() -> None:
     request = ul.parse_associate_rq(pynetdicom_rq((CT, [JPEG, EXPLICIT]), (FIND, [IMPLICIT]), (CT, ["1.2.3.999"]))[6:])
-    results, accepted = _Negotiation(ReceiverSettings()).contexts(request)
+    results, accepted = Negotiation(ReceiverSettings()).contexts(request)
     assert [(r.context_id, r.result) for r in results] == [
         (1, ul.ACCEPTANCE), (3, ul.ABSTRACT_SYNTAX_NOT_SUPPORTED), (5, ul.TRANSFER_SYNTAXES_NOT_SUPPORTED)]
     assert accepted == {1: (CT, JPEG)}
 
 
-@pytest.mark.parametrize(
-    ("settings", "active", "reason"),
-    [
-        (ReceiverSettings(allowed_calling_aes=("GOOD",)), 0, ul.REJECT_CALLING_AE),
-        (ReceiverSettings(max_associations=2), 2, ul.REJECT_BUSY),
-    ],
-)
-def test_refusals(settings: ReceiverSettings, active: int, reason: tuple[int, int, int]) -> None:
+def test_refusals() -> None:
     request = ul.parse_associate_rq(pynetdicom_rq((CT, [EXPLICIT]))[6:])
-    refusal = _Negotiation(settings).refusal(request, active)
-    assert refusal is not None and refusal[0] == reason
-    assert _Negotiation(ReceiverSettings(allowed_calling_aes=("CALLER",))).refusal(request, 0) is None
+    refusal = Negotiation(ReceiverSettings(allowed_calling_aes=("GOOD",))).refusal(request)
+    assert refusal is not None and refusal[0] == ul.REJECT_CALLING_AE
+    assert Negotiation(ReceiverSettings(allowed_calling_aes=("CALLER",))).refusal(request) is None
+
+
+def test_a_proposed_syntax_with_non_ascii_bytes_is_answered_not_raised() -> None:
+    """Regression (protocol fuzzing): a transfer syntax with bytes >= 0x80 made encoding the
+    A-ASSOCIATE-AC raise UnicodeEncodeError; the peer got an abort and the log a traceback."""
+    raw = pynetdicom_rq((CT, ["1.2.840.10008.1.2.9876"]))
+    raw = raw.replace(b"1.2.840.10008.1.2.9876", b"1.2.840.10008.1.2.\xe9\xff\x80\x99")
+    request = ul.parse_associate_rq(raw[6:])
+    results, accepted = Negotiation(ReceiverSettings()).contexts(request)
+    assert accepted == {} and results[0].result == ul.TRANSFER_SYNTAXES_NOT_SUPPORTED
+    data = ul.encode_associate_ac(request, results, max_pdu_length=1 << 20,
+                                  implementation_class_uid="2.25.1", implementation_version="DICOMFLOW_01")
+    assert b"1.2.840.10008.1.2.????" in data  # the rejected context's syntax, made ASCII
+    pdu = A_ASSOCIATE_AC()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the (echoed) invalid UID
+        pdu.decode(data)
+    assert [cx.result for cx in pdu.presentation_context] == [ul.TRANSFER_SYNTAXES_NOT_SUPPORTED]
 
 
 def test_our_associate_ac_is_read_by_pynetdicom() -> None:
     request = ul.parse_associate_rq(pynetdicom_rq((CT, [JPEG, EXPLICIT]), (FIND, [IMPLICIT]))[6:])
-    results, _ = _Negotiation(ReceiverSettings()).contexts(request)
+    results, _ = Negotiation(ReceiverSettings()).contexts(request)
     data = ul.encode_associate_ac(request, results, max_pdu_length=1 << 20,
                                   implementation_class_uid="2.25.1", implementation_version="DICOMFLOW_01")
     pdu = A_ASSOCIATE_AC()

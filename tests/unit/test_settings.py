@@ -38,6 +38,45 @@ def test_toml_file(tmp_path: Path) -> None:
     assert s.storage.root == Path("/srv/dicom")
 
 
+def test_the_receiver_at_the_edge_from_toml_and_environment(tmp_path: Path) -> None:
+    path = tmp_path / "dicomflow.toml"
+    path.write_text(
+        '[receiver]\nmax_dataset_bytes = 1048576\nidle_timeout_s = 5\nrequire_user_identity = true\n'
+        'users_file = "/etc/dicomflow/users"\n'
+        '[receiver.tls]\ncert_file = "/etc/tls/r.pem"\nkey_file = "/etc/tls/r.key"\nport = 2762\n'
+        '[ingest]\nduplicates = "keep"\n'
+    )
+    s = load_settings(path, {"DICOMFLOW_RECEIVER_TLS_CA_FILE": "/etc/tls/ca.pem",
+                             "DICOMFLOW_RECEIVER_TLS_HANDSHAKE_TIMEOUT_S": "2.5"})
+    tls = s.receiver.tls
+    assert (tls.cert_file, tls.key_file, tls.ca_file) == (Path("/etc/tls/r.pem"), Path("/etc/tls/r.key"),
+                                                          Path("/etc/tls/ca.pem"))
+    assert tls.enabled and tls.port == 2762 and tls.handshake_timeout_s == 2.5
+    assert s.receiver.max_dataset_bytes == 1048576 and s.receiver.idle_timeout_s == 5.0
+    assert s.receiver.require_user_identity and s.receiver.users_file == Path("/etc/dicomflow/users")
+    assert s.ingest.duplicates == "keep"
+    assert Settings().receiver.tls.enabled is False and Settings().ingest.duplicates == "reject"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[receiver.tls]\ncert_file = "/c.pem"\n', "receiver.tls.key_file"),
+        ('[receiver.tls]\nca_file = "/ca.pem"\n', "receiver.tls.ca_file"),
+        ('[receiver.tls]\nbogus = 1\n', "receiver.tls.bogus"),
+        ("[receiver]\nrequire_user_identity = true\n", "receiver.users_file"),
+        ('[ingest]\nduplicates = "overwrite"\n', "ingest.duplicates"),
+        ("[receiver]\nmax_dataset_bytes = 10\n", "receiver.max_dataset_bytes"),
+    ],
+)
+def test_the_edge_settings_are_checked(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "dicomflow.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.key == key
+
+
 def test_reference_application_json(tmp_path: Path) -> None:
     path = tmp_path / "application.json"
     path.write_text(json.dumps({

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,11 @@ CONSTRAINED: dict[str, Any] = {
     "receiver.port": 4242,
     "kafka.brokers": "k1:9092,k2:9093",
 }
+#: Left at their default in :func:`everything_changed` because the validation ties them to
+#: another field that it changes; a test of their own carries them.
+KEPT: frozenset[str] = frozenset({
+    "receiver.tls.port",  # a TLS listener beside the plain port needs receiver.processes = 1
+})
 
 
 def _other_value(key: str, tp: Any, default: Any) -> Any:
@@ -27,6 +33,9 @@ def _other_value(key: str, tp: Any, default: Any) -> Any:
     if key in CONSTRAINED:
         return CONSTRAINED[key]
     origin = get_origin(tp)
+    if origin in (types.UnionType, typing.Union) and type(None) in get_args(tp):
+        (inner,) = [a for a in get_args(tp) if a is not type(None)]
+        return _other_value(key, inner, default)
     if tp is bool:
         return not default
     if tp is int:
@@ -47,21 +56,20 @@ def _other_value(key: str, tp: Any, default: Any) -> Any:
 
 
 def _changed(obj: Any, prefix: str) -> Any:
-    """``obj`` (a settings dataclass) with every field changed, nested sections (``web.oauth2``) included."""
+    """``obj`` (a settings dataclass) with every field changed, sub-tables ([receiver.tls]) included."""
     hints = get_type_hints(type(obj))
-    changes: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        key = f"{prefix}{f.name}"
+        key, value = f"{prefix}{f.name}", getattr(obj, f.name)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            changes[f.name] = _changed(value, key + ".")
-        else:
-            changes[f.name] = _other_value(key, hints[f.name], value)
-    return dataclasses.replace(obj, **changes)
+            values[f.name] = _changed(value, key + ".")
+        elif key not in KEPT:
+            values[f.name] = _other_value(key, hints[f.name], value)
+    return dataclasses.replace(obj, **values)
 
 
 def everything_changed() -> Settings:
-    """Settings in which every field, nested ones included, differs from its default."""
+    """Settings in which every field, nested ones included, differs from its default (but :data:`KEPT`)."""
     changed = _changed(Settings(), "")
     assert isinstance(changed, Settings)
     return changed
@@ -83,7 +91,10 @@ def test_every_field_survives_the_round_trip() -> None:
     original = everything_changed()
     defaults = leaves(Settings())
     changed = leaves(original)
-    assert all(changed[k] != defaults[k] for k in defaults), "the test settings must change every field"
+    assert {"receiver.tls.cert_file", "receiver.tls.ca_file", "ingest.duplicates",
+            "receiver.users_file", "receiver.max_dataset_bytes"} <= defaults.keys()
+    assert all(changed[k] != defaults[k] for k in defaults if k not in KEPT), \
+        "the test settings must change every field"
 
     back = Settings.from_child_env(original.to_child_env())
 
@@ -110,6 +121,22 @@ def test_the_defaults_survive_too() -> None:
     assert Settings.from_child_env(Settings().to_child_env()) == Settings()
 
 
+def test_unset_optional_paths_stay_unset() -> None:
+    env = Settings().to_child_env()
+    assert env["DICOMFLOW_RECEIVER_TLS_CERT_FILE"] == ""
+    assert env["DICOMFLOW_RECEIVER_USERS_FILE"] == ""
+    back = Settings.from_child_env(env)
+    assert back.receiver.tls.cert_file is None and back.receiver.users_file is None
+
+
+def test_the_kept_fields_survive_in_settings_of_their_own() -> None:
+    tls = dataclasses.replace(Settings().receiver.tls, cert_file=Path("/tmp/c.pem"), key_file=Path("/tmp/k.pem"),
+                              port=2762)
+    original = dataclasses.replace(Settings(), receiver=dataclasses.replace(Settings().receiver, tls=tls))
+    assert {k for k in KEPT if leaves(original)[k] != leaves(Settings())[k]} == KEPT
+    assert Settings.from_child_env(original.to_child_env()) == original
+
+
 def test_the_base_environment_is_kept_but_not_its_dicomflow_variables() -> None:
     env = Settings().to_child_env({"PATH": "/usr/bin", "DICOMFLOW_CONFIG": "/etc/other.toml",
                                    "DICOMFLOW_KAFKA_BROKERS": "elsewhere:9092"})
@@ -128,3 +155,19 @@ def test_a_dicomflow_child_process_sees_the_same_settings(tmp_path: Path) -> Non
     out = subprocess.run([sys.executable, "-c", script], env=original.to_child_env({"PATH": "/usr/bin:/bin"}),
                          cwd=tmp_path, capture_output=True, check=True, text=True).stdout
     assert json.loads(out) == json.loads(json.dumps(as_dict(original, mask_secrets=False)))
+
+
+def test_the_warehouse_sections_reach_the_child() -> None:
+    """[warehouse], [clickhouse], [doris] and the stack's ClickHouse keys travel like the rest."""
+    original = everything_changed()
+    env = original.to_child_env()
+    assert env["DICOMFLOW_WAREHOUSE_PATH"] == str(original.warehouse.path)
+    assert env["DICOMFLOW_WAREHOUSE_SNAPSHOT_INTERVAL_S"] == repr(original.warehouse.snapshot_interval_s)
+    assert env["DICOMFLOW_CLICKHOUSE_URL"] == original.clickhouse.url
+    assert env["DICOMFLOW_DORIS_REPLICATION_NUM"] == str(original.doris.replication_num)
+    assert env["DICOMFLOW_STACK_CLICKHOUSE"] == "true"
+    back = Settings.from_child_env(env)
+    for section in ("warehouse", "clickhouse", "doris", "stack"):
+        assert getattr(back, section) == getattr(original, section), section
+        assert getattr(back, section) != getattr(Settings(), section), section
+    assert back.warehouse.snapshot_file() == original.warehouse.snapshot_file()

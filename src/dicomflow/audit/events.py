@@ -56,6 +56,13 @@ def _application(node_id: str, ae_title: str | None, role: CodedValue, requestor
     )
 
 
+def _requestor(ae_title: str | None, address: str | None, user: str | None) -> ActiveParticipant:
+    """The sending side: its AE title, and the username of its user identity as the user name."""
+    participant = _application(ae_title or "unknown", ae_title, SOURCE_ROLE, True, address)
+    participant.user_name = user
+    return participant
+
+
 def application_activity(
     *,
     started: bool,
@@ -89,6 +96,7 @@ def instances_transferred(
     patient_id: str | None = None,
     source_ae: str | None = None,
     source_address: str | None = None,
+    source_user: str | None = None,
     destination_ae: str | None = None,
     destination_address: str | None = None,
     outcome: Outcome = SUCCESS,
@@ -98,6 +106,8 @@ def instances_transferred(
     """DICOM Instances Transferred (110104), one per study per association (action C).
 
     A failure is the same event with a non-zero outcome and its description.
+    ``source_user`` is the username the sender's user identity named (the
+    requestor participant's user name).
     """
     details = {"instance_count": str(instance_count)}
     if sop_classes:
@@ -121,7 +131,7 @@ def instances_transferred(
         tenant_id=tenant_id,
         audit_source_id=node_id,
         active_participants=[
-            _application(source_ae or "unknown", source_ae, SOURCE_ROLE, True, source_address),
+            _requestor(source_ae, source_address, source_user),
             _application(node_id, destination_ae, DESTINATION_ROLE, False, destination_address),
         ],
         participant_objects=objects,
@@ -298,6 +308,7 @@ def association_rejected(
     called_ae: str,
     called_address: str | None = None,
     reason: str,
+    user: str | None = None,
     when: dt.datetime | None = None,
 ) -> AuditEvent:
     """User Authentication (110114) / Login (110122) failed: a DICOM peer was refused an association.
@@ -315,9 +326,106 @@ def association_rejected(
         tenant_id=tenant_id,
         audit_source_id=node_id,
         active_participants=[
-            _application(calling_ae or "unknown", calling_ae, SOURCE_ROLE, True, calling_address),
+            _requestor(calling_ae, calling_address, user),
             _application(node_id, called_ae, DESTINATION_ROLE, False, called_address),
         ],
+    )
+
+
+#: dicomflow's own event type: an instance arrived whose SOP Instance UID is stored with other content.
+DUPLICATE_INSTANCE = CodedValue(code="DUP", scheme="99DICOMFLOW", meaning="Duplicate SOP Instance")
+SOP_UID_TYPE = CodedValue(code="110181", meaning="SOP Class UID")
+
+
+def duplicate_instance(
+    *,
+    node_id: str,
+    tenant_id: str,
+    study_uid: str,
+    sop_uid: str,
+    sop_class_uid: str,
+    decision: str,
+    file_path: str,
+    stored_size: int | None,
+    received_size: int,
+    source_ae: str | None = None,
+    source_address: str | None = None,
+    source_user: str | None = None,
+    destination_ae: str | None = None,
+    when: dt.datetime | None = None,
+) -> AuditEvent:
+    """DICOM Instances Transferred (110104) / Duplicate SOP Instance: a different copy of a stored instance arrived.
+
+    ``decision`` is what ``ingest.duplicates`` made of it: ``rejected``
+    (outcome 4, the sender got a failure), ``kept`` (the stored copy stays),
+    ``replaced`` (action U: the new copy took its place).
+    """
+    details = {"sop_uid": sop_uid, "sop_classes": sop_class_uid, "decision": decision,
+               "file_path": file_path, "received_size": str(received_size)}
+    if stored_size is not None:
+        details["stored_size"] = str(stored_size)
+    return AuditEvent(
+        event_id=INSTANCES_TRANSFERRED,
+        event_type=[DUPLICATE_INSTANCE],
+        event_action="U" if decision == "replaced" else "C",
+        event_date_time=when or now(),
+        event_outcome=MINOR_FAILURE if decision == "rejected" else SUCCESS,
+        event_outcome_description=f"SOP Instance UID {sop_uid} already stored with other content: {decision}",
+        tenant_id=tenant_id,
+        audit_source_id=node_id,
+        active_participants=[
+            _requestor(source_ae, source_address, source_user),
+            _application(node_id, destination_ae, DESTINATION_ROLE, False, None),
+        ],
+        participant_objects=[ParticipantObject(object_id=study_uid, id_type=STUDY_UID_TYPE, type_code=2,
+                                               type_code_role=3, details=details)],
+    )
+
+
+SECURITY_ALERT = CodedValue(code="110113", meaning="Security Alert")
+NODE_AUTHENTICATION = CodedValue(code="110126", meaning="Node Authentication")
+NODE_ID_TYPE = CodedValue(code="110182", meaning="Node ID")
+#: RFC 3881 participant object role 13: security resource.
+_SECURITY_RESOURCE = 13
+
+
+def security_alert(
+    *,
+    node_id: str,
+    tenant_id: str,
+    peer_address: str | None,
+    reason: str,
+    kind: str,
+    ae_title: str | None = None,
+    local_address: str | None = None,
+    when: dt.datetime | None = None,
+) -> AuditEvent:
+    """Security Alert (110113) / Node Authentication (110126): a peer failed to authenticate as a node.
+
+    Used when a connection on a TLS listener is refused (plain TCP, no or an
+    untrusted client certificate, a handshake that fails or stalls). The
+    alert subject is the peer node; ``kind`` is the classified reason
+    (``not-tls``, ``untrusted-certificate`` ...). Outcome 4: refused, nothing received.
+    """
+    return AuditEvent(
+        event_id=SECURITY_ALERT,
+        event_type=[NODE_AUTHENTICATION],
+        event_action="E",
+        event_date_time=when or now(),
+        event_outcome=MINOR_FAILURE,
+        event_outcome_description=reason[:1024],
+        tenant_id=tenant_id,
+        audit_source_id=node_id,
+        active_participants=[
+            _application(node_id, ae_title, APPLICATION_ROLE, False, local_address),
+            ActiveParticipant(user_id=peer_address or "unknown", user_is_requestor=True,
+                              network_access_point_id=peer_address,
+                              network_access_point_type=_NAP_IP if peer_address else None),
+        ],
+        participant_objects=[ParticipantObject(
+            object_id=peer_address or "unknown", id_type=NODE_ID_TYPE, type_code=2,
+            type_code_role=_SECURITY_RESOURCE, details={"kind": kind},
+        )],
     )
 
 
@@ -330,8 +438,10 @@ __all__ = [
     "application_activity",
     "association_rejected",
     "dead_lettered",
+    "duplicate_instance",
     "instances_accessed",
     "instances_retrieved",
     "instances_transferred",
     "query",
+    "security_alert",
 ]

@@ -13,7 +13,22 @@ their stage's heavy parts inside the command functions, so ``--help`` stays fast
 
 from __future__ import annotations
 
-from dicomflow.cli import config, consume, db, demo, extract, images, publish, scp, stack, topics, web
+from dicomflow.cli import (
+    config,
+    consume,
+    db,
+    demo,
+    extract,
+    images,
+    publish,
+    report,
+    scp,
+    stack,
+    topics,
+    users,
+    warehouse,
+    web,
+)
 from dicomflow.cli.root import app, settings_of
 
 app.add_typer(config.app, name="config")
@@ -23,9 +38,12 @@ app.command("extract")(extract.extract)
 app.add_typer(db.app, name="db")
 app.command("consume")(consume.consume)
 app.command("scp")(scp.scp)
+app.add_typer(users.app, name="users")
 app.command("publish")(publish.publish)
 app.command("web")(web.web)
 app.command("images")(images.images)
+app.add_typer(warehouse.app, name="warehouse")
+app.command("report")(report.report)
 app.command("demo")(demo.demo)
 
 

@@ -35,6 +35,11 @@ def scp(
     engine: Annotated[
         Optional[str], typer.Option("--engine", help="DICOM network layer: native or pynetdicom (default: receiver.engine).")
     ] = None,
+    metrics_port: Annotated[
+        Optional[int],
+        typer.Option("--metrics-port", min=0, max=65535,
+                     help="Serve /metrics and /healthz here (0: off; default: metrics.port)."),
+    ] = None,
 ) -> None:
     """Receive instances over DICOM (C-STORE), store them and publish their store events.
 
@@ -58,6 +63,8 @@ def scp(
             raise typer.BadParameter("must be native or pynetdicom", param_hint="--engine")
         changes["engine"] = engine
     settings = dataclasses.replace(settings, receiver=dataclasses.replace(settings.receiver, **changes))
+    if metrics_port is not None:
+        settings = dataclasses.replace(settings, metrics=dataclasses.replace(settings.metrics, port=metrics_port))
     _check_options(settings.receiver)
     try:
         _run(settings)
@@ -98,19 +105,48 @@ def _install_signals(on_stop: Callable[[], None]) -> None:
     signal.signal(signal.SIGINT, lambda *_: on_stop())
 
 
+def _observability(settings: Settings, registry: Any, listening: Callable[[], str | None]) -> tuple[Any, Any]:
+    """The health object (listening, storage writable, Kafka reachable) and, with a metrics port, its server."""
+    from dicomflow.kafka.admin import unreachable
+    from dicomflow.metrics import Health, MetricsServer
+    from dicomflow.metrics.receiver import storage_probe
+
+    health = Health(max_poll_age_s=30.0)
+    health.add_probe("listening", listening)
+    health.add_probe("storage", storage_probe(settings.storage.root.resolve()))
+    health.add_probe("kafka", lambda: unreachable(settings.kafka))
+    server = None
+    if settings.metrics.port:
+        server = MetricsServer(settings.metrics.host, settings.metrics.port, registry, health).start()
+    return health, server
+
+
 def _run_single(settings: Settings, stop: threading.Event) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from dicomflow.metrics.receiver import ReceiverMetrics
     from dicomflow.receiver.scp import Receiver
 
-    receiver = Receiver(settings)
+    registry = CollectorRegistry()
+    receiver = Receiver(settings, metrics=ReceiverMetrics(registry))
     _install_signals(stop.set)
     receiver.start()
     host, port = receiver.address
+
+    def listening() -> str | None:
+        return None if receiver.serving() else "not accepting connections"
+
+    health, server = _observability(settings, registry, listening)
+    health.started()
     typer.echo(f"dicomflow scp {settings.receiver.ae_title} listening on {host}:{port} (Ctrl-C to stop)", err=True)
     try:
         while not stop.wait(1.0):
-            pass
+            health.beat()
     finally:
         log.info("stopping the receiver")
+        health.stopped()
+        if server is not None:
+            server.stop()
         receiver.stop()
 
 
@@ -134,8 +170,21 @@ def _run_dispatcher(settings: Settings, stop: threading.Event, level: str) -> No
         if not result.ok:
             log.warning("Application Activity audit event not acknowledged: %s", result.failures[0].reason)
 
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(dispatcher.metrics_dir))  # type: ignore[no-untyped-call]
+
+    def listening() -> str | None:
+        ready = dispatcher.workers_ready()
+        return None if ready == rs.processes else f"{ready} of {rs.processes} worker processes ready"
+
+    health, server = _observability(settings, registry, listening)
+    dispatcher.on_tick = health.beat
     try:
         dispatcher.start_workers()
+        health.started()
         announce(True)
         typer.echo(
             f"dicomflow scp {rs.ae_title} listening on {host}:{port} with {rs.processes} processes (Ctrl-C to stop)",
@@ -144,6 +193,9 @@ def _run_dispatcher(settings: Settings, stop: threading.Event, level: str) -> No
         dispatcher.serve_forever()
     finally:
         log.info("stopping the receiver processes")
+        health.stopped()
+        if server is not None:
+            server.stop()
         dispatcher.close()
         announce(False)
         publisher.close()

@@ -6,17 +6,24 @@ import typer
 
 from dicomflow.cli.root import settings_of
 
-app = typer.Typer(help="Run the local Kafka broker and PostgreSQL server.", no_args_is_help=True)
+app = typer.Typer(
+    help="Run the local Kafka broker and PostgreSQL server (and, on request, ClickHouse).", no_args_is_help=True
+)
 
 
 @app.command("up")
-def up(ctx: typer.Context) -> None:
+def up(
+    ctx: typer.Context,
+    clickhouse: bool = typer.Option(
+        False, "--clickhouse", help="Also start the local ClickHouse server (or set [stack] clickhouse = true)."
+    ),
+) -> None:
     """Install (first time) and start Kafka and PostgreSQL on 127.0.0.1; wait until they serve."""
     from dicomflow.errors import StackError
     from dicomflow.stack import LocalStack
 
     try:
-        statuses = LocalStack(settings_of(ctx)).up()
+        statuses = LocalStack(settings_of(ctx)).up(clickhouse=True if clickhouse else None)
     except StackError as exc:
         typer.echo(f"stack up failed: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 
 class TruncatedError(ValueError):
-    """The data ends inside an element; the message names the element and the byte offsets."""
+    """The data ends inside an element; the message names the element and the byte offsets.
+
+    ``tag`` is that element's tag when the walker knows it (a prefix of a
+    data set still arriving is complete once the element cut off lies past
+    every wanted one).
+    """
+
+    def __init__(self, message: str, *, tag: int | None = None) -> None:
+        super().__init__(message)
+        self.tag = tag
 
 
 class Unsupported(Exception):

@@ -90,6 +90,26 @@ def read_dataset(
         return general.read_bytes(file_prefix() + bytes(buf[offset:]), name, wanted)
 
 
+def read_dataset_prefix(
+    prefix: Buffer, transfer_syntax_uid: str, *, wanted: frozenset[int] = WANTED, name: str = "data set"
+) -> RawHeader | None:
+    """The header from the first bytes of a data set still arriving, or None: not yet (or not from a prefix).
+
+    A receiver streams a large data set to disk and needs its identity
+    (where the file goes) from the first fragments. None means "keep
+    reading": the prefix ends before the header does, or the walker
+    declines the encoding (deflated, unusual), in which case the caller
+    keeps the data set whole (or spills it) and reads it with
+    :func:`read_dataset` at the end. The verdict on the data set is never
+    given by its prefix: the complete file is judged with :func:`read_file`.
+    """
+    try:
+        return walker.read_dataset_prefix(prefix, transfer_syntax_uid, wanted=wanted)
+    except (Unsupported, struct.error) as why:
+        _log.debug("%s: header not read from its prefix (%s)", name, why)
+        return None
+
+
 def verdict(exc: Exception) -> Exception:
     """What a failure to read DICOM means: :class:`UnreadableDicom` with its reason; an I/O error stays itself."""
     if isinstance(exc, UnreadableDicom):
@@ -120,4 +140,4 @@ def _verdict() -> Iterator[None]:
         raise judged from exc
 
 
-__all__ = ["read_dataset", "read_file", "read_part10", "verdict"]
+__all__ = ["read_dataset", "read_dataset_prefix", "read_file", "read_part10", "verdict"]

@@ -177,6 +177,37 @@ def read_dataset(
     return _finish(header, buf)
 
 
+def read_dataset_prefix(buf: Buffer, transfer_syntax_uid: str, *, wanted: frozenset[int] = WANTED) -> RawHeader | None:
+    """:func:`read_dataset` over the first bytes of a data set still arriving; None until they hold the header.
+
+    The prefix holds the header once the walk meets an element past the
+    last wanted tag (usually Pixel Data, whose value runs on past the
+    prefix); an element cut off before that means more bytes are needed.
+    Nothing is judged about the rest: the whole data set gets its verdict
+    once it is complete.
+
+    Raises:
+        Unsupported: a deflated data set, or an encoding the walker does not follow.
+    """
+    syntax = transfer_syntax(transfer_syntax_uid)
+    if syntax.deflated:
+        raise Unsupported(f"transfer syntax {transfer_syntax_uid!r}")
+    window = _Window.of_buffer(buf)
+    if window.size < 12:
+        return None
+    _check_encoding(window, 0, syntax.implicit)
+    header = RawHeader(transfer_syntax_uid, syntax.little, window.size)
+    try:
+        stop = walk(window, 0, syntax.implicit, syntax.little, header.elements, wanted)
+    except TruncatedError as cut:
+        if cut.tag is None or cut.tag <= max(wanted):
+            return None
+    else:
+        if stop >= window.size:  # every element of the prefix read, none past the header yet
+            return None
+    return _finish(header, buf)
+
+
 def read_elements(buf: Buffer, wanted: frozenset[int], *, implicit: bool = True, little: bool = True) -> RawHeader:
     """The wanted elements of a short encoded group taken as it is (a DIMSE command set: implicit VR LE).
 
@@ -246,8 +277,10 @@ def _check_encoding(f: _Window, pos: int, implicit: bool) -> None:
 def walk(
     f: _Window, pos: int, implicit: bool, little: bool, found: dict[int, tuple[str | None, bytes]],
     wanted: frozenset[int] = WANTED,
-) -> None:
+) -> int:
     """Walk the top-level elements from ``pos`` to the pixel data or the end, keeping the wanted ones.
+
+    Returns the offset where the walk stopped: the pixel data element's, or the end.
 
     The hot loop of the package: a CT header has a few hundred elements,
     most of them skipped, so everything it touches is a local and the
@@ -285,7 +318,8 @@ def walk(
             group, element, vr_bytes, length = unpack_head(data, i)
             if vr_bytes in long_vrs:
                 if i + 12 > end_of_data:
-                    raise TruncatedError(f"file ends inside the element header at byte {pos}")
+                    raise TruncatedError(f"file ends inside the element header at byte {pos}",
+                                         tag=group << 16 | element)
                 length = unpack_u32(data, i + 8)[0]
                 start = pos + 12
             elif vr_bytes in short_vrs:
@@ -297,14 +331,14 @@ def walk(
             if tag in pixel_tags:
                 if length != UNDEFINED_LENGTH and start + length > size:
                     raise TruncatedError(
-                        f"Pixel Data needs {length} bytes at byte {start}; the file has {size - start}"
+                        f"Pixel Data needs {length} bytes at byte {start}; the file has {size - start}", tag=tag
                     )
-                return
+                return pos
             if length == UNDEFINED_LENGTH:
                 raise Unsupported(f"wanted element {tag:08X} has undefined length")
             end = start + length
             if end > size:
-                raise TruncatedError(_past_end(group, element, length, start, size))
+                raise TruncatedError(_past_end(group, element, length, start, size), tag=group << 16 | element)
             j = start - base
             if j < 0 or j + length > end_of_data:
                 j = f.at(start, length)
@@ -322,9 +356,10 @@ def walk(
         else:
             pos = start + length
             if pos > size:
-                raise TruncatedError(_past_end(group, element, length, start, size))
+                raise TruncatedError(_past_end(group, element, length, start, size), tag=group << 16 | element)
     if pos < size:
         raise TruncatedError(f"file ends inside the element header at byte {pos}")
+    return pos
 
 
 def _past_end(group: int, element: int, length: int, start: int, size: int) -> str:
@@ -398,4 +433,7 @@ def _skip_item(f: _Window, pos: int, implicit: bool, little: bool, depth: int) -
             raise TruncatedError(f"element at byte {start - 8} runs past the end of the file")
 
 
-__all__ = ["BLOCK", "MAX_DEPTH", "RawHeader", "read_dataset", "read_elements", "read_file", "read_part10", "walk"]
+__all__ = [
+    "BLOCK", "MAX_DEPTH", "RawHeader", "read_dataset", "read_dataset_prefix", "read_elements", "read_file",
+    "read_part10", "walk",
+]

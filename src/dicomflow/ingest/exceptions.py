@@ -4,8 +4,9 @@ A C-STORE handler never raises: it catches these and turns them into a
 failure status with an Error Comment, so the sending modality knows to retry
 (out of resources) or to give up (cannot understand). The folder publisher
 turns the same errors into "skipped" or "failed" lines of its summary.
-Errors that only the network receiver raises live in
-:mod:`dicomflow.receiver.exceptions`.
+Publishing errors (:class:`PublishFailedError`) and unexpected failures
+(:class:`InternalError`) are here too: the store decision that raises them
+is shared by the receiver and STOW-RS.
 
 Status codes (PS3.4 Annex B.2.3):
 

@@ -22,7 +22,13 @@ from dicomflow.dicom.derived import InstanceHeader
 from dicomflow.dicom.exceptions import DerivedValueError, UnreadableDicom
 from dicomflow.dicom.part10 import Buffer, file_header
 from dicomflow.dicom.walker import RawHeader
-from dicomflow.ingest.exceptions import InvalidUIDError, MalformedDatasetError, MissingAttributeError
+from dicomflow.ingest.duplicates import Policy
+from dicomflow.ingest.exceptions import (
+    InvalidUIDError,
+    MalformedDatasetError,
+    MissingAttributeError,
+    StorageWriteError,
+)
 from dicomflow.ingest.storage import write_atomic
 from dicomflow.ingest.tenant import TenantResolver
 from dicomflow.ingest.uids import instance_path, require_uid
@@ -66,6 +72,7 @@ class Ingestor:
         node_id: str,
         *,
         tenant_override: str | None = None,
+        duplicates: Policy = "reject",
     ) -> None:
         self.root = storage.root.resolve()
         self.tenants = TenantResolver(receiver.ae_tenants, storage.default_tenant, override=tenant_override)
@@ -75,8 +82,58 @@ class Ingestor:
         self.supported = frozenset(receiver.supported_transfer_syntaxes)
         self.fsync = receiver.fsync
         self.node_id = node_id
+        #: ingest.duplicates: what :func:`~dicomflow.ingest.duplicates.place` does with a different copy.
+        self.duplicates: Policy = duplicates
 
     # ------------------------------------------------------------------ steps
+
+    def read_prefix(self, prefix: Buffer, transfer_syntax_uid: str, *, name: str = "data set") -> InstanceHeader | None:
+        """The header from the first bytes of a data set still arriving; None when more are needed.
+
+        Only where the file goes is decided from the prefix: the complete
+        file is judged by :meth:`check_file` before it is accepted. None too
+        when the walker declines the encoding from a prefix (deflated,
+        unusual): the caller keeps reading and judges the whole data set.
+
+        Raises:
+            MissingAttributeError: a required UID is missing or empty.
+            InvalidUIDError: a required UID is malformed.
+        """
+        received = now()
+        raw = reader.read_dataset_prefix(prefix, transfer_syntax_uid, wanted=self.wanted, name=name)
+        return None if raw is None else self.derive(raw, name, received)
+
+    def check_file(self, path: Path, header: InstanceHeader, *, name: str = "data set") -> None:
+        """The validity rule on a file written as its data set arrived (header read from its prefix).
+
+        The file is read exactly as the consumer will read it, and its UIDs
+        must still be the ones its place was chosen by.
+
+        Raises:
+            MalformedDatasetError: the consumer could not index the file (the reason says where),
+                or its UIDs differ from its prefix's.
+            StorageWriteError: the file cannot be read back (storage failed).
+        """
+        try:
+            raw = reader.read_file(str(path), self.wanted)
+        except UnreadableDicom as exc:
+            raise MalformedDatasetError(exc.reason) from exc
+        except OSError as exc:
+            raise StorageWriteError(f"cannot read back the file ({exc.strerror or exc}): {path}") from exc
+        whole = self.derive(raw, name, header.received)
+        if (whole.study_uid, whole.series_uid, whole.sop_instance_uid, whole.sop_class_uid) != (
+            header.study_uid, header.series_uid, header.sop_instance_uid, header.sop_class_uid
+        ):
+            raise MalformedDatasetError("the data set repeats its UIDs with other values")
+
+    def file_head(self, identity: Identity, transfer_syntax_uid: str, source: Source) -> bytes:
+        """Preamble and File Meta Information of the instance's file.
+
+        Raises:
+            InvalidUIDError: the transfer syntax UID is malformed.
+        """
+        syntax = require_uid(transfer_syntax_uid, "Transfer Syntax UID")
+        return file_header(identity.sop_class_uid, identity.sop_uid, syntax, source.ae_title)
 
     def read(self, dataset: Buffer, transfer_syntax_uid: str, *, offset: int = 0, name: str = "data set") -> InstanceHeader:
         """Read and judge an encoded data set (from ``offset``) the way the consumer will read its file.

@@ -1,29 +1,41 @@
 """The store decision for one instance, whatever way it came in: validate, write, publish, answer.
 
-:class:`StoreService` is called once per instance with a
-:class:`StoreRequest` — by the C-STORE receiver's association engines (one
-call per C-STORE) and by STOW-RS (one call per part) — and returns the
-status to answer: the same validity rule (:meth:`Ingestor.read
-<dicomflow.ingest.ingestor.Ingestor.read>`, the consumer's own reader), the
-same derived values, storage layout and durable write, and the same store
-event and receipt, acknowledged by Kafka before Success. It never raises:
-every problem becomes a failure status with an Error Comment, and is logged
-and counted for the audit trail (:class:`~dicomflow.ingest.transfer_log.TransferLog`).
+:class:`StoreService` is called once per instance — by the C-STORE
+receiver's association engines (per C-STORE, whole or streamed through
+:class:`~dicomflow.receiver.reception.Reception`) and by STOW-RS (per
+part) — and returns the status to answer: the same validity rule
+(:meth:`Ingestor.read <dicomflow.ingest.ingestor.Ingestor.read>`, the
+consumer's own reader), the same derived values, storage layout, duplicates
+policy (:mod:`~dicomflow.ingest.duplicates`) and durable write, and the
+same store event and receipt, acknowledged by Kafka before Success. It
+never raises: every problem becomes a failure status with an Error Comment,
+and is logged and counted for the audit trail
+(:class:`~dicomflow.ingest.transfer_log.TransferLog`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from dicomflow.audit import events as audit
 from dicomflow.dicom.derived import InstanceHeader
+from dicomflow.dicom.part10 import Buffer
 from dicomflow.errors import PublishError
-from dicomflow.ingest.exceptions import DATASET_MISMATCH, OUT_OF_RESOURCES, IngestError, InternalError, PublishFailedError
+from dicomflow.ingest.duplicates import DuplicateInstanceError, Placement, place
+from dicomflow.ingest.exceptions import (
+    DATASET_MISMATCH,
+    OUT_OF_RESOURCES,
+    IngestError,
+    InternalError,
+    PublishFailedError,
+)
 from dicomflow.ingest.ingestor import Identity, Ingestor, Source
-from dicomflow.ingest.storage import sync_folder_durably
+from dicomflow.ingest.storage import PendingFile, sync_folder_durably
 from dicomflow.ingest.transfer_log import TransferLog
 from dicomflow.ingest.uids import is_valid_uid
 from dicomflow.kafka.producer import Publisher
@@ -70,6 +82,14 @@ def error_comment(text: str) -> str:
     return clean[:COMMENT_MAX].rstrip()
 
 
+class StoreMetrics(Protocol):
+    """What the store decision reports to an observer (the receiver's Prometheus metrics)."""
+
+    def stored(self, size: int, *, write_s: float, fsync_s: float, ack_s: float) -> None: ...
+
+    def refused(self, status: int) -> None: ...
+
+
 class StudyMismatchError(IngestError):
     """The data set belongs to another study than the one the request is for."""
 
@@ -83,8 +103,11 @@ class StoreService:
     per-request state of its own.
     """
 
-    def __init__(self, ingestor: Ingestor, publisher: Publisher, transfers: TransferLog, *, publish_timeout_s: float) -> None:
+    def __init__(self, ingestor: Ingestor, publisher: Publisher, transfers: TransferLog, *, publish_timeout_s: float,
+                 metrics: StoreMetrics | None = None) -> None:
         self.ingestor = ingestor
+        #: Observer: counts and latencies (never changes a decision).
+        self.metrics = metrics
         self.publisher = publisher
         self.transfers = transfers
         self.publish_timeout_s = publish_timeout_s
@@ -96,36 +119,106 @@ class StoreService:
         self._folder_syncs.shutdown(wait=True)
 
     def store(self, association: object, request: StoreRequest) -> StoreOutcome:
-        """Handle one C-STORE; return its status. Never raises."""
-        source = request.source
+        """Handle one instance whose data set is in memory (a C-STORE, a STOW-RS part); return its status. Never raises."""
+        return self.store_bytes(association, request.dataset, request.transfer_syntax_uid, request.sop_class_uid,
+                                request.sop_instance_uid, request.source, study_uid=request.study_uid)
+
+    def store_bytes(self, association: object, dataset: Buffer, syntax: str, sop_class_uid: str | None,
+                    sop_instance_uid: str | None, source: Source, *, study_uid: str | None = None) -> StoreOutcome:
+        """Read, identify, write and publish a data set held whole in memory. Never raises.
+
+        With ``study_uid``, a data set of another study is refused (0xA900).
+        """
         header: InstanceHeader | None = None
         identity: Identity | None = None
         try:
-            syntax = request.transfer_syntax_uid
-            header = self.ingestor.read(request.dataset, syntax)
-            if request.study_uid is not None and header.study_uid != request.study_uid:
-                raise StudyMismatchError(
-                    f"Study Instance UID {header.study_uid} is not the requested study {request.study_uid}",
-                    sop_uid=header.sop_instance_uid,
-                )
+            header = self.ingestor.read(dataset, syntax)
+            if study_uid is not None and header.study_uid != study_uid:
+                raise StudyMismatchError(f"Study Instance UID {header.study_uid} is not the requested study {study_uid}",
+                                         sop_uid=header.sop_instance_uid)
             identity = self.ingestor.identify(
-                header, sop_class_uid=request.sop_class_uid, sop_instance_uid=request.sop_instance_uid,
-                calling_ae=source.ae_title,
+                header, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid, calling_ae=source.ae_title,
             )
-            path, size = self.ingestor.write(identity, request.dataset, syntax, source, defer_folder_sync=True)
-            store_event = self.ingestor.store_event(identity, path, size, syntax, source)
-            self._publish_and_sync(store_event, path.parent)
+            head = self.ingestor.file_head(identity, syntax, source)
+            started = time.perf_counter()
+            pending = PendingFile(self.ingestor.path_of(identity), fsync=self.ingestor.fsync)
+            pending.write(head)
+            pending.write(dataset)
+            write_s = time.perf_counter() - started
         except IngestError as exc:
-            return self._refuse(association, exc, header, identity, source)
-        except Exception as exc:  # a handler answers a status, it never raises
-            log.exception("unexpected error storing an instance from %s (%s)", source.ae_title, source.address)
-            return self._refuse(association, InternalError(f"internal error: {type(exc).__name__}"), header, identity, source)
+            return self.refuse(association, exc, header, identity, source)
+        except Exception as exc:  # noqa: BLE001 - a handler answers a status, it never raises
+            return self.internal_error(association, exc, header, identity, source)
+        return self.complete(association, identity, pending, syntax, source, write_s=write_s)
+
+    def complete(self, association: object, identity: Identity, pending: PendingFile, syntax: str, source: Source,
+                 *, write_s: float = 0.0) -> StoreOutcome:
+        """Sync and rename a fully written file, publish its store event, answer. Never raises."""
+        placement: Placement | None = None
+        try:
+            started = time.perf_counter()
+            size = pending.seal()
+            placement = place(pending.temp, pending.path, self.ingestor.duplicates, sop_uid=identity.sop_uid)
+            synced = time.perf_counter()
+            if placement.duplicate:
+                self._audit_duplicate(association, identity, placement, size, source)
+            if not placement.publish:  # identical, or kept: Success, nothing changes
+                self.transfers.stored(
+                    association, tenant=identity.tenant, study_uid=identity.study_uid,
+                    sop_class_uid=identity.sop_class_uid, patient_id=identity.header.patient_id or None,
+                )
+                log.info("%s from %s: SOP Instance UID stored already (%s); nothing published",
+                         identity.sop_uid, source.ae_title, placement.outcome)
+                return StoreOutcome(SUCCESS, header=identity.header)
+            store_event = self.ingestor.store_event(identity, pending.path, placement.size, syntax, source)
+            try:
+                self._publish_and_sync(store_event, pending.path.parent)
+            except BaseException:
+                placement.not_acknowledged()
+                raise
+            placement.acknowledged()
+            acked = time.perf_counter()
+        except DuplicateInstanceError as exc:
+            pending.discard()
+            self._audit_duplicate(association, identity, None, pending.size, source)
+            return self.refuse(association, exc, identity.header, identity, source)
+        except IngestError as exc:
+            pending.discard()
+            return self.refuse(association, exc, identity.header, identity, source)
+        except Exception as exc:  # noqa: BLE001 - a handler answers a status, it never raises
+            pending.discard()
+            return self.internal_error(association, exc, identity.header, identity, source)
         self.transfers.stored(
             association, tenant=identity.tenant, study_uid=identity.study_uid,
             sop_class_uid=identity.sop_class_uid, patient_id=identity.header.patient_id or None,
         )
+        if self.metrics is not None:
+            self.metrics.stored(size, write_s=write_s, fsync_s=synced - started, ack_s=acked - synced)
         log.debug("stored %s from %s as %s", identity.sop_uid, source.ae_title, store_event.file_path)
-        return StoreOutcome(SUCCESS, header=header)
+        return StoreOutcome(SUCCESS, header=identity.header)
+
+    def _audit_duplicate(self, association: object, identity: Identity, placement: Placement | None,
+                         received_size: int, source: Source) -> None:
+        """One audit event per non-identical duplicate (``placement`` None: rejected)."""
+        decision = placement.outcome if placement is not None else "rejected"
+        log.warning("%s from %s (%s): SOP Instance UID stored already with other content; %s",
+                    identity.sop_uid, source.ae_title, source.address, decision)
+        peer = self.transfers.peer_of(association)
+        self.transfers.emit([audit.duplicate_instance(
+            node_id=self.ingestor.node_id, tenant_id=identity.tenant, study_uid=identity.study_uid,
+            sop_uid=identity.sop_uid, sop_class_uid=identity.sop_class_uid, decision=decision,
+            file_path=str(self.ingestor.path_of(identity)),
+            stored_size=placement.previous_size if placement is not None else None, received_size=received_size,
+            source_ae=source.ae_title, source_address=source.address, source_user=peer.user if peer else None,
+            destination_ae=peer.called_ae if peer else None,
+        )])
+
+    def internal_error(self, association: object, exc: Exception, header: InstanceHeader | None,
+                       identity: Identity | None, source: Source) -> StoreOutcome:
+        """An unexpected failure: logged with its traceback, answered as out of resources."""
+        log.error("unexpected error storing an instance from %s (%s)", source.ae_title, source.address, exc_info=exc)
+        return self.refuse(association, InternalError(f"internal error: {type(exc).__name__}"), header, identity,
+                           source)
 
     def _publish_and_sync(self, store_event: DicomStoreMeta, folder: Path) -> None:
         """Publish the event while the folder holding the new name is synced; both before Success.
@@ -164,7 +257,7 @@ class StoreService:
             reason = result.failures[0].reason
             raise PublishFailedError(f"Kafka did not acknowledge the store event: {reason}", sop_uid=store_event.sop_uid)
 
-    def _refuse(
+    def refuse(
         self, association: object, exc: IngestError, header: InstanceHeader | None, identity: Identity | None,
         source: Source,
     ) -> StoreOutcome:
@@ -182,7 +275,10 @@ class StoreService:
             outcome=audit.SERIOUS_FAILURE if transient else audit.MINOR_FAILURE, reason=str(exc),
             sop_class_uid=identity.sop_class_uid if identity else None,
         )
+        if self.metrics is not None:
+            self.metrics.refused(exc.status)
         return StoreOutcome(exc.status, error_comment(exc.reason), header=header)
 
 
-__all__ = ["COMMENT_MAX", "SUCCESS", "StoreOutcome", "StoreRequest", "StoreService", "StudyMismatchError", "error_comment"]
+__all__ = ["COMMENT_MAX", "SUCCESS", "StoreMetrics", "StoreOutcome", "StoreRequest", "StoreService", "StudyMismatchError",
+           "error_comment"]

@@ -86,6 +86,108 @@ def write_atomic(path: Path, chunks: Sequence[Buffer], *, fsync: bool = True, sy
     return size
 
 
+class PendingFile:
+    """A file being written as its bytes arrive: the streaming form of :func:`write_atomic`.
+
+    The temporary file (``.{name}.{random}.tmp`` beside ``path``, so the
+    rename is atomic) takes each chunk as it comes; :meth:`commit` syncs it
+    and renames it into place; :meth:`discard` (or any error) removes it. No
+    partial file is ever visible under the final name.
+
+    Raises:
+        StorageWriteError: (constructor, :meth:`write`, :meth:`commit`) any OS
+            error; the temporary file is removed before it is raised.
+    """
+
+    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+        self.path = path
+        self.fsync = fsync
+        self.size = 0
+        folder = path.parent
+        self.temp = folder / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+        try:
+            try:
+                self._fd: int | None = os.open(self.temp, _OPEN_FLAGS, 0o644)
+            except FileNotFoundError:
+                make_folders(folder, fsync=fsync)
+                self._fd = os.open(self.temp, _OPEN_FLAGS, 0o644)
+        except OSError as exc:
+            raise StorageWriteError(f"cannot create the file ({exc.strerror or exc}) in {folder}") from exc
+
+    def fileno(self) -> int:
+        """The temporary file's descriptor (for a kernel copy into it).
+
+        Raises:
+            StorageWriteError: the file was committed or discarded already.
+        """
+        if self._fd is None:
+            raise StorageWriteError(f"the file was already closed: {self.path}")
+        return self._fd
+
+    def write(self, chunk: Buffer) -> None:
+        """Append ``chunk``."""
+        if self._fd is None:
+            raise StorageWriteError(f"the file was already closed: {self.path}")
+        try:
+            self.size += _write_all(self._fd, (chunk,))
+        except OSError as exc:
+            self.discard()
+            raise StorageWriteError(f"cannot write the file ({exc.strerror or exc}): {self.path}") from exc
+
+    def commit(self, *, sync_folder: bool = True) -> int:
+        """fdatasync, rename into place (and sync the folder unless told not to); return the size."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            raise StorageWriteError(f"the file was already closed: {self.path}")
+        try:
+            try:
+                if self.fsync:
+                    _sync_data(fd)
+            finally:
+                os.close(fd)
+            os.replace(self.temp, self.path)
+        except OSError as exc:
+            _remove_quietly(self.temp)
+            raise StorageWriteError(f"cannot write the file ({exc.strerror or exc}): {self.path}") from exc
+        if self.fsync and sync_folder:
+            sync_folder_durably(self.path.parent)
+        return self.size
+
+    def seal(self) -> int:
+        """fdatasync and close the temporary file without renaming it; return the size.
+
+        The caller puts it in place (:func:`~dicomflow.ingest.duplicates.place`)
+        or calls :meth:`discard`.
+        """
+        fd, self._fd = self._fd, None
+        if fd is None:
+            raise StorageWriteError(f"the file was already closed: {self.path}")
+        try:
+            try:
+                if self.fsync:
+                    _sync_data(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            _remove_quietly(self.temp)
+            raise StorageWriteError(f"cannot write the file ({exc.strerror or exc}): {self.path}") from exc
+        self._sealed = True
+        return self.size
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (idempotent; after :meth:`commit` it does nothing)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            if getattr(self, "_sealed", False):
+                _remove_quietly(self.temp)  # sealed but not placed (place() removes it otherwise)
+            return
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        _remove_quietly(self.temp)
+
+
 def _write_all(fd: int, chunks: Sequence[Buffer]) -> int:
     """Write every byte of every chunk (``os.write`` may write less than asked)."""
     total = 0
@@ -154,4 +256,4 @@ def _remove_quietly(path: Path) -> None:
         log.warning("could not remove temporary file %s: %s", path, exc.strerror)
 
 
-__all__ = ["make_folders", "sync_folder_durably", "write_atomic"]
+__all__ = ["PendingFile", "make_folders", "sync_folder_durably", "write_atomic"]

@@ -44,6 +44,8 @@ class Peer:
     calling_address: str | None
     called_ae: str
     called_address: str | None
+    #: The username of the requestor's User Identity (PS3.7 D.3.3.7), if it sent one.
+    user: str | None = None
 
 
 @dataclass
@@ -122,6 +124,16 @@ class TransferLog:
         refused = sum(t.instances for (_, _, outcome), t in entry.tallies.items() if outcome != audit.SUCCESS)
         return stored, refused
 
+    def peer_of(self, association: object) -> Peer | None:
+        """The peer of an open association (None when unknown)."""
+        with self._lock:
+            entry = self._open.get(association)
+        return entry.peer if entry is not None else None
+
+    def emit(self, events: list[AuditEvent]) -> None:
+        """Publish events right away (observer: a failure is logged)."""
+        self._publish(events)
+
     def pending(self) -> int:
         """Associations still open (for shutdown)."""
         with self._lock:
@@ -138,7 +150,7 @@ class TransferLog:
                 node_id=self._node_id, tenant_id=tenant, study_uid=study_uid,
                 instance_count=tally.instances, sop_classes=sorted(tally.sop_classes),
                 patient_id=tally.patient_id,
-                source_ae=peer.calling_ae, source_address=peer.calling_address,
+                source_ae=peer.calling_ae, source_address=peer.calling_address, source_user=peer.user,
                 destination_ae=peer.called_ae, destination_address=peer.called_address,
                 outcome=outcome, outcome_description=description,
             ))

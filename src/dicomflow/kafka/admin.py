@@ -1,8 +1,10 @@
 """Topic administration, and reading a topic back from the beginning.
 
 :func:`create_topics` makes every topic of docs/architecture.md (the four data topics,
-audit and the dead-letter topic) with the configured partitions, replication
-and retention. It is idempotent: a topic that exists is left as it is, even
+audit, the consumer's dead-letter topic, and the warehouse sink's
+``<topic>.dlq`` of the log, state, image and audit topics: see
+:meth:`TopicSettings.all`) with the configured partitions, replication and
+retention. It is idempotent: a topic that exists is left as it is, even
 when its partition count differs from the settings, because adding
 partitions would move keys to other partitions and break the per-series
 order of storage_queue; the difference is reported instead.
@@ -119,6 +121,15 @@ def list_cluster_topics(kafka: KafkaSettings | str, *, timeout_s: float = 30.0) 
     except KafkaException as exc:
         raise TopicAdminError(f"cannot list topics on {settings.brokers}: {_error_text(exc)}") from exc
     return sorted(t for t in metadata.topics if not t.startswith("__"))
+
+
+def unreachable(kafka: KafkaSettings | str, *, timeout_s: float = 3.0) -> str | None:
+    """None when the brokers answer a metadata request, else why not (a health probe's answer)."""
+    try:
+        list_cluster_topics(kafka, timeout_s=timeout_s)
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        return f"unreachable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    return None
 
 
 def _retention(admin: AdminClient, names: Sequence[str], timeout_s: float) -> dict[str, int]:
@@ -349,4 +360,5 @@ __all__ = [
     "describe_topics",
     "list_cluster_topics",
     "read_all",
+    "unreachable",
 ]

@@ -17,7 +17,7 @@ returns.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -105,7 +105,11 @@ class KafkaConsumer:
         max_poll_interval_ms: int = 300000,
         listener: RebalanceListener | None = None,
         client_id: str = "dicomflow-consumer",
+        start_offsets: Callable[[list[TP]], Mapping[TP, int]] | None = None,
     ) -> None:
+        """``start_offsets``, when given, says where each newly assigned partition
+        starts reading (a sink that keeps its own offsets, e.g. the warehouse's
+        DuckDB file); partitions it leaves out start at the group's commit."""
         self._config = consumer_config(
             kafka,
             group_id=group_id,
@@ -114,6 +118,7 @@ class KafkaConsumer:
             client_id=client_id,
         )
         self._listener = listener
+        self._start_offsets = start_offsets
         self._consumer = Consumer(self._config, logger=librdkafka_log)
         self._callback_error: BaseException | None = None
         self._assigned: set[TP] = set()
@@ -138,10 +143,16 @@ class KafkaConsumer:
         """
         tps = [(p.topic, p.partition) for p in partitions]
         try:
+            if self._start_offsets is not None and tps:
+                starts = self._start_offsets(tps)
+                for p in partitions:
+                    start = starts.get((p.topic, p.partition))
+                    if start is not None:
+                        p.offset = start
             consumer.incremental_assign(partitions)
             if partitions:
                 consumer.resume(partitions)
-        except KafkaException as exc:
+        except Exception as exc:  # noqa: BLE001 - never let it unwind through librdkafka
             log.error("taking assigned partitions %s failed: %s", _names(tps), exc)
             if self._callback_error is None:
                 self._callback_error = ConsumerError(f"cannot take assigned partitions: {exc}")
@@ -193,19 +204,29 @@ class KafkaConsumer:
             ConsumerError: a fatal client error (``fatal`` set).
             BaseException: whatever a rebalance listener raised during the call.
         """
+        return [record_of(msg) for msg in self.consume_messages(max_messages, timeout_s)]
+
+    def consume_messages(self, max_messages: int, timeout_s: float) -> list[Message]:
+        """As :meth:`consume`, but the client's own message objects (no copy into :class:`Record`).
+
+        For a hot loop that reads only a message's topic, partition, offset and
+        value (the warehouse sink); :func:`record_of` detaches one when needed.
+        """
         try:
             messages = self._consumer.consume(num_messages=max(1, max_messages), timeout=max(0.0, timeout_s))
         except KafkaException as exc:
             raise ConsumerError(f"consume failed: {exc}", fatal=_is_fatal(exc)) from exc
         self._raise_callback_error()
-        records: list[Record] = []
+        if not any(msg.error() is not None for msg in messages):
+            return messages
+        good: list[Message] = []
         for msg in messages:
             err = msg.error()
             if err is not None:
                 self._on_message_error(msg, err)
                 continue
-            records.append(_record(msg))
-        return records
+            good.append(msg)
+        return good
 
     def _on_message_error(self, msg: Message, err: KafkaError) -> None:
         if err.fatal():
@@ -299,8 +320,8 @@ class KafkaConsumer:
             log.warning("closing the consumer: %s", exc)
 
 
-def _record(msg: Message) -> Record:
-    """Copy what the pipeline needs out of a confluent-kafka message."""
+def record_of(msg: Message) -> Record:
+    """Copy what the pipeline needs out of a confluent-kafka message (one without an error)."""
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
     if topic is None or partition is None or offset is None:  # only error events lack them
         raise ConsumerError(f"message without coordinates: {msg.error()}")
@@ -349,4 +370,4 @@ def _names(tps: Iterable[TP]) -> str:
     return ", ".join(f"{t}[{p}]" for t, p in sorted(tps))
 
 
-__all__ = ["KafkaConsumer", "OwnershipLostError", "RebalanceListener", "consumer_config"]
+__all__ = ["KafkaConsumer", "OwnershipLostError", "RebalanceListener", "consumer_config", "record_of"]

@@ -9,6 +9,7 @@ registry on ``/metrics`` with the component's :class:`Health` on ``/healthz``.
 from dicomflow.metrics.consumer import ConsumerMetrics
 from dicomflow.metrics.health import Health, HealthReport, postgres_probe
 from dicomflow.metrics.server import MetricsServer
+from dicomflow.metrics.warehouse import WarehouseMetrics
 from dicomflow.metrics.web import WebMetrics
 
-__all__ = ["ConsumerMetrics", "Health", "HealthReport", "MetricsServer", "WebMetrics", "postgres_probe"]
+__all__ = ["ConsumerMetrics", "Health", "HealthReport", "MetricsServer", "WarehouseMetrics", "WebMetrics", "postgres_probe"]

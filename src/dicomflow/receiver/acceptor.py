@@ -1,4 +1,7 @@
-"""The native engine: a DICOM association acceptor for storage (C-STORE) and verification (C-ECHO).
+"""The native engine's association: a DICOM acceptor for storage (C-STORE) and verification (C-ECHO).
+
+(Its listeners are :mod:`~dicomflow.receiver.native`; what is accepted,
+:mod:`~dicomflow.receiver.negotiation`.)
 
 Why not pynetdicom here: pynetdicom turns every command set into pydicom
 datasets and runs two polling loops per association that sleep a
@@ -9,63 +12,66 @@ does while also indexing. This acceptor does only what a storage SCP needs
 thread per association that sleeps in ``recv`` and never polls, and command
 sets encoded with :mod:`struct` (:mod:`~dicomflow.receiver.dimse`).
 
-Per association: read the A-ASSOCIATE-RQ (within ``ARTIM_TIMEOUT_S``),
-refuse it (calling AE not allowed, too many associations, wrong application
-context or protocol version) or accept each presentation context whose
-abstract syntax is a storage SOP class or Verification, with the first
-transfer syntax *the sender* proposed that we know: instances are kept as
-sent. Then serve P-DATA until A-RELEASE-RQ (answered), A-ABORT, the peer
-closing, or ``NETWORK_TIMEOUT_S`` without a PDU (we abort). Anything else
-is a protocol error, answered with A-ABORT.
+Per association: read the A-ASSOCIATE-RQ (whole, within
+``receiver.artim_timeout_s``), refuse it (calling AE not allowed, wrong
+application context or protocol version, no association slot free:
+:mod:`~dicomflow.receiver.limits`) or accept each presentation context
+whose abstract syntax is a storage SOP class or Verification, with the
+first transfer syntax *the sender* proposed that we know: instances are
+kept as sent. Then serve P-DATA until A-RELEASE-RQ (answered), A-ABORT or
+the peer closing. Each data set streams to its file as its fragments
+arrive (:mod:`~dicomflow.receiver.reception`), so an association holds at
+most one PDU, one command set and the first fragments of one data set in
+memory.
+
+Every wait for a PDU has a deadline for the *whole* PDU (a peer dripping
+one byte a second does not keep it alive): ``receiver.idle_timeout_s``,
+capped by ``receiver.max_association_s`` from the association's start when
+that is set. Past it, or past ``receiver.max_dataset_bytes``, we abort.
+Anything malformed or out of order is a protocol error, answered with
+A-ABORT (one warning line, no traceback).
 
 What it does not do (pynetdicom does, ``receiver.engine = "pynetdicom"``):
 asynchronous operations windows (we answer with the default, synchronous),
 SCP/SCU role selection and extended negotiation replies, user identity
-responses, TLS.
+responses. TLS (``[receiver.tls]``) is a handshake on the association's
+thread before the A-ASSOCIATE-RQ (:mod:`~dicomflow.receiver.tls`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import selectors
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from pydicom.uid import AllTransferSyntaxes
-
+from dicomflow.audit import events as audit
 from dicomflow.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from dicomflow.ingest.ingestor import Source
 from dicomflow.ingest.transfer_log import Peer
 from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
-from dicomflow.receiver.service import AssociationEvents, StoreRequest, StoreService
-from dicomflow.settings import ReceiverSettings
+from dicomflow.receiver.limits import Slot, SlotRefused
+from dicomflow.receiver.negotiation import REFUSAL_KINDS, REJECT_USER_IDENTITY, user_identity
+from dicomflow.receiver.reception import DatasetTooLarge, Reception
+from dicomflow.receiver.tls import TlsRefused
+
+if TYPE_CHECKING:
+    from dicomflow.receiver.native import NativeEngine
 
 log = logging.getLogger(__name__)
 
-VERIFICATION = "1.2.840.10008.1.1"
-#: Every composite storage SOP class lives under this root (PS3.4 Annex B.5).
-STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."
 #: Largest PDU we announce; typical CT/MR images arrive in one PDU.
 MAX_PDU_BYTES = 1024 * 1024
-#: Largest PDU we read at all, whatever we announced (a memory bound).
-HARD_PDU_LIMIT = 64 * 1024 * 1024
-#: Seconds a new connection has to send its A-ASSOCIATE-RQ.
-ARTIM_TIMEOUT_S = 30.0
-#: Seconds an established association may stay silent before we abort it.
-NETWORK_TIMEOUT_S = 120.0
+#: Largest PDU we read at all (a memory bound): what we announced plus a little
+#: slack for peers that count the PDV headers differently.
+PDU_READ_LIMIT = MAX_PDU_BYTES + 16 * 1024
+#: Largest command set (they are a few hundred bytes).
+COMMAND_LIMIT = 64 * 1024
 #: Seconds to wait for the peer to hang up after our last PDU (A-ABORT, -RJ, A-RELEASE-RP).
 _DRAIN_S = 2.0
-
-
-def storage_sop_classes() -> frozenset[str]:
-    """The storage SOP classes pynetdicom knows (it tracks the standard), plus Verification."""
-    from pynetdicom import AllStoragePresentationContexts
-
-    known = {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts if cx.abstract_syntax}
-    return frozenset(known | {VERIFICATION})
 
 
 def set_nodelay(sock: socket.socket) -> None:
@@ -76,60 +82,25 @@ def set_nodelay(sock: socket.socket) -> None:
         log.debug("could not set TCP_NODELAY: %s", exc)
 
 
-class _Negotiation:
-    """The acceptor's side of association negotiation (pure: no I/O)."""
-
-    def __init__(self, receiver: ReceiverSettings) -> None:
-        self.receiver = receiver
-        self.allowed = frozenset(a.strip() for a in receiver.allowed_calling_aes)
-        self.abstract_syntaxes = storage_sop_classes()
-        self.transfer_syntaxes = frozenset([*map(str, AllTransferSyntaxes), *receiver.supported_transfer_syntaxes])
-
-    def refusal(self, request: ul.AssociateRequest, active: int) -> tuple[tuple[int, int, int], str] | None:
-        """Why the association must be rejected, as (result, source, reason) and a sentence; None to accept."""
-        if not request.protocol_version & 1:
-            return ul.REJECT_PROTOCOL_VERSION, f"protocol version {request.protocol_version} not supported"
-        if request.application_context != ul.APPLICATION_CONTEXT:
-            return ul.REJECT_APPLICATION_CONTEXT, f"application context {request.application_context!r} not supported"
-        if self.allowed and request.calling_ae not in self.allowed:
-            return ul.REJECT_CALLING_AE, (
-                f"calling AE title {request.calling_ae!r} is not in receiver.allowed_calling_aes")
-        if active >= self.receiver.max_associations:
-            return ul.REJECT_BUSY, f"association limit {self.receiver.max_associations} reached"
-        return None
-
-    def contexts(self, request: ul.AssociateRequest) -> tuple[list[ul.ContextResult], dict[int, tuple[str, str]]]:
-        """Answer every proposed context; return the answers and {context id: (abstract, transfer syntax)} accepted."""
-        results: list[ul.ContextResult] = []
-        accepted: dict[int, tuple[str, str]] = {}
-        for proposed in request.contexts:
-            abstract = proposed.abstract_syntax
-            if abstract not in self.abstract_syntaxes and not abstract.startswith(STORAGE_ROOT):
-                results.append(ul.ContextResult(proposed.context_id, ul.ABSTRACT_SYNTAX_NOT_SUPPORTED,
-                                                proposed.transfer_syntaxes[0] if proposed.transfer_syntaxes else ""))
-                continue
-            chosen = next((ts for ts in proposed.transfer_syntaxes if ts in self.transfer_syntaxes), None)
-            if chosen is None:
-                results.append(ul.ContextResult(proposed.context_id, ul.TRANSFER_SYNTAXES_NOT_SUPPORTED,
-                                                proposed.transfer_syntaxes[0] if proposed.transfer_syntaxes else ""))
-                continue
-            results.append(ul.ContextResult(proposed.context_id, ul.ACCEPTANCE, chosen))
-            accepted[proposed.context_id] = (abstract, chosen)
-        return results, accepted
-
-
 class Association:
     """One connection, from A-ASSOCIATE-RQ to release or abort, served on its own thread."""
 
-    def __init__(self, server: NativeEngine, sock: socket.socket, address: tuple[str, int]) -> None:
+    def __init__(self, server: NativeEngine, sock: socket.socket, address: tuple[str, int], *,
+                 secure: bool = False) -> None:
         self.server = server
         self.sock = sock
         self.address = address
+        #: Arrived on a TLS listener: the handshake runs first, on this thread.
+        self.secure = secure
         self.peer: Peer | None = None
         self.max_send_pdu = 0
         self.accepted: dict[int, tuple[str, str]] = {}
         self._send_lock = threading.Lock()
         self._closed = False
+        self._started = time.monotonic()
+        self._slot: Slot | None = None
+        #: The data set being received, if any (discarded if the association ends first).
+        self.reception: Reception | None = None
 
     # ------------------------------------------------------------------ I/O
 
@@ -189,16 +160,26 @@ class Association:
         """Serve the connection until it ends; never raises."""
         established = False
         try:
+            if self.secure and not self._handshake():
+                return
             established = self._negotiate()
             if established:
                 self._serve()
         except ul.PeerClosed:
             pass
         except TimeoutError:
-            log.warning("association from %s: no PDU in time; aborting", self._who())
+            kind, why = self._timeout_reason(established)
+            log.warning("association from %s: %s; aborting", self._who(), why)
+            self.server.events.aborted(self, kind)
             self.abort()
+        except DatasetTooLarge as exc:
+            log.warning("association from %s: %s; aborting, partial data set removed", self._who(), exc)
+            self._audit_too_large(exc)
+            self.server.events.aborted(self, "dataset-too-large")
+            self.abort(0, drain=True)
         except ul.ProtocolError as exc:
             log.warning("association from %s: protocol error, aborting: %s", self._who(), exc)
+            self.server.events.aborted(self, "protocol-error")
             self.abort(2, drain=True)
         except OSError as exc:
             if not self._closed:
@@ -207,10 +188,49 @@ class Association:
             log.exception("association from %s failed unexpectedly; aborting", self._who())
             self.abort()
         finally:
+            if self.reception is not None:
+                self.reception.discard()
+                self.reception = None
+            if self._slot is not None:
+                self.server.limiter.release(self._slot)
             self._shutdown()
             self.sock.close()
             self.server._forget(self)
             self.server.events.closed(self, self.peer if established else None)
+
+    def _timeout_reason(self, established: bool) -> tuple[str, str]:
+        rs = self.server.receiver
+        if not established:
+            return "artim-timeout", f"no complete A-ASSOCIATE-RQ within {rs.artim_timeout_s:g} s (receiver.artim_timeout_s)"
+        if rs.max_association_s and time.monotonic() - self._started >= rs.max_association_s - 0.01:
+            return "duration", f"association lasted {rs.max_association_s:g} s (receiver.max_association_s)"
+        return "idle-timeout", f"no complete PDU within {rs.idle_timeout_s:g} s (receiver.idle_timeout_s)"
+
+    def _deadline(self, wait_s: float) -> float:
+        """When the next PDU must have arrived whole: ``wait_s`` from now, capped by max_association_s."""
+        deadline = time.monotonic() + wait_s
+        cap = self.server.receiver.max_association_s
+        return min(deadline, self._started + cap) if cap else deadline
+
+    def _audit_too_large(self, exc: DatasetTooLarge) -> None:
+        """An instance refused for its size: a failure in the association's Instances Transferred event."""
+        if self.peer is None:
+            return
+        service = self.server.service
+        service.transfers.failed(self, tenant=service.ingestor.tenants.resolve(None, self.peer.calling_ae),
+                                 study_uid=None, outcome=audit.MAJOR_FAILURE, reason=str(exc), sop_class_uid=None)
+
+    def _handshake(self) -> bool:
+        """TLS first (PS3.15 B.1): True when the connection may go on to the A-ASSOCIATE-RQ."""
+        tls = self.server.tls
+        assert tls is not None
+        try:
+            self.sock = tls.accept(self.sock)
+        except TlsRefused as refused:
+            self._closed = True
+            self.server.events.tls_refused(self.address[0], str(refused), refused.kind)
+            return False
+        return True
 
     def _who(self) -> str:
         ae = self.peer.calling_ae if self.peer else "?"
@@ -218,19 +238,29 @@ class Association:
 
     def _negotiate(self) -> bool:
         """Read the A-ASSOCIATE-RQ and accept or reject it; True when established."""
-        self.sock.settimeout(ARTIM_TIMEOUT_S)
-        pdu_type, body = ul.read_pdu(self.sock, HARD_PDU_LIMIT)
+        artim = self._deadline(self.server.receiver.artim_timeout_s)
+        pdu_type, body = ul.read_pdu(self.sock, PDU_READ_LIMIT, deadline=artim)
         if pdu_type != ul.A_ASSOCIATE_RQ:
             raise ul.ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type 0x{pdu_type:02X}")
         request = ul.parse_associate_rq(body)
         local = self.sock.getsockname()
         self.peer = Peer(request.calling_ae, self.address[0] or None, request.called_ae, str(local[0]))
         negotiation = self.server.negotiation
-        refusal = negotiation.refusal(request, self.server.active_count() - 1)
+        refusal = negotiation.refusal(request)
+        kind = REFUSAL_KINDS.get(refusal[0], "other") if refusal is not None else ""
+        verdict = self.server.identity.check(user_identity(request))
+        self.peer = dataclasses.replace(self.peer, user=verdict.username)
+        if refusal is None and not verdict.ok:
+            refusal, kind = (REJECT_USER_IDENTITY, verdict.reason), "user-identity"
+        if refusal is None:
+            try:
+                self._slot = self.server.limiter.acquire(request.calling_ae)
+            except SlotRefused as busy:
+                refusal, kind = (ul.REJECT_BUSY, str(busy)), busy.kind
         if refusal is not None:
             (result, source, reason), why = refusal
             self._send(ul.encode_associate_rj(result, source, reason))
-            self.server.events.rejected(self.peer, why)
+            self.server.events.rejected(self.peer, why, kind)
             self._await_peer_close()
             return False
         results, self.accepted = negotiation.contexts(request)
@@ -238,20 +268,23 @@ class Association:
         self._send(ul.encode_associate_ac(
             request, results, max_pdu_length=MAX_PDU_BYTES,
             implementation_class_uid=IMPLEMENTATION_CLASS_UID, implementation_version=IMPLEMENTATION_VERSION,
+            extra_user_items=verdict.response_item,
         ))
         self.server.events.established(self, self.peer)
         return True
 
     def _serve(self) -> None:
-        """P-DATA until release or abort: assemble each message, answer it."""
-        self.sock.settimeout(NETWORK_TIMEOUT_S)
-        command_parts: list[memoryview] = []
-        dataset_parts: list[memoryview] = []
+        """P-DATA until release or abort: assemble each command, stream each data set, answer."""
+        idle = self.server.receiver.idle_timeout_s
+        command_parts: list[bytes] = []
+        command_size = 0
         command: dimse.Command | None = None
         context_id = -1
         while True:
-            pdu_type, body = ul.read_pdu(self.sock, HARD_PDU_LIMIT)
+            pdu_type, body = ul.read_pdu(self.sock, PDU_READ_LIMIT, deadline=self._deadline(idle))
             if pdu_type == ul.A_RELEASE_RQ:
+                if command is not None or command_parts:
+                    raise ul.ProtocolError("A-RELEASE-RQ in the middle of a DIMSE message")
                 self._send(ul.encode_release_rp())
                 self._await_peer_close()
                 return
@@ -259,47 +292,62 @@ class Association:
                 log.info("association from %s aborted by the peer", self._who())
                 return
             if pdu_type != ul.P_DATA_TF:
-                raise ul.ProtocolError(f"unexpected PDU type 0x{pdu_type:02X} in an established association")
+                raise ul.ProtocolError(f"PDU type 0x{pdu_type:02X} is not allowed in an established association")
             for pdv_context, control, fragment in ul.iter_pdvs(body):
                 if pdv_context not in self.accepted:
                     raise ul.ProtocolError(f"P-DATA on presentation context {pdv_context}, which was not accepted")
                 if control & ul.COMMAND:
                     if command is not None:
                         raise ul.ProtocolError("a new command started before the data set of the previous one")
-                    command_parts.append(fragment)
+                    if command_parts and pdv_context != context_id:
+                        raise ul.ProtocolError("command fragments on two presentation contexts")
+                    command_size += len(fragment)
+                    if command_size > COMMAND_LIMIT:
+                        raise ul.ProtocolError(f"command set longer than {COMMAND_LIMIT} bytes")
+                    command_parts.append(bytes(fragment))
                     context_id = pdv_context
                     if control & ul.LAST_FRAGMENT:
                         command = dimse.parse_command(b"".join(command_parts))
-                        command_parts = []
+                        command_parts, command_size = [], 0
                         if not command.has_dataset:
-                            self._answer(command, context_id, b"")
+                            self._answer(command, context_id)
                             command = None
+                        else:
+                            self._begin(command, context_id)
                 else:
-                    if command is None:
+                    if command is None or self.reception is None:
                         raise ul.ProtocolError("data set fragment without a command")
                     if pdv_context != context_id:
                         raise ul.ProtocolError(
                             f"data set on presentation context {pdv_context}, its command on {context_id}")
-                    dataset_parts.append(fragment)
-                    if control & ul.LAST_FRAGMENT:
-                        self._answer(command, context_id, b"".join(dataset_parts))
-                        dataset_parts = []
+                    last = bool(control & ul.LAST_FRAGMENT)
+                    self.reception.feed(fragment, last)
+                    if last:
+                        self._answer(command, context_id)
                         command = None
 
-    def _answer(self, command: dimse.Command, context_id: int, dataset: bytes) -> None:
-        """Run one DIMSE request and send its response."""
-        abstract, syntax = self.accepted[context_id]
+    def _begin(self, command: dimse.Command, context_id: int) -> None:
+        """A command with a data set: C-STORE starts a reception; anything else is not served."""
+        if command.command_field != dimse.C_STORE_RQ:
+            raise ul.ProtocolError(f"DIMSE command 0x{command.command_field:04X} is not served here")
+        assert self.peer is not None
+        _abstract, syntax = self.accepted[context_id]
+        self.reception = self.server.service.begin(
+            self, transfer_syntax_uid=syntax,
+            sop_class_uid=command.affected_sop_class_uid or None,
+            sop_instance_uid=command.affected_sop_instance_uid or None,
+            source=Source(ae_title=self.peer.calling_ae, address=self.address[0]),
+            max_bytes=self.server.receiver.max_dataset_bytes,
+        )
+
+    def _answer(self, command: dimse.Command, context_id: int) -> None:
+        """Finish one DIMSE request (the data set, if any, received whole) and send its response."""
+        abstract, _syntax = self.accepted[context_id]
         if command.command_field == dimse.C_ECHO_RQ:
             response = dimse.c_echo_rsp(command.message_id, command.affected_sop_class_uid or abstract)
-        elif command.command_field == dimse.C_STORE_RQ:
-            assert self.peer is not None
-            outcome = self.server.service.store(self, StoreRequest(
-                dataset=dataset,
-                transfer_syntax_uid=syntax,
-                sop_class_uid=command.affected_sop_class_uid or None,
-                sop_instance_uid=command.affected_sop_instance_uid or None,
-                source=Source(ae_title=self.peer.calling_ae, address=self.address[0]),
-            ))
+        elif command.command_field == dimse.C_STORE_RQ and self.reception is not None:
+            reception, self.reception = self.reception, None
+            outcome = reception.finish()
             response = dimse.c_store_rsp(command.message_id, command.affected_sop_class_uid or abstract,
                                          command.affected_sop_instance_uid, outcome.status, outcome.comment)
         else:
@@ -308,88 +356,4 @@ class Association:
             self._send(pdu)
 
 
-class NativeEngine:
-    """Accepts connections (or is handed them) and serves each association on its own thread."""
-
-    def __init__(self, receiver: ReceiverSettings, service: StoreService, events: AssociationEvents, *,
-                 listen: bool = True) -> None:
-        self.service = service
-        self.events = events
-        self.negotiation = _Negotiation(receiver)
-        self._lock = threading.Lock()
-        self._associations: set[Association] = set()
-        self._stop = threading.Event()
-        self._serving = threading.Event()
-        self.listener: socket.socket | None = None
-        self._address = (receiver.host, receiver.port)
-        if listen:
-            family = socket.AF_INET6 if ":" in receiver.host else socket.AF_INET
-            self.listener = socket.socket(family, socket.SOCK_STREAM)
-            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.listener.bind((receiver.host, receiver.port))
-            self.listener.listen(128)
-            host, port = self.listener.getsockname()[:2]
-            self._address = (str(host), int(port))
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self._address
-
-    def serve_forever(self) -> None:
-        """Accept connections until :meth:`shutdown`."""
-        if self.listener is None:
-            raise RuntimeError("this engine does not listen; connections are handed to adopt()")
-        self._serving.set()
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.listener, selectors.EVENT_READ)
-            while not self._stop.is_set():
-                if not selector.select(timeout=0.2):
-                    continue
-                try:
-                    client, address = self.listener.accept()
-                except OSError:
-                    continue
-                self.adopt(client, (str(address[0]), int(address[1])))
-        self._serving.clear()
-
-    def adopt(self, client: socket.socket, address: tuple[str, int]) -> None:
-        """Serve a connection (accepted here or by the dispatcher) on a new thread."""
-        set_nodelay(client)
-        association = Association(self, client, address)
-        with self._lock:
-            self._associations.add(association)
-        thread = threading.Thread(target=association.run, name=f"dicomflow-assoc-{address[0]}:{address[1]}",
-                                  daemon=True)
-        thread.start()
-
-    def _forget(self, association: Association) -> None:
-        with self._lock:
-            self._associations.discard(association)
-
-    def active_count(self) -> int:
-        with self._lock:
-            return len(self._associations)
-
-    def active_associations(self) -> int:
-        return self.active_count()
-
-    def shutdown(self) -> None:
-        """Stop accepting new connections (:meth:`serve_forever` returns)."""
-        self._stop.set()
-
-    def abort_all(self) -> None:
-        for association in self._snapshot():
-            log.warning("aborting association from %s still running at shutdown", association._who())
-            association.abort()
-
-    def _snapshot(self) -> Iterable[Association]:
-        with self._lock:
-            return list(self._associations)
-
-    def close(self) -> None:
-        self._stop.set()
-        if self.listener is not None:
-            self.listener.close()
-
-
-__all__ = ["MAX_PDU_BYTES", "Association", "NativeEngine", "storage_sop_classes"]
+__all__ = ["COMMAND_LIMIT", "MAX_PDU_BYTES", "PDU_READ_LIMIT", "Association", "set_nodelay"]

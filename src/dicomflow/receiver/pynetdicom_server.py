@@ -12,23 +12,32 @@ reason; this one stays as the reference implementation and the fallback.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import socketserver
+import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
-from pynetdicom import AE, AllStoragePresentationContexts, VerificationPresentationContexts, evt
+from pynetdicom import AE, AllStoragePresentationContexts, VerificationPresentationContexts, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomflow.dicom.constants import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from dicomflow.dicom.part10 import read_file_meta
+from dicomflow.ingest.exceptions import OUT_OF_RESOURCES
 from dicomflow.ingest.ingestor import Source
 from dicomflow.ingest.transfer_log import Peer
+from dicomflow.receiver.identity import IdentityPolicy
+from dicomflow.receiver.pynetdicom_identity import handle_requested, username_of
+from dicomflow.receiver.reception import DatasetTooLarge, Reception
 from dicomflow.receiver.service import SUCCESS, AssociationEvents, StoreRequest, StoreService
+from dicomflow.receiver.tls import ServerTls, TlsRefused
 from dicomflow.settings import ReceiverSettings
 
 log = logging.getLogger(__name__)
@@ -73,6 +82,7 @@ def _peer_of(event: Event) -> Peer:
         calling_address=requestor.address or None,
         called_ae=(acceptor.ae_title or "").strip(),
         called_address=acceptor.address or None,
+        user=username_of(requestor),
     )
 
 
@@ -83,23 +93,81 @@ def _text(value: object) -> str | None:
 # --------------------------------------------------------------------------- handlers
 
 
-def handle_store(event: Event, service: StoreService) -> int | Dataset:
-    """EVT_C_STORE: hand the encoded data set to the service (which never raises)."""
+#: Bytes read at a time from pynetdicom's temporary file into the reception.
+_FEED_CHUNK = 1024 * 1024
+
+
+def handle_store(event: Event, service: StoreService, max_dataset_bytes: int = 4 * 1024**3) -> int | Dataset:
+    """EVT_C_STORE: hand the encoded data set to the service (which never raises).
+
+    pynetdicom wrote the data set to a temporary file as it arrived
+    (``STORE_RECV_CHUNKED_DATASET``); it is fed to the same streaming
+    reception as the native engine's, a chunk at a time, so memory stays
+    bounded. Past ``max_dataset_bytes`` the association is aborted (the
+    check comes once pynetdicom has the whole data set: it offers no
+    per-fragment hook).
+    """
     request = cast(C_STORE, event.request)
     requestor = event.assoc.requestor
-    outcome = service.store(event.assoc, StoreRequest(
-        dataset=request.DataSet.getvalue() if request.DataSet is not None else b"",
-        transfer_syntax_uid=str(event.context.transfer_syntax),
-        sop_class_uid=_text(request.AffectedSOPClassUID),
-        sop_instance_uid=_text(request.AffectedSOPInstanceUID),
-        source=Source(ae_title=(requestor.ae_title or "").strip(), address=requestor.address or ""),
-    ))
+    source = Source(ae_title=(requestor.ae_title or "").strip(), address=requestor.address or "")
+    syntax = str(event.context.transfer_syntax)
+    path = getattr(request, "_dataset_path", None)
+    if path is None:  # not chunked (a host application's pynetdicom settings)
+        outcome = service.store(event.assoc, StoreRequest(
+            dataset=request.DataSet.getvalue() if request.DataSet is not None else b"",
+            transfer_syntax_uid=syntax,
+            sop_class_uid=_text(request.AffectedSOPClassUID),
+            sop_instance_uid=_text(request.AffectedSOPInstanceUID),
+            source=source,
+        ))
+    else:
+        reception = service.begin(
+            event.assoc, transfer_syntax_uid=syntax, sop_class_uid=_text(request.AffectedSOPClassUID),
+            sop_instance_uid=_text(request.AffectedSOPInstanceUID), source=source, max_bytes=max_dataset_bytes,
+        )
+        try:
+            _feed_file(Path(path[0] if isinstance(path, tuple) else path), reception)
+        except DatasetTooLarge as exc:
+            log.warning("association from %s (%s): %s; aborting, partial data set removed",
+                        source.ae_title, source.address, exc)
+            event.assoc.abort()
+            return OUT_OF_RESOURCES
+        except (OSError, ValueError) as exc:
+            reception.discard()
+            log.error("cannot read pynetdicom's temporary file %s: %s", path, exc)
+            return OUT_OF_RESOURCES
+        outcome = reception.finish()
     if outcome.ok:
         return SUCCESS
     status = Dataset()
     status.Status = outcome.status
     status.ErrorComment = outcome.comment or ""
     return status
+
+
+def _feed_file(path: Path, reception: Reception) -> None:
+    """Feed the data set of pynetdicom's Part 10 temporary file (after its File Meta) to ``reception``.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: its File Meta Information is broken.
+        DatasetTooLarge: the data set is larger than the reception allows.
+    """
+    with open(path, "rb") as f:
+        head = f.read(_FEED_CHUNK)
+        _meta, start = read_file_meta(head, 132)
+        size = os.fstat(f.fileno()).st_size - start
+        if size <= 0:
+            reception.feed(b"", True)
+            return
+        f.seek(start)
+        left = size
+        while left > 0:
+            chunk = f.read(min(_FEED_CHUNK, left))
+            if not chunk:
+                raise OSError(f"{path} ended {left} bytes early")
+            left -= len(chunk)
+            reception.feed(chunk, left == 0)
 
 
 def handle_established(event: Event, events: AssociationEvents) -> None:
@@ -130,9 +198,26 @@ class AssociationServer(ThreadedAssociationServer):
     elsewhere (the multi-process dispatcher) are handed to :meth:`adopt`.
     """
 
-    def __init__(self, *args: Any, listen: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, listen: bool = True, tls: ServerTls | None = None,
+                 events: AssociationEvents | None = None, **kwargs: Any) -> None:
         self._listen = listen
+        #: TLS handshake per connection, on the connection's thread. (pynetdicom's
+        #: own ``ssl_context`` wraps in the accept loop, where one silent peer
+        #: would hold up every other connection.)
+        self.tls = tls
+        self.events = events
         super().__init__(*args, **kwargs)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if self.tls is not None:
+            try:
+                request = self.tls.accept(request)
+            except TlsRefused as refused:
+                if self.events is not None:
+                    host = client_address[0] if isinstance(client_address, tuple) else str(client_address)
+                    self.events.tls_refused(str(host), str(refused), refused.kind)
+                return
+        super().process_request_thread(request, client_address)
 
     def server_bind(self) -> None:
         if self._listen:
@@ -199,50 +284,90 @@ def build_ae(receiver: ReceiverSettings) -> AE:
 
 
 class PynetdicomEngine:
-    """The receiver's network layer on pynetdicom (see the module documentation)."""
+    """The receiver's network layer on pynetdicom (see the module documentation).
+
+    With ``[receiver.tls]`` the main server speaks TLS (``tls.port = 0``), or a
+    second server on ``tls.port`` does, beside the plain one.
+    """
 
     def __init__(self, receiver: ReceiverSettings, service: StoreService, events: AssociationEvents, *,
                  listen: bool = True) -> None:
+        # pynetdicom's only way to keep a data set out of memory is this process-wide switch: each
+        # C-STORE data set is written to a temporary file (in the system's temporary folder) as it
+        # arrives and handed to handle_store by path.
+        _config.STORE_RECV_CHUNKED_DATASET = True
         self.ae = build_ae(receiver)
-        self.server = cast(AssociationServer, self.ae.make_server(
-            (receiver.host, receiver.port),
-            evt_handlers=[
-                (evt.EVT_C_STORE, handle_store, [service]),
-                (evt.EVT_ESTABLISHED, handle_established, [events]),
-                (evt.EVT_CONN_CLOSE, handle_closed, [events]),
-                (evt.EVT_REJECTED, handle_rejected, [events, receiver]),
-            ],
-            server_class=AssociationServer,
-            listen=listen,
-        ))
-        if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
-            unbind_standard_logging(self.server)
+        tls = ServerTls(receiver.tls) if receiver.tls.enabled else None
+        self.main_secure = tls is not None and receiver.tls.port == 0
+        handlers: list[Any] = [
+            (evt.EVT_C_STORE, handle_store, [service, receiver.max_dataset_bytes]),
+            (evt.EVT_ESTABLISHED, handle_established, [events]),
+            (evt.EVT_CONN_CLOSE, handle_closed, [events]),
+            (evt.EVT_REJECTED, handle_rejected, [events, receiver]),
+            (evt.EVT_REQUESTED, handle_requested, [IdentityPolicy(receiver), events]),
+        ]
+
+        def server(port: int, secure: bool, bind: bool) -> AssociationServer:
+            made = cast(AssociationServer, self.ae.make_server(
+                (receiver.host, port), evt_handlers=handlers, server_class=AssociationServer, listen=bind,
+                tls=tls if secure else None, events=events,
+            ))
+            if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
+                unbind_standard_logging(made)
+            return made
+
+        self.server = server(receiver.port, self.main_secure, listen)
+        self.tls_server: AssociationServer | None = None
+        if tls is not None and not self.main_secure:
+            self.tls_server = server(receiver.tls.port, True, listen)
+        self._tls_thread: threading.Thread | None = None
 
     @property
     def address(self) -> tuple[str, int]:
         host, port = self.server.server_address[:2]
         return str(host), int(port)
 
+    @property
+    def tls_address(self) -> tuple[str, int] | None:
+        """The (host, port) of the TLS server beside the plain one, if any."""
+        if self.tls_server is None:
+            return None
+        host, port = self.tls_server.server_address[:2]
+        return str(host), int(port)
+
+    def _servers(self) -> list[AssociationServer]:
+        return [self.server] + ([self.tls_server] if self.tls_server is not None else [])
+
     def serve_forever(self) -> None:
+        if self.tls_server is not None:
+            self._tls_thread = threading.Thread(target=self.tls_server.serve_forever, name="dicomflow-scp-tls",
+                                                daemon=True)
+            self._tls_thread.start()
         self.server.serve_forever()
 
     def shutdown(self) -> None:
+        if self.tls_server is not None and self._tls_thread is not None:
+            self.tls_server.shutdown()
         self.server.shutdown()
 
-    def adopt(self, client: socket.socket, address: tuple[str, int]) -> None:
+    def adopt(self, client: socket.socket, address: tuple[str, int], *, secure: bool | None = None) -> None:
         set_nodelay(client)
-        self.server.process_request(client, address)
+        secure = self.main_secure if secure is None else secure
+        target = self.tls_server if secure and self.tls_server is not None else self.server
+        target.process_request(client, address)
 
     def active_associations(self) -> int:
-        return len(self.server.active_associations)
+        return sum(len(s.active_associations) for s in self._servers())
 
     def abort_all(self) -> None:
-        for assoc in self.server.active_associations:
-            log.warning("aborting association from %s still running at shutdown", assoc.requestor.ae_title)
-            assoc.abort()
+        for server in self._servers():
+            for assoc in server.active_associations:
+                log.warning("aborting association from %s still running at shutdown", assoc.requestor.ae_title)
+                assoc.abort()
 
     def close(self) -> None:
-        self.server.server_close()
+        for server in self._servers():
+            server.server_close()
 
 
 __all__ = ["MAX_PDU_BYTES", "PynetdicomEngine", "build_ae", "order_transfer_syntaxes", "storage_contexts"]

@@ -22,16 +22,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from dicomflow.audit import events as audit
 from dicomflow.ingest.ingestor import Ingestor
 from dicomflow.ingest.transfer_log import Peer, TransferLog
 from dicomflow.kafka.producer import Publisher
+from dicomflow.metrics.receiver import ReceiverMetrics
 from dicomflow.models import AuditEvent
+from dicomflow.receiver.limits import SlotLimiter
+from dicomflow.receiver.reception import clear_incoming
 from dicomflow.receiver.service import StoreService
 from dicomflow.settings import Settings
 
@@ -76,7 +81,8 @@ class Receiver:
         OSError: (constructor) the port cannot be bound.
     """
 
-    def __init__(self, settings: Settings, *, publisher: Publisher | None = None, listen: bool = True) -> None:
+    def __init__(self, settings: Settings, *, publisher: Publisher | None = None, listen: bool = True,
+                 slots_dir: Path | None = None, metrics: ReceiverMetrics | None = None) -> None:
         self.settings = settings
         rs = settings.receiver
         self._owns_publisher = publisher is None
@@ -84,10 +90,20 @@ class Receiver:
             dataclasses.replace(settings.kafka, linger_ms=rs.kafka_linger_ms), settings.topics,
             client_id=f"dicomflow-receiver-{settings.worker_node_id}",
         )
-        self.ingestor = Ingestor(settings.storage, rs, settings.worker_node_id)
+        self.ingestor = Ingestor(settings.storage, rs, settings.worker_node_id, duplicates=settings.ingest.duplicates)
         self.ingestor.root.mkdir(parents=True, exist_ok=True)
+        clear_incoming(self.ingestor.root)
+        #: Observer: the receiver's Prometheus metrics (None: not collected).
+        self.metrics = metrics
+        #: Association slots: in ``slots_dir`` shared with the other processes of the receiver, else private.
+        self._own_slots: tempfile.TemporaryDirectory[str] | None = None
+        if slots_dir is None:
+            self._own_slots = tempfile.TemporaryDirectory(prefix="dicomflow-slots-")
+            slots_dir = Path(self._own_slots.name)
+        self.limiter = SlotLimiter(slots_dir, rs.max_associations, rs.max_associations_per_ae)
         self.transfers = TransferLog(settings.worker_node_id, self._emit_audit)
-        self.service = StoreService(self.ingestor, self.publisher, self.transfers, publish_timeout_s=rs.publish_timeout_s)
+        self.service = StoreService(self.ingestor, self.publisher, self.transfers, publish_timeout_s=rs.publish_timeout_s,
+                                    metrics=metrics)
         #: Called after every connection ends, however it ended (the dispatcher counts on it).
         self.on_connection_closed: list[Callable[[], None]] = []
         self.engine: Engine
@@ -96,9 +112,9 @@ class Receiver:
 
             self.engine = PynetdicomEngine(rs, self.service, self, listen=listen)
         else:
-            from dicomflow.receiver.acceptor import NativeEngine
+            from dicomflow.receiver.native import NativeEngine
 
-            self.engine = NativeEngine(rs, self.service, self, listen=listen)
+            self.engine = NativeEngine(rs, self.service, self, limiter=self.limiter, listen=listen)
         self._listen = listen
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -126,6 +142,12 @@ class Receiver:
     def active_associations(self) -> int:
         return self.engine.active_associations()
 
+    def serving(self) -> bool:
+        """True while connections are accepted (the listening thread runs; or adopted ones, until stopped)."""
+        if self._stopped:
+            return False
+        return not self._listen or (self._thread is not None and self._thread.is_alive())
+
     def stop(self, *, grace_s: float = STOP_GRACE_S, announce: bool = True) -> None:
         """Stop accepting, let running associations finish (abort them after ``grace_s``), flush, close.
 
@@ -146,6 +168,9 @@ class Receiver:
             time.sleep(0.05)
         self.engine.close()
         self.service.close()
+        self.limiter.close()
+        if self._own_slots is not None:
+            self._own_slots.cleanup()
         if announce:
             self.announce(started=False)
         if self._owns_publisher:
@@ -156,11 +181,16 @@ class Receiver:
     def established(self, association: object, peer: Peer) -> None:
         """An association was accepted: start counting what it transfers."""
         self.transfers.opened(association, peer)
+        if self.metrics is not None:
+            self.metrics.accepted.inc()
+            self.metrics.open.inc()
         log.info("association from %s (%s) established", peer.calling_ae, peer.calling_address)
 
     def closed(self, association: object, peer: Peer | None) -> None:
         """A connection ended: emit its audit events, tell the dispatcher."""
         stored, refused = self.transfers.closed(association)
+        if peer is not None and self.metrics is not None:
+            self.metrics.open.dec()
         if peer is not None and (stored or refused):
             log.info("association from %s (%s) closed: %d instance(s) stored, %d refused",
                      peer.calling_ae, peer.calling_address, stored, refused)
@@ -170,14 +200,31 @@ class Receiver:
             except Exception:
                 log.exception("connection-closed callback failed")
 
-    def rejected(self, peer: Peer, reason: str) -> None:
+    def aborted(self, association: object, kind: str) -> None:
+        """We aborted an association (protocol error, timeout, data set too large): counted."""
+        if self.metrics is not None:
+            self.metrics.rejected_for(kind)
+
+    def rejected(self, peer: Peer, reason: str, kind: str = "other") -> None:
         """Audit an association refused: a User Authentication (Login) failure."""
+        if self.metrics is not None:
+            self.metrics.rejected_for(kind)
         log.warning("refused an association from %s (%s): %s", peer.calling_ae, peer.calling_address, reason)
         tenant = self.ingestor.tenants.resolve(None, peer.calling_ae)
         self._emit_audit([audit.association_rejected(
             node_id=self.settings.worker_node_id, tenant_id=tenant, calling_ae=peer.calling_ae,
             calling_address=peer.calling_address, called_ae=peer.called_ae, called_address=peer.called_address,
-            reason=reason,
+            reason=reason, user=peer.user,
+        )])
+
+    def tls_refused(self, peer_address: str, reason: str, kind: str) -> None:
+        """Audit a connection refused by TLS: a Security Alert (110113), Node Authentication (110126)."""
+        log.warning("refused a connection from %s on the TLS port: %s", peer_address, reason)
+        host, _port = self.address
+        self._emit_audit([audit.security_alert(
+            node_id=self.settings.worker_node_id, tenant_id=self.ingestor.tenants.default,
+            peer_address=peer_address or None, reason=reason, kind=kind,
+            ae_title=self.settings.receiver.ae_title, local_address=host,
         )])
 
     # ------------------------------------------------------------------ audit

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -68,11 +69,20 @@ class PeerClosed(Exception):
 # --------------------------------------------------------------------------- reading
 
 
-def _recv_exactly(sock: socket.socket, size: int, *, pdu_started: bool) -> bytes:
-    """Read ``size`` bytes; raise PeerClosed at a clean boundary, ProtocolError inside a PDU."""
+def _recv_exactly(sock: socket.socket, size: int, *, pdu_started: bool, deadline: float | None = None) -> bytes:
+    """Read ``size`` bytes; raise PeerClosed at a clean boundary, ProtocolError inside a PDU.
+
+    With ``deadline`` (a :func:`time.monotonic` value) every byte must have
+    arrived by then, however the peer spreads them: TimeoutError otherwise.
+    """
     chunks: list[bytes] = []
     remaining = size
     while remaining:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("deadline passed")
+            sock.settimeout(left)
         try:
             chunk = sock.recv(min(remaining, 1 << 20))
         except (ConnectionResetError, BrokenPipeError) as exc:
@@ -86,19 +96,21 @@ def _recv_exactly(sock: socket.socket, size: int, *, pdu_started: bool) -> bytes
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def read_pdu(sock: socket.socket, max_length: int) -> tuple[int, bytes]:
-    """Read one PDU: ``(type, body)``.
+def read_pdu(sock: socket.socket, max_length: int, *, deadline: float | None = None) -> tuple[int, bytes]:
+    """Read one PDU: ``(type, body)``, all of it by ``deadline`` (a :func:`time.monotonic` value) if given.
 
     Raises:
         PeerClosed: the connection ended before a new PDU started.
-        ProtocolError: the PDU is longer than ``max_length`` or truncated.
-        TimeoutError: the socket's timeout passed.
+        ProtocolError: the PDU type is unknown, it is longer than ``max_length``, or truncated.
+        TimeoutError: the deadline (or, without one, the socket's timeout) passed.
     """
-    header = _recv_exactly(sock, _PDU_HEADER.size, pdu_started=False)
+    header = _recv_exactly(sock, _PDU_HEADER.size, pdu_started=False, deadline=deadline)
     pdu_type, length = _PDU_HEADER.unpack(header)
+    if not A_ASSOCIATE_RQ <= pdu_type <= A_ABORT:
+        raise ProtocolError(f"unknown PDU type 0x{pdu_type:02X}")
     if length > max_length:
         raise ProtocolError(f"PDU type 0x{pdu_type:02X} of {length} bytes exceeds the {max_length}-byte limit")
-    return pdu_type, _recv_exactly(sock, length, pdu_started=True) if length else b""
+    return pdu_type, _recv_exactly(sock, length, pdu_started=True, deadline=deadline) if length else b""
 
 
 # --------------------------------------------------------------------------- A-ASSOCIATE-RQ
@@ -126,6 +138,8 @@ class AssociateRequest:
     max_pdu_length: int = 0
     implementation_class_uid: str = ""
     implementation_version: str = ""
+    #: The User Identity sub-item's value (0x58, PS3.7 D.3.3.7), undecoded; None when absent.
+    user_identity: bytes | None = None
 
 
 def _uid(raw: bytes) -> str:
@@ -191,10 +205,11 @@ def _user_information(value: bytes, request: AssociateRequest) -> None:
             request.implementation_class_uid = _uid(sub)
         elif sub_type == 0x55:
             request.implementation_version = sub.decode("ascii", "replace").strip(" \x00")
+        elif sub_type == 0x58:
+            request.user_identity = bytes(sub)  # decided by receiver.identity
         # 0x53 asynchronous operations, 0x54 role selection, 0x56/0x57 extended
-        # negotiation, 0x58 user identity: not answered, which means the
-        # defaults (synchronous operations, default roles, no extended
-        # negotiation, no user identity response), as PS3.7 Annex D allows.
+        # negotiation: not answered, which means the defaults (synchronous
+        # operations, default roles, no extended negotiation), as PS3.7 Annex D allows.
 
 
 # --------------------------------------------------------------------------- answers
@@ -210,6 +225,12 @@ def _pdu(pdu_type: int, body: bytes) -> bytes:
 
 def _ae(title: str) -> bytes:
     return title.encode("ascii", "replace")[:16].ljust(16, b" ")
+
+
+def _ascii(text: str) -> bytes:
+    """A UID (or any text) from the peer as ASCII, whatever it held: decoding it replaced bad bytes with
+    U+FFFD, which ``encode("ascii")`` refuses (it used to raise while answering a mutated request)."""
+    return text.encode("ascii", "replace")
 
 
 @dataclass(frozen=True)
@@ -229,16 +250,18 @@ def encode_associate_ac(
     max_pdu_length: int,
     implementation_class_uid: str,
     implementation_version: str,
+    extra_user_items: bytes = b"",
 ) -> bytes:
     """An A-ASSOCIATE-AC echoing the request's AE titles, with one item per proposed context."""
     items = [_item(0x10, APPLICATION_CONTEXT.encode("ascii"))]
     for r in results:
-        sub = _item(0x40, r.transfer_syntax.encode("ascii"))
+        sub = _item(0x40, _ascii(r.transfer_syntax)[:64])
         items.append(_item(0x21, bytes((r.context_id, 0, r.result, 0)) + sub))
     user = (
         _item(0x51, _U32.pack(max_pdu_length))
-        + _item(0x52, implementation_class_uid.encode("ascii"))
-        + _item(0x55, implementation_version.encode("ascii")[:16])
+        + _item(0x52, _ascii(implementation_class_uid))
+        + _item(0x55, _ascii(implementation_version)[:16])
+        + extra_user_items
     )
     items.append(_item(0x50, user))
     fixed = _U16.pack(1) + b"\x00\x00" + _ae(request.called_ae) + _ae(request.calling_ae) + b"\x00" * 32

@@ -26,6 +26,14 @@ settings in their environment (:meth:`Settings.to_child_env
 <dicomflow.settings.Settings.to_child_env>`, read back with
 ``Settings.from_child_env``) and the channel socket inherited as a file
 descriptor.
+
+Shared state lives in a temporary folder the dispatcher creates (and
+removes): ``slots/``, the association slot files every worker locks
+(:mod:`~dicomflow.receiver.limits`: ``receiver.max_associations`` holds for
+the whole receiver, and a SIGKILLed worker's slots come back with its
+death), and ``metrics/``, prometheus-client's multiprocess folder
+(``PROMETHEUS_MULTIPROC_DIR`` in each worker's environment), which the
+dispatcher's ``/metrics`` aggregates (:mod:`dicomflow.metrics.receiver`).
 """
 
 from __future__ import annotations
@@ -40,8 +48,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from dicomflow.settings import Settings
@@ -95,6 +106,14 @@ class Dispatcher:
         self._selector = selectors.DefaultSelector()
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
+        self._shared = tempfile.TemporaryDirectory(prefix="dicomflow-scp-")
+        #: Association slot files shared by the workers.
+        self.slots_dir = Path(self._shared.name) / "slots"
+        #: prometheus-client multiprocess folder the workers write their samples to.
+        self.metrics_dir = Path(self._shared.name) / "metrics"
+        self.metrics_dir.mkdir()
+        #: Called about once a second from :meth:`serve_forever` (the health endpoint's heartbeat).
+        self.on_tick: Callable[[], None] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -112,8 +131,9 @@ class Dispatcher:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         process = subprocess.Popen(
             [sys.executable, "-m", "dicomflow.receiver.workers", "--channel-fd", str(child_end.fileno()),
-             "--slot", str(slot), "--log-level", self.log_level],
-            env=self.settings.to_child_env(os.environ), pass_fds=(child_end.fileno(),),
+             "--slot", str(slot), "--log-level", self.log_level, "--slots-dir", str(self.slots_dir)],
+            env={**self.settings.to_child_env(os.environ), "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)},
+            pass_fds=(child_end.fileno(),),
         )
         child_end.close()
         worker = _Worker(slot, process, parent_end)
@@ -124,6 +144,8 @@ class Dispatcher:
     def serve_forever(self) -> None:
         """Accept and dispatch until :meth:`stop` is called (from a signal handler or thread)."""
         while not self._stop.is_set():
+            if self.on_tick is not None:
+                self.on_tick()
             for key, _ in self._selector.select(timeout=1.0):
                 if key.data == "accept":
                     self._accept()
@@ -174,6 +196,7 @@ class Dispatcher:
         self._selector.unregister(worker.channel)
         worker.channel.close()
         code = worker.process.wait()
+        _mark_dead(worker.process.pid, self.metrics_dir)
         if not self._stop.is_set():
             log.error("receiver worker %d (pid %d) exited with code %s; %d association(s) lost",
                       worker.slot, worker.process.pid, code, worker.active)
@@ -227,6 +250,17 @@ class Dispatcher:
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
+        self._shared.cleanup()
+
+
+def _mark_dead(pid: int, metrics_dir: Path) -> None:
+    """Drop a dead worker's live gauges (associations open) from the aggregate (observer)."""
+    try:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, str(metrics_dir))  # type: ignore[no-untyped-call]
+    except Exception as exc:  # noqa: BLE001 - metrics are observers
+        log.debug("could not mark worker %d dead in the metrics: %s", pid, exc)
 
 
 # --------------------------------------------------------------------------- worker side
@@ -259,6 +293,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channel-fd", type=int, required=True)
     parser.add_argument("--slot", type=int, default=0)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--slots-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper(), logging.INFO),
@@ -268,10 +303,16 @@ def worker_main(argv: list[str] | None = None) -> int:
     settings = Settings.from_child_env(os.environ)
     settings = dataclasses.replace(settings, worker_node_id=f"{settings.worker_node_id}-{args.slot}")
 
+    from prometheus_client import CollectorRegistry
+
+    from dicomflow.metrics.receiver import ReceiverMetrics
     from dicomflow.receiver.scp import Receiver
 
     channel = socket.socket(fileno=args.channel_fd)
-    receiver = Receiver(settings, listen=False)
+    # prometheus-client is in multiprocess mode here (the dispatcher set PROMETHEUS_MULTIPROC_DIR):
+    # the samples go to files the dispatcher aggregates, whatever registry they are listed in.
+    receiver = Receiver(settings, listen=False, slots_dir=args.slots_dir,
+                        metrics=ReceiverMetrics(CollectorRegistry()))
     send_lock = threading.Lock()
 
     def report_closed() -> None:

@@ -35,9 +35,10 @@ from dicomflow.audit import events as audit
 from dicomflow.dicom.constants import EXPLICIT_VR_LE
 from dicomflow.dicom.part10 import file_header, read_file_meta
 from dicomflow.errors import PublishError
+from dicomflow.ingest.duplicates import DuplicateInstanceError, Placement, place
 from dicomflow.ingest.exceptions import IngestError
 from dicomflow.ingest.ingestor import Identity, Ingestor, Source
-from dicomflow.ingest.storage import write_atomic
+from dicomflow.ingest.storage import PendingFile, sync_folder_durably
 from dicomflow.ingest.transfer_log import Peer, TransferLog
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import AuditEvent, DicomStoreMeta
@@ -66,6 +67,8 @@ class Skipped:
     path: Path
     reason: str
     failed: bool = False
+    #: Audit events the run publishes for this file (a duplicate SOP Instance UID).
+    audit: tuple[AuditEvent, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,10 @@ class Prepared:
     identity: Identity
     event: DicomStoreMeta
     inside_root: bool
+    #: How a copy was placed (replace: the old copy is kept until the event is acknowledged).
+    placement: Placement | None = None
+    #: Audit events the run publishes for this file (a replaced duplicate).
+    audit: tuple[AuditEvent, ...] = ()
 
 
 @dataclass
@@ -122,7 +129,8 @@ class FolderPublisher:
     ) -> None:
         self.settings = settings
         self.publisher = publisher
-        self.ingestor = Ingestor(settings.storage, settings.receiver, settings.worker_node_id, tenant_override=tenant)
+        self.ingestor = Ingestor(settings.storage, settings.receiver, settings.worker_node_id, tenant_override=tenant,
+                                 duplicates=settings.ingest.duplicates)
         self.copy_into_storage = copy_into_storage
         self.batch_size = max(1, batch_size)
         self.threads = max(1, threads)
@@ -144,7 +152,9 @@ class FolderPublisher:
             for start in range(0, len(files), self.batch_size):
                 chunk = files[start:start + self.batch_size]
                 ready: list[Prepared] = []
+                events: list[AuditEvent] = []
                 for path, outcome in zip(chunk, pool.map(self.prepare, chunk), strict=True):
+                    events.extend(outcome.audit)
                     if isinstance(outcome, Prepared):
                         ready.append(outcome)
                     else:
@@ -152,6 +162,8 @@ class FolderPublisher:
                         if on_file:
                             on_file(path)
                 self._send(ready, summary, run_key)
+                if events:
+                    self._emit_audit(events)
                 if on_file:
                     for prepared in ready:
                         on_file(prepared.source)
@@ -160,7 +172,10 @@ class FolderPublisher:
         return summary
 
     def prepare(self, path: Path) -> Prepared | Skipped:
-        """Read, validate and (with copy_into_storage) copy one file; never raises."""
+        """Read, validate and (with copy_into_storage) copy one file; never raises, never publishes.
+
+        A duplicate's audit event comes back with the outcome; :meth:`run` publishes it.
+        """
         try:
             return self._prepare(path)
         except IngestError as exc:
@@ -199,21 +214,55 @@ class FolderPublisher:
         else:  # ... or this data set behind the preamble and meta the copy gets
             header = self.ingestor.read(buf, syntax, offset=offset, name=str(path))
         identity = self.ingestor.identify(header, sop_class_uid=sop_class, sop_instance_uid=sop_instance, calling_ae=None)
+        placement: Placement | None = None
+        audit_events: tuple[AuditEvent, ...] = ()
         if self.copy_into_storage:
             target = self.ingestor.path_of(identity)
             if target != path.resolve():
-                with memoryview(buf) as view:
-                    if layout == "part10":
-                        size = write_atomic(target, (view,), fsync=self.ingestor.fsync)
-                    else:  # give a raw data set (or a meta group without preamble) a proper header
-                        head_bytes = file_header(identity.sop_class_uid, identity.sop_uid, syntax, None)
-                        size = write_atomic(target, (head_bytes, view[offset:]), fsync=self.ingestor.fsync)
+                pending = PendingFile(target, fsync=self.ingestor.fsync)
+                try:
+                    with memoryview(buf) as view:
+                        if layout == "part10":
+                            pending.write(view)
+                        else:  # give a raw data set (or a meta group without preamble) a proper header
+                            pending.write(file_header(identity.sop_class_uid, identity.sop_uid, syntax, None))
+                            pending.write(view[offset:])
+                    received = pending.seal()
+                    placement = place(pending.temp, target, self.ingestor.duplicates, sop_uid=identity.sop_uid)
+                except DuplicateInstanceError as exc:
+                    return Skipped(path, f"{exc.reason}: {target}",
+                                   audit=(self._audit_duplicate(identity, target, None, pending.size),))
+                finally:
+                    pending.discard()
+                if self.ingestor.fsync:
+                    sync_folder_durably(target.parent)
+                if placement.duplicate:
+                    audit_events = (self._audit_duplicate(identity, target, placement, received),)
+                if not placement.publish:
+                    what = "identical content" if placement.outcome == "identical" else (
+                        "other content, the stored copy kept (ingest.duplicates = keep)")
+                    return Skipped(path, f"already stored with {what}: {target}", audit=audit_events)
+                size = placement.size
             inside = True
         else:
             target = path.resolve()
             inside = target.is_relative_to(self.ingestor.root)
         event = self.ingestor.store_event(identity, target, size, syntax, PUBLISH_SOURCE)
-        return Prepared(path, identity, event, inside)
+        return Prepared(path, identity, event, inside, placement, audit_events)
+
+    def _audit_duplicate(
+        self, identity: Identity, target: Path, placement: Placement | None, received: int
+    ) -> AuditEvent:
+        """The audit event of a non-identical duplicate (``placement`` None: rejected), logged here."""
+        decision = placement.outcome if placement is not None else "rejected"
+        log.warning("%s: SOP Instance UID %s stored already with other content; %s", target, identity.sop_uid, decision)
+        return audit.duplicate_instance(
+            node_id=self.settings.worker_node_id, tenant_id=identity.tenant, study_uid=identity.study_uid,
+            sop_uid=identity.sop_uid, sop_class_uid=identity.sop_class_uid, decision=decision,
+            file_path=str(target), stored_size=placement.previous_size if placement is not None else None,
+            received_size=received, source_ae=PUBLISH_SOURCE.ae_title, source_address=PUBLISH_SOURCE.address,
+            destination_ae=self.settings.receiver.ae_title,
+        )
 
     def _send(self, ready: list[Prepared], summary: Summary, run_key: object) -> None:
         """Publish one batch; files whose events Kafka did not acknowledge are failures."""
@@ -226,6 +275,11 @@ class FolderPublisher:
             failed = {i: str(exc) for i in range(len(ready))}
         for index, prepared in enumerate(ready):
             identity = prepared.identity
+            if prepared.placement is not None:
+                if index in failed:
+                    prepared.placement.not_acknowledged()
+                else:
+                    prepared.placement.acknowledged()
             if index in failed:
                 summary.failed.append(Skipped(prepared.source, f"Kafka did not acknowledge: {failed[index]}", failed=True))
                 self._audit.failed(run_key, tenant=identity.tenant, study_uid=identity.study_uid,

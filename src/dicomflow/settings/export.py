@@ -25,23 +25,25 @@ _SECRET_WORDS = ("password", "secret", "sasl.password", "ssl.key.password", "tok
 def child_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """``base`` without its ``DICOMFLOW_*`` variables, plus one variable per setting of ``settings``."""
     env = {k: v for k, v in (base or {}).items() if not k.startswith("DICOMFLOW_")}
-    _add_fields(env, "DICOMFLOW", settings)
+    _put(env, "DICOMFLOW", settings)
     return env
 
 
-def _add_fields(env: dict[str, str], prefix: str, obj: Any) -> None:
-    """One variable per field of ``obj``; a nested section (``[web.oauth2]``) one level deeper."""
+def _put(env: dict[str, str], prefix: str, obj: Any) -> None:
+    """One variable per field of ``obj``; a sub-table (``[receiver.tls]``) as ``<PREFIX>_TLS_<KEY>``."""
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         name = f"{prefix}_{f.name}".upper()
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            _add_fields(env, name, value)
+            _put(env, name, value)
         else:
             env[name] = _env_value(value)
 
 
 def _env_value(value: Any) -> str:
     """One setting as the loader parses it from an environment variable."""
+    if value is None:
+        return ""  # an optional setting left unset: the loader reads "" back as None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple):

@@ -39,6 +39,11 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     """Convert a raw TOML/JSON/env value to the annotated type, or say why not."""
     origin = get_origin(tp)
     from_env = isinstance(value, str) and source.startswith("environment")
+    if origin in (types.UnionType, typing.Union) and type(None) in get_args(tp):
+        if value is None or (from_env and value == ""):
+            return None  # an optional setting left unset ("" from the environment)
+        (inner,) = [a for a in get_args(tp) if a is not type(None)]
+        return _coerce(value, inner, key, source)
     try:
         if tp is bool:
             if isinstance(value, bool):
@@ -127,27 +132,26 @@ def _apply(
             raise ConfigError(dotted, source, f"unknown section {section!r}")
         hints = get_type_hints(sections[section])
         target = overrides.setdefault(section, {})
-        nested = _nested_key(hints, str(key))
-        if nested is not None:
-            sub, subkey = nested
-            sub_hints = get_type_hints(hints[sub])
-            if subkey not in sub_hints:
-                raise ConfigError(dotted, source, f"unknown key {subkey!r} in [{section}.{sub}]")
-            target.setdefault(sub, {})[subkey] = _coerce(raw, sub_hints[subkey], dotted, source)
-            continue
-        if key not in hints or dataclasses.is_dataclass(hints[str(key)]):
+        key, hints, target = _nested(str(key), hints, target, source.startswith("environment"))
+        if key not in hints:
             raise ConfigError(dotted, source, f"unknown key {key!r} in [{section}]")
         target[key] = _coerce(raw, hints[key], dotted, source)
 
 
-def _nested_key(hints: Mapping[str, Any], key: str) -> tuple[str, str] | None:
-    """``oauth2.jwks`` (TOML) or ``oauth2_jwks`` (environment) of a nested table, split in two."""
+def _nested(
+    key: str, hints: dict[str, Any], target: dict[str, Any], from_env: bool
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Descend into a sub-table (``[receiver.tls]``: key ``tls.port``, or ``tls_port`` from the environment)."""
     for name, tp in hints.items():
-        if dataclasses.is_dataclass(tp):
-            for sep in (".", "_"):
-                if key.startswith(name + sep) and len(key) > len(name) + 1:
-                    return name, key[len(name) + 1:]
-    return None
+        if not dataclasses.is_dataclass(tp):
+            continue
+        for sep in (".", "_") if from_env else (".",):
+            if key.startswith(name + sep):
+                sub = target.setdefault(name, {})
+                if not isinstance(sub, dict):
+                    break
+                return key[len(name) + 1:], get_type_hints(tp), sub
+    return key, hints, target
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -218,9 +222,10 @@ def _build(collected: dict[str, dict[str, Any]]) -> Settings:
     for name, cls in sections.items():
         values = dict(collected.get(name, {}))
         hints = get_type_hints(cls)
-        for sub, tp in hints.items():
-            if dataclasses.is_dataclass(tp) and sub in values:
-                values[sub] = tp(**values[sub])  # type: ignore[operator]
+        for key, value in list(values.items()):
+            sub = hints.get(key)
+            if isinstance(value, dict) and dataclasses.is_dataclass(sub) and isinstance(sub, type):
+                values[key] = sub(**value)  # a sub-table such as [receiver.tls]
         kwargs[name] = cls(**values)
     settings = Settings(**kwargs)
     _validate(settings)
@@ -237,6 +242,12 @@ def _validate(s: Settings) -> None:
         (s.topics.replication_factor >= 1, "topics.replication_factor", "must be at least 1"),
         (0 < s.receiver.port < 65536, "receiver.port", "must be a TCP port"),
         (s.receiver.processes >= 1, "receiver.processes", "must be at least 1"),
+        (s.receiver.max_associations >= 1, "receiver.max_associations", "must be at least 1"),
+        (s.receiver.max_associations_per_ae >= 0, "receiver.max_associations_per_ae", "must be 0 (no limit) or more"),
+        (s.receiver.max_dataset_bytes >= 1024, "receiver.max_dataset_bytes", "must be at least 1024"),
+        (s.receiver.artim_timeout_s > 0, "receiver.artim_timeout_s", "must be positive"),
+        (s.receiver.idle_timeout_s > 0, "receiver.idle_timeout_s", "must be positive"),
+        (s.receiver.max_association_s >= 0, "receiver.max_association_s", "must be 0 (no cap) or positive"),
         (len(s.receiver.ae_title.encode()) <= 16 and s.receiver.ae_title.strip() != "", "receiver.ae_title", "must be 1-16 characters"),
         (bool(s.kafka.brokers.strip()), "kafka.brokers", "must not be empty"),
         (_is_tag(s.receiver.tenant_tag), "receiver.tenant_tag", "must be a tag like 1211,1217"),
@@ -247,6 +258,21 @@ def _validate(s: Settings) -> None:
         (s.web.db_pool_max >= s.web.db_pool_min, "web.db_pool_max", "must be at least web.db_pool_min"),
         (s.images.batch_max_messages >= 1, "images.batch_max_messages", "must be at least 1"),
         (16 <= s.images.thumbnail_size <= 1024, "images.thumbnail_size", "must be 16..1024"),
+        ((s.receiver.tls.cert_file is None) == (s.receiver.tls.key_file is None), "receiver.tls.key_file",
+         "cert_file and key_file go together"),
+        (s.receiver.tls.ca_file is None or s.receiver.tls.enabled, "receiver.tls.ca_file",
+         "a client CA needs cert_file and key_file (TLS) too"),
+        (0 <= s.receiver.tls.port < 65536, "receiver.tls.port", "must be 0 (the main port) or a TCP port"),
+        (s.receiver.tls.handshake_timeout_s > 0, "receiver.tls.handshake_timeout_s", "must be positive"),
+        (s.receiver.tls.port == 0 or s.receiver.processes == 1 or not s.receiver.tls.enabled, "receiver.tls.port",
+         "a TLS listener beside the plain one needs receiver.processes = 1 (use port = 0: TLS on the main port)"),
+        (not s.receiver.require_user_identity or s.receiver.users_file is not None, "receiver.users_file",
+         "receiver.require_user_identity needs a users file (dicomflow users add NAME)"),
+        (s.warehouse.batch_max_messages >= 1, "warehouse.batch_max_messages", "must be at least 1"),
+        (s.warehouse.batch_max_ms >= 1, "warehouse.batch_max_ms", "must be at least 1"),
+        (s.warehouse.snapshot_interval_s >= 0, "warehouse.snapshot_interval_s", "must be 0 (off) or more"),
+        (s.warehouse.threads >= 0, "warehouse.threads", "must be 0 (DuckDB decides) or more"),
+        (bool(s.warehouse.group_id.strip()), "warehouse.group_id", "must not be empty"),
     ]
     for ok, key, problem in checks:
         if not ok:

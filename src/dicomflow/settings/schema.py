@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from dicomflow.settings.export import child_env
+from dicomflow.settings.web import ImagesSettings, OAuth2Settings, WebSettings
 
 Compression = Literal["snappy", "lz4", "zstd", "gzip", "none"]
 
@@ -70,8 +71,19 @@ class TopicSettings:
     retention_ms: int = 7 * 24 * 3600 * 1000
 
     def all(self) -> tuple[str, ...]:
-        """Every topic dicomflow reads or writes, for creation and listing."""
-        return (self.main, self.log, self.dicom_state, self.dicom_image, self.audit, self.dlq)
+        """Every topic dicomflow reads or writes, for creation and listing (dead-letter topics included)."""
+        names = (self.main, self.log, self.dicom_state, self.dicom_image, self.audit, self.dlq,
+                 *self.warehouse_dead_letter_topics())
+        return tuple(dict.fromkeys(names))
+
+    def warehouse_dead_letter_topics(self) -> tuple[str, ...]:
+        """Where the warehouse sink dead-letters: ``<topic>.dlq`` of each topic it reads.
+
+        Created with the others so that a poison message never depends on the
+        broker auto-creating a topic (off on most production clusters, and a
+        topic created that way gets the broker's defaults, not these settings).
+        """
+        return tuple(f"{t}.dlq" for t in (self.log, self.dicom_state, self.dicom_image, self.audit))
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,27 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """DICOM TLS for the receiver (PS3.15 Annex B, BCP 195 profile): on when cert_file is set."""
+
+    #: PEM certificate (chain) the receiver presents; TLS is off while unset.
+    cert_file: Path | None = None
+    #: PEM private key of cert_file (unencrypted; keep it 0600).
+    key_file: Path | None = None
+    #: PEM CA certificate(s) a client certificate must chain to: set = mutual TLS (required).
+    ca_file: Path | None = None
+    #: 0: the main port (receiver.port) speaks TLS instead of plain TCP;
+    #: another port: a TLS listener beside the plain one.
+    port: int = 0
+    #: Seconds a new connection has to complete the TLS handshake.
+    handshake_timeout_s: float = 10.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+@dataclass(frozen=True)
 class ReceiverSettings:
     """The C-STORE SCP."""
 
@@ -150,6 +183,33 @@ class ReceiverSettings:
     kafka_linger_ms: int = 0
     #: DICOM network layer: "native" (dicomflow's own acceptor, fast) or "pynetdicom".
     engine: Literal["native", "pynetdicom"] = "native"
+    #: Associations at once for the whole receiver (every --processes worker together).
+    #: (max_associations is above.) Per calling AE title as well when > 0.
+    max_associations_per_ae: int = 0
+    #: Largest data set one C-STORE may carry; past it the association is aborted.
+    max_dataset_bytes: int = 4 * 1024**3
+    #: Seconds a new connection has to send its A-ASSOCIATE-RQ (PS3.8 ARTIM timer).
+    artim_timeout_s: float = 30.0
+    #: Seconds an established association may go without a complete PDU before it is aborted.
+    idle_timeout_s: float = 120.0
+    #: Longest one association may last, in seconds (0: no cap).
+    max_association_s: float = 0.0
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    #: Refuse an association that does not bring a valid username and password (PS3.7 D.3.3.7).
+    require_user_identity: bool = False
+    #: ``username:scrypt$N$r$p$salt$hash`` lines (``dicomflow users add``) the passwords are checked against.
+    users_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Decisions every way in (C-STORE, ``publish --copy-into-storage``, STOW-RS) makes the same way."""
+
+    #: An instance whose SOP Instance UID is stored already with other content:
+    #: "reject" (failure status / skipped, the stored copy stays), "replace"
+    #: (atomically, a new store event), "keep" (Success, nothing changes).
+    #: Identical content is always a Success that changes and publishes nothing.
+    duplicates: Literal["reject", "replace", "keep"] = "reject"
 
 
 @dataclass(frozen=True)
@@ -162,6 +222,11 @@ class StackSettings:
     kafka_controller_port: int = 19093
     kafka_heap_mb: int = 512
     postgres_port: int = 15432
+    #: Also run a local ClickHouse server (``stack up --clickhouse`` does it once);
+    #: off by default so the demo and most tests stay lean.
+    clickhouse: bool = False
+    clickhouse_http_port: int = 18123
+    clickhouse_tcp_port: int = 19000
 
 
 @dataclass(frozen=True)
@@ -173,54 +238,68 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
-class OAuth2Settings:
-    """How ``dicomflow web`` checks bearer tokens (``[web.oauth2]``).
+class WarehouseSettings:
+    """The analytics warehouse: the embedded DuckDB sink (``dicomflow warehouse run``)."""
 
-    ``jwks`` is a file path or an ``https://`` URL of the issuer's JSON Web
-    Key Set (fetched on first use and cached); ``tenant_claim`` names the
-    token claim carrying the tenant id. Scopes are matched against the
-    token's ``scope`` (space separated) or ``scp`` (list) claim.
-    """
+    #: The DuckDB file the sink writes (one writing process at a time).
+    path: Path = Path(".dicomflow/warehouse.duckdb")
+    #: The sink's own consumer group (its Kafka commits are informational:
+    #: the offsets that count live in the DuckDB file).
+    group_id: str = "dicomflow-warehouse"
+    #: Seconds between read-only snapshots for readers (0 disables them).
+    snapshot_interval_s: float = 10.0
+    #: The snapshot file; empty means ``<path stem>.snapshot.duckdb`` beside ``path``.
+    snapshot_path: str = ""
+    batch_max_messages: int = 20000
+    batch_max_ms: int = 1000
+    #: DuckDB worker threads; 0 lets DuckDB decide (one per core).
+    threads: int = 0
 
-    jwks: str = ""
-    issuer: str = ""
-    audience: str = ""
-    tenant_claim: str = "tenant"
-    read_scope: str = "dicomweb.read"
-    write_scope: str = "dicomweb.write"
-
-
-@dataclass(frozen=True)
-class WebSettings:
-    """The DICOMweb server (``[web]``): QIDO-RS, WADO-RS, STOW-RS.
-
-    ``auth = "none"`` turns authentication off (every caller is the storage's
-    default tenant); it must be chosen explicitly and is warned about at start.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 1
-    auth: Literal["oauth2", "none"] = "oauth2"
-    #: Largest STOW-RS request body accepted, in bytes.
-    max_stow_bytes: int = 2 * 1024 * 1024 * 1024
-    #: PostgreSQL connections each server process keeps open, and at most opens.
-    db_pool_min: int = 1
-    db_pool_max: int = 4
-    oauth2: OAuth2Settings = field(default_factory=OAuth2Settings)
+    def snapshot_file(self) -> Path:
+        """Where readers find the latest consistent snapshot."""
+        if self.snapshot_path:
+            return Path(self.snapshot_path)
+        return self.path.with_name(self.path.stem + ".snapshot.duckdb")
 
 
 @dataclass(frozen=True)
-class ImagesSettings:
-    """The image workers (``dicomflow images``): series thumbnails and NeedTransfer copies."""
+class ClickHouseSettings:
+    """ClickHouse as a warehouse: what ``warehouse ddl --target clickhouse`` generates."""
 
-    group_id: str = "dicomflow-images"
-    batch_max_messages: int = 50
-    batch_max_ms: int = 500
-    #: Thumbnails fit into this many pixels square (JPEG).
-    thumbnail_size: int = 128
-    session_timeout_ms: int = 10000
-    max_poll_interval_ms: int = 300000
+    #: Database the tables are created in.
+    database: str = "dicomflow"
+    #: Brokers as ClickHouse reaches them; empty means ``kafka.brokers``.
+    brokers: str = ""
+    #: Consumer groups are ``<group_prefix>_<object|state|image|audit>_group``
+    #: (the reference's ``medical_object_group`` ...).
+    group_prefix: str = "medical"
+    #: Kafka-engine consumers per topic (at most the topic's partitions).
+    num_consumers: int = 1
+    #: Messages a block may skip as unparseable (current syntax only; 18.x
+    #: lacks the setting, see the legacy notes in the DDL header).
+    skip_broken_messages: int = 1000
+    #: The HTTP interface ``dicomflow report --clickhouse`` reads by default.
+    url: str = "http://127.0.0.1:18123"
+
+
+@dataclass(frozen=True)
+class DorisSettings:
+    """Apache Doris as a warehouse: what ``warehouse ddl --target doris`` generates."""
+
+    database: str = "dicomflow"
+    #: Brokers as Doris reaches them; empty means ``kafka.brokers``.
+    brokers: str = ""
+    #: ``property.group.id`` of the routine loads: ``<group_prefix>_<object|state|image|audit>_group``.
+    group_prefix: str = "medical"
+    replication_num: int = 3
+    buckets: int = 10
+    #: Rows a routine load may reject per window before it pauses.
+    max_error_number: int = 1000
+    max_batch_interval_s: int = 10
+    #: Monthly dynamic partitions pre-created back in time (study dates are
+    #: historical: old studies arrive every day); older dates go to one catch-all partition.
+    history_partitions: int = 480
+    future_partitions: int = 3
 
 
 @dataclass(frozen=True)
@@ -234,10 +313,14 @@ class Settings:
     consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
     stack: StackSettings = field(default_factory=StackSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     web: WebSettings = field(default_factory=WebSettings)
     images: ImagesSettings = field(default_factory=ImagesSettings)
+    warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
+    clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
+    doris: DorisSettings = field(default_factory=DorisSettings)
 
     def to_child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment that gives a child process exactly these settings.
@@ -275,10 +358,13 @@ def tenant_tag(settings: ReceiverSettings) -> int:
 
 __all__ = [
     "DEFAULT_SUPPORTED_TS",
+    "ClickHouseSettings",
     "Compression",
     "ConsumerSettings",
     "DatabaseSettings",
+    "DorisSettings",
     "ImagesSettings",
+    "IngestSettings",
     "KafkaSettings",
     "MetricsSettings",
     "OAuth2Settings",
@@ -286,7 +372,9 @@ __all__ = [
     "Settings",
     "StackSettings",
     "StorageSettings",
+    "TlsSettings",
     "TopicSettings",
+    "WarehouseSettings",
     "WebSettings",
     "tenant_tag",
 ]

@@ -27,8 +27,10 @@ receiver answers: 0xA700 (out of resources: disk or Kafka; retry), 0xA900
 (data set does not match the SOP class: a required UID missing; also a
 part whose Study Instance UID differs from the one in the URL), 0xC000
 (cannot understand: not Part 10, a malformed UID, unreadable data, a part
-that is not ``application/dicom``). A re-sent instance replaces the stored
-copy (as with C-STORE), so there is no duplicate failure (0x0111).
+that is not ``application/dicom``), 0x0111 (duplicate SOP instance: stored
+already with other content, under ``ingest.duplicates = "reject"``). A
+re-sent identical instance is a Success that changes nothing; the
+duplicates policy is :mod:`dicomflow.ingest.duplicates`', as for C-STORE.
 
 Every request is audited as "DICOM Instances Transferred" (110104, action
 C) per study and outcome, with the token's subject and the client address,
@@ -122,7 +124,8 @@ class Stower:
             raise HTTPException(503, "this server has no Kafka publisher; it cannot store")
         s = self.ctx.settings
         try:
-            ingestor = Ingestor(s.storage, s.receiver, s.worker_node_id, tenant_override=tenant)
+            ingestor = Ingestor(s.storage, s.receiver, s.worker_node_id, tenant_override=tenant,
+                                duplicates=s.ingest.duplicates)
         except ConfigError as exc:
             raise HTTPException(403, f"the token's tenant cannot be stored into: {exc}") from exc
         service = StoreService(ingestor, self.ctx.publisher, self.transfers,

@@ -1,0 +1,436 @@
+"""``dicomflow warehouse run``: log/state/image/audit topics → the embedded DuckDB warehouse, exactly once.
+
+One loop, one DuckDB connection, one consumer, one producer (for dead letters):
+
+1. collect a batch (up to ``[warehouse] batch_max_messages`` or
+   ``batch_max_ms``) from the four topics;
+2. decode each message with msgspec against its table's model; a message
+   that does not fit goes to ``<topic>.dlq`` with the reason headers (and an
+   audit event), and its offset still counts as consumed;
+3. wait for Kafka to acknowledge the dead letters (a broker outage here is
+   retried with backoff; nothing is written meanwhile);
+4. build one Arrow table per warehouse table and write them, *with the
+   batch's next offsets*, in one DuckDB transaction (:func:`.duck.write_batch`);
+5. commit the same offsets to Kafka, for information only (lag tools).
+
+On start and on every assignment the consumer starts each partition at the
+offset stored in the DuckDB file (the beginning when there is none), never at
+the group's commit: the file is the sink's state. A SIGKILL anywhere loses at
+most the uncommitted batch, which is read again: every row lands exactly once.
+Dead letters of a batch killed between steps 3 and 4 are sent again (the DLQ
+is at-least-once; its headers name the source offset, so duplicates are
+recognisable).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import duckdb
+import msgspec
+from confluent_kafka import OFFSET_BEGINNING, Message
+from prometheus_client import CollectorRegistry
+
+from dicomflow.audit.events import dead_lettered
+from dicomflow.errors import ConsumerError, PublishError
+from dicomflow.kafka.consumer import KafkaConsumer, record_of
+from dicomflow.kafka.dlq import DeadLetter, dead_letter_record, dead_letter_topic
+from dicomflow.kafka.producer import Publisher
+from dicomflow.kafka.records import TP, Record
+from dicomflow.metrics import Health, MetricsServer, WarehouseMetrics
+from dicomflow.models import AuditEvent, truncate_utf8
+from dicomflow.settings import Settings
+from dicomflow.warehouse.decoding import TableDecoder
+from dicomflow.warehouse.duck import TableBatch, WriteResult, open_writer, stored_offsets, write_batch
+from dicomflow.warehouse.metadata import with_metadata
+from dicomflow.warehouse.schema import TABLES, Table
+from dicomflow.warehouse.snapshot import Snapshotter
+
+log = logging.getLogger(__name__)
+
+WIRE_FORMAT = "wire-format"
+#: Longest one consume call blocks (see :meth:`WarehouseSink._collect`).
+_SLICE_S = 0.05
+#: Backoff for dead-letter publishing while the broker is unreachable.
+_RETRY_INITIAL_S = 0.2
+_RETRY_MAX_S = 10.0
+
+
+@dataclass
+class SinkSummary:
+    """What a run did, for the command's last line and for tests."""
+
+    consumed: int = 0
+    batches: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    rows: dict[str, int] = field(default_factory=lambda: {t.name: 0 for t in TABLES})
+    snapshots: int = 0
+    last_snapshot_s: float | None = None
+    stopped_because: str = ""
+
+
+@dataclass
+class _Poison:
+    record: Record
+    error_class: str
+    reason: str
+
+
+@dataclass
+class _Prepared:
+    """A decoded batch whose dead letters Kafka has acknowledged, ready for its DuckDB transaction."""
+
+    #: The batch's messages as the client gave them (not copied into Records: the hot path reads four fields).
+    records: list[Message]
+    tables: list[TableBatch]
+    next_offsets: dict[TP, int]
+    poison: list[_Poison]
+    started: float
+
+
+class _TenantOnly(msgspec.Struct):
+    tenant_id: str | None = None
+
+
+_tenant_decoder = msgspec.json.Decoder(_TenantOnly)
+
+
+def _writer_idle(in_flight: tuple[_Prepared, Future[WriteResult]] | None) -> Callable[[], bool]:
+    """Whether the writer has no batch of ``in_flight`` left to write (bound now, asked during the poll)."""
+    return lambda: in_flight is None or in_flight[1].done()
+
+
+class WarehouseSink:
+    """The sink as an object: :meth:`run` it, :meth:`stop` it from a signal handler or another thread.
+
+    Raises (from :meth:`run`):
+        WarehouseLockedError: another writer has the DuckDB file (named in the message).
+        WarehouseError: the file cannot be opened.
+        ConsumerError: a fatal Kafka client error.
+        duckdb.Error: a write failed (nothing of that batch is stored; restart to resume).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        max_messages: int | None = None,
+        until_idle_s: float | None = None,
+        registry: CollectorRegistry | None = None,
+        on_batch: Callable[[SinkSummary], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.max_messages = max_messages
+        self.until_idle_s = until_idle_s
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = WarehouseMetrics(self.registry)
+        self.health = Health()
+        self.on_batch = on_batch
+        self.summary = SinkSummary()
+        self._tables: dict[str, Table] = {getattr(settings.topics, t.topic_attr): t for t in TABLES}
+        self._decoders: dict[str, TableDecoder] = {t.name: TableDecoder(t) for t in TABLES}
+        #: Records taken into batches (written or in flight): what --max-messages counts.
+        self._taken = 0
+        self._offsets: dict[TP, int] = {}
+        self._pending: list[Message] = []
+        self._stop = False
+        self._generation = 0
+        self._assigned: set[TP] = set()
+        self._last_activity = time.monotonic()
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self) -> None:
+        """Finish the batch in hand, commit it, and return from :meth:`run` (signal-handler safe)."""
+        self._stop = True
+
+    # rebalance listener (called inside consume, on this thread)
+    def on_assigned(self, partitions: list[TP]) -> None:
+        self._assigned.update(partitions)
+        self._last_activity = time.monotonic()
+
+    def on_revoked(self, partitions: list[TP]) -> None:
+        gone = set(partitions)
+        self._assigned.difference_update(gone)
+        # Records of a partition we no longer own are not ours to write; the next owner re-reads them.
+        self._pending = [m for m in self._pending if (m.topic(), m.partition()) not in gone]
+
+    def _start_offsets(self, partitions: list[TP]) -> dict[TP, int]:
+        """Where newly assigned partitions start: the offsets stored with the rows, else the beginning."""
+        return {tp: self._offsets.get(tp, OFFSET_BEGINNING) for tp in partitions}
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> SinkSummary:
+        """Open the file (refusing a second writer), consume until stopped, idle or done, then close."""
+        s = self.settings
+        con = open_writer(s.warehouse)
+        server: MetricsServer | None = None
+        consumer: KafkaConsumer | None = None
+        publisher: Publisher | None = None
+        snapshots = Snapshotter(con, s.warehouse.snapshot_file(), s.warehouse.snapshot_interval_s, self._snapshot_done)
+        try:
+            self._offsets = stored_offsets(con)
+            if s.metrics.port:
+                server = MetricsServer(s.metrics.host, s.metrics.port, self.registry, self.health).start()
+            publisher = Publisher(s.kafka, s.topics, client_id=f"dicomflow-warehouse-{s.worker_node_id}")
+            consumer = KafkaConsumer(
+                s.kafka,
+                group_id=s.warehouse.group_id,
+                session_timeout_ms=s.consumer.session_timeout_ms,
+                max_poll_interval_ms=s.consumer.max_poll_interval_ms,
+                listener=self,
+                client_id=f"dicomflow-warehouse-{s.worker_node_id}",
+                start_offsets=self._start_offsets,
+            )
+            consumer.subscribe(list(self._tables))
+            self.health.started()
+            self._loop(con, consumer, publisher, snapshots)
+        finally:
+            self.health.stopped()
+            try:
+                snapshots.final(self._generation)
+                self.summary.snapshots = snapshots.taken
+            finally:
+                if consumer is not None:
+                    consumer.close()
+                if publisher is not None:
+                    publisher.close()
+                con.close()
+                if server is not None:
+                    server.stop()
+        return self.summary
+
+    def _snapshot_done(self, seconds: float) -> None:
+        self.metrics.snapshot_seconds.observe(seconds)
+        self.metrics.snapshot_time.set(time.time())
+        self.summary.last_snapshot_s = seconds
+
+    def _budget(self) -> int:
+        cap = self.settings.warehouse.batch_max_messages
+        if self.max_messages is not None:
+            cap = min(cap, self.max_messages - self._taken)
+        return max(0, cap)
+
+    def _why_stop(self) -> str | None:
+        if self._stop:
+            return "stopped by signal"
+        if self.max_messages is not None and self._taken >= self.max_messages:
+            return f"--max-messages {self.max_messages} reached"
+        idle = self.until_idle_s
+        if idle is not None and self._assigned and time.monotonic() - self._last_activity >= idle:
+            return f"idle for {idle:g} s"
+        return None
+
+    def _loop(
+        self, con: duckdb.DuckDBPyConnection, consumer: KafkaConsumer, publisher: Publisher, snapshots: Snapshotter
+    ) -> None:
+        """Collect and decode batch N+1 while the writer thread commits batch N.
+
+        DuckDB releases the GIL while it writes, so decoding (Python) and the
+        write (DuckDB) use both cores. Only one batch is ever in flight, and
+        batch N+1 is handed to the writer only after batch N committed, so
+        the file's rows and offsets advance batch by batch, in order.
+        """
+        window_s = self.settings.warehouse.batch_max_ms / 1000.0
+        writer = con.cursor()  # the writer thread's own connection to the same database
+        writer.execute("SET preserve_insertion_order = false")
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warehouse-write")
+        in_flight: tuple[_Prepared, Future[WriteResult]] | None = None
+        try:
+            while True:
+                why = self._why_stop()
+                if why is not None:
+                    self.summary.stopped_because = why
+                    break
+                self._collect(consumer, window_s, _writer_idle(in_flight))
+                self.health.beat()
+                prepared: _Prepared | None = None
+                if self._pending:
+                    messages, self._pending = self._pending, []
+                    prepared = self._prepare(publisher, messages)
+                    if prepared.records:
+                        self._taken += len(prepared.records)
+                        # Where a partition re-assigned from now on starts: after this batch (which
+                        # is committed before anything later, or the run ends with its error).
+                        self._offsets.update(prepared.next_offsets)
+                    else:
+                        prepared = None
+                if in_flight is not None:
+                    done, future = in_flight
+                    in_flight = None
+                    self._finish(consumer, done, future.result())
+                    self._last_activity = time.monotonic()  # time spent writing is not idleness
+                if prepared is not None:
+                    in_flight = (prepared, pool.submit(self._persist, writer, prepared))
+                snapshots.maybe_start(self._generation)
+                self.metrics.set_lag(consumer.lag())
+            if in_flight is not None:
+                done, future = in_flight
+                in_flight = None
+                self._finish(consumer, done, future.result())
+        finally:
+            # Never close the connection under a running write: wait for it (its error, if any, is
+            # already on its way up, or was raised above).
+            if in_flight is not None:
+                in_flight[1].exception()
+            pool.shutdown(wait=True)
+            writer.close()
+
+    def _collect(self, consumer: KafkaConsumer, window_s: float, writer_idle: Callable[[], bool]) -> None:
+        """Fill ``self._pending`` for one batch (it stays empty after a quiet poll).
+
+        A batch ends at ``batch_max_messages``, after ``batch_max_ms``, or as
+        soon as nothing more is queued while the writer waits for work: batches
+        grow while DuckDB is busy, and neither the window nor librdkafka's
+        batch consume (which blocks until it has the whole count or its
+        timeout) holds back a batch the writer could take now.
+        """
+        first_timeout = 0.5
+        if self.until_idle_s is not None and self._assigned:
+            left = self.until_idle_s - (time.monotonic() - self._last_activity)
+            first_timeout = max(0.0, min(first_timeout, left))
+        began = time.monotonic()
+        started: float | None = None
+        polled = False
+        while not self._stop:
+            budget = self._budget() - len(self._pending)
+            if budget <= 0:
+                return
+            now = time.monotonic()
+            left = (first_timeout - (now - began)) if started is None else (window_s - (now - started))
+            if left <= 0 and polled:
+                return
+            got = consumer.consume_messages(budget, min(max(left, 0.0), _SLICE_S))
+            polled = True
+            if got:
+                if started is None:
+                    started = time.monotonic()
+                self._last_activity = time.monotonic()
+                self._pending.extend(got)
+            if started is not None and len(got) < budget and writer_idle():
+                return
+
+    # ------------------------------------------------------------------ one batch
+
+    def _prepare(self, publisher: Publisher, messages: list[Message]) -> _Prepared:
+        """Decode a batch into Arrow tables and dead-letter what does not fit (acknowledged before returning)."""
+        started = time.monotonic()
+        items: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
+        poison: list[_Poison] = []
+        next_offsets: dict[TP, int] = {}
+        stored = self._offsets
+        tables = self._tables
+        records: list[Message] = []
+        for m in messages:
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            assert topic is not None and partition is not None and offset is not None  # error-free messages
+            tp = (topic, partition)
+            if offset < stored.get(tp, -1):
+                continue  # already in the file (defensive: the seek makes this rare)
+            if next_offsets.get(tp, -1) <= offset:
+                next_offsets[tp] = offset + 1
+            seq = len(records)
+            records.append(m)
+            value = m.value()
+            if value is None:
+                t = tables[topic]
+                poison.append(_Poison(record_of(m), WIRE_FORMAT,
+                                      f"empty message (no value) where a {t.model.__name__} was expected"))
+                continue
+            items[tables[topic].name].append((seq, value))
+        batches: list[TableBatch] = []
+        for name, table_items in items.items():
+            decoded = self._decoders[name].decode(table_items)
+            t = self._decoders[name].table
+            batches.append(TableBatch(t, with_metadata(t, decoded.rows, records) if t.metadata else decoded.rows))
+            poison.extend(_Poison(record_of(records[seq]), WIRE_FORMAT, reason) for seq, reason in decoded.poison)
+        if poison:
+            self._dead_letter(publisher, poison)
+        return _Prepared(records, batches, next_offsets, poison, started)
+
+    def _persist(self, con: duckdb.DuckDBPyConnection, batch: _Prepared) -> WriteResult:
+        """The batch's rows and offsets in one DuckDB transaction (runs on the writer thread)."""
+        t0 = time.monotonic()
+        result = write_batch(con, batch.tables, batch.next_offsets)
+        self.metrics.write_seconds.observe(time.monotonic() - t0)
+        return result
+
+    def _finish(self, consumer: KafkaConsumer, batch: _Prepared, result: WriteResult) -> None:
+        """After the commit in DuckDB: account for the batch, then the informational Kafka commit."""
+        self._generation += 1
+        self._account(batch.records, result.rows, batch.poison, batch.started)
+        try:
+            consumer.commit(batch.next_offsets)  # informational: the offsets that count are in the file
+        except ConsumerError as exc:
+            log.debug("informational Kafka commit failed: %s", exc)
+
+    def _dead_letter(self, publisher: Publisher, poison: list[_Poison]) -> None:
+        """Send the batch's dead letters and their audit events; retry until Kafka acknowledges them."""
+        node = self.settings.worker_node_id
+        by_topic: dict[str, list[DeadLetter]] = defaultdict(list)
+        audits: list[AuditEvent] = []
+        for p in poison:
+            log.warning("%s: dead-lettered (%s): %s", p.record.source, p.error_class, p.reason)
+            by_topic[dead_letter_topic(p.record.topic)].append(
+                dead_letter_record(p.record, p.error_class, p.reason, node_id=node)
+            )
+            audits.append(
+                dead_lettered(
+                    node_id=node, tenant_id=self._tenant(p.record), source=p.record.source,
+                    error_class=p.error_class, reason=p.reason,
+                )
+            )
+        delay = _RETRY_INITIAL_S
+        while True:
+            try:
+                for topic, letters in by_topic.items():
+                    publisher.send_raw(topic, [d.as_raw() for d in letters]).raise_for_failures()
+                publisher.send_audit(audits).raise_for_failures()
+                break
+            except PublishError as exc:
+                self.summary.retries += 1
+                self.metrics.retries.inc()
+                log.warning("dead letters not acknowledged (%s); retrying in %.1f s, nothing written meanwhile", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+        for p in poison:
+            self.metrics.dead_lettered.labels(topic=p.record.topic, error_class=p.error_class).inc()
+        self.summary.dead_lettered += len(poison)
+
+    def _tenant(self, r: Record) -> str:
+        try:
+            tenant = _tenant_decoder.decode(r.value or b"").tenant_id
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            tenant = None
+        return truncate_utf8(tenant, 64) if tenant else self.settings.storage.default_tenant
+
+    def _account(self, records: list[Message], rows: Mapping[str, int], poison: list[_Poison], started: float) -> None:
+        s = self.summary
+        s.consumed += len(records)
+        s.batches += 1
+        for name, n in rows.items():
+            s.rows[name] = s.rows.get(name, 0) + n
+            self.metrics.rows.labels(table=name).inc(n)
+        per_topic: dict[str, int] = defaultdict(int)
+        for m in records:
+            per_topic[m.topic() or ""] += 1
+        for topic, n in per_topic.items():
+            self.metrics.consumed.labels(topic=topic).inc(n)
+        self.metrics.batch_size.observe(len(records))
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
+        if self.on_batch is not None:
+            try:
+                self.on_batch(s)
+            except Exception:  # an observer must not break the sink
+                log.exception("on_batch observer failed")
+        log.debug("batch of %d committed (%d dead-lettered)", len(records), len(poison))
+
+
+__all__ = ["SinkSummary", "WarehouseSink"]
