@@ -66,7 +66,10 @@ class TopicSettings:
     dlq: str = "storage_queue.dlq"
     consumer_group_id: str = "wado-consumer"
     partitions: int = 6
-    replication_factor: int = 1
+    #: Replicas per partition; 0 derives it from the cluster: 3 on three brokers or more, else the broker count.
+    replication_factor: int = 0
+    #: ``min.insync.replicas`` of each topic; 0 derives it: replication factor - 1 (2 for 3), at least 1.
+    min_insync_replicas: int = 0
     retention_ms: int = 7 * 24 * 3600 * 1000
 
     def all(self) -> tuple[str, ...]:
@@ -161,6 +164,15 @@ class StackSettings:
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_heap_mb: int = 512
+    #: Kafka nodes of the local stack (combined KRaft broker + controller each); 1 is the default stack.
+    kafka_brokers: int = 1
+    #: Client port of each node of a cluster; empty: kafka_port, kafka_port + 2, ...
+    kafka_ports: tuple[int, ...] = ()
+    #: Controller port of each node of a cluster; empty: kafka_controller_port, kafka_controller_port + 2, ...
+    kafka_controller_ports: tuple[int, ...] = ()
+    #: Start the services with authentication and TLS (``stack up --secure``): Kafka SASL_SSL
+    #: with SCRAM-SHA-512 users, PostgreSQL with TLS; certificates and passwords generated at start.
+    secure: bool = False
     postgres_port: int = 15432
 
 

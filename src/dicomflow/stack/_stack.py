@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dicomflow.settings import Settings
-from dicomflow.stack._kafka import KafkaBroker
+from dicomflow.stack._cluster import KafkaCluster, stop_every_node
 from dicomflow.stack._postgres import PostgresServer
 
 
@@ -19,28 +19,41 @@ class ServiceStatus:
 
 
 class LocalStack:
-    """The local Kafka broker and PostgreSQL server described by the settings."""
+    """The local Kafka (one node or a cluster) and PostgreSQL server described by the settings.
 
-    def __init__(self, settings: Settings) -> None:
+    ``brokers`` and ``secure`` override ``stack.kafka_brokers`` and
+    ``stack.secure`` (the ``stack up --brokers N --secure`` options).
+    """
+
+    def __init__(self, settings: Settings, *, brokers: int | None = None, secure: bool | None = None) -> None:
         self.settings = settings
-        self.kafka = KafkaBroker(settings.stack)
+        self.secure = settings.stack.secure if secure is None else secure
+        self.kafka = KafkaCluster(settings.stack, size=brokers, secure=self.secure)
         self.postgres = PostgresServer(settings.stack, settings.database)
 
     def up(self) -> list[ServiceStatus]:
         """Start what is not running; harmless when everything already runs."""
-        self.postgres.start()
+        self._start_postgres()
         self.kafka.start()
         return self.status()
 
+    def _start_postgres(self) -> None:
+        """Start PostgreSQL; with ``self.secure`` its TLS side is PostgresServer's to set up."""
+        self.postgres.start()
+
     def down(self) -> None:
-        """Stop both services by their PIDs."""
+        """Stop every Kafka node found in the stack folder (whatever layout started it), then PostgreSQL."""
         self.kafka.stop()
+        stop_every_node(self.settings.stack.dir)
         self.postgres.stop()
 
     def status(self) -> list[ServiceStatus]:
-        k = self.kafka.status()
-        p = self.postgres.status()
-        return [
-            ServiceStatus("kafka", k.running, k.pid, k.bootstrap, str(k.log_file)),
-            ServiceStatus("postgresql", p.running, p.pid, p.address, str(p.log_file)),
+        nodes = self.kafka.status()
+        out = [
+            ServiceStatus("kafka" if len(nodes) == 1 else f"kafka-{k.node_id}", k.running, k.pid, k.bootstrap,
+                          str(k.log_file))
+            for k in nodes
         ]
+        p = self.postgres.status()
+        out.append(ServiceStatus("postgresql", p.running, p.pid, p.address, str(p.log_file)))
+        return out
