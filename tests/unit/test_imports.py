@@ -47,6 +47,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "receiver": WAYS_IN,
     "scanner": WAYS_IN,
     "pipeline": FOUNDATION | {"extract", "kafka", "store", "audit", "metrics"},
+    "dlq": FOUNDATION | {"kafka", "audit"},
     "demo": FOUNDATION | {"corpus", "kafka", "stack", "store"},
     "cli": frozenset({"*"}),
     "__main__": frozenset({"cli"}),

@@ -15,6 +15,9 @@ the message came from:
 ``dicomflow.worker_node_id``   the consumer that dead-lettered it
 =============================  ===============================================
 
+The header names live in :mod:`dicomflow.kafka.deadletter`, shared with the
+operator's tools (``dicomflow dlq``) that read the letters back.
+
 Each dead letter also gets an audit event (:func:`audit_event`) so the audit
 trail says that an instance was received but not indexed, and why.
 """
@@ -27,21 +30,19 @@ from dataclasses import dataclass
 import msgspec
 
 from dicomflow.audit.events import dead_lettered
+from dicomflow.kafka.deadletter import (
+    HEADER_ERROR_CLASS,
+    HEADER_NODE,
+    HEADER_REASON,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_TOPIC,
+    HEADER_TIME,
+    OWN_HEADERS,
+)
 from dicomflow.models import AuditEvent, now, truncate_utf8
 from dicomflow.pipeline.types import Poison
 
-HEADER_ERROR_CLASS = "dicomflow.error.class"
-HEADER_REASON = "dicomflow.error.reason"
-HEADER_SOURCE_TOPIC = "dicomflow.source.topic"
-HEADER_SOURCE_PARTITION = "dicomflow.source.partition"
-HEADER_SOURCE_OFFSET = "dicomflow.source.offset"
-HEADER_TIME = "dicomflow.dead_lettered_at"
-HEADER_NODE = "dicomflow.worker_node_id"
-
-#: Our headers; an original header of the same name is replaced, not repeated.
-OWN_HEADERS = frozenset(
-    {HEADER_ERROR_CLASS, HEADER_REASON, HEADER_SOURCE_TOPIC, HEADER_SOURCE_PARTITION, HEADER_SOURCE_OFFSET, HEADER_TIME, HEADER_NODE}
-)
 REASON_MAX_BYTES = 1000
 
 

@@ -64,6 +64,8 @@ class TopicSettings:
     dicom_image: str = "dicom_image_queue"
     audit: str = "audit_queue"
     dlq: str = "storage_queue.dlq"
+    #: Compacted topic recording every re-driven dead letter (key: letter ID), so none is re-driven twice.
+    redrive_ledger: str = "dicomflow.dlq.redriven"
     consumer_group_id: str = "wado-consumer"
     partitions: int = 6
     #: Replicas per partition; 0 derives it from the cluster: 3 on three brokers or more, else the broker count.
