@@ -15,6 +15,8 @@ from typing import Literal
 from dicomflow.settings.export import child_env
 
 Compression = Literal["snappy", "lz4", "zstd", "gzip", "none"]
+#: libpq's sslmode values; "" means "not set" (libpq's default, prefer).
+SslMode = Literal["", "disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 #: Transfer syntaxes the archive serves without transcoding (transfer_status NoNeedTransfer).
 DEFAULT_SUPPORTED_TS: tuple[str, ...] = (
@@ -90,13 +92,26 @@ class DatabaseSettings:
     user: str = "dicomflow"
     password: str = "dicomflow"
     connect_timeout_s: int = 5
+    #: libpq ``sslmode``; "" leaves libpq's default (prefer). Production: "verify-full" (TLS, the
+    #: server's certificate signed by ``sslrootcert`` and issued for ``host``).
+    sslmode: SslMode = ""
+    #: CA certificate(s) the server's certificate must chain to (PEM file).
+    sslrootcert: str = ""
+    #: Client certificate and key, for servers that authenticate clients by certificate.
+    sslcert: str = ""
+    sslkey: str = ""
+
+    def tls(self) -> dict[str, str]:
+        """The TLS parameters that are set (they apply to ``dsn`` too, overriding it)."""
+        fields = {"sslmode": self.sslmode, "sslrootcert": self.sslrootcert, "sslcert": self.sslcert, "sslkey": self.sslkey}
+        return {k: v for k, v in fields.items() if v}
 
     def conninfo(self) -> str:
         """A libpq connection string for psycopg."""
-        if self.dsn:
-            return self.dsn
         from psycopg.conninfo import make_conninfo
 
+        if self.dsn:
+            return make_conninfo(self.dsn, **self.tls()) if self.tls() else self.dsn
         return make_conninfo(
             host=self.host,
             port=self.port,
@@ -105,6 +120,7 @@ class DatabaseSettings:
             password=self.password,
             connect_timeout=self.connect_timeout_s,
             application_name="dicomflow",
+            **self.tls(),
         )
 
 
@@ -243,6 +259,7 @@ __all__ = [
     "MetricsSettings",
     "ReceiverSettings",
     "Settings",
+    "SslMode",
     "StackSettings",
     "StorageSettings",
     "TopicSettings",
