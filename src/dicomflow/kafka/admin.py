@@ -26,13 +26,14 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 # The documented import path; the package's type stubs do not re-export these.
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
 
+from dicomflow.kafka._auth import AuthWatch
 from dicomflow.kafka._logging import librdkafka_log
 from dicomflow.kafka.config import client_config
 from dicomflow.kafka.exceptions import TopicAdminError
@@ -75,9 +76,45 @@ def _settings(kafka: KafkaSettings | str) -> KafkaSettings:
     return kafka if isinstance(kafka, KafkaSettings) else KafkaSettings(brokers=kafka)
 
 
-def admin_client(kafka: KafkaSettings | str) -> AdminClient:
-    """An admin client with the shared client settings (security pass-through included)."""
-    return AdminClient(client_config(_settings(kafka), client_id="dicomflow-admin"), logger=librdkafka_log)
+def admin_client(kafka: KafkaSettings | str, watch: AuthWatch | None = None) -> AdminClient:
+    """An admin client with the shared client settings (security pass-through included).
+
+    ``watch`` (an :class:`~dicomflow.kafka._auth.AuthWatch`) becomes its error
+    callback, so a refused password or an untrusted certificate can be told
+    from a broker that does not answer (:func:`cluster_metadata`).
+    """
+    config = client_config(_settings(kafka), client_id="dicomflow-admin")
+    if watch is not None:
+        config["error_cb"] = watch
+    return AdminClient(config, logger=librdkafka_log)
+
+
+def _watched_admin(settings: KafkaSettings) -> tuple[AdminClient, AuthWatch]:
+    watch = AuthWatch(settings.brokers, "admin client")
+    return admin_client(settings, watch), watch
+
+
+def cluster_metadata(admin: AdminClient, watch: AuthWatch, settings: KafkaSettings, timeout_s: float,
+                     what: str = "cannot list topics") -> Any:
+    """The cluster's metadata, asked for in one-second slices so that an authentication or TLS
+    failure ends the wait at once instead of after ``timeout_s``.
+
+    Raises:
+        TopicAdminError: the broker refused the credentials or its certificate (naming the broker),
+            or did not answer within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return admin.list_topics(timeout=max(min(remaining, 1.0), 0.1))
+        except KafkaException as exc:
+            admin.poll(0.05)  # serves the error callback
+            failure = watch.failure
+            if failure is not None:
+                raise TopicAdminError(f"{what}: {failure}") from failure
+            if time.monotonic() >= deadline:
+                raise TopicAdminError(f"{what} on {settings.brokers}: {_error_text(exc)}") from exc
 
 
 def _error_text(exc: BaseException) -> str:
@@ -96,12 +133,9 @@ def describe_topics(kafka: KafkaSettings | str, names: Iterable[str], *, timeout
         TopicAdminError: the broker did not answer within ``timeout_s``.
     """
     settings = _settings(kafka)
-    admin = admin_client(settings)
+    admin, watch = _watched_admin(settings)
     names = list(names)
-    try:
-        metadata = admin.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise TopicAdminError(f"cannot list topics on {settings.brokers}: {_error_text(exc)}") from exc
+    metadata = cluster_metadata(admin, watch, settings, timeout_s)
     present = [n for n in names if n in metadata.topics and metadata.topics[n].error is None]
     configs = _configs(admin, present, timeout_s) if present else {}
     infos = []
@@ -124,10 +158,8 @@ def broker_count(kafka: KafkaSettings | str, *, timeout_s: float = 30.0) -> int:
         TopicAdminError: the cluster did not answer within ``timeout_s``.
     """
     settings = _settings(kafka)
-    try:
-        metadata = admin_client(settings).list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise TopicAdminError(f"cannot read the cluster metadata of {settings.brokers}: {_error_text(exc)}") from exc
+    admin, watch = _watched_admin(settings)
+    metadata = cluster_metadata(admin, watch, settings, timeout_s, "cannot read the cluster metadata")
     return len(metadata.brokers)
 
 
@@ -161,10 +193,8 @@ def list_cluster_topics(kafka: KafkaSettings | str, *, timeout_s: float = 30.0) 
         TopicAdminError: the broker did not answer within ``timeout_s``.
     """
     settings = _settings(kafka)
-    try:
-        metadata = admin_client(settings).list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise TopicAdminError(f"cannot list topics on {settings.brokers}: {_error_text(exc)}") from exc
+    admin, watch = _watched_admin(settings)
+    metadata = cluster_metadata(admin, watch, settings, timeout_s)
     return sorted(t for t in metadata.topics if not t.startswith("__"))
 
 
@@ -313,12 +343,14 @@ def read_all(kafka: KafkaSettings | str, topic: str, timeout_s: float = 30.0) ->
     """
     settings = _settings(kafka)
     deadline = time.monotonic() + timeout_s
+    watch = AuthWatch(settings.brokers, f"reader of {topic}")
     consumer = Consumer({
         **client_config(settings, client_id="dicomflow-reader"),
         "group.id": f"dicomflow-reader-{uuid.uuid4().hex}",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "logger": librdkafka_log,
+        "error_cb": watch,
     })
     try:
         ends = _high_watermarks(consumer, settings.brokers, topic, timeout_s)
@@ -326,6 +358,8 @@ def read_all(kafka: KafkaSettings | str, topic: str, timeout_s: float = 30.0) ->
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
         records: list[Record] = []
         while wanted:
+            if watch.failure is not None:
+                raise TopicAdminError(f"read_all {topic}: {watch.failure}") from watch.failure
             if time.monotonic() >= deadline:
                 raise TopicAdminError(
                     f"read_all {topic}: end not reached within {timeout_s:.0f} s "
@@ -400,6 +434,7 @@ __all__ = [
     "TopicOutcome",
     "admin_client",
     "broker_count",
+    "cluster_metadata",
     "create_topics",
     "delete_topics",
     "describe_topics",

@@ -33,10 +33,11 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from dicomflow.errors import ConfigError, PublishError
+from dicomflow.kafka._auth import AuthWatch
 from dicomflow.kafka._logging import librdkafka_log
 from dicomflow.kafka.config import producer_config, redacted
 from dicomflow.kafka.delivery import BatchResult, Segment, Tracker
-from dicomflow.kafka.exceptions import PublisherClosedError
+from dicomflow.kafka.exceptions import KafkaAuthError, PublisherClosedError
 from dicomflow.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,12 @@ class SendEngine:
         self._wait_default_s = kafka.message_timeout_ms / 1000 + _GRACE_S
         self._error_last: dict[int, float] = {}
         self._fatal: KafkaError | None = None
+        # Batches waiting for acknowledgements: an authentication / TLS failure fails them at once.
+        self._open: set[Tracker] = set()
+        self._open_lock = threading.Lock()
+        self._auth = AuthWatch(kafka.brokers, f"producer {client_id}", then=self._on_error, on_failure=self._fail_open)
         try:
-            self._producer = Producer({**self._config, "error_cb": self._on_error, "logger": librdkafka_log})
+            self._producer = Producer({**self._config, "error_cb": self._auth, "logger": librdkafka_log})
         except KafkaException as exc:
             raise ConfigError("kafka", "settings", f"the Kafka client rejected its configuration: {exc}") from exc
         self._closed = False
@@ -104,15 +109,24 @@ class SendEngine:
             if self._closed:
                 return
             self._closed = True
-        pending = self._producer.flush(timeout_s)
+        pending = self._flush_unless_refused(timeout_s)
         if pending:
-            log.warning("%d Kafka message(s) not acknowledged %.0f s after close; reporting them failed", pending, timeout_s)
+            why = "the broker refused the connection" if self._auth.failure else f"{timeout_s:.0f} s after close"
+            log.warning("%d Kafka message(s) not acknowledged (%s); reporting them failed", pending, why)
             self._producer.purge(in_queue=True, in_flight=True, blocking=False)
             self._producer.flush(1.0)
         self._stop.set()
         self._poller.join()
         self._producer.close()
 
+
+    def _flush_unless_refused(self, timeout_s: float) -> int:
+        """Flush for up to ``timeout_s``, but stop as soon as the broker refuses our credentials."""
+        deadline = time.monotonic() + timeout_s
+        pending = int(self._producer.flush(min(timeout_s, 0.5)))
+        while pending and self._auth.failure is None and time.monotonic() < deadline:
+            pending = int(self._producer.flush(min(max(deadline - time.monotonic(), 0.0), 0.5)))
+        return pending
 
     # ------------------------------------------------------------ sending
 
@@ -124,14 +138,37 @@ class SendEngine:
         Raises:
             PublisherClosedError: the engine is closed; nothing was sent.
             PublishError: the producer hit a fatal error earlier.
+            KafkaAuthError: the broker refused the credentials or its certificate is not
+                trusted (seen within the last minute); nothing was sent.
         """
         if self._closed:
             raise PublisherClosedError("the publisher is closed; nothing was sent")
         if self._fatal is not None:
             raise PublishError(f"the Kafka producer hit a fatal error and cannot send any more: {self._fatal.str()}")
+        self._auth.check()
         started = time.monotonic()
         deadline = None if timeout_s is None else started + timeout_s
-        return Tracker(segments, self.describe, on_done), started, deadline
+        holder: list[Tracker] = []
+
+        def done(result: BatchResult) -> None:
+            with self._open_lock:
+                self._open.difference_update(holder)
+            if on_done is not None:
+                on_done(result)
+
+        tracker = Tracker(segments, self.describe, done)
+        holder.append(tracker)
+        with self._open_lock:
+            if not tracker.done:
+                self._open.add(tracker)
+        return tracker, started, deadline
+
+    def _fail_open(self, failure: KafkaAuthError) -> None:
+        """Report every batch still waiting failed with the authentication / TLS failure (poll thread)."""
+        with self._open_lock:
+            waiting = list(self._open)
+        for tracker in waiting:
+            tracker.abandon(str(failure))
 
     def queue(self, tracker: Tracker, segments: list[Segment], deadline: float | None,
               chunk: int | None = None) -> Iterator[bool]:
