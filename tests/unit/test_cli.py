@@ -15,6 +15,7 @@ COMMANDS = {
     "stack": {"up", "down", "status"},
     "topics": {"create", "list"},
     "db": {"migrate", "status"},
+    "dlq": {"list", "show", "redrive"},
     "extract": None,
     "consume": None,
     "scp": None,

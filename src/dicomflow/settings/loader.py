@@ -208,6 +208,7 @@ def _validate(s: Settings) -> None:
     checks: list[tuple[bool, str, str]] = [
         (s.consumer.batch_max_messages >= 1, "consumer.batch_max_messages", "must be at least 1"),
         (s.consumer.batch_max_ms >= 1, "consumer.batch_max_ms", "must be at least 1"),
+        (s.consumer.commit_timeout_ms >= 1, "consumer.commit_timeout_ms", "must be at least 1"),
         (s.consumer.parse_workers >= 0, "consumer.parse_workers", "must be 0 (one per core) or more"),
         (s.topics.partitions >= 1, "topics.partitions", "must be at least 1"),
         (s.topics.replication_factor >= 0, "topics.replication_factor", "must be 0 (derived from the cluster) or more"),

@@ -136,6 +136,9 @@ class ConsumerSettings:
     retry_max_ms: int = 10000
     session_timeout_ms: int = 10000
     max_poll_interval_ms: int = 300000
+    #: Longest wait for the group coordinator to confirm an offset commit; after it the
+    #: batch's commit is retried with backoff while the loop keeps polling.
+    commit_timeout_ms: int = 5000
 
 
 @dataclass(frozen=True)
