@@ -37,7 +37,7 @@ def dlq_settings(pipeline: Settings) -> Iterator[Settings]:
     yield dataclasses.replace(pipeline, topics=topics)
     try:
         delete_topics(pipeline.kafka, [topics.redrive_ledger])
-    except Exception:  # best effort: a failed test must report its own error
+    except Exception:  # noqa: BLE001 - best effort: a failed test must report its own error
         pass
 
 
