@@ -48,6 +48,10 @@ def up(ctx: typer.Context, brokers: int | None = _BROKERS, secure: bool | None =
     if security is not None:
         typer.echo(f"Kafka client settings ({security.client_settings_file}, mode 0600; use --config):")
         typer.echo(security.client_settings_toml(stack.kafka.bootstrap))
+    if stack.secure:
+        db = stack.postgres.client_settings(secure=True)
+        typer.echo("PostgreSQL client settings (TLS, verify-full against the stack's test CA):")
+        typer.echo(f'[database]\nsslmode = "{db.sslmode}"\nsslrootcert = "{db.sslrootcert}"')
 
 
 @app.command("down")

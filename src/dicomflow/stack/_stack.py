@@ -38,8 +38,8 @@ class LocalStack:
         return self.status()
 
     def _start_postgres(self) -> None:
-        """Start PostgreSQL; with ``self.secure`` its TLS side is PostgresServer's to set up."""
-        self.postgres.start()
+        """Start PostgreSQL; with ``self.secure`` with TLS (clients: ``self.postgres.client_settings()``)."""
+        self.postgres.start(secure=self.secure)
 
     def down(self) -> None:
         """Stop every Kafka node found in the stack folder (whatever layout started it), then PostgreSQL."""
