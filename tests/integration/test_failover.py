@@ -1,7 +1,7 @@
 """The fault suite's failover phase at a tiny size: a three-broker cluster loses its busiest leader, then two nodes.
 
 It starts its own private cluster (three KRaft nodes on free ports) and
-PostgreSQL, sends 900 instances over C-STORE at 10 per second while the
+PostgreSQL, sends 600 instances over C-STORE at 8 per second while the
 node leading the busiest partition of storage_queue is SIGKILLed and
 restarted, then two nodes are SIGKILLed together for 15 s (below min ISR).
 The counts must be exact: every instance acknowledged, indexed once, and its
@@ -33,7 +33,7 @@ def test_leader_kill_and_below_min_isr_lose_nothing_and_answer_no_false_success(
     env["TCP_NODELAY"] = "1"
     proc = subprocess.run(
         [sys.executable, "-m", "dicomflow_faults", "--instances", "0", "--soak", "0", "--fuzz", "0",
-         "--fuzz-files", "0", "--failover", "900", "--failover-rate", "10",
+         "--fuzz-files", "0", "--failover", "600", "--failover-rate", "8",
          # A shared two-core machine: the figure is reported, the 15 s target is the full run's.
          "--failover-pause-target", "30",
          "--seed", "4711", "--work-dir", str(tmp_path), "--json", str(report_path)],
@@ -45,7 +45,7 @@ def test_leader_kill_and_below_min_isr_lose_nothing_and_answer_no_false_success(
     failed = [c for c in report["checks"] if not c["ok"]]
     assert proc.returncode == 0 and report["passed"], f"failed checks: {failed}\n{output}"
     run = report["failover"]
-    assert run["acknowledged"] == 900 and run["lost"] == 0 and run["duplicates"] == 0
+    assert run["acknowledged"] == 600 and run["lost"] == 0 and run["duplicates"] == 0
     assert run["acked_not_in_kafka"] == 0
     assert run["leader_node"] in (1, 2, 3) and run["leader_pause_s"] is not None
     assert len(run["outage_nodes"]) == 2 and run["outage_failures"] > 0
