@@ -9,13 +9,14 @@ from dicomflow.stack._kafka import ClusterLayout, KafkaBroker
 from dicomflow.stack._kafka_security import KafkaSecurity
 from dicomflow.stack._postgres import PostgresServer
 from dicomflow.stack._stack import LocalStack, ServiceStatus
-from dicomflow.stack._tls import ServerCert, TestCA
+from dicomflow.stack._tls import LocalCA, ServerCert, TestCA
 
 __all__ = [
     "ClusterLayout",
     "KafkaBroker",
     "KafkaCluster",
     "KafkaSecurity",
+    "LocalCA",
     "LocalStack",
     "PostgresServer",
     "ServerCert",

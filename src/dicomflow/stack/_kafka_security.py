@@ -22,7 +22,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from dicomflow.stack._tls import TestCA, _write_private
+from dicomflow.stack._tls import LocalCA, _write_private
 
 MECHANISM = "SCRAM-SHA-512"
 ADMIN_USER = "admin"
@@ -51,7 +51,7 @@ class KafkaSecurity:
         Raises:
             StackError: the certificates cannot be generated.
         """
-        ca = TestCA(stack_dir / "tls").ensure()
+        ca = LocalCA(stack_dir / "tls").ensure()
         broker = ca.issue("kafka-broker")
         secrets_file = stack_dir / "kafka-secrets.json"
         if secrets_file.exists():

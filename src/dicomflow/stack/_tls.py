@@ -5,7 +5,7 @@ a server certificate per service signed by it, valid for ``127.0.0.1`` and
 ``localhost``. Both are made with the ``cryptography`` package into
 ``<stack dir>/tls/`` on first use and reused afterwards; private keys are
 written with mode 0600. Any service of the stack (the Kafka brokers, the
-PostgreSQL server) takes its certificate from :meth:`TestCA.issue`.
+PostgreSQL server) takes its certificate from :meth:`LocalCA.issue`.
 """
 
 from __future__ import annotations
@@ -47,15 +47,17 @@ class ServerCert:
     bundle: Path
 
 
-class TestCA:
+class LocalCA:
     """The stack's certificate authority in ``folder`` (``ca.pem`` public, ``ca-key.pem`` 0600)."""
+
+    __test__ = False  # not a test class, whatever name a test module imports it under
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.cert_file = folder / "ca.pem"
         self.key_file = folder / "ca-key.pem"
 
-    def ensure(self) -> TestCA:
+    def ensure(self) -> LocalCA:
         """Create the CA on first use; reuse it afterwards.
 
         """
@@ -122,4 +124,7 @@ class TestCA:
         return out
 
 
-__all__ = ["ServerCert", "TestCA"]
+#: The name the PostgreSQL side uses.
+TestCA = LocalCA
+
+__all__ = ["LocalCA", "ServerCert", "TestCA"]
