@@ -21,7 +21,7 @@ from dicomflow.kafka.consumer import KafkaConsumer
 from dicomflow.kafka.exceptions import KafkaAuthError, TopicAdminError
 from dicomflow.kafka.producer import Publisher
 from dicomflow.settings import KafkaSettings, Settings, TopicSettings, load_settings
-from dicomflow.stack import KafkaCluster, LocalStack, LocalCA
+from dicomflow.stack import KafkaCluster, LocalCA, LocalStack
 from tests.integration.kafka_support import dicomflow_cli, private_stack_settings
 
 pytestmark = [

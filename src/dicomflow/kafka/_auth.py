@@ -70,7 +70,7 @@ class AuthWatch:
                     self._on_failure(failure)
             if self._then is not None:
                 self._then(err)
-        except Exception:  # noqa: BLE001 - an exception must not unwind through librdkafka
+        except Exception:  # an exception must not unwind through librdkafka
             log.exception("handling a Kafka client error failed")
 
     @property
