@@ -2,7 +2,7 @@
 
     python benchmarks/bench_receiver.py [--instances 2000] [--processes 2] [--repeat 1]
                                         [--engines native,pynetdicom] [--no-fsync]
-                                        [--work-dir /tmp/dicomflow-bench-receiver]
+                                        [--work-dir /tmp/dicomflow-bench-receiver] [--brokers 3]
 
 The client is dcmtk's ``storescu`` (``TCP_NODELAY=1``, the receivers get it
 too), sending a corpus of ``--instances`` real DICOM files (pydicom's CT and
@@ -28,6 +28,12 @@ folder. Rate = instances / wall time from the first storescu start to the
 last storescu exit; each run is checked afterwards (files and events read
 back for dicomflow, instance count over REST for Orthanc) so no figure counts
 a lost instance. With ``--repeat`` > 1 the median run is reported.
+
+With ``--brokers 3`` the first dicomflow engine runs once more (1 and 4
+associations) against a private three-broker cluster (topics with
+replication factor 3 and min.insync.replicas 2, acks=all as always): its rate
+is reported against the single-broker run of the same invocation (a
+comparison, not a target).
 
 Targets: one association >= 1.5x Orthanc-with-PostgreSQL and >= Orthanc
 default; four associations >= 2x Orthanc-with-PostgreSQL.
@@ -295,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-fsync", action="store_true", help="dicomflow without fsync (not the compared figure)")
     parser.add_argument("--engines", default="native,pynetdicom",
                         help="dicomflow network engines to measure; the first one is compared with the targets")
+    parser.add_argument("--brokers", type=int, default=1,
+                        help="also measure the first engine against a private cluster of this many brokers (RF 3)")
     args = parser.parse_args(argv)
 
     ensure_orthanc()
@@ -352,6 +360,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, ratio, target in checks:
         verdict = "met" if ratio >= target else "NOT met"
         print(f"{label:<50} {ratio:5.2f}x  (target >= {target}x: {verdict})")
+    if args.brokers > 1:
+        from _cluster import private_cluster
+
+        print()
+        with private_cluster(settings, args.brokers) as clustered:
+            for associations in (1, 4):
+                r = measure(lambda: Dicomflow(clustered, work, args.processes, not args.no_fsync, engines[0]),
+                            folders, associations, total)
+                single = rate[(compared, associations)]
+                print(f"  {r.receiver} on {args.brokers} brokers (RF 3, min ISR 2), {associations} association(s): "
+                      f"{r.rate:7.1f} instances/s = {r.rate / single:.2f}x the single-broker {single:.1f}/s",
+                      flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     shutil.rmtree(work / "corpus", ignore_errors=True)
     return 0
