@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -48,7 +49,16 @@ def private_cluster(base: Settings, nodes: int = 3) -> Iterator[Settings]:
     cluster = KafkaCluster(stack)
     try:
         t0 = time.perf_counter()
-        cluster.start(timeout_s=300)
+        try:
+            cluster.start(timeout_s=300)
+        except Exception:
+            for node in cluster.nodes:  # the folder goes away below: show why a node did not start
+                for name in ("stdout.log", "server.log"):
+                    log = node.home / name
+                    if log.exists():
+                        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                        print(f"--- node {node.node_id} {name}:\n{tail}", file=sys.stderr)
+            raise
         print(f"private {nodes}-broker cluster up in {time.perf_counter() - t0:.1f} s at {cluster.bootstrap} "
               f"(topics: replication 3, min ISR 2; producers acks=all)", flush=True)
         yield dataclasses.replace(base, kafka=dataclasses.replace(base.kafka, brokers=cluster.bootstrap))
