@@ -4,7 +4,7 @@ Run it with ``scripts/faults.sh`` (or ``python -m dicomflow_faults`` with the
 repository's ``faults/`` folder on ``PYTHONPATH``; it is not part of the
 installed ``dicomflow`` package). It starts a private Kafka broker and
 PostgreSQL server on free ports (it kills them, so never the shared
-development stack) and runs three phases, each
+development stack) and runs four phases, each
 with its own topics and database:
 
 1. **fault run** (:mod:`~dicomflow_faults.scenario`): a C-STORE load through
@@ -18,6 +18,11 @@ with its own topics and database:
    and damaged DICOM files, which must never crash the consumer and must
    all end in the dead-letter topic with a reason (or be indexed, for a
    damaged file that still parses).
+4. **failover** (:mod:`~dicomflow_faults.failover`), on a private
+   three-broker cluster of its own: the leader of the busiest partition is
+   SIGKILLed and restarted, then two brokers are down together (below min
+   ISR); no acknowledged instance may be lost, duplicated, or missing from
+   Kafka, and the receiver must answer failure statuses meanwhile.
 
 The figures are printed at the end (:mod:`~dicomflow_faults.report`); the
 exit code is non-zero when anything was lost or duplicated or a check failed.
