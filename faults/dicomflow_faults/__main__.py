@@ -9,7 +9,7 @@ flat); 2 the suite could not run (the private stack would not start).
 Examples::
 
     python -m dicomflow_faults                       # full size: 20,000 instances, 100,000 soak events,
-                                                     # 3,000 instances through a three-broker failover
+                                                     # 2,000 instances through a three-broker failover
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 \\
         --failover 900 --failover-rate 10            # the failover phase alone
     python -m dicomflow_faults --instances 300 --soak 2000 --fuzz 60 --fuzz-files 20 \\
@@ -50,7 +50,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fuzz", type=int, default=500, help="Hypothesis-generated payloads (0 with --fuzz-files 0: skip).")
     p.add_argument("--fuzz-files", type=int, default=200, help="Truncated / bit-flipped sample files.")
     p.add_argument("--controls", type=int, default=20, help="Good instances mixed into the fuzz inputs.")
-    p.add_argument("--failover", type=int, default=3000,
+    p.add_argument("--failover", type=int, default=2000,
                    help="C-STORE instances of the failover phase on a private three-broker cluster (0: skip it).")
     p.add_argument("--failover-rate", type=float, default=30.0,
                    help="C-STOREs per second of the failover phase (the load must outlast both faults: ~90 s).")
