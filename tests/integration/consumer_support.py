@@ -50,7 +50,7 @@ def pipeline(settings: Settings) -> Iterator[Settings]:
     yield dataclasses.replace(settings, consumer=consumer, worker_node_id="test-consumer")
     try:
         delete_topics(settings.kafka, settings.topics.all())
-    except Exception:  # cleanup is best effort: a failed test must still report its own error
+    except Exception:  # noqa: BLE001 - cleanup is best effort: a failed test must still report its own error
         pass
 
 
@@ -118,7 +118,7 @@ class BackgroundService:
     def _run(self) -> None:
         try:
             self.summary = self.service.run()
-        except BaseException as exc:  # reported by join()
+        except BaseException as exc:  # noqa: BLE001 - reported by join()
             self.error = exc
 
     def start(self) -> BackgroundService:

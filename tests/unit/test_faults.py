@@ -257,11 +257,12 @@ def test_damaged_sample_files_are_poison_never_io_errors(tmp_path: Path) -> None
     import warnings
 
     from dicomflow.errors import ExtractError
-    from dicomflow_faults.fuzz import _Builder, sample_files, usable_samples
+    from dicomflow_faults.fuzz import sample_files, usable_samples
+    from dicomflow_faults.fuzz.builder import CaseBuilder
 
     root = tmp_path / "root"
     root.mkdir()
-    builder = _Builder(root, tmp_path, 2026)
+    builder = CaseBuilder(root, tmp_path, 2026)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         builder.damaged_files(200, usable_samples(sample_files()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -111,16 +112,25 @@ def test_an_unwritable_place_is_out_of_resources(tmp_path: Path) -> None:
     assert not info.value.poison
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
 def test_a_read_only_folder_is_reported(tmp_path: Path) -> None:
+    """A folder the process may not write to; as root (CI) permissions do not stop
+    us, so the folder is a read-only tmpfs mount instead."""
     folder = tmp_path / "ro"
     folder.mkdir()
-    folder.chmod(0o500)
+    mounted = False
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], check=True)
+        mounted = True
+    else:
+        folder.chmod(0o500)
     try:
         with pytest.raises(StorageWriteError, match="cannot create the file"):
             write_atomic(folder / "x.dcm", (b"data",))
     finally:
-        folder.chmod(0o700)
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)
+        else:
+            folder.chmod(0o700)
 
 
 def test_concurrent_writers_of_new_folders_and_the_same_file(tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ def test_every_field_survives_the_round_trip() -> None:
     assert back == original
     for key, value in leaves(back).items():  # the same values, and of the same types
         assert value == changed[key], key
-        assert isinstance(value, type(changed[key])) or isinstance(value, Mapping), key
+        assert isinstance(value, (type(changed[key]), Mapping)), key
 
 
 def test_the_defaults_survive_too() -> None:

@@ -9,6 +9,7 @@ meta group), so two readers cannot disagree on, say, which VRs carry a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 # --------------------------------------------------------------------------- transfer syntaxes
@@ -38,6 +39,7 @@ class TransferSyntax:
     encapsulated: bool
 
 
+@lru_cache(maxsize=256)
 def transfer_syntax(uid: str) -> TransferSyntax:
     """The encoding properties of the transfer syntax ``uid`` (unknown ones are explicit VR LE, encapsulated)."""
     return TransferSyntax(

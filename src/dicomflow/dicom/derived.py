@@ -29,7 +29,7 @@ import datetime as dt
 import logging
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 from dicomflow.dicom.constants import (
     ACCESSION_NUMBER,
@@ -66,8 +66,25 @@ REQUIRED_UIDS: Final = (
 )
 
 
+#: Verdicts on recent UIDs: a study's and a series' UIDs, and the SOP classes, repeat file after file.
+_verdicts: dict[str, str | None] = {}
+_VERDICTS_MAX: Final = 4096
+
+
 def uid_problem(value: str) -> str | None:
     """Why ``value`` is not a valid DICOM UID, or None when it is."""
+    try:
+        return _verdicts[value]
+    except KeyError:
+        pass
+    problem = _uid_problem(value)
+    if len(_verdicts) >= _VERDICTS_MAX:
+        _verdicts.clear()
+    _verdicts[value] = problem
+    return problem
+
+
+def _uid_problem(value: str) -> str | None:
     if not value:
         return "empty"
     if len(value) > UID_MAX_LENGTH:
@@ -105,22 +122,20 @@ def instance_uids(v: Values) -> InstanceUIDs:
             valid UID; the reason names the attribute.
     """
     found = [v.uid(tag) for tag, _ in REQUIRED_UIDS]
-    absent = [(tag, name) for (tag, name), uid in zip(REQUIRED_UIDS, found, strict=True) if uid is None]
-    if absent:
+    if None in found:
+        absent = [tag for (tag, _), uid in zip(REQUIRED_UIDS, found, strict=True) if uid is None]
         raise DerivedValueError(
-            "required attribute missing or empty: " + ", ".join(tag_name(tag) for tag, _ in absent),
-            attribute=absent[0][1], missing=True,
+            "required attribute missing or empty: " + ", ".join(tag_name(tag) for tag in absent),
+            attribute=dict(REQUIRED_UIDS)[absent[0]], missing=True,
         )
-    for (tag, name), uid in zip(REQUIRED_UIDS, found, strict=True):
-        assert uid is not None
+    study, series, sop, sop_class = cast("list[str]", found)
+    for (tag, name), uid in zip(REQUIRED_UIDS, (study, series, sop, sop_class), strict=True):
         problem = uid_problem(uid)
         if problem is not None:
             raise DerivedValueError(
                 f"{tag_name(tag)} is not a valid UID: {uid[:80]!r} ({problem})",
                 attribute=name, missing=False, value=uid, problem=problem,
             )
-    study, series, sop, sop_class = found
-    assert study is not None and series is not None and sop is not None and sop_class is not None
     return InstanceUIDs(study, series, sop, sop_class)
 
 

@@ -37,12 +37,17 @@ def read_file(path: str, wanted: frozenset[int] = WANTED) -> RawHeader:
         UnreadableDicom: not DICOM, truncated, missing, or pydicom cannot parse it.
         OSError: any other I/O failure (storage unreachable: transient).
     """
-    with _verdict():
+    try:  # the consumer's hot path: a plain try, no context manager
         try:
             return walker.read_file(path, wanted)
         except (Unsupported, struct.error) as why:
             _log.debug("%s: general reader (%s)", path, why)
         return general.read_file(path, wanted)
+    except Exception as exc:
+        judged = verdict(exc)
+        if judged is exc:
+            raise
+        raise judged from exc
 
 
 def read_part10(buf: Buffer, name: str, wanted: frozenset[int] = WANTED) -> RawHeader:
@@ -85,25 +90,34 @@ def read_dataset(
         return general.read_bytes(file_prefix() + bytes(buf[offset:]), name, wanted)
 
 
+def verdict(exc: Exception) -> Exception:
+    """What a failure to read DICOM means: :class:`UnreadableDicom` with its reason; an I/O error stays itself."""
+    if isinstance(exc, UnreadableDicom):
+        return exc
+    if isinstance(exc, TruncatedError):
+        return UnreadableDicom(f"truncated file: {exc}")
+    if isinstance(exc, NotDicomError):
+        return UnreadableDicom(f"not a DICOM file: {exc}")
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return UnreadableDicom(f"cannot read the file: {exc.strerror}")
+    if isinstance(exc, OSError):
+        if exc.errno is None:  # pydicom: "No tag to read at file position ..." is about the bytes
+            return UnreadableDicom(f"not a readable DICOM file: {exc}")
+        return exc  # the storage failed (EIO, ESTALE ...): transient, the caller retries
+    # pydicom's ways of saying "cannot parse this"
+    return UnreadableDicom(f"not a readable DICOM file: {type(exc).__name__}: {exc}")
+
+
 @contextmanager
 def _verdict() -> Iterator[None]:
-    """Turn every way of failing to read DICOM into :class:`UnreadableDicom`; other I/O errors pass."""
+    """:func:`verdict` for a block."""
     try:
         yield
-    except UnreadableDicom:
-        raise
-    except TruncatedError as exc:
-        raise UnreadableDicom(f"truncated file: {exc}") from exc
-    except NotDicomError as exc:
-        raise UnreadableDicom(f"not a DICOM file: {exc}") from exc
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-        raise UnreadableDicom(f"cannot read the file: {exc.strerror}") from exc
-    except OSError as exc:
-        if exc.errno is None:  # pydicom: "No tag to read at file position ..." is about the bytes
-            raise UnreadableDicom(f"not a readable DICOM file: {exc}") from exc
-        raise
-    except Exception as exc:  # pydicom's ways of saying "cannot parse this"
-        raise UnreadableDicom(f"not a readable DICOM file: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        judged = verdict(exc)
+        if judged is exc:
+            raise
+        raise judged from exc
 
 
-__all__ = ["read_dataset", "read_file", "read_part10"]
+__all__ = ["read_dataset", "read_file", "read_part10", "verdict"]

@@ -177,6 +177,20 @@ def read_dataset(
     return _finish(header, buf)
 
 
+def read_elements(buf: Buffer, wanted: frozenset[int], *, implicit: bool = True, little: bool = True) -> RawHeader:
+    """The wanted elements of a short encoded group taken as it is (a DIMSE command set: implicit VR LE).
+
+    No transfer-syntax checks: the caller knows the encoding.
+
+    Raises:
+        TruncatedError: an element runs past the end of ``buf``.
+        Unsupported: an encoding the walker does not follow.
+    """
+    header = RawHeader("", little, len(buf))
+    walk(_Window.of_buffer(buf), 0, implicit, little, header.elements, wanted)
+    return _finish(header, buf)
+
+
 def _finish(header: RawHeader, buf: Buffer) -> RawHeader:
     """Values sliced from a memoryview or bytearray are views: make them bytes."""
     if not isinstance(buf, (bytes, mmap.mmap)):
@@ -384,4 +398,4 @@ def _skip_item(f: _Window, pos: int, implicit: bool, little: bool, depth: int) -
             raise TruncatedError(f"element at byte {start - 8} runs past the end of the file")
 
 
-__all__ = ["BLOCK", "MAX_DEPTH", "RawHeader", "read_dataset", "read_file", "read_part10", "walk"]
+__all__ = ["BLOCK", "MAX_DEPTH", "RawHeader", "read_dataset", "read_elements", "read_file", "read_part10", "walk"]

@@ -203,7 +203,7 @@ class Association:
         except OSError as exc:
             if not self._closed:
                 log.info("association from %s: connection lost: %s", self._who(), exc)
-        except Exception:  # noqa: BLE001 - a broken association must not take the process down
+        except Exception:  # a broken association must not take the process down
             log.exception("association from %s failed unexpectedly; aborting", self._who())
             self.abort()
         finally:

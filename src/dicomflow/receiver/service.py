@@ -113,7 +113,7 @@ class StoreService:
             self._publish_and_sync(store_event, path.parent)
         except IngestError as exc:
             return self._refuse(association, exc, header, identity, source)
-        except Exception as exc:  # noqa: BLE001 - a handler answers a status, it never raises
+        except Exception as exc:  # a handler answers a status, it never raises
             log.exception("unexpected error storing an instance from %s (%s)", source.ae_title, source.address)
             return self._refuse(association, InternalError(f"internal error: {type(exc).__name__}"), header, identity, source)
         self.transfers.stored(
