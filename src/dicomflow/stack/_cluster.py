@@ -95,6 +95,9 @@ class KafkaCluster:
         else:  # formatting and JVM start-up of the nodes overlap
             from concurrent.futures import ThreadPoolExecutor
 
+            # The nodes share one jar folder: resolve it once, before they start in parallel
+            # (three Maven runs copying into one folder at once fail on a cold cache).
+            self.nodes[0].install()
             with ThreadPoolExecutor(self.size) as pool:
                 pids = list(pool.map(KafkaBroker.launch, self.nodes))
         deadline = time.monotonic() + timeout_s
