@@ -9,9 +9,11 @@ flat); 2 the suite could not run (the private stack would not start).
 Examples::
 
     python -m dicomflow_faults                       # full size: 20,000 instances, 100,000 soak events,
-                                                     # 2,000 instances through a three-broker failover
+                                                     # 1,000 instances through a three-broker failover
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 \\
-        --failover 900 --failover-rate 10            # the failover phase alone
+        --failover 1000                              # the failover phase alone (about 2 minutes)
+    python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 \\
+        --failover 300 --failover-rate 25 --failover-outage 0   # only the leader kill (about 1 minute)
     python -m dicomflow_faults --instances 300 --soak 2000 --fuzz 60 --fuzz-files 20 \\
         --faults-per-kind 1 --rate 40                # a smoke run of a minute or two
 """
@@ -50,12 +52,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fuzz", type=int, default=500, help="Hypothesis-generated payloads (0 with --fuzz-files 0: skip).")
     p.add_argument("--fuzz-files", type=int, default=200, help="Truncated / bit-flipped sample files.")
     p.add_argument("--controls", type=int, default=20, help="Good instances mixed into the fuzz inputs.")
-    p.add_argument("--failover", type=int, default=2000,
+    p.add_argument("--failover", type=int, default=1000,
                    help="C-STORE instances of the failover phase on a private three-broker cluster (0: skip it).")
     p.add_argument("--failover-rate", type=float, default=30.0,
-                   help="C-STOREs per second of the failover phase (the load must outlast both faults: ~90 s).")
+                   help="C-STOREs per second of the failover phase (the load must outlast both faults and "
+                        "two node restarts: ~60 s).")
     p.add_argument("--failover-pause-target", type=float, default=15.0,
                    help="Longest acknowledgement pause after the leader kill that passes (seconds).")
+    p.add_argument("--failover-outage", type=float, default=15.0,
+                   help="Seconds two brokers stay down together (below min ISR); 0: only the leader kill.")
     p.add_argument("--faults-per-kind", type=int, default=2, help="SIGKILLs of each kind during the fault run.")
     p.add_argument("--kinds", default=",".join(KINDS), help="Fault kinds, comma-separated (default: all four).")
     p.add_argument("--associations", type=int, default=4, help="Parallel C-STORE associations of the sender.")
@@ -67,6 +72,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rss-bound-mib", type=float, default=50.0, help="Largest RSS growth after warm-up called flat.")
     p.add_argument("--seed", type=int, default=None, help="Seed of every random choice (default: random, printed).")
     p.add_argument("--work-dir", type=Path, default=None, help="Where the private stack's temporary folder goes.")
+    p.add_argument("--kafka-cache", type=Path, default=None,
+                   help="A Kafka jar cache to share (default: .dicomflow/cache here or in the checkout, if any).")
     p.add_argument("--keep", action="store_true", help="Keep the component logs even when everything passed.")
     p.add_argument("--json", type=Path, default=None, help="Also write the figures as JSON to this file.")
     p.add_argument("--log-level", default="INFO", help="Log level of the suite's own progress messages.")
@@ -76,7 +83,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown fault kind(s): {', '.join(unknown)}; choose from {', '.join(KINDS)}")
     args.kinds = kinds
-    for name in ("instances", "soak", "fuzz", "fuzz_files", "controls", "faults_per_kind", "failover"):
+    for name in ("instances", "soak", "fuzz", "fuzz_files", "controls", "faults_per_kind", "failover",
+                 "failover_outage"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must not be negative")
     if args.associations < 1 or args.receiver_processes < 1:
@@ -128,8 +136,9 @@ def _run_failover(args: argparse.Namespace, report: SuiteReport, seed: int) -> N
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             report.failover = _timed(report, "failover phase", lambda: run_failover(
-                args.failover, seed=seed + 3, log_dir=log_dir, base=args.work_dir, rate=args.failover_rate,
-                pause_target_s=args.failover_pause_target))
+                args.failover, seed=seed + 3, log_dir=log_dir, base=args.work_dir, cache=args.kafka_cache,
+                rate=args.failover_rate,
+                pause_target_s=args.failover_pause_target, outage_s=args.failover_outage))
     except (DicomflowError, OSError) as exc:
         log.exception("the failover phase could not finish")
         report.errors.append(f"suite aborted: failover: {type(exc).__name__}: {exc}")
@@ -147,7 +156,7 @@ def _run_single_broker(args: argparse.Namespace, report: SuiteReport, seed: int)
     """Fault run, soak and fuzz on a private single-broker stack."""
     import warnings
 
-    stack = PrivateStack(base=args.work_dir)
+    stack = PrivateStack(base=args.work_dir, cache=args.kafka_cache)
     log_dir = stack.dir / "logs"
     log_dir.mkdir()
     try:

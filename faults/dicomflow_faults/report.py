@@ -178,9 +178,12 @@ class SuiteReport:
         w(f"  leader kill: node {r.leader_node} (leader of partition {r.leader_partition}, the busiest) "
           f"SIGKILLed, back after {r.leader_down_s:.1f} s; longest acknowledgement pause {pause}\n")
         recovery = "-" if r.recovery_s is None else f"{r.recovery_s:.1f} s"
-        w(f"  below min ISR: nodes {', '.join(map(str, r.outage_nodes)) or '-'} SIGKILLed together for "
-          f"{r.outage_s:.0f} s; {r.outage_failures} failure answer(s) to the sender meanwhile; "
-          f"acknowledged again {recovery} after the restart\n")
+        if r.outage_s > 0:
+            w(f"  below min ISR: nodes {', '.join(map(str, r.outage_nodes)) or '-'} SIGKILLed together for "
+              f"{r.outage_s:.0f} s; {r.outage_failures} failure answer(s) to the sender meanwhile; "
+              f"acknowledged again {recovery} after the restart\n")
+        else:
+            w("  below min ISR: not run (--failover-outage 0)\n")
         w(f"  lost {r.lost}, duplicates {r.duplicates}, acknowledged but not in Kafka {r.acked_not_in_kafka}\n")
 
     def as_json(self) -> dict[str, Any]:
@@ -206,6 +209,7 @@ class SuiteReport:
                 "instances": o.instances, "acknowledged": o.acked, "lost": o.lost, "duplicates": o.duplicates,
                 "acked_not_in_kafka": o.acked_not_in_kafka, "leader_node": o.leader_node,
                 "leader_partition": o.leader_partition, "leader_down_s": round(o.leader_down_s, 1),
+                "leader_kill_acked": o.leader_kill_acked,
                 "leader_pause_s": None if o.leader_pause_s is None else round(o.leader_pause_s, 1),
                 "outage_nodes": list(o.outage_nodes), "outage_s": o.outage_s, "outage_failures": o.outage_failures,
                 "recovery_s": None if o.recovery_s is None else round(o.recovery_s, 1),
