@@ -1,12 +1,17 @@
-"""The fault suite's failover phase at a tiny size: a three-broker cluster loses its busiest leader, then two nodes.
+"""The fault suite's failover phase at a tiny size: a three-broker cluster loses the leader of its busiest partition.
 
 It starts its own private cluster (three KRaft nodes on free ports) and
-PostgreSQL, sends 600 instances over C-STORE at 8 per second while the
-node leading the busiest partition of storage_queue is SIGKILLed and
-restarted, then two nodes are SIGKILLed together for 15 s (below min ISR).
-The counts must be exact: every instance acknowledged, indexed once, and its
-store event in Kafka; while two nodes were down the receiver answered
-failure statuses.
+PostgreSQL, sends 300 instances over C-STORE at 25 per second, and a
+quarter of the way in SIGKILLs the node leading the busiest partition of
+storage_queue (its broker and its controller vote at once), then restarts
+it. The counts must be exact: every instance acknowledged, indexed once, and
+no Success answered for an instance whose store event is not in Kafka.
+
+Two brokers down together (below min ISR: the receiver must answer failure
+statuses, the senders' retries land after the restart) is the full phase's
+second fault; it needs a load that outlasts a 15 s outage and two node
+restarts, so it runs in CI's full fault suite (``scripts/faults.sh``), not
+here (``--failover-outage 0``).
 """
 
 from __future__ import annotations
@@ -20,12 +25,16 @@ from pathlib import Path
 import pytest
 
 import dicomflow_faults
+from dicomflow.stack import LocalStack
 
 pytestmark = pytest.mark.slow
 
+INSTANCES = 300
 
-@pytest.mark.timeout(600)
-def test_leader_kill_and_below_min_isr_lose_nothing_and_answer_no_false_success(tmp_path: Path) -> None:
+
+@pytest.mark.timeout(300)
+def test_a_leader_kill_mid_run_loses_nothing_and_answers_no_success_without_kafka(
+        stack: LocalStack, tmp_path: Path) -> None:
     report_path = tmp_path / "failover.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
     suite_folder = str(Path(dicomflow_faults.__file__).resolve().parents[1])
@@ -33,11 +42,12 @@ def test_leader_kill_and_below_min_isr_lose_nothing_and_answer_no_false_success(
     env["TCP_NODELAY"] = "1"
     proc = subprocess.run(
         [sys.executable, "-m", "dicomflow_faults", "--instances", "0", "--soak", "0", "--fuzz", "0",
-         "--fuzz-files", "0", "--failover", "600", "--failover-rate", "8",
+         "--fuzz-files", "0", "--failover", str(INSTANCES), "--failover-rate", "25", "--failover-outage", "0",
          # A shared two-core machine: the figure is reported, the 15 s target is the full run's.
          "--failover-pause-target", "30",
-         "--seed", "4711", "--work-dir", str(tmp_path), "--json", str(report_path)],
-        capture_output=True, text=True, env=env, timeout=560, check=False,
+         "--seed", "4711", "--work-dir", str(tmp_path), "--json", str(report_path),
+         "--kafka-cache", str(stack.settings.stack.dir.resolve() / "cache")],  # the shared stack's jars
+        capture_output=True, text=True, env=env, timeout=280, check=False,
     )
     output = proc.stdout + proc.stderr[-4000:]
     assert report_path.exists(), output
@@ -45,12 +55,16 @@ def test_leader_kill_and_below_min_isr_lose_nothing_and_answer_no_false_success(
     failed = [c for c in report["checks"] if not c["ok"]]
     assert proc.returncode == 0 and report["passed"], f"failed checks: {failed}\n{output}"
     run = report["failover"]
-    assert run["acknowledged"] == 600 and run["lost"] == 0 and run["duplicates"] == 0
+    assert run["acknowledged"] == INSTANCES and run["lost"] == 0 and run["duplicates"] == 0
     assert run["acked_not_in_kafka"] == 0
-    assert run["leader_node"] in (1, 2, 3) and run["leader_pause_s"] is not None
-    assert len(run["outage_nodes"]) == 2 and run["outage_failures"] > 0
-    assert run["recovery_s"] is not None
+    names = {c["name"] for c in report["checks"] if c["ok"]}
+    assert "failover: no Success for an instance whose store event is not in Kafka" in names
+    assert "failover: every acknowledged instance is in PostgreSQL" in names
+    # The kill happened mid-run, on a leader, and the node came back.
+    assert run["leader_node"] in (1, 2, 3) and run["leader_partition"] is not None
+    assert 0 < run["leader_kill_acked"] < INSTANCES and run["leader_down_s"] > 0 and run["leader_pause_s"] is not None
+    assert run["outage_nodes"] == [] and run["recovery_s"] is None
     for figure in ("Failover (three brokers, RF 3, min ISR 2)", "longest acknowledgement pause",
-                   "Messages lost:      0", "Duplicates:         0", "RESULT: PASS"):
+                   "below min ISR: not run", "Messages lost:      0", "Duplicates:         0", "RESULT: PASS"):
         assert figure in proc.stdout
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("dicomflow-faults-")]
