@@ -294,13 +294,13 @@ def run_failover(instances: int, *, seed: int, log_dir: Path, base: Path | None,
         StackError: the private cluster would not start.
     """
     with PrivateStack(base=base, cache=cache, kafka_heap_mb=384, brokers=3) as stack:
-        t0 = time.monotonic()
-        stack.up()
-        log.info("failover: private three-node cluster up in %.1f s", time.monotonic() - t0)
         try:
+            t0 = time.monotonic()
+            stack.up()
+            log.info("failover: private three-node cluster up in %.1f s", time.monotonic() - t0)
             return FailoverRun(stack, instances, seed=seed, log_dir=log_dir, rate=rate,
                                pause_target_s=pause_target_s, outage_s=outage_s).run()
-        finally:  # the nodes' logs outlive the stack (the caller removes them when everything passed)
+        finally:  # the nodes' logs outlive the stack, a failed start too (the caller removes them when all passed)
             for node in stack.stack.kafka.nodes:
                 for name in ("server.log", "stdout.log"):
                     src = node.home / name
