@@ -7,8 +7,8 @@ The layers (lowest first), as docs/architecture.md describes them:
   ``stack``, ``corpus``, then ``kafka``, ``store``, ``extract`` (uses
   ``dicom``) and ``ingest`` (what every way in shares);
 - the stages: ``receiver`` and ``scanner`` (ways in), ``pipeline`` (the
-  consumer), ``warehouse`` (the analytics sink, DDL and report); a stage
-  never imports a sibling stage;
+  consumer), ``warehouse`` (the analytics sink, DDL and report), ``dlq``
+  (the operator's dead-letter tools); a stage never imports a sibling stage;
 - ``demo``, which runs the stages as their own processes and ends with the
   warehouse's report, so it may read the warehouse (and no other stage);
 - ``cli`` on top: it may import everything and nothing imports it.
@@ -52,6 +52,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "pipeline": FOUNDATION | {"extract", "kafka", "store", "audit", "metrics"},
     "warehouse": FOUNDATION | {"kafka", "store", "models", "audit", "metrics", "dicom"},
     "demo": FOUNDATION | {"corpus", "kafka", "stack", "store", "warehouse"},
+    "dlq": FOUNDATION | {"kafka", "store", "audit", "metrics"},
     "cli": frozenset({"*"}),
     "__main__": frozenset({"cli"}),
 }

@@ -33,6 +33,8 @@ APPLICATION_STOP = CodedValue(code="110121", meaning="Application Stop")
 INSTANCES_TRANSFERRED = CodedValue(code="110104", meaning="DICOM Instances Transferred")
 #: dicomflow's own event type for a message moved to the dead-letter topic.
 DEAD_LETTERED = CodedValue(code="DLQ", scheme="99DICOMFLOW", meaning="Message Dead-Lettered")
+#: dicomflow's own event type for a dead letter published back to its source topic.
+REDRIVEN = CodedValue(code="REDRIVE", scheme="99DICOMFLOW", meaning="Dead Letter Re-Driven")
 SOURCE_ROLE = CodedValue(code="110153", meaning="Source Role ID")
 DESTINATION_ROLE = CodedValue(code="110152", meaning="Destination Role ID")
 APPLICATION_ROLE = CodedValue(code="110150", meaning="Application")
@@ -174,6 +176,48 @@ def dead_lettered(
         tenant_id=tenant_id,
         audit_source_id=node_id,
         active_participants=[_application(node_id, None, APPLICATION_ROLE, False, None)],
+        participant_objects=objects,
+    )
+
+
+def redriven(
+    *,
+    node_id: str,
+    tenant_id: str,
+    letter: str,
+    source: str,
+    target: str,
+    error_class: str,
+    operator: str | None = None,
+    study_uid: str | None = None,
+    sop_uid: str | None = None,
+    when: dt.datetime | None = None,
+) -> AuditEvent:
+    """A dead letter (``letter``: its ``<dlq-topic>:<partition>:<offset>``) was published back to ``target``.
+
+    Outcome 0: the message is back in the pipeline; whether it is indexed
+    this time is for the consumer to say (another dead letter if not).
+    """
+    details = {"letter": letter, "source": source, "target_topic": target, "error_class": error_class}
+    if sop_uid:
+        details["sop_uid"] = sop_uid
+    message = CodedValue(code="MSG", scheme="99DICOMFLOW", meaning="Kafka message")
+    objects = [ParticipantObject(object_id=letter, id_type=message, details=details)]
+    if study_uid:
+        objects.append(ParticipantObject(object_id=study_uid, id_type=STUDY_UID_TYPE, details=details))
+    participants = [_application(node_id, None, APPLICATION_ROLE, operator is None, None)]
+    if operator:
+        participants.insert(0, ActiveParticipant(user_id=operator, user_is_requestor=True))
+    return AuditEvent(
+        event_id=INSTANCES_TRANSFERRED,
+        event_type=[REDRIVEN],
+        event_action="U",
+        event_date_time=when or now(),
+        event_outcome=SUCCESS,
+        event_outcome_description=f"re-driven from {letter} to {target}",
+        tenant_id=tenant_id,
+        audit_source_id=node_id,
+        active_participants=participants,
         participant_objects=objects,
     )
 
@@ -323,5 +367,6 @@ __all__ = [
     "dead_lettered",
     "duplicate_instance",
     "instances_transferred",
+    "redriven",
     "security_alert",
 ]

@@ -13,7 +13,7 @@ their stage's heavy parts inside the command functions, so ``--help`` stays fast
 
 from __future__ import annotations
 
-from dicomflow.cli import config, consume, db, demo, extract, publish, report, scp, stack, topics, users, warehouse
+from dicomflow.cli import config, consume, db, demo, dlq, extract, publish, report, scp, stack, topics, users, warehouse
 from dicomflow.cli.root import app, settings_of
 
 app.add_typer(config.app, name="config")
@@ -22,6 +22,7 @@ app.add_typer(topics.app, name="topics")
 app.command("extract")(extract.extract)
 app.add_typer(db.app, name="db")
 app.command("consume")(consume.consume)
+app.add_typer(dlq.app, name="dlq")
 app.command("scp")(scp.scp)
 app.add_typer(users.app, name="users")
 app.command("publish")(publish.publish)
