@@ -3,6 +3,7 @@
     python benchmarks/bench_consumer.py [--instances 10000] [--rate 500] [--rate-seconds 10]
                                         [--baseline-instances 500] [--workers 0]
                                         [--batch-max-messages 500] [--batch-max-ms 500]
+                                        [--brokers 3]
 
 Three phases, each with fresh topics and the same scratch database:
 
@@ -20,6 +21,10 @@ Three phases, each with fresh topics and the same scratch database:
    transaction, one acknowledgement round and one commit per message,
    parsing in one worker), over ``--baseline-instances``, to show what
    batching buys; the ratio is printed.
+4. with ``--brokers 3``: the throughput phase again, on a private
+   three-broker cluster (topics with replication factor 3 and
+   min.insync.replicas 2, acks=all as always), reported against phase 1's
+   single-broker figure (a comparison, not a target).
 
 Needs the local stack (``dicomflow stack up``). Generated files go under
 ``/tmp`` and are removed at the end, as are the topics and the database.
@@ -148,6 +153,8 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--studies", type=int, default=20)
     parser.add_argument("--series-per-study", type=int, default=5)
+    parser.add_argument("--brokers", type=int, default=1,
+                        help="also run the throughput phase on a private cluster of this many brokers (RF 3)")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args()
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -167,7 +174,8 @@ def main() -> int:
         store.close()
         n_rate = int(args.rate * args.rate_seconds)
         t0 = time.perf_counter()
-        corpus = make_corpus(work, args.instances + n_rate + args.baseline_instances, studies=args.studies,
+        n_cluster = args.instances if args.brokers > 1 else 0
+        corpus = make_corpus(work, args.instances + n_rate + args.baseline_instances + n_cluster, studies=args.studies,
                              series_per_study=args.series_per_study, tenant_id="bench")
         events = corpus.events
         print(f"corpus: {len(events)} DICOM files ({len(corpus.series)} series) written in {time.perf_counter() - t0:.1f} s")
@@ -220,13 +228,27 @@ def main() -> int:
         )
         create_topics(base_phase.kafka, base_phase.topics)
         created_topics.append(base_phase)
-        publish_all(base_phase, events[args.instances + n_rate :])
+        publish_all(base_phase, events[args.instances + n_rate : args.instances + n_rate + args.baseline_instances])
         base_batches, base_service = run_consumer(base_phase, args.baseline_instances)
         bn, belapsed = throughput(base_batches, base_service)
         rate_base = bn / belapsed
         print(f"baseline (one message per batch, one parse worker): {bn} instances in {belapsed:.2f} s = "
               f"{rate_base:,.0f} instances/s")
         print(f"ratio: batched / one-at-a-time = {rate_fast / rate_base:.1f}x")
+        if args.brokers > 1:
+            from _cluster import private_cluster
+
+            with private_cluster(base, args.brokers) as clustered:
+                cl = scratch_settings(clustered, work, dbname, args, f"{run_id}_c")
+                create_topics(cl.kafka, cl.topics)
+                publish_all(cl, events[len(events) - n_cluster :])
+                cl_batches, cl_service = run_consumer(cl, n_cluster)
+                check_rows(cl, len(events))  # the same database holds every phase's rows
+                cn, celapsed = throughput(cl_batches, cl_service)
+                rate_cluster = cn / celapsed
+            print(f"throughput on {args.brokers} brokers (RF 3, min ISR 2, acks=all): {cn} instances in "
+                  f"{celapsed:.2f} s = {rate_cluster:,.0f} instances/s; {rate_cluster / rate_fast:.2f}x the "
+                  f"single-broker {rate_fast:,.0f}/s ({stage_means(cl_service)})")
         target_ok = rate_fast >= 1500 and pct(latencies, 99) <= 2.0
         print(f"targets (>= 1,500 instances/s; p99 <= 2 s at 500/s): {'met' if target_ok else 'NOT met'}")
         return 0

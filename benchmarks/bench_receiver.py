@@ -2,7 +2,7 @@
 
     python benchmarks/bench_receiver.py [--instances 2000] [--processes 2] [--repeat 1]
                                         [--engines native,pynetdicom] [--no-fsync] [--no-tls]
-                                        [--work-dir /tmp/dicomflow-bench-receiver]
+                                        [--work-dir /tmp/dicomflow-bench-receiver] [--brokers 3]
 
 The client is dcmtk's ``storescu`` (``TCP_NODELAY=1``, the receivers get it
 too), sending a corpus of ``--instances`` real DICOM files (pydicom's CT and
@@ -37,6 +37,12 @@ associations >= 1.5x Orthanc (default index). The PostgreSQL-index ratios
 are printed too. Memory: the dicomflow receiver's resident memory (the
 dispatcher and its workers together) is sampled during each run; "per
 association" is the peak above the idle figure, divided by the associations.
+
+With ``--brokers 3`` the first dicomflow engine runs once more (1 and 4
+associations) against a private three-broker cluster (topics with
+replication factor 3 and min.insync.replicas 2, acks=all as always): its rate
+is reported against the single-broker run of the same invocation (a
+comparison, not a target).
 """
 
 from __future__ import annotations
@@ -368,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-tls", action="store_true", help="skip the TLS rows (the first engine over mutual TLS)")
     parser.add_argument("--engines", default="native,pynetdicom",
                         help="dicomflow network engines to measure; the first one is compared with the targets")
+    parser.add_argument("--brokers", type=int, default=1,
+                        help="also measure the first engine against a private cluster of this many brokers (RF 3)")
     args = parser.parse_args(argv)
 
     ensure_orthanc()
@@ -437,6 +445,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             tls_rate = rate[(f"{compared}-tls", associations)]
             print(f"TLS cost, {associations} association(s): {tls_rate:.1f}/s over TLS vs {rate[(compared, associations)]:.1f}/s "
                   f"plain ({tls_rate / rate[(compared, associations)]:.2f}x)")
+    if args.brokers > 1:
+        from _cluster import private_cluster
+
+        print()
+        with private_cluster(settings, args.brokers) as clustered:
+            for associations in (1, 4):
+                r = measure(lambda: Dicomflow(clustered, work, args.processes, not args.no_fsync, engines[0]),
+                            folders, associations, total)
+                single = rate[(compared, associations)]
+                print(f"  {r.receiver} on {args.brokers} brokers (RF 3, min ISR 2), {associations} association(s): "
+                      f"{r.rate:7.1f} instances/s = {r.rate / single:.2f}x the single-broker {single:.1f}/s",
+                      flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     shutil.rmtree(work / "corpus", ignore_errors=True)
     return 0

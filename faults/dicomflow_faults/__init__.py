@@ -21,7 +21,12 @@ with its own topics and database:
 4. **warehouse** (:mod:`~dicomflow_faults.warehouse`): >= 10,000 log, state,
    image and audit messages into ``dicomflow warehouse run``, SIGKILLed
    several times mid-run and restarted; the DuckDB file must hold every
-   message exactly once.
+   message exactly once;
+5. **failover** (:mod:`~dicomflow_faults.failover`), on a private
+   three-broker cluster of its own: the leader of the busiest partition is
+   SIGKILLed and restarted, then two brokers are down together (below min
+   ISR); no acknowledged instance may be lost, duplicated, or missing from
+   Kafka, and the receiver must answer failure statuses meanwhile.
 
 The figures are printed at the end (:mod:`~dicomflow_faults.report`); the
 exit code is non-zero when anything was lost or duplicated or a check failed.

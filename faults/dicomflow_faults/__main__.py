@@ -10,6 +10,11 @@ Examples::
 
     python -m dicomflow_faults                       # full size: 20,000 instances, 100,000 soak events,
                                                      # 20,000 warehouse events with 3 sink kills
+                                                     # 1,000 instances through a three-broker failover
+    python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 \\
+        --failover 1000                              # the failover phase alone (about 2 minutes)
+    python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 \\
+        --failover 300 --failover-rate 25 --failover-outage 0   # only the leader kill (about 1 minute)
     python -m dicomflow_faults --instances 300 --soak 2000 --fuzz 60 --fuzz-files 20 \\
         --faults-per-kind 1 --rate 40 --protocol-fuzz 300 --warehouse 3000 --warehouse-kills 2   # a smoke run of a few minutes
 """
@@ -54,6 +59,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warehouse", type=int, default=20000,
                    help="Messages of the warehouse phase (log, state, image, audit; 0: skip it).")
     p.add_argument("--warehouse-kills", type=int, default=3, help="SIGKILLs of the warehouse sink, mid-run.")
+    p.add_argument("--failover", type=int, default=1000,
+                   help="C-STORE instances of the failover phase on a private three-broker cluster (0: skip it).")
+    p.add_argument("--failover-rate", type=float, default=30.0,
+                   help="C-STOREs per second of the failover phase (the load must outlast both faults and "
+                        "two node restarts: ~60 s).")
+    p.add_argument("--failover-pause-target", type=float, default=15.0,
+                   help="Longest acknowledgement pause after the leader kill that passes (seconds).")
+    p.add_argument("--failover-outage", type=float, default=15.0,
+                   help="Seconds two brokers stay down together (below min ISR); 0: only the leader kill.")
     p.add_argument("--faults-per-kind", type=int, default=2, help="SIGKILLs of each kind during the fault run.")
     p.add_argument("--kinds", default=",".join(KINDS), help="Fault kinds, comma-separated (default: all four).")
     p.add_argument("--associations", type=int, default=4, help="Parallel C-STORE associations of the sender.")
@@ -65,6 +79,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rss-bound-mib", type=float, default=50.0, help="Largest RSS growth after warm-up called flat.")
     p.add_argument("--seed", type=int, default=None, help="Seed of every random choice (default: random, printed).")
     p.add_argument("--work-dir", type=Path, default=None, help="Where the private stack's temporary folder goes.")
+    p.add_argument("--kafka-cache", type=Path, default=None,
+                   help="A Kafka jar cache to share (default: .dicomflow/cache here or in the checkout, if any).")
     p.add_argument("--keep", action="store_true", help="Keep the component logs even when everything passed.")
     p.add_argument("--json", type=Path, default=None, help="Also write the figures as JSON to this file.")
     p.add_argument("--log-level", default="INFO", help="Log level of the suite's own progress messages.")
@@ -75,7 +91,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown fault kind(s): {', '.join(unknown)}; choose from {', '.join(KINDS)}")
     args.kinds = kinds
     for name in ("instances", "soak", "fuzz", "fuzz_files", "controls", "faults_per_kind", "protocol_fuzz",
-                 "warehouse", "warehouse_kills"):
+                 "warehouse", "warehouse_kills", "failover", "failover_outage"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must not be negative")
     if args.associations < 1 or args.receiver_processes < 1:
@@ -104,13 +120,50 @@ def _timed(report: SuiteReport, name: str, action: Callable[[], T]) -> T:
 
 
 def run(args: argparse.Namespace) -> SuiteReport:
-    """Run the phases asked for on a private stack; the stack is removed whatever happens."""
-    import warnings
-
+    """Run the phases asked for on private stacks; each stack is removed whatever happens."""
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     report = SuiteReport(seed=seed, options={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
     started = time.monotonic()
-    stack = PrivateStack(base=args.work_dir)
+    if args.instances or args.soak or args.fuzz or args.fuzz_files:
+        _run_single_broker(args, report, seed)
+    if args.failover:
+        _run_failover(args, report, seed)
+    report.timings["total"] = time.monotonic() - started
+    return report
+
+
+def _run_failover(args: argparse.Namespace, report: SuiteReport, seed: int) -> None:
+    """The failover phase, on a private three-broker cluster of its own."""
+    import warnings
+
+    from dicomflow_faults.failover import run_failover
+
+    log_dir = Path(tempfile.mkdtemp(prefix="dicomflow-failover-logs-", dir=args.work_dir))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report.failover = _timed(report, "failover phase", lambda: run_failover(
+                args.failover, seed=seed + 3, log_dir=log_dir, base=args.work_dir, cache=args.kafka_cache,
+                rate=args.failover_rate,
+                pause_target_s=args.failover_pause_target, outage_s=args.failover_outage))
+    except (DicomflowError, OSError) as exc:
+        log.exception("the failover phase could not finish")
+        report.errors.append(f"suite aborted: failover: {type(exc).__name__}: {exc}")
+    if args.keep or not report.passed:
+        if report.log_dir is None:
+            report.log_dir = str(log_dir)
+        else:  # the single-broker phases kept theirs: one folder for all
+            shutil.copytree(log_dir, Path(report.log_dir) / "failover", dirs_exist_ok=True)
+            shutil.rmtree(log_dir, ignore_errors=True)
+    else:
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _run_single_broker(args: argparse.Namespace, report: SuiteReport, seed: int) -> None:
+    """Fault run, soak and fuzz on a private single-broker stack."""
+    import warnings
+
+    stack = PrivateStack(base=args.work_dir, cache=args.kafka_cache)
     log_dir = stack.dir / "logs"
     log_dir.mkdir()
     try:
@@ -125,16 +178,15 @@ def run(args: argparse.Namespace) -> SuiteReport:
         if args.keep or not report.passed:
             kept = Path(tempfile.mkdtemp(prefix="dicomflow-faults-logs-", dir=args.work_dir))
             shutil.copytree(log_dir, kept, dirs_exist_ok=True)
-            for name in ("server.log", "stdout.log"):
-                src = stack.stack.kafka.home / name
-                if src.exists():
-                    shutil.copy2(src, kept / f"kafka-{name}")
+            for node in stack.stack.kafka.nodes:
+                for name in ("server.log", "stdout.log"):
+                    src = node.home / name
+                    if src.exists():
+                        shutil.copy2(src, kept / f"kafka-{node.node_id}-{name}")
             if stack.stack.postgres.log_file.exists():
                 shutil.copy2(stack.stack.postgres.log_file, kept / "postgres.log")
             report.log_dir = str(kept)
         _timed(report, "private stack down", stack.close)
-        report.timings["total"] = time.monotonic() - started
-    return report
 
 
 def _run_phases(args: argparse.Namespace, stack: PrivateStack, log_dir: Path, report: SuiteReport, seed: int) -> None:
@@ -176,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(report.dumps() + "\n")
     if any(e.startswith("suite aborted") for e in report.errors) and report.faults is None \
             and report.soak is None and report.fuzz is None and report.protocol is None \
-            and report.warehouse is None:
+            and report.warehouse is None and report.failover is None:
         return 2
     return 0 if report.passed else 1
 

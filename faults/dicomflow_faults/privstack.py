@@ -4,7 +4,9 @@ The suite SIGKILLs the broker and the database server, so it never touches
 the shared development stack: it starts its own :class:`~dicomflow.stack.LocalStack`
 in a temporary folder, on free ports, and removes everything afterwards.
 The Kafka jars are not downloaded again: the new stack's ``cache`` folder
-is a symlink to an existing one when there is one.
+is a symlink to an existing one when there is one. ``brokers=3`` makes the
+Kafka side a three-node cluster (each node on free ports of its own), which
+the failover phase kills node by node.
 
 Each phase of the suite (fault run, soak, fuzz) gets its own topics and its
 own database from :meth:`PrivateStack.new_phase`, so one phase's checks
@@ -115,7 +117,8 @@ def retry_until(what: str, action: Callable[[], object], timeout_s: float, pause
 class PrivateStack:
     """Start, kill, restart and finally remove a Kafka broker and a PostgreSQL server of our own."""
 
-    def __init__(self, base: Path | None = None, cache: Path | None = None, kafka_heap_mb: int = 512) -> None:
+    def __init__(self, base: Path | None = None, cache: Path | None = None, kafka_heap_mb: int = 512,
+                 brokers: int = 1) -> None:
         parent = base if base is not None else Path(tempfile.gettempdir())
         parent.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="dicomflow-faults-", dir=parent))
@@ -124,14 +127,17 @@ class PrivateStack:
         cache = cache if cache is not None else default_cache()
         if cache is not None:
             (self.dir / "cache").symlink_to(cache.resolve(), target_is_directory=True)
-        kafka_port, controller_port, pg_port = free_ports(3)
+        ports = free_ports(2 * brokers + 1)
+        kafka_ports, controller_ports, pg_port = ports[:brokers], ports[brokers:2 * brokers], ports[-1]
         self.stack_settings = StackSettings(
-            dir=self.dir, kafka_port=kafka_port, kafka_controller_port=controller_port,
-            postgres_port=pg_port, kafka_heap_mb=kafka_heap_mb,
+            dir=self.dir, kafka_port=kafka_ports[0], kafka_controller_port=controller_ports[0],
+            postgres_port=pg_port, kafka_heap_mb=kafka_heap_mb, kafka_brokers=brokers,
+            kafka_ports=tuple(kafka_ports) if brokers > 1 else (),
+            kafka_controller_ports=tuple(controller_ports) if brokers > 1 else (),
         )
         self.settings = Settings(
             worker_node_id="faults-1",
-            kafka=KafkaSettings(brokers=f"127.0.0.1:{kafka_port}"),
+            kafka=KafkaSettings(brokers=",".join(f"127.0.0.1:{p}" for p in kafka_ports)),
             database=DatabaseSettings(port=pg_port),
             stack=self.stack_settings,
         )
@@ -148,7 +154,7 @@ class PrivateStack:
         """
         t0 = time.monotonic()
         self.stack.postgres.start()
-        self.stack.kafka.start(timeout_s=180.0)
+        self.stack.kafka.start(timeout_s=240.0)
         log.info("private stack up in %.1f s: Kafka %s, PostgreSQL 127.0.0.1:%s (%s)",
                  time.monotonic() - t0, self.settings.kafka.brokers, self.stack_settings.postgres_port, self.dir)
 
@@ -193,6 +199,39 @@ class PrivateStack:
             StackError: it did not come back within ``timeout_s``.
         """
         retry_until("restarting Kafka", lambda: self.stack.kafka.start(timeout_s=timeout_s), timeout_s)
+
+    def kill_node(self, node_id: int) -> None:
+        """SIGKILL one Kafka node of a cluster (its broker and its controller vote go at once)."""
+        self.stack.kafka.node(node_id).kill()
+
+    def start_nodes(self, timeout_s: float = 180.0) -> None:
+        """Start every Kafka node that is not running and wait until each is back in the cluster.
+
+        Raises:
+            StackError: they did not come back within ``timeout_s``.
+        """
+        retry_until("restarting Kafka nodes", lambda: self.stack.kafka.start(timeout_s=timeout_s), timeout_s)
+
+    def leader_of_busiest(self, topic: str) -> tuple[int, int]:
+        """(node id leading the partition of ``topic`` with the most messages, that partition).
+
+        Raises:
+            StackError: the cluster did not answer.
+        """
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+        consumer = Consumer({"bootstrap.servers": self.settings.kafka.brokers, "group.id": "faults-probe",
+                             "enable.auto.commit": False, "log_level": 0})
+        try:
+            described = consumer.list_topics(topic, timeout=10).topics[topic]
+            sizes = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                     for p in described.partitions}
+            busiest = max(sizes, key=lambda p: (sizes[p], -p))
+            return described.partitions[busiest].leader, busiest
+        except (KafkaException, KeyError) as exc:
+            raise StackError(f"cannot find the leaders of {topic}: {exc}") from exc
+        finally:
+            consumer.close()
 
     def kill_postgres(self) -> None:
         """SIGKILL the postmaster: the next start runs crash recovery."""

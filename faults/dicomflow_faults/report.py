@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from dicomflow_faults.checks import Check
+from dicomflow_faults.failover import FailoverResult
 from dicomflow_faults.fuzz import FuzzResult, Kind
 from dicomflow_faults.protofuzz import ProtocolFuzzResult
 from dicomflow_faults.scenario import KINDS, FaultRunResult
@@ -34,6 +35,7 @@ class SuiteReport:
     fuzz: FuzzResult | None = None
     protocol: ProtocolFuzzResult | None = None
     warehouse: WarehouseFaultResult | None = None
+    failover: FailoverResult | None = None
     errors: list[str] = field(default_factory=list)
     log_dir: str | None = None
 
@@ -41,16 +43,16 @@ class SuiteReport:
 
     @property
     def lost(self) -> int:
-        return sum(x.lost for x in (self.faults, self.soak, self.fuzz, self.warehouse) if x is not None)
+        return sum(x.lost for x in (self.faults, self.soak, self.fuzz, self.warehouse, self.failover) if x is not None)
 
     @property
     def duplicates(self) -> int:
-        return sum(x.duplicates for x in (self.faults, self.soak, self.warehouse) if x is not None)
+        return sum(x.duplicates for x in (self.faults, self.soak, self.warehouse, self.failover) if x is not None)
 
     @property
     def checks(self) -> list[Check]:
         out: list[Check] = []
-        for part in (self.faults, self.soak, self.fuzz, self.protocol, self.warehouse):
+        for part in (self.faults, self.soak, self.fuzz, self.protocol, self.warehouse, self.failover):
             if part is not None:
                 out.extend(part.checks)
         return out
@@ -90,6 +92,8 @@ class SuiteReport:
             self._print_protocol(w, self.protocol)
         if self.warehouse is not None:
             self._print_warehouse(w, self.warehouse)
+        if self.failover is not None:
+            self._print_failover(w, self.failover)
         w("\nChecks\n")
         for c in self.checks:
             w(f"  {'PASS' if c.ok else 'FAIL'}  {c.name}: {c.detail}\n")
@@ -113,6 +117,12 @@ class SuiteReport:
         if self.protocol is not None:
             w(f"PDU sequences:      {self.protocol.sequences} mutated, {self.protocol.unexpected} unexpected "
               f"exception(s), {self.protocol.crashes} receiver crash(es) (both must be 0)\n")
+        if self.failover is not None:
+            f = self.failover
+            pause = "-" if f.leader_pause_s is None else f"{f.leader_pause_s:.1f} s"
+            recovery = "-" if f.recovery_s is None else f"{f.recovery_s:.1f} s"
+            w(f"Failover:           longest ack pause after the leader kill {pause} (target <= 15 s), "
+              f"recovery after the restart below min ISR {recovery}, Success not in Kafka {f.acked_not_in_kafka}\n")
         w(f"Messages lost:      {self.lost} (must be 0)\n")
         w(f"Duplicates:         {self.duplicates} (must be 0)\n")
         if self.log_dir:
@@ -196,6 +206,22 @@ class SuiteReport:
           + f"; stored offsets {r.stored_offsets}/{r.events}; dead letters {r.dead_lettered}; "
           f"last run exit code {r.exit_code}\n")
 
+    @staticmethod
+    def _print_failover(w: Any, r: FailoverResult) -> None:
+        w(f"\nFailover (three brokers, RF 3, min ISR 2): {r.instances} instances, {r.acked} acknowledged "
+          f"in {r.send_s:.1f} s\n")
+        pause = "-" if r.leader_pause_s is None else f"{r.leader_pause_s:.1f} s"
+        w(f"  leader kill: node {r.leader_node} (leader of partition {r.leader_partition}, the busiest) "
+          f"SIGKILLed, back after {r.leader_down_s:.1f} s; longest acknowledgement pause {pause}\n")
+        recovery = "-" if r.recovery_s is None else f"{r.recovery_s:.1f} s"
+        if r.outage_s > 0:
+            w(f"  below min ISR: nodes {', '.join(map(str, r.outage_nodes)) or '-'} SIGKILLed together for "
+              f"{r.outage_s:.0f} s; {r.outage_failures} failure answer(s) to the sender meanwhile; "
+              f"acknowledged again {recovery} after the restart\n")
+        else:
+            w("  below min ISR: not run (--failover-outage 0)\n")
+        w(f"  lost {r.lost}, duplicates {r.duplicates}, acknowledged but not in Kafka {r.acked_not_in_kafka}\n")
+
     def as_json(self) -> dict[str, Any]:
         """The figures as plain data (``--json``)."""
         data: dict[str, Any] = {
@@ -212,6 +238,18 @@ class SuiteReport:
                 "good_dead_lettered": f.good_dead_lettered, "crashes": len(f.crashes),
                 "faults": [{"kind": x.kind, "at_s": x.injected_s, "down_s": x.down_s, "back_s": x.back_s,
                             "survived": x.survived, "during_load": x.during_load, "error": x.error} for x in f.faults],
+            }
+        if self.failover is not None:
+            o = self.failover
+            data["failover"] = {
+                "instances": o.instances, "acknowledged": o.acked, "lost": o.lost, "duplicates": o.duplicates,
+                "acked_not_in_kafka": o.acked_not_in_kafka, "leader_node": o.leader_node,
+                "leader_partition": o.leader_partition, "leader_down_s": round(o.leader_down_s, 1),
+                "leader_kill_acked": o.leader_kill_acked,
+                "leader_pause_s": None if o.leader_pause_s is None else round(o.leader_pause_s, 1),
+                "outage_nodes": list(o.outage_nodes), "outage_s": o.outage_s, "outage_failures": o.outage_failures,
+                "recovery_s": None if o.recovery_s is None else round(o.recovery_s, 1),
+                "send_s": round(o.send_s, 1), "crashes": len(o.crashes),
             }
         if self.soak is not None:
             s = self.soak

@@ -143,6 +143,16 @@ class StoreSender:
         with self._lock:
             return set(self._acked)
 
+    def ack_times(self) -> list[float]:
+        """Monotonic times of every acknowledgement, in order (for the pauses of the failover phase)."""
+        with self._lock:
+            return sorted(self._acked.values())
+
+    def failure_count(self) -> int:
+        """Attempts answered with anything but a stored status so far (failure statuses, aborts ...)."""
+        with self._lock:
+            return self.stats.retries
+
     def acked_count(self) -> int:
         with self._lock:
             return len(self._acked)

@@ -40,6 +40,7 @@ def test_tiny_suite_run_injects_every_fault_and_loses_nothing(tmp_path: Path) ->
          "--instances", "400", "--rate", "25", "--faults-per-kind", "1",
          "--soak", "3000", "--fuzz", "80", "--fuzz-files", "30", "--controls", "5", "--protocol-fuzz", "0",
          "--warehouse", "3000", "--warehouse-kills", "2",
+         "--failover", "0",  # test_failover.py runs that phase
          "--seed", "20240315", "--work-dir", str(tmp_path), "--json", str(report_path)],
         capture_output=True, text=True, env=env, timeout=540, check=False,
     )

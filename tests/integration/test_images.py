@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from pydicom.encaps import encapsulate
 from pydicom.uid import generate_uid
 
-from dicomflow.images.worker import ORIGIN, ORIGIN_HEADER, ImageWorker, ensure_dlq_topic
+from dicomflow.images.worker import ORIGIN, ORIGIN_HEADER, ImageWorker
 from dicomflow.kafka.admin import create_topics, delete_topics, read_all
 from dicomflow.kafka.producer import Publisher
 from dicomflow.metrics.images import ImagesMetrics
@@ -104,14 +104,14 @@ def images_settings(settings: Settings) -> Iterator[Settings]:
         consumer=dataclasses.replace(settings.consumer, parse_workers=1, batch_max_ms=200),
         images=dataclasses.replace(settings.images, group_id=f"images_{uuid.uuid4().hex[:10]}", batch_max_messages=3),
     )
+    assert f"{s.topics.dicom_image}.dlq" in s.topics.all()  # created with the others
     create_topics(s.kafka, s.topics)
-    ensure_dlq_topic(s)
     with PgStore(s.database) as store:
         store.migrate()
     try:
         yield s
     finally:
-        delete_topics(s.kafka, [*s.topics.all(), f"{s.topics.dicom_image}.dlq"])
+        delete_topics(s.kafka, s.topics.all())
 
 
 def _rows(settings: Settings, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:

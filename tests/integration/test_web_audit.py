@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from dicomflow.audit import events as audit
+from dicomflow.audit import dicomweb
 from dicomflow.kafka.admin import create_topics, delete_topics, read_all
 from dicomflow.kafka.producer import Publisher
 from dicomflow.metrics.web import WebMetrics
@@ -25,7 +25,7 @@ def audit_topics(base_settings: Settings, topics: TopicSettings) -> Iterator[Top
 
 
 def _event(n: int) -> AuditEvent:
-    return audit.instances_accessed(node_id="web-test", tenant_id="default", study_uid=f"1.2.3.{n}",
+    return dicomweb.instances_accessed(node_id="web-test", tenant_id="default", study_uid=f"1.2.3.{n}",
                                     instance_count=1, user=f"user-{n}", user_address="127.0.0.1",
                                     resource=f"/studies/1.2.3.{n}/metadata", patient_id=None)
 

@@ -15,6 +15,7 @@ COMMANDS = {
     "stack": {"up", "down", "status"},
     "topics": {"create", "list"},
     "db": {"migrate", "status"},
+    "dlq": {"list", "show", "redrive"},
     "extract": None,
     "consume": None,
     "scp": None,
@@ -32,7 +33,7 @@ OPTIONS = {
     ("warehouse", "ddl"): {"--target", "--clickhouse-syntax"},
     ("warehouse", "run"): {"--max-messages", "--until-idle", "--path", "--metrics-port"},
     ("report",): {"--clickhouse", "--json", "--html", "--largest"},
-    ("stack", "up"): {"--clickhouse"},
+    ("stack", "up"): {"--clickhouse", "--brokers", "--secure"},
 }
 
 

@@ -11,7 +11,8 @@ The layers (lowest first), as docs/architecture.md describes them:
 - the stages: ``receiver``, ``scanner`` and ``web`` (ways in; ``web`` also
   reads the index through ``store``), ``pipeline`` (the consumer),
   ``images`` (the image workers), ``warehouse`` (the analytics sink, DDL and
-  report); a stage never imports a sibling stage;
+  report), ``dlq`` (the operator's dead-letter tools); a stage never imports
+  a sibling stage;
 - ``demo``, which runs the stages as their own processes and ends with the
   warehouse's report, so it may read the warehouse (and no other stage);
 - ``cli`` on top: it may import everything and nothing imports it.
@@ -58,6 +59,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "images": FOUNDATION | {"imaging", "ingest", "kafka", "store", "metrics"},
     "warehouse": FOUNDATION | {"kafka", "store", "models", "audit", "metrics", "dicom"},
     "demo": FOUNDATION | {"corpus", "kafka", "stack", "store", "warehouse"},
+    "dlq": FOUNDATION | {"kafka", "store", "audit", "metrics"},
     "cli": frozenset({"*"}),
     "__main__": frozenset({"cli"}),
 }

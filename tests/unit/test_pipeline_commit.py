@@ -73,7 +73,7 @@ class Recorder:
             self.dlq.extend(items)
         return result
 
-    def commit(self, offsets: Mapping[TP, int]) -> None:
+    def commit(self, offsets: Mapping[TP, int], timeout_s: float = 5.0) -> None:
         self._maybe_fail("commit")
         self.journal.append("commit")
         self.committed.append(dict(offsets))

@@ -48,6 +48,8 @@ def _other_value(key: str, tp: Any, default: Any) -> Any:
         return Path(f"/tmp/child dir/{key}")
     if origin is Literal:
         return next(v for v in get_args(tp) if v != default)
+    if origin is tuple and get_args(tp)[0] is int:
+        return (29192, 29194, 29196)
     if origin is tuple:
         return ("first, with a comma", "[bracketed]", "third")
     if origin in (Mapping, dict, typing.Mapping):

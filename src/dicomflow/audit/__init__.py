@@ -1,5 +1,5 @@
-"""Audit trail: DICOM PS3.15-style events for audit_queue."""
+"""Audit trail: DICOM PS3.15-style events for audit_queue (:mod:`.events`; the DICOMweb server's in :mod:`.dicomweb`)."""
 
-from dicomflow.audit import events
+from dicomflow.audit import dicomweb, events
 
-__all__ = ["events"]
+__all__ = ["dicomweb", "events"]

@@ -31,10 +31,10 @@ APPLICATION_ACTIVITY = CodedValue(code="110100", meaning="Application Activity")
 APPLICATION_START = CodedValue(code="110120", meaning="Application Start")
 APPLICATION_STOP = CodedValue(code="110121", meaning="Application Stop")
 INSTANCES_TRANSFERRED = CodedValue(code="110104", meaning="DICOM Instances Transferred")
-INSTANCES_ACCESSED = CodedValue(code="110103", meaning="DICOM Instances Accessed")
-QUERY = CodedValue(code="110112", meaning="Query")
 #: dicomflow's own event type for a message moved to the dead-letter topic.
 DEAD_LETTERED = CodedValue(code="DLQ", scheme="99DICOMFLOW", meaning="Message Dead-Lettered")
+#: dicomflow's own event type for a dead letter published back to its source topic.
+REDRIVEN = CodedValue(code="REDRIVE", scheme="99DICOMFLOW", meaning="Dead Letter Re-Driven")
 SOURCE_ROLE = CodedValue(code="110153", meaning="Source Role ID")
 DESTINATION_ROLE = CodedValue(code="110152", meaning="Destination Role ID")
 APPLICATION_ROLE = CodedValue(code="110150", meaning="Application")
@@ -180,118 +180,45 @@ def dead_lettered(
     )
 
 
-def _user(user: str, address: str | None, role: CodedValue) -> ActiveParticipant:
-    return ActiveParticipant(
-        user_id=user, user_is_requestor=True, role_id=role,
-        network_access_point_id=address, network_access_point_type=_NAP_IP if address else None,
-    )
-
-
-def _study_objects(study_uid: str, details: dict[str, str], patient_id: str | None) -> list[ParticipantObject]:
-    objects = [ParticipantObject(object_id=study_uid, id_type=STUDY_UID_TYPE, type_code=2, type_code_role=3,
-                                 details=details)]
-    if patient_id is not None:
-        objects.append(ParticipantObject(
-            object_id=patient_id, id_type=CodedValue(code="2", scheme="RFC-3881", meaning="Patient Number"),
-            type_code=1, type_code_role=1,
-        ))
-    return objects
-
-
-def instances_retrieved(
+def redriven(
     *,
     node_id: str,
     tenant_id: str,
-    study_uid: str,
-    instance_count: int,
-    user: str,
-    user_address: str | None,
-    resource: str,
-    sop_classes: Sequence[str] = (),
-    patient_id: str | None = None,
-    outcome: Outcome = SUCCESS,
-    outcome_description: str | None = None,
+    letter: str,
+    source: str,
+    target: str,
+    error_class: str,
+    operator: str | None = None,
+    study_uid: str | None = None,
+    sop_uid: str | None = None,
     when: dt.datetime | None = None,
 ) -> AuditEvent:
-    """DICOM Instances Transferred (110104, action R): a client retrieved instances (WADO-RS).
+    """A dead letter (``letter``: its ``<dlq-topic>:<partition>:<offset>``) was published back to ``target``.
 
-    The archive is the source, the authenticated user (the token's subject)
-    the requesting destination; ``resource`` is the request path.
+    Outcome 0: the message is back in the pipeline; whether it is indexed
+    this time is for the consumer to say (another dead letter if not).
     """
-    details = {"instance_count": str(instance_count), "resource": resource}
-    if sop_classes:
-        details["sop_classes"] = "\\".join(sorted(set(sop_classes)))
+    details = {"letter": letter, "source": source, "target_topic": target, "error_class": error_class}
+    if sop_uid:
+        details["sop_uid"] = sop_uid
+    message = CodedValue(code="MSG", scheme="99DICOMFLOW", meaning="Kafka message")
+    objects = [ParticipantObject(object_id=letter, id_type=message, details=details)]
+    if study_uid:
+        objects.append(ParticipantObject(object_id=study_uid, id_type=STUDY_UID_TYPE, details=details))
+    participants = [_application(node_id, None, APPLICATION_ROLE, operator is None, None)]
+    if operator:
+        participants.insert(0, ActiveParticipant(user_id=operator, user_is_requestor=True))
     return AuditEvent(
         event_id=INSTANCES_TRANSFERRED,
-        event_action="R",
+        event_type=[REDRIVEN],
+        event_action="U",
         event_date_time=when or now(),
-        event_outcome=outcome,
-        event_outcome_description=outcome_description,
+        event_outcome=SUCCESS,
+        event_outcome_description=f"re-driven from {letter} to {target}",
         tenant_id=tenant_id,
         audit_source_id=node_id,
-        active_participants=[
-            _application(node_id, None, SOURCE_ROLE, False, None),
-            _user(user, user_address, DESTINATION_ROLE),
-        ],
-        participant_objects=_study_objects(study_uid, details, patient_id),
-    )
-
-
-def instances_accessed(
-    *,
-    node_id: str,
-    tenant_id: str,
-    study_uid: str,
-    instance_count: int,
-    user: str,
-    user_address: str | None,
-    resource: str,
-    patient_id: str | None = None,
-    outcome: Outcome = SUCCESS,
-    outcome_description: str | None = None,
-    when: dt.datetime | None = None,
-) -> AuditEvent:
-    """DICOM Instances Accessed (110103, action R): metadata, frames or rendered images were read."""
-    details = {"instance_count": str(instance_count), "resource": resource}
-    return AuditEvent(
-        event_id=INSTANCES_ACCESSED,
-        event_action="R",
-        event_date_time=when or now(),
-        event_outcome=outcome,
-        event_outcome_description=outcome_description,
-        tenant_id=tenant_id,
-        audit_source_id=node_id,
-        active_participants=[_user(user, user_address, DESTINATION_ROLE)],
-        participant_objects=_study_objects(study_uid, details, patient_id),
-    )
-
-
-def query(
-    *,
-    node_id: str,
-    tenant_id: str,
-    user: str,
-    user_address: str | None,
-    resource: str,
-    query_string: str,
-    results: int,
-    outcome: Outcome = SUCCESS,
-    when: dt.datetime | None = None,
-) -> AuditEvent:
-    """Query (110112, action E): a QIDO-RS search; the query string is the participant object."""
-    return AuditEvent(
-        event_id=QUERY,
-        event_action="E",
-        event_date_time=when or now(),
-        event_outcome=outcome,
-        tenant_id=tenant_id,
-        audit_source_id=node_id,
-        active_participants=[_user(user, user_address, SOURCE_ROLE),
-                             _application(node_id, None, DESTINATION_ROLE, False, None)],
-        participant_objects=[ParticipantObject(
-            object_id=resource, id_type=CodedValue(code="12", scheme="RFC-3881", meaning="URI"), type_code=2,
-            type_code_role=24, details={"query": query_string, "results": str(results)},
-        )],
+        active_participants=participants,
+        participant_objects=objects,
     )
 
 
@@ -439,9 +366,7 @@ __all__ = [
     "association_rejected",
     "dead_lettered",
     "duplicate_instance",
-    "instances_accessed",
-    "instances_retrieved",
     "instances_transferred",
-    "query",
+    "redriven",
     "security_alert",
 ]

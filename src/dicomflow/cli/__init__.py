@@ -18,6 +18,7 @@ from dicomflow.cli import (
     consume,
     db,
     demo,
+    dlq,
     extract,
     images,
     publish,
@@ -37,6 +38,7 @@ app.add_typer(topics.app, name="topics")
 app.command("extract")(extract.extract)
 app.add_typer(db.app, name="db")
 app.command("consume")(consume.consume)
+app.add_typer(dlq.app, name="dlq")
 app.command("scp")(scp.scp)
 app.add_typer(users.app, name="users")
 app.command("publish")(publish.publish)

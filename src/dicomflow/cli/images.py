@@ -36,7 +36,8 @@ def images(
     from prometheus_client import CollectorRegistry
     from rich.console import Console
 
-    from dicomflow.images.worker import ImageWorker, Summary, ensure_dlq_topic
+    from dicomflow.images.worker import ImageWorker, Summary
+    from dicomflow.kafka.admin import create_topics
     from dicomflow.metrics.health import Health, postgres_probe
     from dicomflow.metrics.images import ImagesMetrics
 
@@ -51,7 +52,7 @@ def images(
 
         server = MetricsServer(settings.metrics.host, port, registry, health).start()
     console = Console(stderr=True)
-    ensure_dlq_topic(settings)
+    create_topics(settings.kafka, settings.topics)  # dicom_image_queue.dlq among them, when missing
     with console.status("images: waiting for instance events") as status:
 
         def progress(s: Summary) -> None:

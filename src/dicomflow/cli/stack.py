@@ -2,41 +2,74 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from dicomflow.cli.root import settings_of
 
+if TYPE_CHECKING:
+    from dicomflow.stack import LocalStack, ServiceStatus
+
 app = typer.Typer(
-    help="Run the local Kafka broker and PostgreSQL server (and, on request, ClickHouse).", no_args_is_help=True
+    help="Run the local Kafka (one broker or a cluster) and PostgreSQL server (and, on request, ClickHouse).",
+    no_args_is_help=True,
 )
+
+_BROKERS = typer.Option(None, "--brokers", min=1,
+                        help="Kafka nodes (combined KRaft broker + controller each); default: stack.kafka_brokers (1).")
+_SECURE = typer.Option(None, "--secure/--plain",
+                       help="Kafka with a SASL_SSL listener (SCRAM-SHA-512, a test CA) and PostgreSQL with TLS; "
+                            "default: stack.secure.")
+
+
+def _stack(ctx: typer.Context, brokers: int | None, secure: bool | None) -> LocalStack:
+    from dicomflow.stack import LocalStack
+
+    return LocalStack(settings_of(ctx), brokers=brokers, secure=secure)
 
 
 @app.command("up")
 def up(
     ctx: typer.Context,
+    brokers: int | None = _BROKERS,
+    secure: bool | None = _SECURE,
     clickhouse: bool = typer.Option(
         False, "--clickhouse", help="Also start the local ClickHouse server (or set [stack] clickhouse = true)."
     ),
 ) -> None:
-    """Install (first time) and start Kafka and PostgreSQL on 127.0.0.1; wait until they serve."""
-    from dicomflow.errors import StackError
-    from dicomflow.stack import LocalStack
+    """Install (first time) and start Kafka and PostgreSQL on 127.0.0.1; wait until they serve.
 
+    With --secure, the passwords and certificates are generated into the stack
+    folder and the client settings are written to <stack dir>/kafka-client.toml
+    (mode 0600; pass it with --config) and printed.
+    """
+    from dicomflow.errors import StackError
+
+    stack = _stack(ctx, brokers, secure)
     try:
-        statuses = LocalStack(settings_of(ctx)).up(clickhouse=True if clickhouse else None)
+        statuses = stack.up(clickhouse=True if clickhouse else None)
     except StackError as exc:
         typer.echo(f"stack up failed: {exc}", err=True)
         raise typer.Exit(1) from exc
     _print(statuses)
+    typer.echo(f"kafka.brokers = \"{stack.kafka.bootstrap}\"")
+    security = stack.kafka.security()
+    if security is not None:
+        typer.echo(f"Kafka client settings ({security.client_settings_file}, mode 0600; use --config):")
+        typer.echo(security.client_settings_toml(stack.kafka.bootstrap))
+    if stack.secure:
+        db = stack.postgres.client_settings(secure=True)
+        typer.echo("PostgreSQL client settings (TLS, verify-full against the stack's test CA):")
+        typer.echo(f'[database]\nsslmode = "{db.sslmode}"\nsslrootcert = "{db.sslrootcert}"')
 
 
 @app.command("down")
-def down(ctx: typer.Context) -> None:
-    """Stop the local services by their PIDs."""
+def down(ctx: typer.Context, brokers: int | None = _BROKERS, secure: bool | None = _SECURE) -> None:
+    """Stop the local services by their PIDs: every Kafka node of the stack folder, then PostgreSQL."""
     from dicomflow.errors import StackError
-    from dicomflow.stack import LocalStack
 
-    stack = LocalStack(settings_of(ctx))
+    stack = _stack(ctx, brokers, secure)
     try:
         stack.down()
     except StackError as exc:
@@ -49,17 +82,17 @@ def down(ctx: typer.Context) -> None:
 def status(
     ctx: typer.Context,
     check: bool = typer.Option(False, "--check", help="Exit 3 unless every service runs."),
+    brokers: int | None = _BROKERS,
+    secure: bool | None = _SECURE,
 ) -> None:
-    """Say what runs, where, with which PID."""
-    from dicomflow.stack import LocalStack
-
-    statuses = LocalStack(settings_of(ctx)).status()
+    """Say what runs, where, with which PID: every Kafka node, then PostgreSQL."""
+    statuses = _stack(ctx, brokers, secure).status()
     _print(statuses)
     if check and not all(s.running for s in statuses):
         raise typer.Exit(3)
 
 
-def _print(statuses: list) -> None:  # type: ignore[type-arg]
+def _print(statuses: list[ServiceStatus]) -> None:
     from rich.console import Console
     from rich.table import Table
 

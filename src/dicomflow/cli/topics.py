@@ -38,7 +38,7 @@ def list_(
     all_topics: bool = typer.Option(False, "--all", help="Also list topics dicomflow does not use."),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the broker."),
 ) -> None:
-    """Show dicomflow's topics with their partitions, replication and retention."""
+    """Show dicomflow's topics with their partitions, replication, min ISR and retention."""
     from dicomflow.kafka.admin import describe_topics, list_cluster_topics
     from dicomflow.kafka.exceptions import TopicAdminError
 
@@ -71,11 +71,11 @@ def _print_outcomes(outcomes: list[TopicOutcome], brokers: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"dicomflow topics on {brokers}")
-    for col in ("topic", "action", "partitions", "replication", "retention", "differs from settings"):
+    for col in ("topic", "action", "partitions", "replication", "min ISR", "retention", "differs from settings"):
         table.add_column(col)
     for o in outcomes:
-        table.add_row(o.name, o.action, str(o.partitions), str(o.replication_factor), _retention(o.retention_ms),
-                      "; ".join(o.drift) or "-")
+        table.add_row(o.name, o.action, str(o.partitions), str(o.replication_factor),
+                      str(o.min_insync_replicas or "-"), _retention(o.retention_ms), "; ".join(o.drift) or "-")
     Console().print(table)
 
 
@@ -84,9 +84,9 @@ def _print_infos(infos: list[TopicInfo], brokers: str, ours: set[str]) -> None:
     from rich.table import Table
 
     table = Table(title=f"topics on {brokers}")
-    for col in ("topic", "partitions", "replication", "retention", "used by dicomflow"):
+    for col in ("topic", "partitions", "replication", "min ISR", "retention", "used by dicomflow"):
         table.add_column(col)
     for t in infos:
-        table.add_row(t.name, str(t.partitions) if t.exists else "missing",
-                      str(t.replication_factor or "-"), _retention(t.retention_ms), "yes" if t.name in ours else "")
+        table.add_row(t.name, str(t.partitions) if t.exists else "missing", str(t.replication_factor or "-"),
+                      str(t.min_insync_replicas or "-"), _retention(t.retention_ms), "yes" if t.name in ours else "")
     Console().print(table)

@@ -324,26 +324,5 @@ def _next_offsets(records: list[Record]) -> dict[TP, int]:
     return out
 
 
-def ensure_dlq_topic(settings: Settings) -> None:
-    """Create ``dicom_image_queue.dlq`` when missing (same partitions and retention as the others)."""
-    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
-
-    from dicomflow.kafka.admin import admin_client, describe_topics
-
-    name = dead_letter_topic(settings.topics.dicom_image)
-    if describe_topics(settings.kafka, [name])[0].exists:
-        return
-    t = settings.topics
-    admin = admin_client(settings.kafka)  # kept alive until the result is in
-    futures = admin.create_topics(
-        [NewTopic(name, num_partitions=t.partitions, replication_factor=t.replication_factor,
-                  config={"retention.ms": str(t.retention_ms)})], request_timeout=30)
-    try:
-        futures[name].result(30)
-    except Exception as exc:
-        if "TOPIC_ALREADY_EXISTS" not in str(exc):
-            raise
-
-
-__all__ = ["ORIGIN", "ORIGIN_HEADER", "ImageWorker", "Summary", "ensure_dlq_topic", "served_copy_path",
+__all__ = ["ORIGIN", "ORIGIN_HEADER", "ImageWorker", "Summary", "served_copy_path",
            "thumbnail_path"]

@@ -12,17 +12,30 @@ Rebalance callbacks run inside :meth:`KafkaConsumer.consume` on the caller's
 thread. The wrapper catches whatever a listener raises (an exception must not
 travel through librdkafka's C code) and raises it again after ``consume``
 returns.
+
+Offset commits are asynchronous with a bounded wait (:meth:`KafkaConsumer.commit`):
+a synchronous commit blocks for as long as the group coordinator is away,
+and with it the whole loop (no polls, no health beats, no rebalances
+served). The commit request goes out, its result comes back through
+librdkafka's commit callback, served by short polls with every owned
+partition paused (records that still arrive are held and handed out by the
+next :meth:`~KafkaConsumer.consume`); after ``timeout_s`` without a result
+the call raises :class:`CommitTimeoutError`, a transient error the loop
+retries with backoff while it keeps polling. A later call for the same
+offsets returns at once when the earlier request was confirmed meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from dicomflow.errors import ConsumerError
+from dicomflow.kafka._auth import AuthWatch
 from dicomflow.kafka._logging import librdkafka_log
 from dicomflow.kafka.config import client_config
 from dicomflow.kafka.records import TP, Record
@@ -56,6 +69,19 @@ class RebalanceListener(Protocol):
 
 class OwnershipLostError(ConsumerError):
     """A commit was refused because the group moved the partitions elsewhere."""
+
+
+class CommitTimeoutError(ConsumerError):
+    """The group coordinator did not confirm an offset commit within the bound; retry it later.
+
+    Nothing was lost: the offsets may still be committed by the request in
+    flight (a later :meth:`KafkaConsumer.commit` of the same offsets then
+    returns at once), or the batch is replayed from the last commit.
+    """
+
+
+#: Seconds of one poll while waiting for a commit result (the wait's granularity).
+_COMMIT_POLL_S = 0.05
 
 
 def consumer_config(
@@ -119,10 +145,22 @@ class KafkaConsumer:
         )
         self._listener = listener
         self._start_offsets = start_offsets
-        self._consumer = Consumer(self._config, logger=librdkafka_log)
+        self._auth = AuthWatch(kafka.brokers, f"consumer {client_id} of group {group_id}")
+        self._consumer = Consumer({**self._config, "error_cb": self._auth, "on_commit": self._on_commit_result},
+                                  logger=librdkafka_log)
         self._callback_error: BaseException | None = None
         self._assigned: set[TP] = set()
+        #: Offsets the group coordinator confirmed committed (by this member).
         self._committed: dict[TP, int] = {}
+        #: The latest offset asked to be committed per partition, and errors reported for it.
+        self._requested: dict[TP, int] = {}
+        self._commit_errors: dict[TP, tuple[int, KafkaError]] = {}
+        #: Monotonic time since which some requested offset is unconfirmed (None: all confirmed).
+        self._unconfirmed_since: float | None = None
+        #: Partitions paused by the caller (pause / resume), apart from the commit wait's own pause.
+        self._paused: set[TP] = set()
+        #: Records fetched while waiting for a commit result, handed out by the next consume().
+        self._held: list[Message] = []
         self._closed = False
 
     # ------------------------------------------------------------------ group
@@ -170,8 +208,15 @@ class KafkaConsumer:
 
     def _forget(self, tps: list[TP], how: str) -> None:
         self._assigned.difference_update(tps)
+        self._paused.difference_update(tps)
+        gone = set(tps)
+        if self._held:
+            self._held = [m for m in self._held if (m.topic(), m.partition()) not in gone]
         for tp in tps:
             self._committed.pop(tp, None)
+            self._requested.pop(tp, None)
+            self._commit_errors.pop(tp, None)
+        self._update_unconfirmed()
         if tps:
             log.info("%s %s", how, _names(tps))
         self._notify("on_revoked", tps)
@@ -201,7 +246,9 @@ class KafkaConsumer:
         itself (broker down, topic not created yet) are logged and skipped.
 
         Raises:
-            ConsumerError: a fatal client error (``fatal`` set).
+            ConsumerError: a fatal client error (``fatal`` set), or the broker refused the
+                credentials / its certificate is not trusted (``fatal`` set too: the same
+                settings can never work; the message names the broker).
             BaseException: whatever a rebalance listener raised during the call.
         """
         return [record_of(msg) for msg in self.consume_messages(max_messages, timeout_s)]
@@ -212,10 +259,20 @@ class KafkaConsumer:
         For a hot loop that reads only a message's topic, partition, offset and
         value (the warehouse sink); :func:`record_of` detaches one when needed.
         """
+        if self._held:  # fetched while a commit was waited for: hand them out first, in order
+            n = max(1, max_messages)
+            out, self._held = self._held[:n], self._held[n:]
+            return out
+        return self._consume(max_messages, timeout_s)
+
+    def _consume(self, max_messages: int, timeout_s: float) -> list[Message]:
         try:
             messages = self._consumer.consume(num_messages=max(1, max_messages), timeout=max(0.0, timeout_s))
         except KafkaException as exc:
             raise ConsumerError(f"consume failed: {exc}", fatal=_is_fatal(exc)) from exc
+        auth = self._auth.failure
+        if auth is not None:
+            raise ConsumerError(str(auth), fatal=True) from auth
         self._raise_callback_error()
         if not any(msg.error() is not None for msg in messages):
             return messages
@@ -243,24 +300,89 @@ class KafkaConsumer:
 
     # ------------------------------------------------------------------ offsets
 
-    def commit(self, offsets: Mapping[TP, int]) -> None:
-        """Commit exactly these offsets (the *next* offset to read), synchronously.
+    def commit(self, offsets: Mapping[TP, int], timeout_s: float = 5.0) -> None:
+        """Commit exactly these offsets (the *next* offset to read); wait at most ``timeout_s`` for the result.
+
+        The request is asynchronous; the wait serves librdkafka's callbacks
+        with every owned partition paused (see the module docstring). Offsets
+        already confirmed (by an earlier request that was still in flight
+        when its wait ran out) return at once; otherwise a new request goes
+        out, so a retry is a retry even if the first request was lost.
 
         Raises:
+            CommitTimeoutError: no result within ``timeout_s`` (coordinator away); retry later.
             OwnershipLostError: the group moved a partition away; drop the work.
             ConsumerError: the commit failed for another reason; retry later.
         """
-        if not offsets:
+        if not offsets or self._confirmed(offsets):
             return
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        for tp, o in offsets.items():
+            self._requested[tp] = max(o, self._requested.get(tp, -1))
+            self._commit_errors.pop(tp, None)
+        if self._unconfirmed_since is None:
+            self._unconfirmed_since = time.monotonic()
         try:
-            result = self._consumer.commit(offsets=tps, asynchronous=False)
+            self._consumer.commit(offsets=tps, asynchronous=True)
         except KafkaException as exc:
             raise _commit_error(exc.args[0] if exc.args else None, str(exc)) from exc
-        for tp in result or []:
-            if tp.error is not None:
-                raise _commit_error(tp.error, f"{tp.topic}[{tp.partition}]: {tp.error}")
-        self._committed.update(offsets)
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        paused: list[TopicPartition] = []
+        try:
+            while True:
+                self._raise_commit_error(offsets)
+                if self._confirmed(offsets):
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    waited = time.monotonic() - (self._unconfirmed_since or deadline)
+                    raise CommitTimeoutError(
+                        f"offset commit of {_names(offsets)} not confirmed within {timeout_s:g} s "
+                        f"(unconfirmed for {waited:.0f} s; group coordinator unreachable?); will retry")
+                if not paused:
+                    paused = [TopicPartition(t, p) for t, p in self._assigned - self._paused]
+                    if paused:
+                        self._consumer.pause(paused)
+                self._held.extend(self._consume(500, min(left, _COMMIT_POLL_S)))
+        finally:
+            if paused:
+                live = [tp for tp in paused if (tp.topic, tp.partition) in self._assigned]
+                if live:
+                    self._consumer.resume(live)
+
+    def _confirmed(self, offsets: Mapping[TP, int]) -> bool:
+        return all(self._committed.get(tp, -1) >= o for tp, o in offsets.items())
+
+    def _raise_commit_error(self, offsets: Mapping[TP, int]) -> None:
+        for tp, o in offsets.items():
+            failed = self._commit_errors.get(tp)
+            if failed is not None and failed[0] >= o and self._committed.get(tp, -1) < o:
+                raise _commit_error(failed[1], f"{tp[0]}[{tp[1]}]: {failed[1].str()}")
+
+    def _on_commit_result(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """librdkafka's commit callback (served inside consume): record the outcome. Never raises."""
+        try:
+            for tp in partitions:
+                key = (tp.topic, tp.partition)
+                error = tp.error or err
+                if error is None or error.code() == KafkaError._NO_OFFSET:
+                    if tp.offset >= 0:
+                        self._committed[key] = max(tp.offset, self._committed.get(key, -1))
+                elif tp.offset >= self._requested.get(key, -1):
+                    self._commit_errors[key] = (tp.offset, error)
+                    log.warning("offset commit of %s[%s]@%s failed: %s", tp.topic, tp.partition, tp.offset, error.str())
+            self._update_unconfirmed()
+        except Exception:  # never let it unwind through librdkafka
+            log.exception("recording an offset commit result failed")
+
+    def _update_unconfirmed(self) -> None:
+        if all(self._committed.get(tp, -1) >= o for tp, o in self._requested.items()):
+            self._unconfirmed_since = None
+
+    def commit_unconfirmed_s(self) -> float | None:
+        """Seconds for which a requested commit has been unconfirmed (None: everything confirmed)."""
+        since = self._unconfirmed_since
+        return None if since is None else time.monotonic() - since
 
     def committed(self, partitions: Iterable[TP], timeout_s: float = 10.0) -> dict[TP, int]:
         """The group's committed offsets for ``partitions`` (-1001 when none), read from the broker."""
@@ -278,12 +400,14 @@ class KafkaConsumer:
         tps = [TopicPartition(t, p) for t, p in partitions if (t, p) in self._assigned]
         if tps:
             self._consumer.pause(tps)
+            self._paused.update((tp.topic, tp.partition) for tp in tps)
 
     def resume(self, partitions: Iterable[TP]) -> None:
         """Fetch these partitions again, from the position after the last record returned."""
         tps = [TopicPartition(t, p) for t, p in partitions if (t, p) in self._assigned]
         if tps:
             self._consumer.resume(tps)
+            self._paused.difference_update((tp.topic, tp.partition) for tp in tps)
 
     def lag(self) -> dict[TP, int]:
         """Records behind the log end per owned partition, from cached watermarks (no broker call).
@@ -370,4 +494,11 @@ def _names(tps: Iterable[TP]) -> str:
     return ", ".join(f"{t}[{p}]" for t, p in sorted(tps))
 
 
-__all__ = ["KafkaConsumer", "OwnershipLostError", "RebalanceListener", "consumer_config", "record_of"]
+__all__ = [
+    "CommitTimeoutError",
+    "KafkaConsumer",
+    "OwnershipLostError",
+    "RebalanceListener",
+    "consumer_config",
+    "record_of",
+]

@@ -32,11 +32,12 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from dicomflow.errors import ConfigError, PublishError
+from dicomflow.errors import ConfigError
+from dicomflow.kafka._auth import AuthWatch
 from dicomflow.kafka._logging import librdkafka_log
 from dicomflow.kafka.config import producer_config, redacted
 from dicomflow.kafka.delivery import BatchResult, Segment, Tracker
-from dicomflow.kafka.exceptions import PublisherClosedError
+from dicomflow.kafka.exceptions import KafkaAuthError, PublisherClosedError
 from dicomflow.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,14 @@ class SendEngine:
         self._wait_default_s = kafka.message_timeout_ms / 1000 + _GRACE_S
         self._error_last: dict[int, float] = {}
         self._fatal: KafkaError | None = None
-        try:
-            self._producer = Producer({**self._config, "error_cb": self._on_error, "logger": librdkafka_log})
-        except KafkaException as exc:
-            raise ConfigError("kafka", "settings", f"the Kafka client rejected its configuration: {exc}") from exc
+        #: How often the producer was rebuilt after a fatal error (see :meth:`_rebuild`).
+        self.rebuilds = 0
+        self._rebuild_lock = threading.Lock()
+        # Batches waiting for acknowledgements: an authentication / TLS failure fails them at once.
+        self._open: set[Tracker] = set()
+        self._open_lock = threading.Lock()
+        self._auth = AuthWatch(kafka.brokers, f"producer {client_id}", then=self._on_error, on_failure=self._fail_open)
+        self._producer = self._new_producer()
         self._closed = False
         self._close_lock = threading.Lock()
         self._stop = threading.Event()
@@ -82,6 +87,48 @@ class SendEngine:
                  kafka.brokers, kafka.compression_codec, kafka.linger_ms, kafka.message_timeout_ms)
         log.debug("producer configuration: %s", redacted(self._config))
 
+
+    def _new_producer(self) -> Producer:
+        try:
+            return Producer({**self._config, "error_cb": self._auth, "logger": librdkafka_log})
+        except KafkaException as exc:
+            raise ConfigError("kafka", "settings", f"the Kafka client rejected its configuration: {exc}") from exc
+
+    def _rebuild(self) -> None:
+        """Replace a producer that hit a fatal error with a new one; fail what the old one held.
+
+        A fatal librdkafka error (idempotence broken: out-of-sequence or
+        fenced producer id, ...) leaves the producer unable to send anything
+        ever again. Rebuilding in place, rather than exiting, keeps a
+        receiver's associations and a consumer's group membership: only the
+        batches in flight at that moment are reported failed (the receiver
+        answers a failure status, the consumer retries the batch), and the
+        next send goes through the new producer, with a new producer id.
+        A message of a failed batch may have been written before the error,
+        so a retry can duplicate it: at-least-once, harmless downstream
+        because every write there is an upsert. Runs on the poll thread (or
+        a sender, whichever sees the error first), never inside a callback.
+        """
+        with self._rebuild_lock:
+            fatal = self._fatal
+            if fatal is None or self._closed:
+                return
+            with self._open_lock:  # the batches of the old producer
+                stranded = list(self._open)
+            old = self._producer
+            self._producer = self._new_producer()
+            self._fatal = None
+            self.rebuilds += 1
+        reason = f"the Kafka producer hit a fatal error ({fatal.name()}: {fatal.str()}) and was rebuilt; not sent"
+        log.error("Kafka producer rebuilt after a fatal error (%s: %s); %d batch(es) in flight reported failed (rebuild #%d)",
+                  fatal.name(), fatal.str(), len(stranded), self.rebuilds)
+        for tracker in stranded:  # first, so their reports name the cause (the purge's come too late)
+            tracker.abandon(reason)
+        try:
+            old.purge(in_queue=True, in_flight=True, blocking=False)
+            old.flush(1.0)
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("releasing the failed Kafka producer: %s", exc)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -104,15 +151,24 @@ class SendEngine:
             if self._closed:
                 return
             self._closed = True
-        pending = self._producer.flush(timeout_s)
+        pending = self._flush_unless_refused(timeout_s)
         if pending:
-            log.warning("%d Kafka message(s) not acknowledged %.0f s after close; reporting them failed", pending, timeout_s)
+            why = "the broker refused the connection" if self._auth.failure else f"{timeout_s:.0f} s after close"
+            log.warning("%d Kafka message(s) not acknowledged (%s); reporting them failed", pending, why)
             self._producer.purge(in_queue=True, in_flight=True, blocking=False)
             self._producer.flush(1.0)
         self._stop.set()
         self._poller.join()
         self._producer.close()
 
+
+    def _flush_unless_refused(self, timeout_s: float) -> int:
+        """Flush for up to ``timeout_s``, but stop as soon as the broker refuses our credentials."""
+        deadline = time.monotonic() + timeout_s
+        pending = int(self._producer.flush(min(timeout_s, 0.5)))
+        while pending and self._auth.failure is None and time.monotonic() < deadline:
+            pending = int(self._producer.flush(min(max(deadline - time.monotonic(), 0.0), 0.5)))
+        return pending
 
     # ------------------------------------------------------------ sending
 
@@ -123,15 +179,37 @@ class SendEngine:
 
         Raises:
             PublisherClosedError: the engine is closed; nothing was sent.
-            PublishError: the producer hit a fatal error earlier.
+            KafkaAuthError: the broker refused the credentials or its certificate is not
+                trusted (seen within the last minute); nothing was sent.
         """
         if self._closed:
             raise PublisherClosedError("the publisher is closed; nothing was sent")
-        if self._fatal is not None:
-            raise PublishError(f"the Kafka producer hit a fatal error and cannot send any more: {self._fatal.str()}")
+        if self._fatal is not None:  # seen by the callback, not yet handled by the poll thread
+            self._rebuild()
+        self._auth.check()
         started = time.monotonic()
         deadline = None if timeout_s is None else started + timeout_s
-        return Tracker(segments, self.describe, on_done), started, deadline
+        holder: list[Tracker] = []
+
+        def done(result: BatchResult) -> None:
+            with self._open_lock:
+                self._open.difference_update(holder)
+            if on_done is not None:
+                on_done(result)
+
+        tracker = Tracker(segments, self.describe, done)
+        holder.append(tracker)
+        with self._open_lock:
+            if not tracker.done:
+                self._open.add(tracker)
+        return tracker, started, deadline
+
+    def _fail_open(self, failure: KafkaAuthError) -> None:
+        """Report every batch still waiting failed with the authentication / TLS failure (poll thread)."""
+        with self._open_lock:
+            waiting = list(self._open)
+        for tracker in waiting:
+            tracker.abandon(str(failure))
 
     def queue(self, tracker: Tracker, segments: list[Segment], deadline: float | None,
               chunk: int | None = None) -> Iterator[bool]:
@@ -293,6 +371,8 @@ class SendEngine:
         """Serve delivery reports, error and log callbacks until :meth:`close`."""
         while not self._stop.is_set():
             try:
+                if self._fatal is not None:
+                    self._rebuild()
                 if not self._waiters:
                     self._producer.poll(_IDLE_POLL_S)
                 elif self._producer.flush(_IDLE_POLL_S) == 0:  # nothing outstanding: do not spin
@@ -305,8 +385,8 @@ class SendEngine:
         """librdkafka's client-level errors (broker down, authentication). Never raises."""
         try:
             if err.fatal():
-                self._fatal = err
-                log.error("Kafka producer fatal error, no further sends possible: %s", err.str())
+                self._fatal = err  # the poll thread rebuilds the producer (never inside a callback)
+                log.error("Kafka producer fatal error (%s): %s; rebuilding the producer", err.name(), err.str())
                 return
             now = time.monotonic()
             if now - self._error_last.get(err.code(), -_ERROR_REPEAT_S) >= _ERROR_REPEAT_S:

@@ -54,4 +54,20 @@ class TopicAdminError(PublishError):
     """Topics could not be created or described (broker unreachable, not authorized, bad config)."""
 
 
-__all__ = ["DeliveryError", "FailedMessage", "PublisherClosedError", "TopicAdminError"]
+class KafkaAuthError(PublishError):
+    """A broker refused this client's credentials, or the client did not trust the broker's certificate.
+
+    Not a broker that is down: retrying with the same settings cannot help.
+    The message names the broker (as librdkafka does: ``sasl_ssl://host:port/id``),
+    the bootstrap servers and the ``kafka.client`` settings to check.
+    """
+
+    def __init__(self, brokers: str, reason: str, *, client: str = "Kafka client") -> None:
+        self.brokers = brokers
+        self.reason = reason
+        hint = ("check kafka.client sasl.username / sasl.password" if "SASL" in reason or "uthenticat" in reason
+                else "check kafka.client ssl.ca.location (the CA that signed the broker's certificate)")
+        super().__init__(f"{client}: Kafka at {brokers} refused the connection: {reason}; {hint}")
+
+
+__all__ = ["DeliveryError", "FailedMessage", "KafkaAuthError", "PublisherClosedError", "TopicAdminError"]

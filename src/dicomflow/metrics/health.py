@@ -62,6 +62,11 @@ class Health:
         """The loop just polled."""
         self._last_beat = time.monotonic()
 
+    def poll_age_s(self) -> float | None:
+        """Seconds since the loop last polled (None before it started)."""
+        last = self._last_beat
+        return None if last is None else time.monotonic() - last
+
     def report(self) -> HealthReport:
         """Run (or reuse) the probes and judge the loop."""
         checks: dict[str, str] = {}

@@ -8,7 +8,10 @@ function:
 2. **publish**: series-state events, instance events, dead letters and their
    audit events, each call returning only once Kafka acknowledged every
    message (or raising);
-3. **commit**: the batch's offsets, synchronously.
+3. **commit**: the batch's offsets, waiting at most ``Sinks.commit_timeout_s``
+   for the group coordinator's confirmation (the request is asynchronous, so
+   a coordinator outage cannot block the loop; an unconfirmed commit raises a
+   transient error and the loop retries the step, which resumes right here).
 
 A crash or an exception anywhere before step 3 leaves the offsets where they
 were, so the batch is read again; replaying is harmless because every write
@@ -72,7 +75,9 @@ class EventPublisher(Protocol):
 class OffsetCommitter(Protocol):
     """Commits exact offsets (``dicomflow.kafka.consumer.KafkaConsumer``)."""
 
-    def commit(self, offsets: Mapping[TP, int]) -> None: ...
+    def commit(self, offsets: Mapping[TP, int], timeout_s: float = 5.0) -> None:
+        """Commit, waiting at most ``timeout_s`` for the result (raises a transient ConsumerError after)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ class Sinks:
     default_tenant: str
     #: Upper bound for one publish call's wait for acknowledgements.
     publish_timeout_s: float | None = None
+    #: Upper bound for the wait for an offset commit's confirmation.
+    commit_timeout_s: float = 5.0
 
 
 @dataclass
@@ -113,12 +120,13 @@ def persist_publish_commit(batch: ParsedBatch, progress: Progress, sinks: Sinks)
     Raises:
         StoreError: PostgreSQL failed; nothing was published or committed.
         PublishError: Kafka did not acknowledge; the offsets were not committed.
-        ConsumerError: the offset commit failed; everything before it is done
-            (and recorded in ``progress``).
+        ConsumerError: the offset commit failed or was not confirmed in time
+            (``CommitTimeoutError``); everything before it is done (and
+            recorded in ``progress``), so a retry only commits.
     """
     persist(batch, progress, sinks.store)
     publish(batch, progress, sinks)
-    sinks.committer.commit(batch.offsets())
+    sinks.committer.commit(batch.offsets(), timeout_s=sinks.commit_timeout_s)
     progress.committed = True
     return progress
 

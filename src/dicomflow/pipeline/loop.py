@@ -78,6 +78,8 @@ class LoopConfig:
     default_tenant: str = "default"
     #: Upper bound for one publish call's wait for acknowledgements (None: the producer's own).
     publish_timeout_s: float | None = None
+    #: Longest wait for an offset commit's confirmation before the step is retried.
+    commit_timeout_s: float = 5.0
 
 
 class ConsumerLoop:
@@ -170,9 +172,11 @@ class ConsumerLoop:
         sinks = Sinks(
             store=self._store, publisher=self._publisher, committer=consumer, dlq_topic=c.dlq_topic,
             node_id=c.node_id, default_tenant=c.default_tenant, publish_timeout_s=c.publish_timeout_s,
+            commit_timeout_s=c.commit_timeout_s,
         )
         consumer.subscribe([self.config.topic])
         if self._health is not None:
+            self._health.add_probe("offset-commit", self._commit_probe)
             self._health.started()
         log.info(
             "consuming %s as group %s (batches of %s messages / %s ms)",
@@ -190,6 +194,14 @@ class ConsumerLoop:
                 self._health.stopped()
             consumer.close()
         return self.summary
+
+    def _commit_probe(self) -> str | None:
+        """Health: an offset commit unconfirmed for longer than its bound (the loop itself still polls)."""
+        consumer = self._consumer
+        waited = consumer.commit_unconfirmed_s() if consumer is not None else None
+        if waited is not None and waited > self.config.commit_timeout_s:
+            return f"offset commit unconfirmed for {waited:.0f} s (group coordinator unreachable?); retrying"
+        return None
 
     def _should_end(self) -> str | None:
         if self._stop.is_set():

@@ -44,6 +44,7 @@ def loop_config(settings: Settings, *, max_messages: int | None = None, until_id
         node_id=settings.worker_node_id,
         default_tenant=settings.storage.default_tenant,
         publish_timeout_s=settings.kafka.message_timeout_ms / 1000.0 + 5.0,
+        commit_timeout_s=c.commit_timeout_ms / 1000.0,
     )
 
 

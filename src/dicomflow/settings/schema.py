@@ -16,6 +16,8 @@ from dicomflow.settings.export import child_env
 from dicomflow.settings.web import ImagesSettings, OAuth2Settings, WebSettings
 
 Compression = Literal["snappy", "lz4", "zstd", "gzip", "none"]
+#: libpq's sslmode values; "" means "not set" (libpq's default, prefer).
+SslMode = Literal["", "disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 #: Transfer syntaxes the archive serves without transcoding (transfer_status NoNeedTransfer).
 DEFAULT_SUPPORTED_TS: tuple[str, ...] = (
@@ -65,9 +67,14 @@ class TopicSettings:
     dicom_image: str = "dicom_image_queue"
     audit: str = "audit_queue"
     dlq: str = "storage_queue.dlq"
+    #: Compacted topic recording every re-driven dead letter (key: letter ID), so none is re-driven twice.
+    redrive_ledger: str = "dicomflow.dlq.redriven"
     consumer_group_id: str = "wado-consumer"
     partitions: int = 6
-    replication_factor: int = 1
+    #: Replicas per partition; 0 derives it from the cluster: 3 on three brokers or more, else the broker count.
+    replication_factor: int = 0
+    #: ``min.insync.replicas`` of each topic; 0 derives it: replication factor - 1 (2 for 3), at least 1.
+    min_insync_replicas: int = 0
     retention_ms: int = 7 * 24 * 3600 * 1000
 
     def all(self) -> tuple[str, ...]:
@@ -97,13 +104,26 @@ class DatabaseSettings:
     user: str = "dicomflow"
     password: str = "dicomflow"
     connect_timeout_s: int = 5
+    #: libpq ``sslmode``; "" leaves libpq's default (prefer). Production: "verify-full" (TLS, the
+    #: server's certificate signed by ``sslrootcert`` and issued for ``host``).
+    sslmode: SslMode = ""
+    #: CA certificate(s) the server's certificate must chain to (PEM file).
+    sslrootcert: str = ""
+    #: Client certificate and key, for servers that authenticate clients by certificate.
+    sslcert: str = ""
+    sslkey: str = ""
+
+    def tls(self) -> dict[str, str]:
+        """The TLS parameters that are set (they apply to ``dsn`` too, overriding it)."""
+        fields = {"sslmode": self.sslmode, "sslrootcert": self.sslrootcert, "sslcert": self.sslcert, "sslkey": self.sslkey}
+        return {k: v for k, v in fields.items() if v}
 
     def conninfo(self) -> str:
         """A libpq connection string for psycopg."""
-        if self.dsn:
-            return self.dsn
         from psycopg.conninfo import make_conninfo
 
+        if self.dsn:
+            return make_conninfo(self.dsn, **self.tls()) if self.tls() else self.dsn
         return make_conninfo(
             host=self.host,
             port=self.port,
@@ -112,6 +132,7 @@ class DatabaseSettings:
             password=self.password,
             connect_timeout=self.connect_timeout_s,
             application_name="dicomflow",
+            **self.tls(),
         )
 
 
@@ -127,6 +148,9 @@ class ConsumerSettings:
     retry_max_ms: int = 10000
     session_timeout_ms: int = 10000
     max_poll_interval_ms: int = 300000
+    #: Longest wait for the group coordinator to confirm an offset commit; after it the
+    #: batch's commit is retried with backoff while the loop keeps polling.
+    commit_timeout_ms: int = 5000
 
 
 @dataclass(frozen=True)
@@ -221,6 +245,15 @@ class StackSettings:
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_heap_mb: int = 512
+    #: Kafka nodes of the local stack (combined KRaft broker + controller each); 1 is the default stack.
+    kafka_brokers: int = 1
+    #: Client port of each node of a cluster; empty: kafka_port, kafka_port + 2, ...
+    kafka_ports: tuple[int, ...] = ()
+    #: Controller port of each node of a cluster; empty: kafka_controller_port, kafka_controller_port + 2, ...
+    kafka_controller_ports: tuple[int, ...] = ()
+    #: Start the services with authentication and TLS (``stack up --secure``): Kafka SASL_SSL
+    #: with SCRAM-SHA-512 users, PostgreSQL with TLS; certificates and passwords generated at start.
+    secure: bool = False
     postgres_port: int = 15432
     #: Also run a local ClickHouse server (``stack up --clickhouse`` does it once);
     #: off by default so the demo and most tests stay lean.
@@ -370,6 +403,7 @@ __all__ = [
     "OAuth2Settings",
     "ReceiverSettings",
     "Settings",
+    "SslMode",
     "StackSettings",
     "StorageSettings",
     "TlsSettings",

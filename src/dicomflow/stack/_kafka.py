@@ -1,8 +1,28 @@
-"""A single-node Apache Kafka broker (KRaft, combined broker + controller).
+"""The local Apache Kafka: one node, or a cluster of N nodes on 127.0.0.1 (KRaft).
 
-The broker's jars come from Maven Central (``org.apache.kafka:kafka_2.13`` and
-its runtime dependencies), resolved once by Maven into a cache folder under the
-stack directory; a second start downloads nothing.
+Every node is a *combined* KRaft node (``process.roles=broker,controller``):
+one JVM per node that is both a broker and a voter of the controller quorum.
+Why combined rather than separate controllers: three processes instead of
+six on a two-core machine, and a node kill takes out a broker and a voter at
+once, which is the harder case for failover (the quorum must elect a new
+active controller while partition leaders move). Production deployments
+usually separate them; dicomflow's clients cannot tell the difference.
+
+The jars come from Maven Central (``org.apache.kafka:kafka_2.13`` and its
+runtime dependencies), resolved once by Maven into ``<stack dir>/cache``
+(which may be a symlink to another stack's cache); a second start downloads
+nothing. Each node has its own folder (data, ``server.properties``,
+``server.log``, pid file) and its own two ports (client listener and
+controller listener):
+
+- one node (the default): ``<stack dir>/kafka``, ports ``stack.kafka_port``
+  and ``stack.kafka_controller_port``, exactly as before clusters existed;
+- N nodes (``stack.kafka_brokers`` / ``stack up --brokers N``):
+  ``<stack dir>/kafka-cluster-N/node-<id>``, node ids 1..N, ports from
+  ``stack.kafka_ports`` / ``stack.kafka_controller_ports`` when given, else
+  ``kafka_port + 2 (id - 1)`` and ``kafka_controller_port + 2 (id - 1)``;
+- ``--secure`` stacks live in folders of their own (``-secure`` suffix):
+  their storage is formatted with the SCRAM users (:mod:`._kafka_security`).
 """
 
 from __future__ import annotations
@@ -15,11 +35,13 @@ import subprocess
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dicomflow.errors import StackError
 from dicomflow.settings import StackSettings
+from dicomflow.stack._kafka_security import ADMIN_USER, KafkaSecurity
 from dicomflow.stack._proc import ensure_port_free, kill_pid, pid_alive, read_pid, stop_pid, wait_port
 
 log = logging.getLogger(__name__)
@@ -62,6 +84,7 @@ _LOG4J2 = """Configuration:
 """
 
 
+
 #: Brokers started by this process and left running on purpose.
 _DETACHED: list[subprocess.Popen[bytes]] = []
 
@@ -72,22 +95,106 @@ class KafkaStatus:
     pid: int | None
     bootstrap: str
     log_file: Path
+    node_id: int = 1
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Where one node lives and listens."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    home: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class ClusterLayout:
+    """The nodes a :class:`~dicomflow.settings.StackSettings` describes (see the module docstring)."""
+
+    size: int
+    secure: bool
+    root: Path
+    nodes: tuple[NodeSpec, ...] = field(default=())
+
+    @classmethod
+    def of(cls, settings: StackSettings, *, size: int | None = None, secure: bool | None = None) -> ClusterLayout:
+        """The layout for ``size`` nodes (default ``settings.kafka_brokers``), plain or secure.
+
+        Raises:
+            StackError: explicit port lists shorter than the node count.
+        """
+        n = settings.kafka_brokers if size is None else size
+        sec = settings.secure if secure is None else secure
+        if n < 1:
+            raise StackError(f"a Kafka stack needs at least one node, not {n}")
+        base = settings.dir.resolve()
+        suffix = "-secure" if sec else ""
+        root = base / f"kafka{suffix}" if n == 1 else base / f"kafka-cluster-{n}{suffix}"
+        ports = _node_ports(settings.kafka_ports, settings.kafka_port, n, "stack.kafka_ports")
+        cports = _node_ports(settings.kafka_controller_ports, settings.kafka_controller_port, n,
+                             "stack.kafka_controller_ports")
+        nodes = tuple(
+            NodeSpec(i + 1, ports[i], cports[i], root if n == 1 else root / f"node-{i + 1}") for i in range(n)
+        )
+        return cls(n, sec, root, nodes)
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's client address, comma-separated (``kafka.brokers`` of a client)."""
+        return ",".join(n.address for n in self.nodes)
+
+    @property
+    def voters(self) -> str:
+        return ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+
+    def replicas(self, wanted: int) -> int:
+        """A replication factor for the cluster's internal topics: ``wanted``, at most the node count."""
+        return min(wanted, self.size)
+
+
+def _node_ports(explicit: tuple[int, ...], first: int, n: int, key: str) -> list[int]:
+    if explicit:
+        if len(explicit) < n:
+            raise StackError(f"{key} lists {len(explicit)} port(s) for {n} Kafka node(s)")
+        return list(explicit[:n])
+    return [first + 2 * i for i in range(n)]
+
+
+def all_node_homes(stack_dir: Path) -> Iterator[Path]:
+    """Every Kafka node folder under a stack directory, whatever layout made it (for ``stack down``)."""
+    base = stack_dir.resolve()
+    for pid_file in sorted(base.glob("kafka*/kafka.pid")) + sorted(base.glob("kafka-cluster-*/node-*/kafka.pid")):
+        yield pid_file.parent
 
 
 class KafkaBroker:
-    """Install (jars), format, start, stop and report one local broker."""
+    """Install (jars), format, start, stop and report one local node (the only one, or one of a cluster)."""
 
-    def __init__(self, settings: StackSettings) -> None:
+    def __init__(self, settings: StackSettings, spec: NodeSpec | None = None, layout: ClusterLayout | None = None,
+                 security: KafkaSecurity | None = None) -> None:
         self.settings = settings
-        self.home = settings.dir.resolve() / "kafka"
+        self.layout = layout if layout is not None else ClusterLayout.of(settings, size=1, secure=False)
+        self.spec = spec if spec is not None else self.layout.nodes[0]
+        self.security = security
+        self.home = self.spec.home
         self.jars = settings.dir.resolve() / "cache" / f"kafka-{settings.kafka_version}"
         self.data = self.home / "data"
         self.pid_file = self.home / "kafka.pid"
         self.log_file = self.home / "server.log"
 
     @property
+    def node_id(self) -> int:
+        return self.spec.node_id
+
+    @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.settings.kafka_port}"
+        """This node's client address."""
+        return self.spec.address
 
     # ------------------------------------------------------------------ install
 
@@ -125,57 +232,96 @@ class KafkaBroker:
 
     # ------------------------------------------------------------------ config
 
+    def _listener_lines(self) -> list[str]:
+        s = self.spec
+        if self.security is None:
+            return [
+                f"listeners=PLAINTEXT://127.0.0.1:{s.port},CONTROLLER://127.0.0.1:{s.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+            ]
+        # Clients and brokers talk SASL_SSL; the controller quorum stays on loopback plaintext (local stack only).
+        return [
+            f"listeners=SASL_SSL://127.0.0.1:{s.port},CONTROLLER://127.0.0.1:{s.controller_port}",
+            f"advertised.listeners=SASL_SSL://127.0.0.1:{s.port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=SASL_SSL",
+            *self.security.broker_properties(),
+        ]
+
     def _write_config(self) -> Path:
-        s = self.settings
+        layout = self.layout
         self.home.mkdir(parents=True, exist_ok=True)
         props = self.home / "server.properties"
-        props.write_text(
-            "\n".join(
-                [
-                    "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}",
-                    "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    f"log.dirs={self.data}",
-                    "num.partitions=1",
-                    "auto.create.topics.enable=true",
-                    "offsets.topic.replication.factor=1",
-                    "offsets.topic.num.partitions=4",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "transaction.state.log.num.partitions=4",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
-                    "group.initial.rebalance.delay.ms=0",
-                    "num.network.threads=2",
-                    "num.io.threads=4",
-                    "log.retention.hours=168",
-                    "",
-                ]
-            )
-        )
+        rf, isr = layout.replicas(3), layout.replicas(2)
+        cluster = [] if layout.size == 1 else [
+            # Internal topics replicated like the data topics; a killed node is fenced (and
+            # its partitions led elsewhere) after 6 s without a heartbeat instead of 9 s.
+            f"default.replication.factor={rf}",
+            "broker.heartbeat.interval.ms=1000",
+            "broker.session.timeout.ms=6000",
+        ]
+        lines = [
+            "process.roles=broker,controller",
+            f"node.id={self.spec.node_id}",
+            f"controller.quorum.voters={layout.voters}",
+            *self._listener_lines(),
+            f"log.dirs={self.data}",
+            "num.partitions=1",
+            "auto.create.topics.enable=true",
+            f"offsets.topic.replication.factor={rf}",
+            "offsets.topic.num.partitions=4",
+            f"transaction.state.log.replication.factor={rf}",
+            f"transaction.state.log.min.isr={isr}",
+            "transaction.state.log.num.partitions=4",
+            f"share.coordinator.state.topic.replication.factor={rf}",
+            f"share.coordinator.state.topic.min.isr={isr}",
+            *cluster,
+            "group.initial.rebalance.delay.ms=0",
+            "num.network.threads=2",
+            "num.io.threads=4",
+            "log.retention.hours=168",
+            "",
+        ]
+        text = "\n".join(lines)
+        if self.security is not None:  # holds the broker user's password
+            from dicomflow.stack._tls import _write_private
+
+            _write_private(props, text.encode())
+        else:
+            props.write_text(text)
         (self.home / "log4j2.yaml").write_text(_LOG4J2.format(log=self.log_file))
         return props
 
-    def _java(self, main: str, *args: str) -> list[str]:
-        return ["java", "-cp", f"{self.jars}/*", main, *args]
+    def _cluster_id(self) -> str:
+        """One id for every node of a cluster (kept in the cluster's folder); a fresh one for a single node."""
+        if self.layout.size == 1:
+            return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        id_file = self.layout.root / "cluster.id"
+        if not id_file.exists():
+            self.layout.root.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
+        return id_file.read_text().strip()
 
     def _format(self, props: Path) -> None:
         """Format the KRaft storage on first start (meta.properties marks it done)."""
         if (self.data / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        extra = self.security.scram_args() if self.security is not None else []
         proc = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
+            ["java", "-cp", f"{self.jars}/*", "kafka.tools.StorageTool", "format", "-t", self._cluster_id(),
+             "-c", str(props), *extra],
             capture_output=True, text=True, check=False,
             env={**os.environ, "KAFKA_LOG4J_OPTS": ""},
         )
         if proc.returncode != 0:
-            raise StackError(f"formatting Kafka storage in {self.data} failed: {(proc.stdout + proc.stderr).strip()[-1500:]}")
+            out = (proc.stdout + proc.stderr).strip()[-1500:]
+            if self.security is not None:
+                out = out.replace(self.security.admin_password, "***").replace(self.security.client_password, "***")
+            raise StackError(f"formatting Kafka storage in {self.data} failed: {out}")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -190,15 +336,18 @@ class KafkaBroker:
             return pid
         return pid if b"kafka.Kafka" in cmdline else None
 
-    def start(self, timeout_s: float = 90.0) -> int:
-        """Start the broker if it is not running; return its PID once it serves requests."""
+    def launch(self) -> int:
+        """Start the node's JVM if it is not running (no waiting); return its PID.
+
+        Raises:
+            StackError: a port is taken, or the storage cannot be formatted.
+        """
         running = self.pid()
         if running:
-            self.wait_ready(timeout_s)
             return running
         self.install()
-        ensure_port_free(self.settings.kafka_port, "Kafka broker")
-        ensure_port_free(self.settings.kafka_controller_port, "Kafka controller")
+        ensure_port_free(self.spec.port, f"Kafka node {self.node_id}")
+        ensure_port_free(self.spec.controller_port, f"Kafka controller of node {self.node_id}")
         props = self._write_config()
         self._format(props)
         heap = self.settings.kafka_heap_mb
@@ -218,26 +367,58 @@ class KafkaBroker:
         # that Popen does not warn about a child it never waited for.
         _DETACHED.append(proc)
         self.pid_file.write_text(f"{proc.pid}\n")
-        log.info("Kafka broker starting, PID %s, %s", proc.pid, self.bootstrap)
+        log.info("Kafka node %d starting, PID %s, %s", self.node_id, proc.pid, self.bootstrap)
+        return proc.pid
+
+    def wait_listening(self, timeout_s: float) -> None:
+        """Wait until the node's client port accepts connections.
+
+        Raises:
+            StackError: it exited or did not listen in time (naming its logs).
+        """
         try:
-            wait_port(self.settings.kafka_port, timeout_s, proc.pid, "Kafka broker")
+            wait_port(self.spec.port, timeout_s, self.pid() or read_pid(self.pid_file), f"Kafka node {self.node_id}")
+        except StackError as exc:
+            raise StackError(f"{exc}; see {self.log_file} and {self.home / 'stdout.log'}") from exc
+
+    def start(self, timeout_s: float = 90.0) -> int:
+        """Start this node if it is not running; return its PID once the cluster serves requests through it."""
+        pid = self.launch()
+        self.wait_listening(timeout_s)
+        try:
             self.wait_ready(timeout_s)
         except StackError as exc:
             raise StackError(f"{exc}; see {self.log_file} and {self.home / 'stdout.log'}") from exc
-        return proc.pid
+        return pid
 
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
-        """Return once a produce (acks=all) and a consume of the same record succeed."""
+    def client_properties(self) -> dict[str, str]:
+        """librdkafka properties the stack's own probes use (the broker user on a secure stack)."""
+        return self.security.client_properties(ADMIN_USER) if self.security is not None else {}
+
+    def wait_ready(self, timeout_s: float = 90.0, bootstrap: str | None = None) -> None:
+        """Return once a produce (acks=all) and a consume of the same record succeed.
+
+        On a cluster the record goes through ``bootstrap`` (default: this
+        node), and the node must be registered in the cluster's metadata.
+        """
         from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+        target = bootstrap or self.bootstrap
+        extra = self.client_properties()
         deadline = time.monotonic() + timeout_s
         topic = "__dicomflow_probe"
         token = uuid.uuid4().hex.encode()
         last_error = "no answer"
         while time.monotonic() < deadline:
             try:
-                producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all",
-                                     "message.timeout.ms": 10000, "log_level": 0})
+                producer = Producer({"bootstrap.servers": target, "acks": "all",
+                                     "message.timeout.ms": 10000, "log_level": 0, **extra})
+                if self.layout.size > 1:
+                    brokers = producer.list_topics(timeout=5).brokers
+                    if self.node_id not in brokers:
+                        last_error = f"node {self.node_id} not registered yet"
+                        time.sleep(0.5)
+                        continue
                 errors: list[str] = []
                 offsets: list[tuple[int, int]] = []
 
@@ -254,8 +435,8 @@ class KafkaBroker:
                     time.sleep(0.5)
                     continue
                 partition, offset = offsets[0]
-                consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "__dicomflow_probe",
-                                     "enable.auto.commit": False, "log_level": 0})
+                consumer = Consumer({"bootstrap.servers": target, "group.id": "__dicomflow_probe",
+                                     "enable.auto.commit": False, "log_level": 0, **extra})
                 try:
                     consumer.assign([TopicPartition(topic, partition, offset)])
                     end = time.monotonic() + 15
@@ -269,7 +450,7 @@ class KafkaBroker:
             except KafkaException as exc:
                 last_error = str(exc)
                 time.sleep(0.5)
-        raise StackError(f"Kafka at {self.bootstrap} did not serve a produce and a consume within {timeout_s:.0f} s: {last_error}")
+        raise StackError(f"Kafka at {target} did not serve a produce and a consume within {timeout_s:.0f} s: {last_error}")
 
     def stop(self) -> None:
         """Stop the broker by its PID (controlled shutdown, then SIGKILL after 30 s)."""
@@ -286,4 +467,5 @@ class KafkaBroker:
 
     def status(self) -> KafkaStatus:
         pid = self.pid()
-        return KafkaStatus(running=pid is not None, pid=pid, bootstrap=self.bootstrap, log_file=self.log_file)
+        return KafkaStatus(running=pid is not None, pid=pid, bootstrap=self.bootstrap, log_file=self.log_file,
+                           node_id=self.node_id)

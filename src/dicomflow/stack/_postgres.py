@@ -3,6 +3,13 @@
 PostgreSQL refuses to run as root, so when we are root the data and socket
 directories belong to the ``postgres`` system user (created by the Debian
 package) and every server command runs through ``runuser``.
+
+``start(secure=True)`` (``dicomflow stack up --secure``) runs the server with
+TLS: a server certificate for 127.0.0.1 and localhost, signed by the stack's
+test CA (:class:`~dicomflow.stack._tls.TestCA`, ``<stack dir>/tls/ca.pem``),
+generated at start and never committed; TCP connections must then use TLS
+(``hostssl`` in ``pg_hba.conf``), so clients connect with
+``sslmode=verify-full`` and ``sslrootcert`` = the CA (:meth:`PostgresServer.client_settings`).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pathlib import Path
 from dicomflow.errors import StackError
 from dicomflow.settings import DatabaseSettings, StackSettings
 from dicomflow.stack._proc import ensure_port_free, kill_pid, pid_alive, read_pid, wait_port
+from dicomflow.stack._tls import TestCA
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +37,17 @@ class PostgresStatus:
     pid: int | None
     address: str
     log_file: Path
+
+
+#: Client authentication: trust on the private unix socket (the stack's own admin connection),
+#: passwords over TCP; ``{host}`` is ``hostssl`` when the server runs with TLS (plain TCP refused).
+_PG_HBA = """# written by dicomflow's local stack at each start
+local   all          all                     trust
+local   replication  all                     trust
+{host}  all          all     127.0.0.1/32    scram-sha-256
+{host}  all          all     ::1/128         scram-sha-256
+{host}  replication  all     127.0.0.1/32    scram-sha-256
+"""
 
 
 def _version_key(path: Path) -> tuple[int, ...]:
@@ -79,6 +98,9 @@ class PostgresServer:
         self.data = self.home / "data"
         self.run_dir = self.home / "run"
         self.log_file = self.home / "postgres.log"
+        #: The server's TLS certificate and key (copies owned by the server's user).
+        self.tls_dir = self.home / "tls"
+        self.ca = TestCA(settings.dir.resolve() / "tls")
 
     def _choose_home(self, stack_dir: Path) -> Path:
         """``<stack dir>/postgres``, unless the server's user cannot reach it.
@@ -164,8 +186,17 @@ class PostgresServer:
         pid = read_pid(self.data / "postmaster.pid")
         return pid if pid_alive(pid) else None
 
-    def start(self, timeout_s: float = 60.0) -> int:
-        """Start the server if needed, then make sure the dicomflow role and database exist."""
+    def start(self, timeout_s: float = 60.0, *, secure: bool = False) -> int:
+        """Start the server if needed, then make sure the dicomflow role and database exist.
+
+        ``secure``: with TLS, and TLS required on TCP (``stack up --secure``).
+        A server already running is left as it is, but must match: one
+        running without TLS when TLS is asked for is an error, not a silent
+        downgrade.
+
+        Raises:
+            StackError: the server cannot be installed or started, or runs without TLS when ``secure``.
+        """
         bin_dir = install_postgres()
         pid = self.pid()
         if not pid:
@@ -176,18 +207,67 @@ class PostgresServer:
             if not self.log_file.exists():
                 self.log_file.touch()
             self._own(self.log_file)
+            options = f"-p {self.port} -k {self.run_dir}"
+            if secure:
+                cert, key = self._install_certificate()
+                options += f" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key} -c ssl_min_protocol_version=TLSv1.2"
+            self._write_hba(secure)
             self._run(
                 str(bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_file), "-w", "-t", str(int(timeout_s)),
-                "-o", f"-p {self.port} -k {self.run_dir}", "start",
+                "-o", options, "start",
                 what=f"pg_ctl start (log: {self.log_file})",
             )
             pid = self.pid()
             if not pid:
                 raise StackError(f"PostgreSQL did not start; see {self.log_file}")
-            log.info("PostgreSQL started, PID %s, 127.0.0.1:%s", pid, self.port)
+            log.info("PostgreSQL started, PID %s, 127.0.0.1:%s%s", pid, self.port, " with TLS" if secure else "")
         wait_port(self.port, timeout_s, pid, "PostgreSQL")
+        if secure and not self.tls_enabled():
+            raise StackError(f"PostgreSQL at 127.0.0.1:{self.port} already runs without TLS; "
+                             "stop it (dicomflow stack down) and start it again with --secure")
         self.ensure_database()
         return pid
+
+    def _install_certificate(self) -> tuple[Path, Path]:
+        """The server certificate (from the stack's CA) copied where the server's user owns it, key 0600."""
+        issued = self.ca.issue("postgres", ("127.0.0.1", "localhost"))
+        self.tls_dir.mkdir(parents=True, exist_ok=True)
+        self._own(self.tls_dir)
+        os.chmod(self.tls_dir, 0o700)
+        cert, key = self.tls_dir / "server.crt", self.tls_dir / "server.key"
+        for src, dst, mode in ((issued.cert, cert, 0o644), (issued.key, key, 0o600)):
+            fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(src.read_bytes())
+            os.chmod(dst, mode)
+            self._own(dst)
+        return cert, key
+
+    def _write_hba(self, secure: bool) -> None:
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(_PG_HBA.format(host="hostssl" if secure else "host   "))
+        os.chmod(hba, 0o600)
+        self._own(hba)
+
+    def tls_enabled(self) -> bool:
+        """Whether the running server has TLS on (asked over the private socket)."""
+        import psycopg
+
+        try:
+            with psycopg.connect(self.admin_conninfo(), autocommit=True, connect_timeout=5) as conn:
+                row = conn.execute("SHOW ssl").fetchone()
+        except psycopg.Error as exc:
+            raise StackError(f"cannot ask the local PostgreSQL whether TLS is on: {exc}") from exc
+        return row is not None and row[0] == "on"
+
+    def client_settings(self, secure: bool = True) -> DatabaseSettings:
+        """The database settings a client uses for this server: with ``secure``, verify-full against the stack's CA."""
+        import dataclasses
+
+        db = dataclasses.replace(self.database, host="127.0.0.1", port=self.port)
+        if not secure:
+            return db
+        return dataclasses.replace(db, sslmode="verify-full", sslrootcert=str(self.ca.cert_file))
 
     def admin_conninfo(self, dbname: str = "postgres") -> str:
         """Superuser connection over the private unix socket (trust auth, local only)."""

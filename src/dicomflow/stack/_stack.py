@@ -1,5 +1,9 @@
 """The services together, in the order they depend on each other.
 
+Kafka is one node or a cluster (``stack.kafka_brokers``, ``stack up --brokers N``),
+plain or secured (``stack.secure``, ``stack up --secure``: SASL_SSL Kafka and
+PostgreSQL with TLS).
+
 ClickHouse is optional: started only when asked (``up(clickhouse=True)``, i.e.
 ``stack up --clickhouse``) or configured (``[stack] clickhouse = true``); it is
 listed by ``status`` when configured or running, and ``down`` stops it if it runs.
@@ -11,7 +15,7 @@ from dataclasses import dataclass
 
 from dicomflow.settings import Settings
 from dicomflow.stack._clickhouse import ClickHouseServer
-from dicomflow.stack._kafka import KafkaBroker
+from dicomflow.stack._cluster import KafkaCluster, stop_every_node
 from dicomflow.stack._postgres import PostgresServer
 
 
@@ -25,11 +29,16 @@ class ServiceStatus:
 
 
 class LocalStack:
-    """The local Kafka broker and PostgreSQL server described by the settings."""
+    """The local Kafka (one node or a cluster) and PostgreSQL server described by the settings.
 
-    def __init__(self, settings: Settings) -> None:
+    ``brokers`` and ``secure`` override ``stack.kafka_brokers`` and
+    ``stack.secure`` (the ``stack up --brokers N --secure`` options).
+    """
+
+    def __init__(self, settings: Settings, *, brokers: int | None = None, secure: bool | None = None) -> None:
         self.settings = settings
-        self.kafka = KafkaBroker(settings.stack)
+        self.secure = settings.stack.secure if secure is None else secure
+        self.kafka = KafkaCluster(settings.stack, size=brokers, secure=self.secure)
         self.postgres = PostgresServer(settings.stack, settings.database)
         self.clickhouse = ClickHouseServer(settings.stack)
 
@@ -38,26 +47,35 @@ class LocalStack:
 
         ``clickhouse`` None follows ``[stack] clickhouse``.
         """
-        self.postgres.start()
+        self._start_postgres()
         self.kafka.start()
         if self.settings.stack.clickhouse if clickhouse is None else clickhouse:
             self.clickhouse.start()
         return self.status()
 
+    def _start_postgres(self) -> None:
+        """Start PostgreSQL; with ``self.secure`` with TLS (clients: ``self.postgres.client_settings()``)."""
+        self.postgres.start(secure=self.secure)
+
     def down(self) -> None:
-        """Stop the services by their PIDs (ClickHouse first: it consumes from Kafka)."""
+        """Stop ClickHouse (it consumes from Kafka), every Kafka node found in the stack folder
+        (whatever layout started it), then PostgreSQL."""
         self.clickhouse.stop()
         self.kafka.stop()
+        stop_every_node(self.settings.stack.dir)
         self.postgres.stop()
 
     def status(self) -> list[ServiceStatus]:
-        k = self.kafka.status()
-        p = self.postgres.status()
-        return [
-            ServiceStatus("kafka", k.running, k.pid, k.bootstrap, str(k.log_file)),
-            ServiceStatus("postgresql", p.running, p.pid, p.address, str(p.log_file)),
-            *self._clickhouse_status(),
+        nodes = self.kafka.status()
+        out = [
+            ServiceStatus("kafka" if len(nodes) == 1 else f"kafka-{k.node_id}", k.running, k.pid, k.bootstrap,
+                          str(k.log_file))
+            for k in nodes
         ]
+        p = self.postgres.status()
+        out.append(ServiceStatus("postgresql", p.running, p.pid, p.address, str(p.log_file)))
+        out.extend(self._clickhouse_status())
+        return out
 
     def _clickhouse_status(self) -> list[ServiceStatus]:
         c = self.clickhouse.status()

@@ -162,11 +162,20 @@ class StoreConnection:
             try:
                 conn = psycopg.connect(self._db.conninfo(), autocommit=True)
             except psycopg.Error as exc:
-                raise StoreError(f"cannot connect to PostgreSQL at {self.where}: {exc}") from exc
+                raise StoreError(f"cannot connect to PostgreSQL at {self.where}: {first_line(exc)}{self._tls_hint()}") from exc
             self._conn = conn
             self._session = None
             log.debug("connected to PostgreSQL at %s, backend %s", self.where, conn.info.backend_pid)
         return conn
+
+    def _tls_hint(self) -> str:
+        """What the TLS settings were, for a connection error (the server's answer says what failed)."""
+        db = self._db
+        if db.sslmode in ("verify-ca", "verify-full"):
+            return (f" (TLS sslmode={db.sslmode}: the server's certificate must chain to "
+                    f"database.sslrootcert={db.sslrootcert or '~/.postgresql/root.crt'}"
+                    + (" and be issued for the host name" if db.sslmode == "verify-full" else "") + ")")
+        return ""
 
     def _after_error(self, conn: psycopg.Connection[Any]) -> None:
         """Drop a connection that is broken or left inside a transaction."""

@@ -313,7 +313,7 @@ def _encode(values: Mapping[str, Any], keys: Sequence[str]) -> Json:
 
 def routes(ctx: WebContext) -> list[BaseRoute]:
     """GET /studies, /series, /instances and their study / series scoped forms."""
-    from dicomflow.audit import events as audit
+    from dicomflow.audit import dicomweb as dicomweb_audit
     from dicomflow.store import queries
 
     searches = {"study": (queries.search_studies, study_json), "series": (queries.search_series, series_json),
@@ -338,7 +338,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             base = base_url(request)
             body = _encoder.encode([to_json(row, query, base) for row in rows])
             headers = {"Warning": ", ".join(f'299 dicomflow "{w}"' for w in query.warnings)} if query.warnings else None
-            ctx.audit([audit.query(node_id=ctx.settings.worker_node_id, tenant_id=principal.tenant,
+            ctx.audit([dicomweb_audit.query(node_id=ctx.settings.worker_node_id, tenant_id=principal.tenant,
                                    user=principal.user, user_address=client_address(request),
                                    resource=request.url.path, query_string=request.url.query, results=len(rows))])
             return Response(body, media_type="application/dicom+json", headers=headers)

@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from dicomflow.audit import events as audit
+from dicomflow.audit import dicomweb as dicomweb_audit
 from dicomflow.store import queries
 from dicomflow.store.queries import StoredInstance
 from dicomflow.web import dicomjson, transcode
@@ -76,9 +76,9 @@ def _audit_retrieval(ctx: WebContext, principal: Principal, request: Request, it
                   "user": principal.user, "user_address": client_address(request), "resource": request.url.path,
                   "patient_id": group[0].patient_id}
         if transferred:
-            events.append(audit.instances_retrieved(sop_classes=[g.sop_class_uid for g in group], **common))  # type: ignore[arg-type]
+            events.append(dicomweb_audit.instances_retrieved(sop_classes=[g.sop_class_uid for g in group], **common))  # type: ignore[arg-type]
         else:
-            events.append(audit.instances_accessed(**common))  # type: ignore[arg-type]
+            events.append(dicomweb_audit.instances_accessed(**common))  # type: ignore[arg-type]
     ctx.audit(events)
 
 
