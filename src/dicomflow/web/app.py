@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomflow.metrics.web import WebMetrics
 from dicomflow.settings import Settings
-from dicomflow.web import qido, rendered, stow, wado
+from dicomflow.web import frames, qido, rendered, stow, wado
 from dicomflow.web.auth import Authenticator
 from dicomflow.web.context import WebContext
 
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 RouteFactory = Callable[[WebContext], Sequence[BaseRoute]]
 
 #: The read side: QIDO-RS searches, WADO-RS retrieval, rendered images and thumbnails.
-READ_ROUTES: tuple[RouteFactory, ...] = (qido.routes, wado.routes, rendered.routes)
+READ_ROUTES: tuple[RouteFactory, ...] = (qido.routes, wado.routes, frames.routes, rendered.routes)
 #: Everything the server serves: the read side and STOW-RS.
 ALL_ROUTES: tuple[RouteFactory, ...] = (*READ_ROUTES, stow.routes)
 
