@@ -1,6 +1,7 @@
 """One typed, frozen settings object, built once by the CLI and passed in.
 
-- :mod:`.schema`: the sections (frozen dataclasses) and :class:`Settings`;
+- :mod:`.schema`: the sections (frozen dataclasses) and :class:`Settings`
+  (the DICOMweb server's and the image workers' sections in :mod:`.web`);
 - :mod:`.loader`: :func:`load_settings` from defaults, a TOML or JSON file and
   ``DICOMFLOW_*`` variables;
 - :mod:`.reference`: the reference services' ``application.json`` keys;
