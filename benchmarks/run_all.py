@@ -32,6 +32,8 @@ BENCHMARKS: list[tuple[str, list[str], list[str], str]] = [
     ("bench_store.py", [], [], "PostgreSQL batch upserts (COPY + INSERT ON CONFLICT) vs. row-by-row INSERT"),
     ("bench_consumer.py", ["--instances", "10000"], ["--instances", "2000"],
      "end to end: storage_queue → PostgreSQL + derived events; latency at a steady rate"),
+    ("bench_warehouse.py", ["--instances", "100000"], ["--instances", "20000"],
+     "warehouse sink Kafka → DuckDB over >= 200,000 mixed events vs. executemany row inserts"),
     ("bench_receiver.py", ["--instances", "2000"], ["--instances", "300"],
      "C-STORE receive rate (storescu → scp) vs. Orthanc (default index, PostgreSQL index)"),
     ("bench_web.py", ["--index-instances", "100000"], ["--index-instances", "100000", "--files", "200", "--requests", "200"],

@@ -4,7 +4,7 @@
 #
 #   system packages: Java 17 + Maven (to fetch the Kafka broker's jars), PostgreSQL, dcmtk;
 #                    with DICOMFLOW_BOOTSTRAP_TESTS=1 (set by scripts/test.sh) also what only the
-#                    tests use: GDCM's gdcmscu (a third DICOM sender), ClickHouse (the warehouse DDL runs against a real server) and
+#                    tests use: GDCM's gdcmscu (a third DICOM sender), Orthanc + its DICOMweb plugin, ClickHouse (the warehouse DDL runs against a real server) and
 #                    Chromium (the HTML report is rendered headless); the demo needs neither
 #   Python:          a virtualenv in .venv with dicomflow and its test dependencies
 # The Kafka jars themselves are fetched by `dicomflow stack up` into .dicomflow/cache.
@@ -23,6 +23,9 @@ if [ "${DICOMFLOW_BOOTSTRAP_TESTS:-0}" = 1 ]; then
     [ -x /usr/bin/gdcmscu ] || missing+=(libgdcm-tools)  # a third DICOM implementation for the receiver tests
     [ -x /usr/sbin/clickhouse-server ] || [ -x /usr/bin/clickhouse-server ] || missing+=(clickhouse-server)
     [ -x /usr/bin/chromium ] || missing+=(chromium)
+    # Orthanc and its DICOMweb plugin: the DICOMweb tests compare QIDO-RS answers side by side
+    [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)
+    [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
 fi
 if ((${#missing[@]})); then
     if [ "$(id -u)" -ne 0 ]; then
