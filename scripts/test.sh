@@ -3,7 +3,7 @@
 # Chromium for the warehouse tests),
 # start the local stack and run the whole test suite. Extra arguments go to pytest.
 set -euo pipefail
-export DICOMFLOW_BOOTSTRAP_TESTS=1
+bootstrap_tests=1  # bootstrap.sh also installs what only the tests use
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 
 say "starting the local stack (Kafka + PostgreSQL on 127.0.0.1)"
