@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> SuiteReport:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     report = SuiteReport(seed=seed, options={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
     started = time.monotonic()
-    if args.instances or args.soak or args.fuzz or args.fuzz_files:
+    if args.instances or args.soak or args.fuzz or args.fuzz_files or args.protocol_fuzz or args.warehouse:
         _run_single_broker(args, report, seed)
     if args.failover:
         _run_failover(args, report, seed)

@@ -137,7 +137,8 @@ def test_protocol_fuzz_phase_at_a_small_size(tmp_path: Path) -> None:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (suite_folder, env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
         [sys.executable, "-m", "dicomflow_faults", "--instances", "0", "--soak", "0", "--fuzz", "0",
-         "--fuzz-files", "0", "--protocol-fuzz", "400", "--seed", "20240316", "--work-dir", str(tmp_path),
+         "--fuzz-files", "0", "--protocol-fuzz", "400", "--warehouse", "0", "--failover", "0",
+         "--seed", "20240316", "--work-dir", str(tmp_path),
          "--json", str(report_path)],
         capture_output=True, text=True, env=env, timeout=280, check=False,
     )

@@ -300,6 +300,24 @@ class KafkaConsumer:
 
     # ------------------------------------------------------------------ offsets
 
+    def commit_nowait(self, offsets: Mapping[TP, int]) -> None:
+        """Send a commit of these offsets and return at once, consuming nothing meanwhile.
+
+        For a member whose real offsets live elsewhere (the warehouse sink keeps
+        them in its DuckDB file): the group's commit only informs lag tools, so
+        it needs neither the wait nor the pause-and-hold of :meth:`commit`.
+
+        Raises:
+            ConsumerError: the request could not be queued.
+        """
+        if not offsets:
+            return
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            self._consumer.commit(offsets=tps, asynchronous=True)
+        except KafkaException as exc:
+            raise ConsumerError(f"commit request failed: {exc}") from exc
+
     def commit(self, offsets: Mapping[TP, int], timeout_s: float = 5.0) -> None:
         """Commit exactly these offsets (the *next* offset to read); wait at most ``timeout_s`` for the result.
 

@@ -367,7 +367,7 @@ class WarehouseSink:
         self._generation += 1
         self._account(batch.records, result.rows, batch.poison, batch.started)
         try:
-            consumer.commit(batch.next_offsets)  # informational: the offsets that count are in the file
+            consumer.commit_nowait(batch.next_offsets)  # informational: the offsets that count are in the file
         except ConsumerError as exc:
             log.debug("informational Kafka commit failed: %s", exc)
 
