@@ -180,6 +180,22 @@ def _wait_rows(conninfo: str, sop_uids: list[str], timeout_s: float) -> tuple[in
     return found, time.monotonic() - started
 
 
+def _watermarks(consumer: Any, tp: Any) -> tuple[int, int]:
+    """Low and high watermark of one partition; a partition whose leader is still being
+    elected (topics just created) answers NOT_LEADER for a moment, so ask again."""
+    from confluent_kafka import KafkaException
+
+    for attempt in range(20):
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            return int(low), int(high)
+        except KafkaException:
+            if attempt == 19:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 def _topic_counts(settings: Settings) -> dict[str, int]:
     """Messages currently in each topic (sum of high minus low watermarks)."""
     from confluent_kafka import Consumer, TopicPartition
@@ -196,7 +212,7 @@ def _topic_counts(settings: Settings) -> dict[str, int]:
                 continue
             total = 0
             for partition in info.partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                low, high = _watermarks(consumer, TopicPartition(topic, partition))
                 total += high - low
             counts[topic] = total
     finally:
