@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 # The documented import path; the package's type stubs do not re-export these.
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
@@ -39,7 +39,7 @@ from dicomflow.kafka._auth import AuthWatch
 from dicomflow.kafka._logging import librdkafka_log
 from dicomflow.kafka.config import client_config
 from dicomflow.kafka.exceptions import TopicAdminError
-from dicomflow.kafka.records import Record
+from dicomflow.kafka.records import Record, record_of
 from dicomflow.settings import KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -381,7 +381,7 @@ def read_all(kafka: KafkaSettings | str, topic: str, timeout_s: float = 30.0) ->
                     if error.code() == KafkaError._PARTITION_EOF:
                         continue
                     raise TopicAdminError(f"read_all {topic}: {error.str()} ({error.name()})")
-                records.append(_record(msg))
+                records.append(record_of(msg))
             positions = consumer.position([TopicPartition(topic, p) for p in wanted])
             for tp in positions:
                 if tp.offset >= wanted[tp.partition]:
@@ -422,22 +422,6 @@ def _high_watermarks(consumer: Consumer, brokers: str, topic: str, timeout_s: fl
 
 #: Errors of a partition whose leader is not in place yet (a topic created a moment ago).
 _NOT_READY = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
-
-
-def _record(msg: Message) -> Record:
-    kind, stamp = msg.timestamp()
-    raw = msg.headers() or []
-    headers = list(raw.items()) if isinstance(raw, dict) else raw
-    return Record(
-        topic=msg.topic() or "",
-        partition=msg.partition() or 0,
-        offset=msg.offset() or 0,
-        key=msg.key(),
-        value=msg.value(),
-        headers=tuple((name, value if isinstance(value, bytes) else b"" if value is None else str(value).encode())
-                      for name, value in headers),
-        timestamp_ms=stamp if kind != 0 else None,
-    )
 
 
 __all__ = [

@@ -38,7 +38,7 @@ from dicomflow.errors import ConsumerError
 from dicomflow.kafka._auth import AuthWatch
 from dicomflow.kafka._logging import librdkafka_log
 from dicomflow.kafka.config import client_config
-from dicomflow.kafka.records import TP, Record
+from dicomflow.kafka.records import TP, Record, record_of
 from dicomflow.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -460,38 +460,6 @@ class KafkaConsumer:
             self._consumer.close()
         except (KafkaException, RuntimeError) as exc:
             log.warning("closing the consumer: %s", exc)
-
-
-def record_of(msg: Message) -> Record:
-    """Copy what the pipeline needs out of a confluent-kafka message (one without an error)."""
-    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-    if topic is None or partition is None or offset is None:  # only error events lack them
-        raise ConsumerError(f"message without coordinates: {msg.error()}")
-    ts_type, ts = msg.timestamp()
-    return Record(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        key=msg.key(),
-        value=msg.value(),
-        headers=_headers(msg),
-        timestamp_ms=ts if ts_type != 0 else None,
-    )
-
-
-def _headers(msg: Message) -> tuple[tuple[str, bytes], ...]:
-    raw: list[tuple[str, object]] | None = msg.headers()  # type: ignore[assignment]
-    if not raw:
-        return ()
-    out: list[tuple[str, bytes]] = []
-    for name, value in raw:
-        if isinstance(value, bytes):
-            out.append((name, value))
-        elif isinstance(value, str):
-            out.append((name, value.encode("utf-8")))
-        else:
-            out.append((name, b""))
-    return tuple(out)
 
 
 def _is_fatal(exc: KafkaException) -> bool:

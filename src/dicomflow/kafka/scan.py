@@ -20,12 +20,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from dicomflow.kafka._logging import librdkafka_log
 from dicomflow.kafka.config import client_config
 from dicomflow.kafka.exceptions import TopicAdminError
-from dicomflow.kafka.records import Record
+from dicomflow.kafka.records import Record, record_of
 from dicomflow.settings import KafkaSettings
 
 
@@ -90,7 +90,7 @@ def scan(kafka: KafkaSettings, topics: Sequence[str], *, timeout_s: float = 30.0
             for msg in consumer.consume(1000, 0.2):
                 err = msg.error()
                 if err is None:
-                    records.append(_record(msg))
+                    records.append(record_of(msg))
                 elif err.code() == KafkaError._PARTITION_EOF:
                     wanted.discard((msg.topic() or "", msg.partition() or 0))
                 else:
@@ -123,26 +123,10 @@ def read_at(kafka: KafkaSettings, topic: str, partition: int, offset: int, *, ti
                     if err.code() == KafkaError._PARTITION_EOF:
                         return None  # the offset was a transaction marker or an aborted record
                     raise TopicAdminError(f"reading {topic}[{partition}]@{offset}: {err.str()} ({err.name()})")
-                return _record(msg) if msg.offset() == offset else None
+                return record_of(msg) if msg.offset() == offset else None
         raise TopicAdminError(f"{topic}[{partition}]@{offset} not read within {timeout_s:.0f} s on {kafka.brokers}")
     finally:
         consumer.close()
-
-
-def _record(msg: Message) -> Record:
-    kind, stamp = msg.timestamp()
-    raw = msg.headers() or []
-    headers = list(raw.items()) if isinstance(raw, dict) else raw
-    return Record(
-        topic=msg.topic() or "",
-        partition=msg.partition() or 0,
-        offset=msg.offset() or 0,
-        key=msg.key(),
-        value=msg.value(),
-        headers=tuple((name, value if isinstance(value, bytes) else b"" if value is None else str(value).encode())
-                      for name, value in headers),
-        timestamp_ms=stamp if kind != 0 else None,
-    )
 
 
 __all__ = ["read_at", "scan"]
