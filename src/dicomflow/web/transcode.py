@@ -7,24 +7,8 @@ acceptable (no work, byte-identical answer); otherwise the first acceptable
 syntax this server can produce from it, in the client's q order. When none
 can be produced the answer is 406 naming the syntaxes asked for and why.
 
-The pixel work lives in :mod:`dicomflow.imaging.transcode` (shared with the
-image workers). Transcoding uses pydicom's pixel data backends rather than GDCM or dcmtk
-subprocesses: pydicom already parses every instance here, and its decoder /
-encoder plugins are maintained, pip-installable wheels with no system
-libraries:
-
-* decoding: pylibjpeg-libjpeg (JPEG baseline / extended / lossless),
-  pylibjpeg-openjpeg (JPEG 2000), pyjpegls (JPEG-LS), pydicom's own RLE and
-  deflate;
-* encoding (lossless targets only, so a transcode never loses information):
-  Explicit / Implicit VR Little Endian and Deflated (pydicom's writer), RLE
-  Lossless (pydicom), JPEG-LS Lossless (pyjpegls), JPEG 2000 Lossless
-  (pylibjpeg-openjpeg).
-
-A decoded colour image leaves as RGB (pydicom converts YBR, and sets
-PhotometricInterpretation accordingly), matching what pydicom gives for the
-original. Lossy targets are refused (406): creating a lossy copy is a policy
-decision (PS3.5 §8.2 Lossy Image Compression attributes), not a negotiation.
+The pixel work, and why it uses pydicom's backends, is :mod:`dicomflow.imaging.transcode`
+(shared with the image workers). Lossy targets are refused (406).
 
 Transcoding holds one instance in memory at a time (never a study).
 """
