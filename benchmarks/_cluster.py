@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -19,20 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dicomflow.settings import Settings, StackSettings
-from dicomflow.stack import KafkaCluster
-
-
-def _free_ports(count: int) -> list[int]:
-    held = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            held.append(sock)
-        return [int(s.getsockname()[1]) for s in held]
-    finally:
-        for s in held:
-            s.close()
+from dicomflow.stack import KafkaCluster, free_ports
 
 
 @contextmanager
@@ -42,7 +28,7 @@ def private_cluster(base: Settings, nodes: int = 3) -> Iterator[Settings]:
     cache = base.stack.dir.resolve() / "cache"
     if cache.is_dir():
         (home / "cache").symlink_to(cache, target_is_directory=True)
-    ports = _free_ports(2 * nodes)
+    ports = free_ports(2 * nodes)
     stack = StackSettings(dir=home, kafka_port=ports[0], kafka_controller_port=ports[nodes], kafka_brokers=nodes,
                           kafka_ports=tuple(ports[:nodes]), kafka_controller_ports=tuple(ports[nodes:]),
                           kafka_heap_mb=base.stack.kafka_heap_mb, kafka_version=base.stack.kafka_version)

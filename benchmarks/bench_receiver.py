@@ -53,7 +53,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -69,7 +68,7 @@ from types import TracebackType
 from dicomflow.corpus import make_corpus
 from dicomflow.kafka.admin import create_topics, delete_topics, read_all
 from dicomflow.settings import Settings, default_config_path, load_settings
-from dicomflow.stack import LocalStack
+from dicomflow.stack import LocalStack, free_port, free_ports
 
 STORESCU = "/usr/bin/storescu"
 ECHOSCU = "/usr/bin/echoscu"
@@ -78,10 +77,6 @@ PG_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so")
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
@@ -222,7 +217,7 @@ class Orthanc(Receiver):
 
     def __init__(self, work: Path, *, postgres: Settings | None = None) -> None:
         self.name = "Orthanc, PostgreSQL index" if postgres else "Orthanc, default index"
-        self.port, self.http = free_port(), free_port()
+        self.port, self.http = free_ports(2)
         suffix = uuid.uuid4().hex[:8]
         self.folder = work / f"orthanc-{suffix}"
         self.folder.mkdir()

@@ -93,11 +93,11 @@ from dicomflow.kafka.admin import create_topics, delete_topics
 from dicomflow.kafka.producer import Publisher
 from dicomflow.pipeline.service import ConsumerService
 from dicomflow.settings import Settings, load_settings
-from dicomflow.stack import LocalStack
+from dicomflow.stack import LocalStack, free_port
 from dicomflow.store import PgStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.integration.web_support import AUDIENCE, ISSUER, Orthanc, free_port, make_keys
+from tests.integration.web_support import AUDIENCE, ISSUER, Orthanc, make_keys
 
 SURNAMES = ["SMITH", "JONES", "GARCIA", "MARTIN", "MULLER", "ROSSI", "DUBOIS", "TANAKA", "NGUYEN", "KOWALSKI",
             "SILVA", "JOHANSSON", "IVANOV", "OKAFOR", "HANSEN", "NOVAK", "PETERS", "LOPEZ", "BROWN", "WILSON"]

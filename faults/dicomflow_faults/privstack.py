@@ -19,7 +19,6 @@ import dataclasses
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import time
 import uuid
@@ -40,7 +39,7 @@ from dicomflow.settings import (
     StorageSettings,
     TopicSettings,
 )
-from dicomflow.stack import LocalStack
+from dicomflow.stack import LocalStack, free_ports
 
 log = logging.getLogger(__name__)
 
@@ -48,28 +47,6 @@ log = logging.getLogger(__name__)
 SHARED_PORTS = frozenset({19092, 19093, 15432})
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports nobody listens on right now (never the shared stack's).
-
-    The sockets are held open together until all ports are chosen, so the
-    kernel cannot hand out the same port twice. A race with another program
-    grabbing the port before we bind it is possible but harmless: the
-    service start then fails with a clear "port in use" error.
-    """
-    held: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < count:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            held.append(sock)
-            port = int(sock.getsockname()[1])
-            if port not in SHARED_PORTS:
-                ports.append(port)
-    finally:
-        for sock in held:
-            sock.close()
-    return ports
 
 
 def default_cache() -> Path | None:
@@ -127,7 +104,7 @@ class PrivateStack:
         cache = cache if cache is not None else default_cache()
         if cache is not None:
             (self.dir / "cache").symlink_to(cache.resolve(), target_is_directory=True)
-        ports = free_ports(2 * brokers + 1)
+        ports = free_ports(2 * brokers + 1, avoid=SHARED_PORTS)
         kafka_ports, controller_ports, pg_port = ports[:brokers], ports[brokers:2 * brokers], ports[-1]
         self.stack_settings = StackSettings(
             dir=self.dir, kafka_port=kafka_ports[0], kafka_controller_port=controller_ports[0],
@@ -272,7 +249,7 @@ class PrivateStack:
         create_topics(self.settings.kafka, topics)
         root = self.dir / "phases" / name / "storage"
         root.mkdir(parents=True)
-        port = receiver_port or free_ports(1)[0]
+        port = receiver_port or free_ports(1, avoid=SHARED_PORTS)[0]
         phase = Phase(name, dataclasses.replace(
             self.settings,
             worker_node_id=f"faults-{name}",
@@ -303,4 +280,4 @@ class PrivateStack:
         return path
 
 
-__all__ = ["Phase", "PrivateStack", "default_cache", "free_ports", "retry_until"]
+__all__ = ["Phase", "PrivateStack", "default_cache", "retry_until"]

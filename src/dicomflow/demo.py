@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,10 +44,6 @@ STORESCU = "/usr/bin/storescu"
 # ----------------------------------------------------------------------------- steps
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _component_env(settings: Settings, scp_port: int) -> dict[str, str]:
@@ -249,7 +244,7 @@ def run_demo(settings: Settings, instances: int, studies: int, series_per_study:
 
     from dicomflow.corpus import make_corpus
     from dicomflow.kafka.admin import create_topics
-    from dicomflow.stack import LocalStack
+    from dicomflow.stack import LocalStack, free_port
     from dicomflow.store.postgres import PgStore
 
     console = Console(width=None if sys.stdout.isatty() else 132)
@@ -276,7 +271,7 @@ def run_demo(settings: Settings, instances: int, studies: int, series_per_study:
         before = _topic_counts(settings)
         log_dir = settings.stack.dir.resolve() / "demo"
         log_dir.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = free_port()  # outside the ephemeral range (see dicomflow.stack.free_ports)
         env = _component_env(settings, port)
         with _process("consumer", ["consume"], env, log_dir), \
                 _process("receiver", ["scp"], env, log_dir) as scp:

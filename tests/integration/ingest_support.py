@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import socket
 import subprocess
 import warnings
 from collections import defaultdict
@@ -23,6 +22,7 @@ from dicomflow.kafka.admin import create_topics, read_all
 from dicomflow.kafka.records import Record
 from dicomflow.models import AuditEvent, DicomStoreMeta, decode
 from dicomflow.settings import Settings
+from dicomflow.stack import free_port
 from tests.conftest import sample_files
 
 STORESCU = "/usr/bin/storescu"
@@ -43,10 +43,6 @@ STORESCU_FLAGS: dict[str, tuple[str, ...]] = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def with_receiver(settings: Settings, **changes: object) -> Settings:

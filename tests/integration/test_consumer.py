@@ -17,6 +17,7 @@ from dicomflow.models import AuditEvent, DicomImageMeta, DicomStateMeta, DicomSt
 from dicomflow.pipeline import dlq
 from dicomflow.pipeline.stats import CommittedBatch
 from dicomflow.settings import Settings
+from dicomflow.stack import free_port
 from tests.integration.consumer_support import (
     BackgroundService,
     committed_total,
@@ -173,11 +174,8 @@ def test_poison_messages_go_to_the_dlq_with_their_reason_and_good_ones_are_persi
 
 def test_metrics_and_health_are_served_while_consuming(pipeline: Settings) -> None:
     import dataclasses
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     settings = dataclasses.replace(pipeline, metrics=dataclasses.replace(pipeline.metrics, port=port))
     c = corpus(settings, 60, studies=1, series_per_study=2)
     publish(settings, c.events)

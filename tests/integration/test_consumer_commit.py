@@ -25,7 +25,7 @@ from dicomflow.kafka.admin import create_topics
 from dicomflow.kafka.consumer import KafkaConsumer
 from dicomflow.kafka.records import TP
 from dicomflow.settings import Settings, StackSettings
-from dicomflow.stack import KafkaBroker, LocalStack
+from dicomflow.stack import KafkaBroker, LocalStack, free_ports
 from tests.integration.consumer_support import (
     BackgroundService,
     committed_total,
@@ -36,7 +36,6 @@ from tests.integration.consumer_support import (
     publish,
     wait_for,
 )
-from tests.integration.test_consumer_faults import _free_port
 
 __all__ = ["pipeline"]
 
@@ -52,7 +51,7 @@ def test_commit_during_a_frozen_coordinator_is_bounded_retried_and_the_loop_keep
     home = tmp_path / "broker"
     home.mkdir()
     (home / "cache").symlink_to(stack.settings.stack.dir.resolve() / "cache")
-    broker = KafkaBroker(StackSettings(dir=home, kafka_port=_free_port(), kafka_controller_port=_free_port(), kafka_heap_mb=256))
+    broker = KafkaBroker(StackSettings(dir=home, kafka_port=(ports := free_ports(2))[0], kafka_controller_port=ports[1], kafka_heap_mb=256))
     broker.start()
     pid = broker.pid()
     assert pid is not None

@@ -11,7 +11,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from dicomflow.models import DicomStoreMeta, md5_key
 from dicomflow.pipeline.commit import Progress, Sinks, persist, publish
 from dicomflow.pipeline.types import ParsedBatch
 from dicomflow.settings import DatabaseSettings, Settings, StackSettings
-from dicomflow.stack import KafkaBroker, LocalStack, PostgresServer
+from dicomflow.stack import KafkaBroker, LocalStack, PostgresServer, free_port, free_ports
 from dicomflow.store import PgStore
 from tests.integration.consumer_support import (
     BackgroundService,
@@ -109,16 +108,12 @@ def test_crash_after_publish_before_commit_replays_harmlessly(pipeline: Settings
     assert len(images) == 250 + crashed[0]  # the crashed batch's events twice, all others once
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def own_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
     """A PostgreSQL server of this test only (the shared one is never stopped)."""
-    port = _free_port()
+    port = free_port()
     server = PostgresServer(StackSettings(dir=tmp_path / "stack", postgres_port=port), DatabaseSettings(port=port))
     server.start()
     try:
@@ -178,7 +173,7 @@ def test_kafka_down_mid_stream_the_consumer_pauses_and_recovers_by_itself(
     home = tmp_path / "broker"
     home.mkdir()
     (home / "cache").symlink_to(stack.settings.stack.dir.resolve() / "cache")
-    broker = KafkaBroker(StackSettings(dir=home, kafka_port=_free_port(), kafka_controller_port=_free_port(), kafka_heap_mb=256))
+    broker = KafkaBroker(StackSettings(dir=home, kafka_port=(ports := free_ports(2))[0], kafka_controller_port=ports[1], kafka_heap_mb=256))
     broker.start()
     try:
         kafka = dataclasses.replace(pipeline.kafka, brokers=broker.bootstrap, message_timeout_ms=3000)

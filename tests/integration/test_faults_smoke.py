@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 import dicomflow_faults
+from dicomflow.stack import free_port
 from dicomflow_faults.instances import generate
-from dicomflow_faults.privstack import free_ports
 from dicomflow_faults.sender import StoreSender
 
 pytestmark = pytest.mark.slow
@@ -86,7 +86,7 @@ class _FlakySCP:
         self._lock = threading.Lock()
         ae = AE(ae_title="FLAKY")
         ae.supported_contexts = AllStoragePresentationContexts
-        self.port = free_ports(1)[0]
+        self.port = free_port()
         server = ae.start_server(("127.0.0.1", self.port), block=False,
                                  evt_handlers=[(evt.EVT_C_STORE, self.on_store)])
         assert server is not None

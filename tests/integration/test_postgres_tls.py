@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 
 from dicomflow.errors import StoreError
 from dicomflow.settings import DatabaseSettings, Settings, StackSettings
-from dicomflow.stack import PostgresServer
+from dicomflow.stack import PostgresServer, free_port
 from dicomflow.stack import TestCA as CertificateAuthority
 from dicomflow.store import PgStore
 from tests.integration.consumer_support import corpus, counts, expected_counts, pipeline, publish, run_service
@@ -30,15 +29,11 @@ from tests.integration.consumer_support import corpus, counts, expected_counts, 
 __all__ = ["pipeline"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def secure_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    port = _free_port()
+    port = free_port()
     stack_dir = tmp_path_factory.mktemp("pg-tls") / "stack"
     server = PostgresServer(StackSettings(dir=stack_dir, postgres_port=port), DatabaseSettings(port=port))
     server.start(secure=True)

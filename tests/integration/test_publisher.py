@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import itertools
-import socket
 import struct
 import threading
 import time
@@ -37,7 +36,7 @@ from dicomflow.models import (
     uid_hash,
 )
 from dicomflow.settings import Compression, KafkaSettings, Settings, StackSettings, TopicSettings
-from dicomflow.stack import KafkaBroker, LocalStack
+from dicomflow.stack import KafkaBroker, LocalStack, free_port, free_ports
 
 # ---------------------------------------------------------------- messages
 
@@ -114,11 +113,6 @@ def pairs(records: list[Record]) -> list[tuple[bytes | None, bytes | None]]:
     return sorted((r.key, r.value) for r in records)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # ---------------------------------------------------------------- topics, keys, payloads
@@ -353,7 +347,7 @@ def test_broker_killed_sends_fail_and_only_acknowledged_messages_are_on_the_topi
     home = tmp_path / "broker"
     home.mkdir()
     (home / "cache").symlink_to(stack.settings.stack.dir.resolve() / "cache")
-    broker = KafkaBroker(StackSettings(dir=home, kafka_port=free_port(), kafka_controller_port=free_port(), kafka_heap_mb=256))
+    broker = KafkaBroker(StackSettings(dir=home, kafka_port=(ports := free_ports(2))[0], kafka_controller_port=ports[1], kafka_heap_mb=256))
     broker.start()
     try:
         kafka = KafkaSettings(brokers=broker.bootstrap, message_timeout_ms=3000)

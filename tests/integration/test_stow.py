@@ -21,9 +21,10 @@ from pydicom.dataset import Dataset
 from dicomflow.kafka.admin import create_topics, delete_topics
 from dicomflow.pipeline.service import ConsumerService
 from dicomflow.settings import Settings
+from dicomflow.stack import free_port
 from dicomflow.store import PgStore
 from tests.integration.ingest_support import read_audit, read_store_events
-from tests.integration.web_support import Keys, free_port, make_keys, oauth2_settings, running_web
+from tests.integration.web_support import Keys, make_keys, oauth2_settings, running_web
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +14,7 @@ from dicomflow.kafka.admin import create_topics, delete_topics, describe_topics,
 from dicomflow.kafka.dlq import dead_letter_topic
 from dicomflow.kafka.exceptions import TopicAdminError
 from dicomflow.settings import KafkaSettings, Settings, TopicSettings
+from dicomflow.stack import free_port
 from dicomflow.warehouse.schema import TABLES
 
 
@@ -109,9 +109,7 @@ def test_read_all_of_an_empty_topic_is_empty(kafka: KafkaSettings, own_topics: T
 
 
 def test_an_unreachable_broker_is_a_clear_error() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     with pytest.raises(TopicAdminError, match=f"127.0.0.1:{port}"):
         create_topics(KafkaSettings(brokers=f"127.0.0.1:{port}"), TopicSettings(), timeout_s=2)
 

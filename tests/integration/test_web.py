@@ -30,7 +30,7 @@ from dicomflow.kafka.producer import Publisher
 from dicomflow.models import AuditEvent, decode
 from dicomflow.pipeline.service import ConsumerService
 from dicomflow.settings import Settings
-from dicomflow.stack import LocalStack
+from dicomflow.stack import LocalStack, free_port
 from dicomflow.store import PgStore
 from tests.integration.ingest_support import (
     Sample,
@@ -39,7 +39,7 @@ from tests.integration.ingest_support import (
     send_corpus_with_storescu,
     with_receiver,
 )
-from tests.integration.web_support import Keys, Orthanc, free_port, make_keys, oauth2_settings, running_web
+from tests.integration.web_support import Keys, Orthanc, make_keys, oauth2_settings, running_web
 
 OTHER_TENANT = "other-hospital"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -21,6 +20,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from dicomflow.settings import OAuth2Settings, Settings
+from dicomflow.stack import free_port
 
 ORTHANC = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
@@ -28,10 +28,6 @@ ISSUER = "https://idp.test.invalid/"
 AUDIENCE = "dicomflow-test"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

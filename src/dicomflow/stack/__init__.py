@@ -9,6 +9,7 @@ from dicomflow.stack._cluster import KafkaCluster
 from dicomflow.stack._kafka import ClusterLayout, KafkaBroker
 from dicomflow.stack._kafka_security import KafkaSecurity
 from dicomflow.stack._postgres import PostgresServer
+from dicomflow.stack._proc import free_port, free_ports
 from dicomflow.stack._stack import LocalStack, ServiceStatus
 from dicomflow.stack._tls import LocalCA, ServerCert, TestCA
 
@@ -24,4 +25,6 @@ __all__ = [
     "ServerCert",
     "ServiceStatus",
     "TestCA",
+    "free_port",
+    "free_ports",
 ]

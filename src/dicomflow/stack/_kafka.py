@@ -42,7 +42,7 @@ from pathlib import Path
 from dicomflow.errors import StackError
 from dicomflow.settings import StackSettings
 from dicomflow.stack._kafka_security import ADMIN_USER, KafkaSecurity
-from dicomflow.stack._proc import ensure_port_free, kill_pid, pid_alive, read_pid, stop_pid, wait_port
+from dicomflow.stack._proc import ensure_port_free, kill_pid, log_tail, pid_alive, read_pid, stop_pid, wait_port
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +379,9 @@ class KafkaBroker:
         try:
             wait_port(self.spec.port, timeout_s, self.pid() or read_pid(self.pid_file), f"Kafka node {self.node_id}")
         except StackError as exc:
-            raise StackError(f"{exc}; see {self.log_file} and {self.home / 'stdout.log'}") from exc
+            stdout = self.home / "stdout.log"
+            tail = log_tail(stdout) or log_tail(self.log_file)
+            raise StackError(f"{exc}; see {self.log_file} and {stdout}; last lines:{tail}") from exc
 
     def start(self, timeout_s: float = 90.0) -> int:
         """Start this node if it is not running; return its PID once the cluster serves requests through it."""

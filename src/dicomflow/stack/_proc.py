@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import signal
 import socket
 import time
@@ -71,6 +72,74 @@ def ensure_port_free(port: int, what: str) -> None:
             if exc.errno == errno.EADDRINUSE:
                 raise StackError(f"cannot start {what}: 127.0.0.1:{port} is already taken") from exc
             raise
+
+
+#: The lowest port free_ports() picks: above the well-known and registered services most hosts run.
+_FIRST_PRIVATE_PORT = 20000
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (source ports of outgoing connections)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(count: int, avoid: frozenset[int] = frozenset()) -> list[int]:
+    """``count`` distinct ports on 127.0.0.1 that nothing holds now, none in ``avoid``.
+
+    They are chosen below the kernel's ephemeral range: a port the kernel
+    hands out with ``bind(0)`` is an ephemeral one, and any outgoing
+    connection made before the service binds it (a Kafka client, a broker
+    talking to its controller) can take it as its source port, so that the
+    service dies at start-up with "address already in use". The sockets are
+    held together while chosen, so no port repeats.
+
+    Raises:
+        StackError: fewer than ``count`` ports could be found.
+    """
+    low, high = _FIRST_PRIVATE_PORT, max(_ephemeral_low(), _FIRST_PRIVATE_PORT + 1000)
+    candidates = [p for p in range(low, high) if p not in avoid]
+    random.shuffle(candidates)
+    held: list[socket.socket] = []
+    try:
+        for port in candidates:
+            if len(held) == count:
+                break
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            if port_in_use(port):  # something listens on another address of this port
+                sock.close()
+                continue
+            held.append(sock)
+        if len(held) < count:
+            raise StackError(f"found only {len(held)} of {count} free ports in {low}-{high - 1} on 127.0.0.1")
+        return [int(s.getsockname()[1]) for s in held]
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def free_port() -> int:
+    """One free port on 127.0.0.1 outside the ephemeral range (see :func:`free_ports`)."""
+    return free_ports(1)[0]
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log file, indented for an error message ('' if unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(fh.tell() - 16384, 0))
+            tail = fh.read().decode("utf-8", "replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "".join(f"\n    {line}" for line in tail)
 
 
 def wait_port(port: int, timeout_s: float, pid: int | None = None, what: str = "service") -> None:
