@@ -175,44 +175,11 @@ def _wait_rows(conninfo: str, sop_uids: list[str], timeout_s: float) -> tuple[in
     return found, time.monotonic() - started
 
 
-def _watermarks(consumer: Any, tp: Any) -> tuple[int, int]:
-    """Low and high watermark of one partition; a partition whose leader is still being
-    elected (topics just created) answers NOT_LEADER for a moment, so ask again."""
-    from confluent_kafka import KafkaException
-
-    for attempt in range(20):
-        try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            return int(low), int(high)
-        except KafkaException:
-            if attempt == 19:
-                raise
-            time.sleep(0.5)
-    raise AssertionError("unreachable")
-
-
 def _topic_counts(settings: Settings) -> dict[str, int]:
     """Messages currently in each topic (sum of high minus low watermarks)."""
-    from confluent_kafka import Consumer, TopicPartition
+    from dicomflow.kafka.admin import message_counts
 
-    consumer = Consumer({"bootstrap.servers": settings.kafka.brokers, "group.id": "dicomflow-demo-counter",
-                         "enable.auto.commit": False, "log_level": 0})
-    counts: dict[str, int] = {}
-    try:
-        meta = consumer.list_topics(timeout=10)
-        for topic in settings.topics.all():
-            info = meta.topics.get(topic)
-            if info is None or info.error is not None:
-                counts[topic] = 0
-                continue
-            total = 0
-            for partition in info.partitions:
-                low, high = _watermarks(consumer, TopicPartition(topic, partition))
-                total += high - low
-            counts[topic] = total
-    finally:
-        consumer.close()
-    return counts
+    return message_counts(settings.kafka, list(settings.topics.all()))
 
 
 def _report_rows(conninfo: str, study_uids: list[str]) -> list[tuple[Any, ...]]:

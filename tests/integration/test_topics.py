@@ -10,9 +10,10 @@ from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
 from dicomflow.cli import app
-from dicomflow.kafka.admin import create_topics, delete_topics, describe_topics, read_all
+from dicomflow.kafka.admin import create_topics, delete_topics, describe_topics, message_counts, read_all
 from dicomflow.kafka.dlq import dead_letter_topic
 from dicomflow.kafka.exceptions import TopicAdminError
+from dicomflow.kafka.producer import Publisher
 from dicomflow.settings import KafkaSettings, Settings, TopicSettings
 from dicomflow.stack import free_port
 from dicomflow.warehouse.schema import TABLES
@@ -106,6 +107,19 @@ def test_read_all_of_a_missing_topic_says_so(kafka: KafkaSettings, own_topics: T
 def test_read_all_of_an_empty_topic_is_empty(kafka: KafkaSettings, own_topics: TopicSettings) -> None:
     create_topics(kafka, own_topics)
     assert read_all(kafka, own_topics.log, timeout_s=10) == []
+
+
+def test_message_counts_sum_every_partition_and_give_zero_for_a_missing_topic(
+    kafka: KafkaSettings, own_topics: TopicSettings
+) -> None:
+    create_topics(kafka, own_topics)
+    with Publisher(kafka, own_topics) as p:  # keys spread the messages over the topic's partitions
+        p.send_raw(own_topics.log, [(f"k{n}".encode(), b"{}", None) for n in range(25)]).raise_for_failures()
+        p.send_raw(own_topics.audit, [(b"a", b"{}", None)] * 3).raise_for_failures()
+    assert len({r.partition for r in read_all(kafka, own_topics.log, timeout_s=30)}) > 1
+    missing = own_topics.main + "-never-created"
+    counts = message_counts(kafka, [own_topics.log, own_topics.audit, own_topics.main, missing])
+    assert counts == {own_topics.log: 25, own_topics.audit: 3, own_topics.main: 0, missing: 0}
 
 
 def test_an_unreachable_broker_is_a_clear_error() -> None:

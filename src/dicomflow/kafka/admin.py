@@ -364,8 +364,8 @@ def read_all(kafka: KafkaSettings | str, topic: str, timeout_s: float = 30.0) ->
         "error_cb": watch,
     })
     try:
-        ends = _high_watermarks(consumer, settings.brokers, topic, timeout_s)
-        wanted = {p: high for p, high in ends.items() if high > 0}
+        ends = _watermarks(consumer, settings.brokers, topic, timeout_s)
+        wanted = {p: high for p, (_, high) in ends.items() if high > 0}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
         records: list[Record] = []
         while wanted:
@@ -392,7 +392,13 @@ def read_all(kafka: KafkaSettings | str, topic: str, timeout_s: float = 30.0) ->
         consumer.close()
 
 
-def _high_watermarks(consumer: Consumer, brokers: str, topic: str, timeout_s: float) -> dict[int, int]:
+def _watermarks(consumer: Consumer, brokers: str, topic: str, timeout_s: float) -> dict[int, tuple[int, int]]:
+    """(low, high) watermark of each partition of ``topic``.
+
+    Raises:
+        TopicAdminError: the topic is missing or unreadable, or a partition's
+            offsets are not known within ``timeout_s``.
+    """
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s)
     except KafkaException as exc:
@@ -402,11 +408,11 @@ def _high_watermarks(consumer: Consumer, brokers: str, topic: str, timeout_s: fl
         reason = described.error.str() if described is not None and described.error is not None else "no partitions"
         raise TopicAdminError(f"topic {topic} is not readable on {brokers}: {reason}")
     deadline = time.monotonic() + timeout_s
-    ends: dict[int, int] = {}
+    marks: dict[int, tuple[int, int]] = {}
     for partition in described.partitions:
         while True:
             try:
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
                 break
             except KafkaException as exc:
                 # A topic created a moment ago may not have its leader in place yet.
@@ -416,8 +422,40 @@ def _high_watermarks(consumer: Consumer, brokers: str, topic: str, timeout_s: fl
                     raise TopicAdminError(f"cannot read the end offsets of {topic}[{partition}] on {brokers}: "
                                           f"{_error_text(exc)}") from exc
                 time.sleep(0.1)
-        ends[partition] = high
-    return ends
+        marks[partition] = (int(low), int(high))
+    return marks
+
+
+def message_counts(kafka: KafkaSettings | str, topics: list[str], timeout_s: float = 30.0) -> dict[str, int]:
+    """Messages each topic holds now (high minus low watermark, summed over its partitions); 0 for a missing topic.
+
+    Raises:
+        TopicAdminError: the brokers cannot be reached, or a partition's
+            offsets are not known within ``timeout_s``.
+    """
+    settings = _settings(kafka)
+    consumer = Consumer({
+        **client_config(settings, client_id="dicomflow-counter"),
+        "group.id": f"dicomflow-counter-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "logger": librdkafka_log,
+    })
+    try:
+        try:
+            present = consumer.list_topics(timeout=timeout_s).topics
+        except KafkaException as exc:
+            raise TopicAdminError(f"cannot list the topics on {settings.brokers}: {_error_text(exc)}") from exc
+        counts: dict[str, int] = {}
+        for topic in topics:
+            info = present.get(topic)
+            if info is None or info.error is not None:
+                counts[topic] = 0
+                continue
+            marks = _watermarks(consumer, settings.brokers, topic, timeout_s)
+            counts[topic] = sum(high - low for low, high in marks.values())
+        return counts
+    finally:
+        consumer.close()
 
 
 #: Errors of a partition whose leader is not in place yet (a topic created a moment ago).
@@ -434,6 +472,7 @@ __all__ = [
     "delete_topics",
     "describe_topics",
     "list_cluster_topics",
+    "message_counts",
     "read_all",
     "replication_for",
     "unreachable",

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-import msgspec
-
-from dicomflow.audit.events import dead_lettered
+from dicomflow.audit.dead_letters import MessageContext, dead_letter_audit, message_context
 from dicomflow.kafka.dlq import (
     HEADER_ERROR_CLASS,
     HEADER_NODE,
@@ -28,7 +26,7 @@ from dicomflow.kafka.dlq import (
     dead_letter_record,
     headers_dict,
 )
-from dicomflow.models import AuditEvent, truncate_utf8
+from dicomflow.models import AuditEvent
 from dicomflow.pipeline.types import Poison
 
 
@@ -37,43 +35,15 @@ def dead_letter(poison: Poison, *, node_id: str, when: dt.datetime | None = None
     return dead_letter_record(poison.record, poison.error_class, poison.reason, node_id=node_id, when=when)
 
 
-class _Partial(msgspec.Struct):
-    """The fields an audit event wants, read leniently from a store event that failed validation."""
-
-    tenant_id: str | None = None
-    study_uid: str | None = None
-    sop_uid: str | None = None
-    file_path: str | None = None
-
-
-_partial_decoder = msgspec.json.Decoder(_Partial)
-
-
-def _context(poison: Poison) -> _Partial:
-    """Best-effort tenant / study / SOP / file of a poison message, for its audit event."""
-    if poison.event is not None:
-        e = poison.event
-        return _Partial(e.tenant_id, e.study_uid, e.sop_uid, e.file_path)
-    try:
-        return _partial_decoder.decode(poison.record.value or b"")
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return _Partial()
-
-
 def audit_event(poison: Poison, *, node_id: str, default_tenant: str, when: dt.datetime | None = None) -> AuditEvent:
     """The audit event saying this message was dead-lettered (outcome: serious failure)."""
-    ctx = _context(poison)
-    return dead_lettered(
-        node_id=node_id,
-        tenant_id=truncate_utf8(ctx.tenant_id, 64) if ctx.tenant_id else default_tenant,
-        source=poison.record.source,
-        error_class=poison.error_class,
-        reason=poison.reason,
-        file_path=ctx.file_path,
-        study_uid=ctx.study_uid,
-        sop_uid=ctx.sop_uid,
-        when=when,
-    )
+    if poison.event is not None:
+        e = poison.event
+        context = MessageContext(e.tenant_id, e.study_uid, e.sop_uid, e.file_path)
+    else:
+        context = message_context(poison.record.value)
+    return dead_letter_audit(node_id=node_id, default_tenant=default_tenant, source=poison.record.source,
+                             error_class=poison.error_class, reason=poison.reason, context=context, when=when)
 
 
 __all__ = [

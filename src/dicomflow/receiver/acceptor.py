@@ -99,6 +99,7 @@ class Association:
         self._closed = False
         self._started = time.monotonic()
         self._slot: Slot | None = None
+        self._slot_lock = threading.Lock()
         #: The data set being received, if any (discarded if the association ends first).
         self.reception: Reception | None = None
 
@@ -115,7 +116,11 @@ class Association:
         peer to hang up, discarding what it still sends: closing a socket with
         unread data makes the kernel send a reset, and the peer may lose the
         A-ABORT that told it why.
+
+        The association's slot is given back first: a peer told of the abort
+        may connect again at once, and must find the slot free.
         """
+        self._release_slot()
         try:
             self._send(ul.encode_abort(2, reason))
         except OSError:
@@ -130,6 +135,13 @@ class Association:
             except OSError:
                 pass
         self._shutdown()
+
+    def _release_slot(self) -> None:
+        """Give the association slot back to the limiter (once, whichever thread asks first)."""
+        with self._slot_lock:
+            slot, self._slot = self._slot, None
+        if slot is not None:
+            self.server.limiter.release(slot)
 
     def _await_peer_close(self) -> None:
         """After A-ASSOCIATE-RJ or A-RELEASE-RP the requestor closes the connection (PS3.8 9.2).
@@ -191,8 +203,7 @@ class Association:
             if self.reception is not None:
                 self.reception.discard()
                 self.reception = None
-            if self._slot is not None:
-                self.server.limiter.release(self._slot)
+            self._release_slot()
             self._shutdown()
             self.sock.close()
             self.server._forget(self)

@@ -32,18 +32,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import duckdb
-import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Message
 from prometheus_client import CollectorRegistry
 
-from dicomflow.audit.events import dead_lettered
+from dicomflow.audit.dead_letters import dead_letter_audit, message_context
 from dicomflow.errors import ConsumerError, PublishError
 from dicomflow.kafka.consumer import KafkaConsumer, record_of
 from dicomflow.kafka.dlq import DeadLetter, dead_letter_record, dead_letter_topic
 from dicomflow.kafka.producer import Publisher
 from dicomflow.kafka.records import TP, Record
 from dicomflow.metrics import Health, MetricsServer, WarehouseMetrics
-from dicomflow.models import AuditEvent, truncate_utf8
+from dicomflow.models import AuditEvent
 from dicomflow.settings import Settings
 from dicomflow.warehouse.decoding import TableDecoder
 from dicomflow.warehouse.duck import TableBatch, WriteResult, open_writer, stored_offsets, write_batch
@@ -92,13 +91,6 @@ class _Prepared:
     next_offsets: dict[TP, int]
     poison: list[_Poison]
     started: float
-
-
-class _TenantOnly(msgspec.Struct):
-    tenant_id: str | None = None
-
-
-_tenant_decoder = msgspec.json.Decoder(_TenantOnly)
 
 
 def _writer_idle(in_flight: tuple[_Prepared, Future[WriteResult]] | None) -> Callable[[], bool]:
@@ -373,20 +365,16 @@ class WarehouseSink:
 
     def _dead_letter(self, publisher: Publisher, poison: list[_Poison]) -> None:
         """Send the batch's dead letters and their audit events; retry until Kafka acknowledges them."""
-        node = self.settings.worker_node_id
+        node, tenant = self.settings.worker_node_id, self.settings.storage.default_tenant
         by_topic: dict[str, list[DeadLetter]] = defaultdict(list)
         audits: list[AuditEvent] = []
         for p in poison:
             log.warning("%s: dead-lettered (%s): %s", p.record.source, p.error_class, p.reason)
             by_topic[dead_letter_topic(p.record.topic)].append(
-                dead_letter_record(p.record, p.error_class, p.reason, node_id=node)
-            )
-            audits.append(
-                dead_lettered(
-                    node_id=node, tenant_id=self._tenant(p.record), source=p.record.source,
-                    error_class=p.error_class, reason=p.reason,
-                )
-            )
+                dead_letter_record(p.record, p.error_class, p.reason, node_id=node))
+            audits.append(dead_letter_audit(node_id=node, default_tenant=tenant, source=p.record.source,
+                                            error_class=p.error_class, reason=p.reason,
+                                            context=message_context(p.record.value)))
         delay = _RETRY_INITIAL_S
         while True:
             try:
@@ -403,13 +391,6 @@ class WarehouseSink:
         for p in poison:
             self.metrics.dead_lettered.labels(topic=p.record.topic, error_class=p.error_class).inc()
         self.summary.dead_lettered += len(poison)
-
-    def _tenant(self, r: Record) -> str:
-        try:
-            tenant = _tenant_decoder.decode(r.value or b"").tenant_id
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            tenant = None
-        return truncate_utf8(tenant, 64) if tenant else self.settings.storage.default_tenant
 
     def _account(self, records: list[Message], rows: Mapping[str, int], poison: list[_Poison], started: float) -> None:
         s = self.summary
