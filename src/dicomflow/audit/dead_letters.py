@@ -4,7 +4,8 @@ A message goes to a dead-letter topic because it cannot be used, so its
 payload is read leniently here: the tenant, study, SOP instance and file are
 taken when they are there and of the right type, and ignored otherwise. The
 consumer and the warehouse sink both build their dead letters' audit events
-with :func:`dead_letter_audit`.
+with :func:`dead_letter_audit`; ``dlq redrive`` reads its audit context with
+:func:`message_context` too.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from typing import Literal
 
 import msgspec
 
+from dicomflow.audit.dead_letters import message_context
 from dicomflow.audit.events import redriven
 from dicomflow.dlq.exceptions import DlqError
 from dicomflow.kafka.admin import admin_client, list_cluster_topics
@@ -84,24 +85,6 @@ class RedriveReport:
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for o in self.outcomes if o.outcome == outcome)
-
-
-class _Context(msgspec.Struct):
-    """What an audit event wants from a store event, read leniently (the payload may be anything)."""
-
-    tenant_id: str | None = None
-    study_uid: str | None = None
-    sop_uid: str | None = None
-
-
-_context_decoder = msgspec.json.Decoder(_Context)
-
-
-def _context(value: bytes | None) -> _Context:
-    try:
-        return _context_decoder.decode(value or b"")
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return _Context()
 
 
 def transactional_id(topics: TopicSettings) -> str:
@@ -234,7 +217,7 @@ def _messages(letter: Letter, topics: TopicSettings, node_id: str, default_tenan
     when = now()
     entry = LedgerEntry(letter=letter.id, target_topic=target, error_class=letter.error_class, redriven_at=when,
                         node_id=node_id, operator=operator)
-    ctx = _context(r.value)
+    ctx = message_context(r.value)
     audit = redriven(
         node_id=node_id,
         tenant_id=truncate_utf8(ctx.tenant_id, 64) if ctx.tenant_id else default_tenant,
