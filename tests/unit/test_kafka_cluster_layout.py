@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from dicomflow.kafka._auth import AuthWatch, auth_failure
 from dicomflow.kafka.admin import replication_for
 from dicomflow.kafka.exceptions import KafkaAuthError, TopicAdminError
 from dicomflow.settings import StackSettings, TopicSettings
-from dicomflow.stack import ClusterLayout
+from dicomflow.stack import ClusterLayout, KafkaBroker
 
 
 def test_the_single_node_keeps_its_folder_and_ports() -> None:
@@ -32,6 +34,27 @@ def test_three_nodes_get_their_own_folders_and_ports() -> None:
     assert explicit.root == Path("/s/kafka-cluster-2-secure")
     with pytest.raises(StackError, match=r"stack\.kafka_ports lists 1 port"):
         ClusterLayout.of(StackSettings(dir=Path("/s"), kafka_brokers=3, kafka_ports=(5,)))
+
+
+def test_nodes_formatted_in_parallel_all_get_the_one_cluster_id(tmp_path: Path) -> None:
+    """Three nodes reading the id at once (as the parallel format does) agree; a node with another
+    id could never vote with the others and gives up registering after 60 s."""
+    settings = StackSettings(dir=tmp_path, kafka_brokers=3)
+    layout = ClusterLayout.of(settings)
+    for attempt in range(20):
+        (layout.root / "cluster.id").unlink(missing_ok=True)
+        nodes = [KafkaBroker(settings, spec, layout) for spec in layout.nodes] * 3
+        barrier = threading.Barrier(len(nodes))
+
+        def read(node: KafkaBroker, barrier: threading.Barrier = barrier) -> str:
+            barrier.wait()
+            return node._cluster_id()
+
+        with ThreadPoolExecutor(len(nodes)) as pool:
+            ids = set(pool.map(read, nodes))
+        assert len(ids) == 1, (attempt, ids)
+        assert (layout.root / "cluster.id").read_text().strip() in ids
+    assert sorted(p.name for p in layout.root.iterdir()) == ["cluster.id"]  # no draft left behind
 
 
 @pytest.mark.parametrize(("brokers", "rf", "isr", "expected"), [

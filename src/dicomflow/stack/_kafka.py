@@ -302,8 +302,18 @@ class KafkaBroker:
             return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         id_file = self.layout.root / "cluster.id"
         if not id_file.exists():
+            # The nodes are formatted in parallel: the first to link its draft wins and every node
+            # reads the winner's id. (A node formatted with another id can never vote with the
+            # rest: INCONSISTENT_CLUSTER_ID, then it gives up registering after 60 s.)
             self.layout.root.mkdir(parents=True, exist_ok=True)
-            id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
+            draft = id_file.with_name(f"cluster.id.{uuid.uuid4().hex}")
+            draft.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
+            try:
+                os.link(draft, id_file)
+            except FileExistsError:
+                pass
+            finally:
+                draft.unlink()
         return id_file.read_text().strip()
 
     def _format(self, props: Path) -> None:
