@@ -57,6 +57,19 @@ def test_nodes_formatted_in_parallel_all_get_the_one_cluster_id(tmp_path: Path) 
     assert sorted(p.name for p in layout.root.iterdir()) == ["cluster.id"]  # no draft left behind
 
 
+def test_a_node_formatted_for_another_cluster_is_refused_by_name(tmp_path: Path) -> None:
+    settings = StackSettings(dir=tmp_path, kafka_brokers=3)
+    layout = ClusterLayout.of(settings)
+    node = KafkaBroker(settings, layout.nodes[1], layout)
+    wanted = node._cluster_id()
+    node.data.mkdir(parents=True)
+    (node.data / "meta.properties").write_text(f"node.id=2\ncluster.id={wanted}\nversion=1\n")
+    node._format(node.home / "server.properties")  # formatted for this cluster: nothing to do
+    (node.data / "meta.properties").write_text("node.id=2\ncluster.id=someOtherClusterId\nversion=1\n")
+    with pytest.raises(StackError, match=rf"Kafka node 2 .* formatted for cluster someOtherClusterId.* is {wanted}"):
+        node._format(node.home / "server.properties")
+
+
 @pytest.mark.parametrize(("brokers", "rf", "isr", "expected"), [
     (1, 0, 0, (1, 1)), (2, 0, 0, (2, 1)), (3, 0, 0, (3, 2)), (5, 0, 0, (3, 2)), (5, 5, 0, (5, 4)), (3, 3, 3, (3, 3)),
 ])

@@ -318,7 +318,10 @@ class KafkaBroker:
 
     def _format(self, props: Path) -> None:
         """Format the KRaft storage on first start (meta.properties marks it done)."""
-        if (self.data / "meta.properties").exists():
+        meta = self.data / "meta.properties"
+        if meta.exists():
+            if self.layout.size > 1:
+                self._check_cluster_id(meta)
             return
         extra = self.security.scram_args() if self.security is not None else []
         proc = subprocess.run(
@@ -332,6 +335,16 @@ class KafkaBroker:
             if self.security is not None:
                 out = out.replace(self.security.admin_password, "***").replace(self.security.client_password, "***")
             raise StackError(f"formatting Kafka storage in {self.data} failed: {out}")
+
+    def _check_cluster_id(self, meta: Path) -> None:
+        """Refuse a node formatted for another cluster: it would wait 60 s for votes it cannot get, then exit."""
+        found = next((line.split("=", 1)[1].strip() for line in meta.read_text().splitlines()
+                      if line.startswith("cluster.id=")), None)
+        wanted = self._cluster_id()
+        if found != wanted:
+            raise StackError(
+                f"Kafka node {self.node_id} in {self.data} was formatted for cluster {found}, but the cluster "
+                f"in {self.layout.root} is {wanted}; stop the stack and remove {self.layout.root} to start afresh")
 
     # ------------------------------------------------------------------ lifecycle
 
