@@ -66,7 +66,8 @@ from pathlib import Path
 from types import TracebackType
 
 from dicomflow.corpus import make_corpus
-from dicomflow.kafka.admin import create_topics, delete_topics, read_all
+from dicomflow.kafka.admin import create_topics, delete_topics
+from dicomflow.kafka.reader import read_all
 from dicomflow.settings import Settings, default_config_path, load_settings
 from dicomflow.stack import LocalStack, free_port, free_ports
 

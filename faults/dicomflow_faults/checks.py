@@ -162,7 +162,7 @@ def read_dead_letters(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0)
     Raises:
         dicomflow.kafka.exceptions.TopicAdminError: the topic cannot be read.
     """
-    from dicomflow.kafka.admin import read_all
+    from dicomflow.kafka.reader import read_all
 
     out: list[DeadLetter] = []
     for r in read_all(kafka, topic, timeout_s=timeout_s):

@@ -79,7 +79,7 @@ class _Sop(msgspec.Struct):
 
 def _kafka_sop_uids(stack: PrivateStack, topic: str) -> set[str]:
     """SOP Instance UIDs of every store event in ``topic`` (read back from the cluster)."""
-    from dicomflow.kafka.admin import read_all
+    from dicomflow.kafka.reader import read_all
 
     decoder = msgspec.json.Decoder(_Sop)
     out: set[str] = set()

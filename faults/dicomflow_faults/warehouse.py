@@ -118,8 +118,8 @@ def run_warehouse_faults(
     """
     import duckdb
 
-    from dicomflow.kafka.admin import read_all
     from dicomflow.kafka.producer import Publisher
+    from dicomflow.kafka.reader import read_all
     from dicomflow.warehouse.synthetic import traffic
 
     rng = random.Random(seed)

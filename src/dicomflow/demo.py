@@ -177,7 +177,7 @@ def _wait_rows(conninfo: str, sop_uids: list[str], timeout_s: float) -> tuple[in
 
 def _topic_counts(settings: Settings) -> dict[str, int]:
     """Messages currently in each topic (sum of high minus low watermarks)."""
-    from dicomflow.kafka.admin import message_counts
+    from dicomflow.kafka.reader import message_counts
 
     return message_counts(settings.kafka, list(settings.topics.all()))
 

@@ -23,9 +23,10 @@ import pytest
 from psycopg import sql
 
 from dicomflow.corpus import Corpus, make_corpus
-from dicomflow.kafka.admin import create_topics, delete_topics, read_all
+from dicomflow.kafka.admin import create_topics, delete_topics
 from dicomflow.kafka.consumer import KafkaConsumer
 from dicomflow.kafka.producer import Publisher
+from dicomflow.kafka.reader import read_all
 from dicomflow.kafka.records import Record
 from dicomflow.models import DicomStoreMeta
 from dicomflow.pipeline.service import ConsumerService

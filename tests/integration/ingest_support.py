@@ -18,7 +18,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from dicomflow.ingest.uids import is_valid_uid
-from dicomflow.kafka.admin import create_topics, read_all
+from dicomflow.kafka.admin import create_topics
+from dicomflow.kafka.reader import read_all
 from dicomflow.kafka.records import Record
 from dicomflow.models import AuditEvent, DicomStoreMeta, decode
 from dicomflow.settings import Settings

@@ -27,8 +27,9 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import generate_uid
 
 from dicomflow.images.worker import ORIGIN, ORIGIN_HEADER, ImageWorker
-from dicomflow.kafka.admin import create_topics, delete_topics, read_all
+from dicomflow.kafka.admin import create_topics, delete_topics
 from dicomflow.kafka.producer import Publisher
+from dicomflow.kafka.reader import read_all
 from dicomflow.metrics.images import ImagesMetrics
 from dicomflow.models import DicomImageMeta, decode
 from dicomflow.pipeline.service import ConsumerService

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from dicomflow.errors import ConsumerError
-from dicomflow.kafka.admin import create_topics, delete_topics, describe_topics, read_all
+from dicomflow.kafka.admin import create_topics, delete_topics, describe_topics
 from dicomflow.kafka.consumer import KafkaConsumer
 from dicomflow.kafka.exceptions import KafkaAuthError, TopicAdminError
 from dicomflow.kafka.producer import Publisher
+from dicomflow.kafka.reader import read_all
 from dicomflow.settings import KafkaSettings, Settings, TopicSettings, load_settings
 from dicomflow.stack import KafkaCluster, LocalCA, LocalStack
 from tests.integration.kafka_support import dicomflow_cli, private_stack_settings

@@ -17,8 +17,9 @@ import time
 import pytest
 from confluent_kafka import KafkaError
 
-from dicomflow.kafka.admin import create_topics, read_all
+from dicomflow.kafka.admin import create_topics
 from dicomflow.kafka.producer import Publisher
+from dicomflow.kafka.reader import read_all
 from dicomflow.kafka.routing import raw_segments
 from dicomflow.settings import Settings
 from tests.integration.consumer_support import wait_for

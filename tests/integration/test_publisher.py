@@ -17,9 +17,10 @@ from typing import get_args
 
 import pytest
 
-from dicomflow.kafka.admin import create_topics, delete_topics, read_all
+from dicomflow.kafka.admin import create_topics, delete_topics
 from dicomflow.kafka.delivery import BatchResult
 from dicomflow.kafka.producer import Publisher
+from dicomflow.kafka.reader import read_all
 from dicomflow.kafka.records import Record
 from dicomflow.models import (
     ActiveParticipant,

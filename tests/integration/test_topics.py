@@ -10,10 +10,11 @@ from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
 from dicomflow.cli import app
-from dicomflow.kafka.admin import create_topics, delete_topics, describe_topics, message_counts, read_all
+from dicomflow.kafka.admin import create_topics, delete_topics, describe_topics
 from dicomflow.kafka.dlq import dead_letter_topic
 from dicomflow.kafka.exceptions import TopicAdminError
 from dicomflow.kafka.producer import Publisher
+from dicomflow.kafka.reader import message_counts, read_all
 from dicomflow.settings import KafkaSettings, Settings, TopicSettings
 from dicomflow.stack import free_port
 from dicomflow.warehouse.schema import TABLES

@@ -15,7 +15,7 @@ import duckdb
 import msgspec
 
 from dicomflow.kafka import dlq
-from dicomflow.kafka.admin import read_all
+from dicomflow.kafka.reader import read_all
 from dicomflow.models import encode
 from dicomflow.settings import Settings
 from dicomflow.warehouse.duck import open_for_reading

@@ -25,8 +25,9 @@ from PIL import Image
 from psycopg import sql
 
 from dicomflow.corpus import make_corpus
-from dicomflow.kafka.admin import create_topics, delete_topics, read_all
+from dicomflow.kafka.admin import create_topics, delete_topics
 from dicomflow.kafka.producer import Publisher
+from dicomflow.kafka.reader import read_all
 from dicomflow.models import AuditEvent, decode
 from dicomflow.pipeline.service import ConsumerService
 from dicomflow.settings import Settings

@@ -9,8 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from dicomflow.audit import dicomweb
-from dicomflow.kafka.admin import create_topics, delete_topics, read_all
+from dicomflow.kafka.admin import create_topics, delete_topics
 from dicomflow.kafka.producer import Publisher
+from dicomflow.kafka.reader import read_all
 from dicomflow.metrics.web import WebMetrics
 from dicomflow.models import AuditEvent, decode
 from dicomflow.settings import Settings, TopicSettings

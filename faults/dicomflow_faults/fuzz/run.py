@@ -120,7 +120,7 @@ def _wait_exit(consumer: Component, settings: Settings, timeout_s: float, stall_
 
 def _locate(cases: list[Case], settings: Settings) -> None:
     """Find each input's partition and offset on the main topic (by its case header)."""
-    from dicomflow.kafka.admin import read_all
+    from dicomflow.kafka.reader import read_all
 
     by_id = {c.id: c for c in cases}
     for record in read_all(settings.kafka, settings.topics.main, timeout_s=60.0):

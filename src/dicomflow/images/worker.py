@@ -48,8 +48,9 @@ from dicomflow.errors import DicomflowError, WireFormatError
 from dicomflow.imaging.render import RenderError, RenderOptions, render
 from dicomflow.imaging.transcode import WRITABLE, TranscodeError, transcode
 from dicomflow.ingest.storage import write_atomic
-from dicomflow.kafka.consumer import KafkaConsumer, OwnershipLostError
+from dicomflow.kafka.consumer import KafkaConsumer
 from dicomflow.kafka.dlq import dead_letter_record, dead_letter_topic
+from dicomflow.kafka.group import OwnershipLostError
 from dicomflow.kafka.producer import Publisher
 from dicomflow.kafka.records import TP, Record
 from dicomflow.kafka.routing import RawMessage

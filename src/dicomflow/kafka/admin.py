@@ -1,4 +1,4 @@
-"""Topic administration, and reading a topic back from the beginning.
+"""Topic administration: create, describe, list and delete topics; the broker count.
 
 :func:`create_topics` makes every topic of docs/architecture.md (the four data topics,
 audit, the consumer's dead-letter topic, and the warehouse sink's
@@ -15,31 +15,26 @@ when its partition count differs from the settings, because adding
 partitions would move keys to other partitions and break the per-series
 order of storage_queue; the difference is reported instead.
 
-:func:`read_all` reads every message of a topic, all partitions from offset
-0 up to the end as it was when called, without joining a consumer group
-(``assign``, no commits). Tests, the demo and operators use it to see what
-really reached the broker.
+Reading a topic back (for tests, the demo and operators) is :mod:`.reader`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException
 
 # The documented import path; the package's type stubs do not re-export these.
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
 
 from dicomflow.kafka._auth import AuthWatch
 from dicomflow.kafka._logging import librdkafka_log
-from dicomflow.kafka.config import client_config
-from dicomflow.kafka.exceptions import TopicAdminError
-from dicomflow.kafka.records import Record, record_of
+from dicomflow.kafka.config import client_config, settings_for
+from dicomflow.kafka.exceptions import TopicAdminError, kafka_error_text
 from dicomflow.settings import KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -74,10 +69,6 @@ class TopicOutcome:
     drift: tuple[str, ...] = ()
 
 
-def _settings(kafka: KafkaSettings | str) -> KafkaSettings:
-    return kafka if isinstance(kafka, KafkaSettings) else KafkaSettings(brokers=kafka)
-
-
 def admin_client(kafka: KafkaSettings | str, watch: AuthWatch | None = None) -> AdminClient:
     """An admin client with the shared client settings (security pass-through included).
 
@@ -85,7 +76,7 @@ def admin_client(kafka: KafkaSettings | str, watch: AuthWatch | None = None) -> 
     callback, so a refused password or an untrusted certificate can be told
     from a broker that does not answer (:func:`cluster_metadata`).
     """
-    config = client_config(_settings(kafka), client_id="dicomflow-admin")
+    config = client_config(settings_for(kafka), client_id="dicomflow-admin")
     if watch is not None:
         config["error_cb"] = watch
     return AdminClient(config, logger=librdkafka_log)
@@ -116,12 +107,7 @@ def cluster_metadata(admin: AdminClient, watch: AuthWatch, settings: KafkaSettin
             if failure is not None:
                 raise TopicAdminError(f"{what}: {failure}") from failure
             if time.monotonic() >= deadline:
-                raise TopicAdminError(f"{what} on {settings.brokers}: {_error_text(exc)}") from exc
-
-
-def _error_text(exc: BaseException) -> str:
-    err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-    return f"{err.str()} ({err.name()})" if err is not None else str(exc)
+                raise TopicAdminError(f"{what} on {settings.brokers}: {kafka_error_text(exc)}") from exc
 
 
 def _is_code(exc: BaseException, code: int) -> bool:
@@ -134,7 +120,7 @@ def describe_topics(kafka: KafkaSettings | str, names: Iterable[str], *, timeout
     Raises:
         TopicAdminError: the broker did not answer within ``timeout_s``.
     """
-    settings = _settings(kafka)
+    settings = settings_for(kafka)
     admin, watch = _watched_admin(settings)
     names = list(names)
     metadata = cluster_metadata(admin, watch, settings, timeout_s)
@@ -159,7 +145,7 @@ def broker_count(kafka: KafkaSettings | str, *, timeout_s: float = 30.0) -> int:
     Raises:
         TopicAdminError: the cluster did not answer within ``timeout_s``.
     """
-    settings = _settings(kafka)
+    settings = settings_for(kafka)
     admin, watch = _watched_admin(settings)
     metadata = cluster_metadata(admin, watch, settings, timeout_s, "cannot read the cluster metadata")
     return len(metadata.brokers)
@@ -194,7 +180,7 @@ def list_cluster_topics(kafka: KafkaSettings | str, *, timeout_s: float = 30.0) 
     Raises:
         TopicAdminError: the broker did not answer within ``timeout_s``.
     """
-    settings = _settings(kafka)
+    settings = settings_for(kafka)
     admin, watch = _watched_admin(settings)
     metadata = cluster_metadata(admin, watch, settings, timeout_s)
     return sorted(t for t in metadata.topics if not t.startswith("__"))
@@ -218,7 +204,7 @@ def _configs(admin: AdminClient, names: Sequence[str], timeout_s: float) -> dict
         try:
             entries = future.result(timeout=timeout_s)
         except KafkaException as exc:
-            log.warning("cannot read the configuration of topic %s: %s", resource.name, _error_text(exc))
+            log.warning("cannot read the configuration of topic %s: %s", resource.name, kafka_error_text(exc))
             continue
         values = out.setdefault(resource.name, {})
         for key in ("retention.ms", "min.insync.replicas"):
@@ -242,7 +228,7 @@ def create_topics(kafka: KafkaSettings | str, topics: TopicSettings, *, timeout_
         TopicAdminError: the broker is unreachable, refuses (replication factor
             larger than the cluster, not authorized), or did not answer in time.
     """
-    settings = _settings(kafka)
+    settings = settings_for(kafka)
     admin = admin_client(settings)
     rf, isr = replication_for(topics, broker_count(settings, timeout_s=timeout_s), f"the cluster at {settings.brokers}")
     names = topics.all()
@@ -265,7 +251,7 @@ def create_topics(kafka: KafkaSettings | str, topics: TopicSettings, *, timeout_
             except KafkaException as exc:
                 if _is_code(exc, KafkaError.TOPIC_ALREADY_EXISTS):  # created by someone else meanwhile
                     continue
-                raise TopicAdminError(f"cannot create topic {name} on {settings.brokers}: {_error_text(exc)}") from exc
+                raise TopicAdminError(f"cannot create topic {name} on {settings.brokers}: {kafka_error_text(exc)}") from exc
         _wait_visible(admin, created, topics.partitions, timeout_s)
     after = {t.name: t for t in describe_topics(settings, names, timeout_s=timeout_s)}
     return [_outcome(n, n in created, after[n], topics, rf, isr) for n in names]
@@ -326,7 +312,7 @@ def delete_topics(kafka: KafkaSettings | str, names: Iterable[str], *, timeout_s
     Raises:
         TopicAdminError: the broker refused or did not answer in time.
     """
-    settings = _settings(kafka)
+    settings = settings_for(kafka)
     names = list(names)
     if not names:
         return
@@ -338,128 +324,7 @@ def delete_topics(kafka: KafkaSettings | str, names: Iterable[str], *, timeout_s
         except KafkaException as exc:
             if _is_code(exc, KafkaError.UNKNOWN_TOPIC_OR_PART):
                 continue
-            raise TopicAdminError(f"cannot delete topic {name} on {settings.brokers}: {_error_text(exc)}") from exc
-
-
-def read_all(kafka: KafkaSettings | str, topic: str, timeout_s: float = 30.0) -> list[Record]:
-    """Every message of ``topic`` up to its end as of the call, sorted by partition and offset.
-
-    Reads each partition from its first offset with ``assign`` (no consumer
-    group membership, no commits) until the consumer's position reaches the
-    partition's high watermark measured at the start.
-
-    Raises:
-        TopicAdminError: the topic does not exist, or the end was not reached
-            within ``timeout_s``.
-    """
-    settings = _settings(kafka)
-    deadline = time.monotonic() + timeout_s
-    watch = AuthWatch(settings.brokers, f"reader of {topic}")
-    consumer = Consumer({
-        **client_config(settings, client_id="dicomflow-reader"),
-        "group.id": f"dicomflow-reader-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "logger": librdkafka_log,
-        "error_cb": watch,
-    })
-    try:
-        ends = _watermarks(consumer, settings.brokers, topic, timeout_s)
-        wanted = {p: high for p, (_, high) in ends.items() if high > 0}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
-        records: list[Record] = []
-        while wanted:
-            if watch.failure is not None:
-                raise TopicAdminError(f"read_all {topic}: {watch.failure}") from watch.failure
-            if time.monotonic() >= deadline:
-                raise TopicAdminError(
-                    f"read_all {topic}: end not reached within {timeout_s:.0f} s "
-                    f"({len(records)} message(s) read, partitions {sorted(wanted)} unfinished)")
-            for msg in consumer.consume(1000, 0.2):
-                error = msg.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise TopicAdminError(f"read_all {topic}: {error.str()} ({error.name()})")
-                records.append(record_of(msg))
-            positions = consumer.position([TopicPartition(topic, p) for p in wanted])
-            for tp in positions:
-                if tp.offset >= wanted[tp.partition]:
-                    del wanted[tp.partition]
-        records.sort(key=lambda r: (r.partition, r.offset))
-        return records
-    finally:
-        consumer.close()
-
-
-def _watermarks(consumer: Consumer, brokers: str, topic: str, timeout_s: float) -> dict[int, tuple[int, int]]:
-    """(low, high) watermark of each partition of ``topic``.
-
-    Raises:
-        TopicAdminError: the topic is missing or unreadable, or a partition's
-            offsets are not known within ``timeout_s``.
-    """
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s)
-    except KafkaException as exc:
-        raise TopicAdminError(f"cannot read the metadata of {topic} on {brokers}: {_error_text(exc)}") from exc
-    described = metadata.topics.get(topic)
-    if described is None or described.error is not None or not described.partitions:
-        reason = described.error.str() if described is not None and described.error is not None else "no partitions"
-        raise TopicAdminError(f"topic {topic} is not readable on {brokers}: {reason}")
-    deadline = time.monotonic() + timeout_s
-    marks: dict[int, tuple[int, int]] = {}
-    for partition in described.partitions:
-        while True:
-            try:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
-                break
-            except KafkaException as exc:
-                # A topic created a moment ago may not have its leader in place yet.
-                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                later = err is not None and (err.retriable() or err.code() in _NOT_READY)
-                if not later or time.monotonic() >= deadline:
-                    raise TopicAdminError(f"cannot read the end offsets of {topic}[{partition}] on {brokers}: "
-                                          f"{_error_text(exc)}") from exc
-                time.sleep(0.1)
-        marks[partition] = (int(low), int(high))
-    return marks
-
-
-def message_counts(kafka: KafkaSettings | str, topics: list[str], timeout_s: float = 30.0) -> dict[str, int]:
-    """Messages each topic holds now (high minus low watermark, summed over its partitions); 0 for a missing topic.
-
-    Raises:
-        TopicAdminError: the brokers cannot be reached, or a partition's
-            offsets are not known within ``timeout_s``.
-    """
-    settings = _settings(kafka)
-    consumer = Consumer({
-        **client_config(settings, client_id="dicomflow-counter"),
-        "group.id": f"dicomflow-counter-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-        "logger": librdkafka_log,
-    })
-    try:
-        try:
-            present = consumer.list_topics(timeout=timeout_s).topics
-        except KafkaException as exc:
-            raise TopicAdminError(f"cannot list the topics on {settings.brokers}: {_error_text(exc)}") from exc
-        counts: dict[str, int] = {}
-        for topic in topics:
-            info = present.get(topic)
-            if info is None or info.error is not None:
-                counts[topic] = 0
-                continue
-            marks = _watermarks(consumer, settings.brokers, topic, timeout_s)
-            counts[topic] = sum(high - low for low, high in marks.values())
-        return counts
-    finally:
-        consumer.close()
-
-
-#: Errors of a partition whose leader is not in place yet (a topic created a moment ago).
-_NOT_READY = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
+            raise TopicAdminError(f"cannot delete topic {name} on {settings.brokers}: {kafka_error_text(exc)}") from exc
 
 
 __all__ = [
@@ -472,8 +337,6 @@ __all__ = [
     "delete_topics",
     "describe_topics",
     "list_cluster_topics",
-    "message_counts",
-    "read_all",
     "replication_for",
     "unreachable",
 ]

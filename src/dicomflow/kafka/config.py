@@ -23,6 +23,11 @@ _GUARANTEES: dict[str, tuple[str, ...]] = {
 }
 
 
+def settings_for(kafka: KafkaSettings | str) -> KafkaSettings:
+    """``kafka`` itself, or plain settings for a bootstrap address (tests and tools pass one)."""
+    return kafka if isinstance(kafka, KafkaSettings) else KafkaSettings(brokers=kafka)
+
+
 def client_config(kafka: KafkaSettings, *, client_id: str = "dicomflow") -> dict[str, Any]:
     """Properties every client shares: bootstrap servers, client id, and ``kafka.client``.
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from confluent_kafka import KafkaError
+
 from dicomflow.errors import PublishError
 
 
@@ -71,3 +73,9 @@ class KafkaAuthError(PublishError):
 
 
 __all__ = ["DeliveryError", "FailedMessage", "KafkaAuthError", "PublisherClosedError", "TopicAdminError"]
+
+
+def kafka_error_text(exc: BaseException) -> str:
+    """A librdkafka error as ``reason (NAME)``; any other exception as its text."""
+    err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    return f"{err.str()} ({err.name()})" if err is not None else str(exc)

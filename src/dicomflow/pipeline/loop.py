@@ -41,7 +41,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dicomflow.errors import ConsumerError, PublishError, StoreError, is_poison
-from dicomflow.kafka.consumer import KafkaConsumer, RebalanceListener
+from dicomflow.kafka.consumer import KafkaConsumer
+from dicomflow.kafka.group import RebalanceListener
 from dicomflow.kafka.records import TP
 from dicomflow.metrics.consumer import ConsumerMetrics
 from dicomflow.metrics.health import Health

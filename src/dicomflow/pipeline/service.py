@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
-from dicomflow.kafka.consumer import KafkaConsumer, RebalanceListener
+from dicomflow.kafka.consumer import KafkaConsumer
+from dicomflow.kafka.group import RebalanceListener
 from dicomflow.metrics import ConsumerMetrics, Health, MetricsServer, postgres_probe
 from dicomflow.pipeline.loop import ConsumerLoop, LoopConfig
 from dicomflow.pipeline.parse import Parser

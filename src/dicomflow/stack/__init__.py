@@ -6,8 +6,9 @@ against existing clusters and never needs this package.
 
 from dicomflow.stack._clickhouse import ClickHouseServer
 from dicomflow.stack._cluster import KafkaCluster
-from dicomflow.stack._kafka import ClusterLayout, KafkaBroker
+from dicomflow.stack._kafka import KafkaBroker
 from dicomflow.stack._kafka_security import KafkaSecurity
+from dicomflow.stack._layout import ClusterLayout
 from dicomflow.stack._postgres import PostgresServer
 from dicomflow.stack._proc import free_port, free_ports
 from dicomflow.stack._stack import LocalStack, ServiceStatus

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from dicomflow.errors import StackError
 from dicomflow.settings import StackSettings
-from dicomflow.stack._kafka import ClusterLayout, KafkaBroker, KafkaStatus, all_node_homes
+from dicomflow.stack._kafka import KafkaBroker, KafkaStatus
 from dicomflow.stack._kafka_security import KafkaSecurity
+from dicomflow.stack._layout import ClusterLayout, all_node_homes
 from dicomflow.stack._proc import pid_alive, read_pid, stop_pid
 
 log = logging.getLogger(__name__)

@@ -37,10 +37,10 @@ from prometheus_client import CollectorRegistry
 
 from dicomflow.audit.dead_letters import dead_letter_audit, message_context
 from dicomflow.errors import ConsumerError, PublishError
-from dicomflow.kafka.consumer import KafkaConsumer, record_of
+from dicomflow.kafka.consumer import KafkaConsumer
 from dicomflow.kafka.dlq import DeadLetter, dead_letter_record, dead_letter_topic
 from dicomflow.kafka.producer import Publisher
-from dicomflow.kafka.records import TP, Record
+from dicomflow.kafka.records import TP, Record, record_of
 from dicomflow.metrics import Health, MetricsServer, WarehouseMetrics
 from dicomflow.models import AuditEvent
 from dicomflow.settings import Settings
