@@ -57,6 +57,20 @@ def test_nodes_formatted_in_parallel_all_get_the_one_cluster_id(tmp_path: Path) 
     assert sorted(p.name for p in layout.root.iterdir()) == ["cluster.id"]  # no draft left behind
 
 
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The storage tool would read ``-t -01D5...`` as a missing argument (a CI run failed on one)."""
+    import uuid
+
+    from dicomflow.stack import _kafka
+
+    dash_first = uuid.UUID(bytes=bytes([0xFB, 0x4D]) + bytes(14))  # base64 "-00AAAA..."
+    drawn = iter([dash_first, uuid.UUID(int=1)])
+    monkeypatch.setattr(_kafka.uuid, "uuid4", lambda: next(drawn))
+    assert _kafka.new_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAQ"
+    monkeypatch.undo()
+    assert not any(_kafka.new_cluster_id().startswith("-") for _ in range(2000))
+
+
 def test_a_node_formatted_for_another_cluster_is_refused_by_name(tmp_path: Path) -> None:
     settings = StackSettings(dir=tmp_path, kafka_brokers=3)
     layout = ClusterLayout.of(settings)

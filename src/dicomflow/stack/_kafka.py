@@ -86,6 +86,20 @@ class KafkaStatus:
     node_id: int = 1
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes in URL-safe base64, never starting with ``-``.
+
+    The storage tool takes the id as a command-line argument, and one that
+    starts with ``-`` reads as an option (``--cluster-id: expected one
+    argument``); Kafka's own ``Uuid.randomUuid`` draws again for the same
+    reason. One id in 64 would start with it.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaBroker:
     """Install (jars), format, start, stop and report one local node (the only one, or one of a cluster)."""
 
@@ -213,7 +227,7 @@ class KafkaBroker:
     def _cluster_id(self) -> str:
         """One id for every node of a cluster (kept in the cluster's folder); a fresh one for a single node."""
         if self.layout.size == 1:
-            return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            return new_cluster_id()
         id_file = self.layout.root / "cluster.id"
         if not id_file.exists():
             # The nodes are formatted in parallel: the first to link its draft wins and every node
@@ -221,7 +235,7 @@ class KafkaBroker:
             # rest: INCONSISTENT_CLUSTER_ID, then it gives up registering after 60 s.)
             self.layout.root.mkdir(parents=True, exist_ok=True)
             draft = id_file.with_name(f"cluster.id.{uuid.uuid4().hex}")
-            draft.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
+            draft.write_text(new_cluster_id() + "\n")
             try:
                 os.link(draft, id_file)
             except FileExistsError:
