@@ -39,7 +39,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from dicomflow.errors import ConsumerError
 from dicomflow.kafka._auth import AuthWatch
 from dicomflow.kafka._logging import librdkafka_log
-from dicomflow.kafka.group import _OWNERSHIP_LOST, CommitTimeoutError, OwnershipLostError, RebalanceListener, consumer_config
+from dicomflow.kafka.group import OWNERSHIP_LOST, CommitTimeoutError, OwnershipLostError, RebalanceListener, consumer_config
 from dicomflow.kafka.records import TP, Record, record_of
 from dicomflow.settings import KafkaSettings
 
@@ -405,7 +405,7 @@ def _is_fatal(exc: KafkaException) -> bool:
 def _commit_error(err: object, text: str) -> ConsumerError:
     if isinstance(err, KafkaError) and err.code() == KafkaError._NO_OFFSET:
         return ConsumerError(f"offset commit: nothing to commit ({text})")
-    if isinstance(err, KafkaError) and err.code() in _OWNERSHIP_LOST:
+    if isinstance(err, KafkaError) and err.code() in OWNERSHIP_LOST:
         return OwnershipLostError(f"offset commit refused, partitions moved to another member: {text}")
     fatal = isinstance(err, KafkaError) and err.fatal()
     return ConsumerError(f"offset commit failed: {text}", fatal=fatal)

@@ -19,7 +19,7 @@ from dicomflow.settings import KafkaSettings
 #: Commit errors that mean "this member no longer owns the partition" (a
 #: rebalance happened): the new owner replays from the last commit, so the
 #: right reaction is to drop the work, not to retry the commit forever.
-_OWNERSHIP_LOST = frozenset(
+OWNERSHIP_LOST = frozenset(
     {
         KafkaError.ILLEGAL_GENERATION,
         KafkaError.UNKNOWN_MEMBER_ID,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -21,14 +23,19 @@ from dicomflow.kafka.records import Record, record_of
 from dicomflow.settings import KafkaSettings
 
 
-def _group_less_consumer(settings: KafkaSettings, client_id: str, watch: AuthWatch | None = None) -> Consumer:
-    """A consumer that reads by ``assign`` only: a throw-away group id, nothing committed or stored."""
+def group_less_consumer(settings: KafkaSettings, client_id: str, watch: AuthWatch | None = None,
+                        extra: Mapping[str, Any] | None = None) -> Consumer:
+    """A consumer that reads by ``assign`` only: a throw-away group id, nothing committed or stored.
+
+    ``extra`` adds librdkafka properties (``enable.partition.eof``, ``isolation.level`` ...).
+    """
     config = {
         **client_config(settings, client_id=client_id),
         "group.id": f"{client_id}-{uuid.uuid4().hex}",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "logger": librdkafka_log,
+        **(extra or {}),
     }
     if watch is not None:
         config["error_cb"] = watch
@@ -49,7 +56,7 @@ def read_all(kafka: KafkaSettings | str, topic: str, timeout_s: float = 30.0) ->
     settings = settings_for(kafka)
     deadline = time.monotonic() + timeout_s
     watch = AuthWatch(settings.brokers, f"reader of {topic}")
-    consumer = _group_less_consumer(settings, "dicomflow-reader", watch)
+    consumer = group_less_consumer(settings, "dicomflow-reader", watch)
     try:
         ends = _watermarks(consumer, settings.brokers, topic, timeout_s)
         wanted = {p: high for p, (_, high) in ends.items() if high > 0}
@@ -121,7 +128,7 @@ def message_counts(kafka: KafkaSettings | str, topics: list[str], timeout_s: flo
             offsets are not known within ``timeout_s``.
     """
     settings = settings_for(kafka)
-    consumer = _group_less_consumer(settings, "dicomflow-counter")
+    consumer = group_less_consumer(settings, "dicomflow-counter")
     try:
         try:
             present = consumer.list_topics(timeout=timeout_s).topics
@@ -144,4 +151,4 @@ def message_counts(kafka: KafkaSettings | str, topics: list[str], timeout_s: flo
 _NOT_READY = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
 
 
-__all__ = ["message_counts", "read_all"]
+__all__ = ["group_less_consumer", "message_counts", "read_all"]

@@ -1,7 +1,7 @@
 """The consumed-record type every stage shares, without the Kafka client.
 
 :class:`Record` is what :class:`~dicomflow.kafka.consumer.KafkaConsumer`
-yields and :func:`~dicomflow.kafka.admin.read_all` returns: a message copied
+yields and :func:`~dicomflow.kafka.reader.read_all` returns: a message copied
 out of confluent-kafka. It lives here, apart from the clients, so the parse
 workers and the pipeline's pure logic can use it without importing
 confluent_kafka (and librdkafka) into every process.

@@ -8,7 +8,7 @@ aborted, are not returned (``isolation.level=read_committed``), which is
 what makes a transactional ledger (:mod:`dicomflow.dlq.redrive`) exact.
 :func:`read_at` reads one record at its coordinates.
 
-Unlike :func:`dicomflow.kafka.admin.read_all` (which stops at the high
+Unlike :func:`dicomflow.kafka.reader.read_all` (which stops at the high
 watermark, and whose position never reaches it past a transaction marker),
 the end here is librdkafka's partition-EOF event.
 """
@@ -16,42 +16,24 @@ the end here is librdkafka's partition-EOF event.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from dicomflow.kafka._logging import librdkafka_log
-from dicomflow.kafka.config import client_config
-from dicomflow.kafka.exceptions import TopicAdminError
+from dicomflow.kafka.exceptions import TopicAdminError, kafka_error_text
+from dicomflow.kafka.reader import group_less_consumer
 from dicomflow.kafka.records import Record, record_of
 from dicomflow.settings import KafkaSettings
 
-
-def _reader(kafka: KafkaSettings) -> Consumer:
-    config: dict[str, Any] = {
-        **client_config(kafka, client_id="dicomflow-scan"),
-        "group.id": f"dicomflow-scan-{uuid.uuid4().hex}",  # never joined: assign() only
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "enable.partition.eof": True,
-        "isolation.level": "read_committed",
-        "logger": librdkafka_log,
-    }
-    return Consumer(config)
-
-
-def _text(exc: BaseException) -> str:
-    err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-    return f"{err.str()} ({err.name()})" if err is not None else str(exc)
+#: The end is the partition-EOF event, of committed records only (see the module docstring).
+_SCAN = {"enable.partition.eof": True, "isolation.level": "read_committed"}
 
 
 def _partitions(consumer: Consumer, kafka: KafkaSettings, topic: str, timeout_s: float) -> list[int]:
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s)
     except KafkaException as exc:
-        raise TopicAdminError(f"cannot read the metadata of {topic} on {kafka.brokers}: {_text(exc)}") from exc
+        raise TopicAdminError(f"cannot read the metadata of {topic} on {kafka.brokers}: {kafka_error_text(exc)}") from exc
     described = metadata.topics.get(topic)
     if described is None or described.error is not None:
         reason = described.error.str() if described is not None and described.error is not None else "missing"
@@ -68,7 +50,7 @@ def scan(kafka: KafkaSettings, topics: Sequence[str], *, timeout_s: float = 30.0
     """
     if not topics:
         return []
-    consumer = _reader(kafka)
+    consumer = group_less_consumer(kafka, "dicomflow-scan", extra=_SCAN)
     try:
         deadline = time.monotonic() + timeout_s
         wanted: set[tuple[str, int]] = set()
@@ -77,7 +59,8 @@ def scan(kafka: KafkaSettings, topics: Sequence[str], *, timeout_s: float = 30.0
                 try:
                     low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
                 except KafkaException as exc:
-                    raise TopicAdminError(f"cannot read the end offsets of {topic}[{p}] on {kafka.brokers}: {_text(exc)}") from exc
+                    raise TopicAdminError(f"cannot read the end offsets of {topic}[{p}] on {kafka.brokers}: "
+                                              f"{kafka_error_text(exc)}") from exc
                 if high > low:  # an empty partition has nothing to wait for
                     wanted.add((topic, p))
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in sorted(wanted)])
@@ -107,7 +90,7 @@ def read_at(kafka: KafkaSettings, topic: str, partition: int, offset: int, *, ti
     Raises:
         TopicAdminError: the topic does not exist or the brokers do not answer.
     """
-    consumer = _reader(kafka)
+    consumer = group_less_consumer(kafka, "dicomflow-scan", extra=_SCAN)
     try:
         if partition not in _partitions(consumer, kafka, topic, timeout_s):
             return None

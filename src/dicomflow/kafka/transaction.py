@@ -23,6 +23,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from dicomflow.errors import PublishError
 from dicomflow.kafka._logging import librdkafka_log
 from dicomflow.kafka.config import producer_config
+from dicomflow.kafka.exceptions import kafka_error_text
 from dicomflow.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,6 @@ TxMessage = tuple[str, bytes | str | None, bytes, list[tuple[str, str | bytes | 
 
 class TransactionError(PublishError):
     """A Kafka transaction could not be opened or committed; nothing of it is visible."""
-
-
-def _text(exc: BaseException) -> str:
-    err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-    return f"{err.str()} ({err.name()})" if err is not None else str(exc)
 
 
 class TransactionalSender:
@@ -66,7 +62,7 @@ class TransactionalSender:
             self._producer.init_transactions(self._timeout_s)
         except KafkaException as exc:
             raise TransactionError(f"cannot start Kafka transactions as {self._id} on {self._kafka.brokers}: "
-                                   f"{_text(exc)}") from exc
+                                   f"{kafka_error_text(exc)}") from exc
 
     def send(self, messages: Sequence[TxMessage]) -> None:
         """Produce every message in one transaction and commit it; on any failure abort it.
@@ -96,10 +92,10 @@ class TransactionalSender:
             try:
                 self._producer.abort_transaction(self._timeout_s)
             except KafkaException as abort_exc:
-                log.warning("aborting the transaction of %s: %s", self._id, _text(abort_exc))
+                log.warning("aborting the transaction of %s: %s", self._id, kafka_error_text(abort_exc))
             if isinstance(exc, TransactionError):
                 raise
-            raise TransactionError(f"Kafka transaction of {self._id} on {self._kafka.brokers} failed: {_text(exc)}") from exc
+            raise TransactionError(f"Kafka transaction of {self._id} on {self._kafka.brokers} failed: {kafka_error_text(exc)}") from exc
 
     def _on_delivery(self, err: KafkaError | None, msg: object) -> None:
         if err is not None:
