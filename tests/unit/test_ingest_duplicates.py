@@ -24,6 +24,7 @@ def test_new_then_identical_from_another_sender_is_a_no_op(tmp_path: Path) -> No
     target = tmp_path / "x.dcm"
     first = place(part10(tmp_path, "t1", b"\x08\x00" * 50), target, "reject")
     assert first.outcome == "new" and first.publish and target.exists()
+    first.acknowledged()
     again = place(part10(tmp_path, "t2", b"\x08\x00" * 50, sender="OTHER_AE"), target, "reject")
     assert again.outcome == "identical" and not again.publish and not again.duplicate
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.dcm"]
@@ -32,7 +33,7 @@ def test_new_then_identical_from_another_sender_is_a_no_op(tmp_path: Path) -> No
 @pytest.mark.parametrize("policy", ["reject", "keep", "replace"])
 def test_different_content(tmp_path: Path, policy: str) -> None:
     target = tmp_path / "x.dcm"
-    place(part10(tmp_path, "t1", b"old!" * 10), target, "reject")
+    place(part10(tmp_path, "t1", b"old!" * 10), target, "reject").acknowledged()
     old = target.read_bytes()
     temp = part10(tmp_path, "t2", b"new!" * 12)
     if policy == "reject":
@@ -56,7 +57,7 @@ def test_different_content(tmp_path: Path, policy: str) -> None:
 
 def test_replace_acknowledged_drops_the_backup(tmp_path: Path) -> None:
     target = tmp_path / "x.dcm"
-    place(part10(tmp_path, "t1", b"old!"), target, "replace")
+    place(part10(tmp_path, "t1", b"old!"), target, "replace").acknowledged()
     placed = place(part10(tmp_path, "t2", b"new!"), target, "replace")
     assert len(list(tmp_path.iterdir())) == 2  # the name and the hidden backup of the old copy
     placed.acknowledged()
@@ -73,6 +74,19 @@ def test_a_new_file_not_acknowledged_stays_and_its_identical_retry_is_published_
     retry.acknowledged()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.dcm"]
     assert place(part10(tmp_path, "t3", b"data"), target, "reject").outcome == "identical"
+
+
+def test_a_process_killed_before_the_acknowledgement_leaves_the_mark_and_the_retry_is_published(
+        tmp_path: Path) -> None:
+    """Neither acknowledged() nor not_acknowledged() ran (a SIGKILL between the name and Kafka's answer):
+    the sender's identical retry must publish, not be answered Success with no store event (a fault run lost one)."""
+    target = tmp_path / "x.dcm"
+    place(part10(tmp_path, "t1", b"data"), target, "reject")  # the process dies here
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".x.dcm.unacknowledged", "x.dcm"]
+    retry = place(part10(tmp_path, "t2", b"data"), target, "reject")
+    assert retry.outcome == "new" and retry.publish
+    retry.acknowledged()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.dcm"]
 
 
 def test_other_transfer_syntax_is_other_content(tmp_path: Path) -> None:

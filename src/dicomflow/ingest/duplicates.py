@@ -25,8 +25,10 @@ A new instance is written to a temporary file next to its final name first
     acknowledged (:meth:`Placement.acknowledged`), and is put back if it is
     not (:meth:`Placement.not_acknowledged`).
 
-A new file whose store event Kafka did not acknowledge in time stays where
-it is, marked by an empty hidden ``.{name}.unacknowledged`` beside it
+A new file is marked by an empty hidden ``.{name}.unacknowledged`` beside it
+from before it gets its name until its store event is acknowledged (so a
+process killed in between leaves the mark too). A file whose event Kafka
+did not acknowledge in time stays where it is, marked
 (:meth:`Placement.not_acknowledged`): the event may still be delivered
 later (the producer keeps trying), and must then find its file; and the
 sender's retry, identical, is published again instead of being taken for a
@@ -115,6 +117,15 @@ def unacknowledged_mark(path: Path) -> Path:
     return path.with_name(f".{path.name}.unacknowledged")
 
 
+def _mark(path: Path) -> bool:
+    """Create the unacknowledged mark of ``path``; False if it was there already (an earlier copy's)."""
+    try:
+        os.close(os.open(unacknowledged_mark(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        return False
+    return True
+
+
 def place(temp: Path, path: Path, policy: Policy, *, sop_uid: str | None = None) -> Placement:
     """Put the complete, synced temporary file ``temp`` under ``path`` (see the module documentation).
 
@@ -127,14 +138,22 @@ def place(temp: Path, path: Path, policy: Policy, *, sop_uid: str | None = None)
     """
     try:
         size = os.stat(temp).st_size
+        # A new file is marked unacknowledged *before* it gets its name: a process killed
+        # between the name and the acknowledgement leaves the mark, so the sender's
+        # identical retry is published again instead of answered Success with no event.
+        marked = _mark(path)
         try:
             os.link(temp, path)
         except FileExistsError:
+            if marked:
+                _unlink(unacknowledged_mark(path))
             return _duplicate(temp, path, policy, size, sop_uid)
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
                 raise
             if path.exists():  # no hard links on this file system: racy, but still decided
+                if marked:
+                    _unlink(unacknowledged_mark(path))
                 return _duplicate(temp, path, policy, size, sop_uid)
             os.replace(temp, path)
             return Placement("new", path, size)
