@@ -57,22 +57,14 @@ def publish(
 
     from dicomflow.errors import ConfigError
     from dicomflow.kafka.producer import Publisher
-    from dicomflow.scanner.decide import no_copy_refusal, outside_root
     from dicomflow.scanner.publish import FolderPublisher
     from dicomflow.scanner.walk import iter_files
 
     settings = settings_of(ctx)
     console = Console()
     errors = Console(stderr=True, highlight=False)
-    if copy_into_storage:
-        if no_copy:
-            errors.print("configuration error: --copy-into-storage and --no-copy contradict each other")
-            raise typer.Exit(2)
-        errors.print("note: --copy-into-storage is deprecated: copying files from outside the storage root is the default now")
     root = settings.storage.root.resolve()
-    if no_copy and (outside := outside_root(paths, root)):  # before the walk, a read or a connection
-        errors.print(no_copy_refusal(outside, root))
-        raise typer.Exit(2)
+    check_copy_options(errors, paths, root, no_copy=no_copy, copy_into_storage=copy_into_storage)
     files = list(iter_files(paths))
     try:
         publisher = Publisher(settings.kafka, settings.topics, client_id=f"dicomflow-publish-{settings.worker_node_id}")
@@ -93,6 +85,27 @@ def publish(
     print_summary(console, summary, root)
     if not summary.ok:
         raise typer.Exit(1)
+
+
+def check_copy_options(errors: Console, paths: list[Path], root: Path, *, no_copy: bool, copy_into_storage: bool) -> None:
+    """Refuse contradicting flags, note the deprecated one, refuse ``--no-copy`` paths outside the root.
+
+    Runs before the walk, any read or a Kafka connection: a refused run
+    publishes nothing.
+
+    Raises:
+        typer.Exit: code 2, the message printed on ``errors``.
+    """
+    from dicomflow.scanner.decide import no_copy_refusal, outside_root
+
+    if copy_into_storage:
+        if no_copy:
+            errors.print("configuration error: --copy-into-storage and --no-copy contradict each other")
+            raise typer.Exit(2)
+        errors.print("note: --copy-into-storage is deprecated: copying files from outside the storage root is the default now")
+    if no_copy and (outside := outside_root(paths, root)):
+        errors.print(no_copy_refusal(outside, root))
+        raise typer.Exit(2)
 
 
 def print_summary(console: Console, summary: Summary, root: Path) -> None:
