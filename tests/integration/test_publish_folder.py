@@ -197,6 +197,22 @@ def test_the_command_prints_a_summary_and_exits_zero(pub_settings: Settings, sam
     assert "skipped   │ 3" in again.stdout and "already stored with identical content" in again.stdout
 
 
+def test_every_refused_path_is_listed_with_list_all(pub_settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    names = [f"note{n:02d}-{'x' * 150}.txt" for n in range(25)]  # long lines are not wrapped: one per file
+    for name in names:
+        (folder / name).write_text("not an image")
+    short = cli(pub_settings, str(folder), cwd=tmp_path)
+    assert short.returncode == 0, short.stderr
+    assert "refused   │ 25" in short.stdout and "... and 5 more (--list-all lists them)" in short.stdout
+    assert sum(f"{folder / name}: not DICOM" in line for name in names for line in short.stdout.splitlines()) == 20
+    every = cli(pub_settings, str(folder), "--list-all", cwd=tmp_path)
+    assert every.returncode == 0, every.stderr
+    assert sum(f"{folder / name}: not DICOM" in line for name in names for line in every.stdout.splitlines()) == 25
+    assert "more (--list-all" not in every.stdout
+
+
 def test_no_copy_outside_the_root_is_refused_before_anything_is_published(
     pub_settings: Settings, samples: list[Sample], tmp_path: Path
 ) -> None:
@@ -204,7 +220,7 @@ def test_no_copy_outside_the_root_is_refused_before_anything_is_published(
     inside, outside = place_samples(root, tmp_path, samples)
     result = cli(pub_settings, str(inside), str(outside), "--no-copy", cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
-    message = " ".join(result.stderr.split())  # rich wraps long lines
+    [message] = [line for line in result.stderr.splitlines() if "refused" in line]  # one line, never wrapped
     assert f"storage root {root}" in message and str(outside) in message and "without --no-copy" in message
     assert "nothing published" in message
     assert read_store_events(pub_settings, pub_settings.topics.main) == []  # not even the files under the root

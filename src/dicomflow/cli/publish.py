@@ -40,6 +40,9 @@ def publish(
     ] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Store events per Kafka batch.")] = 500,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    list_all: Annotated[
+        bool, typer.Option("--list-all", help=f"List every refused, skipped and failed file (default: the first {SHOWN} of each).")
+    ] = False,
 ) -> None:
     """Find DICOM files (by content, not by name) and publish their store events.
 
@@ -82,7 +85,7 @@ def publish(
             summary = runner.run(files, on_file=lambda _path: bar.advance(task))
     finally:
         publisher.close()
-    print_summary(console, summary, root)
+    print_summary(console, summary, root, shown=None if list_all else SHOWN)
     if not summary.ok:
         raise typer.Exit(1)
 
@@ -104,12 +107,15 @@ def check_copy_options(errors: Console, paths: list[Path], root: Path, *, no_cop
             raise typer.Exit(2)
         errors.print("note: --copy-into-storage is deprecated: copying files from outside the storage root is the default now")
     if no_copy and (outside := outside_root(paths, root)):
-        errors.print(no_copy_refusal(outside, root))
+        errors.print(no_copy_refusal(outside, root), soft_wrap=True)
         raise typer.Exit(2)
 
 
-def print_summary(console: Console, summary: Summary, root: Path) -> None:
-    """Counts, then each list that is not empty: refused (grouped by reason), skipped, failed; every path shown."""
+def print_summary(console: Console, summary: Summary, root: Path, *, shown: int | None = SHOWN) -> None:
+    """Counts, then each list that is not empty: refused (grouped by reason), skipped, failed, with paths.
+
+    ``shown``: paths listed per list (None: all); the rest are counted.
+    """
     from rich.table import Table
 
     table = Table(title="dicomflow publish", show_header=False)
@@ -121,25 +127,25 @@ def print_summary(console: Console, summary: Summary, root: Path) -> None:
     table.add_row("seconds", f"{summary.seconds:.1f}")
     console.print(table)
     if summary.copied:
-        console.print(f"{summary.copied} file(s) copied into the storage root {root}", highlight=False)
+        console.print(f"{summary.copied} file(s) copied into the storage root {root}", highlight=False, soft_wrap=True)
     if summary.refused:
         console.print("[bold]refused[/bold] (not published: the consumer would dead-letter them):")
         for reason, count in summary.refused_reasons().most_common():
-            console.print(f"  {count:6d}  {reason}", highlight=False)
-        _details(console, summary.refused)
+            console.print(f"  {count:6d}  {reason}", highlight=False, soft_wrap=True)
+        _details(console, summary.refused, shown)
         if any(r.retry for r in summary.refused):
             console.print("  files that could not be read: fix their permissions or links and publish them again")
     if summary.skipped:
         console.print("[bold]skipped[/bold] (stored already, see ingest.duplicates):")
-        _details(console, summary.skipped)
+        _details(console, summary.skipped, shown)
     if summary.failed:
         console.print("[bold red]failed[/bold red] (worth a retry once the cause is fixed):")
-        _details(console, summary.failed)
+        _details(console, summary.failed, shown)
 
 
-def _details(console: Console, items: list[NotPublished]) -> None:
-    """Path and reason of the first :data:`SHOWN` items, the rest counted."""
-    for item in items[:SHOWN]:
-        console.print(f"    {item.path}: {item.reason}", highlight=False)
-    if len(items) > SHOWN:
-        console.print(f"    ... and {len(items) - SHOWN} more")
+def _details(console: Console, items: list[NotPublished], shown: int | None) -> None:
+    """Path and reason of the first ``shown`` items (None: all), the rest counted."""
+    for item in items[:shown]:
+        console.print(f"    {item.path}: {item.reason}", highlight=False, soft_wrap=True)  # one line each, for grep
+    if shown is not None and len(items) > shown:
+        console.print(f"    ... and {len(items) - shown} more (--list-all lists them)")
