@@ -11,7 +11,7 @@
 """
 
 from dicomflow.settings.export import as_dict
-from dicomflow.settings.loader import default_config_path, load_settings
+from dicomflow.settings.loader import default_config_path, is_set, load_settings
 from dicomflow.settings.schema import (
     DEFAULT_SUPPORTED_TS,
     ClickHouseSettings,
@@ -57,6 +57,7 @@ __all__ = [
     "WebSettings",
     "as_dict",
     "default_config_path",
+    "is_set",
     "load_settings",
     "tenant_tag",
 ]

@@ -204,6 +204,25 @@ def load_settings(
     Raises:
         ConfigError: naming the key and the file or variable it came from.
     """
+    return _build(_collect(path, env, overrides))
+
+
+def is_set(path: Path | None, env: Mapping[str, str] | None, key: str) -> bool:
+    """Whether the file at ``path`` or ``env`` sets the dotted ``key`` (``kafka.brokers``), whatever its value.
+
+    For defaults that depend on more than the schema: the CLI takes
+    ``kafka.brokers`` from the running local stack only when the user did not set it.
+
+    Raises:
+        ConfigError: as :func:`load_settings`.
+    """
+    section, _, name = key.rpartition(".")
+    return name in _collect(path, env, None).get(section, {})
+
+
+def _collect(
+    path: Path | None, env: Mapping[str, str] | None, overrides: Mapping[str, Any] | None
+) -> dict[str, dict[str, Any]]:
     collected: dict[str, dict[str, Any]] = {}
     if path is not None:
         _apply(collected, _flatten(_read_file(path)), str(path))
@@ -213,7 +232,7 @@ def load_settings(
             _apply(collected, {dotted: raw}, f"environment variable {var}")
     if overrides:
         _apply(collected, dict(overrides), "override")
-    return _build(collected)
+    return collected
 
 
 def _build(collected: dict[str, dict[str, Any]]) -> Settings:
