@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from dicomflow.models import DicomStoreMeta, decode
-from dicomflow.settings import Settings
+from dicomflow.settings import Settings, to_child_env
 from tests.conftest import PYDICOM_DATA
 from tests.integration.consumer_support import counts, pipeline, run_service, topic
 
@@ -27,7 +27,7 @@ def test_publishing_the_whole_sample_folder_dead_letters_nothing(pipeline: Setti
     done = subprocess.run(
         [sys.executable, "-c", "from dicomflow.cli import main; main()", "publish", str(PYDICOM_DATA),
          "--copy-into-storage"],
-        env={**pipeline.to_child_env(os.environ), "COLUMNS": "400"}, cwd=tmp_path,
+        env={**to_child_env(pipeline, os.environ), "COLUMNS": "400"}, cwd=tmp_path,
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr

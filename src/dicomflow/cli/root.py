@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from dicomflow.errors import ConfigError
-from dicomflow.settings import Settings, default_config_path, load_settings
+from dicomflow.settings import DeprecatedSettingWarning, Settings, default_config_path, load_settings
 
 app = typer.Typer(
     name="dicomflow",
@@ -52,11 +53,23 @@ class _LazySettings:
         if self._settings is None:
             path = self.path or default_config_path(os.environ)
             try:
-                self._settings = load_settings(path, os.environ)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", DeprecatedSettingWarning)
+                    self._settings = load_settings(path, os.environ)
+                _show(caught)
             except ConfigError as exc:
                 typer.echo(f"configuration error: {exc}", err=True)
                 raise typer.Exit(2) from exc
         return self._settings
+
+
+def _show(caught: list[warnings.WarningMessage]) -> None:
+    """A moved setting as one ``warning:`` line on stderr (other warnings go on as they came)."""
+    for w in caught:
+        if issubclass(w.category, DeprecatedSettingWarning):
+            typer.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def settings_of(ctx: typer.Context) -> Settings:
