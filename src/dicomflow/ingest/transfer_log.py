@@ -60,7 +60,7 @@ class _StudyTally:
 
 @dataclass(frozen=True)
 class Peer:
-    """Both ends of an association, for the audit participants."""
+    """Both ends of a session, for the audit participants (for STOW-RS: the user and this server)."""
 
     calling_ae: str
     calling_address: str | None
