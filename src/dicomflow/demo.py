@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dicomflow.settings import Settings
+from dicomflow.settings import Settings, to_child_env
 
 #: dcmtk's storescu, by full path: a Python package may install a script of the same name.
 STORESCU = "/usr/bin/storescu"
@@ -56,7 +56,7 @@ def _component_env(settings: Settings, scp_port: int) -> dict[str, str]:
         receiver=dataclasses.replace(settings.receiver, host="127.0.0.1", port=scp_port),
         warehouse=dataclasses.replace(settings.warehouse, path=settings.warehouse.path.resolve()),
     )
-    return run.to_child_env(os.environ)
+    return to_child_env(run, os.environ)
 
 
 @contextmanager

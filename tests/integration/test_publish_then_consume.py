@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from dicomflow.models import DicomStoreMeta, decode
-from dicomflow.settings import Settings
+from dicomflow.settings import Settings, to_child_env
 from tests.conftest import PYDICOM_DATA
 from tests.integration.consumer_support import counts, pipeline, query, run_service, topic
 
@@ -29,7 +29,7 @@ def publish(settings: Settings, *args: str, cwd: Path) -> subprocess.CompletedPr
     """``dicomflow publish ARGS`` in its own process, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-c", "from dicomflow.cli import main; main()", "publish", "--no-progress", *args],
-        env={**settings.to_child_env(os.environ), "COLUMNS": "400"}, cwd=cwd,
+        env={**to_child_env(settings, os.environ), "COLUMNS": "400"}, cwd=cwd,
         capture_output=True, text=True, timeout=300,
     )
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from dicomflow.errors import ConfigError, StackError
-from dicomflow.settings import Settings, default_config_path, is_set, load_settings
+from dicomflow.settings import DeprecatedSettingWarning, Settings, default_config_path, is_set, load_settings
 
 app = typer.Typer(
     name="dicomflow",
@@ -53,8 +54,11 @@ class _LazySettings:
         if self._settings is None:
             path = self.path or default_config_path(os.environ)
             try:
-                settings = load_settings(path, os.environ)
-                self._settings = _brokers_of_the_stack(settings, path)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", DeprecatedSettingWarning)
+                    settings = load_settings(path, os.environ)
+                    self._settings = _brokers_of_the_stack(settings, path)
+                _show(caught)
             except (ConfigError, StackError) as exc:
                 typer.echo(f"configuration error: {exc}", err=True)
                 raise typer.Exit(2) from exc
@@ -79,6 +83,19 @@ def _brokers_of_the_stack(settings: Settings, path: Path | None) -> Settings:
     if state is None or state.bootstrap == settings.kafka.brokers:
         return settings
     return dataclasses.replace(settings, kafka=dataclasses.replace(settings.kafka, brokers=state.bootstrap))
+
+
+def _show(caught: list[warnings.WarningMessage]) -> None:
+    """A moved setting as one ``warning:`` line on stderr (other warnings go on as they came)."""
+    shown: set[str] = set()
+    for w in caught:
+        if issubclass(w.category, DeprecatedSettingWarning):
+            if str(w.message) in shown:
+                continue  # is_set reads the sources a second time
+            shown.add(str(w.message))
+            typer.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def settings_of(ctx: typer.Context) -> Settings:

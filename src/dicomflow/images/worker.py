@@ -252,7 +252,7 @@ class ImageWorker:
             except OSError as exc:
                 raise TransientError(f"reading {original}: {exc}") from exc
             else:
-                write_atomic(out, (data,), fsync=self.settings.receiver.fsync)
+                write_atomic(out, (data,), fsync=self.settings.ingest.fsync)
                 batch.transcoded.append(Transcoded(key, files.trace_id, str(out)))
                 self.metrics.outputs.labels("transcoded").inc()
                 self.summary.transcoded += 1
@@ -286,7 +286,7 @@ class ImageWorker:
             return
         except OSError as exc:
             raise TransientError(f"rendering {original}: {exc}") from exc
-        write_atomic(out, (image,), fsync=self.settings.receiver.fsync)
+        write_atomic(out, (image,), fsync=self.settings.ingest.fsync)
         batch.thumbnails.append(((*skey, sop), str(out)))
         self.metrics.outputs.labels("thumbnail").inc()
         self.summary.thumbnails += 1

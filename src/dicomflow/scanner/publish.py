@@ -47,7 +47,7 @@ from dicomflow.ingest.duplicates import DuplicateInstanceError, Placement, place
 from dicomflow.ingest.exceptions import IngestError
 from dicomflow.ingest.ingestor import Identity, Ingestor, Source
 from dicomflow.ingest.storage import PendingFile, sync_folder_durably
-from dicomflow.ingest.transfer_log import Peer, TransferLog
+from dicomflow.ingest.transfer_log import Peer, SessionKey, TransferLog
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import AuditEvent, DicomStoreMeta
 from dicomflow.scanner import decide
@@ -159,8 +159,7 @@ class FolderPublisher:
     ) -> None:
         self.settings = settings
         self.publisher = publisher
-        self.ingestor = Ingestor(settings.storage, settings.receiver, settings.worker_node_id, tenant_override=tenant,
-                                 duplicates=settings.ingest.duplicates)
+        self.ingestor = Ingestor(settings.storage, settings.ingest, settings.worker_node_id, tenant_override=tenant)
         self.copy_into_storage = copy_into_storage
         self.batch_size = max(1, batch_size)
         self.threads = max(1, threads)
@@ -176,7 +175,7 @@ class FolderPublisher:
         """
         started = time.monotonic()
         summary = Summary()
-        run_key = object()
+        run_key = SessionKey("publish")
         self._audit.opened(run_key, Peer("PUBLISH", None, self.settings.receiver.ae_title, None))
         with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="dicomflow-publish") as pool:
             for start in range(0, len(files), self.batch_size):
@@ -324,7 +323,7 @@ class FolderPublisher:
             destination_ae=self.settings.receiver.ae_title,
         )
 
-    def _send(self, ready: list[Prepared], summary: Summary, run_key: object) -> None:
+    def _send(self, ready: list[Prepared], summary: Summary, run_key: SessionKey) -> None:
         """Publish one batch; files whose events Kafka did not acknowledge are failures."""
         if not ready:
             return
