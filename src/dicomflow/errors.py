@@ -108,7 +108,9 @@ class PoisonMessageError(DicomflowError):
 
 
 class ReceiverError(DicomflowError):
-    """An incoming instance cannot be accepted (bad UID, storage failure)."""
+    """The DICOM receiver refuses or cannot go on: an incoming instance cannot be accepted
+    (bad UID, storage failure), a peer broke the protocol or went away, a limit or a TLS
+    handshake refused an association."""
 
 
 def is_poison(exc: BaseException) -> bool:

@@ -24,16 +24,20 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from dicomflow.errors import DicomflowError
+
 Format = Literal["image/jpeg", "image/png"]
 THUMBNAIL_SIZE = 128
 MAX_VIEWPORT = 4096
 
 
-class RenderError(Exception):
+class RenderError(DicomflowError):
     """The instance has no pixel data, or it cannot be decoded."""
 
+    poison = True
 
-class RenderParameterError(ValueError):
+
+class RenderParameterError(DicomflowError):
     """A rendering parameter is malformed (answered 400)."""
 
 

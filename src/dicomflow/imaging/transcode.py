@@ -31,6 +31,8 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from dicomflow.errors import DicomflowError
+
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 DEFLATED_LE = "1.2.840.10008.1.2.1.99"
@@ -53,8 +55,10 @@ FRAME_MEDIA: dict[str, str] = {
 }
 
 
-class TranscodeError(Exception):
+class TranscodeError(DicomflowError):
     """The pixel data of an instance could not be decoded or encoded."""
+
+    poison = True
 
 
 def decodable(ts: str) -> bool:

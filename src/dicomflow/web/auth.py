@@ -40,7 +40,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from dicomflow.errors import ConfigError
+from dicomflow.errors import ConfigError, DicomflowError
 from dicomflow.settings import OAuth2Settings, Settings
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class Principal:
     scopes: frozenset[str]
 
 
-class Unauthorized(HTTPException):
+class Unauthorized(HTTPException, DicomflowError):
     """401: no usable token."""
 
     def __init__(self, reason: str) -> None:
@@ -67,7 +67,7 @@ class Unauthorized(HTTPException):
             "WWW-Authenticate": f'Bearer realm="dicomflow", error="invalid_token", error_description="{quoted}"'})
 
 
-class Forbidden(HTTPException):
+class Forbidden(HTTPException, DicomflowError):
     """403: a valid token that does not allow this request."""
 
     def __init__(self, reason: str) -> None:

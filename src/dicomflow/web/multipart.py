@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from dicomflow.errors import DicomflowError
+
 #: Headers of one part, in bytes; more is refused as malformed.
 MAX_HEADER_BYTES = 16 * 1024
 #: Parts in one body; more is refused (each one costs a file and a Kafka round trip).
@@ -28,7 +30,7 @@ MAX_PARTS = 10000
 _BOUNDARY_RE = re.compile(r'boundary\s*=\s*("([^"]{1,70})"|([^;\s,]{1,70}))', re.IGNORECASE)
 
 
-class MultipartError(ValueError):
+class MultipartError(DicomflowError):
     """The body is not well-formed multipart (answered 400 with this reason)."""
 
 

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from dicomflow.errors import DicomflowError
 from dicomflow.store.queries import DateRange, Filters, Row, Text
 from dicomflow.web import dicomjson
 from dicomflow.web.context import WebContext, base_url, check_uid, client_address
@@ -74,7 +75,7 @@ _INSTANCE_DEFAULT = ("SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "I
 _INSTANCE_EXTRA = ("AvailableTransferSyntaxUID",)
 
 
-class QueryError(ValueError):
+class QueryError(DicomflowError):
     """A query parameter that cannot be honoured (answered 400 with this message)."""
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from dicomflow.errors import DicomflowError
 from dicomflow.imaging.transcode import (
     BIG_ENDIAN,
     DEFLATED_LE,
@@ -36,7 +37,7 @@ from dicomflow.imaging.transcode import (
 )
 
 
-class NotAcceptable(Exception):
+class NotAcceptable(DicomflowError):
     """No acceptable representation can be produced (answered 406 with this reason)."""
 
 
