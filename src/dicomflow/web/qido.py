@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from dicomflow.dicom.derived import uid_problem
 from dicomflow.errors import DicomflowError
 from dicomflow.store.queries import DateRange, Filters, Row, Text
 from dicomflow.web import dicomjson
@@ -38,8 +39,6 @@ Level = Literal["study", "series", "instance"]
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000
-
-_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 # Tags used here, by keyword for readability.
 T = {
@@ -133,8 +132,9 @@ def _date_range(value: str, key: str) -> DateRange | None:
 def _uids(value: str, key: str) -> tuple[str, ...]:
     parts = tuple(p.strip() for p in re.split(r"[,\\]", value) if p.strip())
     for uid in parts:
-        if len(uid) > 64 or not _UID_RE.match(uid):
-            raise QueryError(f"{key}: {uid!r} is not a UID")
+        problem = uid_problem(uid)
+        if problem is not None:
+            raise QueryError(f"{key}: {uid[:80]!r} is not a UID: {problem}")
     return parts
 
 
