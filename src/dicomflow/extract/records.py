@@ -105,7 +105,7 @@ def build(
         slice_location=v.decimal(t.SLICE_LOCATION),
         samples_per_pixel=v.unsigned_short(t.SAMPLES_PER_PIXEL),
         photometric_interpretation=v.single(t.PHOTOMETRIC_INTERPRETATION),
-        width=v.unsigned_short(t.ROWS),
+        width=v.unsigned_short(t.ROWS),  # the wire name of Rows (see DicomImageMeta.width)
         columns=v.unsigned_short(t.COLUMNS),
         bits_allocated=v.unsigned_short(t.BITS_ALLOCATED),
         bits_stored=v.unsigned_short(t.BITS_STORED),
