@@ -107,7 +107,7 @@ class MultipartSpooler:
         self._buffer += data
         steps = {"preamble": self._preamble, "delimiter": self._after_delimiter, "headers": self._headers,
                  "body": self._body}
-        while self._state != "done" and steps[self._state](self._buffer):
+        while not self.complete and steps[self._state](self._buffer):
             pass
 
     # Each step consumes what it can of ``buf`` and returns True when the state moved on (go on with
