@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -109,15 +110,16 @@ class _Keys:
 class _TokenCache:
     """Claims of tokens that passed every check, by token string, until their ``exp`` (bounded)."""
 
-    def __init__(self, capacity: int = 4096) -> None:
+    def __init__(self, capacity: int = 4096, *, clock: Callable[[], float] = time.time) -> None:
         self.capacity = capacity
+        self._clock = clock  # Unix time, as ``exp`` is
         self._entries: dict[str, tuple[float, dict[str, Any]]] = {}
 
     def get(self, token: str) -> dict[str, Any] | None:
         entry = self._entries.get(token)
         if entry is None:
             return None
-        if time.time() >= entry[0]:
+        if self._clock() >= entry[0]:
             del self._entries[token]
             return None
         return entry[1]
@@ -127,7 +129,7 @@ class _TokenCache:
         if not isinstance(exp, (int, float)):
             return
         if len(self._entries) >= self.capacity:
-            now = time.time()
+            now = self._clock()
             for key in [k for k, (until, _) in self._entries.items() if until <= now]:
                 del self._entries[key]
             while len(self._entries) >= self.capacity:  # still full: drop the oldest entries
