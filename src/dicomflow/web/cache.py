@@ -6,8 +6,9 @@ Documents live as files under ``{storage.root}/.dicomweb/metadata/{tenant}/
 the receipt's trace id, so an instance stored again (a new receipt) gets a
 new document instead of a stale one. Files are written to a temporary name
 and renamed, so a reader never sees half a document. The folder name starts
-with a dot, which no tenant id can (see the receiver's tenant rules), and
-holds no ``.dcm`` files, so nothing else under the root mistakes it for data.
+with a dot, which no tenant id can (ingest's tenant rule,
+:func:`~dicomflow.ingest.uids.require_tenant`), and holds no ``.dcm`` files,
+so nothing else under the root mistakes it for data.
 
 Every path component is checked here before use: the UIDs by the one UID
 rule (:func:`dicomflow.dicom.derived.is_valid_uid`, which the caller's

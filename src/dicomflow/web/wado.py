@@ -2,9 +2,11 @@
 
 * Study / series / instance retrieval answers ``multipart/related;
   type="application/dicom"``, one part per instance, produced as the body is
-  sent: a file in its stored syntax is copied in chunks of :data:`CHUNK`
-  bytes; a transcoded one is built in memory one instance at a time. A study
-  is never held in memory. Every file is checked (inside the storage root,
+  sent: a file in its stored syntax is read in one call and sent in one
+  write up to ``_WHOLE_FILE`` (8 MiB), a larger one copied in chunks of
+  :data:`CHUNK` bytes; a transcoded one is built in memory one instance at
+  a time. A study is never held in memory; a single instance's answer
+  carries a Content-Length. Every file is checked (inside the storage root,
   present) and every syntax negotiated before the first byte, so the status
   code tells the truth; a transcode that fails mid-stream ends the response
   early (the client sees a truncated multipart body) and is logged.
