@@ -31,8 +31,8 @@ PENDING_MODULES = frozenset({
 PENDING_FUNCTIONS = frozenset({
     "cli/consume.py:consume",
     "cli/images.py:images",
+    "cli/publish.py:publish",
     "cli/warehouse.py:run_command",
-    "demo.py:run_demo",
     "settings/loader.py:_coerce",
 })
 
