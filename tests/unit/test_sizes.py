@@ -24,7 +24,6 @@ FLAT_MAPPINGS = frozenset({
 #: TODO(lead): being split on other branches of issue 17; remove each entry once they are merged.
 PENDING_MODULES = frozenset({
     "kafka/consumer.py",  # the consumer toolkit
-    "settings/schema.py",  # the [ingest] settings
     "stack/_kafka.py",  # the stack's state file
     "warehouse/sink.py",  # the consumer toolkit
 })
@@ -33,7 +32,6 @@ PENDING_FUNCTIONS = frozenset({
     "cli/images.py:images",
     "cli/publish.py:publish",
     "cli/warehouse.py:run_command",
-    "settings/loader.py:_coerce",
 })
 
 
