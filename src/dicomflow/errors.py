@@ -108,7 +108,9 @@ class PoisonMessageError(DicomflowError):
 
 
 class ReceiverError(DicomflowError):
-    """An incoming instance cannot be accepted (bad UID, storage failure)."""
+    """The DICOM network receiver refuses an association or cannot go on with one: a peer broke
+    the Upper Layer protocol or went away, a data set grew past its limit, the association limit or
+    a TLS handshake refused it. (An instance that cannot be stored is an ingest error.)"""
 
 
 def is_poison(exc: BaseException) -> bool:

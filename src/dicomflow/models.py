@@ -222,7 +222,11 @@ class DicomImageMeta(_Wire, kw_only=True):
     slice_location: float | None = None
     samples_per_pixel: int | None = None
     photometric_interpretation: str | None = None
+    #: Rows (0028,0010): the image's *height* in pixels, whatever the name says. ``width`` is the
+    #: reference's field and column name, kept so that messages stay interchangeable; code that reads
+    #: it names its own variables ``rows`` (the SQL of store/queries.py selects it ``AS rows``).
     width: int | None = None
+    #: Columns (0028,0011): the image's width in pixels.
     columns: int | None = None
     bits_allocated: int | None = None
     bits_stored: int | None = None

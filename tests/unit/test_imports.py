@@ -70,6 +70,7 @@ class Import:
     target: str  # dotted module name imported (a module of the package, as far as it resolves)
     line: int
     at_import_time: bool  # module level, not in a function and not under TYPE_CHECKING
+    type_only: bool = False  # under ``if TYPE_CHECKING:`` (read by the type checker, never run)
 
 
 def module_name(path: Path) -> str:
@@ -101,14 +102,16 @@ def imports_of(module: str) -> Iterator[Import]:
     path = MODULES[module]
     is_package = path.name == "__init__.py"
 
-    def visit(node: ast.AST, at_import_time: bool) -> Iterator[Import]:
+    def visit(node: ast.AST, at_import_time: bool, type_only: bool = False) -> Iterator[Import]:
         for child in ast.iter_child_nodes(node):
             lazy = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-            if lazy or (isinstance(child, ast.If) and _is_type_checking(child)):
+            if lazy:
                 yield from visit(child, False)
+            elif isinstance(child, ast.If) and _is_type_checking(child):
+                yield from visit(child, False, at_import_time)
             elif isinstance(child, ast.Import):
                 for alias in child.names:
-                    yield Import(module, alias.name, child.lineno, at_import_time)
+                    yield Import(module, alias.name, child.lineno, at_import_time, type_only)
             elif isinstance(child, ast.ImportFrom):
                 if child.level:
                     base = module.split(".")
@@ -119,14 +122,14 @@ def imports_of(module: str) -> Iterator[Import]:
                     prefix = child.module or ""
                 for alias in child.names:
                     # "from pkg import sub" imports the submodule when there is one.
-                    yield Import(module, f"{prefix}.{alias.name}", child.lineno, at_import_time)
+                    yield Import(module, f"{prefix}.{alias.name}", child.lineno, at_import_time, type_only)
             else:
-                yield from visit(child, at_import_time)
+                yield from visit(child, at_import_time, type_only)
 
     seen: set[Import] = set()
     for found in visit(ast.parse(path.read_text(encoding="utf-8")), True):
         if found.target == "dicomflow" or found.target.startswith("dicomflow."):
-            found = Import(found.source, resolve(found.target), found.line, found.at_import_time)
+            found = Import(found.source, resolve(found.target), found.line, found.at_import_time, found.type_only)
         elif found.target.split(".")[0] not in {"dicomflow_faults", "tests", "benchmarks"}:
             continue
         if found not in seen:
@@ -166,12 +169,18 @@ def test_no_stage_imports_the_cli() -> None:
     assert not offenders
 
 
-def test_no_import_cycles_at_import_time() -> None:
+def import_graph(*, type_only: bool) -> dict[str, set[str]]:
+    """module -> the modules it imports at import time (and under ``if TYPE_CHECKING:`` when ``type_only``)."""
     graph: dict[str, set[str]] = {m: set() for m in MODULES}
     for module in MODULES:
         for imp in imports_of(module):
-            if imp.at_import_time and imp.target in graph and imp.target != module:
+            if (imp.at_import_time or (type_only and imp.type_only)) and imp.target in graph and imp.target != module:
                 graph[module].add(imp.target)
+    return graph
+
+
+def cycles_in(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles a depth-first walk meets (each as a path that ends where it began)."""
     cycles: list[list[str]] = []
     state: dict[str, int] = {}  # 1 on the stack, 2 done
     stack: list[str] = []
@@ -190,15 +199,30 @@ def test_no_import_cycles_at_import_time() -> None:
     for module in sorted(graph):
         if module not in state:
             walk(module)
+    return cycles
+
+
+def test_no_import_cycles_at_import_time() -> None:
+    cycles = cycles_in(import_graph(type_only=False))
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_no_import_cycles_through_type_only_imports() -> None:
+    """A circle closed by an ``if TYPE_CHECKING:`` import is still two modules that cannot be read apart."""
+    cycles = cycles_in(import_graph(type_only=True))
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
 
 
 def test_the_checker_sees_a_cycle_and_a_wrong_import() -> None:
-    """The checks above can fail: the walker finds imports at import time and lazily."""
+    """The checks above can fail: the walker finds imports at import time, lazily and type-only, and circles."""
     found = list(imports_of("dicomflow.cli.scp"))
     assert any(i.target == "dicomflow.cli.root" and i.at_import_time for i in found)
     assert any(i.target.startswith("dicomflow.receiver") and not i.at_import_time for i in found)
     assert "cli" not in ALLOWED["receiver"]
+    typed = [i for i in imports_of("dicomflow.web.context") if i.type_only]
+    assert any(i.target == "dicomflow.kafka.producer" and not i.at_import_time for i in typed)
+    assert cycles_in({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles_in({"a": {"b"}, "b": set()}) == []
 
 
 def _modules_loaded_by(module: str) -> set[str]:

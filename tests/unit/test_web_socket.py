@@ -16,19 +16,19 @@ def _accepted_nodelay(new_loop: Callable[[], asyncio.AbstractEventLoop]) -> int:
     sock = listening_socket("127.0.0.1", 0)
     seen: list[int] = []
 
-    class Probe(asyncio.Protocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            accepted = transport.get_extra_info("socket")
-            seen.append(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
-            transport.close()
-
     async def main() -> None:
+        accepted = asyncio.Event()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                conn = transport.get_extra_info("socket")
+                seen.append(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+                accepted.set()
+
         server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
         with socket.create_connection(sock.getsockname()[:2], timeout=5):
-            for _ in range(200):
-                if seen:
-                    break
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(accepted.wait(), 5)  # woken by the accept, no polling
         server.close()
         await server.wait_closed()
 

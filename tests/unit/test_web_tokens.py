@@ -21,12 +21,25 @@ def _request(token: str) -> Request:
 
 
 def test_a_cached_token_expires_at_its_exp() -> None:
-    cache = _TokenCache(capacity=2)
-    cache.put("a", {"exp": time.time() + 0.3})
+    now = [1_700_000_000.0]
+    cache = _TokenCache(capacity=2, clock=lambda: now[0])
+    cache.put("a", {"exp": now[0] + 0.3})
     cache.put("no-exp", {"sub": "x"})  # not cacheable
     assert cache.get("a") is not None and cache.get("no-exp") is None
-    time.sleep(0.4)
-    assert cache.get("a") is None
+    now[0] += 0.299
+    assert cache.get("a") is not None
+    now[0] += 0.001
+    assert cache.get("a") is None  # at exp, not a moment later
+
+
+def test_expired_entries_make_room_before_live_ones_are_dropped() -> None:
+    now = [1_700_000_000.0]
+    cache = _TokenCache(capacity=2, clock=lambda: now[0])
+    cache.put("live", {"exp": now[0] + 60})  # the oldest entry, but still valid
+    cache.put("short", {"exp": now[0] + 1})
+    now[0] += 2
+    cache.put("new", {"exp": now[0] + 60})
+    assert cache.get("live") is not None and cache.get("new") is not None and cache.get("short") is None
 
 
 def test_the_cache_stays_bounded() -> None:

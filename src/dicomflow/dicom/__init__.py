@@ -5,7 +5,9 @@
 - :mod:`~dicomflow.dicom.part10`: preamble, ``DICM``, the file meta group,
   and telling a DICOM file from anything else;
 - :mod:`~dicomflow.dicom.walker`: the one element walker (over a file or
-  bytes; sequences, items, truncation with byte offsets);
+  bytes; truncation with byte offsets), reading through
+  :mod:`~dicomflow.dicom.window` and skipping nested sequences and items
+  with :mod:`~dicomflow.dicom.sequences`;
 - :mod:`~dicomflow.dicom.general`: pydicom, for what the walker declines;
 - :mod:`~dicomflow.dicom.reader`: the readability verdict the consumer and
   ingest share;

@@ -31,17 +31,13 @@ from __future__ import annotations
 
 import mmap
 import os
-import struct
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from dicomflow.dicom.constants import (
-    ITEM,
-    ITEM_DELIMITER,
     LONG_VRS,
     PIXEL_TAGS,
     PREFIX,
-    SEQUENCE_DELIMITER,
     SHORT_VRS,
     UNDEFINED_LENGTH,
     VR_NAMES,
@@ -50,22 +46,11 @@ from dicomflow.dicom.constants import (
 )
 from dicomflow.dicom.exceptions import TruncatedError, Unsupported
 from dicomflow.dicom.part10 import META_START, Buffer, read_file_meta
+from dicomflow.dicom.sequences import skip_sequence
+from dicomflow.dicom.window import HEAD_BE, HEAD_LE, IMPL_BE, IMPL_LE, U32_BE, U32_LE, Window
 
-#: Bytes read at a time from a file. Most CT/MR headers fit in the first block.
-BLOCK: Final = 8192
-#: Nesting deeper than this is not a real file; let the general reader judge.
-MAX_DEPTH: Final = 32
 #: A file meta group larger than this is not a real one.
 _MAX_META: Final = 1 << 24
-
-_HEAD_LE = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length (explicit)
-_HEAD_BE = struct.Struct(">HH2sH")
-_IMPL_LE = struct.Struct("<HHI")  # group, element, 32-bit length (implicit; items)
-_IMPL_BE = struct.Struct(">HHI")
-_U32_LE = struct.Struct("<I")
-_U32_BE = struct.Struct(">I")
-_ITEM_END_LE: Final = b"\xfe\xff\x0d\xe0"
-_ITEM_END_BE: Final = b"\xff\xfe\xe0\x0d"
 
 #: wanted set → wanted | PIXEL_TAGS: one set look-up decides whether an element needs more than skipping.
 _interesting: dict[frozenset[int], frozenset[int]] = {WANTED: WANTED | PIXEL_TAGS}
@@ -88,53 +73,6 @@ class RawHeader:
     elements: dict[int, tuple[str | None, bytes]] = field(default_factory=dict)
 
 
-class _Window:
-    """A window of bytes over a file (refilled by ``pread`` where the walk needs it) or over a buffer.
-
-    ``data`` holds the bytes from offset ``base``. Skipped values are never
-    read: the walk just moves its position past them. Over a buffer the
-    window is the whole buffer and never moves.
-    """
-
-    __slots__ = ("base", "data", "fd", "size")
-
-    def __init__(self, data: Buffer, size: int, fd: int | None) -> None:
-        self.fd = fd
-        self.size = size
-        self.base = 0
-        self.data: Buffer = data
-
-    @classmethod
-    def of_file(cls, fd: int) -> _Window:
-        return cls(os.pread(fd, BLOCK, 0), os.fstat(fd).st_size, fd)
-
-    @classmethod
-    def of_buffer(cls, buf: Buffer) -> _Window:
-        return cls(buf, len(buf), None)
-
-    def at(self, pos: int, count: int) -> int:
-        """Make ``count`` bytes at offset ``pos`` available; return their index in ``data``.
-
-        Raises:
-            TruncatedError: the data ends before ``pos + count``.
-        """
-        index = pos - self.base
-        if index >= 0 and index + count <= len(self.data):
-            return index
-        if pos + count > self.size or self.fd is None:
-            raise TruncatedError(f"file ends at byte {self.size}, inside the element at byte {pos}")
-        self.data = os.pread(self.fd, max(BLOCK, count), pos)
-        self.base = pos
-        if len(self.data) < count:  # the file shrank under us
-            raise TruncatedError(f"file ends inside the element at byte {pos}")
-        return 0
-
-    def unpack(self, layout: struct.Struct, pos: int) -> tuple[Any, ...]:
-        """``layout`` unpacked at offset ``pos`` (refilling first: never from a stale buffer)."""
-        i = self.at(pos, layout.size)
-        return layout.unpack_from(self.data, i)
-
-
 # --------------------------------------------------------------------------- entry points
 
 
@@ -148,14 +86,14 @@ def read_file(path: str, wanted: frozenset[int] = WANTED) -> RawHeader:
     """
     fd = os.open(path, os.O_RDONLY)
     try:
-        return _read_part10(_Window.of_file(fd), wanted)
+        return _read_part10(Window.of_file(fd), wanted)
     finally:
         os.close(fd)
 
 
 def read_part10(buf: Buffer, wanted: frozenset[int] = WANTED) -> RawHeader:
     """:func:`read_file` over the bytes of a whole Part 10 file in memory (or memory-mapped)."""
-    return _finish(_read_part10(_Window.of_buffer(buf), wanted), buf)
+    return _finish(_read_part10(Window.of_buffer(buf), wanted), buf)
 
 
 def read_dataset(
@@ -170,7 +108,7 @@ def read_dataset(
     syntax = transfer_syntax(transfer_syntax_uid)
     if syntax.deflated:
         raise Unsupported(f"transfer syntax {transfer_syntax_uid!r}")
-    window = _Window.of_buffer(buf)
+    window = Window.of_buffer(buf)
     _check_encoding(window, offset, syntax.implicit)
     header = RawHeader(transfer_syntax_uid, syntax.little, window.size)
     walk(window, offset, syntax.implicit, syntax.little, header.elements, wanted)
@@ -192,7 +130,7 @@ def read_dataset_prefix(buf: Buffer, transfer_syntax_uid: str, *, wanted: frozen
     syntax = transfer_syntax(transfer_syntax_uid)
     if syntax.deflated:
         raise Unsupported(f"transfer syntax {transfer_syntax_uid!r}")
-    window = _Window.of_buffer(buf)
+    window = Window.of_buffer(buf)
     if window.size < 12:
         return None
     _check_encoding(window, 0, syntax.implicit)
@@ -218,7 +156,7 @@ def read_elements(buf: Buffer, wanted: frozenset[int], *, implicit: bool = True,
         Unsupported: an encoding the walker does not follow.
     """
     header = RawHeader("", little, len(buf))
-    walk(_Window.of_buffer(buf), 0, implicit, little, header.elements, wanted)
+    walk(Window.of_buffer(buf), 0, implicit, little, header.elements, wanted)
     return _finish(header, buf)
 
 
@@ -229,7 +167,7 @@ def _finish(header: RawHeader, buf: Buffer) -> RawHeader:
     return header
 
 
-def _read_part10(f: _Window, wanted: frozenset[int]) -> RawHeader:
+def _read_part10(f: Window, wanted: frozenset[int]) -> RawHeader:
     pos, uid = _read_meta(f)
     syntax = transfer_syntax(uid)
     if syntax.deflated:
@@ -240,7 +178,7 @@ def _read_part10(f: _Window, wanted: frozenset[int]) -> RawHeader:
     return header
 
 
-def _read_meta(f: _Window) -> tuple[int, str]:
+def _read_meta(f: Window) -> tuple[int, str]:
     """Check the preamble and read the file meta group; return (data set start, transfer syntax)."""
     if f.size < META_START or f.at(0, META_START) != 0 or f.data[META_START - 4:META_START] != PREFIX:
         raise Unsupported("no 128-byte preamble and DICM prefix")
@@ -263,7 +201,7 @@ def _read_meta(f: _Window) -> tuple[int, str]:
         f.data, f.base = os.pread(f.fd, limit, 0), 0
 
 
-def _check_encoding(f: _Window, pos: int, implicit: bool) -> None:
+def _check_encoding(f: Window, pos: int, implicit: bool) -> None:
     """Make sure the data set is encoded as the transfer syntax says (writers do lie)."""
     if pos + 6 > f.size:
         return
@@ -274,38 +212,25 @@ def _check_encoding(f: _Window, pos: int, implicit: bool) -> None:
         raise Unsupported("data set encoding differs from the transfer syntax")
 
 
-def walk(
-    f: _Window, pos: int, implicit: bool, little: bool, found: dict[int, tuple[str | None, bytes]],
-    wanted: frozenset[int] = WANTED,
-) -> int:
-    """Walk the top-level elements from ``pos`` to the pixel data or the end, keeping the wanted ones.
+def walk(f: Window, pos: int, implicit: bool, little: bool, found: dict[int, tuple[str | None, bytes]],
+         wanted: frozenset[int] = WANTED) -> int:
+    """Walk the top-level elements from ``pos`` to the pixel data or the end, keeping the wanted ones;
+    return the offset where the walk stopped (the pixel data element's, or the end).
 
-    Returns the offset where the walk stopped: the pixel data element's, or the end.
-
-    The hot loop of the package: a CT header has a few hundred elements,
-    most of them skipped, so everything it touches is a local and the
-    common element costs one unpack, two set look-ups and a comparison.
-    Elements are not required to be in tag order: like pydicom, the last of
-    duplicated tags wins and the first pixel data tag ends the walk.
+    The hot loop of the package: a CT header has a few hundred elements, most of them skipped, so
+    everything it touches is a local and the common element costs one unpack, two set look-ups and a
+    comparison; only the pixel data, an undefined-length sequence and a value beyond the window cost a
+    call. Elements are not required to be in tag order: like pydicom, the last of duplicated tags wins
+    and the first pixel data tag ends the walk.
 
     Raises:
         TruncatedError: the data ends inside an element (offsets in the message).
         Unsupported: an encoding the walker does not follow.
     """
-    interesting = _interesting.get(wanted)
-    if interesting is None:
-        interesting = _interesting.setdefault(wanted, wanted | PIXEL_TAGS)
-    size = f.size
-    if implicit:
-        head = _IMPL_LE if little else _IMPL_BE
-    else:
-        head = _HEAD_LE if little else _HEAD_BE
-    unpack_head = head.unpack_from
-    unpack_u32 = (_U32_LE if little else _U32_BE).unpack_from
+    interesting, unpack_head, unpack_u32 = _walk_plan(wanted, implicit, little)
     long_vrs, short_vrs, vr_names, pixel_tags = LONG_VRS, SHORT_VRS, VR_NAMES, PIXEL_TAGS
-    data, base = f.data, f.base
+    size, data, base, vr_bytes = f.size, f.data, f.base, b""
     end_of_data = len(data)
-    vr_bytes = b""
     while pos + 8 <= size:
         i = pos - base
         if i < 0 or i + 12 > end_of_data:
@@ -318,8 +243,7 @@ def walk(
             group, element, vr_bytes, length = unpack_head(data, i)
             if vr_bytes in long_vrs:
                 if i + 12 > end_of_data:
-                    raise TruncatedError(f"file ends inside the element header at byte {pos}",
-                                         tag=group << 16 | element)
+                    raise TruncatedError(f"file ends inside the element header at byte {pos}", tag=group << 16 | element)
                 length = unpack_u32(data, i + 8)[0]
                 start = pos + 12
             elif vr_bytes in short_vrs:
@@ -329,111 +253,69 @@ def walk(
         tag = group << 16 | element
         if tag in interesting:
             if tag in pixel_tags:
-                if length != UNDEFINED_LENGTH and start + length > size:
-                    raise TruncatedError(
-                        f"Pixel Data needs {length} bytes at byte {start}; the file has {size - start}", tag=tag
-                    )
+                _check_pixel_length(tag, length, start, size)
                 return pos
-            if length == UNDEFINED_LENGTH:
-                raise Unsupported(f"wanted element {tag:08X} has undefined length")
-            end = start + length
-            if end > size:
-                raise TruncatedError(_past_end(group, element, length, start, size), tag=group << 16 | element)
             j = start - base
-            if j < 0 or j + length > end_of_data:
-                j = f.at(start, length)
+            if j < 0 or j + length > end_of_data:  # also for an undefined or too long length
+                j = _window_for_value(f, tag, length, start)
                 data, base, end_of_data = f.data, f.base, len(f.data)
             found[tag] = (None if implicit else vr_names[vr_bytes], data[j : j + length])  # type: ignore[assignment]
-            pos = end
+            pos = start + length
         elif length == UNDEFINED_LENGTH:
-            if implicit or vr_bytes == b"SQ":
-                pos = _skip_sequence(f, start, implicit, little, 1)
-            elif vr_bytes == b"UN":  # PS3.5 6.2.2: the content is implicit VR little endian
-                pos = _skip_sequence(f, start, True, True, 1)
-            else:
-                raise Unsupported(f"undefined length with VR {vr_bytes!r} at byte {pos}")
+            pos = _skip_undefined(f, start, implicit, little, vr_bytes, pos)
             data, base, end_of_data = f.data, f.base, len(f.data)
         else:
             pos = start + length
             if pos > size:
-                raise TruncatedError(_past_end(group, element, length, start, size), tag=group << 16 | element)
+                raise TruncatedError(_past_end(group, element, length, start, size), tag=tag)
     if pos < size:
         raise TruncatedError(f"file ends inside the element header at byte {pos}")
     return pos
+
+
+def _walk_plan(wanted: frozenset[int], implicit: bool, little: bool) -> tuple[frozenset[int], Any, Any]:
+    """What :func:`walk` looks up once per walk: the tags worth stopping at and the header formats."""
+    interesting = _interesting.get(wanted)
+    if interesting is None:
+        interesting = _interesting.setdefault(wanted, wanted | PIXEL_TAGS)
+    if implicit:
+        head = IMPL_LE if little else IMPL_BE
+    else:
+        head = HEAD_LE if little else HEAD_BE
+    return interesting, head.unpack_from, (U32_LE if little else U32_BE).unpack_from
+
+
+def _check_pixel_length(tag: int, length: int, start: int, size: int) -> None:
+    """The pixel data's value is never read, but its defined length must fit in the data."""
+    if length != UNDEFINED_LENGTH and start + length > size:
+        raise TruncatedError(f"Pixel Data needs {length} bytes at byte {start}; the file has {size - start}", tag=tag)
+
+
+def _window_for_value(f: Window, tag: int, length: int, start: int) -> int:
+    """Make a wanted element's value available in the window; return its index in ``f.data``.
+
+    Raises:
+        Unsupported: the element has an undefined length.
+        TruncatedError: the value runs past the end of the data.
+    """
+    if length == UNDEFINED_LENGTH:
+        raise Unsupported(f"wanted element {tag:08X} has undefined length")
+    if start + length > f.size:
+        raise TruncatedError(_past_end(tag >> 16, tag & 0xFFFF, length, start, f.size), tag=tag)
+    return f.at(start, length)
+
+
+def _skip_undefined(f: Window, start: int, implicit: bool, little: bool, vr_bytes: bytes, pos: int) -> int:
+    """Skip a top-level element of undefined length (a sequence); return the offset after its delimiter."""
+    if implicit or vr_bytes == b"SQ":
+        return skip_sequence(f, start, implicit, little, 1)
+    if vr_bytes == b"UN":  # PS3.5 6.2.2: the content is implicit VR little endian
+        return skip_sequence(f, start, True, True, 1)
+    raise Unsupported(f"undefined length with VR {vr_bytes!r} at byte {pos}")
 
 
 def _past_end(group: int, element: int, length: int, start: int, size: int) -> str:
     return f"element ({group:04X},{element:04X}) needs {length} bytes at byte {start}; the file has {size - start}"
 
 
-def _header(f: _Window, pos: int, implicit: bool, little: bool) -> tuple[int, str | None, int, int]:
-    """One element header in a nested data set: (tag, VR, length, value offset)."""
-    if implicit:
-        group, element, length = f.unpack(_IMPL_LE if little else _IMPL_BE, pos)
-        return group << 16 | element, None, length, pos + 8
-    group, element, vr_bytes, length = f.unpack(_HEAD_LE if little else _HEAD_BE, pos)
-    tag = group << 16 | element
-    if group == 0xFFFE:  # item and delimiters carry no VR, in any transfer syntax
-        length = f.unpack(_U32_LE if little else _U32_BE, pos + 4)[0]
-        return tag, None, length, pos + 8
-    vr = VR_NAMES.get(vr_bytes)
-    if vr is None:
-        raise Unsupported(f"unknown VR {vr_bytes!r} in a sequence at byte {pos}")
-    if vr_bytes in LONG_VRS:
-        length = f.unpack(_U32_LE if little else _U32_BE, pos + 8)[0]
-        return tag, vr, length, pos + 12
-    return tag, vr, length, pos + 8
-
-
-def _skip_sequence(f: _Window, pos: int, implicit: bool, little: bool, depth: int) -> int:
-    """Skip an undefined-length sequence's items; return the offset after its delimiter."""
-    if depth > MAX_DEPTH:
-        raise Unsupported("sequences nested too deep")
-    tag_format = _IMPL_LE if little else _IMPL_BE  # items: tag + 32-bit length, no VR
-    while True:
-        group, element, length = f.unpack(tag_format, pos)
-        tag = group << 16 | element
-        if tag == SEQUENCE_DELIMITER:
-            return pos + 8
-        if tag != ITEM:
-            raise Unsupported(f"({group:04X},{element:04X}) where a sequence item belongs, at byte {pos}")
-        if length == UNDEFINED_LENGTH:
-            pos = _skip_item(f, pos + 8, implicit, little, depth)
-        else:
-            pos += 8 + length
-            if pos > f.size:
-                raise TruncatedError(f"sequence item runs past the end of the file at byte {pos - length}")
-
-
-def _skip_item(f: _Window, pos: int, implicit: bool, little: bool, depth: int) -> int:
-    """Skip an undefined-length item's elements; return the offset after its delimiter."""
-    first = True
-    while True:
-        if first and not implicit:
-            i = f.at(pos, 6)
-            a, b = f.data[i + 4], f.data[i + 5]
-            if not (0x40 < a < 0x5B and 0x40 < b < 0x5B) and f.data[i : i + 4] != (
-                _ITEM_END_LE if little else _ITEM_END_BE
-            ):
-                raise Unsupported(f"implicit VR item inside explicit VR data at byte {pos}")
-        first = False
-        tag, vr, length, start = _header(f, pos, implicit, little)
-        if tag == ITEM_DELIMITER:
-            return start
-        if length == UNDEFINED_LENGTH:
-            if vr is None or vr == "SQ":
-                pos = _skip_sequence(f, start, implicit, little, depth + 1)
-            elif vr == "UN":
-                pos = _skip_sequence(f, start, True, True, depth + 1)
-            else:
-                raise Unsupported(f"undefined length with VR {vr} at byte {pos}")
-            continue
-        pos = start + length
-        if pos > f.size:
-            raise TruncatedError(f"element at byte {start - 8} runs past the end of the file")
-
-
-__all__ = [
-    "BLOCK", "MAX_DEPTH", "RawHeader", "read_dataset", "read_dataset_prefix", "read_elements", "read_file",
-    "read_part10", "walk",
-]
+__all__ = ["RawHeader", "read_dataset", "read_dataset_prefix", "read_elements", "read_file", "read_part10", "walk"]

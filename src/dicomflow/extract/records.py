@@ -24,6 +24,7 @@ too. Decisions made here:
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
 
 from dicomflow.dicom import constants as t
 from dicomflow.dicom import derived
@@ -47,21 +48,33 @@ def build(
         uids = derived.instance_uids(v)
     except DerivedValueError as exc:
         raise ExtractError(path, exc.reason) from exc
-    study_uid, series_uid, sop_uid, sop_class_uid = uids.study_uid, uids.series_uid, uids.sop_uid, uids.sop_class_uid
-
     study_date = derived.study_date(v, received)
     origin = _study_date_origin(v.default(t.STUDY_DATE), v.date(t.STUDY_DATE))
-    patient_id = derived.patient_id(v)
-    study_hash = uid_hash(study_uid)
-    series_hash = uid_hash(series_uid)
+    keys = _SeriesKeys(tenant_id, derived.patient_id(v), uids.study_uid, uids.series_uid, uid_hash(uids.study_uid),
+                       uid_hash(uids.series_uid))
+    return _state(v, keys, study_date, origin, received), _image(v, keys, uids, header, path, received)
 
-    state = DicomStateMeta(
-        tenant_id=tenant_id,
-        patient_id=patient_id,
-        study_uid=study_uid,
-        series_uid=series_uid,
-        study_uid_hash=study_hash,
-        series_uid_hash=series_hash,
+
+class _SeriesKeys(NamedTuple):
+    """The key fields the series state and the instance record share."""
+
+    tenant_id: str
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    study_uid_hash: str
+    series_uid_hash: str
+
+
+def _state(v: Values, k: _SeriesKeys, study_date: dt.date, origin: str, received: dt.datetime) -> DicomStateMeta:
+    """The series state: a flat mapping of attributes to DicomStateMeta fields."""
+    return DicomStateMeta(
+        tenant_id=k.tenant_id,
+        patient_id=k.patient_id,
+        study_uid=k.study_uid,
+        series_uid=k.series_uid,
+        study_uid_hash=k.study_uid_hash,
+        series_uid_hash=k.series_uid_hash,
         study_date_origin=origin,
         patient_name=v.person_name(t.PATIENT_NAME),
         patient_sex=v.single(t.PATIENT_SEX),
@@ -86,14 +99,19 @@ def build(
         created_time=received,
         updated_time=received,
     )
-    image = DicomImageMeta(
-        tenant_id=tenant_id,
-        patient_id=patient_id,
-        study_uid=study_uid,
-        series_uid=series_uid,
-        sop_uid=sop_uid,
-        study_uid_hash=study_hash,
-        series_uid_hash=series_hash,
+
+
+def _image(v: Values, k: _SeriesKeys, uids: derived.InstanceUIDs, header: RawHeader, path: str,
+           received: dt.datetime) -> DicomImageMeta:
+    """The instance record: a flat mapping of attributes to DicomImageMeta fields."""
+    return DicomImageMeta(
+        tenant_id=k.tenant_id,
+        patient_id=k.patient_id,
+        study_uid=k.study_uid,
+        series_uid=k.series_uid,
+        sop_uid=uids.sop_uid,
+        study_uid_hash=k.study_uid_hash,
+        series_uid_hash=k.series_uid_hash,
         instance_number=v.integer(t.INSTANCE_NUMBER),
         content_date=v.date(t.CONTENT_DATE),
         content_time=v.time(t.CONTENT_TIME),
@@ -105,7 +123,7 @@ def build(
         slice_location=v.decimal(t.SLICE_LOCATION),
         samples_per_pixel=v.unsigned_short(t.SAMPLES_PER_PIXEL),
         photometric_interpretation=v.single(t.PHOTOMETRIC_INTERPRETATION),
-        width=v.unsigned_short(t.ROWS),
+        width=v.unsigned_short(t.ROWS),  # the wire name of Rows (see DicomImageMeta.width)
         columns=v.unsigned_short(t.COLUMNS),
         bits_allocated=v.unsigned_short(t.BITS_ALLOCATED),
         bits_stored=v.unsigned_short(t.BITS_STORED),
@@ -119,14 +137,12 @@ def build(
         transfer_syntax_uid=header.transfer_syntax_uid,
         pixel_data_location=path,
         thumbnail_location=None,
-        sop_class_uid=sop_class_uid,
+        sop_class_uid=uids.sop_class_uid,
         image_status="ACTIVE",
         space_size=header.file_size,
         created_time=received,
         updated_time=received,
     )
-    return state, image
-
 
 def _study_date_origin(text: str | None, parsed: dt.date | None) -> str:
     """StudyDate as the file has it (first value, unpadded); legacy ``YYYY.MM.DD`` as ``YYYYMMDD``."""

@@ -19,21 +19,29 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
+
+from dicomflow.errors import DicomflowError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+    from pydicom.dataset import Dataset
 
 Format = Literal["image/jpeg", "image/png"]
 THUMBNAIL_SIZE = 128
 MAX_VIEWPORT = 4096
 
 
-class RenderError(Exception):
+class RenderError(DicomflowError):
     """The instance has no pixel data, or it cannot be decoded."""
 
+    poison = True
 
-class RenderParameterError(ValueError):
+
+class RenderParameterError(DicomflowError):
     """A rendering parameter is malformed (answered 400)."""
 
 
@@ -110,9 +118,28 @@ def render(path: Path | str, options: RenderOptions) -> bytes:
     Raises:
         RenderError: no pixel data, a frame number out of range, or undecodable pixels.
     """
+    header, arr = _read_frame(path, options.frame)
+    if int(header.get("SamplesPerPixel", 1) or 1) == 1:
+        image = _grey(header, arr, options.window)
+    else:
+        image = _colour(arr)
+    if options.viewport is not None:
+        image = _fit(image, options.viewport)
+    out = io.BytesIO()
+    if options.media_type == "image/png":
+        image.save(out, format="PNG")
+    else:
+        image.save(out, format="JPEG", quality=options.quality)
+    return out.getvalue()
+
+
+def _read_frame(path: Path | str, frame: int | None) -> tuple[Dataset, NDArray[Any]]:
+    """The header (without pixels) and the pixels of frame ``frame`` (1-based; None: the middle one).
+
+    Raises:
+        RenderError: no pixel data, a frame number out of range, or undecodable pixels.
+    """
     import pydicom
-    from PIL import Image
-    from pydicom.pixels.processing import apply_modality_lut
     from pydicom.pixels.utils import pixel_array
 
     with warnings.catch_warnings():
@@ -121,50 +148,57 @@ def render(path: Path | str, options: RenderOptions) -> bytes:
         frames = int(header.get("NumberOfFrames", 1) or 1)
         if "Rows" not in header or "Columns" not in header:
             raise RenderError("the instance has no image pixel data")
-        index = (options.frame - 1) if options.frame is not None else frames // 2
+        index = (frame - 1) if frame is not None else frames // 2
         if not 0 <= index < frames:
             raise RenderError(f"frame {index + 1} does not exist (the instance has {frames})")
         try:
-            arr = pixel_array(str(path), index=index)
+            return header, pixel_array(str(path), index=index)
         except Exception as exc:
             raise RenderError(f"pixel data cannot be decoded: {type(exc).__name__}: {exc}") from exc
-    photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2"))
-    samples = int(header.get("SamplesPerPixel", 1) or 1)
-    if samples == 1:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            values = np.asarray(apply_modality_lut(arr, header), dtype=np.float64)
-        if options.window is not None:
-            center, width, function = options.window
+
+
+def _grey(header: Dataset, arr: NDArray[Any], window: tuple[float, float, str] | None) -> PILImage:
+    """A one-sample frame through the modality LUT and the window (asked for, the file's, else min..max)."""
+    from PIL import Image
+    from pydicom.pixels.processing import apply_modality_lut
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values = np.asarray(apply_modality_lut(arr, header), dtype=np.float64)
+    if window is not None:
+        center, width, function = window
+    else:
+        wc, ww = _first(header.get("WindowCenter")), _first(header.get("WindowWidth"))
+        if wc is not None and ww is not None and ww > 0:
+            center, width, function = wc, ww, str(header.get("VOILUTFunction", "LINEAR")).lower()
         else:
-            wc, ww = _first(header.get("WindowCenter")), _first(header.get("WindowWidth"))
-            if wc is not None and ww is not None and ww > 0:
-                center, width, function = wc, ww, str(header.get("VOILUTFunction", "LINEAR")).lower()
-            else:
-                lo, hi = float(values.min()), float(values.max())
-                center, width, function = (lo + hi) / 2, max(hi - lo, 1.0), "linear"
-        eight = _window(values, center, width, "sigmoid" if function == "sigmoid" else "linear")
-        if photometric == "MONOCHROME1":
-            eight = 255.0 - eight
-        image = Image.fromarray(eight.astype(np.uint8), mode="L")
-    else:
-        rgb = np.asarray(arr)
-        if rgb.dtype != np.uint8:
-            top = float(rgb.max()) or 1.0
-            rgb = (rgb.astype(np.float64) * (255.0 / top)).astype(np.uint8)
-        image = Image.fromarray(rgb[..., :3], mode="RGB")
-    if options.viewport is not None:
-        vw, vh = options.viewport
-        scale = min(vw / image.width, vh / image.height)
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        if size != image.size:
-            image = image.resize(size, Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    if options.media_type == "image/png":
-        image.save(out, format="PNG")
-    else:
-        image.save(out, format="JPEG", quality=options.quality)
-    return out.getvalue()
+            lo, hi = float(values.min()), float(values.max())
+            center, width, function = (lo + hi) / 2, max(hi - lo, 1.0), "linear"
+    eight = _window(values, center, width, "sigmoid" if function == "sigmoid" else "linear")
+    if str(header.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1":
+        eight = 255.0 - eight
+    return Image.fromarray(eight.astype(np.uint8), mode="L")
+
+
+def _colour(arr: NDArray[Any]) -> PILImage:
+    """A colour frame (pydicom gives RGB) scaled to 8 bits when it has more."""
+    from PIL import Image
+
+    rgb = np.asarray(arr)
+    if rgb.dtype != np.uint8:
+        top = float(rgb.max()) or 1.0
+        rgb = (rgb.astype(np.float64) * (255.0 / top)).astype(np.uint8)
+    return Image.fromarray(rgb[..., :3], mode="RGB")
+
+
+def _fit(image: PILImage, viewport: tuple[int, int]) -> PILImage:
+    """``image`` scaled to fit ``viewport`` (width, height), keeping its aspect ratio."""
+    from PIL import Image
+
+    vw, vh = viewport
+    scale = min(vw / image.width, vh / image.height)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS) if size != image.size else image
 
 
 __all__ = ["THUMBNAIL_SIZE", "Format", "RenderError", "RenderOptions", "RenderParameterError", "parse_options",

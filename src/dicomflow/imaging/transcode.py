@@ -31,35 +31,45 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-IMPLICIT_LE = "1.2.840.10008.1.2"
-DEFLATED_LE = "1.2.840.10008.1.2.1.99"
-BIG_ENDIAN = "1.2.840.10008.1.2.2"
-RLE = "1.2.840.10008.1.2.5"
-JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
-J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
+from dicomflow.dicom.constants import (
+    DEFLATED_EXPLICIT_VR_LE,
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+    JPEG_2000,
+    JPEG_2000_LOSSLESS,
+    JPEG_BASELINE,
+    JPEG_EXTENDED,
+    JPEG_LOSSLESS,
+    JPEG_LOSSLESS_SV1,
+    JPEG_LS_LOSSLESS,
+    JPEG_LS_NEAR_LOSSLESS,
+    NATIVE_SYNTAXES,
+    RLE_LOSSLESS,
+)
+from dicomflow.errors import DicomflowError
 
 #: Syntaxes this server can write an instance in, from any syntax it can decode.
-WRITABLE: tuple[str, ...] = (EXPLICIT_LE, IMPLICIT_LE, DEFLATED_LE, RLE, JPEG_LS_LOSSLESS, J2K_LOSSLESS)
-NATIVE = {EXPLICIT_LE, IMPLICIT_LE, DEFLATED_LE, BIG_ENDIAN}
+WRITABLE: tuple[str, ...] = (EXPLICIT_VR_LE, IMPLICIT_VR_LE, DEFLATED_EXPLICIT_VR_LE, RLE_LOSSLESS, JPEG_LS_LOSSLESS,
+                             JPEG_2000_LOSSLESS)
 
 #: Media type of a compressed frame / rendered part, by transfer syntax (PS3.18 Table 8.7.3-2).
 FRAME_MEDIA: dict[str, str] = {
-    "1.2.840.10008.1.2.4.50": "image/jpeg", "1.2.840.10008.1.2.4.51": "image/jpeg",
-    "1.2.840.10008.1.2.4.57": "image/jpeg", "1.2.840.10008.1.2.4.70": "image/jpeg",
-    "1.2.840.10008.1.2.4.80": "image/jls", "1.2.840.10008.1.2.4.81": "image/jls",
-    "1.2.840.10008.1.2.4.90": "image/jp2", "1.2.840.10008.1.2.4.91": "image/jp2",
-    "1.2.840.10008.1.2.5": "image/x-dicom-rle",
+    JPEG_BASELINE: "image/jpeg", JPEG_EXTENDED: "image/jpeg", JPEG_LOSSLESS: "image/jpeg", JPEG_LOSSLESS_SV1: "image/jpeg",
+    JPEG_LS_LOSSLESS: "image/jls", JPEG_LS_NEAR_LOSSLESS: "image/jls",
+    JPEG_2000_LOSSLESS: "image/jp2", JPEG_2000: "image/jp2",
+    RLE_LOSSLESS: "image/x-dicom-rle",
 }
 
 
-class TranscodeError(Exception):
+class TranscodeError(DicomflowError):
     """The pixel data of an instance could not be decoded or encoded."""
+
+    poison = True
 
 
 def decodable(ts: str) -> bool:
     """True when this server can decode pixel data of syntax ``ts``."""
-    if ts in NATIVE:
+    if ts in NATIVE_SYNTAXES:
         return True
     try:
         from pydicom.pixels.decoders.base import get_decoder
@@ -97,7 +107,7 @@ def encode_dataset(ds: Dataset, target: str) -> bytes:
         warnings.simplefilter("ignore")
         if "PixelData" in ds and UID(source).is_compressed:
             ds.decompress(generate_instance_uid=False)  # same instance, other encoding
-        if target in NATIVE:
+        if target in NATIVE_SYNTAXES:
             ds.file_meta.TransferSyntaxUID = UID(target)
         elif "PixelData" in ds:
             ds.compress(UID(target), generate_instance_uid=False)  # lossless targets only
@@ -109,15 +119,7 @@ def encode_dataset(ds: Dataset, target: str) -> bytes:
 
 
 __all__ = [
-    "BIG_ENDIAN",
-    "DEFLATED_LE",
-    "EXPLICIT_LE",
     "FRAME_MEDIA",
-    "IMPLICIT_LE",
-    "J2K_LOSSLESS",
-    "JPEG_LS_LOSSLESS",
-    "NATIVE",
-    "RLE",
     "WRITABLE",
     "TranscodeError",
     "decodable",

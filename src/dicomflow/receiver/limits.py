@@ -33,6 +33,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from dicomflow.errors import ReceiverError
+
 log = logging.getLogger(__name__)
 
 _OPEN = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
@@ -55,7 +57,7 @@ class Slot:
     released: bool = False
 
 
-class SlotRefused(Exception):
+class SlotRefused(ReceiverError):
     """No slot free; ``kind`` is ``limit`` (whole receiver) or ``limit-per-ae``."""
 
     def __init__(self, kind: str, reason: str) -> None:

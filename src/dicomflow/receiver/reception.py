@@ -43,6 +43,7 @@ from pathlib import Path
 
 from dicomflow.dicom.derived import InstanceHeader
 from dicomflow.dicom.part10 import Buffer
+from dicomflow.errors import ReceiverError
 from dicomflow.ingest.exceptions import IngestError, StorageWriteError
 from dicomflow.ingest.ingestor import Identity, Source
 from dicomflow.ingest.service import StoreOutcome, StoreService
@@ -58,7 +59,7 @@ INCOMING = ".incoming"
 _SENDFILE_CHUNK = 64 * 1024 * 1024
 
 
-class DatasetTooLarge(Exception):
+class DatasetTooLarge(ReceiverError):
     """The data set grew past ``receiver.max_dataset_bytes``; the association must be aborted."""
 
     def __init__(self, received: int, limit: int) -> None:

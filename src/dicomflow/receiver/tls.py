@@ -27,7 +27,7 @@ import socket
 import ssl
 from typing import Literal
 
-from dicomflow.errors import ConfigError
+from dicomflow.errors import ConfigError, ReceiverError
 from dicomflow.settings import TlsSettings
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ _UNTRUSTED = frozenset({
 })
 
 
-class TlsRefused(Exception):
+class TlsRefused(ReceiverError):
     """A connection on a TLS listener did not complete an acceptable handshake."""
 
     def __init__(self, kind: RefusalKind, detail: str) -> None:

@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from dicomflow.errors import ReceiverError
+
 A_ASSOCIATE_RQ = 0x01
 A_ASSOCIATE_AC = 0x02
 A_ASSOCIATE_RJ = 0x03
@@ -58,11 +60,11 @@ _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 
 
-class ProtocolError(Exception):
+class ProtocolError(ReceiverError):
     """The peer broke the Upper Layer protocol (bad PDU type, lengths, item layout)."""
 
 
-class PeerClosed(Exception):
+class PeerClosed(ReceiverError):
     """The peer closed the connection (or it broke) between PDUs."""
 
 

@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
@@ -31,6 +32,15 @@ from dicomflow.store.session import Session, prepare_session
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@dataclass
+class _Tries:
+    """How far :meth:`StoreConnection.run` got with one operation."""
+
+    attempt: int = 0
+    reconnected: bool = False  # the one retry on a new connection after a lost one is used up
+    refreshed: bool = False  # the one retry on a new session after a refused value is used up
 
 
 class StoreConnection:
@@ -97,53 +107,49 @@ class StoreConnection:
           the temp tables still have the old column types;
         - anything else: :class:`StoreError`.
         """
-        attempt = 0
-        reconnected = False
-        refreshed = False
+        tries = _Tries()
         while True:
-            attempt += 1
+            tries.attempt += 1
             reused = self._conn is not None and not (self._conn.closed or self._conn.broken)
             conn = self._connect()
             stale = self._session is not None
             try:
                 return op(conn)
-            except StoreDataError as exc:
-                self._after_error(conn)
-                if stale and not refreshed:
-                    refreshed = True
-                    log.info("%s: %s; retrying once on a new session in case the schema changed", what, exc)
-                    self.discard()
-                    continue
-                raise
-            except pg_errors.TransactionRollback as exc:  # 40001, 40P01 ...
-                self._after_error(conn)
-                if attempt >= self._max_attempts:
-                    raise StoreError(f"{what} failed after {attempt} attempts: {first_line(exc)}") from exc
-                delay = min(0.5, 0.02 * 2**attempt) * random.uniform(0.5, 1.5)
-                log.warning("%s: %s (%s), retrying in %.0f ms", what, type(exc).__name__, exc.sqlstate, delay * 1000)
-                time.sleep(delay)
-            except StoreError:  # StoreDataError, or a schema older than the models
-                self._after_error(conn)
-                raise
-            except (psycopg.DataError, psycopg.IntegrityError) as exc:
-                self._after_error(conn)
-                raise StoreDataError(
-                    f"{what}: PostgreSQL refused a value: {first_line(exc)}", sqlstate=exc.sqlstate
-                ) from exc
-            except psycopg.OperationalError as exc:
+            except (StoreError, psycopg.Error) as exc:
                 lost = conn.closed or conn.broken
                 self._after_error(conn)
-                if lost and reused and not reconnected:
-                    reconnected = True
-                    log.warning("%s: connection to %s lost (%s); reconnecting", what, self.where, first_line(exc))
-                    continue
-                raise StoreError(f"{what} at {self.where} failed: {first_line(exc)}") from exc
-            except pg_errors.UndefinedTable as exc:
-                self._after_error(conn)
-                raise StoreError(f"{what}: the schema is missing ({first_line(exc)}); run `dicomflow db migrate`") from exc
-            except psycopg.Error as exc:
-                self._after_error(conn)
-                raise StoreError(f"{what} at {self.where} failed: {first_line(exc)}") from exc
+                self._retry_or_raise(what, exc, tries, lost=lost, reused=reused, stale=stale)
+
+    def _retry_or_raise(self, what: str, exc: StoreError | psycopg.Error, tries: _Tries, *,
+                        lost: bool, reused: bool, stale: bool) -> None:
+        """The policy of :meth:`run` for one failure: return to try again (after any backoff), or raise."""
+        if isinstance(exc, StoreDataError):
+            if stale and not tries.refreshed:
+                tries.refreshed = True
+                log.info("%s: %s; retrying once on a new session in case the schema changed", what, exc)
+                self.discard()
+                return
+            raise exc
+        if isinstance(exc, pg_errors.TransactionRollback):  # 40001, 40P01 ... (before OperationalError, its base)
+            if tries.attempt >= self._max_attempts:
+                raise StoreError(f"{what} failed after {tries.attempt} attempts: {first_line(exc)}") from exc
+            delay = min(0.5, 0.02 * 2**tries.attempt) * random.uniform(0.5, 1.5)
+            log.warning("%s: %s (%s), retrying in %.0f ms", what, type(exc).__name__, exc.sqlstate, delay * 1000)
+            time.sleep(delay)
+            return
+        if isinstance(exc, StoreError):  # a schema older than the models
+            raise exc
+        if isinstance(exc, (psycopg.DataError, psycopg.IntegrityError)):
+            raise StoreDataError(f"{what}: PostgreSQL refused a value: {first_line(exc)}", sqlstate=exc.sqlstate) from exc
+        if isinstance(exc, psycopg.OperationalError):
+            if lost and reused and not tries.reconnected:
+                tries.reconnected = True
+                log.warning("%s: connection to %s lost (%s); reconnecting", what, self.where, first_line(exc))
+                return
+            raise StoreError(f"{what} at {self.where} failed: {first_line(exc)}") from exc
+        if isinstance(exc, pg_errors.UndefinedTable):
+            raise StoreError(f"{what}: the schema is missing ({first_line(exc)}); run `dicomflow db migrate`") from exc
+        raise StoreError(f"{what} at {self.where} failed: {first_line(exc)}") from exc
 
     def _connect(self) -> psycopg.Connection[Any]:
         """The reused connection, opened when missing or broken.

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from dicomflow.audit.events import instances_transferred
+from dicomflow.dicom.constants import EXPLICIT_VR_LE
 from dicomflow.models import (
     DicomImageMeta,
     DicomStateMeta,
@@ -57,9 +58,9 @@ def instance_messages(
         trace_id=str(uuid.uuid4()), worker_node_id="synthetic", tenant_id=tenant, patient_id=patient,
         study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid, file_size=500_000 + instance,
         file_path=f"/srv/dicom/{tenant}/20250304/{study_uid}/{series_uid}/{sop_uid}.dcm",
-        transfer_syntax_uid="1.2.840.10008.1.2.1", number_of_frames=1, created_time=when,
+        transfer_syntax_uid=EXPLICIT_VR_LE, number_of_frames=1, created_time=when,
         series_uid_hash=uid_hash(series_uid), study_uid_hash=uid_hash(study_uid),
-        accession_number=f"A{study}" if study % 3 else None, target_ts="1.2.840.10008.1.2.1",
+        accession_number=f"A{study}" if study % 3 else None, target_ts=EXPLICIT_VR_LE,
         study_date=dt.date(2025, 3, 1 + study % 28), transfer_status="NoNeedTransfer",
         source_ip="127.0.0.1", source_ae=f"MOD{series % 4}",
     )
@@ -71,7 +72,7 @@ def instance_messages(
         slice_thickness=1.25, spacing_between_slices=None, slice_location=float(instance), samples_per_pixel=1,
         photometric_interpretation="MONOCHROME2", width=512, columns=512, bits_allocated=16, bits_stored=12,
         high_bit=11, pixel_representation=0, rescale_intercept=-1024.0, rescale_slope=1.0, rescale_type="HU",
-        window_center="40", window_width="400", transfer_syntax_uid="1.2.840.10008.1.2.1",
+        window_center="40", window_width="400", transfer_syntax_uid=EXPLICIT_VR_LE,
         pixel_data_location=None, thumbnail_location=None, sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
         image_status="ACTIVE", space_size=store.file_size, created_time=when, updated_time=when,
     )

@@ -1,4 +1,5 @@
-"""DICOMweb on the index: QIDO-RS search, WADO-RS retrieval (with transcoding and rendering), OAuth2.
+"""DICOMweb on the index: QIDO-RS search, WADO-RS retrieval (with transcoding and rendering), STOW-RS
+storing through the ingest core, OAuth2 and the tenant from the token.
 
 :func:`create_app` builds the Starlette application from the settings;
 ``dicomflow web`` serves it with uvicorn.

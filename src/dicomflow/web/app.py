@@ -22,7 +22,8 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
@@ -37,6 +38,9 @@ from dicomflow.settings import Settings
 from dicomflow.web import frames, qido, rendered, stow, wado
 from dicomflow.web.auth import Authenticator
 from dicomflow.web.context import WebContext
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +106,38 @@ def create_app(
     Raises:
         ConfigError: an authentication setting is missing or the key set unreadable.
     """
-    from psycopg_pool import AsyncConnectionPool
-
     registry = registry or CollectorRegistry()
     metrics = WebMetrics(registry)
     auth = Authenticator(settings)
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+    pool = _pool(settings)
+    ctx = WebContext(settings=settings, auth=auth, metrics=metrics, pool=pool)
+    routes = _service_routes(pool, registry)
+    for factory in route_factories:
+        routes.extend(factory(ctx))
+    app = Starlette(
+        routes=routes, lifespan=_lifespan(ctx, publish_audit=publish_audit),
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+    )
+    app.add_middleware(_Metrics, metrics=metrics)
+    app.state.ctx = ctx
+    return app
+
+
+def _pool(settings: Settings) -> AsyncConnectionPool[Any]:
+    """The PostgreSQL pool, opened by the lifespan (in the worker process, after any fork)."""
+    from psycopg_pool import AsyncConnectionPool
+
+    return AsyncConnectionPool(
         settings.database.conninfo(), min_size=settings.web.db_pool_min, max_size=settings.web.db_pool_max, open=False,
         name="dicomflow-web", timeout=10.0,
         # Every query of the web server is one read: autocommit spares the BEGIN and COMMIT round trips
         # (two of a WADO-RS lookup's three).
         kwargs={"autocommit": True},
     )
-    ctx = WebContext(settings=settings, auth=auth, metrics=metrics, pool=pool)
+
+
+def _service_routes(pool: AsyncConnectionPool[Any], registry: CollectorRegistry) -> list[BaseRoute]:
+    """``/healthz`` (200 when PostgreSQL answers within 2 s, else 503) and ``/metrics``, without authentication."""
 
     async def healthz(request: Request) -> Response:
         try:
@@ -129,43 +152,41 @@ def create_app(
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    routes: list[BaseRoute] = [Route("/healthz", healthz), Route("/metrics", metrics_endpoint)]
-    for factory in route_factories:
-        routes.extend(factory(ctx))
+    return [Route("/healthz", healthz), Route("/metrics", metrics_endpoint)]
+
+
+def _lifespan(ctx: WebContext, *, publish_audit: bool) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """Open the pool (and the audit publisher) at start; at the end audit the stop, drain the queue, close."""
+    settings = ctx.settings
+
+    def activity(started: bool) -> None:
+        from dicomflow.audit import events as audit
+
+        ctx.audit([audit.application_activity(started=started, node_id=settings.worker_node_id,
+                                              tenant_id=settings.storage.default_tenant, application="web")])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        auth.warn_if_open()
-        await pool.open(wait=False)
+        ctx.auth.warn_if_open()
+        await ctx.pool.open(wait=False)
         if publish_audit:
-            from dicomflow.audit import events as audit
             from dicomflow.kafka.producer import Publisher
             from dicomflow.web.auditing import AuditSender
 
             ctx.publisher = Publisher(settings.kafka, settings.topics, client_id="dicomflow-web")
-            ctx.auditor = AuditSender(ctx.publisher, metrics)
-            ctx.audit([audit.application_activity(started=True, node_id=settings.worker_node_id,
-                                                  tenant_id=settings.storage.default_tenant, application="web")])
+            ctx.auditor = AuditSender(ctx.publisher, ctx.metrics)
+            activity(started=True)
         try:
             yield
         finally:
             if ctx.publisher is not None:
-                from dicomflow.audit import events as audit
-
-                ctx.audit([audit.application_activity(started=False, node_id=settings.worker_node_id,
-                                                      tenant_id=settings.storage.default_tenant, application="web")])
+                activity(started=False)
                 if ctx.auditor is not None:
                     await asyncio.to_thread(ctx.auditor.close, 30.0)  # publishes what is still queued
                 await asyncio.to_thread(ctx.publisher.close, 10.0)
-            await pool.close()
+            await ctx.pool.close()
 
-    app = Starlette(
-        routes=routes, lifespan=lifespan,
-        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
-    )
-    app.add_middleware(_Metrics, metrics=metrics)
-    app.state.ctx = ctx
-    return app
+    return lifespan
 
 
 __all__ = ["ALL_ROUTES", "READ_ROUTES", "RouteFactory", "create_app"]

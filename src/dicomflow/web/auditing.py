@@ -7,10 +7,9 @@ accumulated every :data:`LINGER_S` seconds and publishes it with the
 publisher's blocking :meth:`~dicomflow.kafka.producer.Publisher.send_audit`,
 which waits for Kafka's acknowledgements off the event loop.
 
-Before this, each request created an asyncio task that encoded and produced
-its events on the event loop and then kept the producer's poll thread
-flushing until the acknowledgement: about a third of a retrieval's CPU time
-went to auditing it.
+Why a thread: encoding and producing each request's events on the event
+loop, and keeping the producer's poll thread flushing until Kafka's
+acknowledgement, cost about a third of a retrieval's CPU time.
 
 Nothing is dropped silently: when the queue holds :data:`CAPACITY` events
 (Kafka unreachable for a long time), further events are counted in

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,7 +41,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from dicomflow.errors import ConfigError
+from dicomflow.errors import ConfigError, DicomflowError
 from dicomflow.settings import OAuth2Settings, Settings
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Principal:
     scopes: frozenset[str]
 
 
-class Unauthorized(HTTPException):
+class Unauthorized(HTTPException, DicomflowError):
     """401: no usable token."""
 
     def __init__(self, reason: str) -> None:
@@ -67,7 +68,7 @@ class Unauthorized(HTTPException):
             "WWW-Authenticate": f'Bearer realm="dicomflow", error="invalid_token", error_description="{quoted}"'})
 
 
-class Forbidden(HTTPException):
+class Forbidden(HTTPException, DicomflowError):
     """403: a valid token that does not allow this request."""
 
     def __init__(self, reason: str) -> None:
@@ -109,15 +110,16 @@ class _Keys:
 class _TokenCache:
     """Claims of tokens that passed every check, by token string, until their ``exp`` (bounded)."""
 
-    def __init__(self, capacity: int = 4096) -> None:
+    def __init__(self, capacity: int = 4096, *, clock: Callable[[], float] = time.time) -> None:
         self.capacity = capacity
+        self._clock = clock  # Unix time, as ``exp`` is
         self._entries: dict[str, tuple[float, dict[str, Any]]] = {}
 
     def get(self, token: str) -> dict[str, Any] | None:
         entry = self._entries.get(token)
         if entry is None:
             return None
-        if time.time() >= entry[0]:
+        if self._clock() >= entry[0]:
             del self._entries[token]
             return None
         return entry[1]
@@ -127,7 +129,7 @@ class _TokenCache:
         if not isinstance(exp, (int, float)):
             return
         if len(self._entries) >= self.capacity:
-            now = time.time()
+            now = self._clock()
             for key in [k for k, (until, _) in self._entries.items() if until <= now]:
                 del self._entries[key]
             while len(self._entries) >= self.capacity:  # still full: drop the oldest entries

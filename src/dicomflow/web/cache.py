@@ -6,12 +6,14 @@ Documents live as files under ``{storage.root}/.dicomweb/metadata/{tenant}/
 the receipt's trace id, so an instance stored again (a new receipt) gets a
 new document instead of a stale one. Files are written to a temporary name
 and renamed, so a reader never sees half a document. The folder name starts
-with a dot, which no tenant id can (see the receiver's tenant rules), and
-holds no ``.dcm`` files, so nothing else under the root mistakes it for data.
+with a dot, which no tenant id can (ingest's tenant rule,
+:func:`~dicomflow.ingest.uids.require_tenant`), and holds no ``.dcm`` files,
+so nothing else under the root mistakes it for data.
 
-Every path component is checked before use: UIDs by the caller
-(:func:`~dicomflow.web.context.check_uid`), the tenant and trace id here;
-anything else simply is not cached.
+Every path component is checked here before use: the UIDs by the one UID
+rule (:func:`dicomflow.dicom.derived.is_valid_uid`, which the caller's
+:func:`~dicomflow.web.context.check_uid` applied already), the tenant and
+trace id by a file-name pattern; anything else simply is not cached.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import re
 import tempfile
 from pathlib import Path
 
+from dicomflow.dicom.derived import is_valid_uid
+
 log = logging.getLogger(__name__)
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 FOLDER = ".dicomweb"
 
 
@@ -36,7 +39,7 @@ class MetadataCache:
         self.root = root / FOLDER / "metadata"
 
     def path(self, tenant: str, study: str, series: str, sop: str, trace_id: str) -> Path | None:
-        if not (_SAFE.match(tenant) and _SAFE.match(trace_id) and all(_UID.match(u) for u in (study, series, sop))):
+        if not (_SAFE.match(tenant) and _SAFE.match(trace_id) and all(is_valid_uid(u) for u in (study, series, sop))):
             return None
         return self.root / tenant / study / series / f"{sop}.{trace_id}.json"
 

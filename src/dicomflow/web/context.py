@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from dicomflow.dicom.derived import uid_problem
 from dicomflow.metrics.web import WebMetrics
 from dicomflow.models import AuditEvent
 from dicomflow.settings import Settings
@@ -35,17 +35,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-
 def check_uid(value: str, what: str) -> str:
-    """A UID from the URL, validated before it reaches SQL or a path.
+    """A UID from the URL, validated by the one UID rule (:func:`dicomflow.dicom.derived.uid_problem`)
+    before it reaches SQL or a path.
 
     Raises:
-        HTTPException: 400 naming the path segment.
+        HTTPException: 400 naming the path segment and what is wrong with it.
     """
-    if len(value) > 64 or not _UID_RE.match(value):
-        raise HTTPException(400, f"{what} {value[:80]!r} is not a UID")
+    problem = uid_problem(value)
+    if problem is not None:
+        raise HTTPException(400, f"{what} {value[:80]!r} is not a UID: {problem}")
     return value
 
 

@@ -21,13 +21,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from dicomflow.web import transcode
+from dicomflow.dicom.constants import EXPLICIT_VR_BE, EXPLICIT_VR_LE
+from dicomflow.imaging.transcode import FRAME_MEDIA, read
 from dicomflow.web.context import WebContext
-from dicomflow.web.wado import _audit_retrieval, _served_file, lookup
+from dicomflow.web.negotiation import MediaRange, parse_accept
+from dicomflow.web.retrieval import audit_retrieval, lookup, served_file
 
 
 def _element(path: Path, tag_path: str) -> bytes:
-    ds = transcode.read(path)
+    ds = read(path)
     parts = tag_path.strip("/").split("/")
     node = ds
     try:
@@ -59,7 +61,7 @@ async def bulkdata(ctx: WebContext, request: Request) -> Response:
     items = await lookup(ctx, principal, request, level="instance")
     path = ctx.resolve(items[0].file_path)
     data = await run_in_threadpool(_element, path, request.path_params["tags"])
-    _audit_retrieval(ctx, principal, request, items, transferred=False)
+    audit_retrieval(ctx, principal, request, items, transferred=False)
     return _multipart([(data, "application/octet-stream")])
 
 
@@ -73,7 +75,7 @@ def _frame_numbers(text: str) -> list[int]:
     return numbers
 
 
-def read_frames(path: Path, numbers: Sequence[int], ranges: Sequence[transcode.MediaRange]) -> list[tuple[bytes, str]]:
+def read_frames(path: Path, numbers: Sequence[int], ranges: Sequence[MediaRange]) -> list[tuple[bytes, str]]:
     """The frames as (bytes, part media type): compressed as stored when acceptable, else native pixels.
 
     Raises:
@@ -83,7 +85,7 @@ def read_frames(path: Path, numbers: Sequence[int], ranges: Sequence[transcode.M
     from pydicom.encaps import generate_frames
     from pydicom.pixels.utils import pixel_array
 
-    ds = transcode.read(path)
+    ds = read(path)
     if "PixelData" not in ds:
         raise HTTPException(404, "the instance has no pixel data")
     ts = str(ds.file_meta.TransferSyntaxUID)
@@ -91,7 +93,7 @@ def read_frames(path: Path, numbers: Sequence[int], ranges: Sequence[transcode.M
     missing = [n for n in numbers if n > count]
     if missing:
         raise HTTPException(404, f"frame(s) {missing} do not exist (the instance has {count})")
-    compressed_media = transcode.FRAME_MEDIA.get(ts)
+    compressed_media = FRAME_MEDIA.get(ts)
     # application/octet-stream is uncompressed pixels whatever its transfer-syntax parameter says.
     as_stored = compressed_media is not None and any(
         m.media_type in (compressed_media, "*/*", "image/*") and m.transfer_syntax in (None, "*", ts) for m in ranges)
@@ -102,8 +104,8 @@ def read_frames(path: Path, numbers: Sequence[int], ranges: Sequence[transcode.M
     if not native_ok:
         raise HTTPException(406, f"frames are stored as {ts}; this server sends them as stored "
                                  f"({compressed_media or 'application/octet-stream'}) or as application/octet-stream")
-    media = f"application/octet-stream; transfer-syntax={transcode.EXPLICIT_LE}"
-    if compressed_media is None and ts != "1.2.840.10008.1.2.2" and int(ds.BitsAllocated) % 8 == 0:
+    media = f"application/octet-stream; transfer-syntax={EXPLICIT_VR_LE}"
+    if compressed_media is None and ts != EXPLICIT_VR_BE and int(ds.BitsAllocated) % 8 == 0:
         size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
         data = ds.PixelData
         return [(bytes(data[(n - 1) * size:n * size]), media) for n in numbers]
@@ -124,10 +126,10 @@ async def frames(ctx: WebContext, request: Request) -> Response:
     principal = await ctx.principal(request, "read")
     numbers = _frame_numbers(request.path_params["frames"])
     items = await lookup(ctx, principal, request, level="instance")
-    path, _ = _served_file(ctx, items[0])
-    ranges = transcode.parse_accept(request.headers.get("accept"))
+    path, _ = served_file(ctx, items[0])
+    ranges = parse_accept(request.headers.get("accept"))
     parts = await run_in_threadpool(read_frames, path, numbers, ranges)
-    _audit_retrieval(ctx, principal, request, items, transferred=False)
+    audit_retrieval(ctx, principal, request, items, transferred=False)
     return _multipart(parts)
 
 

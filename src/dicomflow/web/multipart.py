@@ -20,15 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from dicomflow.errors import DicomflowError
+
 #: Headers of one part, in bytes; more is refused as malformed.
 MAX_HEADER_BYTES = 16 * 1024
 #: Parts in one body; more is refused (each one costs a file and a Kafka round trip).
 MAX_PARTS = 10000
 
-_BOUNDARY_RE = re.compile(r'boundary\s*=\s*("([^"]{1,70})"|([^;\s,]{1,70}))', re.IGNORECASE)
+_BOUNDARY_RE = re.compile(r'boundary\s*=\s*("([^"]{1,70})"|([^;\s,"]{1,70})(?![^;\s,]))', re.IGNORECASE)
 
 
-class MultipartError(ValueError):
+class MultipartError(DicomflowError):
     """The body is not well-formed multipart (answered 400 with this reason)."""
 
 
@@ -103,59 +105,72 @@ class MultipartSpooler:
         if self._state == "done":
             return  # the epilogue is ignored (RFC 2046)
         self._buffer += data
-        buf = self._buffer
-        while True:
-            if self._state == "preamble":
-                i = buf.find(self._delimiter)
-                if i < 0:
-                    del buf[:max(0, len(buf) - len(self._delimiter) + 1)]
-                    return
-                del buf[:i + len(self._delimiter)]
-                self._state = "delimiter"
-            elif self._state == "delimiter":
-                while buf and buf[0] in (0x20, 0x09):  # transport padding
-                    del buf[:1]
-                if len(buf) < 2:
-                    return
-                if buf[:2] == b"--":
-                    self._state = "done"
-                    buf.clear()
-                    return
-                if buf[:2] != b"\r\n":
-                    raise MultipartError("a boundary delimiter is not followed by a line break")
-                del buf[:2]
-                self._state = "headers"
-            elif self._state == "headers":
-                if buf[:2] == b"\r\n":
-                    block, skip = b"", 2
-                else:
-                    i = buf.find(b"\r\n\r\n")
-                    if i < 0:
-                        if len(buf) > MAX_HEADER_BYTES:
-                            raise MultipartError(f"part headers longer than {MAX_HEADER_BYTES} bytes")
-                        return
-                    block, skip = bytes(buf[:i]), i + 4
-                if skip > MAX_HEADER_BYTES:
+        steps = {"preamble": self._preamble, "delimiter": self._after_delimiter, "headers": self._headers,
+                 "body": self._body}
+        while not self.complete and steps[self._state](self._buffer):
+            pass
+
+    # Each step consumes what it can of ``buf`` and returns True when the state moved on (go on with
+    # the next step), False when it needs more bytes.
+
+    def _preamble(self, buf: bytearray) -> bool:
+        i = buf.find(self._delimiter)
+        if i < 0:
+            del buf[:max(0, len(buf) - len(self._delimiter) + 1)]
+            return False
+        del buf[:i + len(self._delimiter)]
+        self._state = "delimiter"
+        return True
+
+    def _after_delimiter(self, buf: bytearray) -> bool:
+        while buf and buf[0] in (0x20, 0x09):  # transport padding
+            del buf[:1]
+        if len(buf) < 2:
+            return False
+        if buf[:2] == b"--":
+            self._state = "done"
+            buf.clear()
+            return False
+        if buf[:2] != b"\r\n":
+            raise MultipartError("a boundary delimiter is not followed by a line break")
+        del buf[:2]
+        self._state = "headers"
+        return True
+
+    def _headers(self, buf: bytearray) -> bool:
+        if buf[:2] == b"\r\n":
+            block, skip = b"", 2
+        else:
+            i = buf.find(b"\r\n\r\n")
+            if i < 0:
+                if len(buf) > MAX_HEADER_BYTES:
                     raise MultipartError(f"part headers longer than {MAX_HEADER_BYTES} bytes")
-                del buf[:skip]
-                if len(self.parts) >= MAX_PARTS:
-                    raise MultipartError(f"more than {MAX_PARTS} parts")
-                part = Part(_parse_headers(block), self.folder / f"part-{len(self.parts) + 1:05d}")
-                self.parts.append(part)
-                self._file = part.path.open("wb")
-                self._state = "body"
-            else:  # body
-                i = buf.find(self._body_delimiter)
-                if i < 0:
-                    safe = len(buf) - len(self._body_delimiter) + 1
-                    if safe > 0:
-                        self._write(buf[:safe])
-                        del buf[:safe]
-                    return
-                self._write(buf[:i])
-                del buf[:i + len(self._body_delimiter)]
-                self._close_part()
-                self._state = "delimiter"
+                return False
+            block, skip = bytes(buf[:i]), i + 4
+        if skip > MAX_HEADER_BYTES:
+            raise MultipartError(f"part headers longer than {MAX_HEADER_BYTES} bytes")
+        del buf[:skip]
+        if len(self.parts) >= MAX_PARTS:
+            raise MultipartError(f"more than {MAX_PARTS} parts")
+        part = Part(_parse_headers(block), self.folder / f"part-{len(self.parts) + 1:05d}")
+        self.parts.append(part)
+        self._file = part.path.open("wb")
+        self._state = "body"
+        return True
+
+    def _body(self, buf: bytearray) -> bool:
+        i = buf.find(self._body_delimiter)
+        if i < 0:
+            safe = len(buf) - len(self._body_delimiter) + 1
+            if safe > 0:
+                self._write(buf[:safe])
+                del buf[:safe]
+            return False
+        self._write(buf[:i])
+        del buf[:i + len(self._body_delimiter)]
+        self._close_part()
+        self._state = "delimiter"
+        return True
 
     def _write(self, data: bytearray) -> None:
         assert self._file is not None

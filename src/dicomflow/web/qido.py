@@ -28,6 +28,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from dicomflow.dicom.derived import uid_problem
+from dicomflow.errors import DicomflowError
 from dicomflow.store.queries import DateRange, Filters, Row, Text
 from dicomflow.web import dicomjson
 from dicomflow.web.context import WebContext, base_url, check_uid, client_address
@@ -37,8 +39,6 @@ Level = Literal["study", "series", "instance"]
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000
-
-_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 # Tags used here, by keyword for readability.
 T = {
@@ -74,7 +74,7 @@ _INSTANCE_DEFAULT = ("SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "I
 _INSTANCE_EXTRA = ("AvailableTransferSyntaxUID",)
 
 
-class QueryError(ValueError):
+class QueryError(DicomflowError):
     """A query parameter that cannot be honoured (answered 400 with this message)."""
 
 
@@ -132,8 +132,9 @@ def _date_range(value: str, key: str) -> DateRange | None:
 def _uids(value: str, key: str) -> tuple[str, ...]:
     parts = tuple(p.strip() for p in re.split(r"[,\\]", value) if p.strip())
     for uid in parts:
-        if len(uid) > 64 or not _UID_RE.match(uid):
-            raise QueryError(f"{key}: {uid!r} is not a UID")
+        problem = uid_problem(uid)
+        if problem is not None:
+            raise QueryError(f"{key}: {uid[:80]!r} is not a UID: {problem}")
     return parts
 
 
@@ -147,6 +148,18 @@ def _int(value: str, key: str, low: int, high: int) -> int:
     return number
 
 
+@dataclass
+class _Params:
+    """The query parameters as read, before they become :class:`Filters`."""
+
+    values: dict[str, str] = field(default_factory=dict)  # matching key -> value (repeated UID keys joined)
+    include: set[str] = field(default_factory=set)
+    include_all: bool = False
+    warnings: list[str] = field(default_factory=list)
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+
+
 def parse(level: Level, params: Sequence[tuple[str, str]], scope: Mapping[str, str] | None = None) -> Query:
     """Turn ``(name, value)`` query parameters into a :class:`Query`.
 
@@ -154,72 +167,84 @@ def parse(level: Level, params: Sequence[tuple[str, str]], scope: Mapping[str, s
         QueryError: an unknown or unsupported key, or a value of the wrong form.
     """
     scope = dict(scope or {})
-    values: dict[str, Any] = {}
-    include: set[str] = set()
-    include_all = False
-    warnings: list[str] = []
-    limit, offset = DEFAULT_LIMIT, 0
+    read = _Params()
     for name, value in params:
-        if name == "limit":
-            limit = _int(value, name, 0, 2**31 - 1)
-            if limit > MAX_LIMIT or limit == 0:
-                warnings.append(f"limit {value} exceeds what this server returns at once; {MAX_LIMIT} returned")
-                limit = MAX_LIMIT
-            continue
-        if name == "offset":
-            offset = _int(value, name, 0, 2**31 - 1)
-            continue
-        if name == "fuzzymatching":
-            if value.lower() == "true":
-                warnings.append("fuzzymatching is not supported; literal matching was used")
-            elif value.lower() != "false":
-                raise QueryError(f"fuzzymatching: {value!r} is not true or false")
-            continue
-        if name == "includefield":
-            for item in (v.strip() for v in value.split(",")):
-                if item == "all":
-                    include_all = True
-                elif item:
-                    tag = dicomjson.parse_tag(item)
-                    if tag is None:
-                        raise QueryError(f"includefield: {item!r} is not a DICOM keyword or tag")
-                    include.add(dicomjson.keyword(tag))
-            continue
-        tag = dicomjson.parse_tag(name)
-        if tag is None:
-            raise QueryError(f"{name!r} is not a query parameter, DICOM keyword or tag")
-        key = dicomjson.keyword(tag)
-        if key not in MATCH_KEYS[level]:
-            raise QueryError(f"{key} is not a matching key this server supports at {level} level "
-                             f"(supported: {', '.join(sorted(MATCH_KEYS[level]))})")
-        if key in values:
-            if key not in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-                raise QueryError(f"{key} given twice")
-            value = f"{values[key]},{value}"  # a repeated UID key is one list (PS3.18 §8.3.4.1)
-        values[key] = value
+        if not _control(read, name, value):
+            _match_key(read, level, name, value)
+    return Query(level, _filters(read, scope), frozenset(read.include), read.include_all, tuple(read.warnings), scope)
 
-    uid_of = {"StudyInstanceUID": "study_uids", "SeriesInstanceUID": "series_uids", "SOPInstanceUID": "sop_uids"}
+
+def _control(read: _Params, name: str, value: str) -> bool:
+    """``limit``, ``offset``, ``fuzzymatching``, ``includefield``: True when ``name`` is one of them."""
+    if name == "limit":
+        read.limit = _int(value, name, 0, 2**31 - 1)
+        if read.limit > MAX_LIMIT or read.limit == 0:
+            read.warnings.append(f"limit {value} exceeds what this server returns at once; {MAX_LIMIT} returned")
+            read.limit = MAX_LIMIT
+    elif name == "offset":
+        read.offset = _int(value, name, 0, 2**31 - 1)
+    elif name == "fuzzymatching":
+        if value.lower() == "true":
+            read.warnings.append("fuzzymatching is not supported; literal matching was used")
+        elif value.lower() != "false":
+            raise QueryError(f"fuzzymatching: {value!r} is not true or false")
+    elif name == "includefield":
+        for item in (v.strip() for v in value.split(",")):
+            if item == "all":
+                read.include_all = True
+            elif item:
+                tag = dicomjson.parse_tag(item)
+                if tag is None:
+                    raise QueryError(f"includefield: {item!r} is not a DICOM keyword or tag")
+                read.include.add(dicomjson.keyword(tag))
+    else:
+        return False
+    return True
+
+
+def _match_key(read: _Params, level: Level, name: str, value: str) -> None:
+    """A matching key by keyword or tag: refused unless the index holds it at ``level``."""
+    tag = dicomjson.parse_tag(name)
+    if tag is None:
+        raise QueryError(f"{name!r} is not a query parameter, DICOM keyword or tag")
+    key = dicomjson.keyword(tag)
+    if key not in MATCH_KEYS[level]:
+        raise QueryError(f"{key} is not a matching key this server supports at {level} level "
+                         f"(supported: {', '.join(sorted(MATCH_KEYS[level]))})")
+    if key in read.values:
+        if key not in _UID_KEYS:
+            raise QueryError(f"{key} given twice")
+        value = f"{read.values[key]},{value}"  # a repeated UID key is one list (PS3.18 §8.3.4.1)
+    read.values[key] = value
+
+
+#: UID matching keys -> the :class:`Filters` field of their lists.
+_UID_KEYS = {"StudyInstanceUID": "study_uids", "SeriesInstanceUID": "series_uids", "SOPInstanceUID": "sop_uids"}
+
+
+def _filters(read: _Params, scope: Mapping[str, str]) -> Filters:
+    """The matching keys as :class:`Filters`; a path scope narrows the UID lists (a UID outside it matches nothing)."""
+    values = read.values
     uid_lists: dict[str, tuple[str, ...]] = {}
-    for key, attr in uid_of.items():
+    for key, attr in _UID_KEYS.items():
         given = _uids(values[key], key) if key in values else ()
         if key in scope:
             given = (scope[key],) if not given or scope[key] in given else ("",)  # "" matches nothing
         uid_lists[attr] = given
-    modalities = tuple(m.strip() for m in re.split(r"[,\\]", values.get("Modality", values.get("ModalitiesInStudy", "")))
-                       if m.strip() and m.strip() != "*")
     if "Modality" in values and "ModalitiesInStudy" in values:
         raise QueryError("Modality and ModalitiesInStudy cannot both be given")
-    filters = Filters(
+    modalities = tuple(m.strip() for m in re.split(r"[,\\]", values.get("Modality", values.get("ModalitiesInStudy", "")))
+                       if m.strip() and m.strip() != "*")
+    return Filters(
         patient_id=_text(values["PatientID"]) if "PatientID" in values else None,
         patient_name=_text(values["PatientName"], case_insensitive=True) if "PatientName" in values else None,
         accession_number=_text(values["AccessionNumber"]) if "AccessionNumber" in values else None,
         study_date=_date_range(values["StudyDate"], "StudyDate") if "StudyDate" in values else None,
         modalities=modalities,
-        limit=limit,
-        offset=offset,
+        limit=read.limit,
+        offset=read.offset,
         **uid_lists,
     )
-    return Query(level, filters, frozenset(include), include_all, tuple(warnings), scope)
 
 
 # --------------------------------------------------------------------------- answers

@@ -18,11 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from dicomflow.imaging import render
 from dicomflow.store.queries import StoredInstance
-from dicomflow.web import render
 from dicomflow.web.context import WebContext
-from dicomflow.web.transcode import parse_accept
-from dicomflow.web.wado import _audit_retrieval, _served_file, lookup
+from dicomflow.web.negotiation import parse_accept
+from dicomflow.web.retrieval import audit_retrieval, lookup, served_file
 
 
 def _media_type(request: Request) -> render.Format:
@@ -75,14 +75,14 @@ async def _render(ctx: WebContext, request: Request, level: str, *, thumbnail: b
             viewport=(render.THUMBNAIL_SIZE, render.THUMBNAIL_SIZE)):
         prebuilt = await _prebuilt_thumbnail(ctx, [i for i in items if i.series_uid == item.series_uid])
         if prebuilt is not None:
-            _audit_retrieval(ctx, principal, request, [item], transferred=False)
+            audit_retrieval(ctx, principal, request, [item], transferred=False)
             return Response(prebuilt, media_type="image/jpeg")
-    path, _ = _served_file(ctx, item)
+    path, _ = served_file(ctx, item)
     try:
         image = await run_in_threadpool(render.render, path, options)
     except render.RenderError as exc:
         raise HTTPException(404 if "does not exist" in str(exc) or "no image" in str(exc) else 406, str(exc)) from exc
-    _audit_retrieval(ctx, principal, request, [item], transferred=False)
+    audit_retrieval(ctx, principal, request, [item], transferred=False)
     return Response(image, media_type=media_type)
 
 

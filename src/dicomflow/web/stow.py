@@ -29,8 +29,10 @@ part whose Study Instance UID differs from the one in the URL), 0xC000
 (cannot understand: not Part 10, a malformed UID, unreadable data, a part
 that is not ``application/dicom``), 0x0111 (duplicate SOP instance: stored
 already with other content, under ``ingest.duplicates = "reject"``). A
-re-sent identical instance is a Success that changes nothing; the
-duplicates policy is :mod:`dicomflow.ingest.duplicates`, as for C-STORE.
+re-sent identical instance is a Success that changes nothing (unless the
+first copy's store event was never acknowledged: then it is published
+again); the duplicates policy is :mod:`dicomflow.ingest.duplicates`, as for
+C-STORE.
 
 Every request is audited as "DICOM Instances Transferred" (110104, action
 C) per study and outcome, with the token's subject and the client address,

@@ -2,9 +2,11 @@
 
 * Study / series / instance retrieval answers ``multipart/related;
   type="application/dicom"``, one part per instance, produced as the body is
-  sent: a file in its stored syntax is copied in chunks of :data:`CHUNK`
-  bytes; a transcoded one is built in memory one instance at a time. A study
-  is never held in memory. Every file is checked (inside the storage root,
+  sent: a file in its stored syntax is read in one call and sent in one
+  write up to ``_WHOLE_FILE`` (8 MiB), a larger one copied in chunks of
+  :data:`CHUNK` bytes; a transcoded one is built in memory one instance at
+  a time. A study is never held in memory; a single instance's answer
+  carries a Content-Length. Every file is checked (inside the storage root,
   present) and every syntax negotiated before the first byte, so the status
   code tells the truth; a transcode that fails mid-stream ends the response
   early (the client sees a truncated multipart body) and is logged.
@@ -21,6 +23,7 @@ import os
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -30,13 +33,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from dicomflow.audit import dicomweb as dicomweb_audit
-from dicomflow.store import queries
+from dicomflow.imaging.transcode import WRITABLE, TranscodeError, decodable, read, transcode
 from dicomflow.store.queries import StoredInstance
-from dicomflow.web import dicomjson, transcode
-from dicomflow.web.auth import Principal
+from dicomflow.web import dicomjson
 from dicomflow.web.cache import MetadataCache
-from dicomflow.web.context import WebContext, base_url, check_uid, client_address
+from dicomflow.web.context import WebContext, base_url
+from dicomflow.web.negotiation import MediaRange, NotAcceptable, choose_syntax, parse_accept
+from dicomflow.web.retrieval import audit_retrieval, has_copy, lookup, served_file
 
 log = logging.getLogger(__name__)
 
@@ -47,57 +50,6 @@ _WHOLE_FILE = 8 * 1024 * 1024
 _INLINE = 1024 * 1024
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 _json = msgspec.json.Encoder(enc_hook=str)  # pydicom values are str / int subclasses (UID, IS, DSfloat)
-
-
-async def lookup(ctx: WebContext, principal: Principal, request: Request, *, level: str) -> list[StoredInstance]:
-    """The indexed instances the path names, in the caller's tenant (404 when none)."""
-    p = request.path_params
-    study = check_uid(p["study"], "StudyInstanceUID")
-    series = check_uid(p["series"], "SeriesInstanceUID") if "series" in p else None
-    sop = check_uid(p["instance"], "SOPInstanceUID") if "instance" in p else None
-    async with ctx.pool.connection() as conn:
-        found = await queries.instances(conn, principal.tenant, study, series, sop)
-    if not found:
-        raise HTTPException(404, f"no such {level}")
-    return found
-
-
-def _audit_retrieval(ctx: WebContext, principal: Principal, request: Request, items: Sequence[StoredInstance],
-                     *, transferred: bool) -> None:
-    by_study: dict[str, list[StoredInstance]] = {}
-    for item in items:
-        by_study.setdefault(item.study_uid, []).append(item)
-    node = ctx.settings.worker_node_id
-    events = []
-    for study, group in by_study.items():
-        common = {"node_id": node, "tenant_id": principal.tenant, "study_uid": study, "instance_count": len(group),
-                  "user": principal.user, "user_address": client_address(request), "resource": request.url.path,
-                  "patient_id": group[0].patient_id}
-        if transferred:
-            events.append(dicomweb_audit.instances_retrieved(sop_classes=[g.sop_class_uid for g in group], **common))  # type: ignore[arg-type]
-        else:
-            events.append(dicomweb_audit.instances_accessed(**common))  # type: ignore[arg-type]
-    ctx.audit(events)
-
-
-def _served_file(ctx: WebContext, item: StoredInstance) -> tuple[Path, str]:
-    """The file to send and its syntax: the image workers' copy for a NeedTransfer instance, if present.
-
-    ``dicomflow images`` sets the receipt to ``Success`` once the copy exists;
-    until then the consumer's ``pixel_data_location`` is the original's path.
-    """
-    copy = item.pixel_data_location
-    if item.transfer_status in ("NeedTransfer", "Success") and copy and _has_copy(item):
-        try:
-            return ctx.resolve(copy), item.target_ts
-        except HTTPException:
-            log.warning("served copy %s of %s unusable; using the original", item.pixel_data_location, item.sop_uid)
-    return ctx.resolve(item.file_path), item.transfer_syntax_uid
-
-
-def _has_copy(item: StoredInstance) -> bool:
-    """True when the image workers made a served copy (not the consumer's pointer to the original)."""
-    return bool(item.pixel_data_location) and item.pixel_data_location != item.file_path
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
@@ -159,77 +111,115 @@ async def _read_instance(path: Path) -> bytes | bytearray | None:
     return await run_in_threadpool(_read_small, path)
 
 
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One instance of a retrieval: the file to read, its syntax and the syntax to send."""
+
+    item: StoredInstance
+    path: Path
+    stored: str
+    target: str
+
+    @property
+    def transcoded(self) -> bool:
+        return self.target != self.stored
+
+    def head(self, boundary: str, base: str) -> bytes:
+        item = self.item
+        location = f"{base}/studies/{item.study_uid}/series/{item.series_uid}/instances/{item.sop_uid}"
+        return (f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={self.target}\r\n"
+                f"Content-Location: {location}\r\n\r\n").encode()
+
+
+def _plan(ctx: WebContext, items: Sequence[StoredInstance], ranges: Sequence[MediaRange]) -> list[_Part]:
+    """Every file checked and every syntax negotiated before the first byte is sent.
+
+    Raises:
+        HTTPException: 406 naming the first instance no acceptable syntax can be made for; 404 / 500 from
+            :func:`~dicomflow.web.retrieval.served_file`.
+    """
+    plan: list[_Part] = []
+    for item in items:
+        path, stored = served_file(ctx, item)
+        try:
+            target = choose_syntax(stored, ranges, has_pixels=True)
+        except NotAcceptable as exc:
+            raise HTTPException(406, f"{item.sop_uid}: {exc}") from exc
+        if target == stored and _promised_syntax_fits(item, stored, ranges):
+            target = item.target_ts  # serve what the archive promised, when the client does not mind
+        plan.append(_Part(item, path, stored, target))
+    return plan
+
+
+def _promised_syntax_fits(item: StoredInstance, stored: str, ranges: Sequence[MediaRange]) -> bool:
+    """A NeedTransfer instance without its copy yet, a client that takes any syntax, a target this server writes."""
+    return (item.transfer_status == "NeedTransfer" and not has_copy(item) and _accepts_anything(ranges)
+            and bool(item.target_ts) and decodable(stored) and item.target_ts in WRITABLE)
+
+
+async def _transcode_first(part: _Part) -> bytes | None:
+    """The first part transcoded before the answer starts, so a single instance that cannot be decoded is a 406."""
+    if not part.transcoded:
+        return None
+    try:
+        return await run_in_threadpool(transcode, part.path, part.target)
+    except TranscodeError as exc:
+        raise HTTPException(406, f"{part.item.sop_uid}: cannot convert {part.stored} to {part.target}: {exc}") from exc
+
+
 async def retrieve(ctx: WebContext, request: Request, level: str) -> Response:
     """GET /studies/{study}[/series/{series}[/instances/{instance}]]: multipart of application/dicom."""
     principal = await ctx.principal(request, "read")
     items = await lookup(ctx, principal, request, level=level)
-    ranges = transcode.parse_accept(request.headers.get("accept"))
-    plan: list[tuple[StoredInstance, Path, str, str]] = []
-    for item in items:
-        path, stored = _served_file(ctx, item)
-        try:
-            target = transcode.choose_syntax(stored, ranges, has_pixels=True)
-        except transcode.NotAcceptable as exc:
-            raise HTTPException(406, f"{item.sop_uid}: {exc}") from exc
-        if target == stored and item.transfer_status == "NeedTransfer" and not _has_copy(item) \
-                and _accepts_anything(ranges) and item.target_ts and transcode.decodable(stored) \
-                and item.target_ts in transcode.WRITABLE:
-            target = item.target_ts  # serve what the archive promised, when the client does not mind
-        plan.append((item, path, stored, target))
+    plan = _plan(ctx, items, parse_accept(request.headers.get("accept")))
     boundary = uuid.uuid4().hex
     base = base_url(request)
-    # The first transcode runs before the answer starts: a single instance that cannot be decoded is a 406.
-    first: bytes | None = None
-    item0, path0, stored0, target0 = plan[0]
-    if target0 != stored0:
-        try:
-            first = await run_in_threadpool(transcode.transcode, path0, target0)
-        except transcode.TranscodeError as exc:
-            raise HTTPException(406, f"{item0.sop_uid}: cannot convert {stored0} to {target0}: {exc}") from exc
+    first = await _transcode_first(plan[0])
     media_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
     if len(plan) == 1:
         # One instance (what viewers ask most): one read in one thread hop and one answer with a
         # Content-Length, sent in one write; only a file over _WHOLE_FILE bytes is streamed.
-        data = first if first is not None else await _read_instance(path0)
+        data = first if first is not None else await _read_instance(plan[0].path)
         if data is not None:
-            location = f"{base}/studies/{item0.study_uid}/series/{item0.series_uid}/instances/{item0.sop_uid}"
-            head = (f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={target0}\r\n"
-                    f"Content-Location: {location}\r\n\r\n").encode()
             ctx.metrics.instances_sent.labels("yes" if first is not None else "no").inc()
-            _audit_retrieval(ctx, principal, request, items, transferred=True)
-            return Response(b"".join((head, data, f"\r\n--{boundary}--\r\n".encode())), media_type=media_type)
-
-    async def body() -> AsyncIterator[bytes]:
-        nonlocal first
-        for item, path, stored, target in plan:
-            location = f"{base}/studies/{item.study_uid}/series/{item.series_uid}/instances/{item.sop_uid}"
-            head = (f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={target}\r\n"
-                    f"Content-Location: {location}\r\n\r\n").encode()
-            if target == stored:
-                data = await _read_instance(path)
-                ctx.metrics.instances_sent.labels("no").inc()
-                if data is None:  # a large file: in chunks of CHUNK bytes
-                    yield head
-                    async for chunk in _file_chunks(path):
-                        yield chunk
-                    yield b"\r\n"
-                    continue
-            else:
-                try:
-                    data = first if first is not None else await run_in_threadpool(transcode.transcode, path, target)
-                    first = None
-                except transcode.TranscodeError as exc:
-                    log.error("transcoding %s to %s failed mid-response: %s", item.sop_uid, target, exc)
-                    raise
-                ctx.metrics.instances_sent.labels("yes").inc()
-            yield b"".join((head, data, b"\r\n"))  # one write per part
-        yield f"--{boundary}--\r\n".encode()
-
-    _audit_retrieval(ctx, principal, request, items, transferred=True)
-    return StreamingResponse(body(), media_type=media_type)
+            audit_retrieval(ctx, principal, request, items, transferred=True)
+            body = b"".join((plan[0].head(boundary, base), data, f"\r\n--{boundary}--\r\n".encode()))
+            return Response(body, media_type=media_type)
+    audit_retrieval(ctx, principal, request, items, transferred=True)
+    return StreamingResponse(_parts(ctx, plan, boundary, base, first), media_type=media_type)
 
 
-def _accepts_anything(ranges: Sequence[transcode.MediaRange]) -> bool:
+async def _parts(ctx: WebContext, plan: Sequence[_Part], boundary: str, base: str,
+                 first: bytes | None) -> AsyncIterator[bytes]:
+    """The multipart body, one write per part (a large file in chunks of :data:`CHUNK` bytes).
+
+    ``first`` is the first part already transcoded by :func:`_transcode_first`, if it was.
+    A transcode that fails here ends the body early: the status line is already sent.
+    """
+    for part in plan:
+        head = part.head(boundary, base)
+        if not part.transcoded:
+            data = await _read_instance(part.path)
+            ctx.metrics.instances_sent.labels("no").inc()
+            if data is None:  # a large file: in chunks of CHUNK bytes
+                yield head
+                async for chunk in _file_chunks(part.path):
+                    yield chunk
+                yield b"\r\n"
+                continue
+        else:
+            try:
+                data = first if first is not None else await run_in_threadpool(transcode, part.path, part.target)
+                first = None
+            except TranscodeError as exc:
+                log.error("transcoding %s to %s failed mid-response: %s", part.item.sop_uid, part.target, exc)
+                raise
+            ctx.metrics.instances_sent.labels("yes").inc()
+        yield b"".join((head, data, b"\r\n"))  # one write per part
+    yield f"--{boundary}--\r\n".encode()
+
+
+def _accepts_anything(ranges: Sequence[MediaRange]) -> bool:
     return any(m.transfer_syntax == "*" or m.media_type == "*/*" for m in ranges)
 
 
@@ -238,7 +228,7 @@ def _accepts_anything(ranges: Sequence[transcode.MediaRange]) -> bool:
 
 def build_metadata(path: Path, item: StoredInstance) -> bytes:
     """One instance's DICOM JSON (header only; bulk data as relative BulkDataURIs)."""
-    ds = transcode.read(path, stop_before_pixels=True)
+    ds = read(path, stop_before_pixels=True)
     prefix = f"/studies/{item.study_uid}/series/{item.series_uid}/instances/{item.sop_uid}/bulkdata/"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -276,7 +266,7 @@ async def metadata(ctx: WebContext, request: Request, level: str) -> Response:
     # Build the first document before answering, so a broken file is an error status, not a cut body.
     first = await _metadata_document(ctx, cache, principal.tenant, items[0])
     del first
-    _audit_retrieval(ctx, principal, request, items, transferred=False)
+    audit_retrieval(ctx, principal, request, items, transferred=False)
     return StreamingResponse(body(), media_type="application/dicom+json")
 
 
@@ -300,4 +290,4 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
     ]
 
 
-__all__ = ["CHUNK", "build_metadata", "lookup", "retrieve", "routes"]
+__all__ = ["CHUNK", "build_metadata", "retrieve", "routes"]

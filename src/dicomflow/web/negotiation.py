@@ -1,4 +1,4 @@
-"""Transfer syntax negotiation (the Accept header's ``transfer-syntax=``) and transcoding.
+"""Transfer syntax negotiation: the Accept header's media ranges and ``transfer-syntax=``.
 
 Negotiation (PS3.18 §8.7.3): each media range of the Accept header may name a
 ``transfer-syntax``; ``*`` accepts any, and ``application/dicom`` without
@@ -7,36 +7,22 @@ acceptable (no work, byte-identical answer); otherwise the first acceptable
 syntax this server can produce from it, in the client's q order. When none
 can be produced the answer is 406 naming the syntaxes asked for and why.
 
-The pixel work, and why it uses pydicom's backends, is :mod:`dicomflow.imaging.transcode`
-(shared with the image workers). Lossy targets are refused (406).
-
-Transcoding holds one instance in memory at a time (never a study).
+Producing it is :mod:`dicomflow.imaging.transcode` (shared with the image
+workers), which writes lossless syntaxes only: a lossy target is refused (406).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dicomflow.imaging.transcode import (
-    BIG_ENDIAN,
-    DEFLATED_LE,
-    EXPLICIT_LE,
-    FRAME_MEDIA,
-    IMPLICIT_LE,
-    J2K_LOSSLESS,
-    JPEG_LS_LOSSLESS,
-    RLE,
-    WRITABLE,
-    TranscodeError,
-    decodable,
-    encode_dataset,
-    read,
-    transcode,
-)
+from dicomflow.dicom.constants import EXPLICIT_VR_LE
+from dicomflow.errors import DicomflowError
+from dicomflow.imaging.transcode import WRITABLE, decodable
 
 
-class NotAcceptable(Exception):
+class NotAcceptable(DicomflowError):
     """No acceptable representation can be produced (answered 406 with this reason)."""
 
 
@@ -73,7 +59,7 @@ def parse_accept(header: str | None) -> list[MediaRange]:
     return [m for m in out if m.q > 0]
 
 
-def choose_syntax(stored: str, ranges: list[MediaRange], *, has_pixels: bool) -> str:
+def choose_syntax(stored: str, ranges: Sequence[MediaRange], *, has_pixels: bool) -> str:
     """The transfer syntax to send an instance stored as ``stored`` in, for these Accept ranges.
 
     Raises:
@@ -83,7 +69,7 @@ def choose_syntax(stored: str, ranges: list[MediaRange], *, has_pixels: bool) ->
     for m in ranges:
         if m.media_type not in ("application/dicom", "*/*", "application/*"):
             continue
-        ts = m.transfer_syntax or (EXPLICIT_LE if m.media_type == "application/dicom" else "*")
+        ts = m.transfer_syntax or (EXPLICIT_VR_LE if m.media_type == "application/dicom" else "*")
         if ts == "*" or ts == stored:
             return stored
         wanted.append(ts)
@@ -98,23 +84,4 @@ def choose_syntax(stored: str, ranges: list[MediaRange], *, has_pixels: bool) ->
     raise NotAcceptable(f"cannot send transfer syntax {', '.join(wanted)}: {why}")
 
 
-__all__ = [
-    "BIG_ENDIAN",
-    "DEFLATED_LE",
-    "EXPLICIT_LE",
-    "FRAME_MEDIA",
-    "IMPLICIT_LE",
-    "J2K_LOSSLESS",
-    "JPEG_LS_LOSSLESS",
-    "RLE",
-    "WRITABLE",
-    "MediaRange",
-    "NotAcceptable",
-    "TranscodeError",
-    "choose_syntax",
-    "decodable",
-    "encode_dataset",
-    "parse_accept",
-    "read",
-    "transcode",
-]
+__all__ = ["MediaRange", "NotAcceptable", "choose_syntax", "parse_accept"]
