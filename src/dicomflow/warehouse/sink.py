@@ -43,19 +43,18 @@ from dicomflow.errors import ConsumerError
 from dicomflow.kafka.consumer import KafkaConsumer
 from dicomflow.kafka.dlq import DeadLetters, Poison, dead_letter_topic
 from dicomflow.kafka.producer import Publisher
-from dicomflow.kafka.records import TP, record_of
+from dicomflow.kafka.records import TP
 from dicomflow.kafka.retry import PausedRetry
 from dicomflow.metrics import Health, MetricsServer, WarehouseMetrics
 from dicomflow.settings import Settings
 from dicomflow.warehouse.decoding import TableDecoder
-from dicomflow.warehouse.duck import TableBatch, WriteResult, open_writer, stored_offsets, write_batch
-from dicomflow.warehouse.metadata import with_metadata
+from dicomflow.warehouse.duck import WriteResult, open_writer, stored_offsets, write_batch
+from dicomflow.warehouse.prepare import Prepared, decode_batch
 from dicomflow.warehouse.schema import TABLES, Table
 from dicomflow.warehouse.snapshot import Snapshotter
 
 log = logging.getLogger(__name__)
 
-WIRE_FORMAT = "wire-format"
 #: Longest one consume call blocks (see :meth:`WarehouseSink._collect`).
 _SLICE_S = 0.05
 
@@ -74,19 +73,7 @@ class SinkSummary:
     stopped_because: str = ""
 
 
-@dataclass
-class _Prepared:
-    """A decoded batch whose dead letters Kafka has acknowledged, ready for its DuckDB transaction."""
-
-    #: The batch's messages as the client gave them (not copied into Records: the hot path reads four fields).
-    records: list[Message]
-    tables: list[TableBatch]
-    next_offsets: dict[TP, int]
-    poison: list[Poison]
-    started: float
-
-
-def _writer_idle(in_flight: tuple[_Prepared, Future[WriteResult]] | None) -> Callable[[], bool]:
+def _writer_idle(in_flight: tuple[Prepared, Future[WriteResult]] | None) -> Callable[[], bool]:
     """Whether the writer has no batch of ``in_flight`` left to write (bound now, asked during the poll)."""
     return lambda: in_flight is None or in_flight[1].done()
 
@@ -230,7 +217,7 @@ class WarehouseSink:
         writer = con.cursor()  # the writer thread's own connection to the same database
         writer.execute("SET preserve_insertion_order = false")
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warehouse-write")
-        in_flight: tuple[_Prepared, Future[WriteResult]] | None = None
+        in_flight: tuple[Prepared, Future[WriteResult]] | None = None
         try:
             while True:
                 why = self._why_stop()
@@ -261,7 +248,7 @@ class WarehouseSink:
             pool.shutdown(wait=True)
             writer.close()
 
-    def _take_batch(self, consumer: KafkaConsumer, publisher: Publisher) -> _Prepared | None:
+    def _take_batch(self, consumer: KafkaConsumer, publisher: Publisher) -> Prepared | None:
         """The pending messages as a prepared batch (None: nothing new, or stopped while dead-lettering)."""
         if not self._pending:
             return None
@@ -320,54 +307,25 @@ class WarehouseSink:
 
     # ------------------------------------------------------------------ one batch
 
-    def _prepare(self, consumer: KafkaConsumer, publisher: Publisher, messages: list[Message]) -> _Prepared | None:
+    def _prepare(self, consumer: KafkaConsumer, publisher: Publisher, messages: list[Message]) -> Prepared | None:
         """Decode a batch into Arrow tables and dead-letter what does not fit (acknowledged before returning).
 
         Returns None when the stop event ended the dead-letter retries: nothing of the batch is
         written, it is read again on the next start.
         """
-        started = time.monotonic()
-        items: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
-        poison: list[Poison] = []
-        next_offsets: dict[TP, int] = {}
-        stored = self._offsets
-        tables = self._tables
-        records: list[Message] = []
-        for m in messages:
-            topic, partition, offset = m.topic(), m.partition(), m.offset()
-            assert topic is not None and partition is not None and offset is not None  # error-free messages
-            tp = (topic, partition)
-            if offset < stored.get(tp, -1):
-                continue  # already in the file (defensive: the seek makes this rare)
-            if next_offsets.get(tp, -1) <= offset:
-                next_offsets[tp] = offset + 1
-            seq = len(records)
-            records.append(m)
-            value = m.value()
-            if value is None:
-                t = tables[topic]
-                poison.append(Poison(record_of(m), WIRE_FORMAT,
-                                      f"empty message (no value) where a {t.model.__name__} was expected"))
-                continue
-            items[tables[topic].name].append((seq, value))
-        batches: list[TableBatch] = []
-        for name, table_items in items.items():
-            decoded = self._decoders[name].decode(table_items)
-            t = self._decoders[name].table
-            batches.append(TableBatch(t, with_metadata(t, decoded.rows, records) if t.metadata else decoded.rows))
-            poison.extend(Poison(record_of(records[seq]), WIRE_FORMAT, reason) for seq, reason in decoded.poison)
-        if poison and not self._dead_letter(consumer, publisher, poison):
+        prepared = decode_batch(messages, self._offsets, self._tables, self._decoders)
+        if prepared.poison and not self._dead_letter(consumer, publisher, prepared.poison):
             return None
-        return _Prepared(records, batches, next_offsets, poison, started)
+        return prepared
 
-    def _persist(self, con: duckdb.DuckDBPyConnection, batch: _Prepared) -> WriteResult:
+    def _persist(self, con: duckdb.DuckDBPyConnection, batch: Prepared) -> WriteResult:
         """The batch's rows and offsets in one DuckDB transaction (runs on the writer thread)."""
         t0 = time.monotonic()
         result = write_batch(con, batch.tables, batch.next_offsets)
         self.metrics.write_seconds.observe(time.monotonic() - t0)
         return result
 
-    def _finish(self, consumer: KafkaConsumer, batch: _Prepared, result: WriteResult) -> None:
+    def _finish(self, consumer: KafkaConsumer, batch: Prepared, result: WriteResult) -> None:
         """After the commit in DuckDB: account for the batch, then the informational Kafka commit."""
         self._generation += 1
         self._account(batch.records, result.rows, batch.poison, batch.started)
