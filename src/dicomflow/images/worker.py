@@ -140,19 +140,20 @@ class ImageWorker:
                 budget = min(budget, self.max_messages - self.summary.consumed)
                 if budget <= 0:
                     self.summary.stopped_because = f"--max-messages {self.max_messages} reached"
-                    return
+                    break
             records = self._take(consumer, budget, min(images.batch_max_ms / 1000, POLL_MAX_S))
             if not records:
                 if not consumer.assignment():
                     idle_since = time.monotonic()
                 elif self.until_idle_s is not None and time.monotonic() - idle_since >= self.until_idle_s:
                     self.summary.stopped_because = f"idle for {self.until_idle_s:g} s"
-                    return
+                    break
                 continue
             idle_since = time.monotonic()
             self._process_until_done(records, consumer, publisher)
         if not self.summary.stopped_because:
             self.summary.stopped_because = "stopped by signal"
+        log.info("image worker stopping: %s", self.summary.stopped_because)
 
     def _take(self, consumer: KafkaConsumer, budget: int, timeout_s: float) -> list[Record]:
         """The records held from a backoff first, else one consume call."""

@@ -222,7 +222,8 @@ class WarehouseSink:
             while True:
                 why = self._why_stop()
                 if why is not None:
-                    self.summary.stopped_because = why
+                    self.summary.stopped_because = self.summary.stopped_because or why
+                    log.info("warehouse sink stopping: %s", self.summary.stopped_because)
                     break
                 self._collect(consumer, window_s, _writer_idle(in_flight))
                 self.health.beat()
