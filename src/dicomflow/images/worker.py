@@ -178,10 +178,11 @@ class ImageWorker:
     def _process_until_done(self, records: list[Record], consumer: KafkaConsumer, publisher: Publisher) -> None:
         """Process and commit one batch: poison dead-lettered, transient faults retried with backoff."""
         started = time.perf_counter()
-        one_by_one = False
+        one_by_one = dropped = False
         done: list[BatchOutputs] = []
 
         def step() -> None:
+            nonlocal dropped
             done.clear()
             try:
                 if one_by_one:
@@ -191,7 +192,7 @@ class ImageWorker:
                 consumer.commit(_next_offsets(records), timeout_s=self.settings.consumer.commit_timeout_ms / 1000)
             except OwnershipLostError as exc:
                 log.warning("partitions moved to another worker; their batch is dropped: %s", exc)
-                done.clear()
+                dropped = True
 
         def split(exc: DicomflowError) -> bool:
             nonlocal one_by_one
@@ -210,6 +211,8 @@ class ImageWorker:
             self._retry.resume(consumer)
         if not ok:
             self.summary.stopped_because = "stopped by signal (batch not committed)"
+            return
+        if dropped:  # its new owner processes it (the outputs written meanwhile are rewritten the same)
             return
         for batch in done:
             self._account(batch)
