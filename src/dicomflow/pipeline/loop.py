@@ -11,11 +11,8 @@ Faults:
 - *poison* messages become dead letters inside the batch; their offsets are
   committed with the batch once the DLQ acknowledged them;
 - *transient* faults (PostgreSQL down, Kafka not acknowledging, a refused
-  commit) pause every owned partition and retry the *same* batch with
-  capped exponential backoff; while waiting the loop keeps polling (paused
-  partitions return nothing) so the member stays in its group and serves
-  rebalances; nothing past the batch is committed; consumption resumes by
-  itself once the batch went through;
+  commit) retry the *same* batch with the consumer loops' paused retry
+  (:mod:`dicomflow.kafka.retry`); nothing past the batch is committed;
 - a *revoked or lost* partition's records are dropped from the pending and
   in-flight batches, and its offsets are never committed by this member (the
   new owner replays from the last commit, harmlessly);
@@ -46,7 +43,7 @@ from dicomflow.errors import DicomflowError
 from dicomflow.kafka.consumer import KafkaConsumer
 from dicomflow.kafka.group import RebalanceListener
 from dicomflow.kafka.records import TP
-from dicomflow.kafka.retry import POLL_MAX_S, PausedRetry
+from dicomflow.kafka.retry import POLL_MAX_S, PausedRetry, is_transient
 from dicomflow.metrics.consumer import ConsumerMetrics
 from dicomflow.metrics.health import Health
 from dicomflow.pipeline.batch import Batch, Batcher
@@ -354,7 +351,12 @@ class ConsumerLoop:
             # PostgreSQL refused a value: find the record(s) and dead-letter them, then go
             # again at once. When no single record is refused, back off like a transient fault.
             progress.states = None  # persist again, without the refused items
-            return isolate_rejected(parsed, sinks.store) > 0
+            try:
+                return isolate_rejected(parsed, sinks.store) > 0
+            except DicomflowError as lost:
+                if is_transient(lost):  # PostgreSQL went away meanwhile: back off, then the batch again
+                    return False
+                raise
 
         if not self._retry.attempt(step, consumer, self._poll_while_waiting(consumer), on_retry=self._count_retry,
                                    on_poison=on_poison):
