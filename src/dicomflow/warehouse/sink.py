@@ -302,7 +302,8 @@ class WarehouseSink:
         got = consumer.consume_messages(budget, timeout_s)
         if got:
             self._last_activity = time.monotonic()
-            self._retry.hold_new(consumer, {(m.topic() or "", m.partition() or 0) for m in got})
+            # A generator: only read when retrying (the hot path pays nothing).
+            self._retry.hold_new(consumer, ((m.topic() or "", m.partition() or 0) for m in got))
             self._pending.extend(got)
         return len(got)
 
