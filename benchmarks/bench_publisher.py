@@ -1,7 +1,7 @@
 """Store-event throughput from one Python process to Kafka, versus flushing after every message.
 
     python benchmarks/bench_publisher.py [--messages 200000] [--batch 10000] [--repeat 3]
-                                         [--baseline-messages 1000] [--codec snappy]
+                                         [--baseline-messages 1000] [--codec snappy] [--deadlines-only]
 
 Three runs, in this order, in the same process, against the same broker and a
 fresh 6-partition topic pair:
@@ -17,6 +17,20 @@ fresh 6-partition topic pair:
   Each message then pays ``linger.ms``, so the same loop also runs with
   ``linger.ms=0``: the baseline at its best, for a ratio nobody can call
   flattering.
+
+Then the **failure deadlines**: how long a send takes to report failure with
+no broker to reach (a free local port), against the bounds the publisher
+promises, which are wall-clock figures and so measured here, not asserted in
+the tests (the tests keep the behaviour: every message failed, with which
+reason):
+
+* unreachable broker, ``message.timeout.ms`` 1.5 s, 200 events: not before the
+  message timeout, and within 15 s;
+* a caller deadline of 0.5 s shorter than a 60 s message timeout: within 5 s;
+* a local queue that stays full (10 messages) with a 1 s caller deadline:
+  not before the deadline, and within 5 s.
+
+A deadline out of its bound makes the script exit with 1.
 
 Each batched mode runs ``--repeat`` times after an untimed warm-up batch; the
 median run is reported. Every run counts only acknowledged messages (acks=all, idempotent producer)
@@ -46,6 +60,7 @@ from dicomflow.kafka.config import producer_config
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import DicomStoreMeta, encode, uid_hash
 from dicomflow.settings import KafkaSettings, TopicSettings, default_config_path, load_settings
+from dicomflow.stack import free_port
 
 
 def make_events(count: int, series: int = 50) -> list[DicomStoreMeta]:
@@ -138,6 +153,66 @@ def flush_per_message(kafka: KafkaSettings, topic: str, events: Sequence[DicomSt
     return delivered
 
 
+@dataclasses.dataclass
+class Deadline:
+    """How long one send took to report its failures, and the bound it must fall in."""
+
+    name: str
+    seconds: float
+    low: float
+    high: float
+    failed: int
+    messages: int
+
+    @property
+    def met(self) -> bool:
+        return self.low <= self.seconds < self.high and self.failed == self.messages
+
+    def line(self) -> str:
+        verdict = "within bound" if self.met else "OUT OF BOUND"
+        return (f"{self.name:<44} {self.seconds:>6.2f} s  bound [{self.low:.1f}, {self.high:.1f}) s  "
+                f"{self.failed}/{self.messages} failed  {verdict}")
+
+
+def failure_deadlines() -> list[Deadline]:
+    """The three failure paths of the publisher with nothing listening on the broker's port (no broker needed)."""
+    def unreachable(**changes: int) -> KafkaSettings:
+        return dataclasses.replace(KafkaSettings(brokers=f"127.0.0.1:{free_port()}"), **changes)
+
+    out = []
+    with Publisher(unreachable(message_timeout_ms=1500), TopicSettings()) as pub:
+        started = time.perf_counter()
+        result = pub.send_store_events(make_events(200))
+        out.append(Deadline("unreachable broker, message timeout 1.5 s", time.perf_counter() - started, 1.5, 15.0,
+                            len(result.failures), 400))
+    pub = Publisher(unreachable(message_timeout_ms=60_000), TopicSettings())
+    try:
+        started = time.perf_counter()
+        result = pub.send_store_event(make_events(1)[0], timeout_s=0.5)
+        out.append(Deadline("caller deadline 0.5 s, message timeout 60 s", time.perf_counter() - started, 0.0, 5.0,
+                            len(result.failures), 2))
+    finally:
+        pub.close(timeout_s=0.5)
+    pub = Publisher(unreachable(message_timeout_ms=60_000, queue_buffering_max_messages=10), TopicSettings())
+    try:
+        started = time.perf_counter()
+        result = pub.send_store_events(make_events(100), timeout_s=1.0)
+        out.append(Deadline("local queue full, caller deadline 1.0 s", time.perf_counter() - started, 1.0, 5.0,
+                            len(result.failures), 200))
+    finally:
+        pub.close(timeout_s=0.5)
+    return out
+
+
+def report_deadlines() -> bool:
+    """Measure and print the failure deadlines; True when every one is within its bound."""
+    deadlines = failure_deadlines()
+    print("failure deadlines (no broker listening):")
+    for deadline in deadlines:
+        print(f"  {deadline.line()}")
+    return all(d.met for d in deadlines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=200_000, help="store events in the batched runs")
@@ -147,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each batched mode (median reported)")
     parser.add_argument("--codec", default=None, help="override kafka.compression_codec")
     parser.add_argument("--keep-topics", action="store_true", help="do not delete the benchmark topics")
+    parser.add_argument("--deadlines-only", action="store_true", help="measure only the failure deadlines (no broker needed)")
     args = parser.parse_args(argv)
+    if args.deadlines_only:
+        return 0 if report_deadlines() else 1
     baseline_count = args.baseline_messages or max(200, min(1000, args.messages // 40))
 
     settings = load_settings(default_config_path(os.environ), os.environ)
@@ -200,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
           f"against the baseline without linger: {best.events_per_s / baseline_fast.events_per_s:,.0f}x)")
     print(f"target >= 100,000 store events/s: {'met' if best.events_per_s >= 100_000 else 'NOT met'} "
           f"({best.events_per_s:,.0f}); target >= 50x: {'met' if ratio >= 50 else 'NOT met'} ({ratio:,.0f}x)")
-    return 0
+    return 0 if report_deadlines() else 1
 
 
 if __name__ == "__main__":

@@ -175,7 +175,7 @@ class Dicomflow(Receiver):
             "DICOMFLOW_TOPICS_LOG": self.topics.log,
             "DICOMFLOW_TOPICS_AUDIT": self.topics.audit,
             "DICOMFLOW_STORAGE_ROOT": str(self.storage),
-            "DICOMFLOW_RECEIVER_FSYNC": "true" if fsync else "false",
+            "DICOMFLOW_INGEST_FSYNC": "true" if fsync else "false",
             "DICOMFLOW_RECEIVER_ENGINE": engine,
         }
         if tls:  # the main port speaks TLS 1.2+ (BCP 195), client certificates required

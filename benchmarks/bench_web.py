@@ -92,7 +92,7 @@ from dicomflow.corpus import make_corpus
 from dicomflow.kafka.admin import create_topics, delete_topics
 from dicomflow.kafka.producer import Publisher
 from dicomflow.pipeline.service import ConsumerService
-from dicomflow.settings import Settings, load_settings
+from dicomflow.settings import Settings, load_settings, to_child_env
 from dicomflow.stack import LocalStack, free_port
 from dicomflow.store import PgStore
 
@@ -288,7 +288,7 @@ def main() -> int:
         port = free_port()
         oauth2 = dataclasses.replace(settings.web.oauth2, jwks=str(keys.jwks_path), issuer=ISSUER, audience=AUDIENCE)
         served = dataclasses.replace(settings, web=dataclasses.replace(settings.web, oauth2=oauth2))
-        env = served.to_child_env(os.environ)
+        env = to_child_env(served, os.environ)
         log = (work / "web.log").open("wb")
         server = subprocess.Popen([sys.executable, "-m", "dicomflow.cli", "web", "--port", str(port), "--workers",
                                    str(args.web_workers)],

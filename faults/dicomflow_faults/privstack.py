@@ -38,6 +38,7 @@ from dicomflow.settings import (
     StackSettings,
     StorageSettings,
     TopicSettings,
+    to_child_env,
 )
 from dicomflow.stack import LocalStack, free_ports
 
@@ -67,7 +68,7 @@ class Phase:
 
     def env(self) -> dict[str, str]:
         """The ``DICOMFLOW_*`` variables that give a ``dicomflow`` subprocess these settings."""
-        return self.settings.to_child_env()
+        return to_child_env(self.settings)
 
 
 def retry_until(what: str, action: Callable[[], object], timeout_s: float, pause_s: float = 1.0) -> None:

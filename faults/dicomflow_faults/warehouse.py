@@ -29,7 +29,7 @@ from pathlib import Path
 
 import msgspec
 
-from dicomflow.settings import Settings
+from dicomflow.settings import Settings, to_child_env
 from dicomflow_faults.checks import Check
 from dicomflow_faults.privstack import PrivateStack
 from dicomflow_faults.supervisor import Component, component_env
@@ -169,7 +169,7 @@ def run_warehouse_faults(
 
     publisher_thread = threading.Thread(target=publish, name="faults-warehouse-publish", daemon=True)
 
-    env = component_env(settings.to_child_env())
+    env = component_env(to_child_env(settings))
     sink = Component("warehouse-sink", ["warehouse", "run", "--until-idle", "30"], env, log_dir, cwd=scratch, finite=True)
     limit = timeout_s if timeout_s is not None else 120.0 + result.events / 500.0
     started = time.monotonic()

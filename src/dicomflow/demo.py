@@ -35,15 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dicomflow.settings import Settings
+from dicomflow.settings import Settings, to_child_env
 
 #: dcmtk's storescu, by full path: a Python package may install a script of the same name.
 STORESCU = "/usr/bin/storescu"
 
 
 # ----------------------------------------------------------------------------- steps
-
-
 
 
 def _component_env(settings: Settings, scp_port: int) -> dict[str, str]:
@@ -58,7 +56,7 @@ def _component_env(settings: Settings, scp_port: int) -> dict[str, str]:
         receiver=dataclasses.replace(settings.receiver, host="127.0.0.1", port=scp_port),
         warehouse=dataclasses.replace(settings.warehouse, path=settings.warehouse.path.resolve()),
     )
-    return run.to_child_env(os.environ)
+    return to_child_env(run, os.environ)
 
 
 @contextmanager
@@ -207,15 +205,47 @@ def run_demo(settings: Settings, instances: int, studies: int, series_per_study:
              timeout_s: float) -> int:
     """Run every step and print the report; 0 when every acknowledged instance reached PostgreSQL."""
     from rich.console import Console
-    from rich.table import Table
-
-    from dicomflow.corpus import make_corpus
-    from dicomflow.kafka.admin import create_topics
-    from dicomflow.stack import LocalStack, free_port
-    from dicomflow.store.postgres import PgStore
 
     console = Console(width=None if sys.stdout.isatty() else 132)
     console.rule("[bold]dicomflow demo")
+    _prepare(settings, console)
+    run = _run_pipeline(settings, _Sizes(instances, studies, series_per_study, associations), timeout_s, console)
+    lost = _print_results(settings, run, console)
+    warehouse_ok = _warehouse_and_report(settings, run.env, run.log_dir, console)
+    console.print("The stack keeps running; `dicomflow stack down` stops it.")
+    return 0 if lost == 0 and not run.sent.failed and warehouse_ok else 1
+
+
+@dataclass(frozen=True)
+class _Sizes:
+    """What the user asked the demo to send."""
+
+    instances: int
+    studies: int
+    series_per_study: int
+    associations: int
+
+
+@dataclass
+class _Run:
+    """What one pass through receiver and consumer did (for the report)."""
+
+    study_uids: list[str]
+    sent: SendResult
+    found: int
+    waited_s: float
+    before: dict[str, int]
+    after: dict[str, int]
+    env: dict[str, str]
+    log_dir: Path
+
+
+def _prepare(settings: Settings, console: Any) -> None:
+    """The stack up, every topic created, the schema migrated, the storage root made."""
+    from dicomflow.kafka.admin import create_topics
+    from dicomflow.stack import LocalStack
+    from dicomflow.store.postgres import PgStore
+
     for s in LocalStack(settings).up():
         console.print(f"[green]✓[/] {s.name} running, PID {s.pid}, {s.address}")
     outcomes = create_topics(settings.kafka, settings.topics)
@@ -228,10 +258,16 @@ def run_demo(settings: Settings, instances: int, studies: int, series_per_study:
     console.print(f"[green]✓[/] schema migrated ({', '.join(applied) if applied else 'already current'})")
     settings.storage.root.mkdir(parents=True, exist_ok=True)
 
+
+def _run_pipeline(settings: Settings, sizes: _Sizes, timeout_s: float, console: Any) -> _Run:
+    """Make the corpus, start receiver and consumer, C-STORE everything, wait for the rows."""
+    from dicomflow.corpus import make_corpus
+    from dicomflow.stack import free_port
+
     with tempfile.TemporaryDirectory(prefix="dicomflow-demo-") as tmp:
-        source = Path(tmp) / "modality"
-        corpus = make_corpus(source, instances, studies=studies, series_per_study=series_per_study,
-                             templates=("CT_small.dcm", "MR_small.dcm"), tenant_id="demo")
+        corpus = make_corpus(Path(tmp) / "modality", sizes.instances, studies=sizes.studies,
+                             series_per_study=sizes.series_per_study, templates=("CT_small.dcm", "MR_small.dcm"),
+                             tenant_id="demo")
         paths = [Path(e.file_path) for e in corpus.events]
         console.print(f"[green]✓[/] corpus: {len(paths)} instances in {len(corpus.studies)} studies, "
                       f"{len(corpus.series)} series (pydicom samples, fresh UIDs)")
@@ -240,44 +276,46 @@ def run_demo(settings: Settings, instances: int, studies: int, series_per_study:
         log_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()  # outside the ephemeral range (see dicomflow.stack.free_ports)
         env = _component_env(settings, port)
-        with _process("consumer", ["consume"], env, log_dir), \
-                _process("receiver", ["scp"], env, log_dir) as scp:
-            _wait_listening(port, settings.receiver.ae_title, scp, 60, log_dir / "receiver.log")
-            console.print(f"[green]✓[/] receiver listening on 127.0.0.1:{port} (AE {settings.receiver.ae_title}); consumer running"
+        ae_title = settings.receiver.ae_title
+        with _process("consumer", ["consume"], env, log_dir), _process("receiver", ["scp"], env, log_dir) as scp:
+            _wait_listening(port, ae_title, scp, 60, log_dir / "receiver.log")
+            console.print(f"[green]✓[/] receiver listening on 127.0.0.1:{port} (AE {ae_title}); consumer running"
                           f" (logs in {log_dir})")
-            sent = _send(paths, port, settings.receiver.ae_title, associations)
-            console.print(f"[green]✓[/] C-STORE (storescu): {len(sent.succeeded)} of {sent.sent} acknowledged in {sent.seconds:.1f} s "
-                          f"({len(sent.succeeded) / max(sent.seconds, 1e-9):.0f} instances/s, {associations} associations)")
+            sent = _send(paths, port, ae_title, sizes.associations)
+            console.print(f"[green]✓[/] C-STORE (storescu): {len(sent.succeeded)} of {sent.sent} acknowledged in "
+                          f"{sent.seconds:.1f} s ({len(sent.succeeded) / max(sent.seconds, 1e-9):.0f} instances/s, "
+                          f"{sizes.associations} associations)")
             for uid, why in sent.failed[:10]:
                 console.print(f"[red]✗[/] {uid}: {why}")
             found, waited = _wait_rows(settings.database.conninfo(), sent.succeeded, timeout_s)
-        total_s = sent.seconds + waited
-        after = _topic_counts(settings)
+        return _Run(sorted(corpus.studies), sent, found, waited, before, _topic_counts(settings), env, log_dir)
 
-    rows = _report_rows(settings.database.conninfo(), sorted(corpus.studies))
+
+def _print_results(settings: Settings, run: _Run, console: Any) -> int:
+    """This run's series as PostgreSQL has them, the messages per topic, the totals; return the instances lost."""
+    from rich.table import Table
+
+    rows = _report_rows(settings.database.conninfo(), run.study_uids)
     table = Table(title="PostgreSQL after the run: this run's series")
-    for col in ("study (UID tail)", "patient", "study date", "modality", "series #", "instances (state)", "instance rows"):
-        table.add_column(col)
+    for col in ("study UID", "patient", "study date", "modality", "series #", "instances (state)", "instance rows"):
+        table.add_column(col, overflow="fold")  # a UID folds over lines, it is never cut
     for r in rows:
-        table.add_row("…" + r[0][-20:], r[1], str(r[7]), r[2] or "", str(r[3] or ""), str(r[5]), str(r[6]))
+        table.add_row(r[0], r[1], str(r[7]), r[2] or "", str(r[3] or ""), str(r[5]), str(r[6]))
     console.print(table)
-
     topics = Table(title="Kafka: messages this run added")
-    topics.add_column("topic")
+    topics.add_column("topic", overflow="fold")
     topics.add_column("messages", justify="right")
     for topic in settings.topics.all():
-        topics.add_row(topic, str(after.get(topic, 0) - before.get(topic, 0)))
+        topics.add_row(topic, str(run.after.get(topic, 0) - run.before.get(topic, 0)))
     console.print(topics)
-
-    lost = len(sent.succeeded) - found
+    sent, total_s = run.sent, run.sent.seconds + run.waited_s
+    lost = len(sent.succeeded) - run.found
     console.print(
-        f"studies {len(corpus.studies)}, series {len(rows)}, instances acknowledged {len(sent.succeeded)}, "
-        f"in PostgreSQL {found}, lost {lost}; end to end {len(sent.succeeded) / max(total_s, 1e-9):.0f} instances/s "
-        f"({total_s:.1f} s from first C-STORE to last row)"
+        f"studies {len(run.study_uids)}, series {len(rows)}, instances acknowledged {len(sent.succeeded)}, "
+        f"in PostgreSQL {run.found}, lost {lost}; end to end {len(sent.succeeded) / max(total_s, 1e-9):.0f} "
+        f"instances/s ({total_s:.1f} s from first C-STORE to last row)"
     )
-    warehouse_ok = _warehouse_and_report(settings, env, log_dir, console)
-    console.print("The stack keeps running; `dicomflow stack down` stops it.")
-    return 0 if lost == 0 and not sent.failed and warehouse_ok else 1
+    return lost
 
 
 def _warehouse_and_report(settings: Settings, env: dict[str, str], log_dir: Path, console: Any) -> bool:

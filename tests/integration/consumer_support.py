@@ -31,7 +31,7 @@ from dicomflow.kafka.records import Record
 from dicomflow.models import DicomStoreMeta
 from dicomflow.pipeline.service import ConsumerService
 from dicomflow.pipeline.stats import RunSummary
-from dicomflow.settings import DatabaseSettings, Settings
+from dicomflow.settings import DatabaseSettings, Settings, to_child_env
 from dicomflow.store import PgStore
 
 TABLES = ("dicom_object_meta", "dicom_state_meta", "dicom_image_meta")
@@ -171,7 +171,7 @@ def start_consume(settings: Settings, log_file: Path, *args: str) -> subprocess.
     try:
         return subprocess.Popen(
             [sys.executable, "-c", "from dicomflow.cli import main; main()", "consume", *args],
-            env=settings.to_child_env(os.environ), cwd=log_file.parent, stdout=out, stderr=subprocess.STDOUT,
+            env=to_child_env(settings, os.environ), cwd=log_file.parent, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     finally:

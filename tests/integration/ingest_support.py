@@ -52,6 +52,11 @@ def with_receiver(settings: Settings, **changes: object) -> Settings:
     return dataclasses.replace(settings, receiver=receiver)
 
 
+def with_ingest(settings: Settings, **changes: object) -> Settings:
+    """``settings`` with ``changes`` to its ``[ingest]`` section (tenants, transfer syntaxes, fsync)."""
+    return dataclasses.replace(settings, ingest=dataclasses.replace(settings.ingest, **changes))  # type: ignore[arg-type]
+
+
 def make_topics(settings: Settings) -> None:
     create_topics(settings.kafka, settings.topics)
 

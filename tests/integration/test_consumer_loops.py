@@ -33,7 +33,7 @@ from dicomflow.kafka.dlq import HEADER_ERROR_CLASS, headers_dict
 from dicomflow.kafka.producer import Publisher
 from dicomflow.kafka.reader import read_all
 from dicomflow.metrics.images import ImagesMetrics
-from dicomflow.settings import Settings
+from dicomflow.settings import Settings, to_child_env
 from dicomflow.store import PgStore
 from tests.integration.consumer_support import committed_total, run_service, start_consume, wait_for
 from tests.integration.warehouse_support import run_sink, start_sink, wh_counts
@@ -204,7 +204,7 @@ def test_images_stop_within_a_second_of_sigterm_during_a_dead_letter_retry(loops
     send(settings, settings.topics.dicom_image, b"{not json")
     log = tmp_path / "images.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "dicomflow", "images"], env=settings.to_child_env(os.environ),
+        proc = subprocess.Popen([sys.executable, "-m", "dicomflow", "images"], env=to_child_env(settings, os.environ),
                                 cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     stopped = sigterm_during_retry(proc, log, "image worker stopping: stopped by signal")

@@ -24,7 +24,7 @@ from dicomflow.cli import app
 from dicomflow.kafka.admin import delete_topics
 from dicomflow.kafka.dlq import HEADER_REDRIVEN_FROM
 from dicomflow.models import AuditEvent
-from dicomflow.settings import Settings
+from dicomflow.settings import Settings, to_child_env
 from tests.integration.consumer_support import corpus, counts, pipeline, publish, query, run_service, topic
 
 __all__ = ["pipeline"]
@@ -43,7 +43,7 @@ def dlq_settings(pipeline: Settings) -> Iterator[Settings]:
 
 def dicomflow(settings: Settings, *args: str) -> Any:
     """Run a ``dicomflow`` command in-process with exactly these settings; return its --json output."""
-    result = CliRunner().invoke(app, [*args, "--json"], env=settings.to_child_env({}))
+    result = CliRunner().invoke(app, [*args, "--json"], env=to_child_env(settings, {}))
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -110,9 +110,9 @@ def test_missing_file_dead_lettered_restored_redriven_indexed_once(dlq_settings:
 
 def test_unknown_letter_id_is_a_clear_error(dlq_settings: Settings) -> None:
     result = CliRunner().invoke(app, ["dlq", "show", f"{dlq_settings.topics.dlq}:0:999"],
-                                env=dlq_settings.to_child_env({}))
+                                env=to_child_env(dlq_settings, {}))
     assert result.exit_code == 1
     assert f"no dead letter {dlq_settings.topics.dlq}:0:999" in result.output
-    result = CliRunner().invoke(app, ["dlq", "redrive", "--id", "not-an-id"], env=dlq_settings.to_child_env({}))
+    result = CliRunner().invoke(app, ["dlq", "redrive", "--id", "not-an-id"], env=to_child_env(dlq_settings, {}))
     assert result.exit_code == 1
     assert "expected <dlq-topic>:<partition>:<offset>" in result.output

@@ -35,7 +35,7 @@ from dicomflow.metrics.images import ImagesMetrics
 from dicomflow.models import DicomImageMeta, decode
 from dicomflow.pipeline.service import ConsumerService
 from dicomflow.scanner.publish import FolderPublisher
-from dicomflow.settings import Settings
+from dicomflow.settings import Settings, to_child_env
 from dicomflow.store import PgStore
 
 pytestmark = pytest.mark.integration
@@ -100,9 +100,9 @@ def _build(settings: Settings, folder: Path, *, series_count: int, per_series: i
 
 @pytest.fixture
 def images_settings(settings: Settings) -> Iterator[Settings]:
-    receiver = dataclasses.replace(settings.receiver, supported_transfer_syntaxes=(EXPLICIT_LE, "1.2.840.10008.1.2"))
+    ingest = dataclasses.replace(settings.ingest, supported_transfer_syntaxes=(EXPLICIT_LE, "1.2.840.10008.1.2"))
     s = dataclasses.replace(
-        settings, receiver=receiver, worker_node_id="images-test",
+        settings, ingest=ingest, worker_node_id="images-test",
         consumer=dataclasses.replace(settings.consumer, parse_workers=1, batch_max_ms=200),
         images=dataclasses.replace(settings.images, group_id=f"images_{uuid.uuid4().hex[:10]}", batch_max_messages=3),
     )
@@ -193,9 +193,9 @@ def test_kill_9_mid_batch_leaves_exact_outputs(images_settings: Settings, tmp_pa
     child = dataclasses.replace(
         images_settings,
         images=dataclasses.replace(images_settings.images, batch_max_messages=3),
-        receiver=dataclasses.replace(images_settings.receiver, supported_transfer_syntaxes=(EXPLICIT_LE, "1.2.840.10008.1.2")),
+        ingest=dataclasses.replace(images_settings.ingest, supported_transfer_syntaxes=(EXPLICIT_LE, "1.2.840.10008.1.2")),
     )
-    env = child.to_child_env(os.environ)
+    env = to_child_env(child, os.environ)
     command = [sys.executable, "-m", "dicomflow", "images", "--until-idle", "3"]
     log = (tmp_path / "images.log").open("wb")
     first = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)

@@ -8,6 +8,7 @@ jar cache.
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from dicomflow.kafka.exceptions import TopicAdminError
 from dicomflow.kafka.producer import Publisher
 from dicomflow.settings import KafkaSettings, TopicSettings
 from dicomflow.stack import KafkaCluster, LocalStack
+from dicomflow.stack.state import STATE_FILE, NodeState, StackState, write_state
 from tests.integration.kafka_support import dicomflow_cli, private_stack_settings
 
 pytestmark = [
@@ -88,8 +90,11 @@ def test_topics_get_three_replicas_and_min_isr_two_by_default(cluster: KafkaClus
         out = dicomflow_cli("topics", "list", env=_env(cluster, topics), cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         assert "min ISR" in out.stdout
-        row = next(line for line in out.stdout.splitlines() if topics.audit[:8] in line)
-        assert "│ 3 " in row and "│ 2 " in row, out.stdout
+        row = next(line for line in out.stdout.splitlines() if f"│ {topics.audit} " in line)
+        assert [cell.strip() for cell in row.split("│")[2:5]] == ["3", "3", "2"], out.stdout
+        out = dicomflow_cli("topics", "list", "--json", env=_env(cluster, topics), cwd=tmp_path)
+        listed = {t["name"]: t for t in json.loads(out.stdout)["topics"]}
+        assert (listed[topics.audit]["replication_factor"], listed[topics.audit]["min_insync_replicas"]) == (3, 2)
     finally:
         delete_topics(kafka, topics.all())
 
@@ -105,11 +110,48 @@ def test_a_replication_factor_above_the_broker_count_is_refused(cluster: KafkaCl
     assert out.returncode == 1 and "4" in out.stderr and "only 3 broker" in out.stderr, out.stderr
 
 
+def _state_of(cluster: KafkaCluster) -> StackState:
+    """What `stack up --brokers 3` leaves in the stack folder for this cluster."""
+    return StackState(tuple(NodeState(n.node_id, n.port, n.controller_port) for n in cluster.layout.nodes))
+
+
+def test_status_and_fresh_clients_follow_the_state_of_up(cluster: KafkaCluster, tmp_path: Path) -> None:
+    """Told nothing but the stack folder, `stack status` sees three nodes, and a client started while node 1
+    is down reaches the cluster: its default kafka.brokers is every node of the stack."""
+    write_state(cluster.settings.dir, _state_of(cluster))
+    topics = _topics()
+    env = {"DICOMFLOW_STACK_DIR": str(cluster.settings.dir), "DICOMFLOW_STACK_POSTGRES_PORT": "1",
+           "DICOMFLOW_TOPICS_MAIN": topics.main, "DICOMFLOW_TOPICS_LOG": topics.log,
+           "DICOMFLOW_TOPICS_DICOM_STATE": topics.dicom_state, "DICOMFLOW_TOPICS_DICOM_IMAGE": topics.dicom_image,
+           "DICOMFLOW_TOPICS_AUDIT": topics.audit, "DICOMFLOW_TOPICS_DLQ": topics.dlq}
+    out = dicomflow_cli("stack", "status", "--json", env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["kafka"] == {"brokers": cluster.bootstrap, "nodes": 3, "secure": False}
+    assert data["state_file"] == str(Path(cluster.settings.dir).resolve() / STATE_FILE)
+    assert [(s["name"], s["running"], s["pid"], s["address"]) for s in data["services"][:3]] == [
+        (f"kafka-{s.node_id}", True, s.pid, s.bootstrap) for s in cluster.status()]
+    kafka = KafkaSettings(brokers=cluster.bootstrap)
+    create_topics(kafka, topics)
+    cluster.node(1).kill()
+    try:
+        out = dicomflow_cli("topics", "list", "--json", "--timeout", "30", env=env, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        listed = json.loads(out.stdout)
+        assert listed["brokers"] == cluster.bootstrap
+        assert {t["name"]: t["partitions"] for t in listed["topics"]}[topics.main] == 3
+    finally:
+        cluster.start_node(1)
+        delete_topics(kafka, topics.all())
+
+
 def test_down_stops_every_node(cluster: KafkaCluster, tmp_path: Path) -> None:
     """Last in the module: `dicomflow stack down` with the cluster's settings stops all three nodes."""
     pids = [s.pid for s in cluster.status()]
+    write_state(cluster.settings.dir, _state_of(cluster))
     env = {**_env(cluster, _topics()), "DICOMFLOW_STACK_POSTGRES_PORT": "1", "DICOMFLOW_DATABASE_PORT": "1"}
     out = dicomflow_cli("stack", "down", env=env, cwd=tmp_path, timeout_s=120)
     assert out.returncode == 0, out.stderr
     assert not any(s.running for s in cluster.status()), pids
     assert not list(Path(cluster.settings.dir).glob("kafka-cluster-3/node-*/kafka.pid"))
+    assert not (Path(cluster.settings.dir) / STATE_FILE).exists()  # the stack forgets what it started

@@ -297,43 +297,37 @@ def test_unreachable_broker_reports_every_message_failed_after_the_message_timeo
     kafka = KafkaSettings(brokers=f"127.0.0.1:{free_port()}", message_timeout_ms=1500)
     events = [store_event(n) for n in range(200)]
     with Publisher(kafka, TopicSettings()) as pub:
-        started = time.monotonic()
         result = pub.send_store_events(events)
-        elapsed = time.monotonic() - started
     assert result.delivered == 0
     assert sorted((f.index, f.topic) for f in result.failures) == sorted(
         (i, t) for i in range(200) for t in ("storage_queue", "log_queue"))
     assert all("_MSG_TIMED_OUT" in f.reason and kafka.brokers in f.reason for f in result.failures)
     assert {f.key for f in result.failures if f.topic == "log_queue"} == {e.trace_id for e in events}
-    assert 1.5 <= elapsed < 15
+    # how long that takes (not before the message timeout, within 15 s): benchmarks/bench_publisher.py
 
 
 def test_a_caller_deadline_shorter_than_the_message_timeout_is_honoured() -> None:
     kafka = KafkaSettings(brokers=f"127.0.0.1:{free_port()}", message_timeout_ms=60_000)
     with Publisher(kafka, TopicSettings()) as pub:
-        started = time.monotonic()
         result = pub.send_store_event(store_event(1), timeout_s=0.5)
-        elapsed = time.monotonic() - started
         pub.close(timeout_s=0.5)
     assert result.delivered == 0 and len(result.failures) == 2
-    assert all("within 0.5 s" in f.reason for f in result.failures)
-    assert elapsed < 5
+    assert all("within 0.5 s" in f.reason for f in result.failures)  # the caller's deadline ended it, not the 60 s
+    # how long that takes (within 5 s): benchmarks/bench_publisher.py
 
 
 def test_a_queue_that_stays_full_ends_at_the_caller_deadline() -> None:
     """Broker gone, local queue full: the sender stops at its deadline and sends nothing more."""
     kafka = KafkaSettings(brokers=f"127.0.0.1:{free_port()}", message_timeout_ms=60_000, queue_buffering_max_messages=10)
     with Publisher(kafka, TopicSettings()) as pub:
-        started = time.monotonic()
         result = pub.send_store_events([store_event(n) for n in range(100)], timeout_s=1.0)
-        elapsed = time.monotonic() - started
         blocked = asyncio.run(pub.send_store_events_async([store_event(n) for n in range(50)], timeout_s=0.5))
         pub.close(timeout_s=0.5)
     assert result.delivered == 0 and len(result.failures) == 200
     reasons = [f.reason for f in result.failures]
     assert sum("still full at the send deadline" in r for r in reasons) == 190  # never queued
     assert sum("within 1.0 s" in r for r in reasons) == 10  # queued, never acknowledged
-    assert 1.0 <= elapsed < 5
+    # how long that takes (not before the deadline, within 5 s): benchmarks/bench_publisher.py
     assert blocked.delivered == 0 and len(blocked.failures) == 100
     assert all(f.reason.startswith("not sent") for f in blocked.failures)  # the queue was still full
 

@@ -39,6 +39,7 @@ from tests.integration.ingest_support import (
     send_corpus_with_storescu,
     stored_files,
     storescu,
+    with_ingest,
     with_receiver,
 )
 
@@ -294,7 +295,7 @@ def test_a_resent_instance_replaces_when_configured_and_gets_a_new_event(scp_set
 
 
 def test_tenant_from_the_private_tag_then_the_calling_ae_then_the_default(settings: Settings, engine: str) -> None:
-    s = with_receiver(settings, ae_tenants={"CT_WARD": "radiology"}, engine=engine)
+    s = with_ingest(with_receiver(settings, engine=engine), ae_tenants={"CT_WARD": "radiology"})
     make_topics(s)
     tagged = instance()
     tagged.add_new(0x12110010, "LO", "DICOMFLOW")
@@ -313,8 +314,8 @@ def test_tenant_from_the_private_tag_then_the_calling_ae_then_the_default(settin
 def test_an_unsupported_transfer_syntax_needs_transfer(
     settings: Settings, engine: str, pydicom_test_files: list[Path]
 ) -> None:
-    supported = tuple(ts for ts in settings.receiver.supported_transfer_syntaxes if ts != JPEGBaseline8Bit)
-    s = with_receiver(settings, supported_transfer_syntaxes=supported, engine=engine)
+    supported = tuple(ts for ts in settings.ingest.supported_transfer_syntaxes if ts != JPEGBaseline8Bit)
+    s = with_ingest(with_receiver(settings, engine=engine), supported_transfer_syntaxes=supported)
     make_topics(s)
     jpeg = next(p for p in pydicom_test_files if p.name == "SC_rgb_jpeg_dcmtk.dcm")
     with running_receiver(s):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomflow.settings import Settings
+from dicomflow.settings import Settings, to_child_env
 from dicomflow_faults.protofuzz import associate_rq, dataset, pdata, store_command
 from tests.integration.ingest_support import (
     free_port,
@@ -114,7 +114,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float 
 @contextmanager
 def scp_process(settings: Settings, log: Path, *args: str, **receiver_env: str) -> Iterator[subprocess.Popen[bytes]]:
     """``dicomflow scp`` as a subprocess (its memory and its processes are what is measured)."""
-    env = settings.to_child_env(os.environ)
+    env = to_child_env(settings, os.environ)
     env.update({f"DICOMFLOW_RECEIVER_{k.upper()}": v for k, v in receiver_env.items()})
     with open(log, "wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "dicomflow.cli", "scp", *args], env=env,
@@ -163,7 +163,8 @@ def test_a_2_gib_data_set_streams_to_disk_with_bounded_memory(
     edge_settings: Settings, tmp_path: Path, raw: Callable[..., RawPeer]
 ) -> None:
     size = 2 * 1024 * MIB
-    with scp_process(edge_settings, tmp_path / "scp.log", fsync="false") as process:
+    no_fsync = dataclasses.replace(edge_settings, ingest=dataclasses.replace(edge_settings.ingest, fsync=False))
+    with scp_process(no_fsync, tmp_path / "scp.log") as process:
         peer = raw(edge_settings.receiver.port)
         assert peer.answer == 0x02
         before = rss_kib(process.pid)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 
 import psycopg
 from confluent_kafka import Consumer, Producer
 
 from dicomflow.settings import Settings
 from dicomflow.stack import LocalStack
+from tests.integration.kafka_support import dicomflow_cli
 
 
 def test_status_reports_both_services_with_pids(stack: LocalStack) -> None:
@@ -16,6 +19,17 @@ def test_status_reports_both_services_with_pids(stack: LocalStack) -> None:
     assert statuses["kafka"].running and statuses["kafka"].pid
     assert statuses["postgresql"].running and statuses["postgresql"].pid
     assert statuses["kafka"].address == f"127.0.0.1:{stack.settings.stack.kafka_port}"
+
+
+def test_status_as_json_names_every_service_with_its_pid(stack: LocalStack, tmp_path: Path) -> None:
+    out = dicomflow_cli("stack", "status", "--json", "--check", env={"DICOMFLOW_STACK_DIR": str(stack.settings.stack.dir)},
+                        cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert set(data) == {"stack_dir", "state_file", "kafka", "services", "all_running"} and data["all_running"]
+    assert data["kafka"] == {"brokers": stack.kafka.bootstrap, "nodes": 1, "secure": False}
+    assert [(s["name"], s["running"], s["pid"], s["address"], s["log_file"]) for s in data["services"]] == [
+        (s.name, s.running, s.pid, s.address, s.log_file) for s in stack.status()]
 
 
 def test_up_twice_is_harmless(stack: LocalStack) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import random
 import threading
 import time
@@ -768,6 +769,13 @@ def test_db_commands(stack: LocalStack, database: DatabaseSettings, tmp_path: An
     assert "applied  0001_initial" in shown.output
     lines = {line.split()[0]: line.split()[1] for line in shown.output.splitlines() if line.startswith("dicom_")}
     assert lines == {"dicom_object_meta": "3", "dicom_state_meta": "1", "dicom_image_meta": "3"}
+    as_json = runner.invoke(app, ["db", "status", "--json"], env=env)
+    assert as_json.exit_code == 0, as_json.output
+    status = json.loads(as_json.stdout)
+    assert set(status) == {"database", "applied", "pending", "counts", "counts_exact"}
+    assert status["counts"] == {"dicom_object_meta": 3, "dicom_state_meta": 1, "dicom_image_meta": 3}
+    assert status["pending"] == [] and status["counts_exact"] is True
+    assert {"version", "name", "applied_at", "modified"} <= set(status["applied"][0])
 
     broken = runner.invoke(app, ["db", "migrate"], env={**env, "DICOMFLOW_DATABASE_PORT": "1"})
     assert broken.exit_code == 1 and "db migrate failed" in broken.output

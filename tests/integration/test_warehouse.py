@@ -17,7 +17,7 @@ import msgspec
 from dicomflow.kafka import dlq
 from dicomflow.kafka.reader import read_all
 from dicomflow.models import encode
-from dicomflow.settings import Settings
+from dicomflow.settings import Settings, to_child_env
 from dicomflow.warehouse.duck import open_for_reading
 from dicomflow.warehouse.synthetic import instance_messages, state_message, traffic
 from tests.integration.consumer_support import wait_for
@@ -164,7 +164,7 @@ def test_second_writer_refused_and_snapshot_readable_while_running(wh: Settings,
             con.close()
         second = subprocess.run(
             [sys.executable, "-m", "dicomflow", "warehouse", "run", "--until-idle", "1"],
-            env=wh.to_child_env(os.environ), capture_output=True, text=True, timeout=60,
+            env=to_child_env(wh, os.environ), capture_output=True, text=True, timeout=60,
         )
         assert second.returncode == 1
         assert str(wh.warehouse.path) in second.stderr and "already open for writing" in second.stderr

@@ -14,7 +14,7 @@ import pytest
 
 from dicomflow.kafka.admin import create_topics, delete_topics
 from dicomflow.kafka.producer import Publisher
-from dicomflow.settings import Settings
+from dicomflow.settings import Settings, to_child_env
 from dicomflow.warehouse.schema import TABLES
 from dicomflow.warehouse.sink import SinkSummary, WarehouseSink
 from dicomflow.warehouse.synthetic import Traffic
@@ -77,7 +77,7 @@ def start_sink(settings: Settings, log_file: Path, *args: str) -> subprocess.Pop
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "dicomflow", "warehouse", "run", *args],
-            env=settings.to_child_env(os.environ), cwd=log_file.parent, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=to_child_env(settings, os.environ), cwd=log_file.parent, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     finally:
         out.close()

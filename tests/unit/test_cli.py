@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import typer.main
 from typer.core import TyperGroup
@@ -67,3 +69,25 @@ def test_the_warehouse_commands_keep_their_options() -> None:
             command = command.commands[name]
         names = {opt for param in command.params for opt in param.opts if opt.startswith("--")}
         assert names == options, path
+
+
+def test_the_readme_command_table_names_every_command_once() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Commands") :]
+    table = table[: table.index("\n\n", table.index("| command |"))]
+    rows = [re.split(r"(?<!\\)\|", line)[1] for line in table.splitlines() if line.startswith("| `dicomflow ")]
+    seen: list[str] = []
+    for cell in rows:
+        command = re.match(r" `dicomflow ([a-z]+)(.*?)`", cell.replace("\\|", "|"))
+        assert command, cell
+        name, rest = command.group(1), command.group(2)
+        subcommands = COMMANDS[name]
+        if subcommands is None:
+            seen.append(name)
+        else:
+            words = {word for word in re.split(r"[\s|]+", rest) if word in subcommands}
+            assert words, cell
+            seen.extend(f"{name} {word}" for word in words)
+    expected = [name for name, subs in COMMANDS.items() if subs is None]
+    expected += [f"{name} {sub}" for name, subs in COMMANDS.items() if subs for sub in subs]
+    assert sorted(seen) == sorted(expected)

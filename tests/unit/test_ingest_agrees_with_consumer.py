@@ -28,7 +28,7 @@ from dicomflow.ingest.ingestor import Ingestor, Source
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import DicomStoreMeta
 from dicomflow.scanner.publish import FolderPublisher, Prepared
-from dicomflow.settings import ReceiverSettings, Settings, StorageSettings
+from dicomflow.settings import IngestSettings, Settings, StorageSettings
 from tests.conftest import PYDICOM_DATA, sample_files
 
 ALL_SAMPLES = sample_files("test_files") + sample_files("charset_files")
@@ -88,7 +88,7 @@ def test_the_receiver_accepts_exactly_what_the_consumer_indexes_and_both_agree(p
     """The receiver's steps on the file's data set, as a C-STORE in the file's transfer syntax would bring it."""
     data = path.read_bytes()
     meta, offset = read_file_meta(data, 132)
-    ingestor = Ingestor(StorageSettings(root=tmp_path / "root"), ReceiverSettings(), "node-1")
+    ingestor = Ingestor(StorageSettings(root=tmp_path / "root"), IngestSettings(), "node-1")
     dataset, syntax = data[offset:], meta.transfer_syntax_uid
     try:
         header = ingestor.read(dataset, syntax)

@@ -24,11 +24,11 @@ from dicomflow.dicom.values import parse_date
 from dicomflow.ingest.exceptions import MalformedDatasetError, MissingAttributeError
 from dicomflow.ingest.ingestor import Ingestor
 from dicomflow.models import now
-from dicomflow.settings import ReceiverSettings, StorageSettings
+from dicomflow.settings import IngestSettings, StorageSettings
 from tests.conftest import sample_files
 
 TENANT_TAG = 0x12111217
-_INGESTOR = Ingestor(StorageSettings(root=Path("/nonexistent-root")), ReceiverSettings(), "node-1")
+_INGESTOR = Ingestor(StorageSettings(root=Path("/nonexistent-root")), IngestSettings(), "node-1")
 
 
 def read_header(data: bytes, syntax: str, *, tenant_tag: int = TENANT_TAG, offset: int = 0) -> InstanceHeader:

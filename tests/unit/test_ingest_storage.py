@@ -12,7 +12,7 @@ import pytest
 
 from dicomflow.ingest import storage
 from dicomflow.ingest.exceptions import OUT_OF_RESOURCES, StorageWriteError
-from dicomflow.ingest.storage import make_folders, sync_folder_durably, write_atomic
+from dicomflow.ingest.storage import PendingFile, make_folders, sync_folder_durably, write_atomic
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -81,6 +81,33 @@ def test_data_is_synced_before_the_rename_and_the_folder_after(tmp_path: Path, m
     steps.clear()
     write_atomic(tmp_path / "new" / "c.dcm", (b"z",), fsync=False)
     assert steps == []
+
+
+def test_a_pending_file_commits_as_seal_then_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    steps: list[str] = []
+    target = tmp_path / "s" / "a.dcm"
+    pending = PendingFile(target)
+    monkeypatch.setattr(storage, "_sync_data", lambda fd: steps.append(f"data, renamed={target.exists()}"))
+    monkeypatch.setattr(storage, "_fsync_folder", lambda folder: steps.append(f"folder, renamed={target.exists()}"))
+    pending.write(b"head")
+    pending.write(b"body")
+    assert not target.exists()  # nothing under the final name before the commit
+    assert pending.commit() == 8
+    assert steps == ["data, renamed=False", "folder, renamed=True"]
+    assert target.read_bytes() == b"headbody" and leftovers(tmp_path) == []
+    pending.discard()  # after the commit: nothing to remove, the file stays
+    assert target.read_bytes() == b"headbody"
+    with pytest.raises(StorageWriteError, match="already closed"):
+        pending.commit()
+
+
+def test_a_sealed_file_is_not_in_place_and_discard_removes_it(tmp_path: Path) -> None:
+    pending = PendingFile(tmp_path / "a.dcm", fsync=False)
+    pending.write(b"data")
+    assert pending.seal() == 4
+    assert pending.temp.read_bytes() == b"data" and not pending.path.exists()
+    pending.discard()
+    assert leftovers(tmp_path) == [] and not pending.path.exists()
 
 
 def test_new_folders_are_made_durable_in_their_parents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

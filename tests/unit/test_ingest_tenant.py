@@ -43,7 +43,7 @@ def test_an_unsafe_tenant_tag_is_refused_not_rerouted(value: str) -> None:
 
 
 def test_bad_tenant_settings_are_config_errors_naming_the_key() -> None:
-    with pytest.raises(ConfigError, match=r"receiver\.ae_tenants\.CT"):
+    with pytest.raises(ConfigError, match=r"ingest\.ae_tenants\.CT"):
         TenantResolver({"CT": "../x"}, "default")
     with pytest.raises(ConfigError, match=r"storage\.default_tenant"):
         TenantResolver({}, "a/b")

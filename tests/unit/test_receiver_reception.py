@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 
 from dicomflow.dicom import reader, walker
-from dicomflow.dicom.constants import EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from dicomflow.dicom.constants import EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from dicomflow.dicom.exceptions import TruncatedError, Unsupported
 from dicomflow.dicom.part10 import read_file_meta
 from dicomflow.ingest.ingestor import Source
-from dicomflow.receiver.service import StoreService
+from dicomflow.ingest.service import StoreService
+from dicomflow.receiver.reception import Reception
 from tests.conftest import PYDICOM_DATA, sample_files
-from tests.unit.test_receiver_service import RecordingPublisher, encoded, service
+from tests.unit.test_receiver_service import ASSOC, RecordingPublisher, encoded, service
 
 CT_SAMPLE = PYDICOM_DATA / "test_files" / "CT_small.dcm"
 SOURCE = Source("MODALITY", "10.0.0.7")
@@ -64,11 +65,15 @@ def test_the_samples_give_the_prefix_reader_work() -> None:
 def test_a_prefix_gives_the_whole_header_or_asks_for_more(path: Path) -> None:
     dataset, syntax = _data_set(path)
     whole = walker.read_dataset(dataset, syntax).elements
-    cuts = sorted({0, 11, 12, 64, 200, 1000, 3000, 10000, len(dataset) // 2, len(dataset) - 1, len(dataset)})
-    answers = [reader.read_dataset_prefix(dataset[:cut], syntax) for cut in cuts if cut <= len(dataset)]
-    for header in answers:
-        if header is not None:  # never a partial header: every wanted element of the whole, the same bytes
-            assert header.elements == whole
+    size = len(dataset)
+    cuts = sorted(c for c in {0, 11, 12, 64, 200, 1000, 3000, 10000, size // 2, size - 1, size} if c <= size)
+    for cut in cuts:
+        header = reader.read_dataset_prefix(dataset[:cut], syntax)
+        # never a partial header: None (more bytes needed), or every wanted element of the whole, the same bytes
+        assert header is None or header.elements == whole, f"the first {cut} of {size} bytes"
+    # an image's Pixel Data runs on past any prefix: its header is known before the data set ends
+    pixel_data = struct.pack(">HH" if syntax == EXPLICIT_VR_BE else "<HH", 0x7FE0, 0x0010)
+    assert pixel_data not in dataset or reader.read_dataset_prefix(dataset[:-1], syntax) is not None
 
 
 def test_the_prefix_is_complete_at_the_pixel_data_header_whose_value_runs_on() -> None:
@@ -88,7 +93,7 @@ def test_a_deflated_or_unusual_encoding_is_left_to_the_whole_data_set() -> None:
 
 
 def _feed(svc: StoreService, dataset: bytes, fragment: int, syntax: str = EXPLICIT_VR_LE) -> tuple[int, str | None]:
-    reception = svc.begin("assoc", transfer_syntax_uid=syntax, sop_class_uid=None, sop_instance_uid=None,
+    reception = Reception(svc, ASSOC, transfer_syntax_uid=syntax, sop_class_uid=None, sop_instance_uid=None,
                           source=SOURCE, max_bytes=1 << 30)
     chunks = [dataset[i:i + fragment] for i in range(0, len(dataset), fragment)]
     for i, chunk in enumerate(chunks):
@@ -133,7 +138,7 @@ def test_the_verdict_on_a_streamed_file_is_the_consumers(tmp_path: Path) -> None
     publisher = RecordingPublisher()
     svc, _ = service(tmp_path, publisher)
     bad = _with_pixels(300_000, 299_000)
-    whole = svc.store_bytes("assoc", bad, EXPLICIT_VR_LE, None, None, SOURCE)
+    whole = svc.store_bytes(ASSOC, bad, EXPLICIT_VR_LE, None, None, SOURCE)
     streamed = _feed(svc, bad, 8192)
     # the same status and reason (the byte offsets count from the data set, or from the file's start)
     assert whole.status == streamed[0] == 0xC000

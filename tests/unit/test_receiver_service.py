@@ -22,15 +22,17 @@ from pydicom.filewriter import write_dataset
 
 from dicomflow.ingest import storage
 from dicomflow.ingest.ingestor import Ingestor, Source
-from dicomflow.ingest.transfer_log import Peer, TransferLog
+from dicomflow.ingest.service import StoreRequest, StoreService
+from dicomflow.ingest.transfer_log import Peer, SessionKey, TransferLog
 from dicomflow.kafka.delivery import BatchResult, DeliveryFailure
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import AuditEvent, DicomStoreMeta
-from dicomflow.receiver.service import StoreRequest, StoreService
-from dicomflow.settings import ReceiverSettings, StorageSettings
+from dicomflow.settings import IngestSettings, StorageSettings
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
+#: The association every store of these tests comes in on (each test has a transfer log of its own).
+ASSOC = SessionKey("association")
 
 
 class RecordingPublisher:
@@ -68,8 +70,8 @@ def encoded(**attrs: str) -> bytes:
     return fp.getvalue()
 
 
-def service(tmp_path: Path, publisher: RecordingPublisher, **receiver: object) -> tuple[StoreService, TransferLog]:
-    ingestor = Ingestor(StorageSettings(root=tmp_path / "root"), replace(ReceiverSettings(), **receiver), "node-1")  # type: ignore[arg-type]
+def service(tmp_path: Path, publisher: RecordingPublisher, **ingest: object) -> tuple[StoreService, TransferLog]:
+    ingestor = Ingestor(StorageSettings(root=tmp_path / "root"), replace(IngestSettings(), **ingest), "node-1")  # type: ignore[arg-type]
     transfers = TransferLog("node-1", lambda events: publisher.audit.extend(events))
     return StoreService(ingestor, cast(Publisher, publisher), transfers, publish_timeout_s=1.0), transfers
 
@@ -81,15 +83,15 @@ def request(dataset: bytes, sop: str | None = "1.2.3.4.5") -> StoreRequest:
 def test_success_writes_then_publishes_and_audits(tmp_path: Path) -> None:
     publisher = RecordingPublisher()
     svc, transfers = service(tmp_path, publisher)
-    transfers.opened("assoc", Peer("MODALITY", "10.0.0.7", "DICOMFLOW", "127.0.0.1"))
-    outcome = svc.store("assoc", request(encoded()))
+    transfers.opened(ASSOC, Peer("MODALITY", "10.0.0.7", "DICOMFLOW", "127.0.0.1"))
+    outcome = svc.store(ASSOC, request(encoded()))
     assert (outcome.status, outcome.comment) == (0, None)
     [event] = publisher.events
     path = tmp_path / "root" / "default" / "20240305" / "1.2.3" / "1.2.3.4" / "1.2.3.4.5.dcm"
     assert event.file_path == str(path.resolve()) and path.is_file()
     assert (event.source_ae, event.source_ip, event.worker_node_id) == ("MODALITY", "10.0.0.7", "node-1")
     assert event.file_size == path.stat().st_size
-    transfers.closed("assoc")
+    transfers.closed(ASSOC)
     [audit] = publisher.audit
     assert audit.event_id.code == "110104" and audit.participant_objects[0].details["instance_count"] == "1"
     svc.close()
@@ -108,12 +110,12 @@ def test_refusals_answer_the_status_and_write_nothing(
 ) -> None:
     publisher = RecordingPublisher()
     svc, transfers = service(tmp_path, publisher)
-    outcome = svc.store("assoc", request(encoded(**attrs), sop))
+    outcome = svc.store(ASSOC, request(encoded(**attrs), sop))
     assert outcome.status == status
     assert outcome.comment is not None and words in outcome.comment and len(outcome.comment) <= 64
     assert publisher.events == []
     assert not any(p.is_file() for p in (tmp_path / "root").rglob("*"))
-    transfers.closed("assoc")
+    transfers.closed(ASSOC)
     assert [a.event_outcome for a in publisher.audit] == [4]
     svc.close()
 
@@ -121,7 +123,7 @@ def test_refusals_answer_the_status_and_write_nothing(
 def test_kafka_refusing_the_event_is_out_of_resources(tmp_path: Path) -> None:
     publisher = RecordingPublisher(fail_with="Local: Message timed out")
     svc, _ = service(tmp_path, publisher)
-    outcome = svc.store("assoc", request(encoded()))
+    outcome = svc.store(ASSOC, request(encoded()))
     assert outcome.status == 0xA700
     assert outcome.comment is not None and "Kafka" in outcome.comment
     svc.close()
@@ -174,14 +176,14 @@ def test_the_folder_sync_overlaps_the_publish_and_its_failure_is_a_failure(
 ) -> None:
     publisher = RecordingPublisher()
     svc, _ = service(tmp_path, publisher)
-    assert svc.store("assoc", request(encoded())).status == 0  # the folders exist from now on
+    assert svc.store(ASSOC, request(encoded())).status == 0  # the folders exist from now on
 
     # 1. the series folder's fsync runs while Kafka's acknowledgement is awaited, and Success waits for both
     probe = OverlapProbe()
     probe.publishing(publisher)
     monkeypatch.setattr(storage, "_fsync_folder", probe.fsync_folder)
     # a new instance in the same series (the same one again would be an identical copy: nothing to publish)
-    assert svc.store("assoc", request(encoded(SOPInstanceUID="1.2.3.4.7"))).status == 0
+    assert svc.store(ASSOC, request(encoded(SOPInstanceUID="1.2.3.4.7"))).status == 0
     assert probe.folders == ["1.2.3.4"]  # the series folder, after the rename
     assert "fsync saw the publish in flight" in probe.order and "publish saw the fsync in flight" in probe.order
     assert "fsync ran alone" not in probe.order and "publish ran alone" not in probe.order
@@ -196,7 +198,7 @@ def test_the_folder_sync_overlaps_the_publish_and_its_failure_is_a_failure(
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(storage, "_fsync_folder", failing_sync)
-    outcome = svc.store("assoc", request(encoded(SOPInstanceUID="1.2.3.4.6")))  # a new instance, same series
+    outcome = svc.store(ASSOC, request(encoded(SOPInstanceUID="1.2.3.4.6")))  # a new instance, same series
     assert outcome.status == 0xA700
     assert outcome.comment is not None and "Input/output error" in outcome.comment
     assert calls == ["1.2.3.4"]
@@ -209,5 +211,5 @@ def test_without_fsync_nothing_is_synced(tmp_path: Path, monkeypatch: pytest.Mon
     svc, _ = service(tmp_path, publisher, fsync=False)
     monkeypatch.setattr(storage, "_fsync_folder", lambda folder: pytest.fail("synced"))
     monkeypatch.setattr(storage, "_sync_data", lambda fd: pytest.fail("synced"))
-    assert svc.store("assoc", request(encoded())).status == 0
+    assert svc.store(ASSOC, request(encoded())).status == 0
     svc.close()

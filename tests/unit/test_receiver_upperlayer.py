@@ -23,7 +23,7 @@ from pynetdicom.transport import AddressInformation
 from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
 from dicomflow.receiver.negotiation import Negotiation
-from dicomflow.settings import ReceiverSettings
+from dicomflow.settings import DEFAULT_SUPPORTED_TS, ReceiverSettings
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 FIND = "1.2.840.10008.5.1.4.1.2.1.1"
@@ -72,7 +72,7 @@ def test_an_associate_rq_from_pynetdicom_is_read() -> None:
 
 def test_negotiation_keeps_the_senders_first_syntax_and_rejects_other_services() -> None:
     request = ul.parse_associate_rq(pynetdicom_rq((CT, [JPEG, EXPLICIT]), (FIND, [IMPLICIT]), (CT, ["1.2.3.999"]))[6:])
-    results, accepted = Negotiation(ReceiverSettings()).contexts(request)
+    results, accepted = Negotiation(ReceiverSettings(), DEFAULT_SUPPORTED_TS).contexts(request)
     assert [(r.context_id, r.result) for r in results] == [
         (1, ul.ACCEPTANCE), (3, ul.ABSTRACT_SYNTAX_NOT_SUPPORTED), (5, ul.TRANSFER_SYNTAXES_NOT_SUPPORTED)]
     assert accepted == {1: (CT, JPEG)}
@@ -80,9 +80,9 @@ def test_negotiation_keeps_the_senders_first_syntax_and_rejects_other_services()
 
 def test_refusals() -> None:
     request = ul.parse_associate_rq(pynetdicom_rq((CT, [EXPLICIT]))[6:])
-    refusal = Negotiation(ReceiverSettings(allowed_calling_aes=("GOOD",))).refusal(request)
+    refusal = Negotiation(ReceiverSettings(allowed_calling_aes=("GOOD",)), DEFAULT_SUPPORTED_TS).refusal(request)
     assert refusal is not None and refusal[0] == ul.REJECT_CALLING_AE
-    assert Negotiation(ReceiverSettings(allowed_calling_aes=("CALLER",))).refusal(request) is None
+    assert Negotiation(ReceiverSettings(allowed_calling_aes=("CALLER",)), DEFAULT_SUPPORTED_TS).refusal(request) is None
 
 
 def test_a_proposed_syntax_with_non_ascii_bytes_is_answered_not_raised() -> None:
@@ -91,7 +91,7 @@ def test_a_proposed_syntax_with_non_ascii_bytes_is_answered_not_raised() -> None
     raw = pynetdicom_rq((CT, ["1.2.840.10008.1.2.9876"]))
     raw = raw.replace(b"1.2.840.10008.1.2.9876", b"1.2.840.10008.1.2.\xe9\xff\x80\x99")
     request = ul.parse_associate_rq(raw[6:])
-    results, accepted = Negotiation(ReceiverSettings()).contexts(request)
+    results, accepted = Negotiation(ReceiverSettings(), DEFAULT_SUPPORTED_TS).contexts(request)
     assert accepted == {} and results[0].result == ul.TRANSFER_SYNTAXES_NOT_SUPPORTED
     data = ul.encode_associate_ac(request, results, max_pdu_length=1 << 20,
                                   implementation_class_uid="2.25.1", implementation_version="DICOMFLOW_01")
@@ -105,7 +105,7 @@ def test_a_proposed_syntax_with_non_ascii_bytes_is_answered_not_raised() -> None
 
 def test_our_associate_ac_is_read_by_pynetdicom() -> None:
     request = ul.parse_associate_rq(pynetdicom_rq((CT, [JPEG, EXPLICIT]), (FIND, [IMPLICIT]))[6:])
-    results, _ = Negotiation(ReceiverSettings()).contexts(request)
+    results, _ = Negotiation(ReceiverSettings(), DEFAULT_SUPPORTED_TS).contexts(request)
     data = ul.encode_associate_ac(request, results, max_pdu_length=1 << 20,
                                   implementation_class_uid="2.25.1", implementation_version="DICOMFLOW_01")
     pdu = A_ASSOCIATE_AC()

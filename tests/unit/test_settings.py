@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dicomflow.errors import ConfigError
-from dicomflow.settings import Settings, as_dict, load_settings, tenant_tag
+from dicomflow.settings import DeprecatedSettingWarning, Settings, as_dict, load_settings, tenant_tag
 
 
 def test_defaults_describe_the_local_stack() -> None:
@@ -26,7 +26,7 @@ def test_toml_file(tmp_path: Path) -> None:
     path.write_text(
         '[kafka]\nbrokers = "k1:9092,k2:9092"\ncompression_codec = "zstd"\n'
         '[kafka.client]\n"security.protocol" = "SASL_SSL"\n"sasl.password" = "hunter2"\n'
-        '[receiver]\nallowed_calling_aes = ["CT1", "MR1"]\n[receiver.ae_tenants]\nCT1 = "hospital-a"\n'
+        '[receiver]\nallowed_calling_aes = ["CT1", "MR1"]\n[ingest.ae_tenants]\nCT1 = "hospital-a"\n'
         '[storage]\nroot = "/srv/dicom"\n'
     )
     s = load_settings(path)
@@ -34,7 +34,7 @@ def test_toml_file(tmp_path: Path) -> None:
     assert s.kafka.compression_codec == "zstd"
     assert s.kafka.client["security.protocol"] == "SASL_SSL"
     assert s.receiver.allowed_calling_aes == ("CT1", "MR1")
-    assert s.receiver.ae_tenants["CT1"] == "hospital-a"
+    assert s.ingest.ae_tenants["CT1"] == "hospital-a"
     assert s.storage.root == Path("/srv/dicom")
 
 
@@ -100,11 +100,11 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
     path = tmp_path / "dicomflow.toml"
     path.write_text('[kafka]\nbrokers = "from-file:9092"\n')
     env = {"DICOMFLOW_KAFKA_BROKERS": "from-env:9092", "DICOMFLOW_CONSUMER_BATCH_MAX_MESSAGES": "50",
-           "DICOMFLOW_RECEIVER_FSYNC": "false", "DICOMFLOW_RECEIVER_ALLOWED_CALLING_AES": "A,B", "PATH": "/bin"}
+           "DICOMFLOW_INGEST_FSYNC": "false", "DICOMFLOW_RECEIVER_ALLOWED_CALLING_AES": "A,B", "PATH": "/bin"}
     s = load_settings(path, env)
     assert s.kafka.brokers == "from-env:9092"
     assert s.consumer.batch_max_messages == 50
-    assert s.receiver.fsync is False
+    assert s.ingest.fsync is False
     assert s.receiver.allowed_calling_aes == ("A", "B")
 
 
@@ -129,7 +129,7 @@ def test_bad_env_value_names_the_variable() -> None:
     ("text", "key"),
     [("[kafka]\nbrokerz = 1\n", "kafka.brokerz"), ("[nope]\nx = 1\n", "nope.x"),
      ("[consumer]\nbatch_max_messages = 0\n", "consumer.batch_max_messages"),
-     ("[receiver]\ntenant_tag = \"zz\"\n", "receiver.tenant_tag")],
+     ("[ingest]\ntenant_tag = \"zz\"\n", "ingest.tenant_tag")],
 )
 def test_unknown_or_out_of_range_keys_rejected(tmp_path: Path, text: str, key: str) -> None:
     path = tmp_path / "c.toml"
@@ -158,7 +158,68 @@ def test_secrets_are_masked() -> None:
 
 
 def test_tenant_tag_parses_to_pydicom_int() -> None:
-    assert tenant_tag(load_settings().receiver) == 0x12111217
+    assert tenant_tag(load_settings().ingest) == 0x12111217
+
+
+def test_the_old_receiver_keys_still_work_with_a_warning_naming_both_keys_and_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "dicomflow.toml"
+    path.write_text(
+        '[receiver]\nport = 11113\nfsync = false\ntenant_tag = "0011,1010"\n'
+        'supported_transfer_syntaxes = ["1.2.840.10008.1.2.1"]\n[receiver.ae_tenants]\nCT1 = "hospital-a"\n'
+    )
+    with pytest.warns(DeprecatedSettingWarning) as caught:
+        s = load_settings(path)
+    messages = sorted(str(w.message) for w in caught)
+    assert messages == sorted(f"{path}: receiver.{key} is deprecated; use ingest.{key}"
+                              for key in ("fsync", "tenant_tag", "supported_transfer_syntaxes", "ae_tenants"))
+    assert s.ingest.fsync is False and s.ingest.tenant_tag == "0011,1010"
+    assert s.ingest.supported_transfer_syntaxes == ("1.2.840.10008.1.2.1",)
+    assert dict(s.ingest.ae_tenants) == {"CT1": "hospital-a"}
+    assert s.receiver.port == 11113
+
+
+def test_the_old_receiver_variables_still_work_with_a_warning_naming_both_variables() -> None:
+    env = {"DICOMFLOW_RECEIVER_FSYNC": "false", "DICOMFLOW_RECEIVER_AE_TENANTS": '{"MR1": "hospital-b"}'}
+    with pytest.warns(DeprecatedSettingWarning) as caught:
+        s = load_settings(None, env)
+    assert sorted(str(w.message) for w in caught) == [
+        "environment variable DICOMFLOW_RECEIVER_AE_TENANTS: receiver.ae_tenants is deprecated; "
+        "use ingest.ae_tenants (DICOMFLOW_INGEST_AE_TENANTS)",
+        "environment variable DICOMFLOW_RECEIVER_FSYNC: receiver.fsync is deprecated; "
+        "use ingest.fsync (DICOMFLOW_INGEST_FSYNC)",
+    ]
+    assert s.ingest.fsync is False and dict(s.ingest.ae_tenants) == {"MR1": "hospital-b"}
+
+
+def test_a_new_key_wins_over_its_old_one_in_the_same_source_and_a_later_source_wins(tmp_path: Path) -> None:
+    path = tmp_path / "dicomflow.toml"
+    path.write_text('[receiver]\ntenant_tag = "0011,1010"\n[ingest]\ntenant_tag = "0013,1013"\n')
+    with pytest.warns(DeprecatedSettingWarning, match=r"receiver\.tenant_tag is deprecated and ignored here"):
+        s = load_settings(path)
+    assert s.ingest.tenant_tag == "0013,1013"
+    with pytest.warns(DeprecatedSettingWarning) as caught:
+        s = load_settings(path, {"DICOMFLOW_RECEIVER_TENANT_TAG": "0015,1015"})
+    assert s.ingest.tenant_tag == "0015,1015"  # the environment comes after the file, even under its old name
+    assert any(str(w.message).startswith("environment variable DICOMFLOW_RECEIVER_TENANT_TAG: ") for w in caught)
+
+
+def test_a_bad_value_under_an_old_key_is_reported_where_it_was_written(tmp_path: Path) -> None:
+    path = tmp_path / "dicomflow.toml"
+    path.write_text('[receiver]\nfsync = "sometimes"\n')
+    with pytest.warns(DeprecatedSettingWarning), pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.source == str(path) and "expected true or false" in str(info.value)
+    assert [key for key in ("fsync", "tenant_tag", "ae_tenants", "supported_transfer_syntaxes")
+            if hasattr(Settings().receiver, key)] == []  # gone from [receiver]: only the loader knows the old keys
+
+
+def test_the_cli_says_which_key_moved_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "dicomflow.toml"
+    path.write_text("[receiver]\nfsync = false\n")
+    proc = subprocess.run([sys.executable, "-m", "dicomflow.cli", "--config", str(path), "config", "show"],
+                          capture_output=True, text=True, check=True)
+    assert json.loads(proc.stdout)["ingest"]["fsync"] is False
+    assert proc.stderr.strip() == f"warning: {path}: receiver.fsync is deprecated; use ingest.fsync"
 
 
 def test_config_show_cli(tmp_path: Path) -> None:

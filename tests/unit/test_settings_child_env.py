@@ -1,4 +1,4 @@
-"""Settings.to_child_env / from_child_env: every setting reaches a child process unchanged."""
+"""to_child_env / from_child_env: every setting reaches a child process unchanged."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from dicomflow.settings import Settings, as_dict
+from dicomflow.settings import Settings, as_dict, from_child_env, to_child_env
 
 #: Values the validation constrains, set by hand; every other field gets one derived from its type.
 CONSTRAINED: dict[str, Any] = {
     "receiver.ae_title": "CHILD AE",
-    "receiver.tenant_tag": "0011,1010",
+    "ingest.tenant_tag": "0011,1010",
     "receiver.port": 4242,
     "kafka.brokers": "k1:9092,k2:9093",
 }
@@ -98,7 +98,7 @@ def test_every_field_survives_the_round_trip() -> None:
     assert all(changed[k] != defaults[k] for k in defaults if k not in KEPT), \
         "the test settings must change every field"
 
-    back = Settings.from_child_env(original.to_child_env())
+    back = from_child_env(to_child_env(original))
 
     assert back == original
     for key, value in leaves(back).items():  # the same values, and of the same types
@@ -113,21 +113,21 @@ def test_the_dicomweb_and_image_sections_are_covered() -> None:
                 "web.oauth2.read_scope", "web.oauth2.write_scope",
                 "images.group_id", "images.batch_max_messages", "images.batch_max_ms", "images.thumbnail_size"):
         assert key in keys, key
-    env = everything_changed().to_child_env()
+    env = to_child_env(everything_changed())
     assert env["DICOMFLOW_WEB_OAUTH2_TENANT_CLAIM"] == "web.oauth2.tenant_claim, with a comma and ünïcode"
     assert env["DICOMFLOW_WEB_AUTH"] == "none"
     assert env["DICOMFLOW_IMAGES_THUMBNAIL_SIZE"] == "135"
 
 
 def test_the_defaults_survive_too() -> None:
-    assert Settings.from_child_env(Settings().to_child_env()) == Settings()
+    assert from_child_env(to_child_env(Settings())) == Settings()
 
 
 def test_unset_optional_paths_stay_unset() -> None:
-    env = Settings().to_child_env()
+    env = to_child_env(Settings())
     assert env["DICOMFLOW_RECEIVER_TLS_CERT_FILE"] == ""
     assert env["DICOMFLOW_RECEIVER_USERS_FILE"] == ""
-    back = Settings.from_child_env(env)
+    back = from_child_env(env)
     assert back.receiver.tls.cert_file is None and back.receiver.users_file is None
 
 
@@ -136,11 +136,11 @@ def test_the_kept_fields_survive_in_settings_of_their_own() -> None:
                               port=2762)
     original = dataclasses.replace(Settings(), receiver=dataclasses.replace(Settings().receiver, tls=tls))
     assert {k for k in KEPT if leaves(original)[k] != leaves(Settings())[k]} == KEPT
-    assert Settings.from_child_env(original.to_child_env()) == original
+    assert from_child_env(to_child_env(original)) == original
 
 
 def test_the_base_environment_is_kept_but_not_its_dicomflow_variables() -> None:
-    env = Settings().to_child_env({"PATH": "/usr/bin", "DICOMFLOW_CONFIG": "/etc/other.toml",
+    env = to_child_env(Settings(), {"PATH": "/usr/bin", "DICOMFLOW_CONFIG": "/etc/other.toml",
                                    "DICOMFLOW_KAFKA_BROKERS": "elsewhere:9092"})
     assert env["PATH"] == "/usr/bin"
     assert "DICOMFLOW_CONFIG" not in env
@@ -151,10 +151,10 @@ def test_the_base_environment_is_kept_but_not_its_dicomflow_variables() -> None:
 def test_a_dicomflow_child_process_sees_the_same_settings(tmp_path: Path) -> None:
     original = everything_changed()
     script = (
-        "import os, sys; from dicomflow.settings import Settings, as_dict; import json; "
-        "sys.stdout.write(json.dumps(as_dict(Settings.from_child_env(os.environ), mask_secrets=False)))"
+        "import os, sys; from dicomflow.settings import as_dict, from_child_env; import json; "
+        "sys.stdout.write(json.dumps(as_dict(from_child_env(os.environ), mask_secrets=False)))"
     )
-    out = subprocess.run([sys.executable, "-c", script], env=original.to_child_env({"PATH": "/usr/bin:/bin"}),
+    out = subprocess.run([sys.executable, "-c", script], env=to_child_env(original, {"PATH": "/usr/bin:/bin"}),
                          cwd=tmp_path, capture_output=True, check=True, text=True).stdout
     assert json.loads(out) == json.loads(json.dumps(as_dict(original, mask_secrets=False)))
 
@@ -162,13 +162,13 @@ def test_a_dicomflow_child_process_sees_the_same_settings(tmp_path: Path) -> Non
 def test_the_warehouse_sections_reach_the_child() -> None:
     """[warehouse], [clickhouse], [doris] and the stack's ClickHouse keys travel like the rest."""
     original = everything_changed()
-    env = original.to_child_env()
+    env = to_child_env(original)
     assert env["DICOMFLOW_WAREHOUSE_PATH"] == str(original.warehouse.path)
     assert env["DICOMFLOW_WAREHOUSE_SNAPSHOT_INTERVAL_S"] == repr(original.warehouse.snapshot_interval_s)
     assert env["DICOMFLOW_CLICKHOUSE_URL"] == original.clickhouse.url
     assert env["DICOMFLOW_DORIS_REPLICATION_NUM"] == str(original.doris.replication_num)
     assert env["DICOMFLOW_STACK_CLICKHOUSE"] == "true"
-    back = Settings.from_child_env(env)
+    back = from_child_env(env)
     for section in ("warehouse", "clickhouse", "doris", "stack"):
         assert getattr(back, section) == getattr(original, section), section
         assert getattr(back, section) != getattr(Settings(), section), section

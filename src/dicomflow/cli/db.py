@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dicomflow.cli.root import settings_of
+from dicomflow.cli.tables import print_json
+
+if TYPE_CHECKING:
+    from dicomflow.store import StoreStatus
 
 app = typer.Typer(help="Manage the PostgreSQL schema and inspect the tables.", no_args_is_help=True)
 
@@ -37,6 +41,9 @@ def status(
     estimate: Annotated[
         bool, typer.Option("--estimate", help="Row counts from the statistics instead of count(*) (fast on big tables).")
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (keys in docs/operations.md) instead of text.")
+    ] = False,
 ) -> None:
     """Show applied and pending migrations and the row count of each table; exit code 3 when some are pending."""
     from dicomflow.errors import StoreError
@@ -50,7 +57,28 @@ def status(
         raise typer.Exit(1) from exc
     finally:
         store.close()
-    typer.echo(f"database {store.where}")
+    if as_json:
+        print_json(status_json(store.where, result))
+    else:
+        _print_status(store.where, result)
+    if result.pending:
+        raise typer.Exit(3)
+
+
+def status_json(where: str, result: StoreStatus) -> dict[str, object]:
+    """``db status --json``: the database, applied and pending migrations, rows per table (None: no table)."""
+    return {
+        "database": where,
+        "applied": [{"version": m.version, "name": m.name, "applied_at": m.applied_at.isoformat(),
+                     "modified": m.modified} for m in result.applied],
+        "pending": list(result.pending),
+        "counts": dict(result.counts),
+        "counts_exact": result.exact,
+    }
+
+
+def _print_status(where: str, result: StoreStatus) -> None:
+    typer.echo(f"database {where}")
     if not result.applied:
         typer.echo("migrations: none applied")
     for m in result.applied:
@@ -62,5 +90,3 @@ def status(
     for table, count in result.counts.items():
         shown = "missing" if count is None else f"{prefix}{count}"
         typer.echo(f"{table:<20} {shown}")
-    if result.pending:
-        raise typer.Exit(3)

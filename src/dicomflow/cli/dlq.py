@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from dicomflow.cli.root import settings_of
+from dicomflow.cli.tables import Col, make_console, print_table
 
 if TYPE_CHECKING:
-    from dicomflow.dlq import LetterFilter
+    from collections.abc import Mapping
+
+    from dicomflow.dlq import Inventory, LetterFilter
     from dicomflow.settings import Settings
 
 app = typer.Typer(help="List, inspect and re-drive dead letters (messages the pipeline could not process).",
@@ -59,26 +62,28 @@ def list_(
         typer.echo(json.dumps({"topics": list(inventory.topics), "counts": inventory.counts(), "letters": letters},
                               indent=2, ensure_ascii=False))
         return
-    from rich.console import Console
-    from rich.table import Table
+    _print_inventory(inventory, done)
 
-    console = Console()
-    counts = Table(title=f"dead letters in {', '.join(inventory.topics) or '(no dead-letter topic yet)'}")
-    counts.add_column("error class")
-    counts.add_column("letters", justify="right")
-    counts.add_column("not re-driven", justify="right")
-    for error_class, n in inventory.counts().items():
-        left = sum(1 for x in inventory.letters if x.error_class == error_class and x.id not in done)
-        counts.add_row(error_class, str(n), str(left))
-    console.print(counts)
-    table = Table(title="letters")
-    for col in ("ID", "key", "source", "dead-lettered", "class", "re-driven", "reason"):
-        table.add_column(col, overflow="fold")
+
+def _print_inventory(inventory: Inventory, done: Mapping[str, object]) -> None:
+    """The counts by error class, then every letter (identifiers never cut: :mod:`dicomflow.cli.tables`)."""
+    from dicomflow.dlq.inventory import letter_summary
+
+    console = make_console()
+    print_table(
+        f"dead letters in {', '.join(inventory.topics) or '(no dead-letter topic yet)'}",
+        (Col("error class", "id"), Col("letters", "number"), Col("not re-driven", "number")),
+        ([error_class, str(n), str(sum(1 for x in inventory.letters if x.error_class == error_class and x.id not in done))]
+         for error_class, n in inventory.counts().items()),
+        console,
+    )
+    rows = []
     for x in inventory.letters:
         s = letter_summary(x)
-        table.add_row(x.id, str(s["key"] or "-"), x.source, str(s["dead_lettered_at"] or "-"), x.error_class,
-                      "yes" if x.id in done else "", x.reason)
-    console.print(table)
+        rows.append([x.id, str(s["key"] or "-"), x.source, str(s["dead_lettered_at"] or "-"), x.error_class,
+                     "yes" if x.id in done else "", x.reason])
+    print_table("letters", (Col("ID", "id"), Col("key", "id"), Col("source", "id"), Col("dead-lettered", "id"),
+                            Col("class", "id"), Col("re-driven"), Col("reason")), rows, console)
     console.print(f"{len(inventory.letters)} letter(s), {sum(1 for x in inventory.letters if x.id not in done)} not re-driven")
 
 
@@ -112,20 +117,12 @@ def show(
                                                        "by": entry.node_id, "operator": entry.operator}}
         typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
+    console = make_console()
     console.print(f"[bold]{letter.id}[/bold]  {letter.error_class}: {letter.reason}")
     console.print(f"from {letter.source}; "
                   + ("not re-driven" if entry is None else
                      f"re-driven to {entry.target_topic} at {entry.redriven_at.isoformat(timespec='seconds')} by {entry.node_id}"))
-    table = Table(title="headers")
-    table.add_column("name")
-    table.add_column("value", overflow="fold")
-    for k, v in headers:
-        table.add_row(k, v)
-    console.print(table)
+    print_table("headers", (Col("name", "id"), Col("value", "id")), headers, console)
     console.print("original payload:")
     console.print(pretty_payload(letter.record.value), markup=False, highlight=False)
 
@@ -177,16 +174,11 @@ def _print_report(settings: Settings, report: object, as_json: bool) -> None:
                          for o in report.outcomes],
         }, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    table = Table(title=("dry run: " if report.dry_run else "") + f"re-drive on {settings.kafka.brokers}")
-    for col in ("ID", "class", "outcome", "to", "detail"):
-        table.add_column(col, overflow="fold")
-    for o in report.outcomes:
-        table.add_row(o.letter.id, o.letter.error_class, o.outcome, o.target_topic or "-", o.detail)
-    console.print(table)
+    console = make_console()
+    print_table(("dry run: " if report.dry_run else "") + f"re-drive on {settings.kafka.brokers}",
+                (Col("ID", "id"), Col("class", "id"), Col("outcome", "id"), Col("to", "id"), Col("detail")),
+                ([o.letter.id, o.letter.error_class, o.outcome, o.target_topic or "-", o.detail] for o in report.outcomes),
+                console)
     if report.dry_run:
         console.print(f"dry run: {report.count('would-redrive')} would be re-driven, "
                       f"{report.count('already-redriven')} already were; nothing published")

@@ -21,15 +21,14 @@ def report(
     largest: Annotated[int, typer.Option("--largest", help="How many of the largest studies to list.")] = 10,
 ) -> None:
     """Instances, studies and bytes per day, tenant, modality and sending AE; latency; dead letters; largest studies."""
-    from rich.console import Console
-
+    from dicomflow.cli.tables import make_console
     from dicomflow.errors import DicomflowError
     from dicomflow.warehouse.report import ClickHouseSource, DuckDBSource, build_report
     from dicomflow.warehouse.report_html import render_html
     from dicomflow.warehouse.report_text import print_report, report_json
 
     settings = settings_of(ctx)
-    console = Console(stderr=as_json)
+    console = make_console(stderr=as_json)  # a pipe gets whole rows, never a cut UID
     try:
         source: ClickHouseSource | DuckDBSource
         source = ClickHouseSource(clickhouse, settings.clickhouse.database) if clickhouse else DuckDBSource(settings)

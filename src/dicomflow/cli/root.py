@@ -6,15 +6,17 @@ The commands themselves are in the sibling modules and are registered in
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from dicomflow.errors import ConfigError
-from dicomflow.settings import Settings, default_config_path, load_settings
+from dicomflow.errors import ConfigError, StackError
+from dicomflow.settings import DeprecatedSettingWarning, Settings, default_config_path, is_set, load_settings
 
 app = typer.Typer(
     name="dicomflow",
@@ -52,11 +54,48 @@ class _LazySettings:
         if self._settings is None:
             path = self.path or default_config_path(os.environ)
             try:
-                self._settings = load_settings(path, os.environ)
-            except ConfigError as exc:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", DeprecatedSettingWarning)
+                    settings = load_settings(path, os.environ)
+                    self._settings = _brokers_of_the_stack(settings, path)
+                _show(caught)
+            except (ConfigError, StackError) as exc:
                 typer.echo(f"configuration error: {exc}", err=True)
                 raise typer.Exit(2) from exc
         return self._settings
+
+
+def _brokers_of_the_stack(settings: Settings, path: Path | None) -> Settings:
+    """``settings`` with every node of the running local stack as ``kafka.brokers``, unless the user set that key.
+
+    ``stack up --brokers 3`` remembers its nodes in the stack folder; without
+    this a command would bootstrap from the default (node 1 alone) and be cut
+    off from the cluster while node 1 is down.
+
+    Raises:
+        StackError: the stack folder's state file is unreadable (naming it).
+    """
+    if is_set(path, os.environ, "kafka.brokers"):
+        return settings
+    from dicomflow.stack.state import read_state
+
+    state = read_state(settings.stack.dir)
+    if state is None or state.bootstrap == settings.kafka.brokers:
+        return settings
+    return dataclasses.replace(settings, kafka=dataclasses.replace(settings.kafka, brokers=state.bootstrap))
+
+
+def _show(caught: list[warnings.WarningMessage]) -> None:
+    """A moved setting as one ``warning:`` line on stderr (other warnings go on as they came)."""
+    shown: set[str] = set()
+    for w in caught:
+        if issubclass(w.category, DeprecatedSettingWarning):
+            if str(w.message) in shown:
+                continue  # is_set reads the sources a second time
+            shown.add(str(w.message))
+            typer.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def settings_of(ctx: typer.Context) -> Settings:

@@ -56,13 +56,13 @@ def scp(
             changes[key] = value
     if allow:
         changes["allowed_calling_aes"] = tuple(allow)
-    if no_fsync:
-        changes["fsync"] = False
     if engine is not None:
         if engine not in ("native", "pynetdicom"):
             raise typer.BadParameter("must be native or pynetdicom", param_hint="--engine")
         changes["engine"] = engine
     settings = dataclasses.replace(settings, receiver=dataclasses.replace(settings.receiver, **changes))
+    if no_fsync:
+        settings = dataclasses.replace(settings, ingest=dataclasses.replace(settings.ingest, fsync=False))
     if metrics_port is not None:
         settings = dataclasses.replace(settings, metrics=dataclasses.replace(settings.metrics, port=metrics_port))
     _check_options(settings.receiver)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from dicomflow.cli.root import settings_of
+from dicomflow.cli.tables import Col, print_json, print_table
 
 if TYPE_CHECKING:
     from dicomflow.stack import LocalStack, ServiceStatus
@@ -17,16 +18,22 @@ app = typer.Typer(
 )
 
 _BROKERS = typer.Option(None, "--brokers", min=1,
-                        help="Kafka nodes (combined KRaft broker + controller each); default: stack.kafka_brokers (1).")
+                        help="Kafka nodes (combined KRaft broker + controller each); default: what the last `stack up` "
+                             "started (<stack dir>/stack.json), else stack.kafka_brokers (1).")
 _SECURE = typer.Option(None, "--secure/--plain",
                        help="Kafka with a SASL_SSL listener (SCRAM-SHA-512, a test CA) and PostgreSQL with TLS; "
                             "default: stack.secure.")
 
 
 def _stack(ctx: typer.Context, brokers: int | None, secure: bool | None) -> LocalStack:
+    from dicomflow.errors import StackError
     from dicomflow.stack import LocalStack
 
-    return LocalStack(settings_of(ctx), brokers=brokers, secure=secure)
+    try:
+        return LocalStack(settings_of(ctx), brokers=brokers, secure=secure)
+    except StackError as exc:
+        typer.echo(f"stack: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @app.command("up")
@@ -84,21 +91,41 @@ def status(
     check: bool = typer.Option(False, "--check", help="Exit 3 unless every service runs."),
     brokers: int | None = _BROKERS,
     secure: bool | None = _SECURE,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (keys in docs/operations.md) instead of a table."),
 ) -> None:
-    """Say what runs, where, with which PID: every Kafka node, then PostgreSQL."""
-    statuses = _stack(ctx, brokers, secure).status()
-    _print(statuses)
+    """Say what runs, where, with which PID: every Kafka node, then PostgreSQL.
+
+    After `stack up`, the stack folder remembers what was started (stack.json):
+    status follows it, so `--brokers` is not needed again.
+    """
+    stack = _stack(ctx, brokers, secure)
+    statuses = stack.status()
+    if as_json:
+        print_json(status_json(stack, statuses))
+    else:
+        _print(statuses)
     if check and not all(s.running for s in statuses):
         raise typer.Exit(3)
 
 
-def _print(statuses: list[ServiceStatus]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def status_json(stack: LocalStack, statuses: list[ServiceStatus]) -> dict[str, object]:
+    """``stack status --json``: the folder, its state file (None before `up`), Kafka's layout, every service."""
+    from dicomflow.stack.state import state_path
 
-    table = Table(title="dicomflow local stack")
-    for col in ("service", "state", "PID", "address", "log"):
-        table.add_column(col)
-    for s in statuses:
-        table.add_row(s.name, "running" if s.running else "stopped", str(s.pid or "-"), s.address, s.log_file)
-    Console().print(table)
+    path = state_path(stack.settings.stack.dir)
+    return {
+        "stack_dir": str(stack.settings.stack.dir.resolve()),
+        "state_file": str(path) if stack.state is not None else None,
+        "kafka": {"brokers": stack.kafka.bootstrap, "nodes": stack.kafka.size, "secure": stack.kafka.secure},
+        "services": [{"name": s.name, "running": s.running, "pid": s.pid, "address": s.address,
+                      "log_file": s.log_file} for s in statuses],
+        "all_running": all(s.running for s in statuses),
+    }
+
+
+def _print(statuses: list[ServiceStatus]) -> None:
+    print_table(
+        "dicomflow local stack",
+        (Col("service", "id"), Col("state"), Col("PID", "number"), Col("address", "id"), Col("log", "id")),
+        ([s.name, "running" if s.running else "stopped", str(s.pid or "-"), s.address, s.log_file] for s in statuses),
+    )

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from dicomflow.cli.root import settings_of
+from dicomflow.cli.tables import Col, print_json, print_table
 
 if TYPE_CHECKING:
     from dicomflow.kafka.admin import TopicInfo, TopicOutcome
@@ -37,6 +38,7 @@ def list_(
     ctx: typer.Context,
     all_topics: bool = typer.Option(False, "--all", help="Also list topics dicomflow does not use."),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the broker."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (keys in docs/operations.md) instead of a table."),
 ) -> None:
     """Show dicomflow's topics with their partitions, replication, min ISR and retention."""
     from dicomflow.kafka.admin import describe_topics, list_cluster_topics
@@ -51,7 +53,11 @@ def list_(
     except TopicAdminError as exc:
         typer.echo(f"topics list failed: {exc}", err=True)
         raise typer.Exit(1) from exc
-    _print_infos(infos, settings.kafka.brokers, set(settings.topics.all()))
+    ours = set(settings.topics.all())
+    if as_json:
+        print_json(infos_json(infos, settings.kafka.brokers, ours))
+    else:
+        _print_infos(infos, settings.kafka.brokers, ours)
 
 
 def _retention(ms: int | None) -> str:
@@ -66,27 +72,36 @@ def _retention(ms: int | None) -> str:
     return f"{ms} ms"
 
 
-def _print_outcomes(outcomes: list[TopicOutcome], brokers: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def infos_json(infos: list[TopicInfo], brokers: str, ours: set[str]) -> dict[str, object]:
+    """``topics list --json``: the brokers asked and one object per topic (None where the broker said nothing)."""
+    return {
+        "brokers": brokers,
+        "topics": [
+            {"name": t.name, "exists": t.exists, "partitions": t.partitions,
+             "replication_factor": t.replication_factor, "min_insync_replicas": t.min_insync_replicas,
+             "retention_ms": t.retention_ms, "used_by_dicomflow": t.name in ours}
+            for t in infos
+        ],
+    }
 
-    table = Table(title=f"dicomflow topics on {brokers}")
-    for col in ("topic", "action", "partitions", "replication", "min ISR", "retention", "differs from settings"):
-        table.add_column(col)
-    for o in outcomes:
-        table.add_row(o.name, o.action, str(o.partitions), str(o.replication_factor),
-                      str(o.min_insync_replicas or "-"), _retention(o.retention_ms), "; ".join(o.drift) or "-")
-    Console().print(table)
+
+_NUMBERS = (Col("partitions", "number"), Col("replication", "number"), Col("min ISR", "number"), Col("retention"))
+
+
+def _print_outcomes(outcomes: list[TopicOutcome], brokers: str) -> None:
+    print_table(
+        f"dicomflow topics on {brokers}",
+        (Col("topic", "id"), Col("action"), *_NUMBERS, Col("differs from settings")),
+        ([o.name, o.action, str(o.partitions), str(o.replication_factor), str(o.min_insync_replicas or "-"),
+          _retention(o.retention_ms), "; ".join(o.drift) or "-"] for o in outcomes),
+    )
 
 
 def _print_infos(infos: list[TopicInfo], brokers: str, ours: set[str]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"topics on {brokers}")
-    for col in ("topic", "partitions", "replication", "min ISR", "retention", "used by dicomflow"):
-        table.add_column(col)
-    for t in infos:
-        table.add_row(t.name, str(t.partitions) if t.exists else "missing", str(t.replication_factor or "-"),
-                      str(t.min_insync_replicas or "-"), _retention(t.retention_ms), "yes" if t.name in ours else "")
-    Console().print(table)
+    print_table(
+        f"topics on {brokers}",
+        (Col("topic", "id"), *_NUMBERS, Col("used by dicomflow")),
+        ([t.name, str(t.partitions) if t.exists else "missing", str(t.replication_factor or "-"),
+          str(t.min_insync_replicas or "-"), _retention(t.retention_ms), "yes" if t.name in ours else ""]
+         for t in infos),
+    )

@@ -20,7 +20,7 @@ they share is derived here, from the same :class:`~dicomflow.dicom.values.Values
   :class:`~dicomflow.ingest.tenant.TenantResolver`'s rule, and the consumer
   takes the store event's tenant.
 
-The rule set is documented in the README ("Derived values").
+The rule set is documented in docs/receiver.md ("Derived values").
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ class Outputs:
     def __init__(self, settings: Settings) -> None:
         self.root = settings.storage.root.resolve()
         self.thumbnail_size = settings.images.thumbnail_size
-        self.fsync = settings.receiver.fsync
+        self.fsync = settings.ingest.fsync
 
     def produce(self, records: list[Record], conn: psycopg.Connection[Any]) -> tuple[BatchOutputs, list[DicomImageMeta]]:
         """Outputs of ``records`` written, their rows in one transaction; returns them and the changed rows.

@@ -12,7 +12,8 @@ Modules, in the order an instance meets them:
 - :mod:`~dicomflow.ingest.tenant`: which tenant an instance belongs to;
 - :mod:`~dicomflow.ingest.storage`: atomic, durable writes (whole, or streamed as bytes arrive);
 - :mod:`~dicomflow.ingest.duplicates`: the same SOP Instance UID again (``ingest.duplicates``);
-- :mod:`~dicomflow.ingest.transfer_log`: per-association (per-run) audit tallies;
+- :mod:`~dicomflow.ingest.transfer_log`: audit tallies per session (:class:`~dicomflow.ingest.transfer_log.SessionKey`:
+  an association, a STOW-RS request, a publish run);
 - :mod:`~dicomflow.ingest.exceptions`: why an instance is refused, with the C-STORE
   status to answer.
 

@@ -19,15 +19,19 @@ Status codes (PS3.4 Annex B.2.3):
 
 from __future__ import annotations
 
-from dicomflow.errors import ReceiverError
+from dicomflow.errors import DicomflowError
 
 OUT_OF_RESOURCES = 0xA700
 DATASET_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 
 
-class IngestError(ReceiverError):
-    """An instance was not accepted; ``status`` is the C-STORE status to answer."""
+class IngestError(DicomflowError):
+    """An instance was not accepted; ``status`` is the C-STORE status to answer.
+
+    The ingest stage's own error (not the receiver's): STOW-RS and the folder
+    publisher raise and catch it as the receiver does.
+    """
 
     #: C-STORE failure status to answer with.
     status: int = CANNOT_UNDERSTAND

@@ -5,7 +5,8 @@ which UIDs are acceptable, which tenant, where the file goes, whether the
 transfer syntax is served as is, and what the store event says. It does not
 publish: the SCP publishes one event per C-STORE and waits for it, the folder
 publisher sends batches. Each caller runs the steps itself (read, identify,
-write, store_event) because each overlaps them differently with publishing.
+open_file or write, store_event) because each overlaps them differently with
+publishing.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from dicomflow.ingest.exceptions import (
     MissingAttributeError,
     StorageWriteError,
 )
-from dicomflow.ingest.storage import write_atomic
+from dicomflow.ingest.storage import PendingFile, write_atomic
 from dicomflow.ingest.tenant import TenantResolver
 from dicomflow.ingest.uids import instance_path, require_uid
 from dicomflow.models import DicomStoreMeta, TransferStatus, now, uid_hash
-from dicomflow.settings import ReceiverSettings, StorageSettings, tenant_tag
+from dicomflow.settings import IngestSettings, StorageSettings, tenant_tag
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +69,23 @@ class Ingestor:
     def __init__(
         self,
         storage: StorageSettings,
-        receiver: ReceiverSettings,
+        ingest: IngestSettings,
         node_id: str,
         *,
         tenant_override: str | None = None,
-        duplicates: Policy = "reject",
     ) -> None:
+        #: The ``[ingest]`` section these decisions come from.
+        self.settings = ingest
         self.root = storage.root.resolve()
-        self.tenants = TenantResolver(receiver.ae_tenants, storage.default_tenant, override=tenant_override)
-        self.tenant_tag = tenant_tag(receiver)
+        self.tenants = TenantResolver(ingest.ae_tenants, storage.default_tenant, override=tenant_override)
+        self.tenant_tag = tenant_tag(ingest)
         #: What the consumer reads, plus the tenant tag.
         self.wanted = WANTED | {self.tenant_tag}
-        self.supported = frozenset(receiver.supported_transfer_syntaxes)
-        self.fsync = receiver.fsync
+        self.supported = frozenset(ingest.supported_transfer_syntaxes)
+        self.fsync = ingest.fsync
         self.node_id = node_id
         #: ingest.duplicates: what :func:`~dicomflow.ingest.duplicates.place` does with a different copy.
-        self.duplicates: Policy = duplicates
+        self.duplicates: Policy = ingest.duplicates
 
     # ------------------------------------------------------------------ steps
 
@@ -126,7 +128,26 @@ class Ingestor:
         ):
             raise MalformedDatasetError("the data set repeats its UIDs with other values")
 
-    def file_head(self, identity: Identity, transfer_syntax_uid: str, source: Source) -> bytes:
+    def open_file(self, identity: Identity, transfer_syntax_uid: str, source: Source) -> PendingFile:
+        """The instance's file, open: a temporary file beside its place, preamble and File Meta Information written.
+
+        The data set follows with :meth:`PendingFile.write
+        <dicomflow.ingest.storage.PendingFile.write>` (or a kernel copy into
+        its ``fileno()``); then :meth:`~dicomflow.ingest.storage.PendingFile.seal`
+        and :func:`~dicomflow.ingest.duplicates.place` put it in place, or
+        :meth:`~dicomflow.ingest.storage.PendingFile.discard` drops it.
+
+        Raises:
+            InvalidUIDError: the transfer syntax UID is malformed.
+            StorageWriteError: the path would exceed 512 bytes, or the file
+                cannot be created or written (nothing is left behind).
+        """
+        head = self._file_head(identity, transfer_syntax_uid, source)
+        pending = PendingFile(self.path_of(identity), fsync=self.fsync)
+        pending.write(head)
+        return pending
+
+    def _file_head(self, identity: Identity, transfer_syntax_uid: str, source: Source) -> bytes:
         """Preamble and File Meta Information of the instance's file.
 
         Raises:
@@ -283,8 +304,7 @@ class Ingestor:
             StorageWriteError: the file could not be written durably.
         """
         path = self.path_of(identity)
-        syntax = require_uid(transfer_syntax_uid, "Transfer Syntax UID")
-        head = file_header(identity.sop_class_uid, identity.sop_uid, syntax, source.ae_title)
+        head = self._file_head(identity, transfer_syntax_uid, source)
         size = write_atomic(path, (head, dataset), fsync=self.fsync, sync_folder=not defer_folder_sync)
         return path, size
 

@@ -2,9 +2,10 @@
 
 :class:`StoreService` is called once per instance — by the C-STORE
 receiver's association engines (per C-STORE, whole or streamed through
-:class:`~dicomflow.receiver.reception.Reception`) and by STOW-RS (per
-part) — and returns the status to answer: the same validity rule
-(:meth:`Ingestor.read <dicomflow.ingest.ingestor.Ingestor.read>`, the
+the receiver's ``Reception``) and by STOW-RS (per part), each naming its
+session (:class:`~dicomflow.ingest.transfer_log.SessionKey`: an
+association, a request) for the audit trail — and returns the status to
+answer: the same validity rule (:meth:`Ingestor.read <dicomflow.ingest.ingestor.Ingestor.read>`, the
 consumer's own reader), the same derived values, storage layout, duplicates
 policy (:mod:`~dicomflow.ingest.duplicates`) and durable write, and the
 same store event and receipt, acknowledged by Kafka before Success. It
@@ -36,7 +37,7 @@ from dicomflow.ingest.exceptions import (
 )
 from dicomflow.ingest.ingestor import Identity, Ingestor, Source
 from dicomflow.ingest.storage import PendingFile, sync_folder_durably
-from dicomflow.ingest.transfer_log import TransferLog
+from dicomflow.ingest.transfer_log import SessionKey, TransferLog
 from dicomflow.ingest.uids import is_valid_uid
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import DicomStoreMeta
@@ -118,12 +119,12 @@ class StoreService:
         """Release the folder-sync threads (after the last store)."""
         self._folder_syncs.shutdown(wait=True)
 
-    def store(self, association: object, request: StoreRequest) -> StoreOutcome:
+    def store(self, session: SessionKey, request: StoreRequest) -> StoreOutcome:
         """Handle one instance whose data set is in memory (a C-STORE, a STOW-RS part); return its status. Never raises."""
-        return self.store_bytes(association, request.dataset, request.transfer_syntax_uid, request.sop_class_uid,
+        return self.store_bytes(session, request.dataset, request.transfer_syntax_uid, request.sop_class_uid,
                                 request.sop_instance_uid, request.source, study_uid=request.study_uid)
 
-    def store_bytes(self, association: object, dataset: Buffer, syntax: str, sop_class_uid: str | None,
+    def store_bytes(self, session: SessionKey, dataset: Buffer, syntax: str, sop_class_uid: str | None,
                     sop_instance_uid: str | None, source: Source, *, study_uid: str | None = None) -> StoreOutcome:
         """Read, identify, write and publish a data set held whole in memory. Never raises.
 
@@ -139,19 +140,17 @@ class StoreService:
             identity = self.ingestor.identify(
                 header, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid, calling_ae=source.ae_title,
             )
-            head = self.ingestor.file_head(identity, syntax, source)
             started = time.perf_counter()
-            pending = PendingFile(self.ingestor.path_of(identity), fsync=self.ingestor.fsync)
-            pending.write(head)
+            pending = self.ingestor.open_file(identity, syntax, source)
             pending.write(dataset)
             write_s = time.perf_counter() - started
         except IngestError as exc:
-            return self.refuse(association, exc, header, identity, source)
+            return self.refuse(session, exc, header, identity, source)
         except Exception as exc:  # noqa: BLE001 - a handler answers a status, it never raises
-            return self.internal_error(association, exc, header, identity, source)
-        return self.complete(association, identity, pending, syntax, source, write_s=write_s)
+            return self.internal_error(session, exc, header, identity, source)
+        return self.complete(session, identity, pending, syntax, source, write_s=write_s)
 
-    def complete(self, association: object, identity: Identity, pending: PendingFile, syntax: str, source: Source,
+    def complete(self, session: SessionKey, identity: Identity, pending: PendingFile, syntax: str, source: Source,
                  *, write_s: float = 0.0) -> StoreOutcome:
         """Sync and rename a fully written file, publish its store event, answer. Never raises."""
         placement: Placement | None = None
@@ -161,10 +160,10 @@ class StoreService:
             placement = place(pending.temp, pending.path, self.ingestor.duplicates, sop_uid=identity.sop_uid)
             synced = time.perf_counter()
             if placement.duplicate:
-                self._audit_duplicate(association, identity, placement, size, source)
+                self._audit_duplicate(session, identity, placement, size, source)
             if not placement.publish:  # identical, or kept: Success, nothing changes
                 self.transfers.stored(
-                    association, tenant=identity.tenant, study_uid=identity.study_uid,
+                    session, tenant=identity.tenant, study_uid=identity.study_uid,
                     sop_class_uid=identity.sop_class_uid, patient_id=identity.header.patient_id or None,
                 )
                 log.info("%s from %s: SOP Instance UID stored already (%s); nothing published",
@@ -180,16 +179,16 @@ class StoreService:
             acked = time.perf_counter()
         except DuplicateInstanceError as exc:
             pending.discard()
-            self._audit_duplicate(association, identity, None, pending.size, source)
-            return self.refuse(association, exc, identity.header, identity, source)
+            self._audit_duplicate(session, identity, None, pending.size, source)
+            return self.refuse(session, exc, identity.header, identity, source)
         except IngestError as exc:
             pending.discard()
-            return self.refuse(association, exc, identity.header, identity, source)
+            return self.refuse(session, exc, identity.header, identity, source)
         except Exception as exc:  # noqa: BLE001 - a handler answers a status, it never raises
             pending.discard()
-            return self.internal_error(association, exc, identity.header, identity, source)
+            return self.internal_error(session, exc, identity.header, identity, source)
         self.transfers.stored(
-            association, tenant=identity.tenant, study_uid=identity.study_uid,
+            session, tenant=identity.tenant, study_uid=identity.study_uid,
             sop_class_uid=identity.sop_class_uid, patient_id=identity.header.patient_id or None,
         )
         if self.metrics is not None:
@@ -197,13 +196,13 @@ class StoreService:
         log.debug("stored %s from %s as %s", identity.sop_uid, source.ae_title, store_event.file_path)
         return StoreOutcome(SUCCESS, header=identity.header)
 
-    def _audit_duplicate(self, association: object, identity: Identity, placement: Placement | None,
+    def _audit_duplicate(self, session: SessionKey, identity: Identity, placement: Placement | None,
                          received_size: int, source: Source) -> None:
         """One audit event per non-identical duplicate (``placement`` None: rejected)."""
         decision = placement.outcome if placement is not None else "rejected"
         log.warning("%s from %s (%s): SOP Instance UID stored already with other content; %s",
                     identity.sop_uid, source.ae_title, source.address, decision)
-        peer = self.transfers.peer_of(association)
+        peer = self.transfers.peer_of(session)
         self.transfers.emit([audit.duplicate_instance(
             node_id=self.ingestor.node_id, tenant_id=identity.tenant, study_uid=identity.study_uid,
             sop_uid=identity.sop_uid, sop_class_uid=identity.sop_class_uid, decision=decision,
@@ -213,11 +212,11 @@ class StoreService:
             destination_ae=peer.called_ae if peer else None,
         )])
 
-    def internal_error(self, association: object, exc: Exception, header: InstanceHeader | None,
+    def internal_error(self, session: SessionKey, exc: Exception, header: InstanceHeader | None,
                        identity: Identity | None, source: Source) -> StoreOutcome:
         """An unexpected failure: logged with its traceback, answered as out of resources."""
         log.error("unexpected error storing an instance from %s (%s)", source.ae_title, source.address, exc_info=exc)
-        return self.refuse(association, InternalError(f"internal error: {type(exc).__name__}"), header, identity,
+        return self.refuse(session, InternalError(f"internal error: {type(exc).__name__}"), header, identity,
                            source)
 
     def _publish_and_sync(self, store_event: DicomStoreMeta, folder: Path) -> None:
@@ -258,7 +257,7 @@ class StoreService:
             raise PublishFailedError(f"Kafka did not acknowledge the store event: {reason}", sop_uid=store_event.sop_uid)
 
     def refuse(
-        self, association: object, exc: IngestError, header: InstanceHeader | None, identity: Identity | None,
+        self, session: SessionKey, exc: IngestError, header: InstanceHeader | None, identity: Identity | None,
         source: Source,
     ) -> StoreOutcome:
         """Log, audit and answer a refused instance."""
@@ -271,7 +270,7 @@ class StoreService:
         study = identity.study_uid if identity else (header.study_uid if header else None)
         tenant = identity.tenant if identity else self.ingestor.tenants.default
         self.transfers.failed(
-            association, tenant=tenant, study_uid=study if study and is_valid_uid(study) else None,
+            session, tenant=tenant, study_uid=study if study and is_valid_uid(study) else None,
             outcome=audit.SERIOUS_FAILURE if transient else audit.MINOR_FAILURE, reason=str(exc),
             sop_class_uid=identity.sop_class_uid if identity else None,
         )

@@ -7,8 +7,10 @@ survive a crash the moment we answer. The recipe:
    rename below is atomic), named ``.{name}.{random}.tmp``;
 2. ``fdatasync`` it (data and size on disk);
 3. ``rename`` it over the final name: readers see the old file or the new
-   one, never half a file (not even after a crash), and a re-sent instance
-   replaces the old copy;
+   one, never half a file (not even after a crash). (The ways in do not
+   rename a new instance over a stored one: they :meth:`PendingFile.seal` it
+   and let :func:`~dicomflow.ingest.duplicates.place` decide by
+   ``ingest.duplicates``, which refuses a different copy by default.)
 4. ``fsync`` the folder, so the new name itself is on disk. Folders created
    on the way are made durable the same way (their parent is synced).
 
@@ -46,7 +48,8 @@ def write_atomic(path: Path, chunks: Sequence[Buffer], *, fsync: bool = True, sy
     """Write ``chunks`` (concatenated) to ``path`` atomically; return the size written.
 
     Missing parent folders are created. An existing file at ``path`` is
-    replaced atomically. With ``sync_folder=False`` (and ``fsync``) the
+    replaced atomically (for outputs such as thumbnails; instances go
+    through :func:`~dicomflow.ingest.duplicates.place`). With ``sync_folder=False`` (and ``fsync``) the
     caller must call :func:`sync_folder` on ``path.parent`` before it
     promises durability.
 
@@ -90,9 +93,11 @@ class PendingFile:
     """A file being written as its bytes arrive: the streaming form of :func:`write_atomic`.
 
     The temporary file (``.{name}.{random}.tmp`` beside ``path``, so the
-    rename is atomic) takes each chunk as it comes; :meth:`commit` syncs it
-    and renames it into place; :meth:`discard` (or any error) removes it. No
-    partial file is ever visible under the final name.
+    rename is atomic) takes each chunk as it comes; :meth:`seal` syncs and
+    closes it, for :func:`~dicomflow.ingest.duplicates.place` to put in
+    place; :meth:`commit` is :meth:`seal` and a rename over ``path``;
+    :meth:`discard` (or any error) removes it. No partial file is ever
+    visible under the final name.
 
     Raises:
         StorageWriteError: (constructor, :meth:`write`, :meth:`commit`) any OS
@@ -103,6 +108,8 @@ class PendingFile:
         self.path = path
         self.fsync = fsync
         self.size = 0
+        #: Synced and closed, not yet renamed: :meth:`discard` still removes the temporary file.
+        self._sealed = False
         folder = path.parent
         self.temp = folder / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
         try:
@@ -135,23 +142,22 @@ class PendingFile:
             raise StorageWriteError(f"cannot write the file ({exc.strerror or exc}): {self.path}") from exc
 
     def commit(self, *, sync_folder: bool = True) -> int:
-        """fdatasync, rename into place (and sync the folder unless told not to); return the size."""
-        fd, self._fd = self._fd, None
-        if fd is None:
-            raise StorageWriteError(f"the file was already closed: {self.path}")
+        """:meth:`seal`, then rename over ``path`` (and sync the folder unless told not to); return the size.
+
+        A file at ``path`` is replaced. Raises as :meth:`seal`; a failed
+        rename removes the temporary file.
+        """
+        size = self.seal()
         try:
-            try:
-                if self.fsync:
-                    _sync_data(fd)
-            finally:
-                os.close(fd)
             os.replace(self.temp, self.path)
         except OSError as exc:
             _remove_quietly(self.temp)
             raise StorageWriteError(f"cannot write the file ({exc.strerror or exc}): {self.path}") from exc
+        finally:
+            self._sealed = False
         if self.fsync and sync_folder:
             sync_folder_durably(self.path.parent)
-        return self.size
+        return size
 
     def seal(self) -> int:
         """fdatasync and close the temporary file without renaming it; return the size.
@@ -178,8 +184,9 @@ class PendingFile:
         """Close and remove the temporary file (idempotent; after :meth:`commit` it does nothing)."""
         fd, self._fd = self._fd, None
         if fd is None:
-            if getattr(self, "_sealed", False):
+            if self._sealed:
                 _remove_quietly(self.temp)  # sealed but not placed (place() removes it otherwise)
+                self._sealed = False
             return
         try:
             os.close(fd)

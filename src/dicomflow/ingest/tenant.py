@@ -5,7 +5,7 @@ Order of precedence (as in the Rust reference services; docs/architecture.md,
 
 1. an explicit override (``dicomflow publish --tenant T``);
 2. the tenant private tag in the data set (default (1211,1217));
-3. the calling AE title, looked up in ``receiver.ae_tenants``;
+3. the calling AE title, looked up in ``ingest.ae_tenants``;
 4. ``storage.default_tenant``.
 
 The tenant becomes a folder name and a Kafka key, so whatever the source it
@@ -34,7 +34,7 @@ class TenantResolver:
     def __init__(self, ae_tenants: Mapping[str, str], default: str, *, override: str | None = None) -> None:
         self._by_ae: dict[str, str] = {}
         for ae, tenant in ae_tenants.items():
-            self._by_ae[ae.strip()] = _checked(tenant, f"receiver.ae_tenants.{ae}")
+            self._by_ae[ae.strip()] = _checked(tenant, f"ingest.ae_tenants.{ae}")
         self.default = _checked(default, "storage.default_tenant")
         self.override = None if override is None else _checked(override, "--tenant")
 

@@ -7,8 +7,9 @@ Modules, in the order an instance meets them:
   :mod:`~dicomflow.receiver.upperlayer` (PDUs) and :mod:`~dicomflow.receiver.dimse`
   (command sets);
 - :mod:`~dicomflow.receiver.pynetdicom_server`: the pynetdicom network engine;
-- :mod:`~dicomflow.receiver.service`: what an engine reports about associations; the
-  store decision it calls per C-STORE (validate, write, publish, answer) is
+- :mod:`~dicomflow.receiver.events`: what an engine reports about associations;
+- :mod:`~dicomflow.receiver.reception`: one C-STORE data set received as a stream; the
+  store decision it hands over to (validate, write, publish, answer) is
   :class:`dicomflow.ingest.service.StoreService`, shared with STOW-RS;
 - :mod:`~dicomflow.receiver.workers`: several receiver processes behind one port.
 

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING
 from dicomflow.audit import events as audit
 from dicomflow.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from dicomflow.ingest.ingestor import Source
-from dicomflow.ingest.transfer_log import Peer
+from dicomflow.ingest.transfer_log import Peer, SessionKey
 from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
 from dicomflow.receiver.limits import Slot, SlotRefused
@@ -93,6 +93,8 @@ class Association:
         #: Arrived on a TLS listener: the handshake runs first, on this thread.
         self.secure = secure
         self.peer: Peer | None = None
+        #: This association in the transfer log (and to the receiver's events).
+        self.session = SessionKey("association")
         self.max_send_pdu = 0
         self.accepted: dict[int, tuple[str, str]] = {}
         self._send_lock = threading.Lock()
@@ -182,16 +184,16 @@ class Association:
         except TimeoutError:
             kind, why = self._timeout_reason(established)
             log.warning("association from %s: %s; aborting", self._who(), why)
-            self.server.events.aborted(self, kind)
+            self.server.events.aborted(self.session, kind)
             self.abort()
         except DatasetTooLarge as exc:
             log.warning("association from %s: %s; aborting, partial data set removed", self._who(), exc)
             self._audit_too_large(exc)
-            self.server.events.aborted(self, "dataset-too-large")
+            self.server.events.aborted(self.session, "dataset-too-large")
             self.abort(0, drain=True)
         except ul.ProtocolError as exc:
             log.warning("association from %s: protocol error, aborting: %s", self._who(), exc)
-            self.server.events.aborted(self, "protocol-error")
+            self.server.events.aborted(self.session, "protocol-error")
             self.abort(2, drain=True)
         except OSError as exc:
             if not self._closed:
@@ -207,7 +209,7 @@ class Association:
             self._shutdown()
             self.sock.close()
             self.server._forget(self)
-            self.server.events.closed(self, self.peer if established else None)
+            self.server.events.closed(self.session, self.peer if established else None)
 
     def _timeout_reason(self, established: bool) -> tuple[str, str]:
         rs = self.server.receiver
@@ -228,7 +230,7 @@ class Association:
         if self.peer is None:
             return
         service = self.server.service
-        service.transfers.failed(self, tenant=service.ingestor.tenants.resolve(None, self.peer.calling_ae),
+        service.transfers.failed(self.session, tenant=service.ingestor.tenants.resolve(None, self.peer.calling_ae),
                                  study_uid=None, outcome=audit.MAJOR_FAILURE, reason=str(exc), sop_class_uid=None)
 
     def _handshake(self) -> bool:
@@ -281,7 +283,7 @@ class Association:
             implementation_class_uid=IMPLEMENTATION_CLASS_UID, implementation_version=IMPLEMENTATION_VERSION,
             extra_user_items=verdict.response_item,
         ))
-        self.server.events.established(self, self.peer)
+        self.server.events.established(self.session, self.peer)
         return True
 
     def _serve(self) -> None:
@@ -343,8 +345,8 @@ class Association:
             raise ul.ProtocolError(f"DIMSE command 0x{command.command_field:04X} is not served here")
         assert self.peer is not None
         _abstract, syntax = self.accepted[context_id]
-        self.reception = self.server.service.begin(
-            self, transfer_syntax_uid=syntax,
+        self.reception = Reception(
+            self.server.service, self.session, transfer_syntax_uid=syntax,
             sop_class_uid=command.affected_sop_class_uid or None,
             sop_instance_uid=command.affected_sop_instance_uid or None,
             source=Source(ae_title=self.peer.calling_ae, address=self.address[0]),

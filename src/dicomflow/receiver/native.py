@@ -15,11 +15,12 @@ import socket
 import threading
 from collections.abc import Iterable
 
+from dicomflow.ingest.service import StoreService
 from dicomflow.receiver.acceptor import Association, set_nodelay
+from dicomflow.receiver.events import AssociationEvents
 from dicomflow.receiver.identity import IdentityPolicy
 from dicomflow.receiver.limits import SlotLimiter
 from dicomflow.receiver.negotiation import Negotiation
-from dicomflow.receiver.service import AssociationEvents, StoreService
 from dicomflow.receiver.tls import ServerTls
 from dicomflow.settings import ReceiverSettings
 
@@ -36,7 +37,7 @@ class NativeEngine:
         self.events = events
         #: Association slots shared with the receiver's other processes.
         self.limiter = limiter
-        self.negotiation = Negotiation(receiver)
+        self.negotiation = Negotiation(receiver, service.ingestor.settings.supported_transfer_syntaxes)
         self.identity = IdentityPolicy(receiver)
         #: TLS (receiver.tls): on the main port when tls.port is 0, else on a listener of its own.
         self.tls = ServerTls(receiver.tls) if receiver.tls.enabled else None

@@ -9,6 +9,8 @@ syntax *the sender* proposed that we know, so instances are kept as sent.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydicom.uid import AllTransferSyntaxes
 
 from dicomflow.receiver import upperlayer as ul
@@ -30,11 +32,12 @@ def storage_sop_classes() -> frozenset[str]:
 class Negotiation:
     """The acceptor's side of association negotiation (pure: no I/O)."""
 
-    def __init__(self, receiver: ReceiverSettings) -> None:
+    def __init__(self, receiver: ReceiverSettings, supported_transfer_syntaxes: Iterable[str]) -> None:
+        """``supported_transfer_syntaxes`` (``ingest.supported_transfer_syntaxes``) are accepted besides pydicom's."""
         self.receiver = receiver
         self.allowed = frozenset(a.strip() for a in receiver.allowed_calling_aes)
         self.abstract_syntaxes = storage_sop_classes()
-        self.transfer_syntaxes = frozenset([*map(str, AllTransferSyntaxes), *receiver.supported_transfer_syntaxes])
+        self.transfer_syntaxes = frozenset([*map(str, AllTransferSyntaxes), *supported_transfer_syntaxes])
 
     def refusal(self, request: ul.AssociateRequest) -> tuple[tuple[int, int, int], str] | None:
         """Why the association must be rejected, as (result, source, reason) and a sentence; None to accept."""

@@ -16,8 +16,8 @@ from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 
 from dicomflow.ingest.transfer_log import Peer
+from dicomflow.receiver.events import AssociationEvents
 from dicomflow.receiver.identity import IdentityPolicy, UserIdentity, Verdict
-from dicomflow.receiver.service import AssociationEvents
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ import os
 import socket
 import socketserver
 import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -23,6 +24,7 @@ from typing import Any, cast
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, VerificationPresentationContexts, _config, evt
+from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
@@ -32,11 +34,12 @@ from dicomflow.dicom.constants import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, E
 from dicomflow.dicom.part10 import read_file_meta
 from dicomflow.ingest.exceptions import OUT_OF_RESOURCES
 from dicomflow.ingest.ingestor import Source
-from dicomflow.ingest.transfer_log import Peer
+from dicomflow.ingest.service import SUCCESS, StoreRequest, StoreService
+from dicomflow.ingest.transfer_log import Peer, SessionKey
+from dicomflow.receiver.events import AssociationEvents
 from dicomflow.receiver.identity import IdentityPolicy
 from dicomflow.receiver.pynetdicom_identity import handle_requested, username_of
 from dicomflow.receiver.reception import DatasetTooLarge, Reception
-from dicomflow.receiver.service import SUCCESS, AssociationEvents, StoreRequest, StoreService
 from dicomflow.receiver.tls import ServerTls, TlsRefused
 from dicomflow.settings import ReceiverSettings
 
@@ -97,7 +100,23 @@ def _text(value: object) -> str | None:
 _FEED_CHUNK = 1024 * 1024
 
 
-def handle_store(event: Event, service: StoreService, max_dataset_bytes: int = 4 * 1024**3) -> int | Dataset:
+class Sessions:
+    """The :class:`~dicomflow.ingest.transfer_log.SessionKey` of each pynetdicom association, while it lives."""
+
+    def __init__(self) -> None:
+        self._keys: weakref.WeakKeyDictionary[Association, SessionKey] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def of(self, assoc: Association) -> SessionKey:
+        """The association's key (made on first use: its handlers run on more than one thread)."""
+        with self._lock:
+            key = self._keys.get(assoc)
+            if key is None:
+                key = self._keys[assoc] = SessionKey("association")
+            return key
+
+
+def handle_store(event: Event, service: StoreService, sessions: Sessions, max_dataset_bytes: int) -> int | Dataset:
     """EVT_C_STORE: hand the encoded data set to the service (which never raises).
 
     pynetdicom wrote the data set to a temporary file as it arrived
@@ -113,7 +132,7 @@ def handle_store(event: Event, service: StoreService, max_dataset_bytes: int = 4
     syntax = str(event.context.transfer_syntax)
     path = getattr(request, "_dataset_path", None)
     if path is None:  # not chunked (a host application's pynetdicom settings)
-        outcome = service.store(event.assoc, StoreRequest(
+        outcome = service.store(sessions.of(event.assoc), StoreRequest(
             dataset=request.DataSet.getvalue() if request.DataSet is not None else b"",
             transfer_syntax_uid=syntax,
             sop_class_uid=_text(request.AffectedSOPClassUID),
@@ -121,8 +140,8 @@ def handle_store(event: Event, service: StoreService, max_dataset_bytes: int = 4
             source=source,
         ))
     else:
-        reception = service.begin(
-            event.assoc, transfer_syntax_uid=syntax, sop_class_uid=_text(request.AffectedSOPClassUID),
+        reception = Reception(
+            service, sessions.of(event.assoc), transfer_syntax_uid=syntax, sop_class_uid=_text(request.AffectedSOPClassUID),
             sop_instance_uid=_text(request.AffectedSOPInstanceUID), source=source, max_bytes=max_dataset_bytes,
         )
         try:
@@ -170,12 +189,12 @@ def _feed_file(path: Path, reception: Reception) -> None:
             reception.feed(chunk, left == 0)
 
 
-def handle_established(event: Event, events: AssociationEvents) -> None:
-    events.established(event.assoc, _peer_of(event))
+def handle_established(event: Event, events: AssociationEvents, sessions: Sessions) -> None:
+    events.established(sessions.of(event.assoc), _peer_of(event))
 
 
-def handle_closed(event: Event, events: AssociationEvents) -> None:
-    events.closed(event.assoc, _peer_of(event))
+def handle_closed(event: Event, events: AssociationEvents, sessions: Sessions) -> None:
+    events.closed(sessions.of(event.assoc), _peer_of(event))
 
 
 def handle_rejected(event: Event, events: AssociationEvents, receiver: ReceiverSettings) -> None:
@@ -273,13 +292,16 @@ def unbind_standard_logging(server: AssociationServer) -> None:
         server.unbind(event, handler)
 
 
-def build_ae(receiver: ReceiverSettings) -> AE:
-    """The Application Entity: AE title, allowed peers, association limit, storage contexts."""
+def build_ae(receiver: ReceiverSettings, supported_transfer_syntaxes: Sequence[str]) -> AE:
+    """The Application Entity: AE title, allowed peers, association limit, storage contexts.
+
+    ``supported_transfer_syntaxes`` (``ingest.supported_transfer_syntaxes``) are accepted besides pydicom's.
+    """
     ae = AE(ae_title=receiver.ae_title)
     ae.maximum_pdu_size = MAX_PDU_BYTES
     ae.maximum_associations = receiver.max_associations
     ae.require_calling_aet = [a.strip() for a in receiver.allowed_calling_aes]
-    ae.supported_contexts = storage_contexts(receiver.supported_transfer_syntaxes)
+    ae.supported_contexts = storage_contexts(supported_transfer_syntaxes)
     return ae
 
 
@@ -296,13 +318,14 @@ class PynetdicomEngine:
         # C-STORE data set is written to a temporary file (in the system's temporary folder) as it
         # arrives and handed to handle_store by path.
         _config.STORE_RECV_CHUNKED_DATASET = True
-        self.ae = build_ae(receiver)
+        self.ae = build_ae(receiver, service.ingestor.settings.supported_transfer_syntaxes)
         tls = ServerTls(receiver.tls) if receiver.tls.enabled else None
         self.main_secure = tls is not None and receiver.tls.port == 0
+        sessions = Sessions()
         handlers: list[Any] = [
-            (evt.EVT_C_STORE, handle_store, [service, receiver.max_dataset_bytes]),
-            (evt.EVT_ESTABLISHED, handle_established, [events]),
-            (evt.EVT_CONN_CLOSE, handle_closed, [events]),
+            (evt.EVT_C_STORE, handle_store, [service, sessions, receiver.max_dataset_bytes]),
+            (evt.EVT_ESTABLISHED, handle_established, [events, sessions]),
+            (evt.EVT_CONN_CLOSE, handle_closed, [events, sessions]),
             (evt.EVT_REJECTED, handle_rejected, [events, receiver]),
             (evt.EVT_REQUESTED, handle_requested, [IdentityPolicy(receiver), events]),
         ]

@@ -40,16 +40,14 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dicomflow.dicom.derived import InstanceHeader
 from dicomflow.dicom.part10 import Buffer
 from dicomflow.ingest.exceptions import IngestError, StorageWriteError
 from dicomflow.ingest.ingestor import Identity, Source
+from dicomflow.ingest.service import StoreOutcome, StoreService
 from dicomflow.ingest.storage import PendingFile
-
-if TYPE_CHECKING:
-    from dicomflow.receiver.service import StoreOutcome, StoreService
+from dicomflow.ingest.transfer_log import SessionKey
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +70,11 @@ class DatasetTooLarge(Exception):
 class Reception:
     """One data set arriving (see the module documentation). Used by one association thread."""
 
-    def __init__(self, service: StoreService, association: object, *, transfer_syntax_uid: str,
+    def __init__(self, service: StoreService, session: SessionKey, *, transfer_syntax_uid: str,
                  sop_class_uid: str | None, sop_instance_uid: str | None, source: Source, max_bytes: int) -> None:
         self.service = service
-        self.association = association
+        #: The association the data set arrives on (its transfer log entry).
+        self.session = session
         self.transfer_syntax_uid = transfer_syntax_uid
         self.sop_class_uid = sop_class_uid
         self.sop_instance_uid = sop_instance_uid
@@ -139,16 +138,21 @@ class Reception:
             if len(self._prefix) >= PREFIX_CAP:
                 self._spill_prefix()
             return
+        self._write(self._open(header), self._prefix)
+        self._prefix = bytearray()
+
+    def _open(self, header: InstanceHeader) -> PendingFile:
+        """Identify the instance by its header and open its file (the time it takes counts as writing)."""
+        ingestor = self.service.ingestor
         self._header = header
         self._identity = ingestor.identify(
             header, sop_class_uid=self.sop_class_uid, sop_instance_uid=self.sop_instance_uid,
             calling_ae=self.source.ae_title,
         )
-        head = ingestor.file_head(self._identity, self.transfer_syntax_uid, self.source)
-        self._file = PendingFile(ingestor.path_of(self._identity), fsync=ingestor.fsync)
-        self._write(self._file, head)
-        self._write(self._file, self._prefix)
-        self._prefix = bytearray()
+        started = time.perf_counter()
+        self._file = ingestor.open_file(self._identity, self.transfer_syntax_uid, self.source)
+        self.write_s += time.perf_counter() - started
+        return self._file
 
     def _spill_prefix(self) -> None:
         ingestor = self.service.ingestor
@@ -180,11 +184,11 @@ class Reception:
         """After the last fragment: store (sync, rename, publish) or refuse; the status to answer. Never raises."""
         service = self.service
         if self._error is not None:
-            return service.refuse(self.association, self._error, self._header, self._identity, self.source)
+            return service.refuse(self.session, self._error, self._header, self._identity, self.source)
         if self._file is None and self._spill is None:
             data = self._whole if self._whole is not None else self._prefix
             self._whole, self._prefix = None, bytearray()
-            return service.store_bytes(self.association, data, self.transfer_syntax_uid, self.sop_class_uid,
+            return service.store_bytes(self.session, data, self.transfer_syntax_uid, self.sop_class_uid,
                                        self.sop_instance_uid, self.source)
         try:
             if self._spill is not None:
@@ -193,11 +197,11 @@ class Reception:
             self.service.ingestor.check_file(self._file.temp, self._header)
         except IngestError as exc:
             self._drop_files()
-            return service.refuse(self.association, exc, self._header, self._identity, self.source)
+            return service.refuse(self.session, exc, self._header, self._identity, self.source)
         except Exception as exc:  # noqa: BLE001 - a handler answers a status, it never raises
             self._drop_files()
-            return service.internal_error(self.association, exc, self._header, self._identity, self.source)
-        return service.complete(self.association, self._identity, self._file, self.transfer_syntax_uid,
+            return service.internal_error(self.session, exc, self._header, self._identity, self.source)
+        return service.complete(self.session, self._identity, self._file, self.transfer_syntax_uid,
                                 self.source, write_s=self.write_s)
 
     def _from_spill(self) -> None:
@@ -210,20 +214,14 @@ class Reception:
             size = os.fstat(src.fileno()).st_size
             with mmap.mmap(src.fileno(), size, access=mmap.ACCESS_READ) as view:
                 # The walker over the mapped file, no copy; an encoding it declines is read whole.
-                self._header = (ingestor.read_prefix(view, self.transfer_syntax_uid)
-                                or ingestor.read(view, self.transfer_syntax_uid))
-            self._identity = ingestor.identify(
-                self._header, sop_class_uid=self.sop_class_uid, sop_instance_uid=self.sop_instance_uid,
-                calling_ae=self.source.ae_title,
-            )
-            head = ingestor.file_head(self._identity, self.transfer_syntax_uid, self.source)
-            self._file = PendingFile(ingestor.path_of(self._identity), fsync=ingestor.fsync)
-            self._write(self._file, head)
+                header = (ingestor.read_prefix(view, self.transfer_syntax_uid)
+                          or ingestor.read(view, self.transfer_syntax_uid))
+            target = self._open(header)
             started = time.perf_counter()
             try:
-                _copy(src.fileno(), self._file, size)
+                _copy(src.fileno(), target, size)
             except OSError as exc:
-                raise StorageWriteError(f"cannot write the file ({exc.strerror or exc}): {self._file.path}") from exc
+                raise StorageWriteError(f"cannot write the file ({exc.strerror or exc}): {target.path}") from exc
             self.write_s += time.perf_counter() - started
         spill.discard()
         self._spill = None

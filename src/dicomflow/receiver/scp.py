@@ -2,7 +2,7 @@
 
 A :class:`Receiver` owns, for one process: the Kafka
 :class:`~dicomflow.kafka.producer.Publisher` shared by every association,
-the :class:`~dicomflow.receiver.service.StoreService` (validate, write,
+the :class:`~dicomflow.ingest.service.StoreService` (validate, write,
 publish, answer), the audit tallies, and a network engine that speaks DICOM:
 
 - ``native`` (default, :mod:`~dicomflow.receiver.acceptor`): dicomflow's own
@@ -14,7 +14,11 @@ For each C-STORE the service answers Success only once the file is durable
 and Kafka acknowledged its store event and receipt; otherwise a failure
 status with an Error Comment (``0xA700`` out of resources: retry later;
 ``0xA900`` / ``0xC000``: this instance cannot be accepted). A re-sent
-instance overwrites its file and gets a new store event.
+instance is judged by ``ingest.duplicates`` (:mod:`~dicomflow.ingest.duplicates`):
+the same content is a Success that publishes nothing; other content is
+refused with ``0x0111`` by default (``reject``: the stored file stays), or
+answered Success and kept (``keep``), or replaces the file with a new store
+event (``replace``).
 """
 
 from __future__ import annotations
@@ -31,13 +35,13 @@ from typing import Protocol
 
 from dicomflow.audit import events as audit
 from dicomflow.ingest.ingestor import Ingestor
-from dicomflow.ingest.transfer_log import Peer, TransferLog
+from dicomflow.ingest.service import StoreService
+from dicomflow.ingest.transfer_log import Peer, SessionKey, TransferLog
 from dicomflow.kafka.producer import Publisher
 from dicomflow.metrics.receiver import ReceiverMetrics
 from dicomflow.models import AuditEvent
 from dicomflow.receiver.limits import SlotLimiter
 from dicomflow.receiver.reception import clear_incoming
-from dicomflow.receiver.service import StoreService
 from dicomflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -90,7 +94,7 @@ class Receiver:
             dataclasses.replace(settings.kafka, linger_ms=rs.kafka_linger_ms), settings.topics,
             client_id=f"dicomflow-receiver-{settings.worker_node_id}",
         )
-        self.ingestor = Ingestor(settings.storage, rs, settings.worker_node_id, duplicates=settings.ingest.duplicates)
+        self.ingestor = Ingestor(settings.storage, settings.ingest, settings.worker_node_id)
         self.ingestor.root.mkdir(parents=True, exist_ok=True)
         clear_incoming(self.ingestor.root)
         #: Observer: the receiver's Prometheus metrics (None: not collected).
@@ -178,17 +182,17 @@ class Receiver:
 
     # ------------------------------------------------------------------ association events
 
-    def established(self, association: object, peer: Peer) -> None:
+    def established(self, session: SessionKey, peer: Peer) -> None:
         """An association was accepted: start counting what it transfers."""
-        self.transfers.opened(association, peer)
+        self.transfers.opened(session, peer)
         if self.metrics is not None:
             self.metrics.accepted.inc()
             self.metrics.open.inc()
         log.info("association from %s (%s) established", peer.calling_ae, peer.calling_address)
 
-    def closed(self, association: object, peer: Peer | None) -> None:
+    def closed(self, session: SessionKey, peer: Peer | None) -> None:
         """A connection ended: emit its audit events, tell the dispatcher."""
-        stored, refused = self.transfers.closed(association)
+        stored, refused = self.transfers.closed(session)
         if peer is not None and self.metrics is not None:
             self.metrics.open.dec()
         if peer is not None and (stored or refused):
@@ -200,7 +204,7 @@ class Receiver:
             except Exception:
                 log.exception("connection-closed callback failed")
 
-    def aborted(self, association: object, kind: str) -> None:
+    def aborted(self, session: SessionKey, kind: str) -> None:
         """We aborted an association (protocol error, timeout, data set too large): counted."""
         if self.metrics is not None:
             self.metrics.rejected_for(kind)

@@ -22,9 +22,8 @@ the connection drop and retry, nothing was acknowledged). The dispatcher
 publishes Application Start / Stop once for the whole receiver.
 
 Workers are started as ``python -m dicomflow.receiver.workers`` with the
-settings in their environment (:meth:`Settings.to_child_env
-<dicomflow.settings.Settings.to_child_env>`, read back with
-``Settings.from_child_env``) and the channel socket inherited as a file
+settings in their environment (:func:`~dicomflow.settings.to_child_env`,
+read back with :func:`~dicomflow.settings.from_child_env`) and the channel socket inherited as a file
 descriptor.
 
 Shared state lives in a temporary folder the dispatcher creates (and
@@ -55,7 +54,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dicomflow.settings import Settings
+from dicomflow.settings import Settings, from_child_env, to_child_env
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +131,7 @@ class Dispatcher:
         process = subprocess.Popen(
             [sys.executable, "-m", "dicomflow.receiver.workers", "--channel-fd", str(child_end.fileno()),
              "--slot", str(slot), "--log-level", self.log_level, "--slots-dir", str(self.slots_dir)],
-            env={**self.settings.to_child_env(os.environ), "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)},
+            env={**to_child_env(self.settings, os.environ), "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)},
             pass_fds=(child_end.fileno(),),
         )
         child_end.close()
@@ -300,7 +299,7 @@ def worker_main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s %(levelname)s [worker {args.slot}] %(name)s: %(message)s",
     )
     quiet_pynetdicom(args.log_level)
-    settings = Settings.from_child_env(os.environ)
+    settings = from_child_env(os.environ)
     settings = dataclasses.replace(settings, worker_node_id=f"{settings.worker_node_id}-{args.slot}")
 
     from prometheus_client import CollectorRegistry

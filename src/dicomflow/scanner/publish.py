@@ -1,22 +1,28 @@
 """``dicomflow publish``: store events for folders of DICOM files.
 
-For each DICOM file found (by content, see :mod:`~dicomflow.scanner.walk`):
-read the few header attributes, validate the UIDs, resolve the tenant,
-then either
+For each file found (see :mod:`~dicomflow.scanner.walk`): decide up front
+whether the consumer could index it (:mod:`~dicomflow.scanner.decide`), read
+the few header attributes the way the consumer reads them, validate the
+UIDs, resolve the tenant, then
 
-- with ``copy_into_storage``: copy it into the storage layout
-  (``{root}/{tenant}/{YYYYMMDD}/{study}/{series}/{sop}.dcm``, atomically and
-  durably, exactly as the receiver writes; a raw data set gets a preamble
-  and meta information), or
-- without: publish the file where it is. The consumer only accepts files
-  under the storage root, so files elsewhere are counted and the summary
-  says so loudly.
+- by default (``copy_into_storage``), copy a file from outside the storage
+  root into the storage layout (``{root}/{tenant}/{YYYYMMDD}/{study}/{series}/{sop}.dcm``,
+  atomically and durably, exactly as the receiver writes; a raw data set
+  gets a preamble and meta information, duplicates follow
+  ``ingest.duplicates``); a Part 10 file already under the root is published
+  in place;
+- without, publish every file where it is; a file outside the root is
+  refused without being read.
+
+Every file the consumer would dead-letter for certain (outside the root
+without a copy, unreadable, not DICOM, malformed, a UID missing or invalid)
+is *refused*: listed with its reason, never published. The checks reuse the
+one read each file gets anyway (the first bytes, then the memory-mapped
+header), so "up front" costs no second pass over the folder.
 
 Store events go out in batches; each batch waits for Kafka's
-acknowledgements, and every message Kafka refused is a failed file. Files
-that are not DICOM or cannot be used (malformed, a UID missing or invalid)
-are skipped with their reason; nothing is dropped silently. One "DICOM
-Instances Transferred" audit event is published per study.
+acknowledgements, and every message Kafka refused is a failed file. One
+"DICOM Instances Transferred" audit event is published per study.
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from dicomflow.audit import events as audit
 from dicomflow.dicom.constants import EXPLICIT_VR_LE
@@ -39,10 +47,11 @@ from dicomflow.ingest.duplicates import DuplicateInstanceError, Placement, place
 from dicomflow.ingest.exceptions import IngestError
 from dicomflow.ingest.ingestor import Identity, Ingestor, Source
 from dicomflow.ingest.storage import PendingFile, sync_folder_durably
-from dicomflow.ingest.transfer_log import Peer, TransferLog
+from dicomflow.ingest.transfer_log import Peer, SessionKey, TransferLog
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import AuditEvent, DicomStoreMeta
-from dicomflow.scanner.walk import SNIFF_BYTES, sniff
+from dicomflow.scanner import decide
+from dicomflow.scanner.walk import SNIFF_BYTES, Layout, sniff
 from dicomflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,20 +64,32 @@ DEFAULT_BATCH = 500
 DEFAULT_THREADS = 4
 
 
+#: Why a file was not published: the consumer would refuse it; nothing to publish (stored
+#: already); or it could not be handled (the copy or Kafka failed: worth a retry).
+Kind = Literal["refused", "skipped", "failed"]
+
+
 @dataclass(frozen=True)
-class Skipped:
+class NotPublished:
     """A file that was not published, and why.
 
-    ``failed`` tells a file that could not be handled (unreadable, the copy
-    or Kafka failed: worth a retry) from one that is not usable (not DICOM,
-    a UID missing or invalid: retrying cannot help).
+    ``kind`` ``refused``: the consumer would dead-letter it (outside the
+    storage root with ``--no-copy``, unreadable, not DICOM, a UID missing or
+    invalid); ``retry`` marks the refusals a retry can cure once their cause
+    is fixed (the file could not be read). ``skipped``: stored already
+    (``ingest.duplicates`` decided). ``failed``: the copy or Kafka failed.
     """
 
     path: Path
     reason: str
-    failed: bool = False
+    kind: Kind = "refused"
+    retry: bool = False
     #: Audit events the run publishes for this file (a duplicate SOP Instance UID).
     audit: tuple[AuditEvent, ...] = ()
+
+    @property
+    def failed(self) -> bool:
+        return self.kind == "failed"
 
 
 @dataclass(frozen=True)
@@ -78,7 +99,8 @@ class Prepared:
     source: Path
     identity: Identity
     event: DicomStoreMeta
-    inside_root: bool
+    #: True when the event names a copy in the storage layout, False when the file itself.
+    copied: bool
     #: How a copy was placed (replace: the old copy is kept until the event is acknowledged).
     placement: Placement | None = None
     #: Audit events the run publishes for this file (a replaced duplicate).
@@ -87,31 +109,39 @@ class Prepared:
 
 @dataclass
 class Summary:
-    """The outcome of one run: every file found is in exactly one of the three lists."""
+    """The outcome of one run: every file found is in exactly one of the four lists."""
 
     published: list[Prepared] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-    failed: list[Skipped] = field(default_factory=list)
+    refused: list[NotPublished] = field(default_factory=list)
+    skipped: list[NotPublished] = field(default_factory=list)
+    failed: list[NotPublished] = field(default_factory=list)
     seconds: float = 0.0
 
-    @property
-    def outside_root(self) -> list[Prepared]:
-        """Published files the consumer will refuse (not under the storage root)."""
-        return [p for p in self.published if not p.inside_root]
+    def add(self, item: NotPublished) -> None:
+        {"refused": self.refused, "skipped": self.skipped, "failed": self.failed}[item.kind].append(item)
 
-    def skipped_reasons(self) -> Counter[str]:
-        """Skip reasons with their counts (the reason's first clause, for grouping)."""
-        return Counter(s.reason.split(":")[0] for s in self.skipped)
+    @property
+    def copied(self) -> int:
+        """Published files whose events name their copy in the storage layout."""
+        return sum(1 for p in self.published if p.copied)
+
+    def refused_reasons(self) -> Counter[str]:
+        """Refusal reasons with their counts (the reason's first clause, for grouping)."""
+        return Counter(s.reason.split(":")[0] for s in self.refused)
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        """No file failed and none was refused for a cause a retry can cure (exit code 0)."""
+        return not self.failed and not any(r.retry for r in self.refused)
 
 
 class FolderPublisher:
     """Publishes store events for DICOM files found under some paths.
 
-    ``publisher`` is borrowed (the caller closes it).
+    ``publisher`` is borrowed (the caller closes it). ``copy_into_storage``
+    (the default) copies files from outside the storage root into it; False
+    publishes every file where it is and refuses those outside the root (see
+    :mod:`~dicomflow.scanner.decide`).
 
     Raises:
         ConfigError: (constructor) the tenant is not a valid tenant id.
@@ -123,14 +153,13 @@ class FolderPublisher:
         publisher: Publisher,
         *,
         tenant: str | None = None,
-        copy_into_storage: bool = False,
+        copy_into_storage: bool = True,
         batch_size: int = DEFAULT_BATCH,
         threads: int = DEFAULT_THREADS,
     ) -> None:
         self.settings = settings
         self.publisher = publisher
-        self.ingestor = Ingestor(settings.storage, settings.receiver, settings.worker_node_id, tenant_override=tenant,
-                                 duplicates=settings.ingest.duplicates)
+        self.ingestor = Ingestor(settings.storage, settings.ingest, settings.worker_node_id, tenant_override=tenant)
         self.copy_into_storage = copy_into_storage
         self.batch_size = max(1, batch_size)
         self.threads = max(1, threads)
@@ -146,7 +175,7 @@ class FolderPublisher:
         """
         started = time.monotonic()
         summary = Summary()
-        run_key = object()
+        run_key = SessionKey("publish")
         self._audit.opened(run_key, Peer("PUBLISH", None, self.settings.receiver.ae_title, None))
         with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="dicomflow-publish") as pool:
             for start in range(0, len(files), self.batch_size):
@@ -157,8 +186,8 @@ class FolderPublisher:
                     events.extend(outcome.audit)
                     if isinstance(outcome, Prepared):
                         ready.append(outcome)
-                    else:
-                        (summary.failed if outcome.failed else summary.skipped).append(outcome)
+                    else:  # refused up front (or nothing to publish, or failed): never sent
+                        summary.add(outcome)
                         if on_file:
                             on_file(path)
                 self._send(ready, summary, run_key)
@@ -171,34 +200,54 @@ class FolderPublisher:
         summary.seconds = time.monotonic() - started
         return summary
 
-    def prepare(self, path: Path) -> Prepared | Skipped:
-        """Read, validate and (with copy_into_storage) copy one file; never raises, never publishes.
+    def prepare(self, path: Path) -> Prepared | NotPublished:
+        """Judge, read, validate and (when needed) copy one file; never raises, never publishes.
 
         A duplicate's audit event comes back with the outcome; :meth:`run` publishes it.
         """
         try:
             return self._prepare(path)
         except IngestError as exc:
-            return Skipped(path, exc.reason, failed=not exc.poison)
-        except OSError as exc:
-            return Skipped(path, f"cannot read: {exc.strerror or exc}", failed=True)
+            return NotPublished(path, exc.reason, "refused" if exc.poison else "failed")
+        except OSError as exc:  # the copy's own errors are IngestErrors: this is the file being read
+            return NotPublished(path, f"cannot read: {exc.strerror or exc}", retry=True)
         except Exception as exc:  # one odd file must not stop the run
             log.exception("unexpected error reading %s", path)
-            return Skipped(path, f"unexpected error: {type(exc).__name__}: {exc}", failed=True)
+            return NotPublished(path, f"unexpected error: {type(exc).__name__}: {exc}", "failed")
 
-    def _prepare(self, path: Path) -> Prepared | Skipped:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(SNIFF_BYTES)
-            sniffed = sniff(head, size)
+    def _prepare(self, path: Path) -> Prepared | NotPublished:
+        """The checks in the order of their cost: the path, the inode, the first bytes, the header.
+
+        Raises:
+            OSError: the file cannot be opened or read.
+            IngestError: as :meth:`_prepare_mapped`.
+        """
+        resolved = Path(os.path.realpath(path))  # as the consumer resolves file_path (never raises on a loop)
+        refusal = decide.refusal_before_reading(resolved, self.ingestor.root, copy=self.copy_into_storage)
+        if refusal is not None:
+            return NotPublished(path, refusal)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (no effect on regular files)
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                return NotPublished(path, "cannot read: not a regular file (a FIFO, socket or device)")
+            size = info.st_size
+            sniffed = sniff(f.read(SNIFF_BYTES), size)
             if sniffed is None:
-                return Skipped(path, "not DICOM: no DICM prefix and no data set start" if size else "not DICOM: empty file")
+                return NotPublished(path, "not DICOM: no DICM prefix and no data set start" if size else "not DICOM: empty file")
+            where = decide.where(inside_root=decide.is_under(resolved, self.ingestor.root), layout=sniffed.layout,
+                                 copy=self.copy_into_storage)
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                return self._prepare_mapped(path, buf, size, sniffed.layout, sniffed.transfer_syntax_uid)
+                return self._prepare_mapped(path, resolved, buf, sniffed.layout, sniffed.transfer_syntax_uid, where)
 
     def _prepare_mapped(
-        self, path: Path, buf: mmap.mmap, size: int, layout: str, raw_syntax: str | None
-    ) -> Prepared | Skipped:
+        self, path: Path, resolved: Path, buf: mmap.mmap, layout: Layout, raw_syntax: str | None, where: decide.Where
+    ) -> Prepared | NotPublished:
+        """Read the header as the consumer will, then copy (``where == "copy"``) and describe the file.
+
+        Raises:
+            IngestError: the header is unusable (poison), or the copy failed.
+        """
         sop_class = sop_instance = None
         if layout == "raw":
             syntax, offset = raw_syntax or EXPLICIT_VR_LE, 0
@@ -206,49 +255,59 @@ class FolderPublisher:
             try:
                 meta, offset = read_file_meta(buf, 132 if layout == "part10" else 0)
             except ValueError as exc:
-                return Skipped(path, f"unusable file meta information: {exc}")
+                return NotPublished(path, f"unusable file meta information: {exc}")
             syntax = meta.transfer_syntax_uid
             sop_class, sop_instance = meta.media_storage_sop_class_uid, meta.media_storage_sop_instance_uid
-        if layout == "part10" or not self.copy_into_storage:  # the consumer reads this file, or a byte-for-byte copy
+        if layout == "part10" or where == "in-place":  # the consumer reads this file, or a byte-for-byte copy
             header = self.ingestor.read_part10(buf, str(path))
         else:  # ... or this data set behind the preamble and meta the copy gets
             header = self.ingestor.read(buf, syntax, offset=offset, name=str(path))
         identity = self.ingestor.identify(header, sop_class_uid=sop_class, sop_instance_uid=sop_instance, calling_ae=None)
+        target, size = resolved, len(buf)  # the mapping spans the whole file
         placement: Placement | None = None
         audit_events: tuple[AuditEvent, ...] = ()
-        if self.copy_into_storage:
-            target = self.ingestor.path_of(identity)
-            if target != path.resolve():
-                pending = PendingFile(target, fsync=self.ingestor.fsync)
-                try:
-                    with memoryview(buf) as view:
-                        if layout == "part10":
-                            pending.write(view)
-                        else:  # give a raw data set (or a meta group without preamble) a proper header
-                            pending.write(file_header(identity.sop_class_uid, identity.sop_uid, syntax, None))
-                            pending.write(view[offset:])
-                    received = pending.seal()
-                    placement = place(pending.temp, target, self.ingestor.duplicates, sop_uid=identity.sop_uid)
-                except DuplicateInstanceError as exc:
-                    return Skipped(path, f"{exc.reason}: {target}",
-                                   audit=(self._audit_duplicate(identity, target, None, pending.size),))
-                finally:
-                    pending.discard()
-                if self.ingestor.fsync:
-                    sync_folder_durably(target.parent)
-                if placement.duplicate:
-                    audit_events = (self._audit_duplicate(identity, target, placement, received),)
-                if not placement.publish:
-                    what = "identical content" if placement.outcome == "identical" else (
-                        "other content, the stored copy kept (ingest.duplicates = keep)")
-                    return Skipped(path, f"already stored with {what}: {target}", audit=audit_events)
-                size = placement.size
-            inside = True
-        else:
-            target = path.resolve()
-            inside = target.is_relative_to(self.ingestor.root)
+        if where == "copy" and (target := self.ingestor.path_of(identity)) != resolved:
+            copied = self._copy(path, buf, layout, offset, syntax, identity, target)
+            if isinstance(copied, NotPublished):
+                return copied
+            placement, audit_events = copied
+            size = placement.size
         event = self.ingestor.store_event(identity, target, size, syntax, PUBLISH_SOURCE)
-        return Prepared(path, identity, event, inside, placement, audit_events)
+        return Prepared(path, identity, event, placement is not None, placement, audit_events)
+
+    def _copy(
+        self, path: Path, buf: mmap.mmap, layout: Layout, offset: int, syntax: str, identity: Identity, target: Path
+    ) -> tuple[Placement, tuple[AuditEvent, ...]] | NotPublished:
+        """Write the file's copy to ``target`` durably, as the receiver writes; duplicates per ``ingest.duplicates``.
+
+        Raises:
+            IngestError: the copy could not be written (not poison: worth a retry).
+        """
+        pending = PendingFile(target, fsync=self.ingestor.fsync)
+        try:
+            with memoryview(buf) as view:
+                if layout == "part10":
+                    pending.write(view)
+                else:  # give a raw data set (or a meta group without preamble) a proper header
+                    pending.write(file_header(identity.sop_class_uid, identity.sop_uid, syntax, None))
+                    pending.write(view[offset:])
+            received = pending.seal()
+            placement = place(pending.temp, target, self.ingestor.duplicates, sop_uid=identity.sop_uid)
+        except DuplicateInstanceError as exc:
+            return NotPublished(path, f"{exc.reason}: {target}", "skipped",
+                                audit=(self._audit_duplicate(identity, target, None, pending.size),))
+        finally:
+            pending.discard()
+        if self.ingestor.fsync:
+            sync_folder_durably(target.parent)
+        audit_events: tuple[AuditEvent, ...] = ()
+        if placement.duplicate:
+            audit_events = (self._audit_duplicate(identity, target, placement, received),)
+        if not placement.publish:
+            what = "identical content" if placement.outcome == "identical" else (
+                "other content, the stored copy kept (ingest.duplicates = keep)")
+            return NotPublished(path, f"already stored with {what}: {target}", "skipped", audit=audit_events)
+        return placement, audit_events
 
     def _audit_duplicate(
         self, identity: Identity, target: Path, placement: Placement | None, received: int
@@ -264,7 +323,7 @@ class FolderPublisher:
             destination_ae=self.settings.receiver.ae_title,
         )
 
-    def _send(self, ready: list[Prepared], summary: Summary, run_key: object) -> None:
+    def _send(self, ready: list[Prepared], summary: Summary, run_key: SessionKey) -> None:
         """Publish one batch; files whose events Kafka did not acknowledge are failures."""
         if not ready:
             return
@@ -281,7 +340,7 @@ class FolderPublisher:
                 else:
                     prepared.placement.acknowledged()
             if index in failed:
-                summary.failed.append(Skipped(prepared.source, f"Kafka did not acknowledge: {failed[index]}", failed=True))
+                summary.failed.append(NotPublished(prepared.source, f"Kafka did not acknowledge: {failed[index]}", "failed"))
                 self._audit.failed(run_key, tenant=identity.tenant, study_uid=identity.study_uid,
                                    outcome=audit.SERIOUS_FAILURE, reason=failed[index],
                                    sop_class_uid=identity.sop_class_uid)
@@ -302,4 +361,4 @@ class FolderPublisher:
             log.warning("%d audit event(s) not acknowledged: %s", len(result.failures), result.failures[0].reason)
 
 
-__all__ = ["DEFAULT_BATCH", "FolderPublisher", "Prepared", "Skipped", "Summary"]
+__all__ = ["DEFAULT_BATCH", "FolderPublisher", "Kind", "NotPublished", "Prepared", "Summary"]

@@ -25,7 +25,10 @@ from dicomflow.dicom.part10 import SNIFF_BYTES, Layout, Sniffed, sniff
 
 
 def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Every regular file under ``paths`` (files as given, folders recursively, sorted), hidden ones skipped.
+    """Every file under ``paths`` (files as given, folders recursively, sorted), hidden ones skipped.
+
+    "File" is what is not a folder: a FIFO, socket or device is yielded too,
+    and refused by the publisher (which opens it without blocking).
 
     Symbolic links to files are followed; links to folders are not (no
     cycles). A path that does not exist is yielded as is, so the caller

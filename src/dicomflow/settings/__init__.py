@@ -6,12 +6,15 @@
   ``DICOMFLOW_*`` variables;
 - :mod:`.reference`: the reference services' ``application.json`` keys;
 - :mod:`.export`: :func:`as_dict` for ``config show`` (secrets masked) and
-  the environment behind :meth:`Settings.to_child_env`, the one way
-  settings reach a child process.
+  :func:`to_child_env`, the one way settings reach a child process (read
+  back there with :func:`from_child_env`);
+- :mod:`.deprecated`: keys that moved to another section, still read at
+  their old place with a :class:`DeprecatedSettingWarning`.
 """
 
-from dicomflow.settings.export import as_dict
-from dicomflow.settings.loader import default_config_path, load_settings
+from dicomflow.settings.deprecated import DeprecatedSettingWarning
+from dicomflow.settings.export import as_dict, to_child_env
+from dicomflow.settings.loader import default_config_path, from_child_env, is_set, load_settings
 from dicomflow.settings.schema import (
     DEFAULT_SUPPORTED_TS,
     ClickHouseSettings,
@@ -41,6 +44,7 @@ __all__ = [
     "Compression",
     "ConsumerSettings",
     "DatabaseSettings",
+    "DeprecatedSettingWarning",
     "DorisSettings",
     "ImagesSettings",
     "IngestSettings",
@@ -57,6 +61,9 @@ __all__ = [
     "WebSettings",
     "as_dict",
     "default_config_path",
+    "from_child_env",
+    "is_set",
     "load_settings",
     "tenant_tag",
+    "to_child_env",
 ]

@@ -1,10 +1,9 @@
 """Settings going out: as plain data for ``config show`` (secrets masked), and to a child process.
 
-:func:`child_env` is what :meth:`Settings.to_child_env
-<dicomflow.settings.schema.Settings.to_child_env>` returns: every field as
-its ``DICOMFLOW_<SECTION>_<KEY>`` variable (a nested table's as
-``DICOMFLOW_WEB_OAUTH2_JWKS``), in the form the loader reads
-back exactly (booleans ``true``/``false``, tuples and tables as JSON).
+:func:`to_child_env` writes every field as its ``DICOMFLOW_<SECTION>_<KEY>``
+variable (a nested table's as ``DICOMFLOW_WEB_OAUTH2_JWKS``), in the form the
+loader reads back exactly (booleans ``true``/``false``, tuples and tables as
+JSON); :func:`~dicomflow.settings.loader.from_child_env` reads them back.
 """
 
 from __future__ import annotations
@@ -22,8 +21,20 @@ if TYPE_CHECKING:
 _SECRET_WORDS = ("password", "secret", "sasl.password", "ssl.key.password", "token")
 
 
-def child_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``base`` without its ``DICOMFLOW_*`` variables, plus one variable per setting of ``settings``."""
+def to_child_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment that gives a child process exactly ``settings``.
+
+    The one way dicomflow hands settings to another process (receiver
+    workers, the demo's components, the fault suite, tests): every field
+    becomes its ``DICOMFLOW_<SECTION>_<KEY>`` variable (tuples and tables
+    as JSON, paths as given, secrets included: it goes to the child
+    only), and the child reads them back with
+    :func:`~dicomflow.settings.loader.from_child_env` or as any
+    ``dicomflow`` command does. ``base`` (typically ``os.environ``, passed
+    in by the caller) is copied first, without its ``DICOMFLOW_*``
+    variables, so nothing of the parent's configuration leaks past these
+    settings.
+    """
     env = {k: v for k, v in (base or {}).items() if not k.startswith("DICOMFLOW_")}
     _put(env, "DICOMFLOW", settings)
     return env
@@ -89,4 +100,4 @@ def _mask_dsn(dsn: str) -> str:
 
 
 
-__all__ = ["as_dict", "child_env"]
+__all__ = ["as_dict", "to_child_env"]

@@ -21,11 +21,12 @@ import json
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from dicomflow.errors import ConfigError
+from dicomflow.settings.deprecated import current_keys, env_name
 from dicomflow.settings.reference import REFERENCE_KEYS, REFERENCE_ONLY_SECTIONS
 from dicomflow.settings.schema import Settings
 
@@ -36,7 +37,11 @@ def _sections() -> dict[str, type]:
 
 
 def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
-    """Convert a raw TOML/JSON/env value to the annotated type, or say why not."""
+    """Convert a raw TOML/JSON/env value to the annotated type, or say why not.
+
+    Optional and list types are unwrapped here; the value itself is
+    converted by the converter of its type (:func:`_converter`).
+    """
     origin = get_origin(tp)
     from_env = isinstance(value, str) and source.startswith("environment")
     if origin in (types.UnionType, typing.Union) and type(None) in get_args(tp):
@@ -45,65 +50,103 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         (inner,) = [a for a in get_args(tp) if a is not type(None)]
         return _coerce(value, inner, key, source)
     try:
-        if tp is bool:
-            if isinstance(value, bool):
-                return value
-            if from_env and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-                return value.lower() in ("1", "true", "yes", "on")
-            raise ValueError(f"expected true or false, got {value!r}")
-        if tp is int:
-            if isinstance(value, bool):
-                raise ValueError(f"expected an integer, got {value!r}")
-            if isinstance(value, int):
-                return value
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                return int(value)
-            raise ValueError(f"expected an integer, got {value!r}")
-        if tp is float:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-            if isinstance(value, str):
-                return float(value)
-            raise ValueError(f"expected a number, got {value!r}")
-        if tp is str:
-            if isinstance(value, str):
-                return value
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return str(value)
-            raise ValueError(f"expected a string, got {value!r}")
-        if tp is Path:
-            if isinstance(value, str):
-                return Path(value)
-            raise ValueError(f"expected a path string, got {value!r}")
-        if origin is Literal:
-            allowed = get_args(tp)
-            if value in allowed:
-                return value
-            raise ValueError(f"expected one of {', '.join(map(str, allowed))}; got {value!r}")
         if origin is tuple:
-            if isinstance(value, str) and from_env and value.lstrip().startswith("["):
-                value = json.loads(value)  # a JSON list (what Settings.to_child_env writes)
-            elif isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()] if from_env else [value]
-            if not isinstance(value, list):
-                raise ValueError(f"expected a list, got {value!r}")
-            return tuple(_coerce(v, get_args(tp)[0], key, source) for v in value)
-        if origin in (Mapping, dict, typing.Mapping) or tp is dict:
-            if isinstance(value, str) and from_env:
-                value = json.loads(value)
-            if not isinstance(value, dict):
-                raise ValueError(f"expected a table of strings, got {value!r}")
-            return types.MappingProxyType({str(k): str(v) for k, v in value.items()})
+            return tuple(_coerce(v, get_args(tp)[0], key, source) for v in _to_list(value, from_env))
+        convert = _converter(tp)
+        if convert is None:
+            raise ConfigError(key, source, f"unsupported setting type {tp!r}")
+        return convert(value, tp, from_env)
     except (ValueError, json.JSONDecodeError) as exc:
         raise ConfigError(key, source, str(exc)) from exc
-    raise ConfigError(key, source, f"unsupported setting type {tp!r}")
+
+
+def _to_bool(value: Any, _tp: Any, from_env: bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if from_env and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return bool(value.lower() in ("1", "true", "yes", "on"))
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _to_int(value: Any, _tp: Any, _from_env: bool) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def _to_float(value: Any, _tp: Any, _from_env: bool) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        return float(value)
+    raise ValueError(f"expected a number, got {value!r}")
+
+
+def _to_str(value: Any, _tp: Any, _from_env: bool) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"expected a string, got {value!r}")
+
+
+def _to_path(value: Any, _tp: Any, _from_env: bool) -> Path:
+    if isinstance(value, str):
+        return Path(value)
+    raise ValueError(f"expected a path string, got {value!r}")
+
+
+def _to_literal(value: Any, tp: Any, _from_env: bool) -> Any:
+    allowed = get_args(tp)
+    if value in allowed:
+        return value
+    raise ValueError(f"expected one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+def _to_table(value: Any, _tp: Any, from_env: bool) -> Mapping[str, str]:
+    if isinstance(value, str) and from_env:
+        value = json.loads(value)
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a table of strings, got {value!r}")
+    return types.MappingProxyType({str(k): str(v) for k, v in value.items()})
+
+
+def _to_list(value: Any, from_env: bool) -> list[Any]:
+    """A list setting's items: a TOML list, or from the environment ``a,b`` or a JSON list."""
+    if isinstance(value, str) and from_env and value.lstrip().startswith("["):
+        value = json.loads(value)  # a JSON list (what to_child_env writes)
+    elif isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()] if from_env else [value]
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list, got {value!r}")
+    return value
+
+
+_Converter = Callable[[Any, Any, bool], Any]
+_SCALARS: dict[Any, _Converter] = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str, Path: _to_path}
+
+
+def _converter(tp: Any) -> _Converter | None:
+    """The converter of a (non-optional, non-list) setting type; None for a type settings never use."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        return _to_literal
+    if origin in (Mapping, dict, typing.Mapping) or tp is dict:
+        return _to_table
+    return _SCALARS.get(tp)
+
+
+#: Settings whose value is itself a table (not a section or sub-table).
+_TABLE_SETTINGS = frozenset({"kafka.client", "ingest.ae_tenants", "receiver.ae_tenants"})
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in data.items():
         name = f"{prefix}{k}"
-        if isinstance(v, dict) and name not in ("kafka.client", "receiver.ae_tenants"):
+        if isinstance(v, dict) and name not in _TABLE_SETTINGS:
             out.update(_flatten(v, name + "."))
         else:
             out[name] = v
@@ -111,12 +154,17 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _apply(
-    overrides: dict[str, dict[str, Any]], flat: Mapping[str, Any], source: str
+    overrides: dict[str, dict[str, Any]], flat: Mapping[str, Any], source_of: Callable[[str], str]
 ) -> None:
-    """Validate ``section.key`` values from one source into ``overrides``."""
+    """Validate ``section.key`` values from one source into ``overrides``.
+
+    ``source_of(key)`` names where a key came from (the file, the variable).
+    A key that moved (:data:`~dicomflow.settings.deprecated.MOVED`) is read
+    as its new one, with a :class:`~dicomflow.settings.deprecated.DeprecatedSettingWarning`.
+    """
     sections = _sections()
     top_hints = get_type_hints(Settings)
-    for dotted, raw in flat.items():
+    for dotted, source, raw in current_keys(flat, source_of):
         section, key = REFERENCE_KEYS.get(dotted, (None, None)) or (None, None)
         if section is None:
             if "." not in dotted:
@@ -204,16 +252,42 @@ def load_settings(
     Raises:
         ConfigError: naming the key and the file or variable it came from.
     """
+    return _build(_collect(path, env, overrides))
+
+
+def is_set(path: Path | None, env: Mapping[str, str] | None, key: str) -> bool:
+    """Whether the file at ``path`` or ``env`` sets the dotted ``key`` (``kafka.brokers``), whatever its value.
+
+    For defaults that depend on more than the schema: the CLI takes
+    ``kafka.brokers`` from the running local stack only when the user did not set it.
+
+    Raises:
+        ConfigError: as :func:`load_settings`.
+    """
+    section, _, name = key.rpartition(".")
+    return name in _collect(path, env, None).get(section, {})
+
+
+def _collect(
+    path: Path | None, env: Mapping[str, str] | None, overrides: Mapping[str, Any] | None
+) -> dict[str, dict[str, Any]]:
     collected: dict[str, dict[str, Any]] = {}
     if path is not None:
-        _apply(collected, _flatten(_read_file(path)), str(path))
+        _apply(collected, _flatten(_read_file(path)), lambda _key: str(path))
     if env is not None:
-        for dotted, raw in _env_overrides(env).items():
-            var = "DICOMFLOW_" + dotted.replace(".", "_").upper()
-            _apply(collected, {dotted: raw}, f"environment variable {var}")
+        _apply(collected, _env_overrides(env), lambda key: f"environment variable {env_name(key)}")
     if overrides:
-        _apply(collected, dict(overrides), "override")
-    return _build(collected)
+        _apply(collected, dict(overrides), lambda _key: "override")
+    return collected
+
+
+def from_child_env(env: Mapping[str, str]) -> Settings:
+    """The settings a parent handed over with :func:`~dicomflow.settings.export.to_child_env`, validated like any source.
+
+    Raises:
+        ConfigError: a variable holds a value its setting cannot take.
+    """
+    return load_settings(None, env)
 
 
 def _build(collected: dict[str, dict[str, Any]]) -> Settings:
@@ -255,7 +329,7 @@ def _validate(s: Settings) -> None:
         (s.receiver.max_association_s >= 0, "receiver.max_association_s", "must be 0 (no cap) or positive"),
         (len(s.receiver.ae_title.encode()) <= 16 and s.receiver.ae_title.strip() != "", "receiver.ae_title", "must be 1-16 characters"),
         (bool(s.kafka.brokers.strip()), "kafka.brokers", "must not be empty"),
-        (_is_tag(s.receiver.tenant_tag), "receiver.tenant_tag", "must be a tag like 1211,1217"),
+        (_is_tag(s.ingest.tenant_tag), "ingest.tenant_tag", "must be a tag like 1211,1217"),
         (0 < s.web.port < 65536, "web.port", "must be a TCP port"),
         (s.web.workers >= 1, "web.workers", "must be at least 1"),
         (s.web.max_stow_bytes >= 1, "web.max_stow_bytes", "must be at least 1"),
@@ -303,4 +377,4 @@ def default_config_path(env: Mapping[str, str]) -> Path | None:
 
 
 
-__all__ = ["default_config_path", "load_settings"]
+__all__ = ["default_config_path", "from_child_env", "load_settings"]

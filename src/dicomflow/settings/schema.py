@@ -1,6 +1,7 @@
 """The settings schema: one frozen dataclass per section, and :class:`Settings` holding them all.
 
-Imported by every stage and importing none of them. How the values are read
+Imported by every stage and importing none of them (nor the loader or the
+export: this module only says what the settings are). How the values are read
 (defaults, TOML, ``application.json``, environment) is :mod:`.loader`; how
 they are shown or handed to a child process is :mod:`.export`.
 """
@@ -12,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from dicomflow.settings.export import child_env
 from dicomflow.settings.web import ImagesSettings, OAuth2Settings, WebSettings
 
 Compression = Literal["snappy", "lz4", "zstd", "gzip", "none"]
@@ -193,13 +193,8 @@ class ReceiverSettings:
     port: int = 11112
     #: Calling AE titles allowed to associate; empty means any.
     allowed_calling_aes: tuple[str, ...] = ()
-    #: Private tag holding the tenant id, as "GGGG,EEEE" (the reference uses 1211,1217).
-    tenant_tag: str = "1211,1217"
-    #: Calling AE title -> tenant id, used when the tenant tag is absent.
-    ae_tenants: Mapping[str, str] = field(default_factory=dict)
-    supported_transfer_syntaxes: tuple[str, ...] = DEFAULT_SUPPORTED_TS
-    fsync: bool = True
-    #: Receiver processes sharing the port (SO_REUSEPORT) to use every core.
+    #: Receiver processes behind the port, to use every core: one dispatcher accepts
+    #: and hands each connection to a worker process (receiver/workers.py).
     processes: int = 1
     max_associations: int = 32
     #: Seconds to wait for Kafka's acknowledgement before answering a failure.
@@ -229,8 +224,23 @@ class ReceiverSettings:
 
 @dataclass(frozen=True)
 class IngestSettings:
-    """Decisions every way in (C-STORE, ``publish --copy-into-storage``, STOW-RS) makes the same way."""
+    """Decisions every way in (C-STORE, ``publish --copy-into-storage``, STOW-RS) makes the same way.
 
+    ``fsync``, ``tenant_tag``, ``ae_tenants`` and ``supported_transfer_syntaxes``
+    were ``[receiver]`` keys: the loader still reads them there, with a
+    :class:`~dicomflow.settings.loader.DeprecatedSettingWarning`.
+    """
+
+    #: Private tag holding the tenant id, as "GGGG,EEEE" (the reference uses 1211,1217).
+    tenant_tag: str = "1211,1217"
+    #: Calling AE title -> tenant id, used when the tenant tag is absent.
+    ae_tenants: Mapping[str, str] = field(default_factory=dict)
+    #: Transfer syntaxes served as received (transfer_status NoNeedTransfer); an instance
+    #: in another one is stored as received and marked NeedTransfer (to Explicit VR LE).
+    supported_transfer_syntaxes: tuple[str, ...] = DEFAULT_SUPPORTED_TS
+    #: fdatasync each file and fsync its folder before Success (off: faster, a power cut
+    #: may lose instances already acknowledged). The image workers' outputs follow it too.
+    fsync: bool = True
     #: An instance whose SOP Instance UID is stored already with other content:
     #: "reject" (failure status / skipped, the stored copy stays), "replace"
     #: (atomically, a new store event), "keep" (Success, nothing changes).
@@ -357,34 +367,8 @@ class Settings:
     clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
     doris: DorisSettings = field(default_factory=DorisSettings)
 
-    def to_child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The environment that gives a child process exactly these settings.
 
-        The one way dicomflow hands settings to another process (receiver
-        workers, the demo's components, the fault suite, tests): every field
-        becomes its ``DICOMFLOW_<SECTION>_<KEY>`` variable (tuples and tables
-        as JSON, paths as given, secrets included: it goes to the child
-        only), and the child reads them back with :meth:`from_child_env` or
-        as any ``dicomflow`` command does. ``base`` (typically
-        ``os.environ``, passed in by the caller) is copied first, without its
-        ``DICOMFLOW_*`` variables, so nothing of the parent's configuration
-        leaks past these settings.
-        """
-        return child_env(self, base)
-
-    @classmethod
-    def from_child_env(cls, env: Mapping[str, str]) -> Settings:
-        """The settings a parent handed over with :meth:`to_child_env`, validated like any source.
-
-        Raises:
-            ConfigError: a variable holds a value its setting cannot take.
-        """
-        from dicomflow.settings.loader import load_settings  # the loader builds this module's classes
-
-        return load_settings(None, env)
-
-
-def tenant_tag(settings: ReceiverSettings) -> int:
+def tenant_tag(settings: IngestSettings) -> int:
     """The tenant private tag as the integer pydicom uses (0x12111217)."""
     group, elem = settings.tenant_tag.replace("(", "").replace(")", "").split(",")
     return (int(group, 16) << 16) | int(elem, 16)

@@ -7,6 +7,11 @@ PostgreSQL with TLS).
 ClickHouse is optional: started only when asked (``up(clickhouse=True)``, i.e.
 ``stack up --clickhouse``) or configured (``[stack] clickhouse = true``); it is
 listed by ``status`` when configured or running, and ``down`` stops it if it runs.
+
+What ``up`` started is remembered in the stack folder (:mod:`.state`): while
+that state file exists, it decides the node count, ports and security of
+``status``, ``down`` and a later ``up`` (an explicit ``brokers`` / ``secure``
+still wins), so a three-node stack is seen as one whatever the settings say.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dicomflow.settings import Settings
 from dicomflow.stack._clickhouse import ClickHouseServer
 from dicomflow.stack._cluster import KafkaCluster, stop_every_node
 from dicomflow.stack._postgres import PostgresServer
+from dicomflow.stack.state import NodeState, StackState, read_state, remove_state, write_state
 
 
 @dataclass(frozen=True)
@@ -32,25 +38,40 @@ class LocalStack:
     """The local Kafka (one node or a cluster) and PostgreSQL server described by the settings.
 
     ``brokers`` and ``secure`` override ``stack.kafka_brokers`` and
-    ``stack.secure`` (the ``stack up --brokers N --secure`` options).
+    ``stack.secure`` (the ``stack up --brokers N --secure`` options); when
+    neither is given and the stack folder holds the state of a ``stack up``,
+    that state decides.
+
+    Raises:
+        StackError: the stack folder's state file is unreadable (naming it).
     """
 
     def __init__(self, settings: Settings, *, brokers: int | None = None, secure: bool | None = None) -> None:
         self.settings = settings
-        self.secure = settings.stack.secure if secure is None else secure
-        self.kafka = KafkaCluster(settings.stack, size=brokers, secure=self.secure)
+        self.state = read_state(settings.stack.dir)
+        stack = settings.stack
+        if self.state is not None and brokers is None and secure is None:
+            stack = self.state.applied_to(stack)
+        self.secure = stack.secure if secure is None else secure
+        self.kafka = KafkaCluster(stack, size=brokers, secure=self.secure)
         self.postgres = PostgresServer(settings.stack, settings.database)
         self.clickhouse = ClickHouseServer(settings.stack)
 
     def up(self, clickhouse: bool | None = None) -> list[ServiceStatus]:
-        """Start what is not running; harmless when everything already runs.
+        """Start what is not running; harmless when everything already runs. Then remember what runs.
 
-        ``clickhouse`` None follows ``[stack] clickhouse``.
+        ``clickhouse`` None follows ``[stack] clickhouse`` (or the state of the previous ``up``).
         """
         self._start_postgres()
         self.kafka.start()
-        if self.settings.stack.clickhouse if clickhouse is None else clickhouse:
+        if clickhouse is None:
+            clickhouse = self.settings.stack.clickhouse or (self.state is not None and self.state.clickhouse)
+        if clickhouse:
             self.clickhouse.start()
+        self.state = StackState(
+            tuple(NodeState(n.node_id, n.port, n.controller_port) for n in self.kafka.layout.nodes),
+            secure=self.secure, clickhouse=clickhouse)
+        write_state(self.settings.stack.dir, self.state)
         return self.status()
 
     def _start_postgres(self) -> None:
@@ -59,11 +80,13 @@ class LocalStack:
 
     def down(self) -> None:
         """Stop ClickHouse (it consumes from Kafka), every Kafka node found in the stack folder
-        (whatever layout started it), then PostgreSQL."""
+        (whatever layout started it), then PostgreSQL; then forget the state of ``up``."""
         self.clickhouse.stop()
         self.kafka.stop()
         stop_every_node(self.settings.stack.dir)
         self.postgres.stop()
+        remove_state(self.settings.stack.dir)
+        self.state = None
 
     def status(self) -> list[ServiceStatus]:
         nodes = self.kafka.status()
@@ -79,6 +102,7 @@ class LocalStack:
 
     def _clickhouse_status(self) -> list[ServiceStatus]:
         c = self.clickhouse.status()
-        if not (c.running or self.settings.stack.clickhouse):
+        remembered = self.state is not None and self.state.clickhouse
+        if not (c.running or self.settings.stack.clickhouse or remembered):
             return []
         return [ServiceStatus("clickhouse", c.running, c.pid, c.address, str(c.log_file))]

@@ -46,7 +46,8 @@ def print_report(report: Report, console: Console, sections: tuple[str, ...] | N
         table = Table(title=title, title_justify="left")
         cols = list(rows[0]) if rows else ["(none)"]
         for c in cols:
-            table.add_column(c, justify="left" if c in ("day", "tenant", "modality", "source_ae", "error_class", "study_uid") else "right")
+            table.add_column(c, justify="left" if c in ("day", "tenant", "modality", "source_ae", "error_class", "study_uid") else "right",
+                             overflow="fold")  # a UID or AE title folds over lines, never cut with an ellipsis
         for r in rows:
             table.add_row(*(_fmt(r[c]) for c in cols))
         console.print(table)

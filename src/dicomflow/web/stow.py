@@ -65,7 +65,7 @@ from dicomflow.errors import ConfigError
 from dicomflow.ingest.exceptions import CANNOT_UNDERSTAND
 from dicomflow.ingest.ingestor import Ingestor, Source
 from dicomflow.ingest.service import StoreRequest, StoreService
-from dicomflow.ingest.transfer_log import Peer, TransferLog
+from dicomflow.ingest.transfer_log import Peer, SessionKey, TransferLog
 from dicomflow.models import AuditEvent
 from dicomflow.web.auth import Principal
 from dicomflow.web.cache import FOLDER
@@ -124,8 +124,7 @@ class Stower:
             raise HTTPException(503, "this server has no Kafka publisher; it cannot store")
         s = self.ctx.settings
         try:
-            ingestor = Ingestor(s.storage, s.receiver, s.worker_node_id, tenant_override=tenant,
-                                duplicates=s.ingest.duplicates)
+            ingestor = Ingestor(s.storage, s.ingest, s.worker_node_id, tenant_override=tenant)
         except ConfigError as exc:
             raise HTTPException(403, f"the token's tenant cannot be stored into: {exc}") from exc
         service = StoreService(ingestor, self.ctx.publisher, self.transfers,
@@ -139,7 +138,7 @@ class Stower:
         self._services.clear()
 
 
-def ingest_part(service: StoreService, request_key: object, part: Part, source: Source,
+def ingest_part(service: StoreService, session: SessionKey, part: Part, source: Source,
                 study: str | None) -> PartOutcome:
     """Read one spooled part and pass it to the shared store decision (blocking: waits for Kafka).
 
@@ -158,7 +157,7 @@ def ingest_part(service: StoreService, request_key: object, part: Part, source: 
         meta, offset = read_file_meta(data, 132)
     except ValueError as exc:
         return PartOutcome(CANNOT_UNDERSTAND, None, None, None, None, f"unreadable file meta information: {exc}")
-    outcome = service.store(request_key, StoreRequest(
+    outcome = service.store(session, StoreRequest(
         dataset=data[offset:], transfer_syntax_uid=meta.transfer_syntax_uid,
         sop_class_uid=meta.media_storage_sop_class_uid, sop_instance_uid=meta.media_storage_sop_instance_uid,
         source=source, study_uid=study,
@@ -259,24 +258,24 @@ async def store(ctx: WebContext, stower: Stower, request: Request) -> Response:
     stower.bind(asyncio.get_running_loop())
     folder = ctx.storage_root / FOLDER / "stow" / uuid.uuid4().hex
     await run_in_threadpool(folder.mkdir, parents=True, exist_ok=False)
-    key = object()  # the "association" of this request in the transfer log
+    session = SessionKey("stow-rs")  # this request in the transfer log (one audit event per study)
     address = client_address(request) or ""
-    stower.transfers.opened(key, Peer(principal.user, address or None, CALLED, None))
+    stower.transfers.opened(session, Peer(principal.user, address or None, CALLED, None))
     outcomes: list[PartOutcome] = []
     try:
         parts = await _spool(ctx, request, folder)
         source = Source(ae_title=principal.user, address=address)
         for part in parts:
-            outcome = await run_in_threadpool(ingest_part, service, key, part, source, study)
+            outcome = await run_in_threadpool(ingest_part, service, session, part, source, study)
             if outcome.status != 0 and not outcome.via_core:  # the core logs and audits its own refusals
                 log.warning("STOW-RS part %d from %s refused with 0x%04X: %s", len(outcomes) + 1, principal.user,
                             outcome.status, outcome.reason)
-                stower.transfers.failed(key, tenant=principal.tenant, study_uid=outcome.study_uid,
+                stower.transfers.failed(session, tenant=principal.tenant, study_uid=outcome.study_uid,
                                         outcome=audit.MINOR_FAILURE, reason=outcome.reason or "refused",
                                         sop_class_uid=outcome.sop_class_uid)
             outcomes.append(outcome)
     finally:
-        stower.transfers.closed(key)
+        stower.transfers.closed(session)
         await run_in_threadpool(shutil.rmtree, folder, True)
     stored = sum(o.status == 0 for o in outcomes)
     status = 200 if stored == len(outcomes) else 202 if stored else 409
