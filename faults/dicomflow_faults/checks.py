@@ -19,7 +19,7 @@ from dicomflow.settings import DatabaseSettings, KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
 
-#: Header names of a dead letter (see dicomflow.pipeline.dlq).
+#: Header names of a dead letter (see dicomflow.kafka.dlq).
 HEADER_ERROR_CLASS = "dicomflow.error.class"
 HEADER_REASON = "dicomflow.error.reason"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import msgspec
 
 from dicomflow.corpus import pydicom_sample
+from dicomflow.kafka import dlq
 from dicomflow.models import AuditEvent, DicomImageMeta, DicomStateMeta, DicomStoreMeta, decode, encode, md5_key, series_key
-from dicomflow.pipeline import dlq
 from dicomflow.pipeline.stats import CommittedBatch
 from dicomflow.settings import Settings
 from dicomflow.stack import free_port

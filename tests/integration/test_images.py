@@ -26,7 +26,8 @@ from prometheus_client import CollectorRegistry
 from pydicom.encaps import encapsulate
 from pydicom.uid import generate_uid
 
-from dicomflow.images.worker import ORIGIN, ORIGIN_HEADER, ImageWorker
+from dicomflow.images.outputs import ORIGIN, ORIGIN_HEADER
+from dicomflow.images.worker import ImageWorker
 from dicomflow.kafka.admin import create_topics, delete_topics
 from dicomflow.kafka.producer import Publisher
 from dicomflow.kafka.reader import read_all

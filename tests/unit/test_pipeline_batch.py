@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dicomflow.kafka.records import Record
-from dicomflow.pipeline.batch import Batch, Batcher, backoff_delay, next_offsets
+from dicomflow.pipeline.batch import Batch, Batcher, next_offsets
 
 
 class Clock:
@@ -113,15 +113,6 @@ def test_batcher_rejects_nonsense_limits() -> None:
         Batcher(0, 500)
     with pytest.raises(ValueError):
         Batcher(10, 0)
-
-
-def test_backoff_doubles_from_initial_and_is_capped() -> None:
-    delays = [backoff_delay(a, 200, 10000) for a in range(1, 10)]
-    assert delays[:4] == [0.2, 0.4, 0.8, 1.6]
-    assert max(delays) == 10.0
-    assert delays == sorted(delays)
-    assert backoff_delay(0, 200, 10000) == 0.0
-    assert backoff_delay(1000, 200, 10000) == 10.0
 
 
 def test_window_opens_when_the_first_record_was_produced() -> None:

@@ -98,7 +98,8 @@ def parsed(tmp_path: Path) -> ParsedBatch:
 
 
 def sinks(rec: Recorder) -> Sinks:
-    return Sinks(store=rec, publisher=rec, committer=rec, dlq_topic="q.dlq", node_id="n", default_tenant="d")
+    return Sinks(store=rec, publisher=rec, committer=rec, dlq_topic="q.dlq", node_id="n", default_tenant="d",
+                 publish_timeout_s=None, commit_timeout_s=5.0)
 
 
 def test_order_is_persist_then_publish_then_commit(parsed: ParsedBatch) -> None:

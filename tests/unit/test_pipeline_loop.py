@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from dicomflow.pipeline.loop import ConsumerLoop, LoopConfig
 from dicomflow.pipeline.parse import Parser
 from dicomflow.pipeline.parse_worker import WIRE_FORMAT
 from dicomflow.pipeline.types import ParsedBatch, Poison
+from dicomflow.settings import Settings
 
 
 def never(_listener: Any) -> Any:
@@ -18,7 +20,9 @@ def never(_listener: Any) -> Any:
 
 
 def make_loop(tmp_path: Path, **config: Any) -> ConsumerLoop:
-    return ConsumerLoop(LoopConfig(topic="q", group_id="g", **config), never, Parser(tmp_path, 1), store=None, publisher=None)  # type: ignore[arg-type]
+    settings = dataclasses.replace(Settings(), topics=dataclasses.replace(Settings().topics, main="q", consumer_group_id="g"))
+    loop_config = LoopConfig.from_settings(settings, **config)
+    return ConsumerLoop(loop_config, never, Parser(tmp_path, 1), store=None, publisher=None)  # type: ignore[arg-type]
 
 
 def rec(partition: int, offset: int) -> Record:
@@ -99,7 +103,8 @@ def test_a_record_postgresql_refuses_is_dead_lettered_and_the_rest_committed(tmp
     good = [i for i in batch.items if isinstance(i, Parsed)]
     store = Refusing(good[1].image.sop_uid)
     loop = make_loop(tmp_path)
-    sinks = Sinks(store=store, publisher=store, committer=store, dlq_topic="q.dlq", node_id="n", default_tenant="d")
+    sinks = Sinks(store=store, publisher=store, committer=store, dlq_topic="q.dlq", node_id="n", default_tenant="d",
+                  publish_timeout_s=None, commit_timeout_s=5.0)
 
     loop._commit_with_retries(batch, None, sinks)  # type: ignore[arg-type]
 
@@ -113,7 +118,6 @@ def test_a_record_postgresql_refuses_is_dead_lettered_and_the_rest_committed(tmp
 def test_the_reference_batch_settings_reach_the_loop(tmp_path: Path) -> None:
     import json
 
-    from dicomflow.pipeline.service import loop_config
     from dicomflow.settings import load_settings
 
     app = tmp_path / "application.json"
@@ -122,9 +126,9 @@ def test_the_reference_batch_settings_reach_the_loop(tmp_path: Path) -> None:
         "message_queue": {"topic_main": "storage_queue", "consumer_group_id": "wado-consumer"},
         "consumer": {"max_messages_per_batch": 50, "max_time_between_batches_ms": 5000},
     }))
-    config = loop_config(load_settings(app, {}))
+    config = LoopConfig.from_settings(load_settings(app, {}))
     assert (config.batch_max_messages, config.batch_max_ms) == (50, 5000)
     assert (config.topic, config.group_id) == ("storage_queue", "wado-consumer")
     env = {"DICOMFLOW_CONSUMER_BATCH_MAX_MESSAGES": "7", "DICOMFLOW_CONSUMER_BATCH_MAX_MS": "70"}
-    config = loop_config(load_settings(app, env))
+    config = LoopConfig.from_settings(load_settings(app, env))
     assert (config.batch_max_messages, config.batch_max_ms) == (7, 70)

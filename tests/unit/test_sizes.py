@@ -23,15 +23,11 @@ FLAT_MAPPINGS = frozenset({
 
 #: TODO(lead): being split on other branches of issue 17; remove each entry once they are merged.
 PENDING_MODULES = frozenset({
-    "kafka/consumer.py",  # the consumer toolkit
-    "stack/_kafka.py",  # the stack's state file
-    "warehouse/sink.py",  # the consumer toolkit
+    "kafka/consumer.py",
+    "stack/_kafka.py",
 })
 PENDING_FUNCTIONS = frozenset({
-    "cli/consume.py:consume",
-    "cli/images.py:images",
     "cli/publish.py:publish",
-    "cli/warehouse.py:run_command",
 })
 
 

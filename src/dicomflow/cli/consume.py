@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dicomflow.cli.root import settings_of
+from dicomflow.settings import Settings
 
 
 def consume(
@@ -44,30 +45,18 @@ def consume(
     Poison messages go to the dead-letter topic with their reason.
     """
     import logging
-    import signal
 
+    from dicomflow.cli.stopping import stop_on_signals
     from dicomflow.errors import ConfigError, ConsumerError
     from dicomflow.pipeline.service import ConsumerService
 
-    settings = settings_of(ctx)
-    consumer = dataclasses.replace(
-        settings.consumer,
-        **{k: v for k, v in (("batch_max_messages", batch_max_messages), ("batch_max_ms", batch_max_ms),
-                             ("parse_workers", workers)) if v is not None},
-    )
-    metrics = settings.metrics if metrics_port is None else dataclasses.replace(settings.metrics, port=metrics_port)
-    settings = dataclasses.replace(settings, consumer=consumer, metrics=metrics)
+    settings = _with_options(settings_of(ctx), batch_max_messages, batch_max_ms, workers, metrics_port)
+    stop = stop_on_signals()
     try:
-        service = ConsumerService(settings, max_messages=max_messages, until_idle_s=until_idle)
+        service = ConsumerService(settings, max_messages=max_messages, until_idle_s=until_idle, stop=stop)
     except ConfigError as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from exc
-
-    def on_signal(signum: int, _frame: object) -> None:
-        service.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
         summary = service.run()
     except ConsumerError as exc:
@@ -79,3 +68,15 @@ def consume(
         f"{summary.retries} retries; {summary.stopped_because}",
         err=True,
     )
+
+
+def _with_options(settings: Settings, batch_max_messages: int | None, batch_max_ms: int | None,
+                  workers: int | None, metrics_port: int | None) -> Settings:
+    """The settings with the command line's overrides."""
+    consumer = dataclasses.replace(
+        settings.consumer,
+        **{k: v for k, v in (("batch_max_messages", batch_max_messages), ("batch_max_ms", batch_max_ms),
+                             ("parse_workers", workers)) if v is not None},
+    )
+    metrics = settings.metrics if metrics_port is None else dataclasses.replace(settings.metrics, port=metrics_port)
+    return dataclasses.replace(settings, consumer=consumer, metrics=metrics)

@@ -31,28 +31,25 @@ def images(
     instance events, dead-letters undecodable pixel data to
     dicom_image_queue.dlq, then commits. SIGTERM finishes the batch first.
     """
-    import signal
-
     from prometheus_client import CollectorRegistry
     from rich.console import Console
 
+    from dicomflow.cli.stopping import stop_on_signals
     from dicomflow.images.worker import ImageWorker, Summary
     from dicomflow.kafka.admin import create_topics
     from dicomflow.metrics.health import Health, postgres_probe
     from dicomflow.metrics.images import ImagesMetrics
+    from dicomflow.metrics.server import MetricsServer
 
     settings = settings_of(ctx)
     registry = CollectorRegistry()
-    server = None
     health = Health()
     health.add_probe("postgres", postgres_probe(settings.database))
     port = settings.metrics.port if metrics_port is None else metrics_port
-    if port:
-        from dicomflow.metrics.server import MetricsServer
-
-        server = MetricsServer(settings.metrics.host, port, registry, health).start()
+    server = MetricsServer(settings.metrics.host, port, registry, health).start() if port else None
     console = Console(stderr=True)
     create_topics(settings.kafka, settings.topics)  # dicom_image_queue.dlq among them, when missing
+    stop = stop_on_signals()
     with console.status("images: waiting for instance events") as status:
 
         def progress(s: Summary) -> None:
@@ -60,13 +57,7 @@ def images(
                           f"{s.dead_lettered} dead-lettered")
 
         worker = ImageWorker(settings, ImagesMetrics(registry), max_messages=max_messages,
-                             until_idle_s=until_idle, on_batch=progress, health=health)
-
-        def on_signal(signum: int, _frame: object) -> None:
-            worker.stop()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+                             until_idle_s=until_idle, on_batch=progress, health=health, stop=stop)
         try:
             summary = worker.run()
         finally:

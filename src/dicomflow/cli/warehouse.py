@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
 import typer
 
 from dicomflow.cli.root import settings_of
+from dicomflow.settings import Settings
+
+if TYPE_CHECKING:  # the command imports them when it runs
+    from rich.status import Status
+
+    from dicomflow.warehouse.sink import SinkSummary
 
 app = typer.Typer(help="The analytics warehouse: DuckDB sink and ClickHouse / Doris / DuckDB DDL.",
                             no_args_is_help=True)
@@ -66,37 +75,20 @@ def run_command(
     until --max-messages / --until-idle say so. Messages that do not fit
     their table go to <topic>.dlq with the reason in headers.
     """
-    import dataclasses
     import logging
-    import signal
-    import sys
 
     from rich.console import Console
 
+    from dicomflow.cli.stopping import stop_on_signals
     from dicomflow.errors import ConsumerError
     from dicomflow.warehouse.ddl import WarehouseError
-    from dicomflow.warehouse.sink import SinkSummary, WarehouseSink
+    from dicomflow.warehouse.sink import WarehouseSink
 
-    settings = settings_of(ctx)
-    if path is not None:
-        settings = dataclasses.replace(settings, warehouse=dataclasses.replace(settings.warehouse, path=path))
-    if metrics_port is not None:
-        settings = dataclasses.replace(settings, metrics=dataclasses.replace(settings.metrics, port=metrics_port))
+    settings = _with_options(settings_of(ctx), path, metrics_port)
     console = Console(stderr=True)
     status = console.status("warehouse: waiting for messages") if sys.stderr.isatty() else None
-
-    def on_batch(s: SinkSummary) -> None:
-        if status is not None:
-            rows = ", ".join(f"{k} {v:,}" for k, v in s.rows.items())
-            status.update(f"warehouse: {s.consumed:,} consumed in {s.batches:,} batches; rows {rows}; {s.dead_lettered} dead-lettered")
-
-    sink = WarehouseSink(settings, max_messages=max_messages, until_idle_s=until_idle, on_batch=on_batch)
-
-    def on_signal(signum: int, _frame: object) -> None:
-        sink.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    sink = WarehouseSink(settings, max_messages=max_messages, until_idle_s=until_idle,
+                         on_batch=_show_progress(status), stop=stop_on_signals())
     try:
         if status is not None:
             with status:
@@ -118,3 +110,23 @@ def run_command(
         highlight=False,
     )
 
+
+def _with_options(settings: Settings, path: Path | None, metrics_port: int | None) -> Settings:
+    """The settings with the command line's overrides."""
+    if path is not None:
+        settings = dataclasses.replace(settings, warehouse=dataclasses.replace(settings.warehouse, path=path))
+    if metrics_port is not None:
+        settings = dataclasses.replace(settings, metrics=dataclasses.replace(settings.metrics, port=metrics_port))
+    return settings
+
+
+def _show_progress(status: Status | None) -> Callable[[SinkSummary], None]:
+    """The sink's on_batch: the status line on a terminal, nothing otherwise."""
+
+    def on_batch(s: SinkSummary) -> None:
+        if status is not None:
+            rows = ", ".join(f"{k} {v:,}" for k, v in s.rows.items())
+            status.update(f"warehouse: {s.consumed:,} consumed in {s.batches:,} batches; rows {rows}; "
+                          f"{s.dead_lettered} dead-lettered")
+
+    return on_batch

@@ -19,6 +19,12 @@ Shared by every stage that dead-letters (the consumer, the warehouse sink,
 the image workers), which add their own audit events, and by the operator's
 tools (:mod:`dicomflow.dlq`) that list, show and re-drive the letters.
 
+What every loop dead-letters is a :class:`Poison` (the record, a stable
+error class, the reason); :class:`DeadLetters` collects one batch's letters
+and audit events and publishes them, each topic acknowledged once, so a
+retry after a failed publish re-sends the very same letters and skips what
+Kafka already acknowledged.
+
 A letter is named by its own coordinates in the dead-letter topic,
 ``<dlq-topic>:<partition>:<offset>`` (:func:`letter_id`): unique, stable,
 and enough to read it back.
@@ -27,10 +33,15 @@ and enough to read it back.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from dicomflow.kafka.records import Record
-from dicomflow.models import now, truncate_utf8
+from dicomflow.models import AuditEvent, now, truncate_utf8
+
+if TYPE_CHECKING:  # only types: the parse workers import Poison and must not load the Kafka client
+    from dicomflow.kafka.delivery import BatchResult
 
 HEADER_ERROR_CLASS = "dicomflow.error.class"
 HEADER_REASON = "dicomflow.error.reason"
@@ -83,6 +94,77 @@ def dead_letter_record(
         (HEADER_NODE, node_id.encode("utf-8")),
     ]
     return DeadLetter(key=r.key, value=r.value or b"", headers=kept + ours)
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    """A record that can never be processed, and why: it goes to the dead-letter topic."""
+
+    record: Record
+    #: Stable short name for the ``dicomflow.error.class`` header (``wire-format`` ...).
+    error_class: str
+    reason: str
+
+    def letter(self, *, node_id: str, when: dt.datetime | None = None) -> DeadLetter:
+        """The DLQ message: original key, bytes and headers, plus ours."""
+        return dead_letter_record(self.record, self.error_class, self.reason, node_id=node_id, when=when)
+
+
+class DeadLetterPublisher(Protocol):
+    """Where dead letters and their audit events go (``dicomflow.kafka.producer.Publisher``)."""
+
+    def send_raw(
+        self,
+        topic: str,
+        items: Sequence[tuple[bytes | None, bytes, list[tuple[str, bytes]] | None]],
+        timeout_s: float | None = None,
+    ) -> BatchResult: ...
+
+    def send_audit(self, events: Sequence[AuditEvent], timeout_s: float | None = None) -> BatchResult: ...
+
+
+#: The stage name of the audit events in :attr:`DeadLetters.sent`.
+AUDIT_STAGE = "audit"
+
+
+class DeadLetters:
+    """One batch's dead letters (by topic) and their audit events, built once, published once.
+
+    :meth:`publish` sends each topic's letters, then the audit events, each
+    stage waiting for Kafka's acknowledgement; a stage acknowledged is
+    remembered in :attr:`sent`, so a retry after a failure re-sends only
+    what is missing (the same letters, with the same headers and time).
+    """
+
+    def __init__(self) -> None:
+        self.letters: dict[str, list[DeadLetter]] = {}
+        self.audits: list[AuditEvent] = []
+        #: Topics (and :data:`AUDIT_STAGE`) whose messages Kafka acknowledged.
+        self.sent: set[str] = set()
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.letters.values())
+
+    def add(self, topic: str, letter: DeadLetter, audit: AuditEvent | None = None) -> None:
+        """One more letter for ``topic`` (and the audit event that says so, when there is one)."""
+        self.letters.setdefault(topic, []).append(letter)
+        if audit is not None:
+            self.audits.append(audit)
+
+    def publish(self, publisher: DeadLetterPublisher, timeout_s: float | None = None) -> None:
+        """Send what is not acknowledged yet: letters per topic, then the audit events.
+
+        Raises:
+            PublishError: Kafka did not acknowledge some message (a
+                :class:`~dicomflow.kafka.exceptions.DeliveryError`); retry later.
+        """
+        for topic, letters in self.letters.items():
+            if topic not in self.sent:
+                publisher.send_raw(topic, [d.as_raw() for d in letters], timeout_s=timeout_s).raise_for_failures()
+                self.sent.add(topic)
+        if self.audits and AUDIT_STAGE not in self.sent:
+            publisher.send_audit(self.audits, timeout_s=timeout_s).raise_for_failures()
+            self.sent.add(AUDIT_STAGE)
 
 
 def headers_dict(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:
@@ -171,6 +253,7 @@ def letter_from_record(record: Record) -> Letter:
 
 
 __all__ = [
+    "AUDIT_STAGE",
     "HEADER_ERROR_CLASS",
     "HEADER_NODE",
     "HEADER_REASON",
@@ -182,7 +265,10 @@ __all__ = [
     "OWN_HEADERS",
     "REASON_MAX_BYTES",
     "DeadLetter",
+    "DeadLetterPublisher",
+    "DeadLetters",
     "Letter",
+    "Poison",
     "dead_letter_record",
     "dead_letter_topic",
     "headers_dict",

@@ -130,16 +130,4 @@ class Batcher:
         return before - len(self._records)
 
 
-def backoff_delay(attempt: int, initial_ms: int, max_ms: int) -> float:
-    """Seconds to wait before retry number ``attempt`` (1-based): doubling, capped.
-
-    attempt 1 waits ``initial_ms``, attempt 2 twice that, ... never more
-    than ``max_ms``.
-    """
-    if attempt < 1:
-        return 0.0
-    delay_ms: int = initial_ms * (2 ** min(attempt - 1, 30))
-    return float(min(delay_ms, max(max_ms, initial_ms))) / 1000.0
-
-
-__all__ = ["Batch", "Batcher", "backoff_delay", "next_offsets"]
+__all__ = ["Batch", "Batcher", "next_offsets"]

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from dicomflow.kafka.delivery import BatchResult
+from dicomflow.kafka.dlq import DeadLetter
 from dicomflow.kafka.records import TP
 from dicomflow.models import AuditEvent, DicomImageMeta, DicomStateMeta, DicomStoreMeta, now
-from dicomflow.pipeline.dlq import DeadLetter, audit_event, dead_letter
 from dicomflow.pipeline.types import ParsedBatch
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,11 @@ class OffsetCommitter(Protocol):
 
 @dataclass(frozen=True)
 class Sinks:
-    """Everything the step writes to, plus what it needs to name its dead letters."""
+    """Everything the step writes to, plus what it needs to name its dead letters.
+
+    No defaults: the values come from the settings (through
+    :class:`~dicomflow.pipeline.loop.LoopConfig`), whose defaults are the only ones.
+    """
 
     store: BatchStore
     publisher: EventPublisher
@@ -90,10 +94,10 @@ class Sinks:
     dlq_topic: str
     node_id: str
     default_tenant: str
-    #: Upper bound for one publish call's wait for acknowledgements.
-    publish_timeout_s: float | None = None
+    #: Upper bound for one publish call's wait for acknowledgements (None: the producer's own).
+    publish_timeout_s: float | None
     #: Upper bound for the wait for an offset commit's confirmation.
-    commit_timeout_s: float = 5.0
+    commit_timeout_s: float
 
 
 @dataclass
@@ -164,8 +168,8 @@ def publish(batch: ParsedBatch, progress: Progress, sinks: Sinks) -> None:
     for p in poison:  # built once: a retry re-sends the very same dead letters
         if p.record.source not in progress.dead_letters:
             progress.dead_letters[p.record.source] = (
-                dead_letter(p, node_id=sinks.node_id),
-                audit_event(p, node_id=sinks.node_id, default_tenant=sinks.default_tenant),
+                p.letter(node_id=sinks.node_id),
+                p.audit(node_id=sinks.node_id, default_tenant=sinks.default_tenant),
             )
     prepared = [progress.dead_letters[p.record.source] for p in poison]
     if "dlq" not in progress.sent:

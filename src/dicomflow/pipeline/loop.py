@@ -11,22 +11,21 @@ Faults:
 - *poison* messages become dead letters inside the batch; their offsets are
   committed with the batch once the DLQ acknowledged them;
 - *transient* faults (PostgreSQL down, Kafka not acknowledging, a refused
-  commit) pause every owned partition and retry the *same* batch with
-  capped exponential backoff; while waiting the loop keeps polling (paused
-  partitions return nothing) so the member stays in its group and serves
-  rebalances; nothing past the batch is committed; consumption resumes by
-  itself once the batch went through;
+  commit) retry the *same* batch with the consumer loops' paused retry
+  (:mod:`dicomflow.kafka.retry`); nothing past the batch is committed;
 - a *revoked or lost* partition's records are dropped from the pending and
   in-flight batches, and its offsets are never committed by this member (the
   new owner replays from the last commit, harmlessly);
-- :meth:`ConsumerLoop.stop` (called by the SIGTERM/SIGINT handler) only sets
-  a flag: the loop finishes the batch in hand, commits, leaves the group and
-  returns; a batch stuck in retries is abandoned uncommitted.
+- the stop event (set by the SIGTERM/SIGINT handler, or :meth:`ConsumerLoop.stop`)
+  is seen within one poll (:data:`~dicomflow.kafka.retry.POLL_MAX_S`): the
+  loop finishes the batch in hand, commits, leaves the group and returns; a
+  batch stuck in retries is abandoned uncommitted.
 
 Nothing sleeps in fixed steps: every wait is a ``consume`` call bounded by
 the time left in the batch window, the backoff delay or the idle limit.
 
-The parts: :mod:`~dicomflow.pipeline.retry` (pause and back off),
+The parts: :mod:`~dicomflow.kafka.retry` (poison or transient, pause and
+back off: the consumer toolkit all three loops share),
 :mod:`~dicomflow.pipeline.isolate` (finding the records PostgreSQL refuses),
 :mod:`~dicomflow.pipeline.stats` (what each batch did, totals, metrics);
 this module is the poll loop that drives them.
@@ -40,47 +39,66 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dicomflow.errors import ConsumerError, PublishError, StoreError, is_poison
+from dicomflow.errors import DicomflowError
 from dicomflow.kafka.consumer import KafkaConsumer
 from dicomflow.kafka.group import RebalanceListener
 from dicomflow.kafka.records import TP
+from dicomflow.kafka.retry import POLL_MAX_S, PausedRetry, is_transient
 from dicomflow.metrics.consumer import ConsumerMetrics
 from dicomflow.metrics.health import Health
 from dicomflow.pipeline.batch import Batch, Batcher
 from dicomflow.pipeline.commit import BatchStore, EventPublisher, Progress, Sinks, persist_publish_commit
 from dicomflow.pipeline.isolate import isolate_rejected
-from dicomflow.pipeline.parse import Parser, StorageReadError
-from dicomflow.pipeline.retry import PausedRetry
+from dicomflow.pipeline.parse import Parser
 from dicomflow.pipeline.stats import CommittedBatch, RunSummary, age_s, committed_batch, observe
 from dicomflow.pipeline.types import ParsedBatch
+from dicomflow.settings import Settings
 
 log = logging.getLogger(__name__)
-
-#: How long one poll may wait while no batch is open (the stop flag is seen within this).
-IDLE_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """What the loop needs besides its collaborators (from ``Settings``)."""
+    """What the loop needs besides its collaborators: :meth:`from_settings`, no defaults of its own."""
 
     topic: str
     group_id: str
-    batch_max_messages: int = 500
-    batch_max_ms: int = 500
-    retry_initial_ms: int = 200
-    retry_max_ms: int = 10000
+    batch_max_messages: int
+    batch_max_ms: int
+    retry_initial_ms: int
+    retry_max_ms: int
     #: Stop once this many records were committed (None: run until stopped).
-    max_messages: int | None = None
-    #: Stop after this many seconds without a record and with nothing in hand.
-    until_idle_s: float | None = None
-    dlq_topic: str = "storage_queue.dlq"
-    node_id: str = "dicomflow-1"
-    default_tenant: str = "default"
+    max_messages: int | None
+    #: Stop after this many seconds without a record and with nothing in hand (None: never).
+    until_idle_s: float | None
+    dlq_topic: str
+    node_id: str
+    default_tenant: str
     #: Upper bound for one publish call's wait for acknowledgements (None: the producer's own).
-    publish_timeout_s: float | None = None
+    publish_timeout_s: float | None
     #: Longest wait for an offset commit's confirmation before the step is retried.
-    commit_timeout_s: float = 5.0
+    commit_timeout_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, max_messages: int | None = None,
+                      until_idle_s: float | None = None) -> LoopConfig:
+        """The loop's part of the settings, plus the run's limits (``--max-messages``, ``--until-idle``)."""
+        c = settings.consumer
+        return cls(
+            topic=settings.topics.main,
+            group_id=settings.topics.consumer_group_id,
+            batch_max_messages=c.batch_max_messages,
+            batch_max_ms=c.batch_max_ms,
+            retry_initial_ms=c.retry_initial_ms,
+            retry_max_ms=c.retry_max_ms,
+            max_messages=max_messages,
+            until_idle_s=until_idle_s,
+            dlq_topic=settings.topics.dlq,
+            node_id=settings.worker_node_id,
+            default_tenant=settings.storage.default_tenant,
+            publish_timeout_s=settings.kafka.message_timeout_ms / 1000.0 + 5.0,
+            commit_timeout_s=c.commit_timeout_ms / 1000.0,
+        )
 
 
 class ConsumerLoop:
@@ -98,7 +116,9 @@ class ConsumerLoop:
         health: Health | None = None,
         on_commit: Callable[[CommittedBatch], None] | None = None,
         keep_batch_log: bool = False,
+        stop: threading.Event | None = None,
     ) -> None:
+        """``stop``: the event that ends the run (a signal handler sets it); a new one when not given."""
         self.config = config
         self._consumer_factory = consumer_factory
         self._parser = parser
@@ -109,7 +129,7 @@ class ConsumerLoop:
         self._on_commit = on_commit
         self._keep_log = keep_batch_log
         self._consumer: KafkaConsumer | None = None
-        self._stop = threading.Event()
+        self._stop = stop if stop is not None else threading.Event()
         self._pending = Batcher(config.batch_max_messages, config.batch_max_ms)
         self._inflight: Batch | ParsedBatch | None = None
         self._retry = PausedRetry(config.retry_initial_ms, config.retry_max_ms, self._stop)
@@ -244,7 +264,7 @@ class ConsumerLoop:
                 break
             left = pending.time_left()
             if left is None:
-                timeout = IDLE_POLL_S
+                timeout = POLL_MAX_S
                 if self.config.until_idle_s is not None and self._owns_partitions():
                     timeout = min(timeout, self.config.until_idle_s - (time.monotonic() - self._last_activity))
                     if timeout <= 0:
@@ -272,7 +292,7 @@ class ConsumerLoop:
         self._last_activity = time.monotonic()
         if self.summary.first_record_s is None:
             self.summary.first_record_s = self._last_activity
-        self._retry.hold_new(consumer, records)
+        self._retry.hold_new(consumer, (r.tp for r in records))
         self._pending.add(records, age_s=age_s(records[0]))
         self.summary.consumed += len(records)
         if self._metrics is not None:
@@ -301,54 +321,60 @@ class ConsumerLoop:
 
     def _parse_with_retries(self, batch: Batch, consumer: KafkaConsumer) -> ParsedBatch | None:
         """Parse; when the storage cannot be read, back off and parse again (None: stop requested)."""
-        attempt = 0
-        while True:
-            try:
-                return self._parser.parse(batch)
-            except StorageReadError as exc:
-                attempt += 1
-                if not self._wait_before_retry(exc, attempt, consumer):
-                    self.summary.abandoned += len(batch.records)
-                    log.warning("stop requested during retries: %s record(s) left uncommitted, to be replayed",
-                                len(batch.records))
-                    return None
+        parsed: list[ParsedBatch] = []
+
+        def step() -> None:  # a StorageReadError (transient) is retried
+            parsed.append(self._parser.parse(batch))
+
+        if not self._retry.attempt(step, consumer, self._poll_while_waiting(consumer), what="parse",
+                                   on_retry=self._count_retry):
+            self._abandon(len(batch.records))
+            return None
+        return parsed[0]
 
     def _commit_with_retries(self, parsed: ParsedBatch, consumer: KafkaConsumer, sinks: Sinks) -> None:
+        """Persist → publish → commit until it went through; a record PostgreSQL refuses is dead-lettered."""
         progress = Progress()
-        attempt = 0
-        while True:
+        attempts = 0
+
+        def step() -> None:
+            nonlocal attempts
             if not parsed.items:
                 log.info("batch dropped entirely: its partitions were revoked")
                 return
-            try:
-                t0 = time.perf_counter()
-                persist_publish_commit(parsed, progress, sinks)
-                self._committed(parsed, progress, attempt + 1, time.perf_counter() - t0)
-                return
-            except (StoreError, PublishError, ConsumerError) as exc:
-                if isinstance(exc, ConsumerError) and exc.fatal:
-                    raise
-                # PostgreSQL refused a value: find the record(s) and dead-letter them.
-                # When no single record is refused, back off like a transient fault.
-                if is_poison(exc):
-                    progress.states = None  # persist again, without the refused items
-                    if isolate_rejected(parsed, sinks.store):
-                        continue
-                attempt += 1
-                if not self._wait_before_retry(exc, attempt, consumer):
-                    self.summary.abandoned += len(parsed.items)
-                    log.warning("stop requested during retries: %s record(s) left uncommitted, to be replayed", len(parsed.items))
-                    return
+            attempts += 1
+            t0 = time.perf_counter()
+            persist_publish_commit(parsed, progress, sinks)
+            self._committed(parsed, progress, attempts, time.perf_counter() - t0)
 
-    def _wait_before_retry(self, exc: Exception, attempt: int, consumer: KafkaConsumer) -> bool:
-        """Count the retry, then pause and back off while polling; False when the loop must stop."""
+        def on_poison(exc: DicomflowError) -> bool:
+            # PostgreSQL refused a value: find the record(s) and dead-letter them, then go
+            # again at once. When no single record is refused, back off like a transient fault.
+            progress.states = None  # persist again, without the refused items
+            try:
+                return isolate_rejected(parsed, sinks.store) > 0
+            except DicomflowError as lost:
+                if is_transient(lost):  # PostgreSQL went away meanwhile: back off, then the batch again
+                    return False
+                raise
+
+        if not self._retry.attempt(step, consumer, self._poll_while_waiting(consumer), on_retry=self._count_retry,
+                                   on_poison=on_poison):
+            self._abandon(len(parsed.items))
+
+    def _abandon(self, records: int) -> None:
+        self.summary.abandoned += records
+        log.warning("stop requested during retries: %s record(s) left uncommitted, to be replayed", records)
+
+    def _count_retry(self, exc: Exception) -> None:
         self.summary.retries += 1
         if self._metrics is not None:
             self._metrics.retries.labels(fault=type(exc).__name__).inc()
+
+    def _poll_while_waiting(self, consumer: KafkaConsumer) -> Callable[[float], object]:
+        """What the retry calls while it backs off: records still go to the pending batch."""
         room = self.config.batch_max_messages
-        return self._retry.wait(
-            exc, attempt, consumer, lambda timeout: self._poll_into_pending(consumer, room, timeout), IDLE_POLL_S
-        )
+        return lambda timeout: self._poll_into_pending(consumer, room, timeout)
 
     def _committed(self, parsed: ParsedBatch, progress: Progress, attempts: int, step_s: float) -> None:
         """Book-keeping after a batch's offsets were committed."""

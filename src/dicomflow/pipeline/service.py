@@ -14,6 +14,7 @@ a new producer and a new database connection per batch: docs/architecture.md,
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
@@ -27,26 +28,6 @@ from dicomflow.pipeline.stats import CommittedBatch, RunSummary
 from dicomflow.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def loop_config(settings: Settings, *, max_messages: int | None = None, until_idle_s: float | None = None) -> LoopConfig:
-    """The loop's part of the settings."""
-    c = settings.consumer
-    return LoopConfig(
-        topic=settings.topics.main,
-        group_id=settings.topics.consumer_group_id,
-        batch_max_messages=c.batch_max_messages,
-        batch_max_ms=c.batch_max_ms,
-        retry_initial_ms=c.retry_initial_ms,
-        retry_max_ms=c.retry_max_ms,
-        max_messages=max_messages,
-        until_idle_s=until_idle_s,
-        dlq_topic=settings.topics.dlq,
-        node_id=settings.worker_node_id,
-        default_tenant=settings.storage.default_tenant,
-        publish_timeout_s=settings.kafka.message_timeout_ms / 1000.0 + 5.0,
-        commit_timeout_s=c.commit_timeout_ms / 1000.0,
-    )
 
 
 class ConsumerService:
@@ -66,7 +47,9 @@ class ConsumerService:
         registry: CollectorRegistry | None = None,
         on_commit: Callable[[CommittedBatch], None] | None = None,
         keep_batch_log: bool = False,
+        stop: threading.Event | None = None,
     ) -> None:
+        """``stop``: the event that ends :meth:`run` (the CLI's signal handlers set it)."""
         from dicomflow.kafka.producer import Publisher
         from dicomflow.store import PgStore
 
@@ -79,7 +62,7 @@ class ConsumerService:
         self.store = PgStore(settings.database)
         self.publisher = Publisher(settings.kafka, settings.topics)
         self.loop = ConsumerLoop(
-            loop_config(settings, max_messages=max_messages, until_idle_s=until_idle_s),
+            LoopConfig.from_settings(settings, max_messages=max_messages, until_idle_s=until_idle_s),
             self._make_consumer,
             self.parser,
             self.store,
@@ -88,6 +71,7 @@ class ConsumerService:
             health=self.health,
             on_commit=on_commit,
             keep_batch_log=keep_batch_log,
+            stop=stop,
         )
         self.server: MetricsServer | None = None
 
@@ -129,4 +113,4 @@ class ConsumerService:
                 self.server = None
 
 
-__all__ = ["ConsumerService", "loop_config"]
+__all__ = ["ConsumerService"]

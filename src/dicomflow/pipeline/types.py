@@ -9,11 +9,14 @@ the dead-letter step and the tests use them without either.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from dicomflow.audit.dead_letters import MessageContext, dead_letter_audit, message_context
+from dicomflow.kafka import dlq
 from dicomflow.kafka.records import TP, Record
-from dicomflow.models import DicomImageMeta, DicomStateMeta, DicomStoreMeta
+from dicomflow.models import AuditEvent, DicomImageMeta, DicomStateMeta, DicomStoreMeta
 from dicomflow.pipeline.batch import next_offsets
 
 
@@ -28,17 +31,24 @@ class Parsed:
 
 
 @dataclass(frozen=True, slots=True)
-class Poison:
-    """A record that can never be processed, and why (it goes to the DLQ).
+class Poison(dlq.Poison):
+    """A store event that can never be processed, and why (it goes to the DLQ, :meth:`letter`).
 
     ``event`` is the decoded store event when the JSON was valid (it gives
     the audit event its tenant, study and file).
     """
 
-    record: Record
-    error_class: str
-    reason: str
     event: DicomStoreMeta | None = None
+
+    def audit(self, *, node_id: str, default_tenant: str, when: dt.datetime | None = None) -> AuditEvent:
+        """The audit event saying this instance was received but not indexed, and why (serious failure)."""
+        if self.event is not None:
+            e = self.event
+            context = MessageContext(e.tenant_id, e.study_uid, e.sop_uid, e.file_path)
+        else:
+            context = message_context(self.record.value)
+        return dead_letter_audit(node_id=node_id, default_tenant=default_tenant, source=self.record.source,
+                                 error_class=self.error_class, reason=self.reason, context=context, when=when)
 
 
 Item = Parsed | Poison

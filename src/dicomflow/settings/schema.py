@@ -144,6 +144,8 @@ class ConsumerSettings:
     batch_max_ms: int = 500
     #: Parse worker processes; 0 means one per CPU core.
     parse_workers: int = 0
+    #: Backoff of a failed batch, doubling up to retry_max_ms; the warehouse sink and the
+    #: image workers retry with the same (the consumer loops share one retry: kafka/retry.py).
     retry_initial_ms: int = 200
     retry_max_ms: int = 10000
     session_timeout_ms: int = 10000

@@ -7,8 +7,10 @@ One loop, one DuckDB connection, one consumer, one producer (for dead letters):
 2. decode each message with msgspec against its table's model; a message
    that does not fit goes to ``<topic>.dlq`` with the reason headers (and an
    audit event), and its offset still counts as consumed;
-3. wait for Kafka to acknowledge the dead letters (a broker outage here is
-   retried with backoff; nothing is written meanwhile);
+3. wait for Kafka to acknowledge the dead letters (a failed publish is
+   retried with the consumer loops' paused retry, :mod:`dicomflow.kafka.retry`:
+   every partition paused, the consumer still polling, nothing written
+   meanwhile, and a stop honoured within a poll);
 4. build one Arrow table per warehouse table and write them, *with the
    batch's next offsets*, in one DuckDB transaction (:func:`.duck.write_batch`);
 5. commit the same offsets to Kafka, for information only (lag tools).
@@ -25,6 +27,7 @@ recognisable).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -36,28 +39,24 @@ from confluent_kafka import OFFSET_BEGINNING, Message
 from prometheus_client import CollectorRegistry
 
 from dicomflow.audit.dead_letters import dead_letter_audit, message_context
-from dicomflow.errors import ConsumerError, PublishError
+from dicomflow.errors import ConsumerError
 from dicomflow.kafka.consumer import KafkaConsumer
-from dicomflow.kafka.dlq import DeadLetter, dead_letter_record, dead_letter_topic
+from dicomflow.kafka.dlq import DeadLetters, Poison, dead_letter_topic
 from dicomflow.kafka.producer import Publisher
-from dicomflow.kafka.records import TP, Record, record_of
+from dicomflow.kafka.records import TP
+from dicomflow.kafka.retry import PausedRetry
 from dicomflow.metrics import Health, MetricsServer, WarehouseMetrics
-from dicomflow.models import AuditEvent
 from dicomflow.settings import Settings
 from dicomflow.warehouse.decoding import TableDecoder
-from dicomflow.warehouse.duck import TableBatch, WriteResult, open_writer, stored_offsets, write_batch
-from dicomflow.warehouse.metadata import with_metadata
+from dicomflow.warehouse.duck import WriteResult, open_writer, stored_offsets, write_batch
+from dicomflow.warehouse.prepare import Prepared, decode_batch
 from dicomflow.warehouse.schema import TABLES, Table
 from dicomflow.warehouse.snapshot import Snapshotter
 
 log = logging.getLogger(__name__)
 
-WIRE_FORMAT = "wire-format"
 #: Longest one consume call blocks (see :meth:`WarehouseSink._collect`).
 _SLICE_S = 0.05
-#: Backoff for dead-letter publishing while the broker is unreachable.
-_RETRY_INITIAL_S = 0.2
-_RETRY_MAX_S = 10.0
 
 
 @dataclass
@@ -74,26 +73,7 @@ class SinkSummary:
     stopped_because: str = ""
 
 
-@dataclass
-class _Poison:
-    record: Record
-    error_class: str
-    reason: str
-
-
-@dataclass
-class _Prepared:
-    """A decoded batch whose dead letters Kafka has acknowledged, ready for its DuckDB transaction."""
-
-    #: The batch's messages as the client gave them (not copied into Records: the hot path reads four fields).
-    records: list[Message]
-    tables: list[TableBatch]
-    next_offsets: dict[TP, int]
-    poison: list[_Poison]
-    started: float
-
-
-def _writer_idle(in_flight: tuple[_Prepared, Future[WriteResult]] | None) -> Callable[[], bool]:
+def _writer_idle(in_flight: tuple[Prepared, Future[WriteResult]] | None) -> Callable[[], bool]:
     """Whether the writer has no batch of ``in_flight`` left to write (bound now, asked during the poll)."""
     return lambda: in_flight is None or in_flight[1].done()
 
@@ -116,7 +96,9 @@ class WarehouseSink:
         until_idle_s: float | None = None,
         registry: CollectorRegistry | None = None,
         on_batch: Callable[[SinkSummary], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
+        """``stop``: the event that ends :meth:`run` (the CLI's signal handlers set it)."""
         self.settings = settings
         self.max_messages = max_messages
         self.until_idle_s = until_idle_s
@@ -131,7 +113,8 @@ class WarehouseSink:
         self._taken = 0
         self._offsets: dict[TP, int] = {}
         self._pending: list[Message] = []
-        self._stop = False
+        self._stop = stop if stop is not None else threading.Event()
+        self._retry = PausedRetry(settings.consumer.retry_initial_ms, settings.consumer.retry_max_ms, self._stop)
         self._generation = 0
         self._assigned: set[TP] = set()
         self._last_activity = time.monotonic()
@@ -140,7 +123,7 @@ class WarehouseSink:
 
     def stop(self) -> None:
         """Finish the batch in hand, commit it, and return from :meth:`run` (signal-handler safe)."""
-        self._stop = True
+        self._stop.set()
 
     # rebalance listener (called inside consume, on this thread)
     def on_assigned(self, partitions: list[TP]) -> None:
@@ -211,7 +194,7 @@ class WarehouseSink:
         return max(0, cap)
 
     def _why_stop(self) -> str | None:
-        if self._stop:
+        if self._stop.is_set():
             return "stopped by signal"
         if self.max_messages is not None and self._taken >= self.max_messages:
             return f"--max-messages {self.max_messages} reached"
@@ -234,26 +217,17 @@ class WarehouseSink:
         writer = con.cursor()  # the writer thread's own connection to the same database
         writer.execute("SET preserve_insertion_order = false")
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warehouse-write")
-        in_flight: tuple[_Prepared, Future[WriteResult]] | None = None
+        in_flight: tuple[Prepared, Future[WriteResult]] | None = None
         try:
             while True:
                 why = self._why_stop()
                 if why is not None:
-                    self.summary.stopped_because = why
+                    self.summary.stopped_because = self.summary.stopped_because or why
+                    log.info("warehouse sink stopping: %s", self.summary.stopped_because)
                     break
                 self._collect(consumer, window_s, _writer_idle(in_flight))
                 self.health.beat()
-                prepared: _Prepared | None = None
-                if self._pending:
-                    messages, self._pending = self._pending, []
-                    prepared = self._prepare(publisher, messages)
-                    if prepared.records:
-                        self._taken += len(prepared.records)
-                        # Where a partition re-assigned from now on starts: after this batch (which
-                        # is committed before anything later, or the run ends with its error).
-                        self._offsets.update(prepared.next_offsets)
-                    else:
-                        prepared = None
+                prepared = self._take_batch(consumer, publisher)
                 if in_flight is not None:
                     done, future = in_flight
                     in_flight = None
@@ -275,6 +249,23 @@ class WarehouseSink:
             pool.shutdown(wait=True)
             writer.close()
 
+    def _take_batch(self, consumer: KafkaConsumer, publisher: Publisher) -> Prepared | None:
+        """The pending messages as a prepared batch (None: nothing new, or stopped while dead-lettering)."""
+        if not self._pending:
+            return None
+        messages, self._pending = self._pending, []
+        prepared = self._prepare(consumer, publisher, messages)
+        if prepared is None:
+            self.summary.stopped_because = "stopped by signal (batch not written)"
+            return None
+        if not prepared.records:
+            return None
+        self._taken += len(prepared.records)
+        # Where a partition re-assigned from now on starts: after this batch (which
+        # is committed before anything later, or the run ends with its error).
+        self._offsets.update(prepared.next_offsets)
+        return prepared
+
     def _collect(self, consumer: KafkaConsumer, window_s: float, writer_idle: Callable[[], bool]) -> None:
         """Fill ``self._pending`` for one batch (it stays empty after a quiet poll).
 
@@ -291,7 +282,7 @@ class WarehouseSink:
         began = time.monotonic()
         started: float | None = None
         polled = False
-        while not self._stop:
+        while not self._stop.is_set():
             budget = self._budget() - len(self._pending)
             if budget <= 0:
                 return
@@ -299,62 +290,44 @@ class WarehouseSink:
             left = (first_timeout - (now - began)) if started is None else (window_s - (now - started))
             if left <= 0 and polled:
                 return
-            got = consumer.consume_messages(budget, min(max(left, 0.0), _SLICE_S))
+            got = self._poll(consumer, budget, min(max(left, 0.0), _SLICE_S))
             polled = True
-            if got:
-                if started is None:
-                    started = time.monotonic()
-                self._last_activity = time.monotonic()
-                self._pending.extend(got)
-            if started is not None and len(got) < budget and writer_idle():
+            if got and started is None:
+                started = time.monotonic()
+            if started is not None and got < budget and writer_idle():
                 return
+
+    def _poll(self, consumer: KafkaConsumer, budget: int, timeout_s: float) -> int:
+        """One consume call into ``self._pending`` (partitions held while a dead-letter publish is retried)."""
+        got = consumer.consume_messages(budget, timeout_s)
+        if got:
+            self._last_activity = time.monotonic()
+            # A generator: only read when retrying (the hot path pays nothing).
+            self._retry.hold_new(consumer, ((m.topic() or "", m.partition() or 0) for m in got))
+            self._pending.extend(got)
+        return len(got)
 
     # ------------------------------------------------------------------ one batch
 
-    def _prepare(self, publisher: Publisher, messages: list[Message]) -> _Prepared:
-        """Decode a batch into Arrow tables and dead-letter what does not fit (acknowledged before returning)."""
-        started = time.monotonic()
-        items: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
-        poison: list[_Poison] = []
-        next_offsets: dict[TP, int] = {}
-        stored = self._offsets
-        tables = self._tables
-        records: list[Message] = []
-        for m in messages:
-            topic, partition, offset = m.topic(), m.partition(), m.offset()
-            assert topic is not None and partition is not None and offset is not None  # error-free messages
-            tp = (topic, partition)
-            if offset < stored.get(tp, -1):
-                continue  # already in the file (defensive: the seek makes this rare)
-            if next_offsets.get(tp, -1) <= offset:
-                next_offsets[tp] = offset + 1
-            seq = len(records)
-            records.append(m)
-            value = m.value()
-            if value is None:
-                t = tables[topic]
-                poison.append(_Poison(record_of(m), WIRE_FORMAT,
-                                      f"empty message (no value) where a {t.model.__name__} was expected"))
-                continue
-            items[tables[topic].name].append((seq, value))
-        batches: list[TableBatch] = []
-        for name, table_items in items.items():
-            decoded = self._decoders[name].decode(table_items)
-            t = self._decoders[name].table
-            batches.append(TableBatch(t, with_metadata(t, decoded.rows, records) if t.metadata else decoded.rows))
-            poison.extend(_Poison(record_of(records[seq]), WIRE_FORMAT, reason) for seq, reason in decoded.poison)
-        if poison:
-            self._dead_letter(publisher, poison)
-        return _Prepared(records, batches, next_offsets, poison, started)
+    def _prepare(self, consumer: KafkaConsumer, publisher: Publisher, messages: list[Message]) -> Prepared | None:
+        """Decode a batch into Arrow tables and dead-letter what does not fit (acknowledged before returning).
 
-    def _persist(self, con: duckdb.DuckDBPyConnection, batch: _Prepared) -> WriteResult:
+        Returns None when the stop event ended the dead-letter retries: nothing of the batch is
+        written, it is read again on the next start.
+        """
+        prepared = decode_batch(messages, self._offsets, self._tables, self._decoders)
+        if prepared.poison and not self._dead_letter(consumer, publisher, prepared.poison):
+            return None
+        return prepared
+
+    def _persist(self, con: duckdb.DuckDBPyConnection, batch: Prepared) -> WriteResult:
         """The batch's rows and offsets in one DuckDB transaction (runs on the writer thread)."""
         t0 = time.monotonic()
         result = write_batch(con, batch.tables, batch.next_offsets)
         self.metrics.write_seconds.observe(time.monotonic() - t0)
         return result
 
-    def _finish(self, consumer: KafkaConsumer, batch: _Prepared, result: WriteResult) -> None:
+    def _finish(self, consumer: KafkaConsumer, batch: Prepared, result: WriteResult) -> None:
         """After the commit in DuckDB: account for the batch, then the informational Kafka commit."""
         self._generation += 1
         self._account(batch.records, result.rows, batch.poison, batch.started)
@@ -363,36 +336,40 @@ class WarehouseSink:
         except ConsumerError as exc:
             log.debug("informational Kafka commit failed: %s", exc)
 
-    def _dead_letter(self, publisher: Publisher, poison: list[_Poison]) -> None:
-        """Send the batch's dead letters and their audit events; retry until Kafka acknowledges them."""
+    def _dead_letter(self, consumer: KafkaConsumer, publisher: Publisher, poison: list[Poison]) -> bool:
+        """Send the batch's dead letters and their audit events, retried until Kafka acknowledges them.
+
+        Returns False when the stop event ended the retries (nothing acknowledged is lost: the
+        batch is read again, its letters sent again).
+        """
         node, tenant = self.settings.worker_node_id, self.settings.storage.default_tenant
-        by_topic: dict[str, list[DeadLetter]] = defaultdict(list)
-        audits: list[AuditEvent] = []
+        letters = DeadLetters()
         for p in poison:
             log.warning("%s: dead-lettered (%s): %s", p.record.source, p.error_class, p.reason)
-            by_topic[dead_letter_topic(p.record.topic)].append(
-                dead_letter_record(p.record, p.error_class, p.reason, node_id=node))
-            audits.append(dead_letter_audit(node_id=node, default_tenant=tenant, source=p.record.source,
-                                            error_class=p.error_class, reason=p.reason,
-                                            context=message_context(p.record.value)))
-        delay = _RETRY_INITIAL_S
-        while True:
-            try:
-                for topic, letters in by_topic.items():
-                    publisher.send_raw(topic, [d.as_raw() for d in letters]).raise_for_failures()
-                publisher.send_audit(audits).raise_for_failures()
-                break
-            except PublishError as exc:
-                self.summary.retries += 1
-                self.metrics.retries.inc()
-                log.warning("dead letters not acknowledged (%s); retrying in %.1f s, nothing written meanwhile", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
+            letters.add(dead_letter_topic(p.record.topic), p.letter(node_id=node),
+                        dead_letter_audit(node_id=node, default_tenant=tenant, source=p.record.source,
+                                          error_class=p.error_class, reason=p.reason,
+                                          context=message_context(p.record.value)))
+
+        def count_retry(_exc: Exception) -> None:
+            self.summary.retries += 1
+            self.metrics.retries.inc()
+
+        room = self.settings.warehouse.batch_max_messages
+        try:
+            done = self._retry.attempt(lambda: letters.publish(publisher), consumer,
+                                       lambda timeout: self._poll(consumer, room, timeout),
+                                       what="dead letters", on_retry=count_retry)
+        finally:
+            self._retry.resume(consumer)
+        if not done:
+            return False
         for p in poison:
             self.metrics.dead_lettered.labels(topic=p.record.topic, error_class=p.error_class).inc()
         self.summary.dead_lettered += len(poison)
+        return True
 
-    def _account(self, records: list[Message], rows: Mapping[str, int], poison: list[_Poison], started: float) -> None:
+    def _account(self, records: list[Message], rows: Mapping[str, int], poison: list[Poison], started: float) -> None:
         s = self.summary
         s.consumed += len(records)
         s.batches += 1
