@@ -12,7 +12,7 @@ from dicomflow.models import DicomImageMeta, DicomStateMeta, DicomStoreMeta
 from dicomflow.pipeline.isolate import DATABASE_REJECTED, isolate_rejected
 from dicomflow.pipeline.types import Parsed, ParsedBatch, Poison
 from dicomflow.store import StoreDataError
-from tests.unit.test_pipeline_commit import make_parsed
+from tests.unit.pipeline.test_commit import make_parsed
 
 
 class Store:

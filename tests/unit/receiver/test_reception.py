@@ -23,7 +23,7 @@ from dicomflow.ingest.ingestor import Source
 from dicomflow.ingest.service import StoreService
 from dicomflow.receiver.reception import Reception
 from tests.conftest import PYDICOM_DATA, sample_files
-from tests.unit.test_receiver_service import ASSOC, RecordingPublisher, encoded, service
+from tests.unit.ingest.test_service import ASSOC, RecordingPublisher, encoded, service
 
 CT_SAMPLE = PYDICOM_DATA / "test_files" / "CT_small.dcm"
 SOURCE = Source("MODALITY", "10.0.0.7")

@@ -460,7 +460,7 @@ def raw_exchange(port: int, payload: bytes) -> bytes:
 
 
 def test_the_native_engine_aborts_protocol_violations_and_keeps_serving(settings: Settings) -> None:
-    from tests.unit.test_receiver_upperlayer import pynetdicom_rq
+    from tests.unit.receiver.test_upperlayer import pynetdicom_rq
 
     s = with_receiver(settings, engine="native")
     make_topics(s)

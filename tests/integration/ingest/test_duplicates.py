@@ -20,7 +20,7 @@ from tests.integration.ingest_support import (
     stored_files,
     with_receiver,
 )
-from tests.integration.test_scp import instance, send
+from tests.integration.receiver.test_scp import instance, send
 
 SOP = "1.2.826.0.1.3680043.8.498.77.9.1"
 

@@ -34,7 +34,7 @@ from tests.integration.ingest_support import (
     stored_files,
     with_receiver,
 )
-from tests.integration.test_scp import instance, send
+from tests.integration.receiver.test_scp import instance, send
 
 MIB = 1024 * 1024
 #: Data set bytes per P-DATA PDU (the receiver announces 1 MiB PDUs).

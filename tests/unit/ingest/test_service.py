@@ -2,7 +2,7 @@
 
 The publisher here is a stand-in that records the events it is given and
 answers as told (the decision logic is under test; the real broker is
-exercised in tests/integration/test_scp.py).
+exercised in tests/integration/receiver/test_scp.py).
 """
 
 from __future__ import annotations

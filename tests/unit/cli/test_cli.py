@@ -72,7 +72,7 @@ def test_the_warehouse_commands_keep_their_options() -> None:
 
 
 def test_the_readme_command_table_names_every_command_once() -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
     table = readme[readme.index("## Commands") :]
     table = table[: table.index("\n\n", table.index("| command |"))]
     rows = [re.split(r"(?<!\\)\|", line)[1] for line in table.splitlines() if line.startswith("| `dicomflow ")]

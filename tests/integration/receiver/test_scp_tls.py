@@ -28,7 +28,7 @@ from tests.integration.ingest_support import (
 )
 from tests.integration.interop_support import assert_same_content
 from tests.integration.pki_support import Pki, client_context, make_pki
-from tests.integration.test_scp import instance
+from tests.integration.receiver.test_scp import instance
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from dicomflow.receiver.identity import add_user
 from dicomflow.settings import Settings
 from tests.integration.ingest_support import make_topics, read_audit, running_receiver, storescu, with_receiver
-from tests.integration.test_scp import instance
+from tests.integration.receiver.test_scp import instance
 
 
 @pytest.fixture(params=["native", "pynetdicom"])

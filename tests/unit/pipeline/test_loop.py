@@ -85,7 +85,7 @@ def test_a_record_postgresql_refuses_is_dead_lettered_and_the_rest_committed(tmp
     from dicomflow.pipeline.commit import Sinks
     from dicomflow.pipeline.types import Parsed
     from dicomflow.store import StoreDataError
-    from tests.unit.test_pipeline_commit import Recorder, make_parsed
+    from tests.unit.pipeline.test_commit import Recorder, make_parsed
 
     class Refusing(Recorder):
         def __init__(self, bad_sop: str) -> None:
