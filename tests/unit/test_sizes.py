@@ -23,7 +23,6 @@ FLAT_MAPPINGS = frozenset({
 
 #: TODO(lead): being split on other branches of issue 17; remove each entry once they are merged.
 PENDING_MODULES = frozenset({
-    "kafka/consumer.py",
     "stack/_kafka.py",
 })
 PENDING_FUNCTIONS: frozenset[str] = frozenset()
