@@ -22,9 +22,7 @@ FLAT_MAPPINGS = frozenset({
 })
 
 #: TODO(lead): being split on other branches of issue 17; remove each entry once they are merged.
-PENDING_MODULES = frozenset({
-    "stack/_kafka.py",
-})
+PENDING_MODULES: frozenset[str] = frozenset()
 PENDING_FUNCTIONS: frozenset[str] = frozenset()
 
 
