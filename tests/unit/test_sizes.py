@@ -22,13 +22,8 @@ FLAT_MAPPINGS = frozenset({
 })
 
 #: TODO(lead): being split on other branches of issue 17; remove each entry once they are merged.
-PENDING_MODULES = frozenset({
-    "kafka/consumer.py",
-    "stack/_kafka.py",
-})
-PENDING_FUNCTIONS = frozenset({
-    "cli/publish.py:publish",
-})
+PENDING_MODULES: frozenset[str] = frozenset()
+PENDING_FUNCTIONS: frozenset[str] = frozenset()
 
 
 def _modules() -> list[tuple[str, Path]]:

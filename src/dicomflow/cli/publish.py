@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from dicomflow.scanner.publish import NotPublished, Summary
+    from dicomflow.settings import Settings
 
 #: Lines of detail shown per list in the summary (the rest is counted).
 SHOWN = 20
@@ -56,11 +57,7 @@ def publish(
     2 on a configuration error or a --no-copy path outside the storage root.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from dicomflow.errors import ConfigError
-    from dicomflow.kafka.producer import Publisher
-    from dicomflow.scanner.publish import FolderPublisher
     from dicomflow.scanner.walk import iter_files
 
     settings = settings_of(ctx)
@@ -69,6 +66,26 @@ def publish(
     root = settings.storage.root.resolve()
     check_copy_options(errors, paths, root, no_copy=no_copy, copy_into_storage=copy_into_storage)
     files = list(iter_files(paths))
+    summary = publish_files(settings, files, errors, tenant=tenant, no_copy=no_copy, batch_size=batch_size,
+                            progress=progress)
+    print_summary(console, summary, root, shown=None if list_all else SHOWN)
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+def publish_files(settings: Settings, files: list[Path], errors: Console, *, tenant: str | None, no_copy: bool,
+                  batch_size: int, progress: bool) -> Summary:
+    """Publish ``files`` with one producer, a progress bar on ``errors`` unless ``progress`` is off.
+
+    Raises:
+        typer.Exit: code 2 on a configuration error, the message printed on ``errors``.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dicomflow.errors import ConfigError
+    from dicomflow.kafka.producer import Publisher
+    from dicomflow.scanner.publish import FolderPublisher
+
     try:
         publisher = Publisher(settings.kafka, settings.topics, client_id=f"dicomflow-publish-{settings.worker_node_id}")
         runner = FolderPublisher(settings, publisher, tenant=tenant, copy_into_storage=not no_copy,
@@ -82,12 +99,9 @@ def publish(
             console=errors, disable=not progress, transient=False,
         ) as bar:
             task = bar.add_task("publish", total=len(files))
-            summary = runner.run(files, on_file=lambda _path: bar.advance(task))
+            return runner.run(files, on_file=lambda _path: bar.advance(task))
     finally:
         publisher.close()
-    print_summary(console, summary, root, shown=None if list_all else SHOWN)
-    if not summary.ok:
-        raise typer.Exit(1)
 
 
 def check_copy_options(errors: Console, paths: list[Path], root: Path, *, no_copy: bool, copy_into_storage: bool) -> None:

@@ -17,7 +17,8 @@ Offset commits are asynchronous with a bounded wait (:meth:`KafkaConsumer.commit
 a synchronous commit blocks for as long as the group coordinator is away,
 and with it the whole loop (no polls, no health beats, no rebalances
 served). The commit request goes out, its result comes back through
-librdkafka's commit callback, served by short polls (records that arrive meanwhile are held and handed
+librdkafka's commit callback (kept by :class:`~dicomflow.kafka._commits.CommitLedger`),
+served by short polls (records that arrive meanwhile are held and handed
 out first by the next :meth:`~KafkaConsumer.consume`; past ``_HOLD_MAX`` held
 records every owned partition is paused until the result comes). Pausing at
 once was measured to cost about half a second per batch: a resumed
@@ -38,8 +39,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from dicomflow.errors import ConsumerError
 from dicomflow.kafka._auth import AuthWatch
+from dicomflow.kafka._commits import CommitLedger, commit_error
 from dicomflow.kafka._logging import librdkafka_log
-from dicomflow.kafka.group import OWNERSHIP_LOST, CommitTimeoutError, OwnershipLostError, RebalanceListener, consumer_config
+from dicomflow.kafka.group import CommitTimeoutError, OwnershipLostError, RebalanceListener, consumer_config
 from dicomflow.kafka.records import TP, Record, record_of
 from dicomflow.settings import KafkaSettings
 
@@ -80,17 +82,12 @@ class KafkaConsumer:
         self._listener = listener
         self._start_offsets = start_offsets
         self._auth = AuthWatch(kafka.brokers, f"consumer {client_id} of group {group_id}")
-        self._consumer = Consumer({**self._config, "error_cb": self._auth, "on_commit": self._on_commit_result},
+        #: Offset commits requested, confirmed and refused (fed by librdkafka's commit callback).
+        self._commits = CommitLedger()
+        self._consumer = Consumer({**self._config, "error_cb": self._auth, "on_commit": self._commits.on_result},
                                   logger=librdkafka_log)
         self._callback_error: BaseException | None = None
         self._assigned: set[TP] = set()
-        #: Offsets the group coordinator confirmed committed (by this member).
-        self._committed: dict[TP, int] = {}
-        #: The latest offset asked to be committed per partition, and errors reported for it.
-        self._requested: dict[TP, int] = {}
-        self._commit_errors: dict[TP, tuple[int, KafkaError]] = {}
-        #: Monotonic time since which some requested offset is unconfirmed (None: all confirmed).
-        self._unconfirmed_since: float | None = None
         #: Partitions paused by the caller (pause / resume), apart from the commit wait's own pause.
         self._paused: set[TP] = set()
         #: Records fetched while waiting for a commit result, handed out by the next consume().
@@ -146,11 +143,7 @@ class KafkaConsumer:
         gone = set(tps)
         if self._held:
             self._held = [m for m in self._held if (m.topic(), m.partition()) not in gone]
-        for tp in tps:
-            self._committed.pop(tp, None)
-            self._requested.pop(tp, None)
-            self._commit_errors.pop(tp, None)
-        self._update_unconfirmed()
+        self._commits.forget(tps)
         if tps:
             log.info("%s %s", how, _names(tps))
         self._notify("on_revoked", tps)
@@ -267,28 +260,24 @@ class KafkaConsumer:
             OwnershipLostError: the group moved a partition away; drop the work.
             ConsumerError: the commit failed for another reason; retry later.
         """
-        if not offsets or self._confirmed(offsets):
+        if not offsets or self._commits.confirmed(offsets):
             return
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        for tp, o in offsets.items():
-            self._requested[tp] = max(o, self._requested.get(tp, -1))
-            self._commit_errors.pop(tp, None)
-        if self._unconfirmed_since is None:
-            self._unconfirmed_since = time.monotonic()
+        self._commits.request(offsets)
         try:
             self._consumer.commit(offsets=tps, asynchronous=True)
         except KafkaException as exc:
-            raise _commit_error(exc.args[0] if exc.args else None, str(exc)) from exc
+            raise commit_error(exc.args[0] if exc.args else None, str(exc)) from exc
         deadline = time.monotonic() + max(0.0, timeout_s)
         paused: list[TopicPartition] = []
         try:
             while True:
-                self._raise_commit_error(offsets)
-                if self._confirmed(offsets):
+                self._commits.raise_error(offsets)
+                if self._commits.confirmed(offsets):
                     return
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    waited = time.monotonic() - (self._unconfirmed_since or deadline)
+                    waited = time.monotonic() - (self._commits.unconfirmed_since or deadline)
                     raise CommitTimeoutError(
                         f"offset commit of {_names(offsets)} not confirmed within {timeout_s:g} s "
                         f"(unconfirmed for {waited:.0f} s; group coordinator unreachable?); will retry")
@@ -303,39 +292,9 @@ class KafkaConsumer:
                 if live:
                     self._consumer.resume(live)
 
-    def _confirmed(self, offsets: Mapping[TP, int]) -> bool:
-        return all(self._committed.get(tp, -1) >= o for tp, o in offsets.items())
-
-    def _raise_commit_error(self, offsets: Mapping[TP, int]) -> None:
-        for tp, o in offsets.items():
-            failed = self._commit_errors.get(tp)
-            if failed is not None and failed[0] >= o and self._committed.get(tp, -1) < o:
-                raise _commit_error(failed[1], f"{tp[0]}[{tp[1]}]: {failed[1].str()}")
-
-    def _on_commit_result(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        """librdkafka's commit callback (served inside consume): record the outcome. Never raises."""
-        try:
-            for tp in partitions:
-                key = (tp.topic, tp.partition)
-                error = tp.error or err
-                if error is None or error.code() == KafkaError._NO_OFFSET:
-                    if tp.offset >= 0:
-                        self._committed[key] = max(tp.offset, self._committed.get(key, -1))
-                elif tp.offset >= self._requested.get(key, -1):
-                    self._commit_errors[key] = (tp.offset, error)
-                    log.warning("offset commit of %s[%s]@%s failed: %s", tp.topic, tp.partition, tp.offset, error.str())
-            self._update_unconfirmed()
-        except Exception:  # never let it unwind through librdkafka
-            log.exception("recording an offset commit result failed")
-
-    def _update_unconfirmed(self) -> None:
-        if all(self._committed.get(tp, -1) >= o for tp, o in self._requested.items()):
-            self._unconfirmed_since = None
-
     def commit_unconfirmed_s(self) -> float | None:
         """Seconds for which a requested commit has been unconfirmed (None: everything confirmed)."""
-        since = self._unconfirmed_since
-        return None if since is None else time.monotonic() - since
+        return self._commits.unconfirmed_s()
 
     def committed(self, partitions: Iterable[TP], timeout_s: float = 10.0) -> dict[TP, int]:
         """The group's committed offsets for ``partitions`` (-1001 when none), read from the broker."""
@@ -381,7 +340,7 @@ class KafkaConsumer:
                 _low, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
             except KafkaException:
                 continue
-            base = self._committed.get(tp, positions.get(tp, -1))
+            base = self._commits.committed.get(tp, positions.get(tp, -1))
             if high >= 0 and base >= 0:
                 out[tp] = max(0, high - base)
         return out
@@ -400,15 +359,6 @@ class KafkaConsumer:
 def _is_fatal(exc: KafkaException) -> bool:
     err = exc.args[0] if exc.args else None
     return isinstance(err, KafkaError) and err.fatal()
-
-
-def _commit_error(err: object, text: str) -> ConsumerError:
-    if isinstance(err, KafkaError) and err.code() == KafkaError._NO_OFFSET:
-        return ConsumerError(f"offset commit: nothing to commit ({text})")
-    if isinstance(err, KafkaError) and err.code() in OWNERSHIP_LOST:
-        return OwnershipLostError(f"offset commit refused, partitions moved to another member: {text}")
-    fatal = isinstance(err, KafkaError) and err.fatal()
-    return ConsumerError(f"offset commit failed: {text}", fatal=fatal)
 
 
 def _names(tps: Iterable[TP]) -> str:

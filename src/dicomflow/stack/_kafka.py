@@ -22,13 +22,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from dicomflow.errors import StackError
 from dicomflow.settings import StackSettings
+from dicomflow.stack._kafka_probe import wait_served
 from dicomflow.stack._kafka_security import ADMIN_USER, KafkaSecurity
 from dicomflow.stack._layout import ClusterLayout, NodeSpec
 from dicomflow.stack._proc import ensure_port_free, kill_pid, log_tail, pid_alive, read_pid, stop_pid, wait_port
@@ -354,56 +354,8 @@ class KafkaBroker:
         On a cluster the record goes through ``bootstrap`` (default: this
         node), and the node must be registered in the cluster's metadata.
         """
-        from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-
-        target = bootstrap or self.bootstrap
-        extra = self.client_properties()
-        deadline = time.monotonic() + timeout_s
-        topic = "__dicomflow_probe"
-        token = uuid.uuid4().hex.encode()
-        last_error = "no answer"
-        while time.monotonic() < deadline:
-            try:
-                producer = Producer({"bootstrap.servers": target, "acks": "all",
-                                     "message.timeout.ms": 10000, "log_level": 0, **extra})
-                if self.layout.size > 1:
-                    brokers = producer.list_topics(timeout=5).brokers
-                    if self.node_id not in brokers:
-                        last_error = f"node {self.node_id} not registered yet"
-                        time.sleep(0.5)
-                        continue
-                errors: list[str] = []
-                offsets: list[tuple[int, int]] = []
-
-                def on_delivery(err: object, msg: object) -> None:
-                    if err is not None:
-                        errors.append(str(err))  # noqa: B023 - called during this iteration's flush
-                    else:
-                        offsets.append((msg.partition(), msg.offset()))  # type: ignore[attr-defined]  # noqa: B023 - ditto
-
-                producer.produce(topic, token, on_delivery=on_delivery)
-                producer.flush(15)
-                if errors or not offsets:
-                    last_error = errors[0] if errors else "produce not acknowledged"
-                    time.sleep(0.5)
-                    continue
-                partition, offset = offsets[0]
-                consumer = Consumer({"bootstrap.servers": target, "group.id": "__dicomflow_probe",
-                                     "enable.auto.commit": False, "log_level": 0, **extra})
-                try:
-                    consumer.assign([TopicPartition(topic, partition, offset)])
-                    end = time.monotonic() + 15
-                    while time.monotonic() < end:
-                        msg = consumer.poll(0.5)
-                        if msg is not None and msg.error() is None and msg.value() == token:
-                            return
-                finally:
-                    consumer.close()
-                last_error = "produced record not read back"
-            except KafkaException as exc:
-                last_error = str(exc)
-                time.sleep(0.5)
-        raise StackError(f"Kafka at {target} did not serve a produce and a consume within {timeout_s:.0f} s: {last_error}")
+        wait_served(bootstrap or self.bootstrap, self.client_properties(), timeout_s,
+                    node_id=self.node_id if self.layout.size > 1 else None)
 
     def stop(self) -> None:
         """Stop the broker by its PID (controlled shutdown, then SIGKILL after 30 s)."""
