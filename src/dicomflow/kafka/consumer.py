@@ -41,7 +41,7 @@ from dicomflow.errors import ConsumerError
 from dicomflow.kafka._auth import AuthWatch
 from dicomflow.kafka._commits import CommitLedger, commit_error
 from dicomflow.kafka._logging import librdkafka_log
-from dicomflow.kafka.group import CommitTimeoutError, OwnershipLostError, RebalanceListener, consumer_config
+from dicomflow.kafka.group import CommitTimeoutError, RebalanceListener, consumer_config
 from dicomflow.kafka.records import TP, Record, record_of
 from dicomflow.settings import KafkaSettings
 
@@ -365,11 +365,4 @@ def _names(tps: Iterable[TP]) -> str:
     return ", ".join(f"{t}[{p}]" for t, p in sorted(tps))
 
 
-__all__ = [
-    "CommitTimeoutError",
-    "KafkaConsumer",
-    "OwnershipLostError",
-    "RebalanceListener",
-    "consumer_config",
-    "record_of",
-]
+__all__ = ["KafkaConsumer"]
