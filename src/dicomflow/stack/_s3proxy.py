@@ -180,6 +180,7 @@ class S3ProxyServer:
                     last = f"HTTP {resp.status} without credentials"  # anonymous access: not what we configured
                     raise StackError(f"S3Proxy at {self.endpoint} answered an unsigned request ({last})")
             except urllib.error.HTTPError as exc:
+                exc.close()  # it holds the response's socket
                 if exc.code == 403:
                     return
                 last = f"HTTP {exc.code}"
