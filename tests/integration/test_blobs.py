@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import stat
+import tempfile
 import urllib.error
 import urllib.request
 import uuid
@@ -23,7 +25,7 @@ from dicomflow.blobs import BlobAccessDenied, BlobLocationError, BlobNotFound, B
 from dicomflow.blobs.s3 import S3Store
 from dicomflow.errors import is_poison
 from dicomflow.settings import Settings, StackSettings, StorageS3Settings
-from dicomflow.stack import S3ProxyServer, free_port
+from dicomflow.stack import LocalStack, S3ProxyServer, free_port
 
 #: The smallest part S3 takes; the store's multipart threshold in these tests.
 CHUNK = 5 * 1024 * 1024
@@ -31,13 +33,19 @@ KEY = "default/20240101/1.2.3/1.2.3.4/1.2.3.4.5.dcm"
 
 
 @pytest.fixture(scope="module")
-def s3proxy(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3ProxyServer]:
-    home = tmp_path_factory.mktemp("s3stack")
+def s3proxy(base_settings: Settings) -> Iterator[S3ProxyServer]:
+    # Not under pytest's 0700 temporary folders: LocalStack(...) below must not send its (unused)
+    # PostgreSQL folder to /var/tmp for want of a stack folder the postgres user can reach.
+    home = Path(tempfile.mkdtemp(prefix="dicomflow-test-s3-"))
+    home.chmod(0o755)
     (home / "cache").symlink_to(base_settings.stack.dir.resolve() / "cache", target_is_directory=True)
     server = S3ProxyServer(StackSettings(dir=home, s3_port=free_port()), StorageS3Settings())
-    server.start()
-    yield server
-    server.stop()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +195,16 @@ def test_the_stack_fills_the_settings_and_keeps_its_credentials_private(s3proxy:
     mine = dataclasses.replace(Settings().storage.s3, endpoint="https://s3.example")
     configured = dataclasses.replace(Settings(), storage=dataclasses.replace(Settings().storage, s3=mine))
     assert s3proxy.fill(configured) == configured  # an endpoint set by the user wins
+
+
+def test_the_local_stack_lists_s3proxy_and_hands_its_settings_on(s3proxy: S3ProxyServer) -> None:
+    """What ``stack status`` prints and what tests and the demo get from ``LocalStack.settings``."""
+    stack_settings = dataclasses.replace(s3proxy.settings, s3=False)
+    local = LocalStack(dataclasses.replace(Settings(), stack=stack_settings))
+    rows = {s.name: s for s in local.status()}
+    assert rows["s3proxy"].running and rows["s3proxy"].pid == s3proxy.pid()
+    assert rows["s3proxy"].address == f"{s3proxy.endpoint}/{s3proxy.bucket}"
+    assert local.settings.storage.s3.endpoint == s3proxy.endpoint
+    store = S3Store(local.settings.storage.s3)
+    store.put("through-the-stack.dcm", b"ok")
+    assert store.read("through-the-stack.dcm") == b"ok"

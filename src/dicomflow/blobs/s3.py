@@ -1,10 +1,12 @@
 """The ``s3`` backend: objects in an S3-compatible bucket, through obstore.
 
 Why obstore (Rust's ``object_store`` crate) and not boto3: measured against
-the local stack's S3Proxy on this 2-core machine (``put`` of 25 kB objects,
-300 per run, 3 alternated runs, medians; full figures in docs/storage.md):
-boto3 ``put_object`` 6.8 ms per object, obstore ``put`` 1.5-2.7 ms; GET 6.5-10 ms
-against 0.8-1.4 ms. Issue 18 had measured 6.8 ms against 1.4 ms. boto3's
+S3Proxy on this (shared, 2-core) machine, 25 kB objects, 300 per run, 3
+alternated runs, medians (``benchmarks/bench_blobs.py --boto3``; all figures
+in docs/storage.md): PUT boto3 4.4-5.0 ms per object (6.7 ms in a first, bare
+loop), obstore 1.5-2.7 ms; GET 3.5-4.6 ms against 0.9-1.0 ms. Issue 18 had
+quoted 6.8 ms against 1.4 ms: the ratio holds, the absolute figures move
+with the machine's load. boto3's
 cost is in Python (request building, SigV4 signing, botocore's event hooks) and
 stays per object; obstore signs and sends in Rust with the GIL released. It
 also brings ranged reads, streaming, and multipart uploads from a file with
