@@ -126,6 +126,7 @@ def test_list_by_prefix_in_key_order(store: BlobStore) -> None:
     assert [(b.key, b.size) for b in store.list("t2/")] == [("t2/e.dcm", 5)]
     assert [b.key for b in store.list("")] == sorted(keys)
     assert list(store.list("nothing/here")) == []
+    assert list(store.list("t2/e.dcm")) == []  # an object is not under itself
 
 
 def test_listing_skips_a_crashed_writes_temporary_file(tmp_path: Path) -> None:

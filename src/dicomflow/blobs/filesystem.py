@@ -128,10 +128,8 @@ class FilesystemStore:
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         prefix = prefix.strip("/")
+        # A prefix naming a file lists nothing, as on S3 (whole segments: the object is not "under" itself).
         start = self._path(prefix) if prefix else self.root
-        if start.is_file():
-            yield BlobInfo(prefix, start.stat().st_size)
-            return
         yield from self._walk(start, f"{prefix}/" if prefix else "")
 
     def _walk(self, folder: Path, key_prefix: str) -> Iterator[BlobInfo]:
