@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from dicomflow.settings.storage import StorageS3Settings, StorageSettings
 from dicomflow.settings.web import ImagesSettings, OAuth2Settings, WebSettings
 
 Compression = Literal["snappy", "lz4", "zstd", "gzip", "none"]
@@ -156,40 +157,6 @@ class ConsumerSettings:
 
 
 @dataclass(frozen=True)
-class StorageS3Settings:
-    """An S3-compatible object store (AWS S3, MinIO, Ceph RGW, the local stack's S3Proxy).
-
-    Unset fields fall back to the standard ``AWS_*`` variables and the AWS
-    credentials file (:mod:`.aws`); ``stack up --s3`` fills endpoint and
-    credentials for the local stack's S3Proxy.
-    """
-
-    #: Service URL (``http://127.0.0.1:19070``); empty: AWS S3 in ``region``.
-    endpoint: str = ""
-    bucket: str = "dicomflow"
-    region: str = "us-east-1"
-    #: Every key starts with it (``"archive/"``); empty: keys from the bucket's root.
-    prefix: str = ""
-    access_key_id: str = ""
-    secret_access_key: str = ""
-    #: ``https://endpoint/bucket/key`` rather than ``https://bucket.endpoint/key`` (MinIO, S3Proxy).
-    path_style: bool = False
-    #: Objects larger than this go up in parts of this size (S3's smallest part is 5 MiB).
-    multipart_chunk_bytes: int = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class StorageSettings:
-    """Where instance files live; store events pointing elsewhere are rejected."""
-
-    root: Path = Path(".dicomflow/storage")
-    default_tenant: str = "default"
-    #: Where instances are kept: "filesystem" (under ``root``) or "s3" (``[storage.s3]``).
-    backend: Literal["filesystem", "s3"] = "filesystem"
-    s3: StorageS3Settings = field(default_factory=StorageS3Settings)
-
-
-@dataclass(frozen=True)
 class TlsSettings:
     """DICOM TLS for the receiver (PS3.15 Annex B, BCP 195 profile): on when cert_file is set."""
 
@@ -298,7 +265,7 @@ class StackSettings:
     clickhouse: bool = False
     clickhouse_http_port: int = 18123
     clickhouse_tcp_port: int = 19000
-    #: Also run a local S3Proxy (``stack up --s3`` does it once), the S3 server of ``storage.backend = "s3"``.
+    #: Also run a local S3Proxy, the S3 server of ``storage.backend = "s3"`` (``stack up --s3`` does it once).
     s3: bool = False
     s3_port: int = 19070
 

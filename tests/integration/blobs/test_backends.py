@@ -1,20 +1,14 @@
 """The storage layer against real backends: a folder, and a real S3 server (S3Proxy, SigV4).
 
 Every operation runs on both backends (parametrized); the S3 one is a private
-S3Proxy started once for the module on a free port in its own folder, sharing
-the stack's jar cache (like the private Kafka stacks of kafka_support), so the
-shared stack needs no ``--s3``. Each test gets its own key prefix.
+S3Proxy started once for the module (:mod:`tests.integration.s3_support`),
+so the shared stack needs no ``--s3``. Each test gets its own key prefix.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import stat
-import tempfile
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,35 +18,17 @@ import pytest
 from dicomflow.blobs import BlobAccessDenied, BlobLocationError, BlobNotFound, BlobStore, BlobUnavailable, FilesystemStore
 from dicomflow.blobs.s3 import S3Store
 from dicomflow.errors import is_poison
-from dicomflow.settings import Settings, StackSettings, StorageS3Settings
-from dicomflow.stack import LocalStack, S3ProxyServer, free_port
+from dicomflow.settings import Settings, StorageS3Settings
+from dicomflow.stack import free_port
+from tests.integration.s3_support import CHUNK, client_settings, private_s3proxy
 
-#: The smallest part S3 takes; the store's multipart threshold in these tests.
-CHUNK = 5 * 1024 * 1024
 KEY = "default/20240101/1.2.3/1.2.3.4/1.2.3.4.5.dcm"
 
 
 @pytest.fixture(scope="module")
-def s3proxy(base_settings: Settings) -> Iterator[S3ProxyServer]:
-    # Not under pytest's 0700 temporary folders: LocalStack(...) below must not send its (unused)
-    # PostgreSQL folder to /var/tmp for want of a stack folder the postgres user can reach.
-    home = Path(tempfile.mkdtemp(prefix="dicomflow-test-s3-"))
-    home.chmod(0o755)
-    (home / "cache").symlink_to(base_settings.stack.dir.resolve() / "cache", target_is_directory=True)
-    server = S3ProxyServer(StackSettings(dir=home, s3_port=free_port()), StorageS3Settings())
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(home, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def s3_settings(s3proxy: S3ProxyServer) -> StorageS3Settings:
-    filled = s3proxy.client_settings(StorageS3Settings(multipart_chunk_bytes=CHUNK))
-    assert filled is not None
-    return filled
+def s3_settings(base_settings: Settings) -> Iterator[StorageS3Settings]:
+    with private_s3proxy(base_settings) as server:
+        yield client_settings(server)
 
 
 @pytest.fixture(params=["filesystem", "s3"])
@@ -172,40 +148,3 @@ def test_wrong_credentials_are_denied_not_poison(s3_settings: StorageS3Settings)
     with pytest.raises(BlobAccessDenied) as info:
         wrong.put(KEY, b"x")
     assert not is_poison(info.value)
-
-
-def test_the_server_requires_sigv4_and_keeps_objects_private(s3proxy: S3ProxyServer, s3_settings: StorageS3Settings) -> None:
-    S3Store(s3_settings).put("private.dcm", b"secret bytes")
-    for url in (f"{s3proxy.endpoint}/{s3proxy.bucket}", f"{s3proxy.endpoint}/{s3proxy.bucket}/private.dcm"):
-        with pytest.raises(urllib.error.HTTPError) as info:
-            urllib.request.urlopen(url, timeout=5)
-        info.value.close()
-        assert info.value.code == 403
-
-
-def test_the_stack_fills_the_settings_and_keeps_its_credentials_private(s3proxy: S3ProxyServer) -> None:
-    status = s3proxy.status()
-    assert status.running and status.pid
-    for secret_file in (s3proxy.properties, s3proxy.client_file):
-        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
-    filled = s3proxy.fill(Settings())
-    assert filled.storage.s3.endpoint == s3proxy.endpoint
-    assert filled.storage.s3.access_key_id.startswith("dicomflow-")
-    assert filled.storage.s3.path_style
-    assert filled.storage.backend == "filesystem"  # the backend stays as configured
-    mine = dataclasses.replace(Settings().storage.s3, endpoint="https://s3.example")
-    configured = dataclasses.replace(Settings(), storage=dataclasses.replace(Settings().storage, s3=mine))
-    assert s3proxy.fill(configured) == configured  # an endpoint set by the user wins
-
-
-def test_the_local_stack_lists_s3proxy_and_hands_its_settings_on(s3proxy: S3ProxyServer) -> None:
-    """What ``stack status`` prints and what tests and the demo get from ``LocalStack.settings``."""
-    stack_settings = dataclasses.replace(s3proxy.settings, s3=False)
-    local = LocalStack(dataclasses.replace(Settings(), stack=stack_settings))
-    rows = {s.name: s for s in local.status()}
-    assert rows["s3proxy"].running and rows["s3proxy"].pid == s3proxy.pid()
-    assert rows["s3proxy"].address == f"{s3proxy.endpoint}/{s3proxy.bucket}"
-    assert local.settings.storage.s3.endpoint == s3proxy.endpoint
-    store = S3Store(local.settings.storage.s3)
-    store.put("through-the-stack.dcm", b"ok")
-    assert store.read("through-the-stack.dcm") == b"ok"

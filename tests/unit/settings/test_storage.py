@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dicomflow.errors import ConfigError
-from dicomflow.settings import Settings, as_dict, load_settings
+from dicomflow.settings import as_dict, from_child_env, load_settings, to_child_env
 
 
 def test_the_defaults_keep_the_filesystem() -> None:
@@ -40,7 +40,7 @@ def test_dicomflow_variables_set_every_field() -> None:
     s3 = s.storage.s3
     assert (s3.endpoint, s3.bucket, s3.region, s3.prefix, s3.access_key_id, s3.secret_access_key, s3.path_style) == \
         ("https://minio:9000", "b", "eu-west-3", "p/", "id", "secret", True)
-    assert Settings.from_child_env(s.to_child_env()) == s
+    assert from_child_env(to_child_env(s)) == s
 
 
 def test_the_secret_is_masked_but_not_the_key_id() -> None:
