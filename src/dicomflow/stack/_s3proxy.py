@@ -167,6 +167,7 @@ class S3ProxyServer:
             wait_port(self.settings.s3_port, timeout_s, proc.pid, "S3Proxy")
             self._wait_answering(timeout_s)
         except StackError as exc:
+            self.stop()  # not left running half-configured: the next start begins afresh
             raise StackError(f"{exc}; see {self.log_file}; last lines:{log_tail(self.log_file)}") from exc
         return proc.pid
 

@@ -10,10 +10,12 @@ import stat
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from dicomflow.blobs.s3 import S3Store
+from dicomflow.errors import StackError
 from dicomflow.settings import Settings, StorageS3Settings
 from dicomflow.stack import LocalStack, S3ProxyServer
 from tests.integration.s3_support import client_settings, private_s3proxy
@@ -65,3 +67,18 @@ def test_the_local_stack_lists_s3proxy_and_hands_its_settings_on(s3proxy: S3Prox
     store = S3Store(local.settings.storage.s3)
     store.put("through-the-stack.dcm", b"ok")
     assert store.read("through-the-stack.dcm") == b"ok"
+
+
+def test_a_second_start_keeps_the_server_and_its_credentials(s3proxy: S3ProxyServer, s3_settings: StorageS3Settings) -> None:
+    assert s3proxy.start() == s3proxy.pid()
+    again = client_settings(s3proxy)
+    assert (again.access_key_id, again.secret_access_key) == (s3_settings.access_key_id, s3_settings.secret_access_key)
+
+
+def test_a_taken_port_is_refused_before_anything_starts(s3proxy: S3ProxyServer, tmp_path: Path) -> None:
+    (tmp_path / "cache").symlink_to(s3proxy.jars.parent, target_is_directory=True)
+    other = S3ProxyServer(dataclasses.replace(s3proxy.settings, dir=tmp_path), StorageS3Settings())
+    with pytest.raises(StackError, match="already in use"):
+        other.start()
+    assert other.pid() is None
+    assert not other.properties.exists()  # no credentials drawn for a server that never ran
