@@ -46,6 +46,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "audit": FOUNDATION,
     "metrics": FOUNDATION,
     "stack": FOUNDATION,
+    # the storage layer; uses ingest's atomic write until that moves down here with the rewiring (issue 18)
+    "blobs": FOUNDATION | {"ingest"},
     "corpus": FOUNDATION,
     "kafka": FOUNDATION,
     "store": FOUNDATION,

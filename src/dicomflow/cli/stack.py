@@ -44,18 +44,22 @@ def up(
     clickhouse: bool = typer.Option(
         False, "--clickhouse", help="Also start the local ClickHouse server (or set [stack] clickhouse = true)."
     ),
+    s3: bool = typer.Option(
+        False, "--s3", help="Also start S3Proxy, a local S3 server (or set [stack] s3 = true); tests and demos only."
+    ),
 ) -> None:
     """Install (first time) and start Kafka and PostgreSQL on 127.0.0.1; wait until they serve.
 
     With --secure, the passwords and certificates are generated into the stack
     folder and the client settings are written to <stack dir>/kafka-client.toml
-    (mode 0600; pass it with --config) and printed.
+    (mode 0600; pass it with --config) and printed. With --s3, the S3 credentials are
+    drawn at start and the [storage] settings written to <stack dir>/s3/client.toml (0600).
     """
     from dicomflow.errors import StackError
 
     stack = _stack(ctx, brokers, secure)
     try:
-        statuses = stack.up(clickhouse=True if clickhouse else None)
+        statuses = stack.up(clickhouse=True if clickhouse else None, s3=True if s3 else None)
     except StackError as exc:
         typer.echo(f"stack up failed: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -69,6 +73,8 @@ def up(
         db = stack.postgres.client_settings(secure=True)
         typer.echo("PostgreSQL client settings (TLS, verify-full against the stack's test CA):")
         typer.echo(f'[database]\nsslmode = "{db.sslmode}"\nsslrootcert = "{db.sslrootcert}"')
+    if stack.s3proxy.pid() is not None:
+        typer.echo(f"S3 client settings: {stack.s3proxy.client_file} (mode 0600; use --config)")
 
 
 @app.command("down")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from dicomflow.errors import ConfigError
+from dicomflow.settings.aws import aws_fallbacks
 from dicomflow.settings.deprecated import current_keys, env_name
 from dicomflow.settings.reference import REFERENCE_KEYS, REFERENCE_ONLY_SECTIONS
 from dicomflow.settings.schema import Settings
@@ -272,6 +273,8 @@ def _collect(
     path: Path | None, env: Mapping[str, str] | None, overrides: Mapping[str, Any] | None
 ) -> dict[str, dict[str, Any]]:
     collected: dict[str, dict[str, Any]] = {}
+    if env is not None:  # fallbacks first: the file and DICOMFLOW_* variables below win over them
+        _apply(collected, aws_fallbacks(env), lambda _key: "AWS environment or credentials file")
     if path is not None:
         _apply(collected, _flatten(_read_file(path)), lambda _key: str(path))
     if env is not None:
@@ -352,6 +355,11 @@ def _validate(s: Settings) -> None:
         (s.warehouse.snapshot_interval_s >= 0, "warehouse.snapshot_interval_s", "must be 0 (off) or more"),
         (s.warehouse.threads >= 0, "warehouse.threads", "must be 0 (DuckDB decides) or more"),
         (bool(s.warehouse.group_id.strip()), "warehouse.group_id", "must not be empty"),
+        (s.storage.s3.multipart_chunk_bytes >= 5 * 1024 * 1024, "storage.s3.multipart_chunk_bytes",
+         "must be at least 5 MiB (S3's smallest part)"),
+        (s.storage.backend != "s3" or bool(s.storage.s3.bucket.strip()), "storage.s3.bucket", "must not be empty"),
+        (not s.storage.s3.prefix.startswith("/") and ".." not in s.storage.s3.prefix.split("/"), "storage.s3.prefix",
+         "must be a relative key prefix without '..'"),
     ]
     for ok, key, problem in checks:
         if not ok:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from dicomflow.settings.storage import StorageS3Settings, StorageSettings
 from dicomflow.settings.web import ImagesSettings, OAuth2Settings, WebSettings
 
 Compression = Literal["snappy", "lz4", "zstd", "gzip", "none"]
@@ -156,14 +157,6 @@ class ConsumerSettings:
 
 
 @dataclass(frozen=True)
-class StorageSettings:
-    """Where instance files live; store events pointing elsewhere are rejected."""
-
-    root: Path = Path(".dicomflow/storage")
-    default_tenant: str = "default"
-
-
-@dataclass(frozen=True)
 class TlsSettings:
     """DICOM TLS for the receiver (PS3.15 Annex B, BCP 195 profile): on when cert_file is set."""
 
@@ -272,6 +265,9 @@ class StackSettings:
     clickhouse: bool = False
     clickhouse_http_port: int = 18123
     clickhouse_tcp_port: int = 19000
+    #: Also run a local S3Proxy, the S3 server of ``storage.backend = "s3"`` (``stack up --s3`` does it once).
+    s3: bool = False
+    s3_port: int = 19070
 
 
 @dataclass(frozen=True)
@@ -391,6 +387,7 @@ __all__ = [
     "Settings",
     "SslMode",
     "StackSettings",
+    "StorageS3Settings",
     "StorageSettings",
     "TlsSettings",
     "TopicSettings",

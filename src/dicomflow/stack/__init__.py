@@ -1,4 +1,5 @@
-"""The local stack: a real Kafka (one node or a cluster) and a real PostgreSQL server on 127.0.0.1.
+"""The local stack: a real Kafka (one node or a cluster) and a real PostgreSQL server on 127.0.0.1
+(and, on request, ClickHouse and an S3 server, S3Proxy).
 
 Used by the demo, the benchmarks and the integration tests; production runs
 against existing clusters and never needs this package.
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from dicomflow.stack._layout import ClusterLayout
     from dicomflow.stack._postgres import PostgresServer
     from dicomflow.stack._proc import free_port, free_ports
+    from dicomflow.stack._s3proxy import S3ProxyServer
     from dicomflow.stack._stack import LocalStack, ServiceStatus
     from dicomflow.stack._tls import LocalCA, ServerCert, TestCA
     from dicomflow.stack.state import StackState
@@ -35,6 +37,7 @@ _WHERE = {
     "LocalCA": "_tls",
     "LocalStack": "_stack",
     "PostgresServer": "_postgres",
+    "S3ProxyServer": "_s3proxy",
     "ServerCert": "_tls",
     "ServiceStatus": "_stack",
     "StackState": "state",
@@ -62,6 +65,7 @@ __all__ = [
     "LocalCA",
     "LocalStack",
     "PostgresServer",
+    "S3ProxyServer",
     "ServerCert",
     "ServiceStatus",
     "StackState",

@@ -19,9 +19,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import shutil
 import subprocess
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from dicomflow.settings import StackSettings
 from dicomflow.stack._kafka_probe import wait_served
 from dicomflow.stack._kafka_security import ADMIN_USER, KafkaSecurity
 from dicomflow.stack._layout import ClusterLayout, NodeSpec
+from dicomflow.stack._maven import resolve_jars
 from dicomflow.stack._proc import ensure_port_free, kill_pid, log_tail, pid_alive, read_pid, stop_pid, wait_port
 
 log = logging.getLogger(__name__)
@@ -132,31 +131,10 @@ class KafkaBroker:
         Raises:
             StackError: Java or Maven missing, or Maven could not resolve the artifact.
         """
-        marker = self.jars / ".complete"
-        if marker.exists():
-            return self.jars
-        for tool in ("java", "mvn"):
-            if shutil.which(tool) is None:
-                raise StackError(f"`{tool}` is not on PATH; Kafka needs Java 17+ and Maven to fetch its jars")
-        self.jars.mkdir(parents=True, exist_ok=True)
-        log.info("resolving org.apache.kafka:kafka_2.13:%s from Maven Central", self.settings.kafka_version)
-        with tempfile.TemporaryDirectory(prefix="dicomflow-kafka-pom-") as tmp:
-            pom = Path(tmp) / "pom.xml"
-            pom.write_text(_POM.format(version=self.settings.kafka_version, log4j=_LOG4J_VERSION))
-            cmd = [
-                "mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-                f"-DoutputDirectory={self.jars}", "-DincludeScope=runtime",
-            ]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise StackError(
-                f"Maven could not resolve Kafka {self.settings.kafka_version}: "
-                f"{(proc.stdout + proc.stderr).strip()[-2000:]}"
-            )
-        if not list(self.jars.glob("kafka_2.13-*.jar")):
-            raise StackError(f"Maven finished but no kafka_2.13 jar is in {self.jars}")
-        marker.write_text(self.settings.kafka_version + "\n")
-        return self.jars
+        if not (self.jars / ".complete").exists():
+            log.info("resolving org.apache.kafka:kafka_2.13:%s from Maven Central", self.settings.kafka_version)
+        return resolve_jars(_POM.format(version=self.settings.kafka_version, log4j=_LOG4J_VERSION), self.jars,
+                            f"Kafka {self.settings.kafka_version}", expect="kafka_2.13-*.jar")
 
     # ------------------------------------------------------------------ config
 

@@ -7,6 +7,9 @@ PostgreSQL with TLS).
 ClickHouse is optional: started only when asked (``up(clickhouse=True)``, i.e.
 ``stack up --clickhouse``) or configured (``[stack] clickhouse = true``); it is
 listed by ``status`` when configured or running, and ``down`` stops it if it runs.
+S3Proxy (the S3 server of ``storage.backend = "s3"``) is optional the same way:
+``up(s3=True)`` / ``stack up --s3`` / ``[stack] s3 = true``; while it runs,
+:attr:`LocalStack.settings` carries its endpoint and credentials.
 
 What ``up`` started is remembered in the stack folder (:mod:`.state`): while
 that state file exists, it decides the node count, ports and security of
@@ -22,6 +25,7 @@ from dicomflow.settings import Settings
 from dicomflow.stack._clickhouse import ClickHouseServer
 from dicomflow.stack._cluster import KafkaCluster, stop_every_node
 from dicomflow.stack._postgres import PostgresServer
+from dicomflow.stack._s3proxy import S3ProxyServer
 from dicomflow.stack.state import NodeState, StackState, read_state, remove_state, write_state
 
 
@@ -47,7 +51,9 @@ class LocalStack:
     """
 
     def __init__(self, settings: Settings, *, brokers: int | None = None, secure: bool | None = None) -> None:
-        self.settings = settings
+        self.s3proxy = S3ProxyServer(settings.stack, settings.storage.s3)
+        #: The settings given, with ``storage.s3`` pointed at the stack's S3Proxy while it runs.
+        self.settings = self.s3proxy.fill(settings)
         self.state = read_state(settings.stack.dir)
         stack = settings.stack
         if self.state is not None and brokers is None and secure is None:
@@ -57,10 +63,11 @@ class LocalStack:
         self.postgres = PostgresServer(settings.stack, settings.database)
         self.clickhouse = ClickHouseServer(settings.stack)
 
-    def up(self, clickhouse: bool | None = None) -> list[ServiceStatus]:
+    def up(self, clickhouse: bool | None = None, s3: bool | None = None) -> list[ServiceStatus]:
         """Start what is not running; harmless when everything already runs. Then remember what runs.
 
-        ``clickhouse`` None follows ``[stack] clickhouse`` (or the state of the previous ``up``).
+        ``clickhouse`` None follows ``[stack] clickhouse`` (or the state of the previous ``up``),
+        ``s3`` None ``[stack] s3``.
         """
         self._start_postgres()
         self.kafka.start()
@@ -68,6 +75,9 @@ class LocalStack:
             clickhouse = self.settings.stack.clickhouse or (self.state is not None and self.state.clickhouse)
         if clickhouse:
             self.clickhouse.start()
+        if self.settings.stack.s3 if s3 is None else s3:
+            self.s3proxy.start()
+            self.settings = self.s3proxy.fill(self.settings)
         self.state = StackState(
             tuple(NodeState(n.node_id, n.port, n.controller_port) for n in self.kafka.layout.nodes),
             secure=self.secure, clickhouse=clickhouse)
@@ -80,11 +90,12 @@ class LocalStack:
 
     def down(self) -> None:
         """Stop ClickHouse (it consumes from Kafka), every Kafka node found in the stack folder
-        (whatever layout started it), then PostgreSQL; then forget the state of ``up``."""
+        (whatever layout started it), then PostgreSQL and S3Proxy; then forget the state of ``up``."""
         self.clickhouse.stop()
         self.kafka.stop()
         stop_every_node(self.settings.stack.dir)
         self.postgres.stop()
+        self.s3proxy.stop()
         remove_state(self.settings.stack.dir)
         self.state = None
 
@@ -98,6 +109,9 @@ class LocalStack:
         p = self.postgres.status()
         out.append(ServiceStatus("postgresql", p.running, p.pid, p.address, str(p.log_file)))
         out.extend(self._clickhouse_status())
+        s3 = self.s3proxy.status()
+        if s3.running or self.settings.stack.s3:
+            out.append(ServiceStatus("s3proxy", s3.running, s3.pid, s3.address, str(s3.log_file)))
         return out
 
     def _clickhouse_status(self) -> list[ServiceStatus]:

@@ -35,7 +35,7 @@ OPTIONS = {
     ("warehouse", "ddl"): {"--target", "--clickhouse-syntax"},
     ("warehouse", "run"): {"--max-messages", "--until-idle", "--path", "--metrics-port"},
     ("report",): {"--clickhouse", "--json", "--html", "--largest"},
-    ("stack", "up"): {"--clickhouse", "--brokers", "--secure"},
+    ("stack", "up"): {"--clickhouse", "--brokers", "--secure", "--s3"},
 }
 
 

@@ -1,0 +1,97 @@
+"""The one interface over instance bytes: :class:`BlobStore`, and :class:`BlobInfo`.
+
+Every operation takes a *key* (:mod:`.location`); a store event's location is
+turned into one by :meth:`BlobStore.key_of`, which refuses what could reach
+outside the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+#: Bytes a write takes (what ``os.write`` and obstore accept alike).
+Data = bytes | bytearray | memoryview
+
+#: Chunk size of :meth:`BlobStore.stream` and of file copies: bounded memory per reader.
+DEFAULT_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """An object's key, size in bytes and, on S3, its ETag (a multipart upload's ends in ``-<parts>``)."""
+
+    key: str
+    size: int
+    etag: str | None = None
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Instance bytes on one backend (filesystem or S3).
+
+    Writes are durable when they return: the filesystem's data and name are
+    synced (unless built with ``fsync=False``), S3 acknowledged the PUT (or
+    completed the multipart upload). A write replaces an existing object
+    atomically: readers see the old bytes or the new, never a mix.
+
+    Raises (every method):
+        BlobNotFound: the object is not there (reads and :meth:`head`).
+        BlobLocationError: a key or location this store refuses.
+        BlobUnavailable: the store cannot serve now (transient).
+    """
+
+    backend: str
+
+    def put(self, key: str, data: Data) -> int:
+        """Write ``data`` as the object ``key``; return its size."""
+        ...
+
+    def put_file(self, key: str, source: Path) -> int:
+        """Write the local file ``source`` as ``key`` (streamed, multipart when large); return its size."""
+        ...
+
+    def read(self, key: str) -> bytes:
+        """The whole object."""
+        ...
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """Up to ``length`` bytes from offset ``start`` (fewer at the end, ``b""`` past it)."""
+        ...
+
+    def stream(self, key: str, chunk_size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
+        """The object in chunks (a missing object raises here, before the first chunk)."""
+        ...
+
+    def head(self, key: str) -> BlobInfo:
+        """The object's size."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """True when the object is there."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing one is no error (idempotent)."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        """Every object under ``prefix``, in key order.
+
+        ``prefix`` matches whole segments, like a folder: ``t1/2024`` lists
+        ``t1/2024/...``, not ``t1/20240101/...``; ``""`` lists everything.
+        """
+        ...
+
+    def location(self, key: str) -> str:
+        """What a store event names: a path (filesystem) or ``s3://bucket/key``."""
+        ...
+
+    def key_of(self, location: str) -> str:
+        """The key a store event's location names (validated, see :mod:`.location`)."""
+        ...
+
+
+__all__ = ["DEFAULT_CHUNK", "BlobInfo", "BlobStore", "Data"]
