@@ -28,6 +28,7 @@ from dicomflow.models import series_key
 from dicomflow.receiver.workers import Dispatcher
 from dicomflow.settings import KafkaSettings, Settings
 from tests.integration.ingest_support import (
+    STORESCU,
     Sample,
     build_sample_corpus,
     free_port,
@@ -347,6 +348,62 @@ def test_a_calling_ae_not_allowed_is_rejected_and_audited(settings: Settings, en
     assert rejected[0].event_outcome == 4
     assert rejected[0].active_participants[0].alternative_user_id == "AETITLES=EVIL_AE"
     assert "allowed_calling_aes" in (rejected[0].event_outcome_description or "")
+
+
+#: Instances per association in the Nagle tests, and the bound on its duration: a sender that leaves
+#: Nagle on stalls >= 40 ms per C-STORE on Linux's delayed ACK (2 s for 50) unless the receiver
+#: acknowledges at once; with prompt acknowledgements 50 take 0.4-0.8 s here.
+NAGLE_INSTANCES = 50
+NAGLE_BOUND_S = 1.0
+
+
+def storescu_with_nagle(port: int, folder: Path, *flags: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """dcmtk's storescu as a hospital runs it: no TCP_NODELAY in its environment, so Nagle stays on.
+
+    Returns the run and its wall time (the whole association: connect, every C-STORE, release).
+    """
+    env = {k: v for k, v in os.environ.items() if k != "TCP_NODELAY"}
+    started = time.perf_counter()
+    run = subprocess.run([STORESCU, "-aet", "STORESCU", "-aec", "DICOMFLOW", *flags, "127.0.0.1", str(port),
+                          "+sd", "+r", str(folder)], env=env, capture_output=True, text=True, timeout=120)
+    return run, time.perf_counter() - started
+
+
+def send_with_nagle(port: int, folder: Path, *flags: str, attempts: int = 2) -> tuple[list[float], set[str]]:
+    """Send ``NAGLE_INSTANCES`` fresh instances per attempt until one association beats ``NAGLE_BOUND_S``.
+
+    A stall is deterministic (every C-STORE of every attempt); a busy shared machine is not, so a
+    slow first attempt gets one more before the caller's assertion. Returns each attempt's seconds and
+    every SOP Instance UID sent.
+    """
+    seconds: list[float] = []
+    sent: set[str] = set()
+    for attempt in range(attempts):
+        corpus = make_corpus(folder / f"attempt{attempt}", NAGLE_INSTANCES, studies=1, series_per_study=1)
+        sent.update(e.sop_uid for e in corpus.events)
+        run, elapsed = storescu_with_nagle(port, folder / f"attempt{attempt}", *flags)
+        assert run.returncode == 0 and "E:" not in run.stderr, run.stderr
+        seconds.append(elapsed)
+        if elapsed < NAGLE_BOUND_S:
+            break
+    return seconds, sent
+
+
+def test_a_sender_that_leaves_nagle_on_is_not_stalled(scp_settings: Settings, tmp_path: Path) -> None:
+    """Issue 23: without TCP_NODELAY in storescu's environment each C-STORE waited ~45 ms for our delayed ACK."""
+    with running_receiver(scp_settings):
+        seconds, sent = send_with_nagle(scp_settings.receiver.port, tmp_path / "nagle")
+    assert min(seconds) < NAGLE_BOUND_S, f"{NAGLE_INSTANCES} instances took {seconds} s (Nagle stalls?)"
+    check_stored_one_to_one(scp_settings, dict.fromkeys(sent))
+
+
+def test_a_sender_that_leaves_nagle_on_is_not_stalled_by_a_worker_process(
+    scp_settings: Settings, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    """The same through the dispatcher: the connection is served (and read) in a worker process."""
+    seconds, sent = send_with_nagle(dispatcher.address[1], tmp_path / "nagle")
+    assert min(seconds) < NAGLE_BOUND_S, f"{NAGLE_INSTANCES} instances took {seconds} s (Nagle stalls?)"
+    check_stored_one_to_one(scp_settings, dict.fromkeys(sent))
 
 
 def test_the_scp_command_serves_until_sigterm(settings: Settings, tmp_path: Path) -> None:
