@@ -7,6 +7,8 @@ Modules, in the order an instance meets them:
   :mod:`~dicomflow.receiver.upperlayer` (PDUs) and :mod:`~dicomflow.receiver.dimse`
   (command sets);
 - :mod:`~dicomflow.receiver.pynetdicom_server`: the pynetdicom network engine;
+- :mod:`~dicomflow.receiver.tcp`: the accepted connection's TCP options, for both engines
+  (prompt acknowledgements whatever the sender's Nagle);
 - :mod:`~dicomflow.receiver.service`: what an engine reports about associations; the
   store decision it calls per C-STORE (validate, write, publish, answer) is
   :class:`dicomflow.ingest.service.StoreService`, shared with STOW-RS;
