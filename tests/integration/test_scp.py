@@ -352,10 +352,10 @@ def test_a_calling_ae_not_allowed_is_rejected_and_audited(settings: Settings, en
 
 #: Instances per association in the Nagle tests, and the bound on the time between the first and the
 #: last one's arrival: a sender that leaves Nagle on stalls >= 40 ms per C-STORE on Linux's delayed
-#: ACK (>= 49 x 40 ms = 1.96 s for 50) unless the receiver acknowledges at once; with prompt
-#: acknowledgements 50 take 0.35-1.05 s here (2 cores, load average 6-9), stalled 2.4-3.3 s.
+#: ACK (>= 49 x 40 ms = 1.96 s for 50; measured 2.4-3.3 s) unless the receiver acknowledges at once;
+#: with prompt acknowledgements 50 take 0.35-1.05 s here (2 shared cores, load average 6-9).
 NAGLE_INSTANCES = 50
-NAGLE_BOUND_S = 1.0
+NAGLE_BOUND_S = 1.2
 
 
 def storescu_with_nagle(port: int, folder: Path, *flags: str) -> subprocess.CompletedProcess[str]:
