@@ -3,6 +3,7 @@
     python benchmarks/bench_receiver.py [--instances 2000] [--processes 2] [--repeat 1]
                                         [--engines native,pynetdicom] [--no-fsync] [--no-tls]
                                         [--work-dir /tmp/dicomflow-bench-receiver] [--brokers 3]
+                                        [--rows standard,nagle] [--nagle-instances 400]
 
 The client is dcmtk's ``storescu`` (``TCP_NODELAY=1``, the receivers get it
 too), sending a corpus of ``--instances`` real DICOM files (pydicom's CT and
@@ -43,6 +44,19 @@ associations) against a private three-broker cluster (topics with
 replication factor 3 and min.insync.replicas 2, acks=all as always): its rate
 is reported against the single-broker run of the same invocation (a
 comparison, not a target).
+
+**A sender that leaves Nagle on** (``--rows nagle``; ``standard`` is all of
+the above): storescu *without* ``TCP_NODELAY`` in its environment, as a
+hospital's sender runs it (Debian's dcmtk leaves Nagle's algorithm on unless
+that variable says otherwise), sending ``--nagle-instances`` fresh instances
+(a corpus of their own) to the first dicomflow engine, to the same engine
+from the same storescu with ``TCP_NODELAY=1`` (the reference figure), and to
+Orthanc (default index) started twice: with ``TCP_NODELAY=1`` in *its*
+environment and without; 1 and 4 associations. Runs alternate (dicomflow,
+dicomflow with TCP_NODELAY, Orthanc, Orthanc, dicomflow, ...), at least 3
+rounds (``--repeat`` if more), medians compared. Targets: the Nagle-on sender
+gets >= 0.90x the TCP_NODELAY sender's rate into dicomflow, and >= 10x
+Orthanc's rate for the same sender.
 """
 
 from __future__ import annotations
@@ -76,6 +90,10 @@ ECHOSCU = "/usr/bin/echoscu"
 ORTHANC = "/usr/sbin/Orthanc"
 PG_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so")
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
+#: The environment of a sender (or of Orthanc) that leaves Nagle's algorithm on: dcmtk's default.
+NAGLE = {k: v for k, v in os.environ.items() if k != "TCP_NODELAY"}
+#: Rounds of the Nagle rows at least (alternated, medians compared).
+NAGLE_ROUNDS = 3
 
 
 
@@ -109,9 +127,10 @@ def make_certificates(folder: Path) -> dict[str, Path]:
     return {n: folder / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
 
 
-def ensure_orthanc() -> None:
-    """Install Orthanc and its PostgreSQL plugin from the distribution when missing."""
-    missing = [pkg for pkg, path in (("orthanc", Path(ORTHANC)), ("orthanc-postgresql", PG_PLUGIN)) if not path.exists()]
+def ensure_orthanc(postgres: bool = True) -> None:
+    """Install Orthanc (and its PostgreSQL plugin, when its rows run) from the distribution when missing."""
+    wanted = [("orthanc", Path(ORTHANC)), *((("orthanc-postgresql", PG_PLUGIN),) if postgres else ())]
+    missing = [pkg for pkg, path in wanted if not path.exists()]
     if missing:
         print(f"installing {' '.join(missing)} with apt-get ...", flush=True)
         subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], check=True,
@@ -216,8 +235,10 @@ class Dicomflow(Receiver):
 class Orthanc(Receiver):
     called_ae = "ORTHANC"
 
-    def __init__(self, work: Path, *, postgres: Settings | None = None) -> None:
+    def __init__(self, work: Path, *, postgres: Settings | None = None, env: dict[str, str] = NODELAY) -> None:
         self.name = "Orthanc, PostgreSQL index" if postgres else "Orthanc, default index"
+        if env is not NODELAY:
+            self.name += ", TCP_NODELAY unset in its environment"
         self.port, self.http = free_ports(2)
         suffix = uuid.uuid4().hex[:8]
         self.folder = work / f"orthanc-{suffix}"
@@ -243,7 +264,7 @@ class Orthanc(Receiver):
             }
         (self.folder / "config.json").write_text(json.dumps(config, indent=2))
         self.log = (self.folder / "orthanc.log").open("wb")
-        self.process = subprocess.Popen([ORTHANC, str(self.folder / "config.json")], env=NODELAY,
+        self.process = subprocess.Popen([ORTHANC, str(self.folder / "config.json")], env=env,
                                         stdout=self.log, stderr=self.log, cwd=self.folder)
         wait_until(lambda: self._statistics() is not None or self.process.poll() is not None, "Orthanc to start")
         if self.process.poll() is not None:
@@ -302,8 +323,8 @@ class Result:
         return self.instances / self.seconds
 
 
-def send(receiver: Receiver, folders: Sequence[Path], associations: int) -> float:
-    """storescu(s) against the receiver; returns the wall time. Raises when a store failed."""
+def send(receiver: Receiver, folders: Sequence[Path], associations: int, sender: dict[str, str] = NODELAY) -> float:
+    """storescu(s) with environment ``sender`` against the receiver; returns the wall time. Raises when a store failed."""
     wait_until(lambda: echo(receiver.port, receiver.called_ae, receiver.client_flags),
                f"{receiver.name} to answer C-ECHO")
     groups = [list(folders)] if associations == 1 else [[f] for f in folders]
@@ -311,7 +332,7 @@ def send(receiver: Receiver, folders: Sequence[Path], associations: int) -> floa
     clients = [
         subprocess.Popen([STORESCU, "-aec", receiver.called_ae, *receiver.client_flags, "127.0.0.1",
                           str(receiver.port), "+sd", "+r",
-                          *map(str, group)], env=NODELAY, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                          *map(str, group)], env=sender, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         for group in groups
     ]
     errors = [c.communicate()[1] for c in clients]
@@ -335,7 +356,8 @@ def tree_rss_kib(pid: int) -> int:
     return total
 
 
-def measure(make: Callable[[], Receiver], folders: Sequence[Path], associations: int, expected: int) -> Result:
+def measure(make: Callable[[], Receiver], folders: Sequence[Path], associations: int, expected: int,
+            sender: dict[str, str] = NODELAY) -> Result:
     with make() as receiver:
         process = getattr(receiver, "process", None)
         pid = process.pid if isinstance(receiver, Dicomflow) and process is not None else None
@@ -350,7 +372,7 @@ def measure(make: Callable[[], Receiver], folders: Sequence[Path], associations:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         try:
-            seconds = send(receiver, folders, associations)
+            seconds = send(receiver, folders, associations, sender)
         finally:
             done.set()
             sampler.join()
@@ -360,49 +382,59 @@ def measure(make: Callable[[], Receiver], folders: Sequence[Path], associations:
         return Result(receiver.name, associations, expected, seconds, idle, peak[0])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--instances", type=int, default=2000, help="corpus size (split in four for 4 associations)")
-    parser.add_argument("--processes", type=int, default=os.cpu_count() or 2, help="dicomflow receiver processes")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per configuration; the median is reported")
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/dicomflow-bench-receiver"))
-    parser.add_argument("--no-fsync", action="store_true", help="dicomflow without fsync (not the compared figure)")
-    parser.add_argument("--no-tls", action="store_true", help="skip the TLS rows (the first engine over mutual TLS)")
-    parser.add_argument("--engines", default="native,pynetdicom",
-                        help="dicomflow network engines to measure; the first one is compared with the targets")
-    parser.add_argument("--brokers", type=int, default=1,
-                        help="also measure the first engine against a private cluster of this many brokers (RF 3)")
-    args = parser.parse_args(argv)
+@dataclass(frozen=True)
+class Bench:
+    """What every row needs: the options, the settings, the work folder."""
 
-    ensure_orthanc()
-    settings = load_settings(default_config_path(os.environ), os.environ)
-    LocalStack(settings).up()
-    work = args.work_dir
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    per_client = args.instances // 4
+    args: argparse.Namespace
+    settings: Settings
+    work: Path
+
+    @property
+    def engines(self) -> list[str]:
+        return [e.strip() for e in self.args.engines.split(",") if e.strip()]
+
+    def dicomflow(self, engine: str, certificates: dict[str, Path] | None = None) -> Callable[[], Receiver]:
+        return lambda: Dicomflow(self.settings, self.work, self.args.processes, not self.args.no_fsync, engine,
+                                 certificates)
+
+
+def make_folders(root: Path, instances: int) -> tuple[list[Path], int]:
+    """Four client folders of fresh instances under ``root`` (a quarter each); the folders and their total."""
+    per_client = instances // 4
     folders = []
     for client in range(4):
-        folder = work / "corpus" / f"client{client}"
+        folder = root / f"client{client}"
         make_corpus(folder, per_client, studies=max(1, per_client // 100), series_per_study=4)
         folders.append(folder)
     total = per_client * 4
-    size_mb = sum(f.stat().st_size for f in (work / "corpus").rglob("*.dcm")) / 1e6
+    size_mb = sum(f.stat().st_size for f in root.rglob("*.dcm")) / 1e6
+    print(f"corpus: {total} instances, {size_mb:.1f} MB ({size_mb * 1000 / total:.1f} kB each) in {root}")
+    return folders, total
+
+
+def print_run(label: str, associations: int, result: Result, runs: Sequence[Result]) -> None:
+    spread = f" (runs: {', '.join(f'{r.rate:.0f}' for r in runs)})" if len(runs) > 1 else ""
+    memory = (f", RSS {result.idle_kib / 1024:.0f} -> {result.peak_kib / 1024:.0f} MiB, "
+              f"{result.per_association_mib:.1f} MiB per association" if result.peak_kib else "")
+    print(f"  {label:<44} {associations} association(s): {result.rate:7.1f} instances/s "
+          f"({result.seconds:.1f} s{memory}){spread}", flush=True)
+
+
+def median(runs: Sequence[Result]) -> Result:
+    return sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
+
+
+def standard_rows(bench: Bench) -> None:
+    """dicomflow's engines (and TLS) against Orthanc's two indexes, storescu with TCP_NODELAY=1."""
+    args, settings, work, engines = bench.args, bench.settings, bench.work, bench.engines
+    folders, total = make_folders(work / "corpus", args.instances)
     version = subprocess.run([STORESCU, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    print(f"corpus: {total} instances, {size_mb:.1f} MB ({size_mb * 1000 / total:.1f} kB each) in {work / 'corpus'}")
     print(f"client: {version.strip('$ ')} with TCP_NODELAY=1; load average before: {os.getloadavg()[0]:.2f}")
-
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-
-    def dicomflow(engine: str) -> Callable[[], Receiver]:
-        return lambda: Dicomflow(settings, work, args.processes, not args.no_fsync, engine)
-
     certificates = None if args.no_tls else make_certificates(work / "tls")
     receivers: list[tuple[str, Callable[[], Receiver]]] = [
-        *((f"dicomflow-{engine}", dicomflow(engine)) for engine in engines),
-        *(((f"dicomflow-{engines[0]}-tls",
-            lambda: Dicomflow(settings, work, args.processes, not args.no_fsync, engines[0], certificates)),)
-          if certificates else ()),
+        *((f"dicomflow-{engine}", bench.dicomflow(engine)) for engine in engines),
+        *(((f"dicomflow-{engines[0]}-tls", bench.dicomflow(engines[0], certificates)),) if certificates else ()),
         ("orthanc", lambda: Orthanc(work)),
         ("orthanc-pg", lambda: Orthanc(work, postgres=settings)),
     ]
@@ -411,13 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for associations in (1, 4):
         for key, make in receivers:
             runs = [measure(make, folders, associations, total) for _ in range(max(1, args.repeat))]
-            result = sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
-            results[(key, associations)] = result
-            spread = f" (runs: {', '.join(f'{r.rate:.0f}' for r in runs)})" if len(runs) > 1 else ""
-            memory = (f", RSS {result.idle_kib / 1024:.0f} -> {result.peak_kib / 1024:.0f} MiB, "
-                      f"{result.per_association_mib:.1f} MiB per association" if result.peak_kib else "")
-            print(f"  {result.receiver:<44} {associations} association(s): {result.rate:7.1f} instances/s "
-                  f"({result.seconds:.1f} s{memory}){spread}", flush=True)
+            results[(key, associations)] = median(runs)
+            print_run(results[(key, associations)].receiver, associations, results[(key, associations)], runs)
 
     print()
     print(f"{'receiver':<46}{'1 association':>16}{'4 associations':>17}")
@@ -433,28 +460,115 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     print()
     print(f"ratios for {results[(compared, 1)].receiver}:")
-    for label, ratio, target in checks:
-        verdict = "met" if ratio >= target else "NOT met"
-        print(f"{label:<50} {ratio:5.2f}x  (target >= {target}x: {verdict})")
+    print_checks(checks)
     if certificates:
         for associations in (1, 4):
             tls_rate = rate[(f"{compared}-tls", associations)]
             print(f"TLS cost, {associations} association(s): {tls_rate:.1f}/s over TLS vs {rate[(compared, associations)]:.1f}/s "
                   f"plain ({tls_rate / rate[(compared, associations)]:.2f}x)")
     if args.brokers > 1:
-        from _cluster import private_cluster
+        cluster_rows(bench, folders, total, rate, compared)
 
-        print()
-        with private_cluster(settings, args.brokers) as clustered:
-            for associations in (1, 4):
-                r = measure(lambda: Dicomflow(clustered, work, args.processes, not args.no_fsync, engines[0]),
-                            folders, associations, total)
-                single = rate[(compared, associations)]
-                print(f"  {r.receiver} on {args.brokers} brokers (RF 3, min ISR 2), {associations} association(s): "
-                      f"{r.rate:7.1f} instances/s = {r.rate / single:.2f}x the single-broker {single:.1f}/s",
-                      flush=True)
+
+def print_checks(checks: Sequence[tuple[str, float, float]]) -> None:
+    width = max(50, *(len(label) for label, _, _ in checks))
+    for label, ratio, target in checks:
+        verdict = "met" if ratio >= target else "NOT met"
+        print(f"{label:<{width}} {ratio:5.2f}x  (target >= {target}x: {verdict})")
+
+
+def cluster_rows(bench: Bench, folders: Sequence[Path], total: int, rate: dict[tuple[str, int], float],
+                 compared: str) -> None:
+    """The first engine once more against a private cluster of ``--brokers`` brokers."""
+    from _cluster import private_cluster
+
+    args = bench.args
+    print()
+    with private_cluster(bench.settings, args.brokers) as clustered:
+        for associations in (1, 4):
+            r = measure(lambda: Dicomflow(clustered, bench.work, args.processes, not args.no_fsync, bench.engines[0]),
+                        folders, associations, total)
+            single = rate[(compared, associations)]
+            print(f"  {r.receiver} on {args.brokers} brokers (RF 3, min ISR 2), {associations} association(s): "
+                  f"{r.rate:7.1f} instances/s = {r.rate / single:.2f}x the single-broker {single:.1f}/s",
+                  flush=True)
+
+
+def nagle_rows(bench: Bench) -> None:
+    """A sender that leaves Nagle on: dicomflow (and the same sender with TCP_NODELAY) vs Orthanc, alternated."""
+    args, work, engine = bench.args, bench.work, bench.engines[0]
+    print()
+    print("a sender that leaves Nagle on: storescu without TCP_NODELAY in its environment")
+    folders, total = make_folders(work / "nagle-corpus", args.nagle_instances)
+    # key -> (label, receiver, the sender's environment)
+    rows: list[tuple[str, str, Callable[[], Receiver], dict[str, str]]] = [
+        ("dicomflow", f"dicomflow ({engine}), Nagle-on sender", bench.dicomflow(engine), NAGLE),
+        ("dicomflow-nodelay", f"dicomflow ({engine}), TCP_NODELAY=1 sender", bench.dicomflow(engine), NODELAY),
+        ("orthanc", "Orthanc (env TCP_NODELAY=1), Nagle-on sender", lambda: Orthanc(work), NAGLE),
+        ("orthanc-unset", "Orthanc (env unset), Nagle-on sender", lambda: Orthanc(work, env=NAGLE), NAGLE),
+    ]
+    rounds = max(NAGLE_ROUNDS, args.repeat)
+    results: dict[tuple[str, int], Result] = {}
+    for associations in (1, 4):
+        runs: dict[str, list[Result]] = {key: [] for key, *_ in rows}
+        for _ in range(rounds):  # ours, the anchors, ours, ...: a noisy minute hits every row alike
+            for key, _label, make, sender in rows:
+                runs[key].append(measure(make, folders, associations, total, sender))
+        for key, label, *_ in rows:
+            results[(key, associations)] = median(runs[key])
+            print_run(label, associations, results[(key, associations)], runs[key])
+    rate = {k: r.rate for k, r in results.items()}
+    print()
+    print(f"{'receiver, sender':<46}{'1 association':>16}{'4 associations':>17}")
+    for key, label, *_ in rows:
+        print(f"{label:<46}{rate[(key, 1)]:>12.1f}/s  {rate[(key, 4)]:>12.1f}/s")
+    print()
+    print(f"ratios for the Nagle-on sender, medians of {rounds} alternated rounds:")
+    print_checks([
+        *((f"{n} association(s): dicomflow, Nagle-on / TCP_NODELAY sender",
+           rate[("dicomflow", n)] / rate[("dicomflow-nodelay", n)], 0.9) for n in (1, 4)),
+        *((f"{n} association(s): dicomflow / Orthanc (env TCP_NODELAY=1)",
+           rate[("dicomflow", n)] / rate[("orthanc", n)], 10.0) for n in (1, 4)),
+        *((f"{n} association(s): dicomflow / Orthanc (env unset)",
+           rate[("dicomflow", n)] / rate[("orthanc-unset", n)], 10.0) for n in (1, 4)),
+    ])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--instances", type=int, default=2000, help="corpus size (split in four for 4 associations)")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 2, help="dicomflow receiver processes")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per configuration; the median is reported")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/dicomflow-bench-receiver"))
+    parser.add_argument("--no-fsync", action="store_true", help="dicomflow without fsync (not the compared figure)")
+    parser.add_argument("--no-tls", action="store_true", help="skip the TLS rows (the first engine over mutual TLS)")
+    parser.add_argument("--engines", default="native,pynetdicom",
+                        help="dicomflow network engines to measure; the first one is compared with the targets")
+    parser.add_argument("--brokers", type=int, default=1,
+                        help="also measure the first engine against a private cluster of this many brokers (RF 3)")
+    parser.add_argument("--rows", default="standard,nagle",
+                        help="which rows: standard (storescu with TCP_NODELAY=1), nagle (a sender that leaves Nagle on)")
+    parser.add_argument("--nagle-instances", type=int, default=400,
+                        help="corpus size of the nagle rows (Orthanc takes ~0.1 s per instance from such a sender)")
+    args = parser.parse_args(argv)
+    rows = {r.strip() for r in args.rows.split(",") if r.strip()}
+    if not rows or rows - {"standard", "nagle"}:
+        parser.error(f"--rows takes standard and/or nagle, not {args.rows!r}")
+
+    ensure_orthanc(postgres="standard" in rows)
+    settings = load_settings(default_config_path(os.environ), os.environ)
+    LocalStack(settings).up()
+    work = args.work_dir
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    bench = Bench(args, settings, work)
+    if "standard" in rows:
+        standard_rows(bench)
+    if "nagle" in rows:
+        nagle_rows(bench)
     print(f"load average after: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     shutil.rmtree(work / "corpus", ignore_errors=True)
+    shutil.rmtree(work / "nagle-corpus", ignore_errors=True)
     return 0
 
 

@@ -7,6 +7,8 @@ Modules, in the order an instance meets them:
   :mod:`~dicomflow.receiver.upperlayer` (PDUs) and :mod:`~dicomflow.receiver.dimse`
   (command sets);
 - :mod:`~dicomflow.receiver.pynetdicom_server`: the pynetdicom network engine;
+- :mod:`~dicomflow.receiver.tcp`: the accepted connection's TCP options, for both engines
+  (prompt acknowledgements whatever the sender's Nagle);
 - :mod:`~dicomflow.receiver.events`: what an engine reports about associations;
 - :mod:`~dicomflow.receiver.reception`: one C-STORE data set received as a stream; the
   store decision it hands over to (validate, write, publish, answer) is

@@ -45,21 +45,22 @@ import logging
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from dicomflow.audit import events as audit
 from dicomflow.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from dicomflow.ingest.ingestor import Source
+from dicomflow.ingest.service import StoreService
 from dicomflow.ingest.transfer_log import Peer, SessionKey
 from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
-from dicomflow.receiver.limits import Slot, SlotRefused
-from dicomflow.receiver.negotiation import REFUSAL_KINDS, REJECT_USER_IDENTITY, user_identity
+from dicomflow.receiver.events import AssociationEvents
+from dicomflow.receiver.identity import IdentityPolicy
+from dicomflow.receiver.limits import Slot, SlotLimiter, SlotRefused
+from dicomflow.receiver.negotiation import REFUSAL_KINDS, REJECT_USER_IDENTITY, Negotiation, user_identity
 from dicomflow.receiver.reception import DatasetTooLarge, Reception
-from dicomflow.receiver.tls import TlsRefused
-
-if TYPE_CHECKING:
-    from dicomflow.receiver.native import NativeEngine
+from dicomflow.receiver.tls import ServerTls, TlsRefused
+from dicomflow.settings import ReceiverSettings
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +75,29 @@ COMMAND_LIMIT = 64 * 1024
 _DRAIN_S = 2.0
 
 
-def set_nodelay(sock: socket.socket) -> None:
-    """Turn Nagle's algorithm off (observer: a failure only costs latency)."""
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError as exc:
-        log.debug("could not set TCP_NODELAY: %s", exc)
+class AssociationHost(Protocol):
+    """What an association needs of the engine that accepted it (:class:`~dicomflow.receiver.native.NativeEngine`).
+
+    A Protocol, so this module does not import the engine that imports it.
+    """
+
+    receiver: ReceiverSettings
+    service: StoreService
+    events: AssociationEvents
+    #: Association slots shared with the receiver's other processes.
+    limiter: SlotLimiter
+    negotiation: Negotiation
+    identity: IdentityPolicy
+    tls: ServerTls | None
+
+    def forget(self, association: Association) -> None:
+        """The association ended (called once, from its own thread)."""
 
 
 class Association:
     """One connection, from A-ASSOCIATE-RQ to release or abort, served on its own thread."""
 
-    def __init__(self, server: NativeEngine, sock: socket.socket, address: tuple[str, int], *,
+    def __init__(self, server: AssociationHost, sock: socket.socket, address: tuple[str, int], *,
                  secure: bool = False) -> None:
         self.server = server
         self.sock = sock
@@ -208,7 +220,7 @@ class Association:
             self._release_slot()
             self._shutdown()
             self.sock.close()
-            self.server._forget(self)
+            self.server.forget(self)
             self.server.events.closed(self.session, self.peer if established else None)
 
     def _timeout_reason(self, established: bool) -> tuple[str, str]:
@@ -369,4 +381,4 @@ class Association:
             self._send(pdu)
 
 
-__all__ = ["COMMAND_LIMIT", "MAX_PDU_BYTES", "PDU_READ_LIMIT", "Association", "set_nodelay"]
+__all__ = ["COMMAND_LIMIT", "MAX_PDU_BYTES", "PDU_READ_LIMIT", "Association", "AssociationHost"]

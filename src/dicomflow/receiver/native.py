@@ -16,11 +16,12 @@ import threading
 from collections.abc import Iterable
 
 from dicomflow.ingest.service import StoreService
-from dicomflow.receiver.acceptor import Association, set_nodelay
+from dicomflow.receiver.acceptor import Association
 from dicomflow.receiver.events import AssociationEvents
 from dicomflow.receiver.identity import IdentityPolicy
 from dicomflow.receiver.limits import SlotLimiter
 from dicomflow.receiver.negotiation import Negotiation
+from dicomflow.receiver.tcp import prompt_acks, set_nodelay
 from dicomflow.receiver.tls import ServerTls
 from dicomflow.settings import ReceiverSettings
 
@@ -94,7 +95,9 @@ class NativeEngine:
         """Serve a connection (accepted here or by the dispatcher) on a new thread.
 
         ``secure``: it came to a TLS listener (default: whatever the main port speaks).
+        Acknowledgements are prompt whatever the sender's Nagle (:mod:`~dicomflow.receiver.tcp`).
         """
+        client = prompt_acks(client)
         set_nodelay(client)
         secure = self.main_secure if secure is None else secure
         if secure and self.tls is None:
@@ -108,7 +111,8 @@ class NativeEngine:
                                   daemon=True)
         thread.start()
 
-    def _forget(self, association: Association) -> None:
+    def forget(self, association: Association) -> None:
+        """An association ended (called by it, on its thread)."""
         with self._lock:
             self._associations.discard(association)
 

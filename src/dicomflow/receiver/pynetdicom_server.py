@@ -40,6 +40,7 @@ from dicomflow.receiver.events import AssociationEvents
 from dicomflow.receiver.identity import IdentityPolicy
 from dicomflow.receiver.pynetdicom_identity import handle_requested, username_of
 from dicomflow.receiver.reception import DatasetTooLarge, Reception
+from dicomflow.receiver.tcp import prompt_acks, set_nodelay
 from dicomflow.receiver.tls import ServerTls, TlsRefused
 from dicomflow.settings import ReceiverSettings
 
@@ -211,7 +212,7 @@ def handle_rejected(event: Event, events: AssociationEvents, receiver: ReceiverS
 
 
 class AssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with TCP_NODELAY, and a mode that accepts no connections itself.
+    """pynetdicom's threaded server with our TCP options (:func:`accepted`), and a mode that accepts no connections itself.
 
     With ``listen=False`` the server binds nothing: connections accepted
     elsewhere (the multi-process dispatcher) are handed to :meth:`adopt`.
@@ -262,16 +263,19 @@ class AssociationServer(ThreadedAssociationServer):
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         client, address = super().get_request()
-        set_nodelay(client)
-        return client, address
+        return accepted(client), address
 
 
-def set_nodelay(sock: socket.socket) -> None:
-    """Turn Nagle's algorithm off (observer: a failure only costs latency)."""
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError as exc:
-        log.debug("could not set TCP_NODELAY: %s", exc)
+def accepted(client: socket.socket) -> socket.socket:
+    """A new connection with our TCP options: no Nagle on our side, prompt acknowledgements.
+
+    pynetdicom reads through ``AssociationSocket.recv``, which calls the
+    socket's ``recv``: the socket returned here (or, over TLS, the one the
+    context wraps it in) re-arms ``TCP_QUICKACK`` there (:mod:`~dicomflow.receiver.tcp`).
+    """
+    client = prompt_acks(client)
+    set_nodelay(client)
+    return client
 
 
 def unbind_standard_logging(server: AssociationServer) -> None:
@@ -374,7 +378,7 @@ class PynetdicomEngine:
         self.server.shutdown()
 
     def adopt(self, client: socket.socket, address: tuple[str, int], *, secure: bool | None = None) -> None:
-        set_nodelay(client)
+        client = accepted(client)
         secure = self.main_secure if secure is None else secure
         target = self.tls_server if secure and self.tls_server is not None else self.server
         target.process_request(client, address)

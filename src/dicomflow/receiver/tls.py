@@ -11,6 +11,7 @@ The context (:func:`server_context`):
 - for TLS 1.2 only the BCP 195 suites with forward secrecy and AEAD
   (ECDHE / DHE with AES-GCM); TLS 1.3 suites are all acceptable;
 - no compression, no renegotiation, the server's cipher order;
+- sockets that acknowledge what they read at once (:func:`~dicomflow.receiver.tcp.use_prompt_acks`);
 - with ``ca_file``: a client certificate chaining to that CA is required
   (mutual TLS); without: any client may connect (server authentication only).
 
@@ -28,6 +29,7 @@ import ssl
 from typing import Literal
 
 from dicomflow.errors import ConfigError, ReceiverError
+from dicomflow.receiver.tcp import use_prompt_acks
 from dicomflow.settings import TlsSettings
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ def server_context(tls: TlsSettings) -> ssl.SSLContext:
     context.set_ciphers(BCP195_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_SINGLE_ECDH_USE
     context.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    use_prompt_acks(context)  # its sockets acknowledge each read at once, as plain TCP ones do
     try:
         context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
     except (OSError, ssl.SSLError) as exc:

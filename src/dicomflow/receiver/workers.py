@@ -7,7 +7,8 @@ with the native engine higher, but still one core. To use every core,
 
 - the dispatcher owns the listening socket, accepts each connection, sets
   TCP_NODELAY, and passes the connected socket (``SCM_RIGHTS``) to the worker
-  with the fewest open associations;
+  with the fewest open associations (the worker's engine makes its reads
+  acknowledge at once, in ``adopt``: :mod:`~dicomflow.receiver.tcp`);
 - each worker runs a full :class:`~dicomflow.receiver.scp.Receiver` (its own
   Kafka producer, association threads, audit trail) that binds nothing and
   serves the sockets it is handed, and reports each closed association back.
@@ -54,6 +55,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dicomflow.receiver.tcp import set_nodelay
 from dicomflow.settings import Settings, from_child_env, to_child_env
 
 log = logging.getLogger(__name__)
@@ -161,7 +163,7 @@ class Dispatcher:
             except (BlockingIOError, InterruptedError):
                 return
             try:
-                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                set_nodelay(client)
                 self._hand_over(client, address)
             finally:
                 client.close()  # the worker holds its own copy of the descriptor

@@ -28,7 +28,7 @@ from tests.integration.ingest_support import (
 )
 from tests.integration.interop_support import assert_same_content
 from tests.integration.pki_support import Pki, client_context, make_pki
-from tests.integration.receiver.test_scp import instance
+from tests.integration.receiver.test_scp import NAGLE_BOUND_S, NAGLE_INSTANCES, instance, send_with_nagle
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,18 @@ def test_tls_beside_plain_refuses_plain_tcp_and_untrusted_certificates(
         assert alert.event_type[0].code == "110126" and alert.event_outcome == 4
         assert alert.active_participants[1].network_access_point_id == "127.0.0.1"
         assert alert.event_outcome_description
+
+
+def test_a_sender_that_leaves_nagle_on_is_not_stalled_over_tls(
+    settings: Settings, pki: Pki, engine: str, tmp_path: Path
+) -> None:
+    """Issue 23 over TLS: the context's sockets acknowledge each read at once, as plain TCP ones do."""
+    s = tls_settings(settings, pki, engine)
+    flags = ("+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(pki.ca_cert))
+    with running_receiver(s):
+        spans, sent = send_with_nagle(s, s.receiver.port, tmp_path / "nagle", *flags)
+    assert min(spans) < NAGLE_BOUND_S, f"{NAGLE_INSTANCES} instances arrived over {spans} s over TLS (Nagle stalls?)"
+    assert {e.sop_uid for _, e in read_store_events(s, s.topics.main)} == sent
 
 
 def test_a_stalled_tls_handshake_does_not_hold_up_other_connections(settings: Settings, pki: Pki, engine: str) -> None:
