@@ -310,11 +310,14 @@ class Association:
             if pdu_type == ul.A_RELEASE_RQ:
                 if command is not None or command_parts:
                     raise ul.ProtocolError("A-RELEASE-RQ in the middle of a DIMSE message")
+                # The slot first: a requestor told of the release may associate again at once.
+                self._release_slot()
                 self._send(ul.encode_release_rp())
                 self._await_peer_close()
                 return
             if pdu_type == ul.A_ABORT:
                 log.info("association from %s aborted by the peer", self._who())
+                self._release_slot()
                 return
             if pdu_type != ul.P_DATA_TF:
                 raise ul.ProtocolError(f"PDU type 0x{pdu_type:02X} is not allowed in an established association")

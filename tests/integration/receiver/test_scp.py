@@ -28,7 +28,6 @@ from dicomflow.models import series_key
 from dicomflow.receiver.workers import Dispatcher
 from dicomflow.settings import KafkaSettings, Settings
 from tests.integration.ingest_support import (
-    STORESCU,
     Sample,
     build_sample_corpus,
     free_port,
@@ -43,6 +42,7 @@ from tests.integration.ingest_support import (
     with_ingest,
     with_receiver,
 )
+from tests.integration.nagle_support import NAGLE_MARGIN_S, compare_senders
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -351,68 +351,21 @@ def test_a_calling_ae_not_allowed_is_rejected_and_audited(settings: Settings, en
     assert "allowed_calling_aes" in (rejected[0].event_outcome_description or "")
 
 
-#: Instances per association in the Nagle tests, and the bound on the time between the first and the
-#: last one's arrival: a sender that leaves Nagle on stalls >= 40 ms per C-STORE on Linux's delayed
-#: ACK (>= 49 x 40 ms = 1.96 s for 50; measured 2.4-3.3 s) unless the receiver acknowledges at once;
-#: with prompt acknowledgements 50 take 0.35-1.05 s here (2 shared cores, load average 6-9).
-NAGLE_INSTANCES = 50
-NAGLE_BOUND_S = 1.2
-
-
-def storescu_with_nagle(port: int, folder: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    """dcmtk's storescu as a hospital runs it: no TCP_NODELAY in its environment, so Nagle stays on."""
-    env = {k: v for k, v in os.environ.items() if k != "TCP_NODELAY"}
-    return subprocess.run([STORESCU, "-aet", "STORESCU", "-aec", "DICOMFLOW", *flags, "127.0.0.1", str(port),
-                           "+sd", "+r", str(folder)], env=env, capture_output=True, text=True, timeout=120)
-
-
-def arrival_span(settings: Settings, sop_uids: set[str]) -> float:
-    """Seconds from the first to the last of these instances' arrival (their store events' created_time).
-
-    The C-STORE phase of the association alone: storescu's start (its dictionary, reading every file
-    before it connects) and the machine's load before it do not count.
-    """
-    times = sorted(e.created_time for _, e in read_store_events(settings, settings.topics.main) if e.sop_uid in sop_uids)
-    assert len(times) == len(sop_uids), f"{len(times)} of {len(sop_uids)} instances stored"
-    return (times[-1] - times[0]).total_seconds()
-
-
-def send_with_nagle(settings: Settings, port: int, folder: Path, *flags: str, attempts: int = 3) -> tuple[list[float], set[str]]:
-    """Send ``NAGLE_INSTANCES`` fresh instances per attempt until one association beats ``NAGLE_BOUND_S``.
-
-    A stall is deterministic (every C-STORE of every attempt); a busy shared machine is not, so a
-    slow attempt gets another (up to ``attempts``) before the caller's assertion. Returns each attempt's
-    :func:`arrival_span` and every SOP Instance UID sent.
-    """
-    spans: list[float] = []
-    sent: set[str] = set()
-    for attempt in range(attempts):
-        corpus = make_corpus(folder / f"attempt{attempt}", NAGLE_INSTANCES, studies=1, series_per_study=1)
-        sops = {e.sop_uid for e in corpus.events}
-        run = storescu_with_nagle(port, folder / f"attempt{attempt}", *flags)
-        assert run.returncode == 0 and "E:" not in run.stderr, run.stderr
-        sent |= sops
-        spans.append(arrival_span(settings, sops))
-        if spans[-1] < NAGLE_BOUND_S:
-            break
-    return spans, sent
-
-
 def test_a_sender_that_leaves_nagle_on_is_not_stalled(scp_settings: Settings, tmp_path: Path) -> None:
-    """Issue 23: without TCP_NODELAY in storescu's environment each C-STORE waited ~45 ms for our delayed ACK."""
+    """Issue 23: without TCP_NODELAY in storescu's environment each C-STORE waited ~40 ms for our delayed ACK."""
     with running_receiver(scp_settings):
-        spans, sent = send_with_nagle(scp_settings, scp_settings.receiver.port, tmp_path / "nagle")
-    assert min(spans) < NAGLE_BOUND_S, f"{NAGLE_INSTANCES} instances arrived over {spans} s (Nagle stalls?)"
-    check_stored_one_to_one(scp_settings, dict.fromkeys(sent))
+        run = compare_senders(scp_settings, scp_settings.receiver.port, tmp_path / "nagle")
+    assert run.stall_s < NAGLE_MARGIN_S, f"Nagle stalls? {run}"
+    check_stored_one_to_one(scp_settings, dict.fromkeys(run.sent))
 
 
 def test_a_sender_that_leaves_nagle_on_is_not_stalled_by_a_worker_process(
     scp_settings: Settings, dispatcher: Dispatcher, tmp_path: Path
 ) -> None:
     """The same through the dispatcher: the connection is served (and read) in a worker process."""
-    spans, sent = send_with_nagle(scp_settings, dispatcher.address[1], tmp_path / "nagle")
-    assert min(spans) < NAGLE_BOUND_S, f"{NAGLE_INSTANCES} instances arrived over {spans} s (Nagle stalls?)"
-    check_stored_one_to_one(scp_settings, dict.fromkeys(sent))
+    run = compare_senders(scp_settings, dispatcher.address[1], tmp_path / "nagle")
+    assert run.stall_s < NAGLE_MARGIN_S, f"Nagle stalls? {run}"
+    check_stored_one_to_one(scp_settings, dict.fromkeys(run.sent))
 
 
 def test_the_scp_command_serves_until_sigterm(settings: Settings, tmp_path: Path) -> None:

@@ -27,8 +27,9 @@ from tests.integration.ingest_support import (
     with_receiver,
 )
 from tests.integration.interop_support import assert_same_content
+from tests.integration.nagle_support import NAGLE_MARGIN_S, compare_senders
 from tests.integration.pki_support import Pki, client_context, make_pki
-from tests.integration.receiver.test_scp import NAGLE_BOUND_S, NAGLE_INSTANCES, instance, send_with_nagle
+from tests.integration.receiver.test_scp import instance
 
 
 @pytest.fixture(scope="module")
@@ -136,9 +137,9 @@ def test_a_sender_that_leaves_nagle_on_is_not_stalled_over_tls(
     s = tls_settings(settings, pki, engine)
     flags = ("+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(pki.ca_cert))
     with running_receiver(s):
-        spans, sent = send_with_nagle(s, s.receiver.port, tmp_path / "nagle", *flags)
-    assert min(spans) < NAGLE_BOUND_S, f"{NAGLE_INSTANCES} instances arrived over {spans} s over TLS (Nagle stalls?)"
-    assert {e.sop_uid for _, e in read_store_events(s, s.topics.main)} == sent
+        run = compare_senders(s, s.receiver.port, tmp_path / "nagle", *flags)
+    assert run.stall_s < NAGLE_MARGIN_S, f"Nagle stalls over TLS? {run}"
+    assert {e.sop_uid for _, e in read_store_events(s, s.topics.main)} == run.sent
 
 
 def test_a_stalled_tls_handshake_does_not_hold_up_other_connections(settings: Settings, pki: Pki, engine: str) -> None:

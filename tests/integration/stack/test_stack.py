@@ -22,7 +22,7 @@ def test_status_reports_both_services_with_pids(stack: LocalStack) -> None:
 
 
 def test_status_as_json_names_every_service_with_its_pid(stack: LocalStack, tmp_path: Path) -> None:
-    out = dicomflow_cli("stack", "status", "--json", "--check", env={"DICOMFLOW_STACK_DIR": str(stack.settings.stack.dir)},
+    out = dicomflow_cli("stack", "status", "--json", "--check", env={"DICOMFLOW_STACK_DIR": str(stack.settings.stack.dir.resolve())},
                         cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
