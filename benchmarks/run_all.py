@@ -38,6 +38,8 @@ BENCHMARKS: list[tuple[str, list[str], list[str], str]] = [
      "C-STORE receive rate (storescu → scp) vs. Orthanc (default index, PostgreSQL index)"),
     ("bench_web.py", ["--index-instances", "100000"], ["--index-instances", "100000", "--files", "200", "--requests", "200"],
      "DICOMweb: QIDO-RS search over 100k instances, WADO-RS retrieval, metadata, thumbnails vs. Orthanc's DICOMweb plugin"),
+    ("bench_blobs.py", ["--objects", "300"], ["--objects", "100"],
+     "the storage layer at 25 kB: filesystem vs. S3 (a private S3Proxy) through blobs/"),
     ("bench_report.py", ["--instances", "1000000"], ["--instances", "100000"],
      "dicomflow report over a DuckDB warehouse of 1,000,000 instances (target <= 3 s) vs. the same answers in Python"),
 ]
