@@ -102,22 +102,30 @@ def _watermarks(consumer: Consumer, brokers: str, topic: str, timeout_s: float) 
         reason = described.error.str() if described is not None and described.error is not None else "no partitions"
         raise TopicAdminError(f"topic {topic} is not readable on {brokers}: {reason}")
     deadline = time.monotonic() + timeout_s
-    marks: dict[int, tuple[int, int]] = {}
-    for partition in described.partitions:
-        while True:
-            try:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
-                break
-            except KafkaException as exc:
-                # A topic created a moment ago may not have its leader in place yet.
-                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                later = err is not None and (err.retriable() or err.code() in _NOT_READY)
-                if not later or time.monotonic() >= deadline:
-                    raise TopicAdminError(f"cannot read the end offsets of {topic}[{partition}] on {brokers}: "
-                                          f"{kafka_error_text(exc)}") from exc
-                time.sleep(0.1)
-        marks[partition] = (int(low), int(high))
-    return marks
+    return {partition: partition_watermarks(consumer, brokers, topic, partition, deadline)
+            for partition in described.partitions}
+
+
+def partition_watermarks(consumer: Consumer, brokers: str, topic: str, partition: int,
+                         deadline: float) -> tuple[int, int]:
+    """(low, high) watermark of ``topic[partition]``, asked again until ``deadline`` (monotonic) while not ready.
+
+    Raises:
+        TopicAdminError: a permanent error, or still not ready at ``deadline``.
+    """
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                       timeout=max(0.1, deadline - time.monotonic()))
+            return int(low), int(high)
+        except KafkaException as exc:
+            # A topic created a moment ago may not have its leader in place yet.
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            later = err is not None and (err.retriable() or err.code() in _NOT_READY)
+            if not later or time.monotonic() >= deadline:
+                raise TopicAdminError(f"cannot read the end offsets of {topic}[{partition}] on {brokers}: "
+                                      f"{kafka_error_text(exc)}") from exc
+            time.sleep(0.1)
 
 
 def message_counts(kafka: KafkaSettings | str, topics: list[str], timeout_s: float = 30.0) -> dict[str, int]:
@@ -151,4 +159,4 @@ def message_counts(kafka: KafkaSettings | str, topics: list[str], timeout_s: flo
 _NOT_READY = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
 
 
-__all__ = ["group_less_consumer", "message_counts", "read_all"]
+__all__ = ["group_less_consumer", "message_counts", "partition_watermarks", "read_all"]

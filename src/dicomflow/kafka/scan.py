@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from dicomflow.kafka.exceptions import TopicAdminError, kafka_error_text
-from dicomflow.kafka.reader import group_less_consumer
+from dicomflow.kafka.reader import group_less_consumer, partition_watermarks
 from dicomflow.kafka.records import Record, record_of
 from dicomflow.settings import KafkaSettings
 
@@ -56,11 +56,7 @@ def scan(kafka: KafkaSettings, topics: Sequence[str], *, timeout_s: float = 30.0
         wanted: set[tuple[str, int]] = set()
         for topic in topics:
             for p in _partitions(consumer, kafka, topic, timeout_s):
-                try:
-                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-                except KafkaException as exc:
-                    raise TopicAdminError(f"cannot read the end offsets of {topic}[{p}] on {kafka.brokers}: "
-                                              f"{kafka_error_text(exc)}") from exc
+                low, high = partition_watermarks(consumer, kafka.brokers, topic, p, deadline)
                 if high > low:  # an empty partition has nothing to wait for
                     wanted.add((topic, p))
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in sorted(wanted)])
@@ -94,11 +90,11 @@ def read_at(kafka: KafkaSettings, topic: str, partition: int, offset: int, *, ti
     try:
         if partition not in _partitions(consumer, kafka, topic, timeout_s):
             return None
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        low, high = partition_watermarks(consumer, kafka.brokers, topic, partition, deadline)
         if not low <= offset < high:
             return None
         consumer.assign([TopicPartition(topic, partition, offset)])
-        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for msg in consumer.consume(1, 0.2):
                 err = msg.error()

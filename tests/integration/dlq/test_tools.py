@@ -111,8 +111,8 @@ def test_missing_file_dead_lettered_restored_redriven_indexed_once(dlq_settings:
 def test_unknown_letter_id_is_a_clear_error(dlq_settings: Settings) -> None:
     result = CliRunner().invoke(app, ["dlq", "show", f"{dlq_settings.topics.dlq}:0:999"],
                                 env=to_child_env(dlq_settings, {}))
-    assert result.exit_code == 1
-    assert f"no dead letter {dlq_settings.topics.dlq}:0:999" in result.output
+    assert result.exit_code == 1, result.output
+    assert f"no dead letter {dlq_settings.topics.dlq}:0:999" in result.output, repr(result.exception)
     result = CliRunner().invoke(app, ["dlq", "redrive", "--id", "not-an-id"], env=to_child_env(dlq_settings, {}))
     assert result.exit_code == 1
     assert "expected <dlq-topic>:<partition>:<offset>" in result.output
