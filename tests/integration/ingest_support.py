@@ -75,11 +75,17 @@ def running_receiver(settings: Settings) -> Iterator[object]:
 
 
 def storescu(port: int, paths: Sequence[Path | str], *flags: str, calling: str = "STORESCU",
-             called: str = "DICOMFLOW") -> subprocess.CompletedProcess[str]:
-    """dcmtk's storescu (by full path, TCP_NODELAY on), proposing only what the files need."""
+             called: str = "DICOMFLOW", nodelay: bool = True) -> subprocess.CompletedProcess[str]:
+    """dcmtk's storescu (by full path), proposing only what the files need.
+
+    TCP_NODELAY is on unless ``nodelay`` is False: then Nagle stays on, as a hospital's storescu runs.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "TCP_NODELAY"}
+    if nodelay:
+        env["TCP_NODELAY"] = "1"
     return subprocess.run(
         [STORESCU, "-R", "-aet", calling, "-aec", called, *flags, "127.0.0.1", str(port), *map(str, paths)],
-        env={**os.environ, "TCP_NODELAY": "1"}, capture_output=True, text=True, timeout=240,
+        env=env, capture_output=True, text=True, timeout=240,
     )
 
 

@@ -15,15 +15,13 @@ acknowledgements the Nagle sender took 1.8-2.0 s (native engine) and
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dicomflow.corpus import make_corpus
 from dicomflow.settings import Settings
-from tests.integration.ingest_support import STORESCU, read_store_events
+from tests.integration.ingest_support import read_store_events, storescu
 
 #: Instances per association.
 NAGLE_INSTANCES = 50
@@ -31,15 +29,6 @@ NAGLE_INSTANCES = 50
 NAGLE_MARGIN_S = 0.75
 #: Pairs measured first, and at most (a stall is deterministic; a noisy pair is not).
 FIRST_PAIRS, MOST_PAIRS = 3, 5
-
-
-def storescu(port: int, folder: Path, *flags: str, nodelay: bool) -> subprocess.CompletedProcess[str]:
-    """dcmtk's storescu sending ``folder``; Nagle left on unless ``nodelay``."""
-    env = {k: v for k, v in os.environ.items() if k != "TCP_NODELAY"}
-    if nodelay:
-        env["TCP_NODELAY"] = "1"
-    return subprocess.run([STORESCU, "-aet", "STORESCU", "-aec", "DICOMFLOW", *flags, "127.0.0.1", str(port),
-                           "+sd", "+r", str(folder)], env=env, capture_output=True, text=True, timeout=120)
 
 
 def arrival_span(settings: Settings, sop_uids: set[str]) -> float:
@@ -79,7 +68,7 @@ def compare_senders(settings: Settings, port: int, folder: Path, *flags: str) ->
         for nodelay in (True, False):
             here = folder / f"pair{pair}-{'nodelay' if nodelay else 'nagle'}"
             sops = {e.sop_uid for e in make_corpus(here, NAGLE_INSTANCES, studies=1, series_per_study=1).events}
-            done = storescu(port, here, *flags, nodelay=nodelay)
+            done = storescu(port, [here], "+sd", "+r", *flags, nodelay=nodelay)
             assert done.returncode == 0 and "E:" not in done.stderr, done.stderr
             run.sent |= sops
             (run.nodelay if nodelay else run.nagle).append(round(arrival_span(settings, sops), 3))
