@@ -62,6 +62,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "warehouse": FOUNDATION | {"kafka", "store", "models", "audit", "metrics", "dicom"},
     "demo": FOUNDATION | {"corpus", "kafka", "stack", "store", "warehouse"},
     "dlq": FOUNDATION | {"kafka", "store", "audit", "metrics"},
+    # an operator's tool like dlq: the storage layer and the index's location columns
+    "storage_migrate": FOUNDATION | {"blobs", "store"},
     "cli": frozenset({"*"}),
     "__main__": frozenset({"cli"}),
 }
