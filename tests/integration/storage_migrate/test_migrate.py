@@ -105,7 +105,7 @@ def migrate(settings: Settings, to: str, **options: object) -> Summary:
 
 
 def cli(settings: Settings, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "dicomflow.cli", "storage", "migrate", "--no-progress", *args],
+    return subprocess.Popen([sys.executable, "-m", "dicomflow.cli", "storage", "migrate", *args],
                             env=to_child_env(settings, os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
@@ -160,6 +160,7 @@ def test_dry_run_changes_nothing(mig_settings: Settings) -> None:
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     assert "dry run" in out
+    assert "migrating to s3" in out and "6/6 instances" in out  # the progress bar (stderr), at its end
     assert cell(out, "objects would be copied").startswith(f"{len(keys)} (")
     assert cell(out, "rows would be repointed") == str(len(before))
     assert locations(mig_settings) == before
@@ -203,7 +204,7 @@ def _object_files(server: S3ProxyServer, settings: Settings) -> dict[str, os.sta
 def test_killed_run_resumes_without_copying_twice(mig_settings: Settings, s3proxy: S3ProxyServer) -> None:
     keys = populate(mig_settings, 300, series_size=10, size=1500)
     root = mig_settings.storage.root.resolve()
-    proc = cli(mig_settings, "--to", "s3", "--batch-size", "5", "--jobs", "1")
+    proc = cli(mig_settings, "--to", "s3", "--batch-size", "5", "--jobs", "1", "--no-progress")
     deadline = time.monotonic() + 120
     with psycopg.connect(mig_settings.database.conninfo(), autocommit=True) as conn:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -223,7 +224,7 @@ def test_killed_run_resumes_without_copying_twice(mig_settings: Settings, s3prox
                 if (in_bucket / k).read_bytes() == (root / k).read_bytes()}
     assert verified, "nothing was copied before the kill"
 
-    rerun = cli(mig_settings, "--to", "s3", "--batch-size", "50")
+    rerun = cli(mig_settings, "--to", "s3", "--batch-size", "50", "--no-progress")
     out, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, out
     assert cell(out, "objects copied").startswith(f"{len(keys) - len(verified)} ("), out
