@@ -106,17 +106,18 @@ class Migration:
             StoreError: PostgreSQL failed (transient: run again to resume).
         """
         scratch = self._scratch()
+        pool = ThreadPoolExecutor(max(1, self.options.jobs), thread_name_prefix="migrate")
         try:
             copier = Copier(self.source, self.target, part_size=self.part_size, scratch=scratch,
                             dry_run=self.options.dry_run)
             after = START
-            with ThreadPoolExecutor(max(1, self.options.jobs), thread_name_prefix="migrate") as pool:
-                while batch := self._next(after):
-                    self._batch(batch, copier, pool)
-                    after = batch[-1]
-                    if self.on_batch is not None:
-                        self.on_batch(len(batch), self.summary)
+            while batch := self._next(after):
+                self._batch(batch, copier, pool)
+                after = batch[-1]
+                if self.on_batch is not None:
+                    self.on_batch(len(batch), self.summary)
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # a stop (Ctrl-C, an outage) waits for no queued copy
             shutil.rmtree(scratch, ignore_errors=True)
             self.db.discard()
         return self.summary

@@ -195,6 +195,26 @@ def test_missing_source_and_refused_location_are_reported(mig_settings: Settings
     assert f"{missing}: source missing" in text and cell(text, "objects failed") == "2"
 
 
+def test_the_target_is_never_overwritten_and_sources_go_only_once_verified(mig_settings: Settings) -> None:
+    keys = populate(mig_settings, 4)
+    root = mig_settings.storage.root.resolve()
+    bucket = S3Store(mig_settings.storage.s3)
+    other = os.urandom((root / keys[0]).stat().st_size)  # same size, other bytes: a different object
+    bucket.put(keys[0], other)
+    bucket.put(keys[1], b"short")
+
+    summary = migrate(mig_settings, "s3", delete_source=True)
+    reasons = dict(summary.failed)
+    assert "other bytes of the same size" in reasons[str(root / keys[0])]
+    assert "holds 5 bytes" in reasons[str(root / keys[1])]
+    assert bucket.read(keys[0]) == other and bucket.read(keys[1]) == b"short"  # left as they were
+    assert (root / keys[0]).is_file() and (root / keys[1]).is_file()  # their sources kept, rows unchanged
+    assert str(root / keys[0]) in locations(mig_settings)
+    assert summary.deleted == len(keys) - 2
+    for key in keys[2:]:
+        assert not (root / key).exists() and bucket.exists(key)
+
+
 def _object_files(server: S3ProxyServer, settings: Settings) -> dict[str, os.stat_result]:
     """The S3Proxy files behind the test's objects (its filesystem provider keeps one file per object)."""
     base = server.data / settings.storage.s3.bucket / settings.storage.s3.prefix.rstrip("/")
