@@ -215,6 +215,22 @@ def test_the_target_is_never_overwritten_and_sources_go_only_once_verified(mig_s
         assert not (root / key).exists() and bucket.exists(key)
 
 
+def test_an_etag_of_another_part_size_is_checked_by_sha256(mig_settings: Settings) -> None:
+    """An object uploaded in parts of another size (another client): its ETag is no MD5 we can compute."""
+    keys = populate(mig_settings, 2, big=True)
+    root = mig_settings.storage.root.resolve()
+    assert migrate(mig_settings, "s3").checks == {"etag": len(keys)}  # uploaded in parts of CHUNK
+    other = dataclasses.replace(mig_settings.storage.s3, multipart_chunk_bytes=CHUNK + 1024 * 1024)
+    later = dataclasses.replace(mig_settings, storage=dataclasses.replace(mig_settings.storage, s3=other))
+    big = (root / keys[0]).read_bytes()
+    (root / keys[0]).unlink()
+    back = migrate(later, "filesystem")
+    assert back.failed == []
+    assert (back.copied, back.present) == (1, len(keys) - 1)
+    assert back.checks == {"sha256": 1, "etag": len(keys) - 1}  # the download read twice, the file read back
+    assert (root / keys[0]).read_bytes() == big
+
+
 def _object_files(server: S3ProxyServer, settings: Settings) -> dict[str, os.stat_result]:
     """The S3Proxy files behind the test's objects (its filesystem provider keeps one file per object)."""
     base = server.data / settings.storage.s3.bucket / settings.storage.s3.prefix.rstrip("/")
