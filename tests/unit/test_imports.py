@@ -60,8 +60,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     "pipeline": FOUNDATION | {"extract", "kafka", "store", "audit", "metrics"},
     "images": FOUNDATION | {"imaging", "ingest", "kafka", "store", "metrics"},
     "warehouse": FOUNDATION | {"kafka", "store", "models", "audit", "metrics", "dicom"},
-    "demo": FOUNDATION | {"corpus", "kafka", "stack", "store", "warehouse"},
+    "demo": FOUNDATION | {"corpus", "kafka", "stack", "store", "warehouse", "blobs"},  # blobs: demo --s3's check
     "dlq": FOUNDATION | {"kafka", "store", "audit", "metrics"},
+    # an operator's tool like dlq: the storage layer and the index's location columns
+    "storage_migrate": FOUNDATION | {"blobs", "store"},
     "cli": frozenset({"*"}),
     "__main__": frozenset({"cli"}),
 }
