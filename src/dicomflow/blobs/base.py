@@ -53,6 +53,20 @@ class BlobStore(Protocol):
         """Write the local file ``source`` as ``key`` (streamed, multipart when large); return its size."""
         ...
 
+    def create(self, key: str, source: Data | Path) -> bool:
+        """Write ``source`` (bytes, or a local file streamed up) as ``key`` only if no object is there.
+
+        True when this call created it; False when ``key`` existed already
+        (nothing is written). Two callers racing for one key: exactly one
+        gets True (S3: a conditional PUT, ``If-None-Match: *``; filesystem: a
+        hard link, which refuses an existing name). Durable as :meth:`put`.
+        """
+        ...
+
+    def copy(self, src: str, dst: str) -> None:
+        """Copy the object ``src`` to ``dst`` (replacing ``dst``), inside the store (S3: server-side)."""
+        ...
+
     def read(self, key: str) -> bytes:
         """The whole object."""
         ...

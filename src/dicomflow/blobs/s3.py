@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import obstore
-from obstore.exceptions import BaseError, NotFoundError, PermissionDeniedError, UnauthenticatedError
+from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError, PermissionDeniedError, UnauthenticatedError
 
 from dicomflow.blobs.base import DEFAULT_CHUNK, BlobInfo, Data
 from dicomflow.blobs.errors import BlobAccessDenied, BlobError, BlobNotFound, BlobUnavailable
@@ -120,6 +120,33 @@ class S3Store:
             self._store, key, Path(source), use_multipart=size > self.chunk, chunk_size=self.chunk,
             max_concurrency=_PART_CONCURRENCY))
         return size
+
+    def create(self, key: str, source: Data | Path) -> bool:
+        # A conditional PUT (If-None-Match: *, also for a multipart upload's completion):
+        # S3 answers 412 when the key exists, which obstore raises as AlreadyExistsError.
+        check_key(key)
+        if isinstance(source, Path):
+            try:
+                size = os.stat(source).st_size
+            except FileNotFoundError as exc:
+                raise BlobNotFound(str(source), "the source file is missing") from exc
+            except OSError as exc:
+                raise BlobUnavailable(str(source), f"cannot read the source file ({exc.strerror or exc})") from exc
+        else:
+            size = memoryview(source).nbytes
+        try:
+            obstore.put(self._store, key, source, mode="create", use_multipart=size > self.chunk,
+                        chunk_size=self.chunk, max_concurrency=_PART_CONCURRENCY)
+        except AlreadyExistsError:
+            return False
+        except _CLIENT_ERRORS as exc:
+            _raise(exc, self.location(key), "create")
+        return True
+
+    def copy(self, src: str, dst: str) -> None:
+        check_key(src)
+        check_key(dst)
+        self._call(src, "copy", lambda: obstore.copy(self._store, src, dst))
 
     def read(self, key: str) -> bytes:
         check_key(key)
