@@ -30,7 +30,7 @@ from dicomflow.ingest.exceptions import (
     MissingAttributeError,
     StorageWriteError,
 )
-from dicomflow.ingest.placement_s3 import MemoryUpload, S3Writer
+from dicomflow.ingest.placement_s3 import S3Writer, Upload
 from dicomflow.ingest.storage import PendingFile, write_atomic
 from dicomflow.ingest.tenant import TenantResolver
 from dicomflow.ingest.uids import instance_path, require_uid
@@ -165,7 +165,7 @@ class Ingestor:
         pending.write(head)
         return pending
 
-    def open_upload(self, identity: Identity, dataset: Buffer, transfer_syntax_uid: str, source: Source) -> MemoryUpload:
+    def open_upload(self, identity: Identity, dataset: Buffer, transfer_syntax_uid: str, source: Source) -> Upload:
         """The S3 backend's :meth:`open_file` for a data set already in memory: no spool file.
 
         Raises:

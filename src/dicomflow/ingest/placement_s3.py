@@ -37,7 +37,8 @@ uploaded from it, in parts above ``storage.s3.multipart_chunk_bytes``, so
 memory per association stays bounded; a data set already in memory (one
 fragment, a STOW-RS part) goes up from memory. The spool file is deleted as
 soon as the PUT succeeded or failed: the spool holds nothing for an
-acknowledged instance.
+acknowledged instance. ``dicomflow publish`` uploads a Part 10 file from
+where it is (:class:`Upload`), spooling only a data set that needs a header.
 
 Errors: any :class:`~dicomflow.blobs.errors.BlobError` (S3 down, refused
 credentials) becomes a :class:`~dicomflow.ingest.exceptions.StorageWriteError`
@@ -126,21 +127,20 @@ class SpoolFile(PendingFile):
 
 
 @dataclass
-class MemoryUpload:
-    """A data set already in memory (preamble and meta included) for ``key``: uploaded without the spool."""
+class Upload:
+    """A whole instance for ``key`` that needs no spool file: bytes in memory, or a complete local file (not ours)."""
 
     key: str
-    data: bytes
+    #: The Part 10 bytes (preamble and meta included), or a file holding them (``publish``'s source file).
+    source: Path | bytes
     marker: Marker
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
+    size: int
 
     def seal(self) -> int:
-        return len(self.data)
+        return self.size
 
     def discard(self) -> None:
+        """Release a marker not yet handed to a placement (a source file is never removed)."""
         self.marker.release()
 
 
@@ -228,11 +228,19 @@ class S3Writer:
         """
         return SpoolFile(self, key)
 
-    def upload(self, key: str, data: bytes) -> MemoryUpload:
-        """An instance held in memory, for :meth:`place`; its marker's PUT started."""
-        return MemoryUpload(key, data, Marker(self, key))
+    def upload(self, key: str, source: Path | bytes) -> Upload:
+        """An instance held in memory or in a complete local file, for :meth:`place`; its marker's PUT started.
 
-    def place(self, pending: SpoolFile | MemoryUpload, *, sop_uid: str | None = None) -> S3Placement:
+        Raises:
+            StorageWriteError: the file cannot be read.
+        """
+        try:
+            size = os.stat(source).st_size if isinstance(source, Path) else len(source)
+        except OSError as exc:
+            raise StorageWriteError(f"cannot read the file ({exc.strerror or exc}): {source!s}") from exc
+        return Upload(key, source, Marker(self, key), size)
+
+    def place(self, pending: SpoolFile | Upload, *, sop_uid: str | None = None) -> S3Placement:
         """Create the object of a sealed spool file or an upload, or decide the duplicate (module documentation).
 
         The spool file stays for the caller to discard (it is needed no more).
@@ -241,7 +249,7 @@ class S3Writer:
             DuplicateInstanceError: different content is stored and the policy is reject.
             StorageWriteError: S3 did not store it (unavailable, refused); nothing was published.
         """
-        source: Path | bytes = pending.temp if isinstance(pending, SpoolFile) else pending.data
+        source = pending.temp if isinstance(pending, SpoolFile) else pending.source
         key, marker = pending.key, pending.marker
         marked = False
         try:
@@ -316,5 +324,5 @@ def same_stored(store: BlobStore, key: str, source: Path | bytes, *, stored_size
             pending = memoryview(chunk)
 
 
-__all__ = ["SPOOL_FOLDER", "Marker", "MemoryUpload", "S3Placement", "S3Writer", "SpoolFile",
+__all__ = ["SPOOL_FOLDER", "Marker", "S3Placement", "S3Writer", "SpoolFile", "Upload",
            "marker_key", "same_stored"]

@@ -36,7 +36,7 @@ from dicomflow.ingest.exceptions import (
     PublishFailedError,
 )
 from dicomflow.ingest.ingestor import Identity, Ingestor, Source
-from dicomflow.ingest.placement_s3 import MemoryUpload, S3Placement, SpoolFile
+from dicomflow.ingest.placement_s3 import S3Placement, SpoolFile, Upload
 from dicomflow.ingest.storage import PendingFile, sync_folder_durably
 from dicomflow.ingest.transfer_log import SessionKey, TransferLog
 from dicomflow.ingest.uids import is_valid_uid
@@ -144,7 +144,7 @@ class StoreService:
             )
             started = time.perf_counter()
             if self.ingestor.s3 is not None:  # in memory already: straight up, no spool file
-                upload: PendingFile | MemoryUpload = self.ingestor.open_upload(identity, dataset, syntax, source)
+                upload: PendingFile | Upload = self.ingestor.open_upload(identity, dataset, syntax, source)
             else:
                 upload = self.ingestor.open_file(identity, syntax, source)
                 upload.write(dataset)
@@ -155,13 +155,13 @@ class StoreService:
             return self.internal_error(session, exc, header, identity, source)
         return self.complete(session, identity, upload, syntax, source, write_s=write_s)
 
-    def _place(self, pending: PendingFile | MemoryUpload, sop_uid: str) -> tuple[Placement | S3Placement, Path | str]:
+    def _place(self, pending: PendingFile | Upload, sop_uid: str) -> tuple[Placement | S3Placement, Path | str]:
         """Put a sealed file (or an upload) in place: a file under the root, or an object on S3; and its location.
 
         Raises:
             DuplicateInstanceError, StorageWriteError: as :func:`~dicomflow.ingest.duplicates.place`.
         """
-        if isinstance(pending, (SpoolFile, MemoryUpload)):
+        if isinstance(pending, (SpoolFile, Upload)):
             assert self.ingestor.s3 is not None
             try:
                 s3_placement = self.ingestor.s3.place(pending, sop_uid=sop_uid)
@@ -170,7 +170,7 @@ class StoreService:
             return s3_placement, s3_placement.location
         return place(pending.temp, pending.path, self.ingestor.duplicates, sop_uid=sop_uid), pending.path
 
-    def complete(self, session: SessionKey, identity: Identity, pending: PendingFile | MemoryUpload, syntax: str,
+    def complete(self, session: SessionKey, identity: Identity, pending: PendingFile | Upload, syntax: str,
                  source: Source, *, write_s: float = 0.0) -> StoreOutcome:
         """Sync and place a fully written file (or upload), publish its store event, answer. Never raises."""
         placement: Placement | S3Placement | None = None
