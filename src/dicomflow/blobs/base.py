@@ -60,6 +60,10 @@ class BlobStore(Protocol):
         (nothing is written). Two callers racing for one key: exactly one
         gets True (S3: a conditional PUT, ``If-None-Match: *``; filesystem: a
         hard link, which refuses an existing name). Durable as :meth:`put`.
+        Exception: on S3 an object larger than ``multipart_chunk_bytes`` goes
+        up in parts after a HEAD found the key free (the client offers no
+        conditional multipart upload): bounded memory, but two creators
+        racing inside that window both get True, the later one's bytes win.
         """
         ...
 

@@ -122,8 +122,11 @@ class S3Store:
         return size
 
     def create(self, key: str, source: Data | Path) -> bool:
-        # A conditional PUT (If-None-Match: *, also for a multipart upload's completion):
-        # S3 answers 412 when the key exists, which obstore raises as AlreadyExistsError.
+        # Up to multipart_chunk_bytes: one conditional PUT (If-None-Match: *); S3 answers 412 when
+        # the key exists, which obstore raises as AlreadyExistsError. Above it, obstore would send a
+        # conditional PUT as a single request with the whole body in memory (it makes no conditional
+        # multipart upload), so a HEAD decides and the upload goes in parts: memory stays bounded,
+        # at the price of a window in which a concurrent creator of the same key is not seen.
         check_key(key)
         if isinstance(source, Path):
             try:
@@ -134,9 +137,14 @@ class S3Store:
                 raise BlobUnavailable(str(source), f"cannot read the source file ({exc.strerror or exc})") from exc
         else:
             size = memoryview(source).nbytes
+        if size > self.chunk:
+            if self.exists(key):
+                return False
+            self._call(key, "put", lambda: obstore.put(
+                self._store, key, source, use_multipart=True, chunk_size=self.chunk, max_concurrency=_PART_CONCURRENCY))
+            return True
         try:
-            obstore.put(self._store, key, source, mode="create", use_multipart=size > self.chunk,
-                        chunk_size=self.chunk, max_concurrency=_PART_CONCURRENCY)
+            obstore.put(self._store, key, source, mode="create", use_multipart=False)
         except AlreadyExistsError:
             return False
         except _CLIENT_ERRORS as exc:
