@@ -46,12 +46,13 @@ from dicomflow.errors import ConfigError, PublishError
 from dicomflow.ingest.duplicates import DuplicateInstanceError, Placement, place
 from dicomflow.ingest.exceptions import IngestError
 from dicomflow.ingest.ingestor import Identity, Ingestor, Source
-from dicomflow.ingest.placement_s3 import S3Placement, S3Writer, SpoolFile, Upload
+from dicomflow.ingest.placement_s3 import S3Placement, S3Writer
 from dicomflow.ingest.storage import PendingFile, sync_folder_durably
 from dicomflow.ingest.transfer_log import Peer, SessionKey, TransferLog
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import AuditEvent, DicomStoreMeta
 from dicomflow.scanner import decide
+from dicomflow.scanner.uploads import duplicate_audit, s3_pending
 from dicomflow.scanner.walk import SNIFF_BYTES, Layout, sniff
 from dicomflow.settings import Settings
 
@@ -316,7 +317,7 @@ class FolderPublisher:
             placement = place(pending.temp, target, self.ingestor.duplicates, sop_uid=identity.sop_uid)
         except DuplicateInstanceError as exc:
             return NotPublished(path, f"{exc.reason}: {target}", "skipped",
-                                audit=(self._audit_duplicate(identity, target, None, pending.size),))
+                                audit=(duplicate_audit(self.settings, PUBLISH_SOURCE, identity, target, None, pending.size),))
         finally:
             pending.discard()
         if self.ingestor.fsync:
@@ -334,20 +335,13 @@ class FolderPublisher:
         """
         key = self.ingestor.key_of(identity)
         location = s3.store.location(key)
-        pending: SpoolFile | Upload
-        if layout == "part10":
-            pending = s3.upload(key, resolved)
-        else:  # a raw data set (or a meta group without preamble) gets a proper header
-            pending = s3.spool_file(key)
-            with memoryview(buf) as view:
-                pending.write(file_header(identity.sop_class_uid, identity.sop_uid, syntax, None))
-                pending.write(view[offset:])
+        pending = s3_pending(s3, key, resolved, buf, layout, offset, syntax, identity)
         try:
             received = pending.seal()
             placement = s3.place(pending, sop_uid=identity.sop_uid)
         except DuplicateInstanceError as exc:
             return NotPublished(path, f"{exc.reason}: {location}", "skipped",
-                                audit=(self._audit_duplicate(identity, location, None, pending.size),))
+                                audit=(duplicate_audit(self.settings, PUBLISH_SOURCE, identity, location, None, pending.size),))
         finally:
             pending.discard()
         return self._placed(path, identity, location, placement, received)
@@ -358,26 +352,12 @@ class FolderPublisher:
         """A placed copy: its duplicate's audit event, and whether it is published."""
         audit_events: tuple[AuditEvent, ...] = ()
         if placement.duplicate:
-            audit_events = (self._audit_duplicate(identity, target, placement, received),)
+            audit_events = (duplicate_audit(self.settings, PUBLISH_SOURCE, identity, target, placement, received),)
         if not placement.publish:
             what = "identical content" if placement.outcome == "identical" else (
                 "other content, the stored copy kept (ingest.duplicates = keep)")
             return NotPublished(path, f"already stored with {what}: {target}", "skipped", audit=audit_events)
         return placement, audit_events
-
-    def _audit_duplicate(
-        self, identity: Identity, target: Path | str, placement: Placement | S3Placement | None, received: int
-    ) -> AuditEvent:
-        """The audit event of a non-identical duplicate (``placement`` None: rejected), logged here."""
-        decision = placement.outcome if placement is not None else "rejected"
-        log.warning("%s: SOP Instance UID %s stored already with other content; %s", target, identity.sop_uid, decision)
-        return audit.duplicate_instance(
-            node_id=self.settings.worker_node_id, tenant_id=identity.tenant, study_uid=identity.study_uid,
-            sop_uid=identity.sop_uid, sop_class_uid=identity.sop_class_uid, decision=decision,
-            file_path=str(target), stored_size=placement.previous_size if placement is not None else None,
-            received_size=received, source_ae=PUBLISH_SOURCE.ae_title, source_address=PUBLISH_SOURCE.address,
-            destination_ae=self.settings.receiver.ae_title,
-        )
 
     def _send(self, ready: list[Prepared], summary: Summary, run_key: SessionKey) -> None:
         """Publish one batch; files whose events Kafka did not acknowledge are failures."""
