@@ -12,8 +12,9 @@ the data set's size:
    with 1 MiB PDUs) never goes further: it is read, judged and written in
    one piece;
 2. then the instance's identity is known, its temporary file is created
-   beside its final name with the preamble and File Meta Information, and
-   every further fragment is appended as it arrives;
+   beside its final name (on S3: in the spool, and the marker object's PUT
+   starts, :mod:`~dicomflow.ingest.placement_s3`) with the preamble and File
+   Meta Information, and every further fragment is appended as it arrives;
 3. :meth:`finish` judges the complete file by the validity rule the consumer
    applies (:meth:`~dicomflow.ingest.ingestor.Ingestor.check_file`: a
    truncated pixel data element, say, is refused here), then hands over to
