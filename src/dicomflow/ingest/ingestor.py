@@ -33,7 +33,7 @@ from dicomflow.ingest.exceptions import (
 from dicomflow.ingest.placement_s3 import S3Writer, Upload
 from dicomflow.ingest.storage import PendingFile, write_atomic
 from dicomflow.ingest.tenant import TenantResolver
-from dicomflow.ingest.uids import instance_path, require_uid
+from dicomflow.ingest.uids import FILE_PATH_MAX_BYTES, instance_path, require_uid
 from dicomflow.models import DicomStoreMeta, TransferStatus, now, uid_hash
 from dicomflow.settings import IngestSettings, StorageSettings, tenant_tag
 
@@ -288,9 +288,13 @@ class Ingestor:
         """The instance's key in the storage layer (its path relative to the root, on every backend).
 
         Raises:
-            StorageWriteError: the path would exceed the wire format's 512 bytes.
+            StorageWriteError: the path, or on S3 the ``s3://`` location, would exceed the wire format's 512 bytes.
         """
-        return self.path_of(identity).relative_to(self.root).as_posix()
+        key = self.path_of(identity).relative_to(self.root).as_posix()
+        if self.s3 is not None and len(self.s3.store.location(key).encode()) > FILE_PATH_MAX_BYTES:
+            raise StorageWriteError(f"the location of {key[:80]}... exceeds {FILE_PATH_MAX_BYTES} bytes; "
+                                    "use a shorter storage.s3.prefix", sop_uid=identity.sop_uid)
+        return key
 
     def location_of(self, identity: Identity) -> str:
         """What a store event of the instance names: its path, or ``s3://bucket/key``."""
