@@ -47,7 +47,7 @@ def test_keys_are_the_filesystem_layout_and_locations_name_the_bucket(tmp_path: 
 def test_a_location_past_512_bytes_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
     ingestor = s3_ingestor(tmp_path, prefix="p" * 420 + "/")
     try:
-        with pytest.raises(StorageWriteError, match="storage.s3.prefix"):
+        with pytest.raises(StorageWriteError, match=r"storage\.s3\.prefix"):
             ingestor.key_of(identity())
     finally:
         ingestor.close()
