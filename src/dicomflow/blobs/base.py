@@ -7,7 +7,7 @@ outside the store.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -93,6 +93,10 @@ class BlobStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove the object; a missing one is no error (idempotent)."""
+        ...
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove several objects (S3: one DeleteObjects request per 1,000 keys); missing ones are no error."""
         ...
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:

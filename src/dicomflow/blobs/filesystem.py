@@ -12,7 +12,7 @@ leave behind.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -161,6 +161,10 @@ class FilesystemStore:
                 sync_folder_durably(path.parent)
             except StorageWriteError as exc:
                 raise BlobUnavailable(str(path), exc.reason) from exc
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.delete(key)
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         prefix = prefix.strip("/")

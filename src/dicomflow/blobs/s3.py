@@ -38,7 +38,7 @@ variables the settings do not cover (a session token, a web-identity token).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -210,6 +210,18 @@ class S3Store:
             return
         except _CLIENT_ERRORS as exc:
             _raise(exc, self.location(key), "delete")
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            check_key(key)
+        if not keys:
+            return
+        try:
+            obstore.delete(self._store, list(keys))
+        except _NOT_FOUND:
+            return
+        except _CLIENT_ERRORS as exc:
+            _raise(exc, self.location(keys[0]), f"delete of {len(keys)} objects")
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         prefix = prefix.strip("/")

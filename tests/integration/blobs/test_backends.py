@@ -193,3 +193,12 @@ def test_create_on_a_closed_port_is_transient(s3_settings: StorageS3Settings) ->
     with pytest.raises(BlobUnavailable) as failed:
         dead.create(KEY, b"x")
     assert not is_poison(failed.value)
+
+
+def test_delete_many_in_one_call(store: BlobStore) -> None:
+    keys = [f"t1/2024/{i}.dcm" for i in range(5)]
+    for key in keys:
+        store.put(key, b"x")
+    store.delete_many([*keys[:3], "t1/2024/missing.dcm"])  # a missing one is no error
+    assert [i.key for i in store.list()] == keys[3:]
+    store.delete_many([])
