@@ -50,9 +50,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import queue
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -64,6 +61,7 @@ from dicomflow.blobs.errors import BlobError
 from dicomflow.ingest.duplicates import DuplicateInstanceError, Outcome, Policy, data_set_start
 from dicomflow.ingest.exceptions import StorageWriteError
 from dicomflow.ingest.storage import PendingFile
+from dicomflow.ingest.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +71,6 @@ SPOOL_FOLDER = ".incoming"
 _THREADS = 8
 _CHUNK = 1 << 20
 _HEAD = 64 * 1024
-#: Marker deletes are gathered this long into one DeleteObjects request (at most _SWEEP_MAX keys).
-_SWEEP_S = 0.02
-_SWEEP_MAX = 1000
 
 
 def marker_key(key: str) -> str:
@@ -261,7 +256,7 @@ class S3Writer:
         key, marker = pending.key, pending.marker
         marked = False
         try:
-            marked = marker.claim()
+            marked = marker.claim() or self._acknowledged_marker(marker.marker)
             if self.store.create(key, source):
                 return S3Placement("new", key, self.store.location(key), pending.size, _writer=self)
             if marked:  # an earlier copy is there: our marker must not make it look unacknowledged
@@ -271,6 +266,18 @@ class S3Writer:
             if marked:
                 self.background(self.store.delete, marker.marker)
             raise StorageWriteError(f"object storage did not store the instance: {exc}", sop_uid=sop_uid) from exc
+
+    def _acknowledged_marker(self, marker: str) -> bool:
+        """The marker found was one this process is deleting (its event acknowledged a moment ago): make it ours.
+
+        So an identical retry right after an acknowledgement is identical, as
+        on the filesystem, rather than published again. True when we now own
+        a marker (taken back, or created again once the delete went through).
+        """
+        state = self.sweeper.take_back(marker)
+        if state == "cancelled":
+            return True
+        return state == "deleted" and self.store.create(marker, b"")
 
     def _duplicate(self, key: str, source: Path | bytes, size: int, *, earlier_marker: bool,
                    sop_uid: str | None) -> S3Placement:
@@ -297,58 +304,6 @@ class S3Writer:
             self.background(self.store.delete, backup)
             raise
         return S3Placement("replaced", key, location, size, previous, _writer=self, _backup=backup)
-
-
-class Sweeper:
-    """Deletes the markers of acknowledged instances in batches, off the answers' path (observer).
-
-    One DeleteObjects request per :data:`_SWEEP_S` instead of one DELETE per
-    instance: under load, the requests a new instance costs S3 fall from three
-    to about two. A marker whose delete is lost (the process killed first)
-    only makes an identical retry publish again: harmless, the consumer upserts.
-    """
-
-    def __init__(self, store: BlobStore) -> None:
-        self.store = store
-        self._keys: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def add(self, key: str) -> None:
-        """Delete ``key`` soon."""
-        with self._lock:
-            if self._thread is None:  # started on first use
-                self._thread = threading.Thread(target=self._run, name="dicomflow-s3-sweep", daemon=True)
-                self._thread.start()
-        self._keys.put(key)
-
-    def close(self) -> None:
-        """Delete what is queued, then stop."""
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._keys.put(None)
-            thread.join()
-
-    def _run(self) -> None:
-        while (first := self._keys.get()) is not None:
-            batch, stop = [first], False
-            deadline = time.monotonic() + _SWEEP_S
-            while len(batch) < _SWEEP_MAX:
-                try:
-                    key = self._keys.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if key is None:
-                    stop = True
-                    break
-                batch.append(key)
-            try:
-                self.store.delete_many(batch)
-            except BlobError as exc:
-                log.warning("could not delete %d marker(s) (%s ...): %s", len(batch), batch[0], exc)
-            if stop:
-                return
 
 
 def same_stored(store: BlobStore, key: str, source: Path | bytes, *, stored_size: int | None = None) -> bool:
