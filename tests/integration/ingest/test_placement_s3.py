@@ -233,3 +233,16 @@ def test_the_meta_group_alone_never_makes_copies_differ() -> None:
     assert data_set(part10("A")) == data_set(part10("B"))
     parsed = pydicom.dcmread(io.BytesIO(part10("A")))
     assert parsed.file_meta.SourceApplicationEntityTitle == "A"
+
+
+def test_an_identical_resend_right_after_the_acknowledgement_is_identical(
+        s3: S3Store, writers: Callable[[Policy], S3Writer]) -> None:
+    """The marker's delete is batched; the same instance at once still finds it acknowledged, not unacknowledged."""
+    writer = writers("reject")
+    for _ in range(5):
+        placement = writer.place(writer.upload(KEY, part10()))
+        placement.acknowledged()
+        again = writer.place(writer.upload(KEY, part10("RESENT")))  # no wait
+        assert again.outcome == "identical"
+        assert eventually(lambda: not s3.exists(MARKER))
+        s3.delete(KEY)
