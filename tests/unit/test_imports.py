@@ -53,7 +53,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "store": FOUNDATION,
     "extract": FOUNDATION | {"dicom"},
     "imaging": FOUNDATION | {"dicom"},
-    "ingest": FOUNDATION | {"dicom", "audit", "kafka"},
+    "ingest": FOUNDATION | {"dicom", "audit", "kafka", "blobs"},  # the S3 backend's placement (placement_s3)
     "receiver": WAYS_IN | {"metrics"},  # its Prometheus metrics (metrics/receiver.py)
     "scanner": WAYS_IN,
     "web": WAYS_IN | {"store", "imaging", "metrics"},
