@@ -16,6 +16,12 @@ What a new user should see the system do, with nothing but this repository:
    topics into the DuckDB warehouse, then ``dicomflow report``'s summary and
    its HTML page (path printed).
 
+With ``s3`` (``dicomflow demo --s3``) the stack is started with S3Proxy
+(``stack up --s3``), every component runs with ``storage.backend = "s3"``
+(:func:`run_settings`), and the run ends by checking that every acknowledged
+instance is an object in the bucket and saying where they are (bucket,
+prefix, S3Proxy's data folder).
+
 Fresh UIDs on every run, so running it twice shows the second run's studies
 alongside the first's rows.
 """
@@ -202,18 +208,38 @@ def _report_rows(conninfo: str, study_uids: list[str]) -> list[tuple[Any, ...]]:
 
 
 def run_demo(settings: Settings, instances: int, studies: int, series_per_study: int, associations: int,
-             timeout_s: float) -> int:
-    """Run every step and print the report; 0 when every acknowledged instance reached PostgreSQL."""
+             timeout_s: float, *, s3: bool = False) -> int:
+    """Run every step and print the report; 0 when every acknowledged instance reached PostgreSQL
+    (and, with ``s3``, the bucket)."""
     from rich.console import Console
 
     console = Console(width=None if sys.stdout.isatty() else 132)
-    console.rule("[bold]dicomflow demo")
-    _prepare(settings, console)
+    console.rule("[bold]dicomflow demo" + (" on S3 (S3Proxy)" if s3 else ""))
+    settings = _prepare(settings, console, s3=s3)
     run = _run_pipeline(settings, _Sizes(instances, studies, series_per_study, associations), timeout_s, console)
     lost = _print_results(settings, run, console)
     warehouse_ok = _warehouse_and_report(settings, run.env, run.log_dir, console)
+    objects_ok = _where_objects_are(settings, run, console) if s3 else True
     console.print("The stack keeps running; `dicomflow stack down` stops it.")
-    return 0 if lost == 0 and not run.sent.failed and warehouse_ok else 1
+    return 0 if lost == 0 and not run.sent.failed and warehouse_ok and objects_ok else 1
+
+
+def run_settings(stack_settings: Settings, *, s3: bool) -> Settings:
+    """The settings every component of the run gets: the stack's, with ``storage.backend = "s3"`` for ``s3``.
+
+    ``stack_settings`` are :attr:`LocalStack.settings` after ``up``: their
+    ``storage.s3`` names the running S3Proxy (unless the user configured an endpoint).
+
+    Raises:
+        StackError: ``s3`` and no S3 endpoint to use (S3Proxy is not running, none is configured).
+    """
+    if not s3:
+        return stack_settings
+    from dicomflow.errors import StackError
+
+    if not stack_settings.storage.s3.endpoint:
+        raise StackError("demo --s3: S3Proxy is not running and no storage.s3.endpoint is configured")
+    return dataclasses.replace(stack_settings, storage=dataclasses.replace(stack_settings.storage, backend="s3"))
 
 
 @dataclass(frozen=True)
@@ -240,14 +266,21 @@ class _Run:
     log_dir: Path
 
 
-def _prepare(settings: Settings, console: Any) -> None:
-    """The stack up, every topic created, the schema migrated, the storage root made."""
+def _prepare(settings: Settings, console: Any, *, s3: bool = False) -> Settings:
+    """The stack up (with S3Proxy for ``s3``), every topic created, the schema migrated, the storage root made;
+    returns the settings of the run (:func:`run_settings`)."""
     from dicomflow.kafka.admin import create_topics
     from dicomflow.stack import LocalStack
     from dicomflow.store.postgres import PgStore
 
-    for s in LocalStack(settings).up():
+    stack = LocalStack(settings)
+    for s in stack.up(s3=True if s3 else None):
         console.print(f"[green]✓[/] {s.name} running, PID {s.pid}, {s.address}")
+    settings = run_settings(stack.settings, s3=s3)
+    if s3:
+        s3s = settings.storage.s3
+        console.print(f"[green]✓[/] storage.backend = \"s3\": bucket {s3s.bucket} at {s3s.endpoint}"
+                      f"{f', prefix {s3s.prefix}' if s3s.prefix else ''}")
     outcomes = create_topics(settings.kafka, settings.topics)
     console.print(f"[green]✓[/] topics ready: {', '.join(o.name for o in outcomes)}")
     store = PgStore(settings.database)
@@ -257,6 +290,7 @@ def _prepare(settings: Settings, console: Any) -> None:
         store.close()
     console.print(f"[green]✓[/] schema migrated ({', '.join(applied) if applied else 'already current'})")
     settings.storage.root.mkdir(parents=True, exist_ok=True)
+    return settings
 
 
 def _run_pipeline(settings: Settings, sizes: _Sizes, timeout_s: float, console: Any) -> _Run:
@@ -349,3 +383,30 @@ def _warehouse_and_report(settings: Settings, env: dict[str, str], log_dir: Path
     page.write_text(render_html(report), encoding="utf-8")
     console.print(f"[green]✓[/] warehouse report: {summary_line(report)}; HTML report: {page}")
     return True
+
+
+def _where_objects_are(settings: Settings, run: _Run, console: Any) -> bool:
+    """Check that every acknowledged instance's receipt names an object in the bucket; say where they are."""
+    import psycopg
+
+    from dicomflow.blobs import BlobError, open_store
+    from dicomflow.stack import LocalStack
+
+    with psycopg.connect(settings.database.conninfo()) as conn:
+        paths = [r[0] for r in conn.execute("SELECT DISTINCT file_path FROM dicom_object_meta WHERE sop_uid = ANY(%s)",
+                                            (run.sent.succeeded,)).fetchall()]
+    store = open_store(settings.storage)
+    stored, elsewhere = 0, [p for p in paths if not p.startswith("s3://")]
+    try:
+        stored = sum(1 for p in paths if p.startswith("s3://") and store.exists(store.key_of(p)))
+    except BlobError as exc:
+        console.print(f"[red]✗[/] S3: {exc}")
+    s3 = settings.storage.s3
+    server = LocalStack(settings).s3proxy
+    folder = server.data / s3.bucket / s3.prefix if s3.endpoint == server.endpoint else None
+    console.print(f"[{'green]✓' if stored == len(run.sent.succeeded) else 'red]✗'}[/] objects in S3: {stored} of "
+                  f"{len(run.sent.succeeded)} acknowledged instances in bucket {s3.bucket}, prefix "
+                  f"{s3.prefix or '(none)'}, at {s3.endpoint}" + (f"; S3Proxy keeps them in {folder}" if folder else ""))
+    if elsewhere:
+        console.print(f"[red]✗[/] {len(elsewhere)} receipts name no S3 object, e.g. {elsewhere[0]}")
+    return stored == len(run.sent.succeeded) and not elsewhere

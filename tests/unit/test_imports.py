@@ -53,15 +53,17 @@ ALLOWED: dict[str, frozenset[str]] = {
     "store": FOUNDATION,
     "extract": FOUNDATION | {"dicom"},
     "imaging": FOUNDATION | {"dicom"},
-    "ingest": FOUNDATION | {"dicom", "audit", "kafka"},
+    "ingest": FOUNDATION | {"dicom", "audit", "kafka", "blobs"},  # the S3 backend's placement (placement_s3)
     "receiver": WAYS_IN | {"metrics"},  # its Prometheus metrics (metrics/receiver.py)
     "scanner": WAYS_IN,
     "web": WAYS_IN | {"store", "imaging", "metrics"},
     "pipeline": FOUNDATION | {"extract", "kafka", "store", "audit", "metrics"},
     "images": FOUNDATION | {"imaging", "ingest", "kafka", "store", "metrics"},
     "warehouse": FOUNDATION | {"kafka", "store", "models", "audit", "metrics", "dicom"},
-    "demo": FOUNDATION | {"corpus", "kafka", "stack", "store", "warehouse"},
+    "demo": FOUNDATION | {"corpus", "kafka", "stack", "store", "warehouse", "blobs"},  # blobs: demo --s3's check
     "dlq": FOUNDATION | {"kafka", "store", "audit", "metrics"},
+    # an operator's tool like dlq: the storage layer and the index's location columns
+    "storage_migrate": FOUNDATION | {"blobs", "store"},
     "cli": frozenset({"*"}),
     "__main__": frozenset({"cli"}),
 }

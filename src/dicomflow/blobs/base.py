@@ -7,7 +7,7 @@ outside the store.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -53,6 +53,24 @@ class BlobStore(Protocol):
         """Write the local file ``source`` as ``key`` (streamed, multipart when large); return its size."""
         ...
 
+    def create(self, key: str, source: Data | Path) -> bool:
+        """Write ``source`` (bytes, or a local file streamed up) as ``key`` only if no object is there.
+
+        True when this call created it; False when ``key`` existed already
+        (nothing is written). Two callers racing for one key: exactly one
+        gets True (S3: a conditional PUT, ``If-None-Match: *``; filesystem: a
+        hard link, which refuses an existing name). Durable as :meth:`put`.
+        Exception: on S3 an object larger than ``multipart_chunk_bytes`` goes
+        up in parts after a HEAD found the key free (the client offers no
+        conditional multipart upload): bounded memory, but two creators
+        racing inside that window both get True, the later one's bytes win.
+        """
+        ...
+
+    def copy(self, src: str, dst: str) -> None:
+        """Copy the object ``src`` to ``dst`` (replacing ``dst``), inside the store (S3: server-side)."""
+        ...
+
     def read(self, key: str) -> bytes:
         """The whole object."""
         ...
@@ -75,6 +93,10 @@ class BlobStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove the object; a missing one is no error (idempotent)."""
+        ...
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove several objects (S3: one DeleteObjects request per 1,000 keys); missing ones are no error."""
         ...
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:

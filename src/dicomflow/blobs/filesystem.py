@@ -12,7 +12,7 @@ leave behind.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -60,6 +60,42 @@ class FilesystemStore:
             raise BlobUnavailable(str(path), exc.reason) from exc
         except OSError as exc:
             raise BlobUnavailable(str(source), f"cannot read the source file ({exc.strerror or exc})") from exc
+
+    def create(self, key: str, source: Data | Path) -> bool:
+        # Written to a temporary file, then hard-linked to its name: link refuses an existing
+        # name, so of two writers of one key exactly one creates it (the rule of ingest.duplicates).
+        path = self._path(key)
+        try:
+            pending = PendingFile(path, fsync=self.fsync)
+            try:
+                if isinstance(source, Path):
+                    with open(source, "rb") as src:
+                        while chunk := src.read(DEFAULT_CHUNK):
+                            pending.write(chunk)
+                else:
+                    pending.write(source)
+                pending.seal()
+                try:
+                    os.link(pending.temp, path)
+                except FileExistsError:
+                    return False
+            finally:
+                pending.discard()  # the sealed temporary file (its data lives on under the name)
+            if self.fsync:
+                sync_folder_durably(path.parent)
+            return True
+        except FileNotFoundError as exc:
+            raise BlobNotFound(str(source), "the source file is missing") from exc
+        except StorageWriteError as exc:
+            raise BlobUnavailable(str(path), exc.reason) from exc
+        except OSError as exc:
+            raise BlobUnavailable(str(path), f"cannot create ({exc.strerror or exc})") from exc
+
+    def copy(self, src: str, dst: str) -> None:
+        source = self._path(src)
+        if not source.is_file():
+            raise BlobNotFound(str(source))
+        self.put_file(dst, source)
 
     def _open(self, key: str) -> BinaryIO:
         path = self._path(key)
@@ -125,6 +161,10 @@ class FilesystemStore:
                 sync_folder_durably(path.parent)
             except StorageWriteError as exc:
                 raise BlobUnavailable(str(path), exc.reason) from exc
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.delete(key)
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         prefix = prefix.strip("/")

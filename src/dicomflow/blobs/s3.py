@@ -38,13 +38,13 @@ variables the settings do not cover (a session token, a web-identity token).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import obstore
-from obstore.exceptions import BaseError, NotFoundError, PermissionDeniedError, UnauthenticatedError
+from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError, PermissionDeniedError, UnauthenticatedError
 
 from dicomflow.blobs.base import DEFAULT_CHUNK, BlobInfo, Data
 from dicomflow.blobs.errors import BlobAccessDenied, BlobError, BlobNotFound, BlobUnavailable
@@ -121,6 +121,41 @@ class S3Store:
             max_concurrency=_PART_CONCURRENCY))
         return size
 
+    def create(self, key: str, source: Data | Path) -> bool:
+        # Up to multipart_chunk_bytes: one conditional PUT (If-None-Match: *); S3 answers 412 when
+        # the key exists, which obstore raises as AlreadyExistsError. Above it, obstore would send a
+        # conditional PUT as a single request with the whole body in memory (it makes no conditional
+        # multipart upload), so a HEAD decides and the upload goes in parts: memory stays bounded,
+        # at the price of a window in which a concurrent creator of the same key is not seen.
+        check_key(key)
+        if isinstance(source, Path):
+            try:
+                size = os.stat(source).st_size
+            except FileNotFoundError as exc:
+                raise BlobNotFound(str(source), "the source file is missing") from exc
+            except OSError as exc:
+                raise BlobUnavailable(str(source), f"cannot read the source file ({exc.strerror or exc})") from exc
+        else:
+            size = memoryview(source).nbytes
+        if size > self.chunk:
+            if self.exists(key):
+                return False
+            self._call(key, "put", lambda: obstore.put(
+                self._store, key, source, use_multipart=True, chunk_size=self.chunk, max_concurrency=_PART_CONCURRENCY))
+            return True
+        try:
+            obstore.put(self._store, key, source, mode="create", use_multipart=False)
+        except AlreadyExistsError:
+            return False
+        except _CLIENT_ERRORS as exc:
+            _raise(exc, self.location(key), "create")
+        return True
+
+    def copy(self, src: str, dst: str) -> None:
+        check_key(src)
+        check_key(dst)
+        self._call(src, "copy", lambda: obstore.copy(self._store, src, dst))
+
     def read(self, key: str) -> bytes:
         check_key(key)
         return self._call(key, "get", lambda: bytes(obstore.get(self._store, key).bytes()))
@@ -175,6 +210,18 @@ class S3Store:
             return
         except _CLIENT_ERRORS as exc:
             _raise(exc, self.location(key), "delete")
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            check_key(key)
+        if not keys:
+            return
+        try:
+            obstore.delete(self._store, list(keys))
+        except _NOT_FOUND:
+            return
+        except _CLIENT_ERRORS as exc:
+            _raise(exc, self.location(keys[0]), f"delete of {len(keys)} objects")
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         prefix = prefix.strip("/")

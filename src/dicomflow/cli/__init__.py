@@ -25,6 +25,7 @@ from dicomflow.cli import (
     report,
     scp,
     stack,
+    storage,
     topics,
     users,
     warehouse,
@@ -34,6 +35,7 @@ from dicomflow.cli.root import app, settings_of
 
 app.add_typer(config.app, name="config")
 app.add_typer(stack.app, name="stack")
+app.add_typer(storage.app, name="storage")
 app.add_typer(topics.app, name="topics")
 app.command("extract")(extract.extract)
 app.add_typer(db.app, name="db")

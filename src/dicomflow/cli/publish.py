@@ -101,6 +101,7 @@ def publish_files(settings: Settings, files: list[Path], errors: Console, *, ten
             task = bar.add_task("publish", total=len(files))
             return runner.run(files, on_file=lambda _path: bar.advance(task))
     finally:
+        runner.close()
         publisher.close()
 
 

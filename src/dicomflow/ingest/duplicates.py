@@ -196,8 +196,8 @@ def same_data_set(a: Path, b: Path) -> bool:
     A file whose meta group cannot be read is compared whole.
     """
     with open(a, "rb") as fa, open(b, "rb") as fb:
-        offset_a, syntax_a = _data_set_start(fa)
-        offset_b, syntax_b = _data_set_start(fb)
+        offset_a, syntax_a = data_set_start(fa)
+        offset_b, syntax_b = data_set_start(fb)
         if syntax_a != syntax_b:
             return False
         if os.fstat(fa.fileno()).st_size - offset_a != os.fstat(fb.fileno()).st_size - offset_b:
@@ -212,7 +212,8 @@ def same_data_set(a: Path, b: Path) -> bool:
                 return True
 
 
-def _data_set_start(f: object) -> tuple[int, str | None]:
+def data_set_start(f: object) -> tuple[int, str | None]:
+    """Where the data set of the Part 10 file open as ``f`` starts, and its transfer syntax (0, None: no meta group)."""
     head = f.read(64 * 1024)  # type: ignore[attr-defined]
     if head[128:132] != b"DICM":
         return 0, None
@@ -232,5 +233,5 @@ def _unlink(path: Path) -> None:
         log.warning("could not remove %s: %s", path, exc.strerror)
 
 
-__all__ = ["DUPLICATE_SOP_INSTANCE", "DuplicateInstanceError", "Outcome", "Placement", "Policy", "place",
+__all__ = ["DUPLICATE_SOP_INSTANCE", "DuplicateInstanceError", "Outcome", "Placement", "Policy", "data_set_start", "place",
            "same_data_set", "unacknowledged_mark"]

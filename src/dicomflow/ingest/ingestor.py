@@ -30,9 +30,10 @@ from dicomflow.ingest.exceptions import (
     MissingAttributeError,
     StorageWriteError,
 )
+from dicomflow.ingest.placement_s3 import S3Writer, Upload
 from dicomflow.ingest.storage import PendingFile, write_atomic
 from dicomflow.ingest.tenant import TenantResolver
-from dicomflow.ingest.uids import instance_path, require_uid
+from dicomflow.ingest.uids import FILE_PATH_MAX_BYTES, instance_path, require_uid
 from dicomflow.models import DicomStoreMeta, TransferStatus, now, uid_hash
 from dicomflow.settings import IngestSettings, StorageSettings, tenant_tag
 
@@ -86,6 +87,20 @@ class Ingestor:
         self.node_id = node_id
         #: ingest.duplicates: what :func:`~dicomflow.ingest.duplicates.place` does with a different copy.
         self.duplicates: Policy = ingest.duplicates
+        #: On ``storage.backend = "s3"``: where instances go (:mod:`~dicomflow.ingest.placement_s3`); None: files.
+        self.s3: S3Writer | None = None
+        #: Local folder of data sets still arriving: the storage root, or the spool on S3.
+        self.local_root = self.root
+        if storage.backend == "s3":
+            from dicomflow.blobs import open_store  # obstore loads only where S3 is used
+
+            self.s3 = S3Writer(open_store(storage), storage.spool, self.duplicates)
+            self.local_root = self.s3.spool
+
+    def close(self) -> None:
+        """Wait for the background requests of the S3 backend (nothing to do on the filesystem)."""
+        if self.s3 is not None:
+            self.s3.close()
 
     # ------------------------------------------------------------------ steps
 
@@ -143,9 +158,24 @@ class Ingestor:
                 cannot be created or written (nothing is left behind).
         """
         head = self._file_head(identity, transfer_syntax_uid, source)
-        pending = PendingFile(self.path_of(identity), fsync=self.fsync)
+        if self.s3 is not None:  # received into the spool, uploaded when complete
+            pending: PendingFile = self.s3.spool_file(self.key_of(identity))
+        else:
+            pending = PendingFile(self.path_of(identity), fsync=self.fsync)
         pending.write(head)
         return pending
+
+    def open_upload(self, identity: Identity, dataset: Buffer, transfer_syntax_uid: str, source: Source) -> Upload:
+        """The S3 backend's :meth:`open_file` for a data set already in memory: no spool file.
+
+        Raises:
+            InvalidUIDError: the transfer syntax UID is malformed.
+            StorageWriteError: the key would exceed 512 bytes.
+        """
+        assert self.s3 is not None, "open_upload is for the s3 backend"
+        key = self.key_of(identity)
+        head = self._file_head(identity, transfer_syntax_uid, source)
+        return self.s3.upload(key, b"".join((head, dataset)))
 
     def _file_head(self, identity: Identity, transfer_syntax_uid: str, source: Source) -> bytes:
         """Preamble and File Meta Information of the instance's file.
@@ -254,6 +284,24 @@ class Ingestor:
             identity.study_uid, identity.series_uid, identity.sop_uid,
         )
 
+    def key_of(self, identity: Identity) -> str:
+        """The instance's key in the storage layer (its path relative to the root, on every backend).
+
+        Raises:
+            StorageWriteError: the path, or on S3 the ``s3://`` location, would exceed the wire format's 512 bytes.
+        """
+        key = self.path_of(identity).relative_to(self.root).as_posix()
+        if self.s3 is not None and len(self.s3.store.location(key).encode()) > FILE_PATH_MAX_BYTES:
+            raise StorageWriteError(f"the location of {key[:80]}... exceeds {FILE_PATH_MAX_BYTES} bytes; "
+                                    "use a shorter storage.s3.prefix", sop_uid=identity.sop_uid)
+        return key
+
+    def location_of(self, identity: Identity) -> str:
+        """What a store event of the instance names: its path, or ``s3://bucket/key``."""
+        if self.s3 is not None:
+            return self.s3.store.location(self.key_of(identity))
+        return str(self.path_of(identity))
+
     def transfer_status(self, transfer_syntax_uid: str) -> tuple[TransferStatus, str]:
         """``(transfer_status, target_ts)``: served as received, or transcoded to Explicit VR LE later."""
         if transfer_syntax_uid in self.supported:
@@ -261,9 +309,9 @@ class Ingestor:
         return "NeedTransfer", EXPLICIT_VR_LE
 
     def store_event(
-        self, identity: Identity, path: Path, file_size: int, transfer_syntax_uid: str, source: Source
+        self, identity: Identity, path: Path | str, file_size: int, transfer_syntax_uid: str, source: Source
     ) -> DicomStoreMeta:
-        """The store event describing a stored file (a new trace_id each time)."""
+        """The store event describing a stored file (a new trace_id each time); ``path``: its location."""
         status, target = self.transfer_status(transfer_syntax_uid)
         header = identity.header
         return DicomStoreMeta(

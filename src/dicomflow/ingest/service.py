@@ -36,6 +36,7 @@ from dicomflow.ingest.exceptions import (
     PublishFailedError,
 )
 from dicomflow.ingest.ingestor import Identity, Ingestor, Source
+from dicomflow.ingest.placement_s3 import S3Placement, SpoolFile, Upload
 from dicomflow.ingest.storage import PendingFile, sync_folder_durably
 from dicomflow.ingest.transfer_log import SessionKey, TransferLog
 from dicomflow.ingest.uids import is_valid_uid
@@ -116,8 +117,9 @@ class StoreService:
         self._folder_syncs = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicomflow-fsync")
 
     def close(self) -> None:
-        """Release the folder-sync threads (after the last store)."""
+        """Release the folder-sync threads and the ingestor's background requests (after the last store)."""
         self._folder_syncs.shutdown(wait=True)
+        self.ingestor.close()
 
     def store(self, session: SessionKey, request: StoreRequest) -> StoreOutcome:
         """Handle one instance whose data set is in memory (a C-STORE, a STOW-RS part); return its status. Never raises."""
@@ -141,23 +143,41 @@ class StoreService:
                 header, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid, calling_ae=source.ae_title,
             )
             started = time.perf_counter()
-            pending = self.ingestor.open_file(identity, syntax, source)
-            pending.write(dataset)
+            if self.ingestor.s3 is not None:  # in memory already: straight up, no spool file
+                upload: PendingFile | Upload = self.ingestor.open_upload(identity, dataset, syntax, source)
+            else:
+                upload = self.ingestor.open_file(identity, syntax, source)
+                upload.write(dataset)
             write_s = time.perf_counter() - started
         except IngestError as exc:
             return self.refuse(session, exc, header, identity, source)
         except Exception as exc:  # noqa: BLE001 - a handler answers a status, it never raises
             return self.internal_error(session, exc, header, identity, source)
-        return self.complete(session, identity, pending, syntax, source, write_s=write_s)
+        return self.complete(session, identity, upload, syntax, source, write_s=write_s)
 
-    def complete(self, session: SessionKey, identity: Identity, pending: PendingFile, syntax: str, source: Source,
-                 *, write_s: float = 0.0) -> StoreOutcome:
-        """Sync and rename a fully written file, publish its store event, answer. Never raises."""
-        placement: Placement | None = None
+    def _place(self, pending: PendingFile | Upload, sop_uid: str) -> tuple[Placement | S3Placement, Path | str]:
+        """Put a sealed file (or an upload) in place: a file under the root, or an object on S3; and its location.
+
+        Raises:
+            DuplicateInstanceError, StorageWriteError: as :func:`~dicomflow.ingest.duplicates.place`.
+        """
+        if isinstance(pending, (SpoolFile, Upload)):
+            assert self.ingestor.s3 is not None
+            try:
+                s3_placement = self.ingestor.s3.place(pending, sop_uid=sop_uid)
+            finally:
+                pending.discard()  # the spool file: up in S3 or refused, it is needed no more
+            return s3_placement, s3_placement.location
+        return place(pending.temp, pending.path, self.ingestor.duplicates, sop_uid=sop_uid), pending.path
+
+    def complete(self, session: SessionKey, identity: Identity, pending: PendingFile | Upload, syntax: str,
+                 source: Source, *, write_s: float = 0.0) -> StoreOutcome:
+        """Sync and place a fully written file (or upload), publish its store event, answer. Never raises."""
+        placement: Placement | S3Placement | None = None
         try:
             started = time.perf_counter()
             size = pending.seal()
-            placement = place(pending.temp, pending.path, self.ingestor.duplicates, sop_uid=identity.sop_uid)
+            placement, location = self._place(pending, identity.sop_uid)
             synced = time.perf_counter()
             if placement.duplicate:
                 self._audit_duplicate(session, identity, placement, size, source)
@@ -169,9 +189,9 @@ class StoreService:
                 log.info("%s from %s: SOP Instance UID stored already (%s); nothing published",
                          identity.sop_uid, source.ae_title, placement.outcome)
                 return StoreOutcome(SUCCESS, header=identity.header)
-            store_event = self.ingestor.store_event(identity, pending.path, placement.size, syntax, source)
+            store_event = self.ingestor.store_event(identity, location, placement.size, syntax, source)
             try:
-                self._publish_and_sync(store_event, pending.path.parent)
+                self._publish_and_sync(store_event, location.parent if isinstance(location, Path) else None)
             except BaseException:
                 placement.not_acknowledged()
                 raise
@@ -196,7 +216,7 @@ class StoreService:
         log.debug("stored %s from %s as %s", identity.sop_uid, source.ae_title, store_event.file_path)
         return StoreOutcome(SUCCESS, header=identity.header)
 
-    def _audit_duplicate(self, session: SessionKey, identity: Identity, placement: Placement | None,
+    def _audit_duplicate(self, session: SessionKey, identity: Identity, placement: Placement | S3Placement | None,
                          received_size: int, source: Source) -> None:
         """One audit event per non-identical duplicate (``placement`` None: rejected)."""
         decision = placement.outcome if placement is not None else "rejected"
@@ -206,7 +226,7 @@ class StoreService:
         self.transfers.emit([audit.duplicate_instance(
             node_id=self.ingestor.node_id, tenant_id=identity.tenant, study_uid=identity.study_uid,
             sop_uid=identity.sop_uid, sop_class_uid=identity.sop_class_uid, decision=decision,
-            file_path=str(self.ingestor.path_of(identity)),
+            file_path=self.ingestor.location_of(identity),
             stored_size=placement.previous_size if placement is not None else None, received_size=received_size,
             source_ae=source.ae_title, source_address=source.address, source_user=peer.user if peer else None,
             destination_ae=peer.called_ae if peer else None,
@@ -219,18 +239,20 @@ class StoreService:
         return self.refuse(session, InternalError(f"internal error: {type(exc).__name__}"), header, identity,
                            source)
 
-    def _publish_and_sync(self, store_event: DicomStoreMeta, folder: Path) -> None:
+    def _publish_and_sync(self, store_event: DicomStoreMeta, folder: Path | None) -> None:
         """Publish the event while the folder holding the new name is synced; both before Success.
 
         The file's data is on disk and its name visible already, so the
         consumer can read it as soon as the event arrives; the two waits
         overlap instead of adding up.
 
+        ``folder`` None: an object on S3, durable already (S3 acknowledged its PUT).
+
         Raises:
             PublishFailedError: Kafka did not acknowledge (reported first).
             StorageWriteError: the folder could not be synced.
         """
-        if not self.ingestor.fsync:
+        if folder is None or not self.ingestor.fsync:
             self._publish(store_event)
             return
         synced = self._folder_syncs.submit(sync_folder_durably, folder)

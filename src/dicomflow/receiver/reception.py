@@ -12,8 +12,9 @@ the data set's size:
    with 1 MiB PDUs) never goes further: it is read, judged and written in
    one piece;
 2. then the instance's identity is known, its temporary file is created
-   beside its final name with the preamble and File Meta Information, and
-   every further fragment is appended as it arrives;
+   beside its final name (on S3: in the spool, and the marker object's PUT
+   starts, :mod:`~dicomflow.ingest.placement_s3`) with the preamble and File
+   Meta Information, and every further fragment is appended as it arrives;
 3. :meth:`finish` judges the complete file by the validity rule the consumer
    applies (:meth:`~dicomflow.ingest.ingestor.Ingestor.check_file`: a
    truncated pixel data element, say, is refused here), then hands over to
@@ -21,7 +22,7 @@ the data set's size:
 
 If the header is still not readable after :data:`PREFIX_CAP` bytes (a huge
 element before the tenant tag), the data set is spilled to a temporary file
-under ``{storage.root}/.incoming`` and copied in the kernel (``sendfile``)
+under ``{storage.root}/.incoming`` (``{storage.spool}/.incoming`` on S3) and copied in the kernel (``sendfile``)
 behind its File Meta Information at the end: slower, still bounded.
 
 What can go wrong: past ``receiver.max_dataset_bytes``, :meth:`feed`
@@ -158,7 +159,7 @@ class Reception:
     def _spill_prefix(self) -> None:
         ingestor = self.service.ingestor
         name = f"spill-{os.getpid()}-{id(self):x}"
-        self._spill = PendingFile(ingestor.root / INCOMING / name, fsync=False)
+        self._spill = PendingFile(ingestor.local_root / INCOMING / name, fsync=False)
         log.info("data set from %s (%s): no header in its first %d bytes; spilling to disk",
                  self.source.ae_title, self.source.address, len(self._prefix))
         self._write(self._spill, self._prefix)

@@ -96,7 +96,7 @@ class Receiver:
         )
         self.ingestor = Ingestor(settings.storage, settings.ingest, settings.worker_node_id)
         self.ingestor.root.mkdir(parents=True, exist_ok=True)
-        clear_incoming(self.ingestor.root)
+        clear_incoming(self.ingestor.local_root)  # the storage root, or the S3 backend's spool
         #: Observer: the receiver's Prometheus metrics (None: not collected).
         self.metrics = metrics
         #: Association slots: in ``slots_dir`` shared with the other processes of the receiver, else private.

@@ -42,15 +42,17 @@ from typing import Literal
 from dicomflow.audit import events as audit
 from dicomflow.dicom.constants import EXPLICIT_VR_LE
 from dicomflow.dicom.part10 import file_header, read_file_meta
-from dicomflow.errors import PublishError
+from dicomflow.errors import ConfigError, PublishError
 from dicomflow.ingest.duplicates import DuplicateInstanceError, Placement, place
 from dicomflow.ingest.exceptions import IngestError
 from dicomflow.ingest.ingestor import Identity, Ingestor, Source
+from dicomflow.ingest.placement_s3 import S3Placement, S3Writer
 from dicomflow.ingest.storage import PendingFile, sync_folder_durably
 from dicomflow.ingest.transfer_log import Peer, SessionKey, TransferLog
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import AuditEvent, DicomStoreMeta
 from dicomflow.scanner import decide
+from dicomflow.scanner.uploads import duplicate_audit, s3_pending
 from dicomflow.scanner.walk import SNIFF_BYTES, Layout, sniff
 from dicomflow.settings import Settings
 
@@ -102,7 +104,7 @@ class Prepared:
     #: True when the event names a copy in the storage layout, False when the file itself.
     copied: bool
     #: How a copy was placed (replace: the old copy is kept until the event is acknowledged).
-    placement: Placement | None = None
+    placement: Placement | S3Placement | None = None
     #: Audit events the run publishes for this file (a replaced duplicate).
     audit: tuple[AuditEvent, ...] = ()
 
@@ -143,8 +145,12 @@ class FolderPublisher:
     publishes every file where it is and refuses those outside the root (see
     :mod:`~dicomflow.scanner.decide`).
 
+    On ``storage.backend = "s3"`` every file is uploaded to the bucket (a
+    Part 10 file from where it is, :mod:`~dicomflow.ingest.placement_s3`),
+    even one under the storage root, and the events name ``s3://`` locations.
+
     Raises:
-        ConfigError: (constructor) the tenant is not a valid tenant id.
+        ConfigError: (constructor) the tenant is not a valid tenant id; ``--no-copy`` on s3.
     """
 
     def __init__(
@@ -159,12 +165,19 @@ class FolderPublisher:
     ) -> None:
         self.settings = settings
         self.publisher = publisher
+        if settings.storage.backend == "s3" and not copy_into_storage:
+            raise ConfigError("storage.backend", "settings", "--no-copy publishes files where they are, but on s3 "
+                              "every instance is read from the bucket: run without --no-copy to upload them")
         self.ingestor = Ingestor(settings.storage, settings.ingest, settings.worker_node_id, tenant_override=tenant)
         self.copy_into_storage = copy_into_storage
         self.batch_size = max(1, batch_size)
         self.threads = max(1, threads)
         self.timeout_s = settings.kafka.message_timeout_ms / 1000 + 5.0
         self._audit = TransferLog(settings.worker_node_id, self._emit_audit)
+
+    def close(self) -> None:
+        """Wait for the storage layer's background requests (S3: markers of acknowledged instances)."""
+        self.ingestor.close()
 
     # ------------------------------------------------------------------ running
 
@@ -235,8 +248,9 @@ class FolderPublisher:
             sniffed = sniff(f.read(SNIFF_BYTES), size)
             if sniffed is None:
                 return NotPublished(path, "not DICOM: no DICM prefix and no data set start" if size else "not DICOM: empty file")
-            where = decide.where(inside_root=decide.is_under(resolved, self.ingestor.root), layout=sniffed.layout,
-                                 copy=self.copy_into_storage)
+            where: decide.Where = "copy" if self.ingestor.s3 is not None else decide.where(  # S3: always uploaded
+                inside_root=decide.is_under(resolved, self.ingestor.root), layout=sniffed.layout,
+                copy=self.copy_into_storage)
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 return self._prepare_mapped(path, resolved, buf, sniffed.layout, sniffed.transfer_syntax_uid, where)
 
@@ -263,11 +277,19 @@ class FolderPublisher:
         else:  # ... or this data set behind the preamble and meta the copy gets
             header = self.ingestor.read(buf, syntax, offset=offset, name=str(path))
         identity = self.ingestor.identify(header, sop_class_uid=sop_class, sop_instance_uid=sop_instance, calling_ae=None)
-        target, size = resolved, len(buf)  # the mapping spans the whole file
-        placement: Placement | None = None
+        target: Path | str = resolved
+        size = len(buf)  # the mapping spans the whole file
+        placement: Placement | S3Placement | None = None
         audit_events: tuple[AuditEvent, ...] = ()
-        if where == "copy" and (target := self.ingestor.path_of(identity)) != resolved:
-            copied = self._copy(path, buf, layout, offset, syntax, identity, target)
+        if self.ingestor.s3 is not None:
+            uploaded = self._upload(path, resolved, buf, layout, offset, syntax, identity, self.ingestor.s3)
+            if isinstance(uploaded, NotPublished):
+                return uploaded
+            placement, audit_events = uploaded
+            target, size = self.ingestor.location_of(identity), placement.size
+        elif where == "copy" and (dest := self.ingestor.path_of(identity)) != resolved:
+            target = dest
+            copied = self._copy(path, buf, layout, offset, syntax, identity, dest)
             if isinstance(copied, NotPublished):
                 return copied
             placement, audit_events = copied
@@ -277,7 +299,7 @@ class FolderPublisher:
 
     def _copy(
         self, path: Path, buf: mmap.mmap, layout: Layout, offset: int, syntax: str, identity: Identity, target: Path
-    ) -> tuple[Placement, tuple[AuditEvent, ...]] | NotPublished:
+    ) -> tuple[Placement | S3Placement, tuple[AuditEvent, ...]] | NotPublished:
         """Write the file's copy to ``target`` durably, as the receiver writes; duplicates per ``ingest.duplicates``.
 
         Raises:
@@ -295,33 +317,47 @@ class FolderPublisher:
             placement = place(pending.temp, target, self.ingestor.duplicates, sop_uid=identity.sop_uid)
         except DuplicateInstanceError as exc:
             return NotPublished(path, f"{exc.reason}: {target}", "skipped",
-                                audit=(self._audit_duplicate(identity, target, None, pending.size),))
+                                audit=(duplicate_audit(self.settings, PUBLISH_SOURCE, identity, target, None, pending.size),))
         finally:
             pending.discard()
         if self.ingestor.fsync:
             sync_folder_durably(target.parent)
+        return self._placed(path, identity, target, placement, received)
+
+    def _upload(
+        self, path: Path, resolved: Path, buf: mmap.mmap, layout: Layout, offset: int, syntax: str, identity: Identity,
+        s3: S3Writer,
+    ) -> tuple[Placement | S3Placement, tuple[AuditEvent, ...]] | NotPublished:
+        """The S3 backend's :meth:`_copy`: a Part 10 file goes up from where it is, a raw data set through the spool.
+
+        Raises:
+            IngestError: the upload failed (S3 unavailable: not poison, worth a retry).
+        """
+        key = self.ingestor.key_of(identity)
+        location = s3.store.location(key)
+        pending = s3_pending(s3, key, resolved, buf, layout, offset, syntax, identity)
+        try:
+            received = pending.seal()
+            placement = s3.place(pending, sop_uid=identity.sop_uid)
+        except DuplicateInstanceError as exc:
+            return NotPublished(path, f"{exc.reason}: {location}", "skipped",
+                                audit=(duplicate_audit(self.settings, PUBLISH_SOURCE, identity, location, None, pending.size),))
+        finally:
+            pending.discard()
+        return self._placed(path, identity, location, placement, received)
+
+    def _placed(
+        self, path: Path, identity: Identity, target: Path | str, placement: Placement | S3Placement, received: int,
+    ) -> tuple[Placement | S3Placement, tuple[AuditEvent, ...]] | NotPublished:
+        """A placed copy: its duplicate's audit event, and whether it is published."""
         audit_events: tuple[AuditEvent, ...] = ()
         if placement.duplicate:
-            audit_events = (self._audit_duplicate(identity, target, placement, received),)
+            audit_events = (duplicate_audit(self.settings, PUBLISH_SOURCE, identity, target, placement, received),)
         if not placement.publish:
             what = "identical content" if placement.outcome == "identical" else (
                 "other content, the stored copy kept (ingest.duplicates = keep)")
             return NotPublished(path, f"already stored with {what}: {target}", "skipped", audit=audit_events)
         return placement, audit_events
-
-    def _audit_duplicate(
-        self, identity: Identity, target: Path, placement: Placement | None, received: int
-    ) -> AuditEvent:
-        """The audit event of a non-identical duplicate (``placement`` None: rejected), logged here."""
-        decision = placement.outcome if placement is not None else "rejected"
-        log.warning("%s: SOP Instance UID %s stored already with other content; %s", target, identity.sop_uid, decision)
-        return audit.duplicate_instance(
-            node_id=self.settings.worker_node_id, tenant_id=identity.tenant, study_uid=identity.study_uid,
-            sop_uid=identity.sop_uid, sop_class_uid=identity.sop_class_uid, decision=decision,
-            file_path=str(target), stored_size=placement.previous_size if placement is not None else None,
-            received_size=received, source_ae=PUBLISH_SOURCE.ae_title, source_address=PUBLISH_SOURCE.address,
-            destination_ae=self.settings.receiver.ae_title,
-        )
 
     def _send(self, ready: list[Prepared], summary: Summary, run_key: SessionKey) -> None:
         """Publish one batch; files whose events Kafka did not acknowledge are failures."""

@@ -43,6 +43,9 @@ class StorageSettings:
     #: Where instances are kept: "filesystem" (under ``root``) or "s3" (``[storage.s3]``).
     backend: Literal["filesystem", "s3"] = "filesystem"
     s3: StorageS3Settings = field(default_factory=StorageS3Settings)
+    #: The local receive spool of the ``s3`` backend: a data set too large to hold in memory is
+    #: received here, then uploaded; nothing stays for an acknowledged instance (docs/storage.md).
+    spool: Path = Path(".dicomflow/spool")
 
 
 __all__ = ["StorageS3Settings", "StorageSettings"]

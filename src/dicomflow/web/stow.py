@@ -2,7 +2,8 @@
 
 A request is ``multipart/related; type="application/dicom"``: one Part 10
 file per part. The body is spooled to disk part by part as it arrives
-(:mod:`dicomflow.web.multipart`) under ``{storage.root}/.dicomweb/stow/``,
+(:mod:`dicomflow.web.multipart`) under ``{storage.root}/.dicomweb/stow/``
+(``{storage.spool}/.dicomweb/stow/`` on the ``s3`` backend),
 never held in memory, and refused with 413 once it passes
 ``web.max_stow_bytes`` (at once when Content-Length says so). Then each part
 goes, one at a time, through the store decision every way in shares
@@ -258,7 +259,9 @@ async def store(ctx: WebContext, stower: Stower, request: Request) -> Response:
     study = check_uid(request.path_params["study"], "StudyInstanceUID") if "study" in request.path_params else None
     service = stower.service(principal.tenant)
     stower.bind(asyncio.get_running_loop())
-    folder = ctx.storage_root / FOLDER / "stow" / uuid.uuid4().hex
+    storage = ctx.settings.storage
+    spool = storage.spool if storage.backend == "s3" else ctx.storage_root  # S3: the root holds caches only
+    folder = spool / FOLDER / "stow" / uuid.uuid4().hex
     await run_in_threadpool(folder.mkdir, parents=True, exist_ok=False)
     session = SessionKey("stow-rs")  # this request in the transfer log (one audit event per study)
     address = client_address(request) or ""

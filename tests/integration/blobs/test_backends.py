@@ -148,3 +148,57 @@ def test_wrong_credentials_are_denied_not_poison(s3_settings: StorageS3Settings)
     with pytest.raises(BlobAccessDenied) as info:
         wrong.put(KEY, b"x")
     assert not is_poison(info.value)
+
+
+def test_create_writes_only_a_free_key(store: BlobStore, tmp_path: Path) -> None:
+    assert store.create(KEY, b"first") is True
+    assert store.create(KEY, b"second") is False  # nothing written
+    assert store.read(KEY) == b"first"
+    source = tmp_path / "spooled.dcm"
+    source.write_bytes(b"from a file")
+    assert store.create("other.dcm", source) is True
+    assert store.create("other.dcm", source) is False
+    assert store.read("other.dcm") == b"from a file"
+    assert sorted(i.key for i in store.list()) == sorted([KEY, "other.dcm"])  # no temporary file left
+    with pytest.raises(BlobNotFound):
+        store.create("third.dcm", tmp_path / "missing.dcm")
+
+
+def test_create_above_the_threshold_goes_multipart(store: BlobStore, tmp_path: Path) -> None:
+    data = os.urandom(CHUNK + 4097)
+    source = tmp_path / "large.dcm"
+    source.write_bytes(data)
+    assert store.create(KEY, source) is True
+    assert store.create(KEY, source) is False
+    assert store.read(KEY) == data
+    if isinstance(store, S3Store):
+        etag = store.head(KEY).etag
+        assert etag is not None and etag.strip('"').endswith("-2"), etag
+
+
+def test_copy_inside_the_store(store: BlobStore) -> None:
+    store.put(KEY, b"original")
+    backup = KEY.replace("1.2.3.4.5.dcm", ".1.2.3.4.5.dcm.backup")
+    store.copy(KEY, backup)
+    store.put(KEY, b"changed")
+    assert store.read(backup) == b"original"
+    store.copy(backup, KEY)
+    assert store.read(KEY) == b"original"
+    with pytest.raises(BlobNotFound):
+        store.copy("missing.dcm", "elsewhere.dcm")
+
+
+def test_create_on_a_closed_port_is_transient(s3_settings: StorageS3Settings) -> None:
+    dead = S3Store(dataclasses.replace(s3_settings, endpoint=f"http://127.0.0.1:{free_port()}"))
+    with pytest.raises(BlobUnavailable) as failed:
+        dead.create(KEY, b"x")
+    assert not is_poison(failed.value)
+
+
+def test_delete_many_in_one_call(store: BlobStore) -> None:
+    keys = [f"t1/2024/{i}.dcm" for i in range(5)]
+    for key in keys:
+        store.put(key, b"x")
+    store.delete_many([*keys[:3], "t1/2024/missing.dcm"])  # a missing one is no error
+    assert [i.key for i in store.list()] == keys[3:]
+    store.delete_many([])

@@ -15,6 +15,7 @@ from dicomflow.cli import app
 COMMANDS = {
     "config": {"show"},
     "stack": {"up", "down", "status"},
+    "storage": {"migrate"},
     "topics": {"create", "list"},
     "db": {"migrate", "status"},
     "dlq": {"list", "show", "redrive"},

@@ -99,3 +99,10 @@ def test_a_broken_credentials_file_names_itself(tmp_path: Path) -> None:
 def test_bad_values_name_their_key(env: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.").split(r"\.")[-1]):
         load_settings(None, env)
+
+
+def test_the_receive_spool_has_a_default_and_its_variable() -> None:
+    assert load_settings(None, {}).storage.spool == Path(".dicomflow/spool")
+    s = load_settings(None, {"DICOMFLOW_STORAGE_SPOOL": "/var/spool/dicomflow"})
+    assert s.storage.spool == Path("/var/spool/dicomflow")
+    assert from_child_env(to_child_env(s)) == s
