@@ -292,7 +292,7 @@ class PrivateStack:
         if not self.stack_settings.s3:
             raise StackError("an s3 phase needs a PrivateStack(s3=True)")
         s3 = dataclasses.replace(self.settings.storage.s3, prefix=s3_prefix)
-        return StorageSettings(root=root, backend="s3", s3=s3)
+        return StorageSettings(root=root, backend="s3", s3=s3, spool=root.parent / "spool")
 
     def _create_database(self, database: DatabaseSettings) -> None:
         import psycopg

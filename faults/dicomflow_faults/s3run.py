@@ -67,7 +67,7 @@ def _bucket_checks(run: FaultRun, acked: set[str]) -> list[Check]:
 
 def _spool_of(run: FaultRun) -> Path:
     """The receiver's spool folder (a relative one is under the receiver's working folder)."""
-    spool = Path(getattr(run.phase.settings.storage, "spool", ".dicomflow/spool"))
+    spool = Path(run.phase.settings.storage.spool)
     return spool if spool.is_absolute() else run.log_dir / spool
 
 
