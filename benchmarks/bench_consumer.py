@@ -21,7 +21,12 @@ Three phases, each with fresh topics and the same scratch database:
    transaction, one acknowledgement round and one commit per message,
    parsing in one worker), over ``--baseline-instances``, to show what
    batching buys; the ratio is printed.
-4. with ``--brokers 3``: the throughput phase again, on a private
+4. **storage backends** (``--s3-instances``, default 5,000; 0 skips it): the
+   throughput phase over that many instances, 3 rounds alternating the
+   filesystem and the s3 backend (the stack's S3Proxy, started for it, the
+   same files uploaded as objects; headers read by ranged GETs), medians and
+   their ratio; target on s3 >= 1,500 instances/s (``benchmarks/_consumer_s3.py``).
+5. with ``--brokers 3``: the throughput phase again, on a private
    three-broker cluster (topics with replication factor 3 and
    min.insync.replicas 2, acks=all as always), reported against phase 1's
    single-broker figure (a comparison, not a target).
@@ -155,6 +160,9 @@ def main() -> int:
     parser.add_argument("--series-per-study", type=int, default=5)
     parser.add_argument("--brokers", type=int, default=1,
                         help="also run the throughput phase on a private cluster of this many brokers (RF 3)")
+    parser.add_argument("--s3-instances", type=int, default=5000,
+                        help="instances of the storage-backend rows (filesystem vs s3 on the stack's S3Proxy, "
+                             "3 alternated rounds; 0: skip them)")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args()
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -249,6 +257,12 @@ def main() -> int:
             print(f"throughput on {args.brokers} brokers (RF 3, min ISR 2, acks=all): {cn} instances in "
                   f"{celapsed:.2f} s = {rate_cluster:,.0f} instances/s; {rate_cluster / rate_fast:.2f}x the "
                   f"single-broker {rate_fast:,.0f}/s ({stage_means(cl_service)})")
+        if args.s3_instances:
+            from _consumer_s3 import s3_rounds
+
+            s3_rounds(base, work, args, events[: min(args.s3_instances, args.instances)], run_id,
+                      lambda b, tag: scratch_settings(b, work, dbname, args, tag), created_topics,
+                      publish_all, run_consumer, throughput)
         target_ok = rate_fast >= 1500 and pct(latencies, 99) <= 2.0
         print(f"targets (>= 1,500 instances/s; p99 <= 2 s at 500/s): {'met' if target_ok else 'NOT met'}")
         return 0

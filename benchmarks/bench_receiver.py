@@ -57,6 +57,14 @@ dicomflow with TCP_NODELAY, Orthanc, Orthanc, dicomflow, ...), at least 3
 rounds (``--repeat`` if more), medians compared. Targets: the Nagle-on sender
 gets >= 0.90x the TCP_NODELAY sender's rate into dicomflow, and >= 10x
 Orthanc's rate for the same sender.
+
+**Storage backends** (``--rows s3``): the first engine with ``storage.backend
+= "s3"`` (the stack's S3Proxy, started for it; each receiver a key prefix of
+its own, its local receive spool under the work folder) against the same
+engine on the filesystem (fsync on), the ``--instances`` corpus, 1 and 4
+associations, at least 3 alternated rounds, medians. Target (issue 18): the
+S3 backend within 1.5x of the filesystem's rate (s3 / filesystem >= 0.67);
+the anchors lost 20-30x when they received straight into S3.
 """
 
 from __future__ import annotations
@@ -79,6 +87,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from dicomflow.blobs import BlobStore, open_store
 from dicomflow.corpus import make_corpus
 from dicomflow.kafka.admin import create_topics, delete_topics
 from dicomflow.kafka.reader import read_all
@@ -173,10 +182,10 @@ class Dicomflow(Receiver):
     called_ae = "DICOMFLOW"
 
     def __init__(self, settings: Settings, work: Path, processes: int, fsync: bool, engine: str,
-                 tls: dict[str, Path] | None = None) -> None:
+                 tls: dict[str, Path] | None = None, *, s3: bool = False) -> None:
         self.settings = settings
         self.name = (f"dicomflow scp ({engine}, {processes} processes{'' if fsync else ', no fsync'}"
-                     f"{', mutual TLS' if tls else ''})")
+                     f"{', mutual TLS' if tls else ''}{', s3' if s3 else ''})")
         self.port = free_port()
         suffix = uuid.uuid4().hex[:8]
         self.topics = dataclasses.replace(
@@ -197,6 +206,21 @@ class Dicomflow(Receiver):
             "DICOMFLOW_INGEST_FSYNC": "true" if fsync else "false",
             "DICOMFLOW_RECEIVER_ENGINE": engine,
         }
+        self.blobs: BlobStore | None = None
+        if s3:  # the stack's S3Proxy, a key prefix of this receiver's own; the spool beside the storage root
+            s3_settings = dataclasses.replace(settings.storage.s3, prefix=f"bench-rcv-{suffix}/")
+            self.blobs = open_store(dataclasses.replace(settings.storage, backend="s3", s3=s3_settings))
+            env.update({
+                "DICOMFLOW_STORAGE_BACKEND": "s3",
+                "DICOMFLOW_STORAGE_SPOOL": str(work / f"dicomflow-spool-{suffix}"),
+                "DICOMFLOW_STORAGE_S3_ENDPOINT": s3_settings.endpoint,
+                "DICOMFLOW_STORAGE_S3_BUCKET": s3_settings.bucket,
+                "DICOMFLOW_STORAGE_S3_REGION": s3_settings.region,
+                "DICOMFLOW_STORAGE_S3_PREFIX": s3_settings.prefix,
+                "DICOMFLOW_STORAGE_S3_ACCESS_KEY_ID": s3_settings.access_key_id,
+                "DICOMFLOW_STORAGE_S3_SECRET_ACCESS_KEY": s3_settings.secret_access_key,
+                "DICOMFLOW_STORAGE_S3_PATH_STYLE": "true" if s3_settings.path_style else "false",
+            })
         if tls:  # the main port speaks TLS 1.2+ (BCP 195), client certificates required
             env.update({
                 "DICOMFLOW_RECEIVER_TLS_CERT_FILE": str(tls["server.pem"]),
@@ -217,8 +241,13 @@ class Dicomflow(Receiver):
         if self.process.poll() is not None:
             raise RuntimeError(f"dicomflow scp exited: {log_path.read_text()[-2000:]}")
 
+    def _objects(self) -> list[str]:
+        if self.blobs is None:
+            return [str(p) for p in self.storage.rglob("*.dcm")]
+        return [i.key for i in self.blobs.list() if i.key.endswith(".dcm") and not Path(i.key).name.startswith(".")]
+
     def count(self) -> int:
-        files = sum(1 for _ in self.storage.rglob("*.dcm"))
+        files = len(self._objects())
         events = len(read_all(self.settings.kafka, self.topics.main, timeout_s=120))
         receipts = len(read_all(self.settings.kafka, self.topics.log, timeout_s=120))
         if not files == events == receipts:
@@ -230,6 +259,9 @@ class Dicomflow(Receiver):
         self.log.close()
         delete_topics(self.settings.kafka, self.topics.all())
         shutil.rmtree(self.storage, ignore_errors=True)
+        if self.blobs is not None:
+            for info in list(self.blobs.list()):
+                self.blobs.delete(info.key)
 
 
 class Orthanc(Receiver):
@@ -394,9 +426,10 @@ class Bench:
     def engines(self) -> list[str]:
         return [e.strip() for e in self.args.engines.split(",") if e.strip()]
 
-    def dicomflow(self, engine: str, certificates: dict[str, Path] | None = None) -> Callable[[], Receiver]:
+    def dicomflow(self, engine: str, certificates: dict[str, Path] | None = None, *,
+                  s3: bool = False) -> Callable[[], Receiver]:
         return lambda: Dicomflow(self.settings, self.work, self.args.processes, not self.args.no_fsync, engine,
-                                 certificates)
+                                 certificates, s3=s3)
 
 
 def make_folders(root: Path, instances: int) -> tuple[list[Path], int]:
@@ -534,6 +567,35 @@ def nagle_rows(bench: Bench) -> None:
     ])
 
 
+def s3_rows(bench: Bench) -> None:
+    """The first engine on the s3 backend (the stack's S3Proxy) against itself on the filesystem, alternated."""
+    args, work, engine = bench.args, bench.work, bench.engines[0]
+    print()
+    print("storage backends: the same receiver on the filesystem (fsync) and on S3 (S3Proxy, through the spool)")
+    folders, total = make_folders(work / "s3-corpus", args.instances)
+    rows = [("filesystem", bench.dicomflow(engine)), ("s3", bench.dicomflow(engine, s3=True))]
+    rounds = max(NAGLE_ROUNDS, args.repeat)
+    rate: dict[tuple[str, int], float] = {}
+    for associations in (1, 4):
+        runs: dict[str, list[Result]] = {key: [] for key, _ in rows}
+        for _ in range(rounds):  # filesystem, s3, filesystem, ...
+            for key, make in rows:
+                runs[key].append(measure(make, folders, associations, total))
+        for key, _ in rows:
+            result = median(runs[key])
+            rate[(key, associations)] = result.rate
+            print_run(result.receiver, associations, result, runs[key])
+    print()
+    print(f"{'backend':<46}{'1 association':>16}{'4 associations':>17}")
+    for key, _ in rows:
+        print(f"{key:<46}{rate[(key, 1)]:>12.1f}/s  {rate[(key, 4)]:>12.1f}/s")
+    print()
+    print(f"s3 / filesystem, medians of {rounds} alternated rounds (within 1.5x: ratio >= 0.67):")
+    print_checks([(f"{n} association(s): s3 / filesystem", rate[("s3", n)] / rate[("filesystem", n)], 0.67)
+                  for n in (1, 4)])
+    shutil.rmtree(work / "s3-corpus", ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instances", type=int, default=2000, help="corpus size (split in four for 4 associations)")
@@ -546,18 +608,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="dicomflow network engines to measure; the first one is compared with the targets")
     parser.add_argument("--brokers", type=int, default=1,
                         help="also measure the first engine against a private cluster of this many brokers (RF 3)")
-    parser.add_argument("--rows", default="standard,nagle",
-                        help="which rows: standard (storescu with TCP_NODELAY=1), nagle (a sender that leaves Nagle on)")
+    parser.add_argument("--rows", default="standard,nagle,s3",
+                        help="which rows: standard (storescu with TCP_NODELAY=1), nagle (a sender that leaves Nagle on), "
+                             "s3 (the s3 backend against the filesystem; starts the stack's S3Proxy)")
     parser.add_argument("--nagle-instances", type=int, default=400,
                         help="corpus size of the nagle rows (Orthanc takes ~0.1 s per instance from such a sender)")
     args = parser.parse_args(argv)
     rows = {r.strip() for r in args.rows.split(",") if r.strip()}
-    if not rows or rows - {"standard", "nagle"}:
-        parser.error(f"--rows takes standard and/or nagle, not {args.rows!r}")
+    if not rows or rows - {"standard", "nagle", "s3"}:
+        parser.error(f"--rows takes standard, nagle and/or s3, not {args.rows!r}")
 
     ensure_orthanc(postgres="standard" in rows)
     settings = load_settings(default_config_path(os.environ), os.environ)
-    LocalStack(settings).up()
+    stack = LocalStack(settings)
+    stack.up(s3=True if "s3" in rows else None)
+    settings = LocalStack(settings).settings  # storage.s3 pointed at the stack's S3Proxy while it runs
     work = args.work_dir
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -566,6 +631,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         standard_rows(bench)
     if "nagle" in rows:
         nagle_rows(bench)
+    if "s3" in rows:
+        s3_rows(bench)
     print(f"load average after: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     shutil.rmtree(work / "corpus", ignore_errors=True)
     shutil.rmtree(work / "nagle-corpus", ignore_errors=True)

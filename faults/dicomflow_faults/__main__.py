@@ -11,6 +11,8 @@ Examples::
     python -m dicomflow_faults                       # full size: 20,000 instances, 100,000 soak events,
                                                      # 20,000 warehouse events with 3 sink kills
                                                      # 1,000 instances through a three-broker failover
+    python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 --protocol-fuzz 0 \\
+        --warehouse 0 --failover 0 --s3 1500         # the S3 run alone (S3Proxy killed mid-run)
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 \\
         --failover 1000                              # the failover phase alone (about 2 minutes)
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 \\
@@ -68,6 +70,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="Longest acknowledgement pause after the leader kill that passes (seconds).")
     p.add_argument("--failover-outage", type=float, default=15.0,
                    help="Seconds two brokers stay down together (below min ISR); 0: only the leader kill.")
+    p.add_argument("--s3", type=int, default=1500,
+                   help="C-STORE instances of the S3 run: storage on a private S3Proxy, SIGKILLed mid-run (0: skip it).")
     p.add_argument("--faults-per-kind", type=int, default=2, help="SIGKILLs of each kind during the fault run.")
     p.add_argument("--kinds", default=",".join(KINDS), help="Fault kinds, comma-separated (default: all four).")
     p.add_argument("--associations", type=int, default=4, help="Parallel C-STORE associations of the sender.")
@@ -90,7 +94,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown fault kind(s): {', '.join(unknown)}; choose from {', '.join(KINDS)}")
     args.kinds = kinds
-    for name in ("instances", "soak", "fuzz", "fuzz_files", "controls", "faults_per_kind", "protocol_fuzz",
+    for name in ("instances", "s3", "soak", "fuzz", "fuzz_files", "controls", "faults_per_kind", "protocol_fuzz",
                  "warehouse", "warehouse_kills", "failover", "failover_outage"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must not be negative")
@@ -126,6 +130,8 @@ def run(args: argparse.Namespace) -> SuiteReport:
     started = time.monotonic()
     if args.instances or args.soak or args.fuzz or args.fuzz_files or args.protocol_fuzz or args.warehouse:
         _run_single_broker(args, report, seed)
+    if args.s3:
+        _run_s3(args, report, seed)
     if args.failover:
         _run_failover(args, report, seed)
     report.timings["total"] = time.monotonic() - started
@@ -157,6 +163,35 @@ def _run_failover(args: argparse.Namespace, report: SuiteReport, seed: int) -> N
             shutil.rmtree(log_dir, ignore_errors=True)
     else:
         shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _run_s3(args: argparse.Namespace, report: SuiteReport, seed: int) -> None:
+    """The S3 run, on a private single-broker stack with an S3Proxy of its own."""
+    import warnings
+
+    from dicomflow_faults.s3run import run_s3_faults
+
+    stack = PrivateStack(base=args.work_dir, cache=args.kafka_cache, s3=True)
+    log_dir = stack.dir / "logs"
+    log_dir.mkdir()
+    try:
+        _timed(report, "s3 stack up", stack.up)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report.s3 = _timed(report, "s3 fault run", lambda: run_s3_faults(
+                stack, args.s3, seed=seed + 5, log_dir=log_dir, per_kind=args.faults_per_kind,
+                associations=args.associations))
+    except (DicomflowError, OSError) as exc:
+        log.exception("the S3 run could not finish")
+        report.errors.append(f"suite aborted: s3: {type(exc).__name__}: {exc}")
+    finally:
+        if args.keep or not report.passed:
+            kept = Path(tempfile.mkdtemp(prefix="dicomflow-faults-s3-logs-", dir=args.work_dir))
+            shutil.copytree(log_dir, kept, dirs_exist_ok=True)
+            if stack.stack.s3proxy.log_file.exists():
+                shutil.copy2(stack.stack.s3proxy.log_file, kept / "s3proxy.log")
+            report.log_dir = report.log_dir or str(kept)
+        _timed(report, "s3 stack down", stack.close)
 
 
 def _run_single_broker(args: argparse.Namespace, report: SuiteReport, seed: int) -> None:
@@ -228,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(report.dumps() + "\n")
     if any(e.startswith("suite aborted") for e in report.errors) and report.faults is None \
             and report.soak is None and report.fuzz is None and report.protocol is None \
-            and report.warehouse is None and report.failover is None:
+            and report.warehouse is None and report.failover is None and report.s3 is None:
         return 2
     return 0 if report.passed else 1
 

@@ -96,7 +96,7 @@ class PrivateStack:
     """Start, kill, restart and finally remove a Kafka broker and a PostgreSQL server of our own."""
 
     def __init__(self, base: Path | None = None, cache: Path | None = None, kafka_heap_mb: int = 512,
-                 brokers: int = 1) -> None:
+                 brokers: int = 1, s3: bool = False) -> None:
         parent = base if base is not None else Path(tempfile.gettempdir())
         parent.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="dicomflow-faults-", dir=parent))
@@ -105,13 +105,15 @@ class PrivateStack:
         cache = cache if cache is not None else default_cache()
         if cache is not None:
             (self.dir / "cache").symlink_to(cache.resolve(), target_is_directory=True)
-        ports = free_ports(2 * brokers + 1, avoid=SHARED_PORTS)
-        kafka_ports, controller_ports, pg_port = ports[:brokers], ports[brokers:2 * brokers], ports[-1]
+        ports = free_ports(2 * brokers + 2, avoid=SHARED_PORTS)
+        kafka_ports, controller_ports = ports[:brokers], ports[brokers:2 * brokers]
+        pg_port, s3_port = ports[-2], ports[-1]
         self.stack_settings = StackSettings(
             dir=self.dir, kafka_port=kafka_ports[0], kafka_controller_port=controller_ports[0],
             postgres_port=pg_port, kafka_heap_mb=kafka_heap_mb, kafka_brokers=brokers,
             kafka_ports=tuple(kafka_ports) if brokers > 1 else (),
             kafka_controller_ports=tuple(controller_ports) if brokers > 1 else (),
+            s3=s3, s3_port=s3_port,
         )
         self.settings = Settings(
             worker_node_id="faults-1",
@@ -133,6 +135,10 @@ class PrivateStack:
         t0 = time.monotonic()
         self.stack.postgres.start()
         self.stack.kafka.start(timeout_s=240.0)
+        if self.stack_settings.s3:
+            self.stack.s3proxy.start()
+            # Its endpoint and credentials, for the phases' settings (drawn at this first start).
+            self.settings = self.stack.s3proxy.fill(self.settings)
         log.info("private stack up in %.1f s: Kafka %s, PostgreSQL 127.0.0.1:%s (%s)",
                  time.monotonic() - t0, self.settings.kafka.brokers, self.stack_settings.postgres_port, self.dir)
 
@@ -144,7 +150,7 @@ class PrivateStack:
         its home is removed too when it is one of ours.
         """
         # SIGKILL the broker: its data is deleted next, a controlled shutdown would only cost time.
-        for stop in (self.stack.kafka.kill, self._stop_postgres):
+        for stop in (self.stack.kafka.kill, self._stop_postgres, self.stack.s3proxy.kill):
             try:
                 stop()
             except (StackError, OSError) as exc:
@@ -211,6 +217,19 @@ class PrivateStack:
         finally:
             consumer.close()
 
+    def kill_s3(self) -> None:
+        """SIGKILL S3Proxy: requests in flight fail, the next ones are refused until the restart."""
+        self.stack.s3proxy.kill()
+
+    def start_s3(self, timeout_s: float = 60.0) -> None:
+        """Start S3Proxy again with the credentials the running components hold; wait until it answers.
+
+        Raises:
+            StackError: it did not come back within ``timeout_s``.
+        """
+        retry_until("restarting S3Proxy", lambda: self.stack.s3proxy.start(timeout_s, keep_credentials=True),
+                    timeout_s)
+
     def kill_postgres(self) -> None:
         """SIGKILL the postmaster: the next start runs crash recovery."""
         self.stack.postgres.kill()
@@ -225,8 +244,12 @@ class PrivateStack:
 
     # ------------------------------------------------------------------ phases
 
-    def new_phase(self, name: str, *, partitions: int = 3, receiver_port: int = 0) -> Phase:
+    def new_phase(self, name: str, *, partitions: int = 3, receiver_port: int = 0, s3: bool = False) -> Phase:
         """Fresh topics, consumer group, database (migrated) and storage root for one phase.
+
+        With ``s3`` the phase stores its instances in the stack's S3Proxy
+        (``storage.backend = "s3"``, a key prefix of its own); the storage
+        root then holds only local caches.
 
         Raises:
             StackError: the database could not be created or migrated.
@@ -256,12 +279,20 @@ class PrivateStack:
             worker_node_id=f"faults-{name}",
             topics=topics,
             database=database,
-            storage=StorageSettings(root=root),
+            storage=self._storage(root, f"{suffix}/" if s3 else None),
             receiver=ReceiverSettings(port=port, ae_title="DICOMFLOW"),
             metrics=MetricsSettings(port=0),
         ))
         self.phases.append(phase)
         return phase
+
+    def _storage(self, root: Path, s3_prefix: str | None) -> StorageSettings:
+        if s3_prefix is None:
+            return StorageSettings(root=root)
+        if not self.stack_settings.s3:
+            raise StackError("an s3 phase needs a PrivateStack(s3=True)")
+        s3 = dataclasses.replace(self.settings.storage.s3, prefix=s3_prefix)
+        return StorageSettings(root=root, backend="s3", s3=s3, spool=root.parent / "spool")
 
     def _create_database(self, database: DatabaseSettings) -> None:
         import psycopg

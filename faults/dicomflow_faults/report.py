@@ -36,6 +36,8 @@ class SuiteReport:
     protocol: ProtocolFuzzResult | None = None
     warehouse: WarehouseFaultResult | None = None
     failover: FailoverResult | None = None
+    #: The fault run on the s3 backend, S3Proxy killed mid-run (:mod:`.s3run`).
+    s3: FaultRunResult | None = None
     errors: list[str] = field(default_factory=list)
     log_dir: str | None = None
 
@@ -43,16 +45,17 @@ class SuiteReport:
 
     @property
     def lost(self) -> int:
-        return sum(x.lost for x in (self.faults, self.soak, self.fuzz, self.warehouse, self.failover) if x is not None)
+        return sum(x.lost for x in (self.faults, self.soak, self.fuzz, self.warehouse, self.failover, self.s3)
+                   if x is not None)
 
     @property
     def duplicates(self) -> int:
-        return sum(x.duplicates for x in (self.faults, self.soak, self.warehouse, self.failover) if x is not None)
+        return sum(x.duplicates for x in (self.faults, self.soak, self.warehouse, self.failover, self.s3) if x is not None)
 
     @property
     def checks(self) -> list[Check]:
         out: list[Check] = []
-        for part in (self.faults, self.soak, self.fuzz, self.protocol, self.warehouse, self.failover):
+        for part in (self.faults, self.soak, self.fuzz, self.protocol, self.warehouse, self.failover, self.s3):
             if part is not None:
                 out.extend(part.checks)
         return out
@@ -94,6 +97,8 @@ class SuiteReport:
             self._print_warehouse(w, self.warehouse)
         if self.failover is not None:
             self._print_failover(w, self.failover)
+        if self.s3 is not None:
+            self._print_faults(w, self.s3, "S3 fault run (storage.backend = s3, S3Proxy SIGKILLed)")
         w("\nChecks\n")
         for c in self.checks:
             w(f"  {'PASS' if c.ok else 'FAIL'}  {c.name}: {c.detail}\n")
@@ -117,6 +122,12 @@ class SuiteReport:
         if self.protocol is not None:
             w(f"PDU sequences:      {self.protocol.sequences} mutated, {self.protocol.unexpected} unexpected "
               f"exception(s), {self.protocol.crashes} receiver crash(es) (both must be 0)\n")
+        if self.s3 is not None:
+            kills = [f for f in self.s3.faults if f.kind == "s3proxy"]
+            refused = sum(self.s3.send.failures.values()) if self.s3.send else 0
+            w(f"S3 run:             {sum(f.survived for f in kills)}/{len(kills)} S3Proxy SIGKILLs survived, "
+              f"{self.s3.load_rate:.1f} instances/s held, {refused} C-STORE(s) refused and retried, "
+              f"{self.s3.lost} lost\n")
         if self.failover is not None:
             f = self.failover
             pause = "-" if f.leader_pause_s is None else f"{f.leader_pause_s:.1f} s"
@@ -135,8 +146,8 @@ class SuiteReport:
             w(f"  {name:<22} {seconds:8.1f} s\n")
 
     @staticmethod
-    def _print_faults(w: Any, r: FaultRunResult) -> None:
-        w(f"\nFault run: {r.instances} instances generated in {r.generate_s:.1f} s, {r.acked} acknowledged\n")
+    def _print_faults(w: Any, r: FaultRunResult, title: str = "Fault run") -> None:
+        w(f"\n{title}: {r.instances} instances generated in {r.generate_s:.1f} s, {r.acked} acknowledged\n")
         if r.send is not None:
             failures = ", ".join(f"{k}: {v}" for k, v in r.send.failures.most_common()) or "none"
             w(f"  load held {r.load_rate:.1f} instances/s over {r.send.seconds:.1f} s; "
@@ -230,9 +241,10 @@ class SuiteReport:
             "faults_by_kind": {k: {"injected": i, "survived": s} for k, (i, s) in self.faults_by_kind().items()},
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
         }
-        if self.faults is not None:
-            f = self.faults
-            data["fault_run"] = {
+        for key, f in (("fault_run", self.faults), ("s3_run", self.s3)):
+            if f is None:
+                continue
+            data[key] = {
                 "instances": f.instances, "acknowledged": f.acked, "load_instances_per_s": round(f.load_rate, 1),
                 "lost": f.lost, "duplicates": f.duplicates, "dead_lettered": f.dead_lettered,
                 "good_dead_lettered": f.good_dead_lettered, "crashes": len(f.crashes),

@@ -48,7 +48,8 @@ from dicomflow_faults.supervisor import Component, Exit, Supervisor, component_e
 
 log = logging.getLogger(__name__)
 
-FaultKind = Literal["consumer", "receiver", "kafka", "postgres"]
+FaultKind = Literal["consumer", "receiver", "kafka", "postgres", "s3proxy"]
+#: The kinds of the main fault run (``s3proxy`` belongs to the S3 run, :mod:`.s3run`).
 KINDS: tuple[FaultKind, ...] = ("consumer", "receiver", "kafka", "postgres")
 
 
@@ -186,7 +187,7 @@ class FaultRun:
     def __init__(self, stack: PrivateStack, instances: int, *, seed: int, log_dir: Path,
                  per_kind: int = 2, kinds: Sequence[FaultKind] = KINDS, associations: int = 4,
                  rate: float | None = None, down_range: tuple[float, float] = (0.5, 3.0),
-                 receiver_processes: int = 1) -> None:
+                 receiver_processes: int = 1, name: str = "faults", s3: bool = False) -> None:
         self.stack = stack
         self.instances = instances
         self.rng = random.Random(seed)
@@ -195,7 +196,11 @@ class FaultRun:
         self.associations = associations
         self.rate = rate
         self.result = FaultRunResult(instances, plan(kinds, per_kind, instances, self.rng, down_range))
-        self.phase = stack.new_phase("faults")
+        #: Prefix of the checks' names ("faults", "s3").
+        self.name = name
+        self.phase = stack.new_phase(name, s3=s3)
+        #: SOP Instance UIDs the sender saw acknowledged (filled by :meth:`run`).
+        self.acked: set[str] = set()
         self.supervisor = Supervisor(restart_crashed=True)
         env = component_env({**self.phase.env(), "DICOMFLOW_RECEIVER_PROCESSES": str(receiver_processes)})
         self.receiver = self.supervisor.add(Component("receiver", ["scp"], env, log_dir, cwd=log_dir))
@@ -235,7 +240,7 @@ class FaultRun:
                 sender.stop()
                 r.send = sender.stats
                 r.acked = sender.acked_count()
-                acked = sender.acknowledged()
+                acked = self.acked = sender.acknowledged()
                 r.catch_up_s = self._catch_up(acked, timeout_s=max(180.0, self.instances / 50.0))
             finally:
                 sender.stop()
@@ -285,6 +290,7 @@ class FaultRun:
             "receiver": (lambda: self.supervisor.kill("receiver"), restart_receiver),
             "kafka": (self.stack.kill_kafka, self.stack.start_kafka),
             "postgres": (self.stack.kill_postgres, self.stack.start_postgres),
+            "s3proxy": (self.stack.kill_s3, self.stack.start_s3),
         }[kind]
 
     def _inject(self, fault: Fault, sender: StoreSender, monitor: _Monitor, started: float) -> None:
@@ -378,10 +384,10 @@ class FaultRun:
                 return
 
     def _check(self, generated: Generated, acked: set[str]) -> None:
-        r = self.result
+        r, n = self.result, self.name
         summary = read_rows(self.phase.settings.database)
         ours = generated.sop_uids
-        check, missing = subset_check("faults: every acknowledged instance is in PostgreSQL", acked, summary.sop_uids)
+        check, missing = subset_check(f"{n}: every acknowledged instance is in PostgreSQL", acked, summary.sop_uids)
         r.lost = len(missing)
         r.duplicates = summary.duplicate_rows
         r.stored_unacknowledged = len(summary.sop_uids - acked)
@@ -393,25 +399,25 @@ class FaultRun:
         receiver_crashes = [e for e in r.crashes if e.component == "receiver"]
         failed_faults = [f for f in r.faults if not f.survived]
         r.checks = [
-            Check("faults: every instance acknowledged", r.acked == r.instances, f"{r.acked} of {r.instances}"),
+            Check(f"{n}: every instance acknowledged", r.acked == r.instances, f"{r.acked} of {r.instances}"),
             check,
-            Check("faults: one instance row per SOP Instance UID", r.duplicates == 0,
+            Check(f"{n}: one instance row per SOP Instance UID", r.duplicates == 0,
                   f"{r.duplicates} duplicate row(s) over {len(summary.duplicates)} SOP UID(s)"),
-            Check("faults: no row that was never sent", not strangers, f"{len(strangers)} unknown SOP UID(s)"),
-            Check("faults: series_related_instances equals the instance rows of each series",
+            Check(f"{n}: no row that was never sent", not strangers, f"{len(strangers)} unknown SOP UID(s)"),
+            Check(f"{n}: series_related_instances equals the instance rows of each series",
                   not summary.series_mismatches,
                   f"{len(summary.series_mismatches)} of {summary.series_rows} series differ"
                   + (f" (e.g. {summary.series_mismatches[0]})" if summary.series_mismatches else "")),
-            Check("faults: no good instance in the DLQ", r.good_dead_lettered == 0,
+            Check(f"{n}: no good instance in the DLQ", r.good_dead_lettered == 0,
                   f"{r.good_dead_lettered} good of {r.dead_lettered} dead letter(s)"),
-            Check("faults: consumer exited only when killed or told to", not consumer_crashes,
+            Check(f"{n}: consumer exited only when killed or told to", not consumer_crashes,
                   "; ".join(f"exit {e.returncode} at {e.at_s:.0f} s" for e in consumer_crashes) or "no unexpected exit"),
-            Check("faults: receiver exited only when killed or told to", not receiver_crashes,
+            Check(f"{n}: receiver exited only when killed or told to", not receiver_crashes,
                   "; ".join(f"exit {e.returncode} at {e.at_s:.0f} s" for e in receiver_crashes) or "no unexpected exit"),
-            Check("faults: every fault survived", not failed_faults,
+            Check(f"{n}: every fault survived", not failed_faults,
                   "; ".join(f"{f.kind} at {f.injected_s or 0:.0f} s: {f.error or 'no progress after restart'}"
                             for f in failed_faults) or f"{len(r.faults)} of {len(r.faults)}"),
-            Check("faults: consumer stopped cleanly on SIGTERM", r.exit_codes.get("consumer") == 0,
+            Check(f"{n}: consumer stopped cleanly on SIGTERM", r.exit_codes.get("consumer") == 0,
                   f"exit code {r.exit_codes.get('consumer')}"),
         ]
 

@@ -57,7 +57,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "receiver": WAYS_IN | {"metrics"},  # its Prometheus metrics (metrics/receiver.py)
     "scanner": WAYS_IN,
     "web": WAYS_IN | {"store", "imaging", "metrics"},
-    "pipeline": FOUNDATION | {"extract", "kafka", "store", "audit", "metrics"},
+    "pipeline": FOUNDATION | {"extract", "kafka", "store", "audit", "metrics", "blobs"},  # objects by ranged reads
     "images": FOUNDATION | {"imaging", "ingest", "kafka", "store", "metrics"},
     "warehouse": FOUNDATION | {"kafka", "store", "models", "audit", "metrics", "dicom"},
     "demo": FOUNDATION | {"corpus", "kafka", "stack", "store", "warehouse", "blobs"},  # blobs: demo --s3's check

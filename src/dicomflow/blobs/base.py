@@ -79,6 +79,10 @@ class BlobStore(Protocol):
         """Up to ``length`` bytes from offset ``start`` (fewer at the end, ``b""`` past it)."""
         ...
 
+    def read_head(self, key: str, length: int) -> tuple[bytes, int]:
+        """The first ``length`` bytes (fewer for a shorter object) and the object's whole size, in one request."""
+        ...
+
     def stream(self, key: str, chunk_size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
         """The object in chunks (a missing object raises here, before the first chunk)."""
         ...

@@ -117,6 +117,12 @@ class FilesystemStore:
             fh.seek(start)
             return self._read(fh, key, length)
 
+    def read_head(self, key: str, length: int) -> tuple[bytes, int]:
+        if length < 0:
+            raise ValueError(f"a head needs length >= 0, not {length}")
+        with self._open(key) as fh:
+            return self._read(fh, key, length), os.fstat(fh.fileno()).st_size
+
     def _read(self, fh: BinaryIO, key: str, length: int) -> bytes:
         try:
             return fh.read(length)

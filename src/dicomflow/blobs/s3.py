@@ -176,6 +176,21 @@ class S3Store:
                 return b""
             _raise(exc, self.location(key), "get range")
 
+    def read_head(self, key: str, length: int) -> tuple[bytes, int]:
+        check_key(key)
+        if length < 0:
+            raise ValueError(f"a head needs length >= 0, not {length}")
+        try:
+            result = obstore.get(self._store, key, options={"range": (0, max(length, 1))})
+            return bytes(result.bytes())[:length], int(result.meta["size"])
+        except _NOT_FOUND as exc:
+            _raise(exc, self.location(key), "get head")
+        except _CLIENT_ERRORS as exc:
+            # An empty object has no byte 0: S3 answers 416, obstore an error.
+            if self.head(key).size == 0:
+                return b"", 0
+            _raise(exc, self.location(key), "get head")
+
     def stream(self, key: str, chunk_size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
         check_key(key)
         result = self._call(key, "get", lambda: obstore.get(self._store, key))

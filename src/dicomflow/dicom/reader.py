@@ -20,6 +20,7 @@ import logging
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 from dicomflow.dicom import general, walker
 from dicomflow.dicom.constants import WANTED
@@ -48,6 +49,66 @@ def read_file(path: str, wanted: frozenset[int] = WANTED) -> RawHeader:
         if judged is exc:
             raise
         raise judged from exc
+
+
+#: Bytes of an object's first ranged read: the preamble, the meta group and the header of almost
+#: every instance (the walk fetches more only where a header goes on, e.g. a long sequence).
+HEAD_BYTES = 16 * 1024
+
+
+class RangedSource(Protocol):
+    """What :func:`read_blob` reads through: the storage layer's ``BlobStore`` (this layer does not import it)."""
+
+    def read_head(self, key: str, length: int) -> tuple[bytes, int]: ...
+    def read_range(self, key: str, start: int, length: int) -> bytes: ...
+    def read(self, key: str) -> bytes: ...
+    def location(self, key: str) -> str: ...
+
+
+def read_blob(store: RangedSource, key: str, wanted: frozenset[int] = WANTED, *,
+              fetched: list[int] | None = None) -> RawHeader:
+    """:func:`read_file` for an object of the storage layer, by ranged reads.
+
+    The walker reads from one ranged GET of :data:`HEAD_BYTES` (which also
+    gives the object's size, for the truncation checks) and asks for more
+    only where the header goes on; what the walker declines is read whole
+    by pydicom. ``fetched`` (if given) gets the size of each read appended.
+
+    Raises:
+        UnreadableDicom: as :func:`read_file`.
+        Exception: whatever the store raises, unchanged (the storage layer's
+            not-found is poison, its unavailable transient).
+    """
+    sizes = fetched if fetched is not None else []
+    failed: list[BaseException] = []
+
+    def fetch(pos: int, length: int) -> bytes:
+        try:
+            data = store.read_range(key, pos, length)
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+        sizes.append(len(data))
+        return data
+
+    name = store.location(key)
+    first, size = store.read_head(key, HEAD_BYTES)
+    sizes.append(len(first))
+    try:
+        return walker.read_fetched(first, size, fetch, wanted)
+    except (Unsupported, struct.error) as why:
+        _log.debug("%s: general reader (%s)", name, why)
+    except Exception as exc:
+        if failed and exc is failed[-1]:
+            raise
+        judged = verdict(exc)
+        if judged is exc:
+            raise
+        raise judged from exc
+    whole = store.read(key)
+    sizes.append(len(whole))
+    with _verdict():
+        return general.read_bytes(whole, name, wanted)
 
 
 def read_part10(buf: Buffer, name: str, wanted: frozenset[int] = WANTED) -> RawHeader:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -89,6 +90,16 @@ def read_file(path: str, wanted: frozenset[int] = WANTED) -> RawHeader:
         return _read_part10(Window.of_file(fd), wanted)
     finally:
         os.close(fd)
+
+
+def read_fetched(first: bytes, size: int, fetch: Callable[[int, int], bytes],
+                 wanted: frozenset[int] = WANTED) -> RawHeader:
+    """:func:`read_file` over an object of ``size`` bytes starting with ``first``, the rest by ``fetch(pos, count)``.
+
+    Raises:
+        Unsupported, TruncatedError: as :func:`read_file`; whatever ``fetch`` raises.
+    """
+    return _finish(_read_part10(Window.of_reader(first, size, fetch), wanted), first)
 
 
 def read_part10(buf: Buffer, wanted: frozenset[int] = WANTED) -> RawHeader:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from typing import Any, Final
 
 from dicomflow.dicom.exceptions import TruncatedError
@@ -34,13 +35,16 @@ class Window:
     window is the whole buffer and never moves.
     """
 
-    __slots__ = ("base", "data", "fd", "size")
+    __slots__ = ("base", "data", "fd", "fetch", "size")
 
-    def __init__(self, data: Buffer, size: int, fd: int | None) -> None:
+    def __init__(self, data: Buffer, size: int, fd: int | None,
+                 fetch: Callable[[int, int], bytes] | None = None) -> None:
         self.fd = fd
         self.size = size
         self.base = 0
         self.data: Buffer = data
+        #: ``fetch(pos, count)``: the bytes at ``pos`` from elsewhere (an object store's ranged read).
+        self.fetch = fetch
 
     @classmethod
     def of_file(cls, fd: int) -> Window:
@@ -49,6 +53,11 @@ class Window:
     @classmethod
     def of_buffer(cls, buf: Buffer) -> Window:
         return cls(buf, len(buf), None)
+
+    @classmethod
+    def of_reader(cls, first: bytes, size: int, fetch: Callable[[int, int], bytes]) -> Window:
+        """A window over an object of ``size`` bytes whose first bytes are ``first``, refilled by ``fetch``."""
+        return cls(first, size, None, fetch)
 
     def at(self, pos: int, count: int) -> int:
         """Make ``count`` bytes at offset ``pos`` available; return their index in ``data``.
@@ -59,9 +68,10 @@ class Window:
         index = pos - self.base
         if index >= 0 and index + count <= len(self.data):
             return index
-        if pos + count > self.size or self.fd is None:
+        if pos + count > self.size or (self.fd is None and self.fetch is None):
             raise TruncatedError(f"file ends at byte {self.size}, inside the element at byte {pos}")
-        self.data = os.pread(self.fd, max(BLOCK, count), pos)
+        want = max(BLOCK, count)
+        self.data = os.pread(self.fd, want, pos) if self.fd is not None else self.fetch(pos, want)  # type: ignore[misc]
         self.base = pos
         if len(self.data) < count:  # the file shrank under us
             raise TruncatedError(f"file ends inside the element at byte {pos}")

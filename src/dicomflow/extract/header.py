@@ -56,6 +56,23 @@ def extract_file(
     return Extracted(state, image)
 
 
+def extract_blob(store: reader.RangedSource, key: str, tenant_id: str, *, received: dt.datetime | None = None,
+                 fetched: list[int] | None = None) -> Extracted:
+    """:func:`extract_file` for an object of the storage layer, its header read by ranged reads.
+
+    Raises:
+        ExtractError: the object's bytes are not readable DICOM (poison).
+        BlobNotFound, BlobLocationError: poison; BlobUnavailable: transient.
+    """
+    name = store.location(key)
+    try:
+        header = reader.read_blob(store, key, fetched=fetched)
+    except UnreadableDicom as exc:
+        raise ExtractError(name, exc.reason) from exc
+    state, image = records.build(header, name, tenant_id, received if received is not None else now())
+    return Extracted(state, image)
+
+
 def read_header(path: str) -> RawHeader:
     """The raw wanted attributes of ``path`` (the walker, else pydicom).
 
@@ -70,4 +87,4 @@ def read_header(path: str) -> RawHeader:
         raise ExtractError(path, exc.reason) from exc
 
 
-__all__ = ["Extracted", "extract_file", "read_header"]
+__all__ = ["Extracted", "extract_blob", "extract_file", "read_header"]

@@ -47,6 +47,7 @@ from dicomflow.pipeline.parse_worker import (
     worker_init,
 )
 from dicomflow.pipeline.types import Item, Parsed, ParsedBatch, Poison
+from dicomflow.settings import StorageSettings
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,13 @@ class StorageReadError(DicomflowError):
 class Parser:
     """Decodes store events and extracts their files on a pool of worker processes."""
 
-    def __init__(self, root: Path, workers: int = 0) -> None:
-        self.root = str(root)
+    def __init__(self, root: Path | StorageSettings, workers: int = 0) -> None:
+        #: What the workers read from: the storage root, or an object store's settings (``backend = "s3"``).
+        self.root: str | StorageSettings
+        if isinstance(root, StorageSettings):
+            self.root = root if root.backend != "filesystem" else str(root.root)
+        else:
+            self.root = str(root)
         self.workers = workers if workers > 0 else (os.cpu_count() or 1)
         self._pool: ProcessPoolExecutor | None = None
 

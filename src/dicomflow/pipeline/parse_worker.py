@@ -16,13 +16,18 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 
 from dicomflow.errors import ExtractError, PoisonMessageError
 from dicomflow.models import DicomImageMeta, DicomStateMeta
+from dicomflow.settings import StorageSettings
+
+if TYPE_CHECKING:
+    from dicomflow.blobs import BlobStore
 
 #: DLQ error classes decided here (the ``dicomflow.error.class`` header).
 WIRE_FORMAT = "wire-format"
@@ -139,9 +144,61 @@ def parse_task(root: str, task: Task) -> Outcome:
         return Outcome(error_class=UNREADABLE_DICOM, reason=f"{task.file_path}: {type(exc).__name__}: {exc}")
 
 
-def parse_chunk(root: str, tasks: Sequence[Task]) -> bytes:
-    """Parse several tasks in one worker round trip; the outcomes as msgpack."""
-    return _outcome_encoder.encode([parse_task(root, t) for t in tasks])
+def parse_chunk(root: str | StorageSettings, tasks: Sequence[Task]) -> bytes:
+    """Parse several tasks in one worker round trip; the outcomes as msgpack.
+
+    ``root``: the storage root (filesystem backend), or the storage settings
+    of an object store, whose objects are read by ranged GETs, the chunk's
+    tasks :data:`FETCH_THREADS` at a time (the client releases the GIL while
+    it waits, so the round trips overlap and the parsing does not wait for them).
+    """
+    if isinstance(root, str):
+        return _outcome_encoder.encode([parse_task(root, t) for t in tasks])
+    store = _store_of(root)
+    if len(tasks) == 1:
+        return _outcome_encoder.encode([parse_blob_task(store, tasks[0])])
+    with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(tasks)), thread_name_prefix="parse-fetch") as pool:
+        return _outcome_encoder.encode(list(pool.map(lambda t: parse_blob_task(store, t), tasks)))
+
+
+#: Ranged GETs of one chunk in flight at once (per worker process).
+FETCH_THREADS = 16
+
+_stores: dict[StorageSettings, BlobStore] = {}
+
+
+def _store_of(settings: StorageSettings) -> BlobStore:
+    """The worker's store for these settings, opened at its first chunk (one client per process)."""
+    store = _stores.get(settings)
+    if store is None:
+        from dicomflow.blobs import open_store
+
+        store = _stores[settings] = open_store(settings)
+    return store
+
+
+def parse_blob_task(store: BlobStore, task: Task) -> Outcome:
+    """:func:`parse_task` for an object of the storage layer: the location checked, the header by ranged reads."""
+    from dicomflow.blobs.errors import BlobError, BlobLocationError, BlobNotFound
+    from dicomflow.extract.header import extract_blob
+
+    try:
+        key = store.key_of(task.file_path)
+        state, image = extract_blob(store, key, task.tenant_id, received=task.received)
+        check_uids(task, image)
+        return Outcome(state=state, image=image)
+    except PoisonMessageError as exc:
+        return Outcome(error_class=exc.error_class, reason=exc.reason)
+    except ExtractError as exc:
+        return Outcome(error_class=UNREADABLE_DICOM, reason=f"{task.file_path}: {exc.reason}")
+    except BlobLocationError as exc:
+        return Outcome(error_class=OUTSIDE_ROOT, reason=f"file_path {task.file_path!r}: {exc.problem}")
+    except BlobNotFound as exc:
+        return Outcome(error_class=FILE_MISSING, reason=f"{exc.where}: {exc.problem}")
+    except BlobError as exc:  # unavailable, access denied: the object may be fine
+        return Outcome(error_class=STORAGE_UNAVAILABLE, reason=str(exc), transient=True)
+    except ValueError as exc:  # a bad value the extractor let through
+        return Outcome(error_class=UNREADABLE_DICOM, reason=f"{task.file_path}: {type(exc).__name__}: {exc}")
 
 
 def decode_outcomes(payload: bytes) -> list[Outcome]:
@@ -182,6 +239,7 @@ __all__ = [
     "Task",
     "check_uids",
     "decode_outcomes",
+    "parse_blob_task",
     "parse_chunk",
     "parse_task",
     "resolve_in_root",

@@ -58,7 +58,7 @@ class ConsumerService:
         self.metrics = ConsumerMetrics(self.registry)
         self.health = Health()
         self.health.add_probe("postgresql", postgres_probe(settings.database))
-        self.parser = Parser(settings.storage.root, settings.consumer.parse_workers)
+        self.parser = Parser(settings.storage, settings.consumer.parse_workers)
         self.store = PgStore(settings.database)
         self.publisher = Publisher(settings.kafka, settings.topics)
         self.loop = ConsumerLoop(

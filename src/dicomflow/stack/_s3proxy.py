@@ -124,9 +124,14 @@ class S3ProxyServer:
             return pid
         return pid if b"s3proxy" in cmdline else None
 
-    def _write_config(self) -> None:
-        """New random credentials, the properties and client files (0600), the bucket's folder."""
-        key, secret = "dicomflow-" + secrets.token_hex(8), secrets.token_urlsafe(30)
+    def _write_config(self, *, keep_credentials: bool = False) -> None:
+        """New random credentials (or, with ``keep_credentials``, the last ones), the properties and client files
+        (0600), the bucket's folder."""
+        kept = self.client_settings(StorageS3Settings()) if keep_credentials else None
+        if kept is not None:
+            key, secret = kept.access_key_id, kept.secret_access_key
+        else:
+            key, secret = "dicomflow-" + secrets.token_hex(8), secrets.token_urlsafe(30)
         # The filesystem provider reads a folder or file that others may read as a public-read
         # ACL (anonymous GETs allowed): the bucket's folder is 0700, and the server runs with umask 077.
         bucket = self.data / self.bucket
@@ -142,8 +147,12 @@ class S3ProxyServer:
         )
         _write_private(self.client_file, client.encode())
 
-    def start(self, timeout_s: float = 60.0) -> int:
+    def start(self, timeout_s: float = 60.0, *, keep_credentials: bool = False) -> int:
         """Start the server if it is not running; return its PID once it answers HTTP.
+
+        Each start draws new credentials, unless ``keep_credentials``: a restart
+        after a crash (the fault suite's SIGKILL) that running clients must
+        survive with the credentials they hold.
 
         Raises:
             StackError: Java or the jar missing, the port taken, or no answer in
@@ -154,7 +163,7 @@ class S3ProxyServer:
             return running
         jar = self.install()
         ensure_port_free(self.settings.s3_port, "S3Proxy")
-        self._write_config()
+        self._write_config(keep_credentials=keep_credentials)
         cmd = ["java", f"-Xmx{_HEAP_MB}m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
                "-jar", str(jar), "--properties", str(self.properties)]
         with open(self.log_file, "ab") as out:
