@@ -4,7 +4,7 @@ Run it with ``scripts/faults.sh`` (or ``python -m dicomflow_faults`` with the
 repository's ``faults/`` folder on ``PYTHONPATH``; it is not part of the
 installed ``dicomflow`` package). It starts a private Kafka broker and
 PostgreSQL server on free ports (it kills them, so never the shared
-development stack) and runs four phases, each
+development stack) and runs six phases, each
 with its own topics and database:
 
 1. **fault run** (:mod:`~dicomflow_faults.scenario`): a C-STORE load through
@@ -26,7 +26,12 @@ with its own topics and database:
    three-broker cluster of its own: the leader of the busiest partition is
    SIGKILLed and restarted, then two brokers are down together (below min
    ISR); no acknowledged instance may be lost, duplicated, or missing from
-   Kafka, and the receiver must answer failure statuses meanwhile.
+   Kafka, and the receiver must answer failure statuses meanwhile;
+6. **s3** (:mod:`~dicomflow_faults.s3run`), on a private stack with an
+   S3Proxy of its own: the fault run with ``storage.backend = "s3"`` while
+   S3Proxy and the receiver are SIGKILLed and restarted; besides the fault
+   run's checks, every acknowledged instance must have its object in the
+   bucket and the receive spool must be empty.
 
 The figures are printed at the end (:mod:`~dicomflow_faults.report`); the
 exit code is non-zero when anything was lost or duplicated or a check failed.
