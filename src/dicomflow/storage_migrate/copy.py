@@ -8,13 +8,14 @@
   after a kill);
 - the target holds *other* bytes under that key → ``failed``: it is never
   overwritten (it may be a newer instance stored there directly);
-- else the object is copied (``put_file``: streamed, multipart on S3 when
+- else the object is copied (``create``: conditional, so an object another
+  writer put there meanwhile is compared, not overwritten; streamed, multipart on S3 when
   large) and verified; a copy that does not verify is deleted from the target
   again and reported ``failed``.
 
 A filesystem source is uploaded from its file; an S3 source is first streamed
 into a file of the scratch folder (hashed on the way, checked against its
-ETag), then written through the target's ``put_file``. With ``dry_run``
+ETag), then written through the target's ``create``. With ``dry_run``
 nothing is written: ``copied`` then means "would copy".
 
 Transient errors of either store (:class:`~dicomflow.blobs.BlobUnavailable`)
@@ -86,11 +87,13 @@ class Copier:
             return CopyResult(key, "copied", src.size)
         try:
             with self._local_copy(key, src) as (path, digest):
-                self.target.put_file(key, path)
+                created = self.target.create(key, path)  # never over an object another writer just put there
         except _SourceChanged as exc:
             return CopyResult(key, "failed", reason=str(exc))
         except BlobNotFound:
             return CopyResult(key, "failed", reason=f"source missing: {self.source.location(key)}")
+        if not created:
+            return self._already_there(key, src, self.target.head(key))
         return self._verify(key, digest)
 
     def _already_there(self, key: str, src: BlobInfo, dst: BlobInfo) -> CopyResult:
