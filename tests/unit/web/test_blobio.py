@@ -11,7 +11,8 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from dicomflow.blobs import FilesystemStore
-from dicomflow.web.blobio import Blob, RangedFile
+from dicomflow.blobs.ranged import RangedFile
+from dicomflow.web.blobio import Blob
 from dicomflow.web.frames import read_frames
 from dicomflow.web.negotiation import parse_accept
 
