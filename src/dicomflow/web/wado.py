@@ -68,6 +68,8 @@ _S3_RANGE = 8 * 1024 * 1024
 _PREFETCH = 8
 #: HEADs (s3) / header reads (metadata, cold cache) in flight at once for one request.
 _METADATA_CONCURRENCY = 32
+#: Instances of a metadata answer gathered per chunk (one thread hop for their cached documents).
+_METADATA_WINDOW = 1000
 T = TypeVar("T")
 _json = msgspec.json.Encoder(enc_hook=str)  # pydicom values are str / int subclasses (UID, IS, DSfloat)
 
@@ -123,14 +125,18 @@ def _read_cached(path: Path) -> bytearray | None:
         os.close(fd)
 
 
-def _read_s3(store: BlobStore, key: str) -> bytes:
-    """An object's first ``_WHOLE_FILE + 1`` bytes in one GET: the whole object when it is no larger."""
-    return store.read_range(key, 0, _WHOLE_FILE + 1)
+async def _range(store: BlobStore, key: str, start: int, length: int) -> bytes:
+    """A ranged read on the loop when the store has an async one (S3Store), else in a worker thread."""
+    read_async = getattr(store, "read_range_async", None)
+    if read_async is not None:
+        data: bytes = await read_async(key, start, length)
+        return data
+    return await run_in_threadpool(store.read_range, key, start, length)
 
 
 async def _s3_rest(store: BlobStore, key: str, start: int) -> AsyncIterator[bytes]:
     """An object's bytes from ``start`` on, in ranged GETs of :data:`_S3_RANGE` bytes."""
-    while chunk := await run_in_threadpool(store.read_range, key, start, _S3_RANGE):
+    while chunk := await _range(store, key, start, _S3_RANGE):
         yield chunk
         start += len(chunk)
 
@@ -147,7 +153,8 @@ async def _read_instance(ctx: WebContext, blob: Blob) -> bytes | bytearray | Non
             return cached
         return await run_in_threadpool(_read_small, blob.path)
     with blob_errors(ctx.store.location(blob.key)):
-        data = await run_in_threadpool(_read_s3, ctx.store, blob.key)
+        # The first _WHOLE_FILE + 1 bytes in one GET: the whole object when it is no larger.
+        data = await _range(ctx.store, blob.key, 0, _WHOLE_FILE + 1)
     return data if len(data) <= _WHOLE_FILE else None
 
 
@@ -164,20 +171,6 @@ async def _large_chunks(ctx: WebContext, blob: Blob) -> AsyncIterator[bytes]:
 def _source(ctx: WebContext, blob: Blob) -> Source:
     """What transcode / pydicom read: the local path on the filesystem, the object's bytes on s3."""
     return blob.path if blob.path is not None else ctx.store.read(blob.key)
-
-
-async def _in_order(calls: Sequence[Callable[[], Awaitable[T]]], ahead: int) -> AsyncIterator[T]:
-    """Every call's result in order, the next ``ahead`` started while one is awaited."""
-    pending: dict[int, asyncio.Future[T]] = {}
-    try:
-        for n in range(len(calls)):
-            for m in range(n, min(n + ahead, len(calls))):
-                if m not in pending:
-                    pending[m] = asyncio.ensure_future(calls[m]())
-            yield await pending.pop(n)
-    finally:
-        for task in pending.values():
-            task.cancel()
 
 
 async def _bounded(calls: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
@@ -379,12 +372,8 @@ def _header_metadata(store: BlobStore, blob: Blob, item: StoredInstance) -> byte
         return build_metadata(source, item)
 
 
-async def _metadata_document(ctx: WebContext, cache: MetadataCache, tenant: str, item: StoredInstance) -> bytes:
-    where = cache.path(tenant, item.study_uid, item.series_uid, item.sop_uid, item.trace_id)
-    cached = await run_in_threadpool(cache.get, where)
-    if cached is not None:
-        ctx.metrics.metadata_cache.labels("hit").inc()
-        return cached
+async def _build_document(ctx: WebContext, cache: MetadataCache, where: Path | None, item: StoredInstance) -> bytes:
+    """One instance's document built from its header (ranged reads on s3) and cached."""
     blob = ctx.locate(item.file_path)
     with blob_errors(item.file_path):
         document = await run_in_threadpool(_header_metadata, ctx.store, blob, item)
@@ -393,29 +382,53 @@ async def _metadata_document(ctx: WebContext, cache: MetadataCache, tenant: str,
     return document
 
 
+async def _documents(ctx: WebContext, cache: MetadataCache, tenant: str, items: Sequence[StoredInstance]) -> list[bytes]:
+    """The instances' documents: the cached ones read in one thread hop, the others built concurrently.
+
+    At most :data:`_METADATA_CONCURRENCY` headers are read at once (a cold series on s3 costs about
+    ``instances / concurrency`` round trips, not ``instances``).
+    """
+    where = [cache.path(tenant, i.study_uid, i.series_uid, i.sop_uid, i.trace_id) for i in items]
+    found = await run_in_threadpool(lambda: [cache.get(w) for w in where])
+    missing = [n for n, doc in enumerate(found) if doc is None]
+    if len(missing) < len(items):
+        ctx.metrics.metadata_cache.labels("hit").inc(len(items) - len(missing))
+
+    def build(n: int) -> Callable[[], Awaitable[bytes]]:
+        return lambda: _build_document(ctx, cache, where[n], items[n])
+
+    for n, document in zip(missing, await _bounded([build(n) for n in missing], _METADATA_CONCURRENCY), strict=True):
+        found[n] = document
+    return [d for d in found if d is not None]
+
+
 async def metadata(ctx: WebContext, request: Request, level: str) -> Response:
-    """GET …/metadata: a JSON array of the instances' DICOM JSON."""
+    """GET …/metadata: a JSON array of the instances' DICOM JSON.
+
+    Built in windows of :data:`_METADATA_WINDOW` instances, each sent as one chunk (memory stays bounded
+    for a large study); the first window before answering, so a broken or missing object is an error
+    status, not a cut body.
+    """
     principal = await ctx.principal(request, "read")
     items = await lookup(ctx, principal, request, level=level)
     cache = MetadataCache(ctx.storage_root)
     base = base_url(request)
 
-    def document(item: StoredInstance) -> Callable[[], Awaitable[bytes]]:
-        return lambda: _metadata_document(ctx, cache, principal.tenant, item)
+    async def window(start: int) -> bytes:
+        documents = await _documents(ctx, cache, principal.tenant, items[start:start + _METADATA_WINDOW])
+        return b",".join(dicomjson.absolute_bulk_uris(d, base) for d in documents)
 
-    calls = [document(item) for item in items]
-    # The first document built before answering, so a broken or missing object is an error status, not a cut
-    # body; the rest streamed in order, up to _METADATA_CONCURRENCY built ahead (a cold series' headers are
-    # read concurrently, memory stays bounded).
-    first = await calls[0]()
+    first = await window(0)
+    audit_retrieval(ctx, principal, request, items, transferred=False)
+    if len(items) <= _METADATA_WINDOW:
+        return Response(b"[" + first + b"]", media_type="application/dicom+json")
 
     async def body() -> AsyncIterator[bytes]:
-        yield b"[" + dicomjson.absolute_bulk_uris(first, base)
-        async for document in _in_order(calls[1:], _METADATA_CONCURRENCY):
-            yield b"," + dicomjson.absolute_bulk_uris(document, base)
+        yield b"[" + first
+        for start in range(_METADATA_WINDOW, len(items), _METADATA_WINDOW):
+            yield b"," + await window(start)
         yield b"]"
 
-    audit_retrieval(ctx, principal, request, items, transferred=False)
     return StreamingResponse(body(), media_type="application/dicom+json")
 
 
