@@ -416,17 +416,28 @@ async def metadata(ctx: WebContext, request: Request, level: str) -> Response:
 
     async def window(start: int) -> bytes:
         documents = await _documents(ctx, cache, principal.tenant, items[start:start + _METADATA_WINDOW])
-        return b",".join(dicomjson.absolute_bulk_uris(d, base) for d in documents)
+        return b",".join(documents)
 
+    whole = None
+    if len(items) <= _METADATA_WINDOW and level != "instance":
+        whole = cache.answer_path(principal.tenant, items[0].study_uid, items[0].series_uid if level == "series"
+                                  else None, ((i.sop_uid, i.trace_id) for i in items))
+    answer = await run_in_threadpool(cache.get, whole) if whole is not None else None
+    if answer is not None:
+        ctx.metrics.metadata_cache.labels("hit").inc(len(items))
+        audit_retrieval(ctx, principal, request, items, transferred=False)
+        return Response(b"[" + dicomjson.absolute_bulk_uris(answer, base) + b"]", media_type="application/dicom+json")
     first = await window(0)
     audit_retrieval(ctx, principal, request, items, transferred=False)
     if len(items) <= _METADATA_WINDOW:
-        return Response(b"[" + first + b"]", media_type="application/dicom+json")
+        if whole is not None:
+            await run_in_threadpool(cache.put_answer, whole, first)
+        return Response(b"[" + dicomjson.absolute_bulk_uris(first, base) + b"]", media_type="application/dicom+json")
 
     async def body() -> AsyncIterator[bytes]:
-        yield b"[" + first
+        yield b"[" + dicomjson.absolute_bulk_uris(first, base)
         for start in range(_METADATA_WINDOW, len(items), _METADATA_WINDOW):
-            yield b"," + await window(start)
+            yield b"," + dicomjson.absolute_bulk_uris(await window(start), base)
         yield b"]"
 
     return StreamingResponse(body(), media_type="application/dicom+json")

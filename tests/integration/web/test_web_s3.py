@@ -213,8 +213,13 @@ def test_metadata_from_s3_matches_the_headers(env: Env) -> None:
             header = _read(env.originals[sop])
             if "Rows" in header:
                 assert doc["00280010"]["Value"] == [header.Rows]
-    cached = list(env.settings.storage.root.rglob("*.json"))
+    cached = [p for p in env.settings.storage.root.rglob("*.json") if not p.name.startswith("_")]
     assert len(cached) == len(env.rows)  # the metadata cache is local, under storage.root
+    answers = list(env.settings.storage.root.rglob("_series.*.json"))
+    assert len(answers) == len(_series(env))  # and each series' whole answer
+    again = {(st, se): client.retrieve_series_metadata(st, se) for st, se in _series(env)}  # from the answers
+    for (study, series), docs in again.items():
+        assert sorted(d["00080018"]["Value"][0] for d in docs) == sorted(_series(env)[(study, series)])
 
 
 def test_a_frame_and_a_rendered_image_from_s3(env: Env) -> None:

@@ -70,3 +70,19 @@ def test_frames_by_ranges_equal_the_frames_of_a_whole_read(tmp_path: Path, name:
         size = len(whole.PixelData) // frames
         assert [f for f, _ in from_ranges] == [whole.PixelData[(n - 1) * size:n * size] for n in numbers]
     assert Blob(key, None).path is None
+
+
+def test_a_whole_answer_is_keyed_by_its_members_and_replaces_the_older_one(tmp_path: Path) -> None:
+    from dicomflow.web.cache import MetadataCache
+
+    cache = MetadataCache(tmp_path)
+    one = cache.answer_path("t", "1.2", "1.2.3", [("1.2.3.4", "a")])
+    two = cache.answer_path("t", "1.2", "1.2.3", [("1.2.3.4", "a"), ("1.2.3.5", "b")])
+    assert one is not None and two is not None and one != two and one.parent == two.parent
+    assert cache.answer_path("t", "1.2", "1.2.3", [("1.2.3.4", "b")]) != one  # stored again: another answer
+    assert cache.answer_path("../x", "1.2", None, []) is None
+    cache.put_answer(one, b"{}")
+    cache.put_answer(two, b"{},{}")
+    assert cache.get(one) is None and cache.get(two) == b"{},{}"
+    study = cache.answer_path("t", "1.2", None, [("1.2.3.4", "a")])
+    assert study is not None and study.parent == tmp_path / ".dicomweb" / "metadata" / "t" / "1.2"
