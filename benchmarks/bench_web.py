@@ -279,6 +279,16 @@ def stop(server: subprocess.Popen[bytes] | None) -> None:
             server.wait()
 
 
+def analyze(settings: Settings) -> None:
+    """Planner statistics for the freshly loaded index, as autovacuum gives a live one within a minute.
+
+    Without them PostgreSQL estimates one row per series and takes the series index for each
+    instance's newest receipt: a 500-instance series' lookup cost 64 ms instead of 4 ms.
+    """
+    with psycopg.connect(settings.database.conninfo(), autocommit=True) as conn:
+        conn.execute("ANALYZE")
+
+
 def s3_index(settings: Settings, admin: str, dbname: str, prefix: str) -> Settings:
     """A copy of the index (``dbname``) whose objects ``storage migrate`` put in the stack's S3Proxy; its settings."""
     source = settings.database.dbname
@@ -337,10 +347,12 @@ def main() -> int:
         with Publisher(settings.kafka, topics) as publisher:
             publisher.send_store_events(corpus.events + big.events).raise_for_failures()
         ConsumerService(settings, until_idle_s=3.0).run()
+        analyze(settings)  # before the copy, which keeps the statistics
         on_s3 = s3_index(settings, admin, s3_db, s3_prefix) if use_s3 else None
         print(f"indexed {len(corpus.events)} real instances through the consumer; bulk-loading "
               f"{args.index_instances:,} more index rows with COPY ...", flush=True)
         picks = bulk_index(settings, args.index_instances)
+        analyze(settings)
         with psycopg.connect(settings.database.conninfo()) as conn:
             row = conn.execute("SELECT count(*) FROM dicom_image_meta").fetchone()
         total = int(row[0]) if row else 0
