@@ -19,7 +19,15 @@ What is measured, for both servers:
   the Python one spends about 1.2 ms of CPU per request itself);
 * series metadata latency (p50 / p99, after a first warming request);
 * thumbnail latency (dicomflow ``/thumbnail``, Orthanc ``/rendered`` with
-  ``viewport=128,128``: Orthanc has no thumbnail resource).
+  ``viewport=128,128``: Orthanc has no thumbnail resource);
+* the ``s3`` rows (``--no-s3`` leaves them out): a second ``dicomflow web``
+  with ``storage.backend = "s3"``, its objects in the stack's S3Proxy (the
+  same corpus, copied there by ``storage migrate`` into a copy of the index
+  made before the bulk rows), measured in the same WADO-RS rounds as the
+  filesystem server and Orthanc (alternating), and on the metadata of one
+  ``--series-instances`` (500) instance series, also loaded into Orthanc:
+  its first, cold request (every header read from S3, concurrently) and
+  p50 / p99 of the next ones (the local metadata cache).
 
 The corpus: ``--files`` real DICOM files (pydicom's CT and MR samples with
 new UIDs) are published and indexed by the real consumer, and given to
@@ -38,7 +46,8 @@ each server's CPU time per retrieved instance (all its processes and
 threads, from /proc): on a shared, loaded machine that figure moves much
 less than the wall-clock ones.
 Targets: QIDO-RS p99 <= 50 ms and >= 2x Orthanc's search throughput;
-WADO-RS retrieval >= 1.5x Orthanc's instances/s.
+WADO-RS retrieval >= 1.5x Orthanc's instances/s, on the filesystem and on
+s3; series metadata p99 <= 50 ms for the 500-instance series on s3.
 
 What the WADO-RS figure was made of (py-spy on the running server; same
 corpus; server CPU per retrieved instance, one worker): 3.1 ms at first.
@@ -94,6 +103,7 @@ from dicomflow.kafka.producer import Publisher
 from dicomflow.pipeline.service import ConsumerService
 from dicomflow.settings import Settings, load_settings, to_child_env
 from dicomflow.stack import LocalStack, free_port
+from dicomflow.storage_migrate import MigrateOptions, Migration
 from dicomflow.store import PgStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -240,12 +250,71 @@ def curl_throughput(url: str, paths: list[str], headers: dict[str, str], clients
     return len(paths) / seconds, sum(int(a[1]) for a in answers) / seconds / 1e6
 
 
+def start_web(settings: Settings, workers: int, work: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``dicomflow web`` in a child process on a free port, once /healthz answers; (process, base URL)."""
+    port = free_port()
+    log = (work / f"{name}.log").open("wb")
+    server = subprocess.Popen([sys.executable, "-m", "dicomflow.cli", "web", "--port", str(port), "--workers",
+                               str(workers)], env=to_child_env(settings, os.environ), stdout=log, stderr=log, cwd=work)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            raise RuntimeError(f"dicomflow web ({name}) did not start: {(work / f'{name}.log').read_text()[-2000:]}")
+        time.sleep(0.2)
+
+
+def stop(server: subprocess.Popen[bytes] | None) -> None:
+    if server is not None and server.poll() is None:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def analyze(settings: Settings) -> None:
+    """Planner statistics for the freshly loaded index, as autovacuum gives a live one within a minute.
+
+    Without them PostgreSQL estimates one row per series and takes the series index for each
+    instance's newest receipt: a 500-instance series' lookup cost 64 ms instead of 4 ms.
+    """
+    with psycopg.connect(settings.database.conninfo(), autocommit=True) as conn:
+        conn.execute("ANALYZE")
+
+
+def s3_index(settings: Settings, admin: str, dbname: str, prefix: str) -> Settings:
+    """A copy of the index (``dbname``) whose objects ``storage migrate`` put in the stack's S3Proxy; its settings."""
+    source = settings.database.dbname
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}").format(
+            sql.Identifier(dbname), sql.Identifier(source), sql.Identifier(settings.database.user)))
+    s3 = dataclasses.replace(settings.storage.s3, prefix=prefix)
+    on_s3 = dataclasses.replace(settings, database=dataclasses.replace(settings.database, dbname=dbname),
+                                storage=dataclasses.replace(settings.storage, s3=s3))
+    summary = Migration(on_s3.storage, on_s3.database, MigrateOptions(to="s3", jobs=8)).run()
+    if summary.failed:
+        raise RuntimeError(f"storage migrate failed for {len(summary.failed)} objects: {summary.failed[:3]}")
+    print(f"copied {summary.copied} objects to S3 ({summary.bytes_copied / 1e6:.1f} MB) for the s3 rows", flush=True)
+    local = settings.storage.root / ".s3-web"  # the s3 server's local caches only
+    local.mkdir(parents=True, exist_ok=True)
+    return dataclasses.replace(on_s3, storage=dataclasses.replace(on_s3.storage, backend="s3", root=local))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--index-instances", type=int, default=100_000)
     parser.add_argument("--files", type=int, default=400)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--web-workers", type=int, default=2, help="dicomflow web --workers")
+    parser.add_argument("--series-instances", type=int, default=500, help="instances of the metadata series")
+    parser.add_argument("--no-s3", action="store_true", help="leave the s3 rows out")
     args = parser.parse_args()
 
     base = LocalStack(load_settings(None, os.environ))
@@ -265,45 +334,40 @@ def main() -> int:
                                    storage=dataclasses.replace(s0.storage, root=root))
     orthanc: Orthanc | None = None
     server: subprocess.Popen[bytes] | None = None
+    s3_server: subprocess.Popen[bytes] | None = None
+    use_s3 = not args.no_s3 and bool(s0.storage.s3.endpoint)
+    s3_db = f"{dbname}_s3"
+    s3_prefix = f"bench-web-{suffix}/"
     try:
         create_topics(settings.kafka, topics)
         with PgStore(settings.database) as store:
             store.migrate()
         corpus = make_corpus(root, args.files, studies=max(1, args.files // 10), series_per_study=2)
+        big = make_corpus(root, args.series_instances, studies=1, series_per_study=1)
         with Publisher(settings.kafka, topics) as publisher:
-            publisher.send_store_events(corpus.events).raise_for_failures()
+            publisher.send_store_events(corpus.events + big.events).raise_for_failures()
         ConsumerService(settings, until_idle_s=3.0).run()
+        analyze(settings)  # before the copy, which keeps the statistics
+        on_s3 = s3_index(settings, admin, s3_db, s3_prefix) if use_s3 else None
         print(f"indexed {len(corpus.events)} real instances through the consumer; bulk-loading "
               f"{args.index_instances:,} more index rows with COPY ...", flush=True)
         picks = bulk_index(settings, args.index_instances)
+        analyze(settings)
         with psycopg.connect(settings.database.conninfo()) as conn:
             row = conn.execute("SELECT count(*) FROM dicom_image_meta").fetchone()
         total = int(row[0]) if row else 0
 
         orthanc = Orthanc(work)
-        loaded = orthanc.load([Path(e.file_path) for e in corpus.events])
-        print(f"Orthanc loaded {loaded} of the {len(corpus.events)} real files (its index: those only)", flush=True)
+        loaded = orthanc.load([Path(e.file_path) for e in corpus.events + big.events])
+        print(f"Orthanc loaded {loaded} of the {len(corpus.events) + len(big.events)} real files (its index: those only)", flush=True)
 
         keys = make_keys(work)
-        port = free_port()
         oauth2 = dataclasses.replace(settings.web.oauth2, jwks=str(keys.jwks_path), issuer=ISSUER, audience=AUDIENCE)
         served = dataclasses.replace(settings, web=dataclasses.replace(settings.web, oauth2=oauth2))
-        env = to_child_env(served, os.environ)
-        log = (work / "web.log").open("wb")
-        server = subprocess.Popen([sys.executable, "-m", "dicomflow.cli", "web", "--port", str(port), "--workers",
-                                   str(args.web_workers)],
-                                  env=env, stdout=log, stderr=log, cwd=work)
-        ours = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(ours + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError(f"dicomflow web did not start: {(work / 'web.log').read_text()[-2000:]}")
-            time.sleep(0.2)
+        server, ours = start_web(served, args.web_workers, work, "web")
+        if on_s3 is not None:
+            s3_served = dataclasses.replace(on_s3, web=dataclasses.replace(on_s3.web, oauth2=oauth2))
+            s3_server, ours_s3 = start_web(s3_served, args.web_workers, work, "web-s3")
         auth = {"Authorization": f"Bearer {keys.token(expires_in=3600)}"}
         theirs = orthanc.dicomweb
 
@@ -331,8 +395,11 @@ def main() -> int:
         wado: dict[tuple[str, str], list[float]] = {}  # (client, server) -> [seconds, MB, server CPU seconds]
         for _ in range(WADO_ROUNDS):
             for client in ("httpx", "curl"):
-                for who, url, pid, headers in (("ours", ours, server.pid, {**auth, **any_ts}),
-                                               ("theirs", theirs, orthanc.process.pid, any_ts)):
+                contenders = [("ours", ours, server.pid, {**auth, **any_ts}),
+                              ("theirs", theirs, orthanc.process.pid, any_ts)]
+                if s3_server is not None:
+                    contenders.append(("s3", ours_s3, s3_server.pid, {**auth, **any_ts}))
+                for who, url, pid, headers in contenders:
                     cpu0 = process_cpu_s(pid)
                     if client == "httpx":
                         rate, mb_rate = throughput(url, inst, headers)
@@ -356,6 +423,14 @@ def main() -> int:
         m_ours = latency(ours, meta * 2, auth)
         m_theirs = latency(theirs, meta * 2, {})
 
+        big_series = big.series[0]
+        big_meta = [(f"/studies/{big_series.study_uid}/series/{big_series.series_uid}/metadata", None)] * 40
+        cold_s3 = latency(ours_s3, big_meta[:1], auth)[0] if s3_server is not None else float("nan")
+        big_s3 = latency(ours_s3, big_meta, auth) if s3_server is not None else []
+        latency(ours, big_meta[:1], auth)
+        big_ours = latency(ours, big_meta, auth)
+        big_theirs = latency(theirs, big_meta, {})
+
         thumbs = [(f"/studies/{e.study_uid}/series/{e.series_uid}/instances/{e.sop_uid}/thumbnail", None)
                   for e in real[: min(len(real), 200)]]
         # a literal comma: Orthanc does not decode %2C in viewport
@@ -366,7 +441,7 @@ def main() -> int:
 
         ms = 1000.0
         print(f"\nindex: dicomflow {total:,} instances ({total // 10:,} studies); Orthanc {loaded} instances\n")
-        print(f"{'measure':44} {'dicomflow':>12} {'Orthanc':>12} {'ratio':>8}")
+        print(f"{'measure':48} {'dicomflow':>12} {'Orthanc':>12} {'ratio':>8}")
         rows = [
             ("QIDO-RS study search p50 (ms)", percentile(lat_ours, 50) * ms, percentile(lat_theirs, 50) * ms),
             ("QIDO-RS study search p99 (ms)", percentile(lat_ours, 99) * ms, percentile(lat_theirs, 99) * ms),
@@ -377,11 +452,29 @@ def main() -> int:
             ("series metadata p99 (ms)", percentile(m_ours, 99) * ms, percentile(m_theirs, 99) * ms),
             ("thumbnail p50 (ms)", percentile(t_ours, 50) * ms, percentile(t_theirs, 50) * ms),
             ("thumbnail p99 (ms)", percentile(t_ours, 99) * ms, percentile(t_theirs, 99) * ms),
+            (f"{args.series_instances}-instance series metadata p50 (ms)", percentile(big_ours, 50) * ms,
+             percentile(big_theirs, 50) * ms),
+            (f"{args.series_instances}-instance series metadata p99 (ms)", percentile(big_ours, 99) * ms,
+             percentile(big_theirs, 99) * ms),
         ]
+        if s3_server is not None:
+            o = wado[("httpx", "s3")]
+            c = wado[("curl", "s3")]
+            rows += [
+                ("s3: WADO-RS instances/s (4 clients, gzip)", done / o[0], done / wado[("httpx", "theirs")][0]),
+                ("s3: WADO-RS instances/s (curl, identity)", done / c[0], done / wado[("curl", "theirs")][0]),
+                ("s3: WADO-RS server CPU per instance, httpx (ms)", o[2] / done * 1000,
+                 wado[("httpx", "theirs")][2] / done * 1000),
+                (f"s3: {args.series_instances}-inst. series metadata cold (ms)", cold_s3 * ms, float("nan")),
+                (f"s3: {args.series_instances}-inst. series metadata p50 (ms)", percentile(big_s3, 50) * ms,
+                 percentile(big_theirs, 50) * ms),
+                (f"s3: {args.series_instances}-inst. series metadata p99 (ms)", percentile(big_s3, 99) * ms,
+                 percentile(big_theirs, 99) * ms),
+            ]
         for name, a, b in rows:
             lower_better = "(ms)" in name
             ratio = (b / a if lower_better else a / b) if a and b else float("nan")
-            print(f"{name:44} {a:12.2f} {b:12.2f} {ratio:7.2f}x")
+            print(f"{name:48} {a:12.2f} {b:12.2f} {ratio:7.2f}x")
             figures[name] = (a, b)
         p99 = percentile(lat_ours, 99) * ms
         wado_ratio = wado[("httpx", "theirs")][0] / wado[("httpx", "ours")][0]
@@ -390,19 +483,23 @@ def main() -> int:
             ("QIDO-RS throughput >= 2x Orthanc", tput_ours >= 2 * tput_theirs, f"{tput_ours / tput_theirs:.2f}x"),
             ("WADO-RS retrieval >= 1.5x Orthanc (4 clients, gzip accepted)", wado_ratio >= 1.5, f"{wado_ratio:.2f}x"),
         ]
+        if s3_server is not None:
+            s3_ratio = wado[("httpx", "theirs")][0] / wado[("httpx", "s3")][0]
+            s3_p99 = percentile(big_s3, 99) * ms
+            targets += [
+                ("s3: WADO-RS retrieval >= 1.5x Orthanc (4 clients, gzip accepted)", s3_ratio >= 1.5,
+                 f"{s3_ratio:.2f}x"),
+                (f"s3: {args.series_instances}-instance series metadata p99 <= 50 ms", s3_p99 <= 50.0,
+                 f"{s3_p99:.1f} ms"),
+            ]
         print()
         for name, ok, value in targets:
             print(f"target {name}: {'met' if ok else 'MISSED'} ({value})")
         print("\n(ratio: how many times better dicomflow is; latency ratios are Orthanc / dicomflow)")
         return 0 if all(ok for _, ok, _ in targets) else 1
     finally:
-        if server is not None and server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        stop(server)
+        stop(s3_server)
         if orthanc is not None:
             orthanc.stop()
         try:
@@ -410,8 +507,23 @@ def main() -> int:
         except Exception:  # noqa: BLE001 - cleanup is best effort
             pass
         with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+            for name in (dbname, s3_db):
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        if use_s3:
+            clean_bucket(s0, s3_prefix)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def clean_bucket(settings: Settings, prefix: str) -> None:
+    """Remove the run's objects from the bucket (best effort)."""
+    from dicomflow.blobs.s3 import S3Store
+
+    try:
+        store = S3Store(dataclasses.replace(settings.storage.s3, prefix=prefix))
+        for info in list(store.list()):
+            store.delete(info.key)
+    except Exception as exc:  # noqa: BLE001 - cleanup is best effort
+        print(f"(could not empty s3 prefix {prefix}: {exc})", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,17 @@
 """What the image workers make of a batch: served copies, series thumbnails, their rows, dead letters.
 
 :meth:`Outputs.produce` is one attempt at a batch on one PostgreSQL
-connection: it reads each instance's receipt, writes the outputs atomically
-(temporary file, fsync, rename), records them in one transaction and says
-which events are dead letters. It counts nothing: the same attempt may run
+connection: it reads each instance's receipt, reads the original and writes
+the outputs through the storage layer (:mod:`dicomflow.blobs`, either
+backend: a durable atomic write, ``store.put``), records their locations
+(``store.location(key)``: a path, or ``s3://bucket/key``) in one transaction
+and says which events are dead letters. An output's key derives from the
+original's key as its path did from the original's path:
+``{series}/.served/{sop}.{ts}.dcm`` and ``{series}/.served/thumbnail.jpg``.
+The storage layer's errors: a missing original (``BlobNotFound``) is a dead
+letter ``file-missing``, a location outside the store (``BlobLocationError``)
+``outside-storage-root``; an unavailable store (``BlobUnavailable``) is
+transient, raised for the worker to pause and retry the batch. It counts nothing: the same attempt may run
 again (a reconnect, a retry), so the worker counts a batch once it is
 committed (:mod:`dicomflow.images.worker`).
 """
@@ -13,15 +21,16 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 import psycopg
 
+from dicomflow.blobs import BlobLocationError, BlobNotFound, open_store
+from dicomflow.blobs.ranged import open_object
 from dicomflow.errors import DicomflowError, WireFormatError, is_poison
 from dicomflow.imaging.render import RenderError, RenderOptions, render
 from dicomflow.imaging.transcode import WRITABLE, TranscodeError, transcode
-from dicomflow.ingest.storage import write_atomic
 from dicomflow.kafka.dlq import Poison
 from dicomflow.kafka.records import Record
 from dicomflow.models import DicomImageMeta, decode, now
@@ -50,21 +59,20 @@ class BatchOutputs:
     republished: int = 0
 
 
-def served_copy_path(original: Path, sop_uid: str, target_ts: str) -> Path:
-    return original.parent / SERVED / f"{sop_uid}.{target_ts}.dcm"
+def served_copy_key(original: str, sop_uid: str, target_ts: str) -> str:
+    return str(PurePosixPath(original).parent / SERVED / f"{sop_uid}.{target_ts}.dcm")
 
 
-def thumbnail_path(original: Path) -> Path:
-    return original.parent / SERVED / THUMBNAIL
+def thumbnail_key(original: str) -> str:
+    return str(PurePosixPath(original).parent / SERVED / THUMBNAIL)
 
 
 class Outputs:
-    """Makes one batch's outputs under the storage root (``settings.storage.root``)."""
+    """Makes one batch's outputs in the store ``settings.storage`` names."""
 
     def __init__(self, settings: Settings) -> None:
-        self.root = settings.storage.root.resolve()
+        self.store = open_store(settings.storage, fsync=settings.ingest.fsync)
         self.thumbnail_size = settings.images.thumbnail_size
-        self.fsync = settings.ingest.fsync
 
     def produce(self, records: list[Record], conn: psycopg.Connection[Any]) -> tuple[BatchOutputs, list[DicomImageMeta]]:
         """Outputs of ``records`` written, their rows in one transaction; returns them and the changed rows.
@@ -93,9 +101,12 @@ class Outputs:
             self._thumbnail(batch, record, skey, conn)
         return batch, record_outputs(conn, batch.transcoded, batch.thumbnails, now())
 
-    def _original(self, file_path: str) -> Path | None:
-        path = Path(file_path).resolve()
-        return path if path.is_relative_to(self.root) else None
+    def _original(self, file_path: str) -> str | None:
+        """The original's key, None when its location is outside the store."""
+        try:
+            return self.store.key_of(file_path)
+        except BlobLocationError:
+            return None
 
     def _transcode(self, batch: BatchOutputs, record: Record, key: InstanceKey, conn: psycopg.Connection[Any]) -> None:
         files = instance_files(conn, key)
@@ -106,27 +117,26 @@ class Outputs:
             return
         original = self._original(files.file_path)
         if original is None:
-            self._dead(batch, record, "outside-storage-root", f"{files.file_path} is outside {self.root}")
+            self._dead(batch, record, "outside-storage-root", f"{files.file_path} is outside the store")
             return
-        out = served_copy_path(original, key[3], files.target_ts)
-        if files.transfer_status == "Success" and files.pixel_data_location == str(out) and out.is_file():
+        out = served_copy_key(original, key[3], files.target_ts)
+        where = self.store.location(out)
+        if files.transfer_status == "Success" and files.pixel_data_location == where and self.store.exists(out):
             batch.skipped["done"] += 1
             return
         if files.target_ts not in WRITABLE:
             reason = f"target transfer syntax {files.target_ts} is not one this archive writes"
         else:
             try:
-                data = transcode(original, files.target_ts)
-            except FileNotFoundError:
-                self._dead(batch, record, "file-missing", f"{original} is missing")
+                data = transcode(self.store.read(original), files.target_ts)
+            except BlobNotFound:
+                self._dead(batch, record, "file-missing", f"{files.file_path} is missing")
                 return
             except TranscodeError as exc:
                 reason = f"cannot transcode {files.transfer_syntax_uid} to {files.target_ts}: {exc}"
-            except OSError as exc:
-                raise TransientError(f"reading {original}: {exc}") from exc
             else:
-                write_atomic(out, (data,), fsync=self.fsync)
-                batch.transcoded.append(Transcoded(key, files.trace_id, str(out)))
+                self.store.put(out, data)  # BlobUnavailable: transient, the batch is retried
+                batch.transcoded.append(Transcoded(key, files.trace_id, where))
                 return
         batch.transcoded.append(Transcoded(key, files.trace_id, None, reason))
         self._dead(batch, record, "undecodable-pixels", reason)
@@ -140,14 +150,18 @@ class Outputs:
         original = self._original(files.file_path) if files else None
         if original is None:
             return  # the instance's own event reports it
-        out = thumbnail_path(original)
+        out = thumbnail_key(original)
+        where = self.store.location(out)
         holders = [s for s, loc in order if loc]
-        if location == str(out) and holders == [sop] and out.is_file():
+        if location == where and holders == [sop] and self.store.exists(out):
             batch.skipped["done"] += 1
             return
         size = self.thumbnail_size
         try:
-            image = render(original, RenderOptions(viewport=(size, size)))
+            with open_object(self.store, original) as source:
+                image = render(source, RenderOptions(viewport=(size, size)))
+        except BlobNotFound:
+            return  # the instance's own event reports it
         except RenderError as exc:
             if "no image pixel data" in str(exc):
                 batch.skipped["no-pixels"] += 1
@@ -156,9 +170,9 @@ class Outputs:
             self._dead(batch, record, "undecodable-pixels", f"thumbnail of series {skey[2]} from {sop}: {exc}")
             return
         except OSError as exc:
-            raise TransientError(f"rendering {original}: {exc}") from exc
-        write_atomic(out, (image,), fsync=self.fsync)
-        batch.thumbnails.append(((*skey, sop), str(out)))
+            raise TransientError(f"rendering {files.file_path if files else original}: {exc}") from exc
+        self.store.put(out, image)
+        batch.thumbnails.append(((*skey, sop), where))
 
     def _dead(self, batch: BatchOutputs, record: Record, error_class: str, reason: str) -> None:
         """``record`` goes to the dead-letter topic (once per batch, whatever else failed of it)."""
@@ -174,4 +188,4 @@ def _error_class(exc: DicomflowError) -> str:
 
 
 __all__ = ["ORIGIN", "ORIGIN_HEADER", "SERVED", "THUMBNAIL", "BatchOutputs", "Outputs", "TransientError",
-           "served_copy_path", "thumbnail_path"]
+           "served_copy_key", "thumbnail_key"]

@@ -11,6 +11,10 @@ multi-frame object), numpy and Pillow:
    MONOCHROME1 is inverted so that the image looks as the modality meant;
 3. scale to 8 bits, fit into ``viewport=width,height`` keeping the aspect
    ratio (a thumbnail defaults to 128x128), encode as JPEG (default) or PNG.
+
+The instance is a :data:`~dicomflow.imaging.transcode.Source` (a path, its
+bytes, or a seekable binary file from the storage layer): pydicom reads the
+header, then only the frame's bytes from a file.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dicomflow.errors import DicomflowError
+from dicomflow.imaging.transcode import Source, as_readable
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -112,13 +117,13 @@ def _window(pixels: NDArray[np.float64], center: float, width: float, function: 
     return out
 
 
-def render(path: Path | str, options: RenderOptions) -> bytes:
-    """The frame of the instance at ``path`` as an encoded image.
+def render(source: Source, options: RenderOptions) -> bytes:
+    """The frame of the instance ``source`` as an encoded image.
 
     Raises:
         RenderError: no pixel data, a frame number out of range, or undecodable pixels.
     """
-    header, arr = _read_frame(path, options.frame)
+    header, arr = _read_frame(source, options.frame)
     if int(header.get("SamplesPerPixel", 1) or 1) == 1:
         image = _grey(header, arr, options.window)
     else:
@@ -133,7 +138,7 @@ def render(path: Path | str, options: RenderOptions) -> bytes:
     return out.getvalue()
 
 
-def _read_frame(path: Path | str, frame: int | None) -> tuple[Dataset, NDArray[Any]]:
+def _read_frame(source: Source, frame: int | None) -> tuple[Dataset, NDArray[Any]]:
     """The header (without pixels) and the pixels of frame ``frame`` (1-based; None: the middle one).
 
     Raises:
@@ -142,9 +147,11 @@ def _read_frame(path: Path | str, frame: int | None) -> tuple[Dataset, NDArray[A
     import pydicom
     from pydicom.pixels.utils import pixel_array
 
+    readable = as_readable(source)
+    start = 0 if isinstance(readable, (str, Path)) else readable.tell()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        header = pydicom.dcmread(path, stop_before_pixels=True)
+        header = pydicom.dcmread(readable, stop_before_pixels=True)
         frames = int(header.get("NumberOfFrames", 1) or 1)
         if "Rows" not in header or "Columns" not in header:
             raise RenderError("the instance has no image pixel data")
@@ -152,7 +159,10 @@ def _read_frame(path: Path | str, frame: int | None) -> tuple[Dataset, NDArray[A
         if not 0 <= index < frames:
             raise RenderError(f"frame {index + 1} does not exist (the instance has {frames})")
         try:
-            return header, pixel_array(str(path), index=index)
+            if isinstance(readable, (str, Path)):
+                return header, pixel_array(str(readable), index=index)
+            readable.seek(start)
+            return header, pixel_array(readable, index=index)
         except Exception as exc:
             raise RenderError(f"pixel data cannot be decoded: {type(exc).__name__}: {exc}") from exc
 

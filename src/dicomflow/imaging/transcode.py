@@ -19,6 +19,10 @@ original. Lossy targets are not written here: creating a lossy copy is a policy
 decision (PS3.5 §8.2 Lossy Image Compression attributes), not a negotiation.
 
 Transcoding holds one instance in memory at a time (never a study).
+
+Every function takes a :data:`Source`: a local path, the bytes of a Part 10
+file, or a seekable binary file (what the storage layer gives on either
+backend, :mod:`dicomflow.blobs`), so no caller needs a local file.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -61,6 +66,17 @@ FRAME_MEDIA: dict[str, str] = {
 }
 
 
+#: An instance to read: a path, its bytes, or a seekable binary file positioned at its start.
+Source = Path | str | bytes | bytearray | memoryview | BinaryIO
+
+
+def as_readable(source: Source) -> Path | str | BinaryIO:
+    """What pydicom reads: bytes wrapped in a file, anything else as it is."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return io.BytesIO(source)
+    return source
+
+
 class TranscodeError(DicomflowError):
     """The pixel data of an instance could not be decoded or encoded."""
 
@@ -79,19 +95,19 @@ def decodable(ts: str) -> bool:
         return False
 
 
-def read(path: Path | str, *, stop_before_pixels: bool = False) -> Dataset:
+def read(source: Source, *, stop_before_pixels: bool = False) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        return pydicom.dcmread(as_readable(source), stop_before_pixels=stop_before_pixels)
 
 
-def transcode(path: Path | str, target: str) -> bytes:
-    """The instance at ``path`` as a Part 10 file in transfer syntax ``target``.
+def transcode(source: Source, target: str) -> bytes:
+    """The instance ``source`` as a Part 10 file in transfer syntax ``target``.
 
     Raises:
         TranscodeError: the pixel data cannot be decoded or encoded (the reason says which).
     """
-    ds = read(path)
+    ds = read(source)
     try:
         return encode_dataset(ds, target)
     except TranscodeError:
@@ -121,7 +137,9 @@ def encode_dataset(ds: Dataset, target: str) -> bytes:
 __all__ = [
     "FRAME_MEDIA",
     "WRITABLE",
+    "Source",
     "TranscodeError",
+    "as_readable",
     "decodable",
     "encode_dataset",
     "read",

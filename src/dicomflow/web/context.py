@@ -1,4 +1,4 @@
-"""What every DICOMweb route needs, built once per server process: settings, pool, auth, audit, metrics.
+"""What every DICOMweb route needs, built once per server process: settings, store, pool, auth, audit, metrics.
 
 Routes receive a :class:`WebContext` from their factory (``routes(ctx)``),
 never globals. The PostgreSQL pool and the Kafka publisher are opened by the
@@ -7,6 +7,14 @@ app's lifespan (in the worker process, after any fork) and closed with it.
 Auditing observes: an audit event is queued for the background sender
 (:mod:`dicomflow.web.auditing`) and a failure is logged and counted
 (``dicomflow_web_audit_failures``), never turned into a failed request.
+
+Instances are read through the storage layer (:mod:`dicomflow.blobs`, the
+backend ``[storage] backend`` names): :meth:`WebContext.locate` turns an
+index row's location into a :class:`~dicomflow.web.blobio.Blob` (its key,
+and on the filesystem backend the checked local path for fast local reads),
+and :func:`blob_errors` turns the layer's errors into statuses: a location
+outside the store 500, a missing object 404, an unavailable store 503 with
+``Retry-After``.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,11 +31,13 @@ from typing import TYPE_CHECKING, Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from dicomflow.blobs import BlobLocationError, BlobNotFound, BlobStore, BlobUnavailable, open_store
 from dicomflow.dicom.derived import uid_problem
 from dicomflow.metrics.web import WebMetrics
 from dicomflow.models import AuditEvent
 from dicomflow.settings import Settings
 from dicomflow.web.auth import Access, Authenticator, Principal
+from dicomflow.web.blobio import Blob
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -34,6 +46,10 @@ if TYPE_CHECKING:
     from dicomflow.web.auditing import AuditSender
 
 log = logging.getLogger(__name__)
+
+#: Seconds a client is told to wait when the object store is unavailable (503).
+RETRY_AFTER_S = 5
+
 
 def check_uid(value: str, what: str) -> str:
     """A UID from the URL, validated by the one UID rule (:func:`dicomflow.dicom.derived.uid_problem`)
@@ -58,42 +74,50 @@ class WebContext:
     pool: AsyncConnectionPool[Any]
     publisher: Publisher | None = None
     auditor: AuditSender | None = None
+    store: BlobStore = field(init=False)
     _root: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         self._root = os.path.realpath(self.settings.storage.root)
+        self.store = open_store(self.settings.storage, fsync=self.settings.ingest.fsync)
 
     @property
     def storage_root(self) -> Path:
+        """The local folder of the web's caches (on ``s3`` a local scratch: no instance is read from it)."""
         return Path(self._root)
 
     async def principal(self, request: Request, access: Access) -> Principal:
         """The authenticated caller (raises 401 / 403)."""
         return await self.auth.authenticate(request, access)
 
-    def resolve(self, file_path: str) -> Path:
-        """The real path of a stored file, which must lie inside the storage root.
+    def locate(self, file_path: str) -> Blob:
+        """The object an index row names: its key, and on the filesystem its checked real path.
 
-        On Linux the file is opened and its real path read back from
-        ``/proc/self/fd`` (open, readlink, fstat, close), which costs a
-        fraction of ``os.path.realpath``'s lstat of every path component
-        (a twentieth of an instance retrieval's CPU time); elsewhere
-        ``realpath``. Either way symbolic links are followed before the
-        check, so no link can lead outside the root.
+        On ``s3`` the location is only validated (``store.key_of``); the
+        object's presence is learnt from the read (404 there, see
+        :func:`blob_errors`). On the filesystem the file is opened and its
+        real path read back from ``/proc/self/fd`` (open, readlink, fstat,
+        close), which costs a fraction of ``os.path.realpath``'s lstat of
+        every path component; symbolic links are followed before the check,
+        so no link can lead outside the root.
 
         Raises:
-            HTTPException: 500 when the index points outside the root, 404 when the file is gone.
+            HTTPException: 500 when the index points outside the store, 404 when the file is gone.
         """
+        with blob_errors(file_path):
+            key = self.store.key_of(file_path if self.store.backend == "s3" or os.path.isabs(file_path)
+                                    else os.path.join(self._root, file_path))
+        if self.store.backend == "s3":
+            return Blob(key, None)
         root = self._root
-        candidate = file_path if os.path.isabs(file_path) else os.path.join(root, file_path)
-        real, regular = _real_path(candidate)
+        real, regular = _real_path(self.store.location(key))
         if real is not None and not real.startswith(root.rstrip(os.sep) + os.sep):
             log.error("indexed file %s resolves outside the storage root %s; not served", file_path, root)
             raise HTTPException(500, "an indexed file lies outside the storage root")
         if real is None or not regular:
             log.error("indexed file %s is missing", file_path)
             raise HTTPException(404, "the instance's file is missing from storage")
-        return Path(real)
+        return Blob(key, Path(real))
 
     def audit(self, events: list[AuditEvent]) -> None:
         """Queue audit events for the background sender (observer: never blocks, never fails the request)."""
@@ -120,6 +144,23 @@ def _real_path(candidate: str) -> tuple[str | None, bool]:
         os.close(fd)
 
 
+@contextmanager
+def blob_errors(where: str) -> Iterator[None]:
+    """The storage layer's errors as HTTP statuses: outside the store 500, missing 404, unavailable 503."""
+    try:
+        yield
+    except BlobLocationError as exc:
+        log.error("indexed location %s is outside the store: %s; not served", where, exc.problem)
+        raise HTTPException(500, "an indexed file lies outside the storage root") from exc
+    except BlobNotFound as exc:
+        log.error("indexed object %s is missing", where)
+        raise HTTPException(404, "the instance's file is missing from storage") from exc
+    except BlobUnavailable as exc:
+        log.warning("object store unavailable reading %s: %s", where, exc.problem)
+        raise HTTPException(503, "the object store is unavailable; retry later",
+                            headers={"Retry-After": str(RETRY_AFTER_S)}) from exc
+
+
 def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -129,4 +170,4 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-__all__ = ["WebContext", "base_url", "check_uid", "client_address"]
+__all__ = ["RETRY_AFTER_S", "WebContext", "base_url", "blob_errors", "check_uid", "client_address"]

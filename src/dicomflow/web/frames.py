@@ -6,6 +6,16 @@ stored (``image/jpeg``, ``image/jp2``, ``image/jls``, ``image/x-dicom-rle``),
 as the Accept header allows; 406 when neither is acceptable or the pixels
 cannot be decoded. Bulk data is one element's value, named by the tag path
 the metadata's BulkDataURI gave.
+
+Both read through the storage layer (:func:`~dicomflow.web.blobio.open_source`:
+the local file, or ranged reads on ``s3``). A frame is found from the header:
+pydicom parses it up to the Pixel Data element (one ranged read for a
+typical header), then only the frame's bytes are read: native pixels at
+``value start + (n - 1) × frame size``, an encapsulated frame through its
+Basic (or Extended) Offset Table (``pydicom.encaps.get_frame`` seeks; with
+no table it walks the item headers). A frame to decode is read by
+``pixel_array(file, index=...)``, which also reads that frame only. Deflated
+and big-endian objects, which cannot be addressed by offset, are read whole.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ from __future__ import annotations
 import uuid
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -21,15 +31,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from dicomflow.dicom.constants import EXPLICIT_VR_BE, EXPLICIT_VR_LE
+from dicomflow.blobs import BlobStore
+from dicomflow.dicom.constants import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from dicomflow.imaging.transcode import FRAME_MEDIA, read
-from dicomflow.web.context import WebContext
+from dicomflow.web.blobio import Blob, open_source
+from dicomflow.web.context import WebContext, blob_errors
 from dicomflow.web.negotiation import MediaRange, parse_accept
 from dicomflow.web.retrieval import audit_retrieval, lookup, served_file
 
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
-def _element(path: Path, tag_path: str) -> bytes:
-    ds = read(path)
+#: The Pixel Data element's tag as it starts the element in a little-endian file.
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+
+
+def _element(source: BinaryIO, tag_path: str) -> bytes:
+    ds = read(source)
     parts = tag_path.strip("/").split("/")
     node = ds
     try:
@@ -59,8 +77,9 @@ async def bulkdata(ctx: WebContext, request: Request) -> Response:
     """GET …/instances/{instance}/bulkdata/{tag path}: one element's value as application/octet-stream."""
     principal = await ctx.principal(request, "read")
     items = await lookup(ctx, principal, request, level="instance")
-    path = ctx.resolve(items[0].file_path)
-    data = await run_in_threadpool(_element, path, request.path_params["tags"])
+    blob = ctx.locate(items[0].file_path)
+    with blob_errors(items[0].file_path):
+        data = await run_in_threadpool(_with_source, ctx.store, blob, _element, request.path_params["tags"])
     audit_retrieval(ctx, principal, request, items, transferred=False)
     return _multipart([(data, "application/octet-stream")])
 
@@ -75,50 +94,111 @@ def _frame_numbers(text: str) -> list[int]:
     return numbers
 
 
-def read_frames(path: Path, numbers: Sequence[int], ranges: Sequence[MediaRange]) -> list[tuple[bytes, str]]:
+def _with_source(store: BlobStore, blob: Blob, fn: Any, *args: Any) -> Any:
+    with open_source(store, blob) as source:
+        return fn(source, *args)
+
+
+def read_frames(source: BinaryIO, numbers: Sequence[int], ranges: Sequence[MediaRange]) -> list[tuple[bytes, str]]:
     """The frames as (bytes, part media type): compressed as stored when acceptable, else native pixels.
+
+    ``source`` is a seekable file of the instance at offset 0; only the header and the frames are read.
 
     Raises:
         HTTPException: 404 for a frame that does not exist, 406 when no acceptable form can be made.
     """
-    import numpy as np
-    from pydicom.encaps import generate_frames
-    from pydicom.pixels.utils import pixel_array
-
-    ds = read(path)
-    if "PixelData" not in ds:
+    header = read(source, stop_before_pixels=True)
+    pixel_at = source.tell()  # pydicom stops at the start of the Pixel Data element
+    ts = str(header.file_meta.TransferSyntaxUID)
+    if ts in (DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE):
+        source.seek(0)
+        return _whole_frames(read(source), numbers, ranges)
+    if source.read(4) != _PIXEL_DATA_TAG:
         raise HTTPException(404, "the instance has no pixel data")
-    ts = str(ds.file_meta.TransferSyntaxUID)
-    count = int(ds.get("NumberOfFrames", 1) or 1)
+    value_at = pixel_at + (8 if ts == IMPLICIT_VR_LE else 12)
+    count = _count(header, numbers)
+    compressed_media, as_stored, native_ok = _forms(ts, ranges)
+    if as_stored and compressed_media is not None:
+        from pydicom.encaps import get_frame
+
+        extended = None
+        if "ExtendedOffsetTable" in header and "ExtendedOffsetTableLengths" in header:
+            extended = (bytes(header.ExtendedOffsetTable), bytes(header.ExtendedOffsetTableLengths))
+        out = []
+        for n in numbers:
+            source.seek(value_at)
+            out.append((get_frame(source, n - 1, extended_offsets=extended, number_of_frames=count),
+                        f"{compressed_media}; transfer-syntax={ts}"))
+        return out
+    _refuse_unless(native_ok, ts, compressed_media)
+    media = f"application/octet-stream; transfer-syntax={EXPLICIT_VR_LE}"
+    if compressed_media is None and int(header.BitsAllocated) % 8 == 0:
+        size = _frame_size(header)
+        out = []
+        for n in numbers:
+            source.seek(value_at + (n - 1) * size)
+            out.append((source.read(size), media))
+        return out
+    return [(_decoded(source, n), media) for n in numbers]
+
+
+def _count(header: Dataset, numbers: Sequence[int]) -> int:
+    count = int(header.get("NumberOfFrames", 1) or 1)
     missing = [n for n in numbers if n > count]
     if missing:
         raise HTTPException(404, f"frame(s) {missing} do not exist (the instance has {count})")
+    return count
+
+
+def _forms(ts: str, ranges: Sequence[MediaRange]) -> tuple[str | None, bool, bool]:
+    """(compressed media type of ``ts``, acceptable as stored, native pixels acceptable)."""
     compressed_media = FRAME_MEDIA.get(ts)
     # application/octet-stream is uncompressed pixels whatever its transfer-syntax parameter says.
     as_stored = compressed_media is not None and any(
         m.media_type in (compressed_media, "*/*", "image/*") and m.transfer_syntax in (None, "*", ts) for m in ranges)
     native_ok = any(m.media_type in ("application/octet-stream", "*/*", "application/*") for m in ranges)
-    if as_stored and compressed_media is not None:
-        frames = list(generate_frames(ds.PixelData, number_of_frames=count))
-        return [(frames[n - 1], f"{compressed_media}; transfer-syntax={ts}") for n in numbers]
+    return compressed_media, as_stored, native_ok
+
+
+def _refuse_unless(native_ok: bool, ts: str, compressed_media: str | None) -> None:
     if not native_ok:
         raise HTTPException(406, f"frames are stored as {ts}; this server sends them as stored "
                                  f"({compressed_media or 'application/octet-stream'}) or as application/octet-stream")
-    media = f"application/octet-stream; transfer-syntax={EXPLICIT_VR_LE}"
-    if compressed_media is None and ts != EXPLICIT_VR_BE and int(ds.BitsAllocated) % 8 == 0:
-        size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
-        data = ds.PixelData
-        return [(bytes(data[(n - 1) * size:n * size]), media) for n in numbers]
-    out = []
+
+
+def _frame_size(ds: Dataset) -> int:
+    return int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
+
+
+def _decoded(source: BinaryIO | Dataset, n: int) -> bytes:
+    """Frame ``n`` decoded to native little-endian pixels (from a file: that frame's bytes only)."""
+    import numpy as np
+    from pydicom.pixels.utils import pixel_array
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for n in numbers:
-            try:
-                arr = pixel_array(ds, index=n - 1)
-            except Exception as exc:
-                raise HTTPException(406, f"frame {n} cannot be decoded: {type(exc).__name__}: {exc}") from exc
-            out.append((np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes(), media))
-    return out
+        try:
+            if not hasattr(source, "file_meta"):
+                source.seek(0)
+            arr = pixel_array(source, index=n - 1)
+        except Exception as exc:
+            raise HTTPException(406, f"frame {n} cannot be decoded: {type(exc).__name__}: {exc}") from exc
+    return np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes()
+
+
+def _whole_frames(ds: Dataset, numbers: Sequence[int], ranges: Sequence[MediaRange]) -> list[tuple[bytes, str]]:
+    """Frames of a dataset read whole (deflated or big endian: not addressable by offset)."""
+    if "PixelData" not in ds:
+        raise HTTPException(404, "the instance has no pixel data")
+    ts = str(ds.file_meta.TransferSyntaxUID)
+    _count(ds, numbers)
+    compressed_media, _, native_ok = _forms(ts, ranges)
+    _refuse_unless(native_ok, ts, compressed_media)
+    media = f"application/octet-stream; transfer-syntax={EXPLICIT_VR_LE}"
+    if ts != EXPLICIT_VR_BE and int(ds.BitsAllocated) % 8 == 0:
+        size = _frame_size(ds)
+        return [(bytes(ds.PixelData[(n - 1) * size:n * size]), media) for n in numbers]
+    return [(_decoded(ds, n), media) for n in numbers]
 
 
 async def frames(ctx: WebContext, request: Request) -> Response:
@@ -126,9 +206,10 @@ async def frames(ctx: WebContext, request: Request) -> Response:
     principal = await ctx.principal(request, "read")
     numbers = _frame_numbers(request.path_params["frames"])
     items = await lookup(ctx, principal, request, level="instance")
-    path, _ = served_file(ctx, items[0])
+    blob, _ = await served_file(ctx, items[0])
     ranges = parse_accept(request.headers.get("accept"))
-    parts = await run_in_threadpool(read_frames, path, numbers, ranges)
+    with blob_errors(ctx.store.location(blob.key)):
+        parts = await run_in_threadpool(_with_source, ctx.store, blob, read_frames, numbers, ranges)
     audit_retrieval(ctx, principal, request, items, transferred=False)
     return _multipart(parts)
 

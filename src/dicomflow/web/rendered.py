@@ -6,6 +6,10 @@ size, or the ``viewport``; ``…/thumbnail`` does the same fitted into
 instance's (the image workers' pre-built ``thumbnail_location`` when there
 is one), a study's is its first series'. Media type from the Accept header
 or the ``accept`` parameter: ``image/jpeg`` (default) or ``image/png``.
+
+Both read through the storage layer: the instance from a seekable file of
+its object (:func:`~dicomflow.web.blobio.open_source`: ranged reads on
+``s3``, the header and the rendered frame only), a pre-built thumbnail whole.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from dicomflow.blobs import BlobError, BlobStore
 from dicomflow.imaging import render
 from dicomflow.store.queries import StoredInstance
-from dicomflow.web.context import WebContext
+from dicomflow.web.blobio import Blob, open_source
+from dicomflow.web.context import WebContext, blob_errors
 from dicomflow.web.negotiation import parse_accept
 from dicomflow.web.retrieval import audit_retrieval, lookup, served_file
 
@@ -43,14 +49,20 @@ def _pick(items: list[StoredInstance], level: str) -> StoredInstance:
 
 
 async def _prebuilt_thumbnail(ctx: WebContext, series: list[StoredInstance]) -> bytes | None:
-    """The image workers' series thumbnail (JPEG, default size), when one is recorded and on disk."""
+    """The image workers' series thumbnail (JPEG, default size), when one is recorded and in the store."""
     for i in series:
         if i.thumbnail_location:
             try:
-                return await run_in_threadpool(ctx.resolve(i.thumbnail_location).read_bytes)
-            except (HTTPException, OSError):
+                blob = ctx.locate(i.thumbnail_location)
+                return await run_in_threadpool(ctx.store.read, blob.key)
+            except (HTTPException, BlobError):
                 return None
     return None
+
+
+def _render_blob(store: BlobStore, blob: Blob, options: render.RenderOptions) -> bytes:
+    with open_source(store, blob) as source:
+        return render.render(source, options)
 
 
 async def _render(ctx: WebContext, request: Request, level: str, *, thumbnail: bool) -> Response:
@@ -77,9 +89,10 @@ async def _render(ctx: WebContext, request: Request, level: str, *, thumbnail: b
         if prebuilt is not None:
             audit_retrieval(ctx, principal, request, [item], transferred=False)
             return Response(prebuilt, media_type="image/jpeg")
-    path, _ = served_file(ctx, item)
+    blob, _ = await served_file(ctx, item)
     try:
-        image = await run_in_threadpool(render.render, path, options)
+        with blob_errors(ctx.store.location(blob.key)):
+            image = await run_in_threadpool(_render_blob, ctx.store, blob, options)
     except render.RenderError as exc:
         raise HTTPException(404 if "does not exist" in str(exc) or "no image" in str(exc) else 406, str(exc)) from exc
     audit_retrieval(ctx, principal, request, [item], transferred=False)

@@ -6,8 +6,9 @@ and bulk data (:mod:`dicomflow.web.frames`) and rendered images
 
 * :func:`lookup`: the indexed instances a request path names, in the
   caller's tenant, with every UID of the path checked first;
-* :func:`served_file`: the file to send for an instance and its syntax (the
-  image workers' copy of a ``NeedTransfer`` instance once it exists);
+* :func:`served_file`: the object to send for an instance and its syntax
+  (the image workers' copy of a ``NeedTransfer`` instance once it exists),
+  located through the storage layer (:meth:`WebContext.locate`);
 * :func:`audit_retrieval`: one audit event per study the answer touched.
 """
 
@@ -15,15 +16,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from dicomflow.audit import dicomweb as dicomweb_audit
+from dicomflow.blobs import BlobError
 from dicomflow.store import queries
 from dicomflow.store.queries import StoredInstance
 from dicomflow.web.auth import Principal
+from dicomflow.web.blobio import Blob
 from dicomflow.web.context import WebContext, check_uid, client_address
 
 log = logging.getLogger(__name__)
@@ -65,22 +68,27 @@ def audit_retrieval(ctx: WebContext, principal: Principal, request: Request, ite
     ctx.audit(events)
 
 
-def served_file(ctx: WebContext, item: StoredInstance) -> tuple[Path, str]:
-    """The file to send and its syntax: the image workers' copy for a NeedTransfer instance, if present.
+async def served_file(ctx: WebContext, item: StoredInstance) -> tuple[Blob, str]:
+    """The object to send and its syntax: the image workers' copy for a NeedTransfer instance, if present.
 
     ``dicomflow images`` sets the receipt to ``Success`` once the copy exists;
-    until then the consumer's ``pixel_data_location`` is the original's path.
+    until then the consumer's ``pixel_data_location`` is the original's
+    location. On ``s3`` the copy's presence costs one HEAD (the original's
+    is learnt from its read).
 
     Raises:
-        HTTPException: from :meth:`WebContext.resolve` for the original (404 missing, 500 outside the root).
+        HTTPException: from :meth:`WebContext.locate` for the original (404 missing, 500 outside the store).
     """
     copy = item.pixel_data_location
     if item.transfer_status in ("NeedTransfer", "Success") and copy and has_copy(item):
         try:
-            return ctx.resolve(copy), item.target_ts
-        except HTTPException:
-            log.warning("served copy %s of %s unusable; using the original", item.pixel_data_location, item.sop_uid)
-    return ctx.resolve(item.file_path), item.transfer_syntax_uid
+            blob = ctx.locate(copy)
+            if blob.path is not None or await run_in_threadpool(ctx.store.exists, blob.key):
+                return blob, item.target_ts
+            log.warning("served copy %s of %s is missing; using the original", copy, item.sop_uid)
+        except (HTTPException, BlobError):
+            log.warning("served copy %s of %s unusable; using the original", copy, item.sop_uid)
+    return ctx.locate(item.file_path), item.transfer_syntax_uid
 
 
 def has_copy(item: StoredInstance) -> bool:

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from dicomflow.metrics.web import WebMetrics
 from dicomflow.settings import load_settings
 from dicomflow.web.auth import Authenticator
+from dicomflow.web.blobio import Blob
 from dicomflow.web.context import WebContext
 
 
@@ -34,14 +35,14 @@ def test_files_inside_the_root_resolve_and_links_out_of_it_are_refused(tmp_path:
     os.symlink(root / "t" / "s" / "a.dcm", root / "t" / "inner.dcm")
     os.mkfifo(root / "t" / "s" / "fifo.dcm")
     ctx = _context(root)
-    assert ctx.resolve("t/s/a.dcm") == root / "t" / "s" / "a.dcm"
-    assert ctx.resolve(str(root / "t" / "s" / "a.dcm")) == root / "t" / "s" / "a.dcm"
-    assert ctx.resolve("t/inner.dcm") == root / "t" / "s" / "a.dcm"  # a link within the root is fine
+    assert ctx.locate("t/s/a.dcm") == Blob("t/s/a.dcm", root / "t" / "s" / "a.dcm")
+    assert ctx.locate(str(root / "t" / "s" / "a.dcm")) == Blob("t/s/a.dcm", root / "t" / "s" / "a.dcm")
+    assert ctx.locate("t/inner.dcm").path == root / "t" / "s" / "a.dcm"  # a link within the root is fine
     for outside in ("t/s/link.dcm", "t/up/secret.dcm", "../secret.dcm", str(tmp_path / "secret.dcm")):
         with pytest.raises(HTTPException) as refused:
-            ctx.resolve(outside)
+            ctx.locate(outside)
         assert refused.value.status_code == 500, outside
     for missing in ("t/s/gone.dcm", "t/s/fifo.dcm", "t/s"):
         with pytest.raises(HTTPException) as gone:
-            ctx.resolve(missing)
+            ctx.locate(missing)
         assert gone.value.status_code == 404, missing
