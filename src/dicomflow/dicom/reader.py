@@ -53,7 +53,7 @@ def read_file(path: str, wanted: frozenset[int] = WANTED) -> RawHeader:
 
 #: Bytes of an object's first ranged read: the preamble, the meta group and the header of almost
 #: every instance (the walk fetches more only where a header goes on, e.g. a long sequence).
-HEAD_BYTES = 16 * 1024
+HEAD_BYTES = 8 * 1024
 
 
 class RangedSource(Protocol):
