@@ -56,9 +56,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "ingest": FOUNDATION | {"dicom", "audit", "kafka", "blobs"},  # the S3 backend's placement (placement_s3)
     "receiver": WAYS_IN | {"metrics"},  # its Prometheus metrics (metrics/receiver.py)
     "scanner": WAYS_IN,
-    "web": WAYS_IN | {"store", "imaging", "metrics"},
+    "web": WAYS_IN | {"store", "imaging", "metrics", "blobs"},  # blobs: instances through the storage layer
     "pipeline": FOUNDATION | {"extract", "kafka", "store", "audit", "metrics", "blobs"},  # objects by ranged reads
-    "images": FOUNDATION | {"imaging", "ingest", "kafka", "store", "metrics"},
+    "images": FOUNDATION | {"imaging", "ingest", "kafka", "store", "metrics", "blobs"},
     "warehouse": FOUNDATION | {"kafka", "store", "models", "audit", "metrics", "dicom"},
     "demo": FOUNDATION | {"corpus", "kafka", "stack", "store", "warehouse", "blobs"},  # blobs: demo --s3's check
     "dlq": FOUNDATION | {"kafka", "store", "audit", "metrics"},
