@@ -48,8 +48,8 @@ def s3_rounds(base: Settings, work: Path, args: argparse.Namespace, events: list
               throughput: Callable[[list[CommittedBatch], ConsumerService], tuple[int, float]]) -> None:
     """Print the filesystem and s3 rates of ``ROUNDS`` alternated rounds over ``events`` and their ratio."""
     stack = LocalStack(base)
-    stack.s3proxy.start()  # only S3Proxy: the shared stack's PostgreSQL and Kafka run already
-    filled = stack.s3proxy.fill(base).storage
+    stack.up(s3=True)
+    filled = LocalStack(base).settings.storage
     s3 = dataclasses.replace(filled.s3, prefix=f"bench-consumer-{run_id}/")
     storage = dataclasses.replace(base.storage, root=work, backend="s3", s3=s3)
     store = open_store(storage)
