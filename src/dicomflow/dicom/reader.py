@@ -69,13 +69,15 @@ class RangedSource(Protocol):
 
 
 def read_blob(store: RangedSource, key: str, wanted: frozenset[int] = WANTED, *,
-              fetched: list[int] | None = None) -> RawHeader:
+              fetched: list[int] | None = None, head: tuple[bytes, int] | None = None) -> RawHeader:
     """:func:`read_file` for an object of the storage layer, by ranged reads.
 
     The walker reads from one ranged GET of :data:`HEAD_BYTES` (which also
     gives the object's size, for the truncation checks) and asks for more
     only where the header goes on; what the walker declines is read whole
     by pydicom. ``fetched`` (if given) gets the size of each read appended.
+    ``head``: that first read's answer, fetched already (a chunk's heads are
+    fetched concurrently, then parsed).
 
     Raises:
         UnreadableDicom: as :func:`read_file`.
@@ -95,7 +97,7 @@ def read_blob(store: RangedSource, key: str, wanted: frozenset[int] = WANTED, *,
         return data
 
     name = store.location(key)
-    first, size = store.read_head(key, HEAD_BYTES)
+    first, size = head if head is not None else store.read_head(key, HEAD_BYTES)
     sizes.append(len(first))
     try:
         return walker.read_fetched(first, size, fetch, wanted)

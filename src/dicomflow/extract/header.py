@@ -57,7 +57,7 @@ def extract_file(
 
 
 def extract_blob(store: reader.RangedSource, key: str, tenant_id: str, *, received: dt.datetime | None = None,
-                 fetched: list[int] | None = None) -> Extracted:
+                 fetched: list[int] | None = None, head: tuple[bytes, int] | None = None) -> Extracted:
     """:func:`extract_file` for an object of the storage layer, its header read by ranged reads.
 
     Raises:
@@ -66,7 +66,7 @@ def extract_blob(store: reader.RangedSource, key: str, tenant_id: str, *, receiv
     """
     name = store.location(key)
     try:
-        header = reader.read_blob(store, key, fetched=fetched)
+        header = reader.read_blob(store, key, fetched=fetched, head=head)
     except UnreadableDicom as exc:
         raise ExtractError(name, exc.reason) from exc
     state, image = records.build(header, name, tenant_id, received if received is not None else now())
