@@ -73,6 +73,11 @@ def extract_blob(store: reader.RangedSource, key: str, tenant_id: str, *, receiv
     return Extracted(state, image)
 
 
+def fetch_head(store: reader.RangedSource, key: str) -> tuple[bytes, int]:
+    """The first ranged read :func:`extract_blob` makes (its ``head``), for fetching ahead of parsing."""
+    return store.read_head(key, reader.HEAD_BYTES)
+
+
 def read_header(path: str) -> RawHeader:
     """The raw wanted attributes of ``path`` (the walker, else pydicom).
 
@@ -87,4 +92,4 @@ def read_header(path: str) -> RawHeader:
         raise ExtractError(path, exc.reason) from exc
 
 
-__all__ = ["Extracted", "extract_blob", "extract_file", "read_header"]
+__all__ = ["Extracted", "extract_blob", "extract_file", "fetch_head", "read_header"]

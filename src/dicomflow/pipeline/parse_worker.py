@@ -175,11 +175,11 @@ def _fetch_heads(store: BlobStore, tasks: Sequence[Task]) -> list[tuple[bytes, i
     waits); the parsing then runs in this thread, not contending for the GIL.
     """
     from dicomflow.blobs.errors import BlobError
-    from dicomflow.dicom.reader import HEAD_BYTES
+    from dicomflow.extract.header import fetch_head
 
     def head(task: Task) -> tuple[bytes, int] | BaseException:
         try:
-            return store.read_head(store.key_of(task.file_path), HEAD_BYTES)
+            return fetch_head(store, store.key_of(task.file_path))
         except BlobError as exc:  # raised again, and judged, where the task is parsed
             return exc
 
