@@ -41,6 +41,7 @@ import argparse
 import dataclasses
 import logging
 import multiprocessing
+import os
 import shutil
 import statistics
 import sys
@@ -167,7 +168,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    base = load_settings(None, {})
+    base = load_settings(None, os.environ)  # DICOMFLOW_STACK_DIR etc.: the stack the run is given
     run_id = uuid.uuid4().hex[:8]
     dbname = f"dicomflow_bench_{run_id}"
     work = Path(tempfile.mkdtemp(prefix="dicomflow-bench-consumer-"))

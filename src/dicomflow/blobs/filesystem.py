@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dicomflow.blobs.base import DEFAULT_CHUNK, BlobInfo, Data
-from dicomflow.blobs.errors import BlobNotFound, BlobUnavailable
+from dicomflow.blobs.errors import BlobLocationError, BlobNotFound, BlobUnavailable
 from dicomflow.blobs.location import check_key, key_of_path
 from dicomflow.ingest.exceptions import StorageWriteError
 from dicomflow.ingest.storage import PendingFile, sync_folder_durably, write_atomic
@@ -98,9 +98,18 @@ class FilesystemStore:
         self.put_file(dst, source)
 
     def _open(self, key: str) -> BinaryIO:
+        """The file of ``key``, opened by its real path once that is known to lie under the root's.
+
+        Raises:
+            BlobLocationError: a symbolic link inside the root that points outside it (poison, as
+                the consumer's check of a store event's path has always been).
+        """
         path = self._path(key)
+        real, real_root = os.path.realpath(path), os.path.realpath(self.root)
+        if not real.startswith(real_root.rstrip(os.sep) + os.sep):
+            raise BlobLocationError(str(path), f"resolves to {real}, outside the storage root {real_root}")
         try:
-            return open(path, "rb")
+            return open(real, "rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise BlobNotFound(str(path)) from exc
         except OSError as exc:

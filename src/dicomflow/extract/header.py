@@ -57,7 +57,7 @@ def extract_file(
 
 
 def extract_blob(store: reader.RangedSource, key: str, tenant_id: str, *, received: dt.datetime | None = None,
-                 fetched: list[int] | None = None) -> Extracted:
+                 fetched: list[int] | None = None, head: tuple[bytes, int] | None = None) -> Extracted:
     """:func:`extract_file` for an object of the storage layer, its header read by ranged reads.
 
     Raises:
@@ -66,11 +66,16 @@ def extract_blob(store: reader.RangedSource, key: str, tenant_id: str, *, receiv
     """
     name = store.location(key)
     try:
-        header = reader.read_blob(store, key, fetched=fetched)
+        header = reader.read_blob(store, key, fetched=fetched, head=head)
     except UnreadableDicom as exc:
         raise ExtractError(name, exc.reason) from exc
     state, image = records.build(header, name, tenant_id, received if received is not None else now())
     return Extracted(state, image)
+
+
+def fetch_head(store: reader.RangedSource, key: str) -> tuple[bytes, int]:
+    """The first ranged read :func:`extract_blob` makes (its ``head``), for fetching ahead of parsing."""
+    return store.read_head(key, reader.HEAD_BYTES)
 
 
 def read_header(path: str) -> RawHeader:
@@ -87,4 +92,4 @@ def read_header(path: str) -> RawHeader:
         raise ExtractError(path, exc.reason) from exc
 
 
-__all__ = ["Extracted", "extract_blob", "extract_file", "read_header"]
+__all__ = ["Extracted", "extract_blob", "extract_file", "fetch_head", "read_header"]

@@ -157,14 +157,35 @@ def parse_chunk(root: str | StorageSettings, tasks: Sequence[Task]) -> bytes:
     store = _store_of(root)
     if len(tasks) == 1:
         return _outcome_encoder.encode([parse_blob_task(store, tasks[0])])
-    with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(tasks)), thread_name_prefix="parse-fetch") as pool:
-        return _outcome_encoder.encode(list(pool.map(lambda t: parse_blob_task(store, t), tasks)))
+    heads = _fetch_heads(store, tasks)
+    return _outcome_encoder.encode([parse_blob_task(store, t, heads[i]) for i, t in enumerate(tasks)])
 
 
 #: Ranged GETs of one chunk in flight at once (per worker process).
 FETCH_THREADS = 16
 
 _stores: dict[StorageSettings, BlobStore] = {}
+_fetchers: list[ThreadPoolExecutor] = []
+
+
+def _fetch_heads(store: BlobStore, tasks: Sequence[Task]) -> list[tuple[bytes, int] | BaseException]:
+    """The first ranged read of each task's object, :data:`FETCH_THREADS` at a time (or what it raised).
+
+    Only the GETs run on the threads (the client releases the GIL while it
+    waits); the parsing then runs in this thread, not contending for the GIL.
+    """
+    from dicomflow.blobs.errors import BlobError
+    from dicomflow.extract.header import fetch_head
+
+    def head(task: Task) -> tuple[bytes, int] | BaseException:
+        try:
+            return fetch_head(store, store.key_of(task.file_path))
+        except BlobError as exc:  # raised again, and judged, where the task is parsed
+            return exc
+
+    if not _fetchers:  # one pool per worker process, its threads kept between chunks
+        _fetchers.append(ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="parse-fetch"))
+    return list(_fetchers[0].map(head, tasks))
 
 
 def _store_of(settings: StorageSettings) -> BlobStore:
@@ -177,14 +198,19 @@ def _store_of(settings: StorageSettings) -> BlobStore:
     return store
 
 
-def parse_blob_task(store: BlobStore, task: Task) -> Outcome:
-    """:func:`parse_task` for an object of the storage layer: the location checked, the header by ranged reads."""
+def parse_blob_task(store: BlobStore, task: Task, head: tuple[bytes, int] | BaseException | None = None) -> Outcome:
+    """:func:`parse_task` for an object of the storage layer: the location checked, the header by ranged reads.
+
+    ``head``: the object's first ranged read, fetched already (or what fetching it raised).
+    """
     from dicomflow.blobs.errors import BlobError, BlobLocationError, BlobNotFound
     from dicomflow.extract.header import extract_blob
 
     try:
         key = store.key_of(task.file_path)
-        state, image = extract_blob(store, key, task.tenant_id, received=task.received)
+        if isinstance(head, BaseException):
+            raise head
+        state, image = extract_blob(store, key, task.tenant_id, received=task.received, head=head)
         check_uids(task, image)
         return Outcome(state=state, image=image)
     except PoisonMessageError as exc:

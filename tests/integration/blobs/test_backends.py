@@ -202,3 +202,17 @@ def test_delete_many_in_one_call(store: BlobStore) -> None:
     store.delete_many([*keys[:3], "t1/2024/missing.dcm"])  # a missing one is no error
     assert [i.key for i in store.list()] == keys[3:]
     store.delete_many([])
+
+
+def test_read_head_is_the_first_bytes_and_the_whole_size(store: BlobStore) -> None:
+    data = bytes(range(256)) * 100
+    store.put(KEY, data)
+    assert store.read_head(KEY, 8192) == (data[:8192], len(data))
+    assert store.read_head(KEY, 1) == (data[:1], len(data))
+    store.put(KEY, b"short")
+    assert store.read_head(KEY, 8192) == (b"short", 5)
+    store.put(KEY, b"")
+    assert store.read_head(KEY, 8192) == (b"", 0)
+    store.delete(KEY)
+    with pytest.raises(BlobNotFound):
+        store.read_head(KEY, 8192)
