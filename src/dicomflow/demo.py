@@ -214,12 +214,14 @@ def run_demo(settings: Settings, instances: int, studies: int, series_per_study:
     from rich.console import Console
 
     console = Console(width=None if sys.stdout.isatty() else 132)
+    from dicomflow.demo_s3 import where_objects_are
+
     console.rule("[bold]dicomflow demo" + (" on S3 (S3Proxy)" if s3 else ""))
     settings = _prepare(settings, console, s3=s3)
     run = _run_pipeline(settings, _Sizes(instances, studies, series_per_study, associations), timeout_s, console)
     lost = _print_results(settings, run, console)
     warehouse_ok = _warehouse_and_report(settings, run.env, run.log_dir, console)
-    objects_ok = _where_objects_are(settings, run, console) if s3 else True
+    objects_ok = where_objects_are(settings, run.sent.succeeded, console) if s3 else True
     console.print("The stack keeps running; `dicomflow stack down` stops it.")
     return 0 if lost == 0 and not run.sent.failed and warehouse_ok and objects_ok else 1
 
@@ -383,30 +385,3 @@ def _warehouse_and_report(settings: Settings, env: dict[str, str], log_dir: Path
     page.write_text(render_html(report), encoding="utf-8")
     console.print(f"[green]✓[/] warehouse report: {summary_line(report)}; HTML report: {page}")
     return True
-
-
-def _where_objects_are(settings: Settings, run: _Run, console: Any) -> bool:
-    """Check that every acknowledged instance's receipt names an object in the bucket; say where they are."""
-    import psycopg
-
-    from dicomflow.blobs import BlobError, open_store
-    from dicomflow.stack import LocalStack
-
-    with psycopg.connect(settings.database.conninfo()) as conn:
-        paths = [r[0] for r in conn.execute("SELECT DISTINCT file_path FROM dicom_object_meta WHERE sop_uid = ANY(%s)",
-                                            (run.sent.succeeded,)).fetchall()]
-    store = open_store(settings.storage)
-    stored, elsewhere = 0, [p for p in paths if not p.startswith("s3://")]
-    try:
-        stored = sum(1 for p in paths if p.startswith("s3://") and store.exists(store.key_of(p)))
-    except BlobError as exc:
-        console.print(f"[red]✗[/] S3: {exc}")
-    s3 = settings.storage.s3
-    server = LocalStack(settings).s3proxy
-    folder = server.data / s3.bucket / s3.prefix if s3.endpoint == server.endpoint else None
-    console.print(f"[{'green]✓' if stored == len(run.sent.succeeded) else 'red]✗'}[/] objects in S3: {stored} of "
-                  f"{len(run.sent.succeeded)} acknowledged instances in bucket {s3.bucket}, prefix "
-                  f"{s3.prefix or '(none)'}, at {s3.endpoint}" + (f"; S3Proxy keeps them in {folder}" if folder else ""))
-    if elsewhere:
-        console.print(f"[red]✗[/] {len(elsewhere)} receipts name no S3 object, e.g. {elsewhere[0]}")
-    return stored == len(run.sent.succeeded) and not elsewhere

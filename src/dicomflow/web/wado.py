@@ -20,7 +20,7 @@
 * Metadata is DICOM JSON built from each file's header (without reading
   pixel data; on ``s3`` from ranged reads of the header only), cached on
   local disk (:mod:`dicomflow.web.cache`) and served as one JSON array for
-  a study or series; a cold series' headers are read :data:`_METADATA_CONCURRENCY`
+  a study or series; a cold series' headers are read :data:`_HEAD_CONCURRENCY`
   at a time.
 * Frames and bulk data: :mod:`dicomflow.web.frames`.
 """
@@ -31,13 +31,10 @@ import asyncio
 import logging
 import os
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
-import msgspec
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -45,12 +42,11 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from dicomflow.blobs import BlobStore
-from dicomflow.imaging.transcode import WRITABLE, Source, TranscodeError, decodable, read, transcode
+from dicomflow.imaging.transcode import WRITABLE, Source, TranscodeError, decodable, transcode
 from dicomflow.store.queries import StoredInstance
-from dicomflow.web import dicomjson
-from dicomflow.web.blobio import Blob, open_source
-from dicomflow.web.cache import MetadataCache
+from dicomflow.web.blobio import Blob
 from dicomflow.web.context import WebContext, base_url, blob_errors
+from dicomflow.web.metadata import bounded, metadata
 from dicomflow.web.negotiation import MediaRange, NotAcceptable, choose_syntax, parse_accept
 from dicomflow.web.retrieval import audit_retrieval, has_copy, lookup, served_file
 
@@ -66,12 +62,8 @@ _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 _S3_RANGE = 8 * 1024 * 1024
 #: On s3: parts of a multi-instance answer fetched ahead of the one being sent.
 _PREFETCH = 8
-#: HEADs (s3) / header reads (metadata, cold cache) in flight at once for one request.
-_METADATA_CONCURRENCY = 32
-#: Instances of a metadata answer gathered per chunk (one thread hop for their cached documents).
-_METADATA_WINDOW = 1000
-T = TypeVar("T")
-_json = msgspec.json.Encoder(enc_hook=str)  # pydicom values are str / int subclasses (UID, IS, DSfloat)
+#: HEADs (s3) in flight at once for one request.
+_HEAD_CONCURRENCY = 32
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
@@ -173,22 +165,6 @@ def _source(ctx: WebContext, blob: Blob) -> Source:
     return blob.path if blob.path is not None else ctx.store.read(blob.key)
 
 
-async def _bounded(calls: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
-    """Every call's result in order, at most ``limit`` in flight (the first error cancels the rest)."""
-    gate = asyncio.Semaphore(limit)
-
-    async def one(call: Callable[[], Awaitable[T]]) -> T:
-        async with gate:
-            return await call()
-
-    tasks = [asyncio.ensure_future(one(c)) for c in calls]
-    try:
-        return list(await asyncio.gather(*tasks))
-    finally:
-        for t in tasks:
-            t.cancel()
-
-
 @dataclass(frozen=True, slots=True)
 class _Part:
     """One instance of a retrieval: the object to read, its syntax and the syntax to send."""
@@ -238,7 +214,7 @@ async def _plan(ctx: WebContext, items: Sequence[StoredInstance], ranges: Sequen
                     return await run_in_threadpool(store.head, blob.key)
             return call
 
-        await _bounded([head(p.blob) for p in plan], _METADATA_CONCURRENCY)
+        await bounded([head(p.blob) for p in plan], _HEAD_CONCURRENCY)
     return plan
 
 
@@ -353,96 +329,6 @@ def _accepts_anything(ranges: Sequence[MediaRange]) -> bool:
     return any(m.transfer_syntax == "*" or m.media_type == "*/*" for m in ranges)
 
 
-# --------------------------------------------------------------------------- metadata
-
-
-def build_metadata(source: Source, item: StoredInstance) -> bytes:
-    """One instance's DICOM JSON (header only; bulk data as relative BulkDataURIs)."""
-    ds = read(source, stop_before_pixels=True)
-    prefix = f"/studies/{item.study_uid}/series/{item.series_uid}/instances/{item.sop_uid}/bulkdata/"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        doc = dicomjson.dataset_json(ds, lambda tag_path: prefix + tag_path, pixel_data="Rows" in ds)
-    return _json.encode(doc)
-
-
-def _header_metadata(store: BlobStore, blob: Blob, item: StoredInstance) -> bytes:
-    """:func:`build_metadata` from the object's header only (ranged reads on s3)."""
-    with open_source(store, blob) as source:
-        return build_metadata(source, item)
-
-
-async def _build_document(ctx: WebContext, cache: MetadataCache, where: Path | None, item: StoredInstance) -> bytes:
-    """One instance's document built from its header (ranged reads on s3) and cached."""
-    blob = ctx.locate(item.file_path)
-    with blob_errors(item.file_path):
-        document = await run_in_threadpool(_header_metadata, ctx.store, blob, item)
-    await run_in_threadpool(cache.put, where, document)
-    ctx.metrics.metadata_cache.labels("built").inc()
-    return document
-
-
-async def _documents(ctx: WebContext, cache: MetadataCache, tenant: str, items: Sequence[StoredInstance]) -> list[bytes]:
-    """The instances' documents: the cached ones read in one thread hop, the others built concurrently.
-
-    At most :data:`_METADATA_CONCURRENCY` headers are read at once (a cold series on s3 costs about
-    ``instances / concurrency`` round trips, not ``instances``).
-    """
-    where = [cache.path(tenant, i.study_uid, i.series_uid, i.sop_uid, i.trace_id) for i in items]
-    found = await run_in_threadpool(lambda: [cache.get(w) for w in where])
-    missing = [n for n, doc in enumerate(found) if doc is None]
-    if len(missing) < len(items):
-        ctx.metrics.metadata_cache.labels("hit").inc(len(items) - len(missing))
-
-    def build(n: int) -> Callable[[], Awaitable[bytes]]:
-        return lambda: _build_document(ctx, cache, where[n], items[n])
-
-    for n, document in zip(missing, await _bounded([build(n) for n in missing], _METADATA_CONCURRENCY), strict=True):
-        found[n] = document
-    return [d for d in found if d is not None]
-
-
-async def metadata(ctx: WebContext, request: Request, level: str) -> Response:
-    """GET …/metadata: a JSON array of the instances' DICOM JSON.
-
-    Built in windows of :data:`_METADATA_WINDOW` instances, each sent as one chunk (memory stays bounded
-    for a large study); the first window before answering, so a broken or missing object is an error
-    status, not a cut body.
-    """
-    principal = await ctx.principal(request, "read")
-    items = await lookup(ctx, principal, request, level=level)
-    cache = MetadataCache(ctx.storage_root)
-    base = base_url(request)
-
-    async def window(start: int) -> bytes:
-        documents = await _documents(ctx, cache, principal.tenant, items[start:start + _METADATA_WINDOW])
-        return b",".join(documents)
-
-    whole = None
-    if len(items) <= _METADATA_WINDOW and level != "instance":
-        whole = cache.answer_path(principal.tenant, items[0].study_uid, items[0].series_uid if level == "series"
-                                  else None, ((i.sop_uid, i.trace_id) for i in items))
-    answer = await run_in_threadpool(cache.get, whole) if whole is not None else None
-    if answer is not None:
-        ctx.metrics.metadata_cache.labels("hit").inc(len(items))
-        audit_retrieval(ctx, principal, request, items, transferred=False)
-        return Response(b"[" + dicomjson.absolute_bulk_uris(answer, base) + b"]", media_type="application/dicom+json")
-    first = await window(0)
-    audit_retrieval(ctx, principal, request, items, transferred=False)
-    if len(items) <= _METADATA_WINDOW:
-        if whole is not None:
-            await run_in_threadpool(cache.put_answer, whole, first)
-        return Response(b"[" + dicomjson.absolute_bulk_uris(first, base) + b"]", media_type="application/dicom+json")
-
-    async def body() -> AsyncIterator[bytes]:
-        yield b"[" + dicomjson.absolute_bulk_uris(first, base)
-        for start in range(_METADATA_WINDOW, len(items), _METADATA_WINDOW):
-            yield b"," + dicomjson.absolute_bulk_uris(await window(start), base)
-        yield b"]"
-
-    return StreamingResponse(body(), media_type="application/dicom+json")
-
-
 def routes(ctx: WebContext) -> list[BaseRoute]:
     """The WADO-RS retrieval and metadata routes (frames and bulk data: :mod:`dicomflow.web.frames`;
     rendered and thumbnail: :mod:`dicomflow.web.rendered`)."""
@@ -463,4 +349,4 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
     ]
 
 
-__all__ = ["CHUNK", "build_metadata", "retrieve", "routes"]
+__all__ = ["CHUNK", "retrieve", "routes"]
