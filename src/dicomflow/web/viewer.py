@@ -5,7 +5,8 @@ up``, or wherever ``web.viewer.dist`` says; see
 :func:`dicomflow.settings.ohif_dist`). That build expects to live at ``/``:
 its ``index.html`` names every asset as ``/...``, it sets
 ``window.PUBLIC_URL = "/"``, each webpack runtime loads its chunks from
-``__webpack_require__.p = "/"`` and the stylesheet's fonts are ``url(/...)``.
+``__webpack_require__.p = "/"``, the stylesheet's fonts are ``url(/...)`` and
+the web manifest's icons ``"/assets/..."``.
 Those few absolute paths are rewritten to ``/viewer/`` when the file is
 first served (once per process and file, kept in memory: the main bundle is
 17 MB) and ``routerBasename`` is ``/viewer/``; every other file is sent as
@@ -54,6 +55,7 @@ _REWRITES: dict[str, tuple[tuple[re.Pattern[bytes], bytes], ...]] = {
               (re.compile(rb'window\.PUBLIC_URL="/"'), b'window.PUBLIC_URL="' + BASE.encode() + b'"')),
     ".js": ((re.compile(rb'__webpack_require__\.p = "/";'), b'__webpack_require__.p = "' + BASE.encode() + b'";'),),
     ".css": ((re.compile(rb"url\(/(?!/)"), b"url(" + BASE.encode()),),
+    ".json": ((re.compile(rb'(":\s*")/(?!/)'), rb"\1" + BASE.encode()),),  # manifest.json's icons
 }
 
 #: Cache-Control of the files: the entry points are asked again each time, the rest (content-hashed names) kept.
@@ -162,7 +164,7 @@ class ViewerFiles:
 
 def _media_type(path: Path) -> str:
     return {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-            ".css": "text/css; charset=utf-8"}[path.suffix]
+            ".css": "text/css; charset=utf-8", ".json": "application/json"}[path.suffix]
 
 
 def routes(ctx: WebContext) -> list[BaseRoute]:
