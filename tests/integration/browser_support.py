@@ -37,7 +37,11 @@ class Answer:
 
 
 class Chromium:
-    """One headless Chromium with one page (1920 x 1080: the study list hides columns on a smaller screen), software WebGL (SwiftShader) for the viewports."""
+    """One headless Chromium with one page, software WebGL (SwiftShader) for the viewports.
+
+    The page is 1920 x 1080: OHIF's study list hides its lower-priority columns
+    (the accession number among them) on a smaller screen.
+    """
 
     def __init__(self, work: Path, *, extra_headers: dict[str, str] | None = None) -> None:
         work.mkdir(parents=True, exist_ok=True)
