@@ -92,7 +92,7 @@ def test_app_config_is_generated_for_this_server(tmp_path: Path) -> None:
     flags = source["configuration"]
     assert (flags["qidoSupportsIncludeField"], flags["supportsWildcard"], flags["supportsFuzzyMatching"]) == (
         True, True, False)
-    assert flags["thumbnailRendering"] == "thumbnail" and config["defaultDataSourceName"] == source["sourceName"]
+    assert flags["thumbnailRendering"] == "wadors" and config["defaultDataSourceName"] == source["sourceName"]
 
 
 def test_with_oauth2_the_config_carries_the_oidc_login(tmp_path: Path) -> None:
