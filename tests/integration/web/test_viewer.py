@@ -214,3 +214,15 @@ def test_with_oauth2_the_viewer_works_with_a_token_and_the_api_refuses_without(e
             assert all(a.url.startswith(url) and "/viewer/" not in a.url for a in refused)
             assert not [a for a in browser.responses if "/viewer/" in a.url and a.status >= 400]
             assert not _shows_every_accession(browser, env.accessions)
+
+
+def test_a_refusal_to_the_listed_origin_carries_the_cors_headers(env: Env) -> None:
+    """With oauth2, the page on the listed origin can read why it was refused (401 without a token)."""
+    settings = oauth2_settings(env.settings, env.keys, free_port())
+    settings = dataclasses.replace(settings, web=dataclasses.replace(settings.web, cors_origins=(ALLOWED,)))
+    with running_web(settings) as url, httpx.Client(base_url=url) as http:
+        refused = http.get("/studies", headers={"Origin": ALLOWED})
+        allowed = http.get("/studies", headers={"Origin": ALLOWED, "Authorization": f"Bearer {env.keys.token()}"})
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == ALLOWED
+    assert "www-authenticate" in refused.headers["access-control-expose-headers"].lower()
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == ALLOWED
