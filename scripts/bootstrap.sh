@@ -2,13 +2,14 @@
 # Install everything dicomflow needs on a fresh Debian machine; idempotent and quick
 # when nothing is missing. Sourced by scripts/demo.sh and scripts/test.sh.
 #
-#   system packages: Java 17 + Maven (to fetch the Kafka broker's jars), PostgreSQL, dcmtk;
+#   system packages: Java 17 + Maven (to fetch the Kafka broker's jars), PostgreSQL, dcmtk, npm (to fetch
+#                    the OHIF viewer's built files);
 #                    with bootstrap_tests=1 (a shell variable scripts/test.sh sets; not exported,
 #                    since every DICOMFLOW_* variable is a setting) also what only the
 #                    tests use: GDCM's gdcmscu (a third DICOM sender), Orthanc + its DICOMweb plugin, ClickHouse (the warehouse DDL runs against a real server) and
 #                    Chromium (the HTML report is rendered headless); the demo needs neither
 #   Python:          a virtualenv in .venv with dicomflow and its test dependencies
-# The Kafka jars themselves are fetched by `dicomflow stack up` into .dicomflow/cache.
+# The Kafka jars and the OHIF viewer (npm @ohif/app) are fetched by `dicomflow stack up` into .dicomflow/cache.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -20,6 +21,7 @@ command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 [ -x /usr/bin/dcmdump ] && [ -x /usr/bin/storescu ] || missing+=(dcmtk)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${bootstrap_tests:-0}" = 1 ]; then
     [ -x /usr/bin/gdcmscu ] || missing+=(libgdcm-tools)  # a third DICOM implementation for the receiver tests
     [ -x /usr/sbin/clickhouse-server ] || [ -x /usr/bin/clickhouse-server ] || missing+=(clickhouse-server)

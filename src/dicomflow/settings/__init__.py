@@ -13,6 +13,7 @@
 """
 
 from dicomflow.settings.deprecated import DeprecatedSettingWarning
+from dicomflow.settings.derived import ohif_dist
 from dicomflow.settings.export import as_dict, to_child_env
 from dicomflow.settings.loader import default_config_path, from_child_env, is_set, load_settings
 from dicomflow.settings.schema import (
@@ -34,6 +35,7 @@ from dicomflow.settings.schema import (
     StorageSettings,
     TlsSettings,
     TopicSettings,
+    ViewerSettings,
     WarehouseSettings,
     WebSettings,
     tenant_tag,
@@ -59,6 +61,7 @@ __all__ = [
     "StorageSettings",
     "TlsSettings",
     "TopicSettings",
+    "ViewerSettings",
     "WarehouseSettings",
     "WebSettings",
     "as_dict",
@@ -66,6 +69,7 @@ __all__ = [
     "from_child_env",
     "is_set",
     "load_settings",
+    "ohif_dist",
     "tenant_tag",
     "to_child_env",
 ]

@@ -28,6 +28,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from dicomflow.errors import ConfigError
 from dicomflow.settings.aws import aws_fallbacks
 from dicomflow.settings.deprecated import current_keys, env_name
+from dicomflow.settings.derived import is_origin
 from dicomflow.settings.reference import REFERENCE_KEYS, REFERENCE_ONLY_SECTIONS
 from dicomflow.settings.schema import Settings
 
@@ -184,7 +185,16 @@ def _apply(
         key, hints, target = _nested(str(key), hints, target, source.startswith("environment"))
         if key not in hints:
             raise ConfigError(dotted, source, f"unknown key {key!r} in [{section}]")
+        if _switchable(hints[key]) and not isinstance(raw, dict):
+            # ``[web] viewer = false``: a bare boolean for a sub-table with an ``enabled`` switch
+            target.setdefault(key, {})["enabled"] = _coerce(raw, bool, dotted, source)
+            continue
         target[key] = _coerce(raw, hints[key], dotted, source)
+
+
+def _switchable(tp: Any) -> bool:
+    """A sub-table (``[web.viewer]``) that also takes a bare boolean: its ``enabled`` field."""
+    return dataclasses.is_dataclass(tp) and "enabled" in {f.name for f in dataclasses.fields(tp)}
 
 
 def _nested(
@@ -338,6 +348,8 @@ def _validate(s: Settings) -> None:
         (s.web.max_stow_bytes >= 1, "web.max_stow_bytes", "must be at least 1"),
         (s.web.db_pool_min >= 1, "web.db_pool_min", "must be at least 1"),
         (s.web.db_pool_max >= s.web.db_pool_min, "web.db_pool_max", "must be at least web.db_pool_min"),
+        (all(is_origin(o) for o in s.web.cors_origins), "web.cors_origins",
+         "each must be an origin such as https://viewer.example (scheme://host[:port], no path, no *)"),
         (s.images.batch_max_messages >= 1, "images.batch_max_messages", "must be at least 1"),
         (16 <= s.images.thumbnail_size <= 1024, "images.thumbnail_size", "must be 16..1024"),
         ((s.receiver.tls.cert_file is None) == (s.receiver.tls.key_file is None), "receiver.tls.key_file",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from dicomflow.settings.storage import StorageS3Settings, StorageSettings
-from dicomflow.settings.web import ImagesSettings, OAuth2Settings, WebSettings
+from dicomflow.settings.web import ImagesSettings, OAuth2Settings, ViewerSettings, WebSettings
 
 Compression = Literal["snappy", "lz4", "zstd", "gzip", "none"]
 #: libpq's sslmode values; "" means "not set" (libpq's default, prefer).
@@ -247,6 +247,8 @@ class StackSettings:
 
     dir: Path = Path(".dicomflow")
     kafka_version: str = "4.1.1"
+    #: The OHIF viewer (npm ``@ohif/app``) that ``stack up`` installs into ``<dir>/cache/ohif-<version>``.
+    ohif_version: str = "3.13.2"
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_heap_mb: int = 512
@@ -391,6 +393,7 @@ __all__ = [
     "StorageSettings",
     "TlsSettings",
     "TopicSettings",
+    "ViewerSettings",
     "WarehouseSettings",
     "WebSettings",
     "tenant_tag",

@@ -1,4 +1,4 @@
-"""The sections of the DICOMweb server and the image workers: ``[web]``, ``[web.oauth2]``, ``[images]``.
+"""The sections of the DICOMweb server and the image workers: ``[web]``, ``[web.oauth2]``, ``[web.viewer]``, ``[images]``.
 
 Part of the schema (:mod:`.schema` holds them in :class:`~dicomflow.settings.schema.Settings`);
 in a module of their own to keep the schema's file short.
@@ -7,6 +7,7 @@ in a module of their own to keep the schema's file short.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 
@@ -29,6 +30,28 @@ class OAuth2Settings:
 
 
 @dataclass(frozen=True)
+class ViewerSettings:
+    """The OHIF viewer ``dicomflow web`` serves at ``/viewer/`` (``[web.viewer]``).
+
+    On by default: the local stack (``dicomflow stack up``) installs OHIF's
+    built ``dist/`` into its cache, and the server serves it from there.
+    ``[web] viewer = false`` (shorthand for ``[web.viewer] enabled = false``;
+    TOML cannot hold both a ``viewer`` key and a ``[web.viewer]`` table, so
+    beside the table write ``enabled``) turns both off. With ``web.auth =
+    "oauth2"`` the viewer logs in at ``oidc_authority`` (an OpenID Connect
+    issuer) as ``client_id``, asking for ``scope``; left empty, the viewer
+    sends no login and a token must come another way (``?token=``).
+    """
+
+    enabled: bool = True
+    #: OHIF's built ``dist/`` folder; unset: the local stack's ``<stack.dir>/cache/ohif-<stack.ohif_version>/dist``.
+    dist: Path | None = None
+    oidc_authority: str = ""
+    client_id: str = ""
+    scope: str = "openid dicomweb.read"
+
+
+@dataclass(frozen=True)
 class WebSettings:
     """The DICOMweb server (``[web]``): QIDO-RS, WADO-RS, STOW-RS.
 
@@ -45,7 +68,10 @@ class WebSettings:
     #: PostgreSQL connections each server process keeps open, and at most opens.
     db_pool_min: int = 1
     db_pool_max: int = 4
+    #: Origins (``https://viewer.example``) whose pages may call the server from a browser (CORS); empty: none.
+    cors_origins: tuple[str, ...] = ()
     oauth2: OAuth2Settings = field(default_factory=OAuth2Settings)
+    viewer: ViewerSettings = field(default_factory=ViewerSettings)
 
 
 @dataclass(frozen=True)
@@ -61,4 +87,4 @@ class ImagesSettings:
     max_poll_interval_ms: int = 300000
 
 
-__all__ = ["ImagesSettings", "OAuth2Settings", "WebSettings"]
+__all__ = ["ImagesSettings", "OAuth2Settings", "ViewerSettings", "WebSettings"]

@@ -7,7 +7,8 @@ PostgreSQL with TLS).
 ClickHouse is optional: started only when asked (``up(clickhouse=True)``, i.e.
 ``stack up --clickhouse``) or configured (``[stack] clickhouse = true``); it is
 listed by ``status`` when configured or running, and ``down`` stops it if it runs.
-S3Proxy (the S3 server of ``storage.backend = "s3"``) is optional the same way:
+The OHIF viewer's files (:mod:`._ohif`) are installed into the cache by ``up``
+unless ``[web] viewer = false``. S3Proxy (the S3 server of ``storage.backend = "s3"``) is optional the same way:
 ``up(s3=True)`` / ``stack up --s3`` / ``[stack] s3 = true``; while it runs,
 :attr:`LocalStack.settings` carries its endpoint and credentials.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dicomflow.settings import Settings
+from dicomflow.settings import Settings, ohif_dist
 from dicomflow.stack._clickhouse import ClickHouseServer
 from dicomflow.stack._cluster import KafkaCluster, stop_every_node
 from dicomflow.stack._postgres import PostgresServer
@@ -71,6 +72,7 @@ class LocalStack:
         """
         self._start_postgres()
         self.kafka.start()
+        self._install_viewer()
         if clickhouse is None:
             clickhouse = self.settings.stack.clickhouse or (self.state is not None and self.state.clickhouse)
         if clickhouse:
@@ -83,6 +85,15 @@ class LocalStack:
             secure=self.secure, clickhouse=clickhouse)
         write_state(self.settings.stack.dir, self.state)
         return self.status()
+
+    def _install_viewer(self) -> None:
+        """OHIF's built files into the stack's cache (once), for ``dicomflow web``'s ``/viewer/``; skipped
+        when ``[web] viewer = false`` or ``web.viewer.dist`` names a folder of its own."""
+        viewer = self.settings.web.viewer
+        if viewer.enabled and viewer.dist is None:
+            from dicomflow.stack._ohif import install_ohif
+
+            install_ohif(self.settings.stack.ohif_version, ohif_dist(self.settings).parent)
 
     def _start_postgres(self) -> None:
         """Start PostgreSQL; with ``self.secure`` with TLS (clients: ``self.postgres.client_settings()``)."""

@@ -35,9 +35,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomflow.metrics.web import WebMetrics
 from dicomflow.settings import Settings
-from dicomflow.web import frames, qido, rendered, stow, wado
+from dicomflow.web import frames, qido, rendered, stow, viewer, wado
 from dicomflow.web.auth import Authenticator
 from dicomflow.web.context import WebContext
+from dicomflow.web.cors import Cors
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -48,8 +49,8 @@ RouteFactory = Callable[[WebContext], Sequence[BaseRoute]]
 
 #: The read side: QIDO-RS searches, WADO-RS retrieval, rendered images and thumbnails.
 READ_ROUTES: tuple[RouteFactory, ...] = (qido.routes, wado.routes, frames.routes, rendered.routes)
-#: Everything the server serves: the read side and STOW-RS.
-ALL_ROUTES: tuple[RouteFactory, ...] = (*READ_ROUTES, stow.routes)
+#: Everything the server serves: the read side, STOW-RS and the OHIF viewer (``/viewer/``).
+ALL_ROUTES: tuple[RouteFactory, ...] = (*READ_ROUTES, stow.routes, viewer.routes)
 
 
 class _Metrics:
@@ -118,6 +119,8 @@ def create_app(
         routes=routes, lifespan=_lifespan(ctx, publish_audit=publish_audit),
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )
+    if settings.web.cors_origins:
+        app.add_middleware(Cors, origins=settings.web.cors_origins)  # inside _Metrics: preflights are counted
     app.add_middleware(_Metrics, metrics=metrics)
     app.state.ctx = ctx
     return app

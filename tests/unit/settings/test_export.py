@@ -20,6 +20,7 @@ CONSTRAINED: dict[str, Any] = {
     "ingest.tenant_tag": "0011,1010",
     "receiver.port": 4242,
     "kafka.brokers": "k1:9092,k2:9093",
+    "web.cors_origins": ("https://viewer.example", "http://127.0.0.1:3000"),
 }
 #: Left at their default in :func:`everything_changed` because the validation ties them to
 #: another field that it changes; a test of their own carries them.
