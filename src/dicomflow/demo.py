@@ -351,6 +351,10 @@ def _print_results(settings: Settings, run: _Run, console: Any) -> int:
         f"in PostgreSQL {run.found}, lost {lost}; end to end {len(sent.succeeded) / max(total_s, 1e-9):.0f} "
         f"instances/s ({total_s:.1f} s from first C-STORE to last row)"
     )
+    if run.study_uids and settings.web.viewer.enabled:
+        from dicomflow.web.viewer import viewer_url
+
+        console.print(f"look at a study: run `dicomflow web` and open {viewer_url(settings, run.study_uids[0])}")
     return lost
 
 

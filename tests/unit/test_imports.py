@@ -60,7 +60,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "pipeline": FOUNDATION | {"extract", "kafka", "store", "audit", "metrics", "blobs"},  # objects by ranged reads
     "images": FOUNDATION | {"imaging", "ingest", "kafka", "store", "metrics", "blobs"},
     "warehouse": FOUNDATION | {"kafka", "store", "models", "audit", "metrics", "dicom"},
-    "demo": FOUNDATION | {"corpus", "kafka", "stack", "store", "warehouse", "demo_s3"},
+    "demo": FOUNDATION | {"corpus", "kafka", "stack", "store", "warehouse", "demo_s3", "web"},  # web: the viewer URL
     "demo_s3": FOUNDATION | {"blobs", "stack"},  # demo --s3's check of the bucket
     "dlq": FOUNDATION | {"kafka", "store", "audit", "metrics"},
     # an operator's tool like dlq: the storage layer and the index's location columns
