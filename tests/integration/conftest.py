@@ -30,11 +30,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def stack() -> LocalStack:
-    """The local stack, started if it is not running (left running for the next session)."""
+    """The local stack with its S3Proxy, started if it is not running (left running for the next session).
+
+    Built again after ``up``: its settings name the S3Proxy (endpoint, credentials) only once it runs.
+    """
     base = load_settings(None, os.environ)
-    local = LocalStack(base)
-    local.up()
-    return local
+    LocalStack(base).up(s3=True)
+    return LocalStack(base)
 
 
 @pytest.fixture(scope="session")
