@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 from dicomflow.errors import StackError
@@ -43,11 +44,7 @@ def install_ohif(version: str, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
-        proc = subprocess.run([npm, "pack", f"{PACKAGE}@{version}", "--silent", "--pack-destination", str(work)],
-                              cwd=work, capture_output=True, text=True, check=False, timeout=600)
-        tarballs = list(work.glob("*.tgz"))
-        if proc.returncode != 0 or len(tarballs) != 1:
-            raise StackError(f"npm could not fetch {PACKAGE}@{version}: {(proc.stdout + proc.stderr).strip()[-2000:]}")
+        tarballs = _pack(npm, version, work)
         staged = work / dest.name
         _unpack_dist(tarballs[0], staged / "dist")
         (staged / ".complete").write_text(f"{PACKAGE}@{version}\n")
@@ -59,6 +56,32 @@ def install_ohif(version: str, dest: Path) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dist
+
+
+#: npm pack attempts: a registry hiccup (seen once as a failure with no output) must not fail a stack start.
+_ATTEMPTS = 3
+
+
+def _pack(npm: str, version: str, work: Path) -> list[Path]:
+    """The package's tarball in ``work`` (``npm pack``, tried :data:`_ATTEMPTS` times).
+
+    Raises:
+        StackError: every attempt failed (npm's last words and exit code in the message).
+    """
+    problem = ""
+    for attempt in range(1, _ATTEMPTS + 1):
+        proc = subprocess.run([npm, "pack", f"{PACKAGE}@{version}", "--loglevel", "warn", "--pack-destination",
+                               str(work)], cwd=work, capture_output=True, text=True, check=False, timeout=600)
+        tarballs = list(work.glob("*.tgz"))
+        if proc.returncode == 0 and len(tarballs) == 1:
+            return tarballs
+        problem = (f"exit code {proc.returncode}, {len(tarballs)} tarball(s): "
+                   f"{(proc.stdout + proc.stderr).strip()[-2000:] or 'no output'}")
+        log.warning("npm pack %s@%s failed (attempt %d of %d): %s", PACKAGE, version, attempt, _ATTEMPTS, problem)
+        for t in tarballs:
+            t.unlink()
+        time.sleep(2.0 * attempt)
+    raise StackError(f"npm could not fetch {PACKAGE}@{version}: {problem}")
 
 
 def _unpack_dist(tarball: Path, into: Path) -> None:
