@@ -34,6 +34,7 @@ def install_ohif(version: str, dest: Path) -> Path:
     Raises:
         StackError: npm is missing, or could not fetch the package, or the package has no ``dist/``.
     """
+    dest = Path(os.path.abspath(dest))  # npm runs in the work folder: a relative path would name another place
     dist = dest / "dist"
     if (dest / ".complete").exists():
         return dist
