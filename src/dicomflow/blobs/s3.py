@@ -110,12 +110,7 @@ class S3Store:
 
     def put_file(self, key: str, source: Path) -> int:
         check_key(key)
-        try:
-            size = os.stat(source).st_size
-        except FileNotFoundError as exc:
-            raise BlobNotFound(str(source), "the source file is missing") from exc
-        except OSError as exc:
-            raise BlobUnavailable(str(source), f"cannot read the source file ({exc.strerror or exc})") from exc
+        size = _size_of(source)
         self._call(key, "put", lambda: obstore.put(
             self._store, key, Path(source), use_multipart=size > self.chunk, chunk_size=self.chunk,
             max_concurrency=_PART_CONCURRENCY))
@@ -128,15 +123,7 @@ class S3Store:
         # multipart upload), so a HEAD decides and the upload goes in parts: memory stays bounded,
         # at the price of a window in which a concurrent creator of the same key is not seen.
         check_key(key)
-        if isinstance(source, Path):
-            try:
-                size = os.stat(source).st_size
-            except FileNotFoundError as exc:
-                raise BlobNotFound(str(source), "the source file is missing") from exc
-            except OSError as exc:
-                raise BlobUnavailable(str(source), f"cannot read the source file ({exc.strerror or exc})") from exc
-        else:
-            size = memoryview(source).nbytes
+        size = _size_of(source)
         if size > self.chunk:
             if self.exists(key):
                 return False
@@ -269,6 +256,23 @@ class S3Store:
 
     def key_of(self, location: str) -> str:
         return key_of_s3(location, self.bucket, self.prefix)
+
+
+def _size_of(source: Data | Path) -> int:
+    """Bytes a write of ``source`` sends: a buffer's length, or the local file's size.
+
+    Raises:
+        BlobNotFound: the source file is missing.
+        BlobUnavailable: it cannot be read.
+    """
+    if not isinstance(source, Path):
+        return memoryview(source).nbytes
+    try:
+        return os.stat(source).st_size
+    except FileNotFoundError as exc:
+        raise BlobNotFound(str(source), "the source file is missing") from exc
+    except OSError as exc:
+        raise BlobUnavailable(str(source), f"cannot read the source file ({exc.strerror or exc})") from exc
 
 
 def _raise(exc: Exception, where: str, what: str) -> NoReturn:

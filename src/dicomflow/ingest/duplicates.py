@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 
 Policy = Literal["reject", "replace", "keep"]
 Outcome = Literal["new", "identical", "rejected", "kept", "replaced"]
+#: Outcomes after which a store event must go out (a new copy under the name), on either backend.
+PUBLISHED: frozenset[Outcome] = frozenset({"new", "replaced"})
+#: Outcomes of a non-identical duplicate (audited), on either backend.
+DUPLICATES: frozenset[Outcome] = frozenset({"rejected", "kept", "replaced"})
 
 #: PS3.7 Annex C: Failure, Duplicate SOP Instance.
 DUPLICATE_SOP_INSTANCE = 0x0111
@@ -81,12 +85,12 @@ class Placement:
     @property
     def publish(self) -> bool:
         """True when a store event must go out (a new file under the name)."""
-        return self.outcome in ("new", "replaced")
+        return self.outcome in PUBLISHED
 
     @property
     def duplicate(self) -> bool:
         """True for a non-identical duplicate (audited)."""
-        return self.outcome in ("rejected", "kept", "replaced")
+        return self.outcome in DUPLICATES
 
     def acknowledged(self) -> None:
         """The store event is acknowledged: drop the replaced copy's backup and any mark (observer on failure)."""

@@ -58,7 +58,7 @@ from pathlib import Path
 
 from dicomflow.blobs.base import BlobStore
 from dicomflow.blobs.errors import BlobError
-from dicomflow.ingest.duplicates import DuplicateInstanceError, Outcome, Policy, data_set_start
+from dicomflow.ingest.duplicates import DUPLICATES, PUBLISHED, DuplicateInstanceError, Outcome, Policy, data_set_start
 from dicomflow.ingest.exceptions import StorageWriteError
 from dicomflow.ingest.storage import PendingFile
 from dicomflow.ingest.sweeper import Sweeper
@@ -161,12 +161,12 @@ class S3Placement:
     @property
     def publish(self) -> bool:
         """True when a store event must go out (a new object under the key)."""
-        return self.outcome in ("new", "replaced")
+        return self.outcome in PUBLISHED
 
     @property
     def duplicate(self) -> bool:
         """True for a non-identical duplicate (audited)."""
-        return self.outcome in ("rejected", "kept", "replaced")
+        return self.outcome in DUPLICATES
 
     def acknowledged(self) -> None:
         """The store event is acknowledged: delete the backup and the marker, off the answer's path (observer)."""
