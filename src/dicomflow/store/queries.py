@@ -7,10 +7,14 @@ gives is a bound parameter; only identifiers chosen here are SQL text.
 
 Which index serves which match (see migrations 0001 and 0002):
 
-- PatientID: ``dicom_state_meta_patient_pattern_idx`` (exact and prefix);
-- PatientName: ``dicom_state_meta_patient_name_trgm_idx`` (ILIKE, any wildcard);
-- StudyDate ranges: ``dicom_state_meta_study_date_idx``;
-- AccessionNumber: ``dicom_state_meta_accession_idx``;
+- PatientID: ``dicom_state_meta_patient_pattern_idx`` (exact and prefix),
+  ``dicom_state_meta_patient_id_trgm_idx`` (a leading wildcard);
+- PatientName: ``dicom_state_meta_patient_name_trgm_idx`` (ILIKE, any wildcard; fuzzy
+  matching as ``ILIKE ANY`` of a few patterns, a bitmap scan of the same index);
+- StudyDate ranges: ``dicom_state_meta_study_date_idx``, also for a combined StudyDate +
+  StudyTime range (its date bounds are repeated as plain date conditions for it);
+- AccessionNumber: ``dicom_state_meta_accession_idx`` (exact), ``dicom_state_meta_accession_trgm_idx``
+  (wildcards); StudyDescription: ``dicom_state_meta_study_description_trgm_idx``;
 - StudyInstanceUID: the primary key's prefix; SeriesInstanceUID:
   ``dicom_state_meta_series_uid_idx``; Modality / ModalitiesInStudy:
   ``dicom_state_meta_modality_idx``; SOPInstanceUID: ``dicom_image_meta_sop_uid_idx``.
@@ -48,13 +52,36 @@ class DateRange:
 
 
 @dataclass(frozen=True)
+class TimeRange:
+    """StudyTime=A, A-B, A- or -B, already widened to whole units (``10`` is 10:00:00-10:59:59.999999)."""
+
+    start: dt.time | None
+    end: dt.time | None
+
+
+@dataclass(frozen=True)
+class NameWords:
+    """Fuzzy person-name matching: every word must begin some component of the name, in any case.
+
+    ``words`` are LIKE patterns of the words as given (``*`` / ``?`` already ``%`` / ``_``, LIKE's
+    own characters escaped). A name's components are what ``^``, ``=`` (the component groups) and
+    spaces separate, so ``jo do`` matches ``Doe^John`` and ``John Doe``, but ``ohn`` matches neither.
+    """
+
+    words: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Filters:
     """The matching keys of one QIDO-RS request, already parsed and validated."""
 
     patient_id: Text | None = None
-    patient_name: Text | None = None
+    patient_name: Text | NameWords | None = None
     accession_number: Text | None = None
+    study_description: Text | None = None
     study_date: DateRange | None = None
+    #: Alone: a time-of-day range; with ``study_date``: one combined date-time range (PS3.4 C.2.2.2.5.1).
+    study_time: TimeRange | None = None
     study_uids: tuple[str, ...] = ()
     series_uids: tuple[str, ...] = ()
     sop_uids: tuple[str, ...] = ()
@@ -74,6 +101,42 @@ def _text(column: sql.Composable, match: Text, params: list[Any]) -> sql.Composa
     return sql.SQL("{} = %s").format(column)
 
 
+#: Where a fuzzy word may begin in a stored name: its start, or after a separator (component, group, space).
+_WORD_STARTS = ("", "%^", "%=", "% ")
+
+
+def _name_words(column: sql.Composable, match: NameWords, params: list[Any]) -> list[sql.Composable]:
+    out: list[sql.Composable] = []
+    for word in match.words:
+        params.append([f"{start}{word}%" for start in _WORD_STARTS])
+        out.append(sql.SQL("{} ILIKE ANY(%s)").format(column))  # LIKE's default escape is the backslash
+    return out
+
+
+def _date_time(f: Filters, date: sql.Composable, time: sql.Composable, params: list[Any]) -> list[sql.Composable]:
+    """StudyDate and StudyTime conditions; both given: one range from (start date, start time) to (end, end)."""
+    out: list[sql.Composable] = []
+    days, times = f.study_date, f.study_time
+    if days is not None:
+        for bound, op in ((days.start, ">="), (days.end, "<=")):
+            if bound is not None:
+                params.append(bound)
+                out.append(sql.SQL("{} {} %s").format(date, sql.SQL(op)))
+    if times is None:
+        return out
+    for day, moment, op, strict in ((days.start if days else None, times.start, ">=", ">"),
+                                    (days.end if days else None, times.end, "<=", "<")):
+        if moment is None or (days is not None and day is None):
+            continue  # an open end of the date range leaves that end open whatever the time says
+        if day is None:
+            params.append(moment)
+            out.append(sql.SQL("{} {} %s").format(time, sql.SQL(op)))
+        else:  # on the boundary day the time decides; a series without StudyTime does not match there
+            params += [day, moment]
+            out.append(sql.SQL("({} {} %s OR {} {} %s)").format(date, sql.SQL(strict), time, sql.SQL(op)))
+    return out
+
+
 def _state_conditions(f: Filters, alias: str, params: list[Any], *, with_modality: bool) -> list[sql.Composable]:
     def col(name: str) -> sql.Identifier:
         return sql.Identifier(alias, name)
@@ -81,17 +144,15 @@ def _state_conditions(f: Filters, alias: str, params: list[Any], *, with_modalit
     out: list[sql.Composable] = []
     if f.patient_id is not None:
         out.append(_text(col("patient_id"), f.patient_id, params))
-    if f.patient_name is not None:
+    if isinstance(f.patient_name, NameWords):
+        out += _name_words(col("patient_name"), f.patient_name, params)
+    elif f.patient_name is not None:
         out.append(_text(col("patient_name"), f.patient_name, params))
     if f.accession_number is not None:
         out.append(_text(col("accession_number"), f.accession_number, params))
-    if f.study_date is not None:
-        if f.study_date.start is not None:
-            params.append(f.study_date.start)
-            out.append(sql.SQL("{} >= %s").format(col("study_date")))
-        if f.study_date.end is not None:
-            params.append(f.study_date.end)
-            out.append(sql.SQL("{} <= %s").format(col("study_date")))
+    if f.study_description is not None:
+        out.append(_text(col("study_description"), f.study_description, params))
+    out += _date_time(f, col("study_date"), col("study_time"), params)
     if f.study_uids:
         params.append(list(f.study_uids))
         out.append(sql.SQL("{} = ANY(%s)").format(col("study_uid")))
@@ -261,9 +322,11 @@ async def ping(conn: psycopg.AsyncConnection[Any]) -> None:
 __all__ = [
     "DateRange",
     "Filters",
+    "NameWords",
     "Row",
     "StoredInstance",
     "Text",
+    "TimeRange",
     "instances",
     "iter_instances",
     "ping",
