@@ -151,7 +151,7 @@ def _date_range(value: str, key: str) -> DateRange | None:
 
 def _name_words(value: str) -> NameWords | None:
     """``fuzzymatching=true`` on PatientName: the value's words (see the module's docstring)."""
-    words = tuple(_like(w) for w in re.split(r"[\s^=,]+", value) if w and w.strip("*"))
+    words = tuple(w for w in re.split(r"[\s^=,]+", value) if w.strip("*"))
     return NameWords(words) if words else None  # nothing but separators and "*": universal match
 
 
