@@ -18,6 +18,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,9 +34,10 @@ from pydicom.uid import generate_uid
 
 from dicomflow.kafka.admin import create_topics, delete_topics
 from dicomflow.pipeline.service import ConsumerService
-from dicomflow.settings import Settings
+from dicomflow.settings import Settings, ohif_dist
 from dicomflow.stack import LocalStack, free_port
 from dicomflow.store import PgStore
+from dicomflow.web.viewer import viewer_url
 from tests.conftest import PYDICOM_DATA
 from tests.integration.web_support import Keys, make_keys, oauth2_settings, running_web
 
@@ -341,3 +343,34 @@ def test_an_accept_that_cannot_be_met_is_406_with_the_reason(env: Env, path: str
     assert answer.status_code == 406, answer.text
     assert answer.headers["content-type"].startswith("text/plain")
     assert reason in answer.text, answer.text
+
+
+# --------------------------------------------------------------------------- the viewer itself
+
+_VIEWPORT = """(() => {
+  const c = [...document.querySelectorAll('canvas')].map(e => e.getBoundingClientRect())
+      .filter(r => r.width > 100 && r.height > 100).sort((a, b) => b.width * b.height - a.width * a.height)[0];
+  return c ? {x: c.x, y: c.y, width: c.width, height: c.height} : null;
+})()"""
+
+
+def test_the_viewer_draws_a_jpeg_multi_frame_instance_from_frames_sent_as_stored(env: Env, tmp_path: Path) -> None:
+    """OHIF decodes the JPEG frames itself: the server sends them as stored (no server-side decode)."""
+    from tests.integration.browser_support import Chromium
+
+    assert ohif_dist(env.settings).is_dir(), "the stack fixture's stack up installs the viewer"
+    study = env.multi["examples_ybr_color.dcm"][0]
+    with Chromium(tmp_path / "browser") as browser:
+        browser.goto(viewer_url(env.settings, study) + f"&token={env.keys.token(scope='dicomweb.read')}")
+
+        def lit() -> bool:
+            box = browser.evaluate(_VIEWPORT)
+            if not box:
+                return False
+            image = browser.screenshot(box).convert("L")
+            return sum(n for level, n in enumerate(image.histogram()) if level > 40) >= 0.02 * image.width * image.height
+
+        browser.wait_for("the ultrasound frame in a viewport", lit, timeout=120)
+        frames = [a for a in browser.responses if "/frames/" in a.url and a.url.startswith(env.url)]
+        assert frames and all(a.status == 200 for a in frames), frames
+        assert not browser.answers_at_least(400), browser.answers_at_least(400)
