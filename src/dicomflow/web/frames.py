@@ -19,8 +19,11 @@ neither form is acceptable or the pixels cannot be decoded):
   ``application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1``: asked for
   by ``application/octet-stream`` without ``transfer-syntax``, with ``*`` or
   with Explicit VR Little Endian (an uncompressed instance's frames are
-  always native; ``*`` never makes this server compress). Bulk data is one element's value, named by the tag path
-the metadata's BulkDataURI gave.
+  always native; ``*`` never makes this server compress).
+
+Bulk data is one element's value, named by the tag path the metadata's
+BulkDataURI gave, sent as ``application/octet-stream`` (406 for an Accept
+that takes no such part).
 
 Both read through the storage layer (:func:`~dicomflow.web.blobio.open_source`:
 the local file, or ranged reads on ``s3``). A frame is found from the header:

@@ -34,7 +34,6 @@ holds, plus any ``includefield`` the index can supply (``all``: everything).
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,11 +46,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from dicomflow.dicom.derived import uid_problem
-from dicomflow.errors import DicomflowError
-from dicomflow.store.queries import DateRange, Filters, NameWords, Row, Text, TimeRange
-from dicomflow.web import dicomjson
+from dicomflow.store.queries import Filters, Row
+from dicomflow.web import dicomjson, matching
 from dicomflow.web.context import WebContext, base_url, check_uid, client_address
 from dicomflow.web.dicomjson import Json
+from dicomflow.web.matching import QueryError
 from dicomflow.web.negotiation import require_or_406
 
 Level = Literal["study", "series", "instance"]
@@ -94,10 +93,6 @@ _INSTANCE_DEFAULT = ("SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "I
 _INSTANCE_EXTRA = ("AvailableTransferSyntaxUID",)
 
 
-class QueryError(DicomflowError):
-    """A query parameter that cannot be honoured (answered 400 with this message)."""
-
-
 @dataclass(frozen=True)
 class Query:
     """A parsed QIDO-RS request."""
@@ -109,79 +104,6 @@ class Query:
     warnings: tuple[str, ...] = ()
     #: The study / series path segments (``/studies/{study}/series``), also applied as filters.
     scope: dict[str, str] = field(default_factory=dict)
-
-
-def _like(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%").replace("?", "_")
-
-
-def _text(value: str, *, case_insensitive: bool = False) -> Text | None:
-    if value in ("", "*"):
-        return None  # universal match
-    if "*" in value or "?" in value:
-        return Text(_like(value), like=True, case_insensitive=case_insensitive)
-    if case_insensitive:
-        return Text(_like(value), like=False, case_insensitive=True)
-    return Text(value)
-
-
-def _date(text: str, key: str) -> dt.date:
-    try:
-        return dt.datetime.strptime(text.replace("-", "").replace(".", ""), "%Y%m%d").date()
-    except ValueError as exc:
-        raise QueryError(f"{key}: {text!r} is not a date YYYYMMDD") from exc
-
-
-def _date_range(value: str, key: str) -> DateRange | None:
-    value = value.strip()
-    if not value:
-        return None
-    if "-" in value:
-        start, _, end = value.partition("-")
-        if "-" in end:
-            raise QueryError(f"{key}: {value!r} is not a date range YYYYMMDD-YYYYMMDD")
-        rng = DateRange(_date(start, key) if start else None, _date(end, key) if end else None)
-        if rng.start is None and rng.end is None:
-            raise QueryError(f"{key}: {value!r} is not a date range")
-        return rng
-    day = _date(value, key)
-    return DateRange(day, day)
-
-
-def _name_words(value: str) -> NameWords | None:
-    """``fuzzymatching=true`` on PatientName: the value's words (see the module's docstring)."""
-    words = tuple(w for w in re.split(r"[\s^=,]+", value) if w.strip("*"))
-    return NameWords(words) if words else None  # nothing but separators and "*": universal match
-
-
-_TIME_RE = re.compile(r"(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?")
-
-
-def _time(text: str, key: str, *, end: bool) -> dt.time:
-    """``HH[MM[SS[.F]]]`` (colons tolerated); a range's end is widened to the last moment of its unit."""
-    match = _TIME_RE.fullmatch(text.replace(":", ""))
-    if match is None or (match[4] is not None and match[3] is None):
-        raise QueryError(f"{key}: {text!r} is not a time HHMMSS")
-    hh, mm, ss, frac = match.groups()
-    top = 59 if end else 0
-    micro = int(frac.ljust(6, "9" if end else "0")) if frac else (999999 if end else 0)
-    try:
-        return dt.time(int(hh), int(mm) if mm else top, int(ss) if ss else top, micro)
-    except ValueError as exc:
-        raise QueryError(f"{key}: {text!r} is not a time HHMMSS") from exc
-
-
-def _time_range(value: str, key: str) -> TimeRange | None:
-    value = value.strip()
-    if not value:
-        return None
-    if "-" in value:
-        start, _, end = value.partition("-")
-        if "-" in end or not (start or end):
-            raise QueryError(f"{key}: {value!r} is not a time range HHMMSS-HHMMSS")
-        return TimeRange(_time(start, key, end=False) if start else None, _time(end, key, end=True) if end else None)
-    return TimeRange(_time(value, key, end=False), _time(value, key, end=True))
 
 
 def _uids(value: str, key: str) -> tuple[str, ...]:
@@ -291,21 +213,17 @@ def _filters(read: _Params, scope: Mapping[str, str]) -> Filters:
     modalities = tuple(m.strip() for m in re.split(r"[,\\]", values.get("Modality", values.get("ModalitiesInStudy", "")))
                        if m.strip() and m.strip() != "*")
     return Filters(
-        patient_id=_text(values["PatientID"]) if "PatientID" in values else None,
-        patient_name=_patient_name(values["PatientName"], fuzzy=read.fuzzy) if "PatientName" in values else None,
-        accession_number=_text(values["AccessionNumber"]) if "AccessionNumber" in values else None,
-        study_description=_text(values["StudyDescription"]) if "StudyDescription" in values else None,
-        study_date=_date_range(values["StudyDate"], "StudyDate") if "StudyDate" in values else None,
-        study_time=_time_range(values["StudyTime"], "StudyTime") if "StudyTime" in values else None,
+        patient_id=matching.text(values["PatientID"]) if "PatientID" in values else None,
+        patient_name=matching.patient_name(values["PatientName"], fuzzy=read.fuzzy) if "PatientName" in values else None,
+        accession_number=matching.text(values["AccessionNumber"]) if "AccessionNumber" in values else None,
+        study_description=matching.text(values["StudyDescription"]) if "StudyDescription" in values else None,
+        study_date=matching.date_range(values["StudyDate"], "StudyDate") if "StudyDate" in values else None,
+        study_time=matching.time_range(values["StudyTime"], "StudyTime") if "StudyTime" in values else None,
         modalities=modalities,
         limit=read.limit,
         offset=read.offset,
         **uid_lists,
     )
-
-
-def _patient_name(value: str, *, fuzzy: bool) -> Text | NameWords | None:
-    return _name_words(value) if fuzzy else _text(value, case_insensitive=True)
 
 
 # --------------------------------------------------------------------------- answers
