@@ -77,7 +77,9 @@ class Filters:
     """The matching keys of one QIDO-RS request, already parsed and validated."""
 
     patient_id: Text | None = None
-    patient_name: Text | NameWords | None = None
+    patient_name: Text | None = None
+    #: PatientName with ``fuzzymatching=true`` (instead of ``patient_name``).
+    patient_name_words: NameWords | None = None
     accession_number: Text | None = None
     study_description: Text | None = None
     study_date: DateRange | None = None
@@ -120,25 +122,27 @@ def _name_words(column: sql.Composable, match: NameWords, params: list[Any]) -> 
     return out
 
 
-def _date_time(f: Filters, date: sql.Composable, time: sql.Composable, params: list[Any]) -> list[sql.Composable]:
-    """StudyDate and StudyTime conditions; both given: one range from (start date, start time) to (end, end)."""
+def _time_conditions(f: Filters, date: sql.Composable, time: sql.Composable,
+                     params: list[Any]) -> list[sql.Composable]:
+    """StudyTime's conditions: alone, a time of day; with StudyDate, the time on the range's boundary days.
+
+    With both, the range runs from (start date, start time) to (end date, end time): the date bounds
+    (the plain conditions of :func:`_state_conditions`, which the date index serves) plus, per end,
+    "a later (earlier) day, or the boundary day at or after (before) the time". A series without
+    StudyTime does not match on a boundary day; an open end of the date range stays open.
+    """
     out: list[sql.Composable] = []
     days, times = f.study_date, f.study_time
-    if days is not None:
-        for bound, op in ((days.start, ">="), (days.end, "<=")):
-            if bound is not None:
-                params.append(bound)
-                out.append(sql.SQL("{} {} %s").format(date, sql.SQL(op)))
     if times is None:
         return out
     for day, moment, op, strict in ((days.start if days else None, times.start, ">=", ">"),
                                     (days.end if days else None, times.end, "<=", "<")):
         if moment is None or (days is not None and day is None):
-            continue  # an open end of the date range leaves that end open whatever the time says
+            continue
         if day is None:
             params.append(moment)
             out.append(sql.SQL("{} {} %s").format(time, sql.SQL(op)))
-        else:  # on the boundary day the time decides; a series without StudyTime does not match there
+        else:
             params += [day, moment]
             out.append(sql.SQL("({} {} %s OR {} {} %s)").format(date, sql.SQL(strict), time, sql.SQL(op)))
     return out
@@ -151,15 +155,22 @@ def _state_conditions(f: Filters, alias: str, params: list[Any], *, with_modalit
     out: list[sql.Composable] = []
     if f.patient_id is not None:
         out.append(_text(col("patient_id"), f.patient_id, params))
-    if isinstance(f.patient_name, NameWords):
-        out += _name_words(col("patient_name"), f.patient_name, params)
-    elif f.patient_name is not None:
+    if f.patient_name is not None:
         out.append(_text(col("patient_name"), f.patient_name, params))
     if f.accession_number is not None:
         out.append(_text(col("accession_number"), f.accession_number, params))
+    if f.study_date is not None:
+        if f.study_date.start is not None:
+            params.append(f.study_date.start)
+            out.append(sql.SQL("{} >= %s").format(col("study_date")))
+        if f.study_date.end is not None:
+            params.append(f.study_date.end)
+            out.append(sql.SQL("{} <= %s").format(col("study_date")))
+    out += _time_conditions(f, col("study_date"), col("study_time"), params)
+    if f.patient_name_words is not None:
+        out += _name_words(col("patient_name"), f.patient_name_words, params)
     if f.study_description is not None:
         out.append(_text(col("study_description"), f.study_description, params))
-    out += _date_time(f, col("study_date"), col("study_time"), params)
     if f.study_uids:
         params.append(list(f.study_uids))
         out.append(sql.SQL("{} = ANY(%s)").format(col("study_uid")))

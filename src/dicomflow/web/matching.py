@@ -97,9 +97,4 @@ def time_range(value: str, key: str) -> TimeRange | None:
     return TimeRange(_time(value, key, end=False), _time(value, key, end=True))
 
 
-def patient_name(value: str, *, fuzzy: bool) -> Text | NameWords | None:
-    """PatientName: :func:`name_words` with ``fuzzymatching=true``, else :func:`text`, case-insensitive."""
-    return name_words(value) if fuzzy else text(value, case_insensitive=True)
-
-
-__all__ = ["QueryError", "date_range", "like_pattern", "name_words", "patient_name", "text", "time_range"]
+__all__ = ["QueryError", "date_range", "like_pattern", "name_words", "text", "time_range"]

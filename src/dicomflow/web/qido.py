@@ -212,9 +212,11 @@ def _filters(read: _Params, scope: Mapping[str, str]) -> Filters:
         raise QueryError("Modality and ModalitiesInStudy cannot both be given")
     modalities = tuple(m.strip() for m in re.split(r"[,\\]", values.get("Modality", values.get("ModalitiesInStudy", "")))
                        if m.strip() and m.strip() != "*")
+    name = values.get("PatientName")
     return Filters(
         patient_id=matching.text(values["PatientID"]) if "PatientID" in values else None,
-        patient_name=matching.patient_name(values["PatientName"], fuzzy=read.fuzzy) if "PatientName" in values else None,
+        patient_name=matching.text(name, case_insensitive=True) if name is not None and not read.fuzzy else None,
+        patient_name_words=matching.name_words(name) if name is not None and read.fuzzy else None,
         accession_number=matching.text(values["AccessionNumber"]) if "AccessionNumber" in values else None,
         study_description=matching.text(values["StudyDescription"]) if "StudyDescription" in values else None,
         study_date=matching.date_range(values["StudyDate"], "StudyDate") if "StudyDate" in values else None,

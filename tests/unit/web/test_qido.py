@@ -109,17 +109,18 @@ def test_a_limit_over_the_maximum_or_zero_returns_the_maximum_with_a_warning(lim
 ])
 def test_fuzzy_patient_name_is_words_each_beginning_a_name_component(value: str, words: tuple[str, ...]) -> None:
     query = parse("study", [("fuzzymatching", "TRUE"), ("PatientName", value)])
-    assert query.filters.patient_name == NameWords(words)
+    assert (query.filters.patient_name_words, query.filters.patient_name) == (NameWords(words), None)
     assert query.warnings == ()
 
 
 def test_fuzzy_matching_applies_to_names_only_and_false_is_literal() -> None:
     f = parse("study", [("PatientName", "Doe*"), ("fuzzymatching", "true"), ("PatientID", "P1*")]).filters
-    assert f.patient_name == NameWords(("Doe*",))  # the order of the parameters does not matter
+    assert f.patient_name_words == NameWords(("Doe*",))  # the order of the parameters does not matter
     assert f.patient_id == Text("P1%", like=True)
-    assert parse("study", [("fuzzymatching", "false"), ("PatientName", "jo do")]).filters.patient_name == \
-        Text("jo do", like=False, case_insensitive=True)
-    assert parse("study", [("fuzzymatching", "true"), ("PatientName", " ^* ")]).filters.patient_name is None
+    literal = parse("study", [("fuzzymatching", "false"), ("PatientName", "jo do")]).filters
+    assert (literal.patient_name, literal.patient_name_words) == (Text("jo do", like=False, case_insensitive=True), None)
+    universal = parse("study", [("fuzzymatching", "true"), ("PatientName", " ^* ")]).filters
+    assert (universal.patient_name, universal.patient_name_words) == (None, None)
 
 
 def test_study_description_is_a_wildcard_key() -> None:
