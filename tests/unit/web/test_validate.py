@@ -143,3 +143,31 @@ def test_a_limit_over_max_limit_is_clamped_and_the_warning_holds_the_number_not_
     assert query.warnings == ("limit 100000 exceeds what this server returns at once; 50 returned",)
     assert parse("study", [], max_limit=50).filters.limit == 50  # the default page never exceeds the cap
     assert parse("study", [("limit", "50")], max_limit=50).warnings == ()
+
+
+@pytest.mark.parametrize("tag_path", ["7FE00010/1/2/3/4", "00100020/0/00100010", "00100020/x/1", "zz", "",
+                                      "FFFFFFFFFFFF", "-1", "00081140/99/00081155"])
+def test_a_bulk_data_path_that_leads_nowhere_is_404_not_500(tag_path: str) -> None:
+    # 7FE00010/1/2/3/4 walked into Pixel Data's bytes: TypeError, answered 500 with a traceback
+    from io import BytesIO
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+    from starlette.exceptions import HTTPException
+
+    from dicomflow.web.frames import _element
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.PatientID = "P1"
+    ds.PixelData = b"\x00\x01" * 8
+    ds.BitsAllocated = 16
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    buf.seek(0)
+    with pytest.raises(HTTPException) as raised:
+        _element(buf, tag_path)
+    assert raised.value.status_code == 404
