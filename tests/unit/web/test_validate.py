@@ -171,3 +171,31 @@ def test_a_bulk_data_path_that_leads_nowhere_is_404_not_500(tag_path: str) -> No
     with pytest.raises(HTTPException) as raised:
         _element(buf, tag_path)
     assert raised.value.status_code == 404
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")  # pydicom's, as it reads the bad values
+def test_metadata_of_a_stored_value_its_vr_cannot_hold_leaves_the_value_out_instead_of_failing() -> None:
+    # STOW-RS accepted a Part 10 file whose DS bytes read '800\xff' (a length that lied shifted them):
+    # WADO-RS metadata of its whole study answered 500 (pydicom's to_json_dict: ValueError)
+    from io import BytesIO
+
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from dicomflow.web.dicomjson import dataset_json
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.PatientID = "P1"
+    ds.WindowWidth = "800"
+    ds.InstanceNumber = "7"
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue().replace(b"800 ", b"800\xff").replace(b"7 ", b"x\xfe")
+    doc = dataset_json(dcmread(BytesIO(data)), lambda path: path)
+    assert doc["00281051"] == {"vr": "DS"} and doc["00200013"] == {"vr": "IS"}
+    assert doc["00100020"] == {"vr": "LO", "Value": ["P1"]}
