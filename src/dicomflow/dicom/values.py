@@ -201,7 +201,7 @@ def encodings_for(raw: bytes | None) -> list[str]:
         warnings.simplefilter("always")
         try:
             encodings = convert_encodings(terms if len(terms) > 1 else terms[0])
-        except LookupError:  # pydicom configured to raise on invalid values
+        except (LookupError, ValueError):  # raising on invalid values; ValueError: a NUL in the term (codecs.lookup)
             encodings = list(_DEFAULT_ENCODINGS)
     for warning in caught:
         _log.warning("Specific Character Set %r: %s", terms, warning.message)

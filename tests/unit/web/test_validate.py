@@ -199,3 +199,62 @@ def test_metadata_of_a_stored_value_its_vr_cannot_hold_leaves_the_value_out_inst
     doc = dataset_json(dcmread(BytesIO(data)), lambda path: path)
     assert doc["00281051"] == {"vr": "DS"} and doc["00200013"] == {"vr": "IS"}
     assert doc["00100020"] == {"vr": "LO", "Value": ["P1"]}
+
+
+def _app_get(settings: Any, *requests: tuple[str, dict[str, str]]) -> list[Any]:
+    import httpx
+    from prometheus_client import CollectorRegistry
+
+    from dicomflow.web.app import create_app
+
+    app = create_app(settings, registry=CollectorRegistry(), publish_audit=False)
+
+    async def get() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web") as client:
+            return [await client.get(path, headers=headers) for path, headers in requests]
+
+    return asyncio.run(get())
+
+
+def _open_settings(tmp_path: Any, **viewer: Any) -> Any:
+    import dataclasses
+
+    from dicomflow.settings import load_settings
+
+    base = load_settings(None, {}, {"web.auth": "none", "stack.dir": str(tmp_path / "stack"),
+                                    "storage.root": str(tmp_path / "storage")})
+    return dataclasses.replace(base, web=dataclasses.replace(
+        base.web, viewer=dataclasses.replace(base.web.viewer, **viewer)))
+
+
+def test_the_app_refuses_hostile_values_on_every_route_before_any_database_work(tmp_path: Any) -> None:
+    # no PostgreSQL behind this app: a request that got past the middleware would fail differently
+    answers = _app_get(_open_settings(tmp_path),
+                       ("/studies?PatientID=Smi%00h*", {}), ("/instances?limit=5&AccessionNumber=%0A", {}),
+                       ("/studies/1.2.3/series/4%005/metadata", {}), ("/viewer/a%01b", {}),
+                       ("/healthz?x=%7F", {}), ("/studies", {"host": "["}))
+    assert [a.status_code for a in answers] == [400] * 6
+    assert answers[0].text.startswith("query parameter 'PatientID': the value contains the control character U+0000")
+    assert answers[1].text.startswith("query parameter 'AccessionNumber'")
+    assert answers[2].text.startswith("the path contains the control character U+0000")
+    assert answers[5].text.startswith("the Host header '['")
+
+
+def test_a_viewer_path_longer_than_a_file_name_may_be_is_not_a_500(tmp_path: Any) -> None:
+    # /viewer/xxx...(300) raised OSError ENAMETOOLONG in Path.is_file: 500 with a traceback
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "index.html").write_text("<html></html>")
+    route, file = _app_get(_open_settings(tmp_path, dist=dist), ("/viewer/" + "x" * 300, {}),
+                           ("/viewer/" + "x" * 300 + ".js", {}))
+    assert route.status_code == 200 and "<html>" in route.text  # a client-side route: the index
+    assert file.status_code == 404
+
+
+def test_a_nul_in_the_specific_character_set_is_the_default_repertoire_not_an_internal_error() -> None:
+    # pydicom's codecs.lookup raised ValueError (embedded null character): STOW-RS and C-STORE answered
+    # 0xA700 (out of resources: retry) for a file that can never be stored
+    from dicomflow.dicom.values import encodings_for
+
+    assert encodings_for(b"ISO_IR \x01\x000") == encodings_for(None)
+    assert encodings_for(b"ISO_IR 100\\\x00") is not None
