@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from dicomflow_faults.instances import Template, make_uid
 
+#: The largest 32-bit length field (a length, not DICOM's undefined-length marker, though it is the same bytes).
+_MAX_U32 = (1 << 32) - 1
 #: STOW body families (the request family is ``stow-<family>``).
 FAMILIES = ("good", "mixed", "truncated", "wrong-boundary", "bad-content-type", "part-headers", "lying-part10",
             "oversize", "oversize-chunked", "empty")
@@ -124,11 +126,11 @@ def lie_about_length(data: bytes, rng: random.Random) -> bytes:
     choice = rng.randrange(4)
     if choice == 0:  # (0002,0000) File Meta Information Group Length: its UL value just after the preamble's tag
         at = 132 + 8
-        out[at:at + 4] = struct.pack("<I", rng.choice([0, 1, 0xFFFFFFFF, len(data) * 4, rng.randrange(1 << 32)]))
+        out[at:at + 4] = struct.pack("<I", rng.choice([0, 1, _MAX_U32, len(data) * 4, rng.randrange(1 << 32)]))
         return bytes(out)
     pixel = data.rfind(b"\xe0\x7f\x10\x00")  # (7FE0,0010) Pixel Data: OW, 2 reserved bytes, then a 4-byte length
     if choice == 1 and pixel > 0:
-        out[pixel + 8:pixel + 12] = struct.pack("<I", rng.choice([0xFFFFFFFE, len(data) * 10, 0xFFFFFFFF]))
+        out[pixel + 8:pixel + 12] = struct.pack("<I", rng.choice([_MAX_U32 - 1, len(data) * 10, _MAX_U32]))
         return bytes(out)
     if choice == 2 and pixel > 0:  # the file ends in the middle of the pixel data
         return bytes(out[: pixel + 12 + rng.randrange(0, 100)])

@@ -47,6 +47,7 @@ from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.valuerep import TEXT_VR_DELIMS
 
 from dicomflow.dicom.constants import SPECIFIC_CHARACTER_SET, tag_name
+from dicomflow.dicom.exceptions import UnreadableDicom
 from dicomflow.dicom.walker import RawHeader
 
 _log = logging.getLogger(__name__)
@@ -190,6 +191,10 @@ def encodings_for(raw: bytes | None) -> list[str]:
     An unknown or misspelled term is handled by pydicom's rules (corrected
     where the intent is clear, else the default repertoire); its warnings are
     logged here instead of being raised as Python warnings.
+
+    Raises:
+        UnreadableDicom: a term holds a NUL (``codecs.lookup`` refuses it, and
+            pydicom cannot read the file at all: no WADO-RS could serve it).
     """
     if not raw:
         return _DEFAULT_ENCODINGS
@@ -201,8 +206,10 @@ def encodings_for(raw: bytes | None) -> list[str]:
         warnings.simplefilter("always")
         try:
             encodings = convert_encodings(terms if len(terms) > 1 else terms[0])
-        except (LookupError, ValueError):  # raising on invalid values; ValueError: a NUL in the term (codecs.lookup)
+        except LookupError:  # pydicom configured to raise on invalid values
             encodings = list(_DEFAULT_ENCODINGS)
+        except ValueError as exc:  # codecs.lookup: a NUL in a term; pydicom cannot read such a file at all
+            raise UnreadableDicom(f"Specific Character Set {terms!r} is not a character set: {exc}") from exc
     for warning in caught:
         _log.warning("Specific Character Set %r: %s", terms, warning.message)
     if len(_encodings_cache) >= _ENCODINGS_CACHE_MAX:

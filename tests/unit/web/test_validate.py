@@ -251,10 +251,14 @@ def test_a_viewer_path_longer_than_a_file_name_may_be_is_not_a_500(tmp_path: Any
     assert file.status_code == 404
 
 
-def test_a_nul_in_the_specific_character_set_is_the_default_repertoire_not_an_internal_error() -> None:
+def test_a_nul_in_the_specific_character_set_is_unreadable_not_an_internal_error() -> None:
     # pydicom's codecs.lookup raised ValueError (embedded null character): STOW-RS and C-STORE answered
-    # 0xA700 (out of resources: retry) for a file that can never be stored
+    # 0xA700 (out of resources: retry) for a file that can never be stored; taken as the default
+    # repertoire instead, the file was stored, and pydicom could not read it back for WADO-RS metadata (500)
+    from dicomflow.dicom.exceptions import UnreadableDicom
     from dicomflow.dicom.values import encodings_for
 
-    assert encodings_for(b"ISO_IR \x01\x000") == encodings_for(None)
-    assert encodings_for(b"ISO_IR 100\\\x00") is not None
+    for raw in (b"ISO_IR \x01\x000", b"ISO_IR\x00100"):
+        with pytest.raises(UnreadableDicom, match=r"Specific Character Set .* is not a character set"):
+            encodings_for(raw)
+    assert encodings_for(b"ISO_IR \x01") == encodings_for(None)  # unknown, not unusable: the default repertoire
