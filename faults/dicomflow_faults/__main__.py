@@ -12,7 +12,9 @@ Examples::
                                                      # 20,000 warehouse events with 3 sink kills
                                                      # 1,000 instances through a three-broker failover
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 --protocol-fuzz 0 \\
-        --warehouse 0 --failover 0 --s3 1500         # the S3 run alone (S3Proxy killed mid-run)
+        --warehouse 0 --failover 0 --web-fuzz 0 --s3 1500   # the S3 run alone (S3Proxy killed mid-run)
+    python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 --protocol-fuzz 0 \\
+        --warehouse 0 --failover 0 --s3 0 --web-fuzz 5000   # the web fuzz phase alone (1-2 minutes)
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 \\
         --failover 1000                              # the failover phase alone (about 2 minutes)
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 \\
