@@ -262,3 +262,31 @@ def test_a_nul_in_the_specific_character_set_is_unreadable_not_an_internal_error
         with pytest.raises(UnreadableDicom, match=r"Specific Character Set .* is not a character set"):
             encodings_for(raw)
     assert encodings_for(b"ISO_IR \x01") == encodings_for(None)  # unknown, not unusable: the default repertoire
+
+
+def test_ingest_refuses_a_nul_in_the_specific_character_set_as_malformed(tmp_path: Any) -> None:
+    # the STOW-RS / C-STORE side of the rule above: 0xC000 (malformed), not an internal error (0xA700, retry)
+    from pydicom.dataset import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from dicomflow.ingest.exceptions import MalformedDatasetError
+    from dicomflow.ingest.ingestor import Ingestor
+    from dicomflow.settings import IngestSettings, StorageSettings
+
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = "1.2.3.4.5"
+    ds.StudyInstanceUID = "1.2.3.4"
+    ds.SeriesInstanceUID = "1.2.3.4.1"
+    ds.PatientID = "P1"
+    ds.StudyDate = "20240101"
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_dataset(fp, ds)
+    data = fp.getvalue().replace(b"ISO_IR 192", b"ISO_IR\x00192")
+    ingestor = Ingestor(StorageSettings(root=tmp_path / "root"), IngestSettings(), "node-1")
+    with pytest.raises(MalformedDatasetError, match="Specific Character Set"):
+        ingestor.read(data, ExplicitVRLittleEndian)
