@@ -201,7 +201,10 @@ def encodings_for(raw: bytes | None) -> list[str]:
     cached = _encodings_cache.get(raw)
     if cached is not None:
         return cached
-    terms = [v.strip(PADDING) for v in raw.decode(DEFAULT_CODEC).split("\\")]
+    given = raw.decode(DEFAULT_CODEC).split("\\")
+    if any("\x00" in v.rstrip(PADDING) for v in given):  # pydicom keeps a leading or inner NUL and cannot read on
+        raise UnreadableDicom(f"Specific Character Set {given!r} is not a character set: it holds a NUL")
+    terms = [v.strip(PADDING) for v in given]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

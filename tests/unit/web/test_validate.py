@@ -258,10 +258,11 @@ def test_a_nul_in_the_specific_character_set_is_unreadable_not_an_internal_error
     from dicomflow.dicom.exceptions import UnreadableDicom
     from dicomflow.dicom.values import encodings_for
 
-    for raw in (b"ISO_IR \x01\x000", b"ISO_IR\x00100"):
+    for raw in (b"ISO_IR \x01\x000", b"ISO_IR\x00100", b"\x00\x00O_IR 100", b"ISO_IR 100\\\x00IR 87"):
         with pytest.raises(UnreadableDicom, match=r"Specific Character Set .* is not a character set"):
             encodings_for(raw)
     assert encodings_for(b"ISO_IR \x01") == encodings_for(None)  # unknown, not unusable: the default repertoire
+    assert encodings_for(b"ISO_IR 100\x00") == encodings_for(b"ISO_IR 100")  # trailing NUL padding is padding
 
 
 def test_ingest_refuses_a_nul_in_the_specific_character_set_as_malformed(tmp_path: Any) -> None:
