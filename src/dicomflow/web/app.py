@@ -39,6 +39,7 @@ from dicomflow.web import frames, qido, rendered, stow, viewer, wado
 from dicomflow.web.auth import Authenticator
 from dicomflow.web.context import WebContext
 from dicomflow.web.cors import Cors
+from dicomflow.web.validate import RequestValidation
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -119,6 +120,7 @@ def create_app(
         routes=routes, lifespan=_lifespan(ctx, publish_audit=publish_audit),
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )
+    app.add_middleware(RequestValidation)  # innermost: its 400s get CORS headers and are counted
     if settings.web.cors_origins:
         app.add_middleware(Cors, origins=settings.web.cors_origins)  # inside _Metrics: preflights are counted
     app.add_middleware(_Metrics, metrics=metrics)

@@ -78,7 +78,8 @@ def _element(source: BinaryIO, tag_path: str) -> bytes:
         for i in range(0, len(parts) - 1, 2):
             node = node[int(parts[i], 16)].value[int(parts[i + 1])]
         value = node[int(parts[-1], 16)].value
-    except (KeyError, IndexError, ValueError) as exc:
+    # TypeError / AttributeError: a path that walks into an element that is not a sequence (7FE00010/1/2)
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
         raise HTTPException(404, f"no bulk data at {tag_path}") from exc
     if not isinstance(value, (bytes, bytearray)):
         raise HTTPException(404, f"{tag_path} is not bulk data")

@@ -56,7 +56,8 @@ from dicomflow.web.negotiation import require_or_406
 Level = Literal["study", "series", "instance"]
 
 DEFAULT_LIMIT = 1000
-MAX_LIMIT = 10000
+#: The default of ``web.max_limit``: a larger ``limit`` is clamped to it (with a ``Warning: 299``).
+MAX_LIMIT = 1000
 
 # Tags used here, by keyword for readability.
 T = {
@@ -116,10 +117,10 @@ def _uids(value: str, key: str) -> tuple[str, ...]:
 
 
 def _int(value: str, key: str, low: int, high: int) -> int:
-    try:
-        number = int(value)
-    except ValueError as exc:
-        raise QueryError(f"{key}: {value!r} is not an integer") from exc
+    # ASCII digits only: int() also takes "1_000", " 7" and other scripts' digits ("\u0661").
+    if re.fullmatch(r"-?[0-9]{1,20}", value) is None:
+        raise QueryError(f"{key}: {value[:80]!r} is not an integer")
+    number = int(value)
     if not low <= number <= high:
         raise QueryError(f"{key}: must be between {low} and {high}")
     return number
@@ -136,16 +137,18 @@ class _Params:
     warnings: list[str] = field(default_factory=list)
     limit: int = DEFAULT_LIMIT
     offset: int = 0
+    max_limit: int = MAX_LIMIT
 
 
-def parse(level: Level, params: Sequence[tuple[str, str]], scope: Mapping[str, str] | None = None) -> Query:
-    """Turn ``(name, value)`` query parameters into a :class:`Query`.
+def parse(level: Level, params: Sequence[tuple[str, str]], scope: Mapping[str, str] | None = None, *,
+          max_limit: int = MAX_LIMIT) -> Query:
+    """Turn ``(name, value)`` query parameters into a :class:`Query`; ``limit`` is clamped to ``max_limit``.
 
     Raises:
         QueryError: an unknown or unsupported key, or a value of the wrong form.
     """
     scope = dict(scope or {})
-    read = _Params()
+    read = _Params(limit=min(DEFAULT_LIMIT, max_limit), max_limit=max_limit)
     for name, value in params:
         if not _control(read, name, value):
             _match_key(read, level, name, value)
@@ -156,9 +159,10 @@ def _control(read: _Params, name: str, value: str) -> bool:
     """``limit``, ``offset``, ``fuzzymatching``, ``includefield``: True when ``name`` is one of them."""
     if name == "limit":
         read.limit = _int(value, name, 0, 2**31 - 1)
-        if read.limit > MAX_LIMIT or read.limit == 0:
-            read.warnings.append(f"limit {value} exceeds what this server returns at once; {MAX_LIMIT} returned")
-            read.limit = MAX_LIMIT
+        if read.limit > read.max_limit or read.limit == 0:  # the number, not the text, goes into the header
+            read.warnings.append(f"limit {read.limit} exceeds what this server returns at once; "
+                                 f"{read.max_limit} returned")
+            read.limit = read.max_limit
     elif name == "offset":
         read.offset = _int(value, name, 0, 2**31 - 1)
     elif name == "fuzzymatching":
@@ -337,7 +341,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             if "series" in request.path_params:
                 scope["SeriesInstanceUID"] = check_uid(request.path_params["series"], "SeriesInstanceUID")
             try:
-                query = parse(level, request.query_params.multi_items(), scope)
+                query = parse(level, request.query_params.multi_items(), scope, max_limit=ctx.settings.web.max_limit)
             except QueryError as exc:
                 raise HTTPException(400, str(exc)) from exc
             async with ctx.pool.connection() as conn:

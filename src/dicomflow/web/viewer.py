@@ -124,6 +124,14 @@ class _Rewritten:
     body: bytes | None  # None: nothing to rewrite, send the file
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False where it raises (a name longer than the file system allows: ENAMETOOLONG)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 class ViewerFiles:
     """The OHIF build in ``dist``, served under :data:`BASE` (absolute paths rewritten, see the module)."""
 
@@ -139,7 +147,7 @@ class ViewerFiles:
         path = (self.dist / rel).resolve() if rel else self.dist / "index.html"
         if not path.is_relative_to(self.dist):
             return PlainTextResponse("not a file of the viewer\n", status_code=404)
-        if not path.is_file():
+        if not _is_file(path):
             if "." in rel.rsplit("/", 1)[-1]:
                 return PlainTextResponse(f"the viewer has no file {rel!r}\n", status_code=404)
             path = self.dist / "index.html"  # one of OHIF's own routes
