@@ -1,8 +1,10 @@
-"""What every DICOMweb route needs, built once per server process: settings, store, pool, auth, audit, metrics.
+"""What every DICOMweb route needs, built once per server process: settings, store, database, auth, audit, metrics.
 
 Routes receive a :class:`WebContext` from their factory (``routes(ctx)``),
-never globals. The PostgreSQL pool and the Kafka publisher are opened by the
-app's lifespan (in the worker process, after any fork) and closed with it.
+never globals. The PostgreSQL pool (:class:`~dicomflow.web.database.Database`:
+read through ``ctx.db.connection()``, a database outage is a 503) and the
+Kafka publisher are opened by the app's lifespan (in the worker process,
+after any fork) and closed with it.
 
 Auditing observes: an audit event is queued for the background sender
 (:mod:`dicomflow.web.auditing`) and a failure is logged and counted
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 
     from dicomflow.kafka.producer import Publisher
     from dicomflow.web.auditing import AuditSender
+    from dicomflow.web.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ class WebContext:
     settings: Settings
     auth: Authenticator
     metrics: WebMetrics
-    pool: AsyncConnectionPool[Any]
+    db: Database
     publisher: Publisher | None = None
     auditor: AuditSender | None = None
     store: BlobStore = field(init=False)
@@ -80,6 +83,11 @@ class WebContext:
     def __post_init__(self) -> None:
         self._root = os.path.realpath(self.settings.storage.root)
         self.store = open_store(self.settings.storage, fsync=self.settings.ingest.fsync)
+
+    @property
+    def pool(self) -> AsyncConnectionPool[Any]:
+        """The database's pool (prefer ``db.connection()``: it turns an outage into a 503)."""
+        return self.db.pool
 
     @property
     def storage_root(self) -> Path:
