@@ -176,7 +176,7 @@ def _service_routes(ctx: WebContext, registry: CollectorRegistry) -> list[BaseRo
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return [Route("/healthz", HealthCheck(ctx)), Route("/metrics", metrics_endpoint)]
+    return [Route("/healthz", HealthCheck(ctx).respond), Route("/metrics", metrics_endpoint)]
 
 
 def _lifespan(ctx: WebContext, *, publish_audit: bool) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:

@@ -57,7 +57,8 @@ class HealthCheck:
         self._last: _Result | None = None
         self._lock = asyncio.Lock()
 
-    async def __call__(self, request: Request) -> Response:
+    async def respond(self, request: Request) -> Response:
+        """The endpoint: the last result (at most CACHE_S old) as JSON."""
         result = await self.result()
         headers = {"Retry-After": str(self.ctx.db.retry_after_s)} if result.status != 200 else None
         return JSONResponse(result.body, status_code=result.status, headers=headers)

@@ -1,0 +1,219 @@
+"""``dicomflow web`` while its PostgreSQL is SIGKILLed under QIDO-RS and WADO-RS load, then restarted.
+
+The server runs against a PostgreSQL cluster of this test only (the shared
+stack's is never touched), as a real ``dicomflow web`` process whose log is
+read back. While the database is down every request must answer 503 with
+``Retry-After`` within ``web.db_wait_ms`` (plus a margin), never another
+5xx; within 5 s of the restarted server's readiness requests answer 200
+again; the log has one warning for the outage, one line for the recovery,
+and no traceback; ``/healthz`` names postgres as the dependency down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dicomflow.errors import StackError
+from dicomflow.settings import DatabaseSettings, Settings, StackSettings, ViewerSettings, to_child_env
+from dicomflow.stack import PostgresServer, free_port
+from dicomflow.store import PgStore
+from tests.integration.consumer_support import corpus, pipeline, publish, run_service
+
+__all__ = ["pipeline"]
+
+DB_WAIT_MS = 1000
+#: Allowance on top of db_wait_ms for a 503 (the event loop, the client, a loaded 2-core machine).
+MARGIN_S = 1.0
+#: Requests answered 200 again within this many seconds of PostgreSQL's readiness (the issue's figure).
+RECOVERY_S = 5.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    url: str
+    started: float
+    ended: float
+    status: int  # 0: no HTTP answer at all
+    retry_after: str | None
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test only (the shared one is never stopped)."""
+    port = free_port()
+    server = PostgresServer(StackSettings(dir=tmp_path / "stack", postgres_port=port), DatabaseSettings(port=port))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(mode="immediate")
+        shutil.rmtree(server.home, ignore_errors=True)
+        if server.home.parent.name.startswith("dicomflow-"):  # the stack's fallback home outside tmp_path
+            try:
+                server.home.parent.rmdir()
+            except OSError:
+                pass
+
+
+class Load:
+    """Threads sending QIDO-RS and WADO-RS requests in a loop, every answer recorded."""
+
+    def __init__(self, base: str, urls: list[str], threads: int = 4) -> None:
+        self.base = base
+        self.urls = urls
+        self.answers: list[Answer] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
+
+    def _run(self, n: int) -> None:
+        with httpx.Client(base_url=self.base, timeout=15.0) as client:
+            i = n
+            while not self._stop.is_set():
+                url = self.urls[i % len(self.urls)]
+                i += 1
+                started = time.monotonic()
+                try:
+                    r = client.get(url)
+                    answer = Answer(url, started, time.monotonic(), r.status_code, r.headers.get("retry-after"))
+                except httpx.HTTPError:
+                    answer = Answer(url, started, time.monotonic(), 0, None)
+                with self._lock:
+                    self.answers.append(answer)
+                time.sleep(0.02)
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+    def between(self, start: float, end: float) -> list[Answer]:
+        with self._lock:
+            return [a for a in self.answers if a.started >= start and a.ended <= end]
+
+
+def _start_web(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = to_child_env(settings, os.environ)
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "dicomflow", "web"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"dicomflow web did not become healthy: {log.read_text()[-3000:]}")
+
+
+def _restart(server: PostgresServer, timeout_s: float = 120.0) -> None:
+    """Start PostgreSQL again (crash recovery); the port may take a moment to be free after the SIGKILL."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            server.start()
+            return
+        except StackError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_postgres_sigkilled_under_load_503_then_200_within_5_s(
+        pipeline: Settings, own_postgres: PostgresServer, tmp_path: Path) -> None:
+    db = own_postgres.database
+    with PgStore(db) as store:
+        store.migrate()
+    settings = dataclasses.replace(pipeline, database=db)
+    c = corpus(settings, 24, studies=2, series_per_study=2)
+    publish(settings, c.events)
+    run_service(settings, until_idle_s=3.0)
+    port = free_port()
+    web = dataclasses.replace(settings.web, host="127.0.0.1", port=port, auth="none", db_wait_ms=DB_WAIT_MS,
+                              viewer=ViewerSettings(enabled=False))
+    settings = dataclasses.replace(settings, web=web)
+    base = f"http://127.0.0.1:{port}"
+    e = c.events[0]
+    urls = ["/studies", f"/studies/{e.study_uid}/series", f"/studies/{e.study_uid}/series/{e.series_uid}/instances",
+            f"/studies/{e.study_uid}/series/{e.series_uid}/instances/{e.sop_uid}",
+            f"/studies/{e.study_uid}/series/{e.series_uid}/metadata"]
+    log = tmp_path / "web.log"
+    process = _start_web(settings, log)
+    try:
+        _wait_healthy(base, process, log)
+        with Load(base, urls) as load:
+            time.sleep(2.0)
+            killed = time.monotonic()
+            own_postgres.kill()  # SIGKILL to the postmaster this test started
+            time.sleep(4.0)
+            health = httpx.get(f"{base}/healthz", timeout=10)
+            time.sleep(2.0)
+            restart = time.monotonic()
+            _restart(own_postgres)
+            ready = time.monotonic()
+            time.sleep(RECOVERY_S + 3.0)
+            end = time.monotonic()
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+
+    before = load.between(0, killed)
+    assert before and all(a.status == 200 for a in before), [a for a in before if a.status != 200][:5]
+    assert {a.status for a in load.answers} <= {200, 503}, [a for a in load.answers if a.status not in (200, 503)][:5]
+
+    # In flight at the kill, or sent while the backends were exiting: either answer. After that, only 503s.
+    down = load.between(killed + 1.0, restart)
+    assert len(down) >= 10
+    assert all(a.status == 503 for a in down), [a for a in down if a.status != 503][:5]
+    assert all(a.retry_after is not None and int(a.retry_after) >= 1 for a in down)
+    slowest = max(a.ended - a.started for a in down)
+    assert slowest <= DB_WAIT_MS / 1000 + MARGIN_S, slowest
+
+    after = load.between(ready, end)
+    failed_after = [a for a in after if a.status != 200]
+    recovered_in = max((a.ended for a in failed_after), default=ready) - ready
+    assert recovered_in <= RECOVERY_S, (recovered_in, failed_after[-5:])
+    assert [a for a in after if a.ended > ready + RECOVERY_S and a.status == 200]
+
+    assert health.status_code == 503 and health.headers.get("retry-after")
+    body = health.json()
+    assert body["status"] == "unavailable"
+    assert body["dependencies"]["postgres"]["status"] == "down"
+    assert body["dependencies"]["postgres"]["error"]
+    assert body["dependencies"]["storage"]["status"] == "up"
+    print(f"recovered {recovered_in:.2f} s after PostgreSQL was ready (restart took {ready - restart:.1f} s); "
+          f"slowest 503 {slowest:.3f} s; {len(load.answers)} requests")
+
+    assert text.count("PostgreSQL unavailable") == 1, text[-3000:]
+    assert text.count("PostgreSQL available again after an outage of") == 1, text[-3000:]
+    assert "Traceback" not in text, text[-5000:]
+    assert " ERROR " not in text, text[-5000:]
