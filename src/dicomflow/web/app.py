@@ -113,7 +113,7 @@ async def _storage_error(request: Request, exc: Exception) -> Response:
         return PlainTextResponse("the instance's file is missing from storage\n", status_code=404)
     assert isinstance(exc, BlobUnavailable)
     log.warning("%s %s: object store unavailable: %s", request.method, request.url.path, exc.problem)
-    return PlainTextResponse("the object store is unavailable; retry later\n", status_code=503,
+    return PlainTextResponse("the storage is unavailable; retry later\n", status_code=503,
                              headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
