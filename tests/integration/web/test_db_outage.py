@@ -13,25 +13,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from dicomflow.errors import StackError
-from dicomflow.settings import DatabaseSettings, Settings, StackSettings, ViewerSettings, to_child_env
+from dicomflow.settings import Settings, ViewerSettings, to_child_env
 from dicomflow.stack import PostgresServer, free_port
 from dicomflow.store import PgStore
 from tests.integration.consumer_support import corpus, pipeline, publish, run_service
+from tests.integration.own_postgres_support import own_postgres, restart
 
-__all__ = ["pipeline"]
+__all__ = ["own_postgres", "pipeline"]
 
 DB_WAIT_MS = 1000
 #: Allowance on top of db_wait_ms for a 503 (the event loop, the client, a loaded 2-core machine).
@@ -47,24 +45,6 @@ class Answer:
     ended: float
     status: int  # 0: no HTTP answer at all
     retry_after: str | None
-
-
-@pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
-    """A PostgreSQL server of this test only (the shared one is never stopped)."""
-    port = free_port()
-    server = PostgresServer(StackSettings(dir=tmp_path / "stack", postgres_port=port), DatabaseSettings(port=port))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop(mode="immediate")
-        shutil.rmtree(server.home, ignore_errors=True)
-        if server.home.parent.name.startswith("dicomflow-"):  # the stack's fallback home outside tmp_path
-            try:
-                server.home.parent.rmdir()
-            except OSError:
-                pass
 
 
 class Load:
@@ -129,19 +109,6 @@ def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> Non
     raise AssertionError(f"dicomflow web did not become healthy: {log.read_text()[-3000:]}")
 
 
-def _restart(server: PostgresServer, timeout_s: float = 120.0) -> None:
-    """Start PostgreSQL again (crash recovery); the port may take a moment to be free after the SIGKILL."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            server.start()
-            return
-        except StackError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
-
-
 @pytest.mark.slow
 def test_postgres_sigkilled_under_load_503_then_200_within_5_s(
         pipeline: Settings, own_postgres: PostgresServer, tmp_path: Path) -> None:
@@ -172,8 +139,8 @@ def test_postgres_sigkilled_under_load_503_then_200_within_5_s(
             time.sleep(4.0)
             health = httpx.get(f"{base}/healthz", timeout=10)
             time.sleep(2.0)
-            restart = time.monotonic()
-            _restart(own_postgres)
+            restarted = time.monotonic()
+            restart(own_postgres)
             ready = time.monotonic()
             time.sleep(RECOVERY_S + 3.0)
             end = time.monotonic()
@@ -191,7 +158,7 @@ def test_postgres_sigkilled_under_load_503_then_200_within_5_s(
     assert {a.status for a in load.answers} <= {200, 503}, [a for a in load.answers if a.status not in (200, 503)][:5]
 
     # In flight at the kill, or sent while the backends were exiting: either answer. After that, only 503s.
-    down = load.between(killed + 1.0, restart)
+    down = load.between(killed + 1.0, restarted)
     assert len(down) >= 10
     assert all(a.status == 503 for a in down), [a for a in down if a.status != 503][:5]
     assert all(a.retry_after is not None and int(a.retry_after) >= 1 for a in down)
@@ -210,7 +177,7 @@ def test_postgres_sigkilled_under_load_503_then_200_within_5_s(
     assert body["dependencies"]["postgres"]["status"] == "down"
     assert body["dependencies"]["postgres"]["error"]
     assert body["dependencies"]["storage"]["status"] == "up"
-    print(f"recovered {recovered_in:.2f} s after PostgreSQL was ready (restart took {ready - restart:.1f} s); "
+    print(f"recovered {recovered_in:.2f} s after PostgreSQL was ready (restart took {ready - restarted:.1f} s); "
           f"slowest 503 {slowest:.3f} s; {len(load.answers)} requests")
 
     assert text.count("PostgreSQL unavailable") == 1, text[-3000:]
