@@ -1,26 +1,27 @@
-"""``/healthz``: which dependency of the web tier is down, PostgreSQL or the object store.
+"""``/healthz``: which dependency of the web tier is down, PostgreSQL or the storage.
 
-The answer is JSON, ``200`` when every required dependency answers, else
-``503`` with ``Retry-After``::
+The answer has the shape of every dicomflow component's ``/healthz``
+(:mod:`dicomflow.metrics.server`): ``200`` when every dependency answers,
+else ``503`` with ``Retry-After``; each check is ``"ok"`` or what is wrong::
 
-    {"status": "ok" | "unavailable",
-     "dependencies": {
-       "postgres": {"status": "up" | "down", "required": true, "error": "...", "down_for_s": 3.2},
-       "storage":  {"status": "up" | "down", "required": true, "backend": "filesystem" | "s3", "error": "..."}}}
+    {"status": "ok", "checks": {"postgresql": "ok", "storage": "ok"}}
+    {"status": "unhealthy",
+     "checks": {"postgresql": "unavailable for 3.2 s: OperationalError: connection failed: ...",
+                "storage": "ok"}}
 
-``error`` and ``down_for_s`` appear only for a dependency that is down
-(``down_for_s``: since the first request that failed). PostgreSQL is asked
-``SELECT 1`` through the same pool as the requests (so a check also ends an
-outage the requests saw); the filesystem store is its root, a readable and
-writable folder; the ``s3`` store one HEAD request. The result is kept for
-:data:`CACHE_S`, so a scraper polling every few milliseconds costs one check
-a second, and checks never overlap.
+PostgreSQL is asked ``SELECT 1`` through the requests' own pool (so a check
+also ends an outage the requests saw; "for N s" counts from the first
+request that failed); a filesystem store must take a file created, written,
+synced and removed under its root (the receiver's probe,
+:func:`dicomflow.metrics.receiver.storage_probe`); an ``s3`` store must
+answer one HEAD request. The result is kept for :data:`CACHE_S`, so a
+scraper polling every few milliseconds costs one check a second, and checks
+never overlap.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from dicomflow.blobs import BlobUnavailable
+from dicomflow.metrics.receiver import storage_probe
 from dicomflow.store.queries import ping
 from dicomflow.web.context import WebContext
 from dicomflow.web.database import DatabaseUnavailable
@@ -55,6 +57,7 @@ class HealthCheck:
     def __init__(self, ctx: WebContext) -> None:
         self.ctx = ctx
         self._last: _Result | None = None
+        self._filesystem_probe = storage_probe(ctx.storage_root)
         self._lock = asyncio.Lock()
 
     async def respond(self, request: Request) -> Response:
@@ -71,51 +74,38 @@ class HealthCheck:
 
     async def _check(self) -> _Result:
         postgres, storage = await asyncio.gather(self._postgres(), self._storage())
-        dependencies = {"postgres": postgres, "storage": storage}
-        ok = all(d["status"] == "up" for d in dependencies.values() if d["required"])
-        body = {"status": "ok" if ok else "unavailable", "dependencies": dependencies}
-        return _Result(time.monotonic(), 200 if ok else 503, body)
+        checks = {"postgresql": postgres or "ok", "storage": storage or "ok"}
+        ok = postgres is None and storage is None
+        return _Result(time.monotonic(), 200 if ok else 503, {"status": "ok" if ok else "unhealthy", "checks": checks})
 
-    async def _postgres(self) -> dict[str, Any]:
+    async def _postgres(self) -> str | None:
         db = self.ctx.db
         try:
             async with asyncio.timeout(db.wait_s + 1.0), db.connection() as conn:
                 await ping(conn)
         except DatabaseUnavailable as exc:
-            return {"status": "down", "required": True, "error": exc.problem,
-                    "down_for_s": round(db.outage.down_for_s(), 1)}
+            return f"unavailable for {db.outage.down_for_s():.1f} s: {exc.problem}"
         except TimeoutError as exc:
             db.unavailable(exc)
-            return {"status": "down", "required": True, "error": "no answer to SELECT 1 in time",
-                    "down_for_s": round(db.outage.down_for_s(), 1)}
-        return {"status": "up", "required": True}
+            return f"unavailable for {db.outage.down_for_s():.1f} s: no answer to SELECT 1 in time"
+        return None
 
-    async def _storage(self) -> dict[str, Any]:
-        store = self.ctx.store
-        out: dict[str, Any] = {"status": "up", "required": True, "backend": store.backend}
+    async def _storage(self) -> str | None:
         try:
             async with asyncio.timeout(STORAGE_TIMEOUT_S):
-                problem = await run_in_threadpool(self._storage_problem)
+                return await run_in_threadpool(self._storage_problem)
         except TimeoutError:
-            problem = f"no answer in {STORAGE_TIMEOUT_S:g} s"
-        if problem is not None:
-            out.update(status="down", error=problem)
-        return out
+            return f"no answer in {STORAGE_TIMEOUT_S:g} s"
 
     def _storage_problem(self) -> str | None:
-        """What is wrong with the object store, None when it answers (runs in a thread)."""
+        """What is wrong with the store, None when it answers (runs in a thread)."""
         store = self.ctx.store
-        if store.backend == "s3":
-            try:
-                store.exists(PROBE_KEY)
-            except BlobUnavailable as exc:
-                return exc.problem
-            return None
-        root = str(self.ctx.storage_root)
-        if not os.path.isdir(root):
-            return f"the storage root {root} is not a folder (not mounted?)"
-        if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
-            return f"the storage root {root} is not readable and writable"
+        if store.backend != "s3":
+            return self._filesystem_probe()
+        try:
+            store.exists(PROBE_KEY)
+        except BlobUnavailable as exc:
+            return f"s3 unavailable: {exc.problem}"
         return None
 
 
