@@ -33,6 +33,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
+import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -152,8 +153,6 @@ def create_app(
     routes = _service_routes(ctx, registry)
     for factory in route_factories:
         routes.extend(factory(ctx))
-    import psycopg
-
     database = _database_unavailable(ctx)
     app = Starlette(
         routes=routes, lifespan=_lifespan(ctx, publish_audit=publish_audit),
