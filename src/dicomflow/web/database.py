@@ -10,7 +10,11 @@ the server shutting down or starting up, and psycopg_pool's ``PoolTimeout``).
 Every other error stays a 500.
 
 :class:`Outage` logs one WARNING when the first request fails and one INFO
-line, with the outage's length, when the next one succeeds.
+line, with the outage's length, when the next one succeeds. A pool timeout
+says nothing of its cause, so the first one is explained by one direct
+connection attempt: the server's own error is what the warning names, and
+when the server answers it the pool was merely busy (every connection in
+use for ``db_wait_ms``): 503 as well, but no outage.
 
 Why the pool is configured as it is (psycopg_pool's defaults recover 40-60 s
 after PostgreSQL is back):
@@ -29,6 +33,7 @@ after PostgreSQL is back):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import select
@@ -38,7 +43,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from dicomflow.errors import DicomflowError
 from dicomflow.settings import Settings
@@ -49,6 +54,8 @@ log = logging.getLogger(__name__)
 #: How long psycopg_pool keeps retrying a failed connection in the background before it gives up
 #: (and lets the next request try afresh).
 RECONNECT_TIMEOUT_S = 1.0
+#: Longest the direct connection attempt that explains a pool timeout may take.
+PROBE_TIMEOUT_S = 0.5
 
 
 class DatabaseUnavailable(DicomflowError):
@@ -126,8 +133,9 @@ class Database:
         #: ``Retry-After`` of a 503: the wait rounded up, at least a second.
         self.retry_after_s = max(1, math.ceil(self.wait_s))
         self.outage = Outage()
+        self._conninfo = settings.database.conninfo()
         self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            settings.database.conninfo(), min_size=settings.web.db_pool_min, max_size=settings.web.db_pool_max,
+            self._conninfo, min_size=settings.web.db_pool_min, max_size=settings.web.db_pool_max,
             open=False, name="dicomflow-web", timeout=self.wait_s, reconnect_timeout=RECONNECT_TIMEOUT_S,
             check=self._check,
             # Every query of the web server is one read: autocommit spares the BEGIN and COMMIT round trips
@@ -154,9 +162,34 @@ class Database:
                 except psycopg.OperationalError:
                     await conn.close()  # never lent again: the pool discards a closed connection
                     raise
+        except PoolTimeout as exc:
+            cause = await self._why(exc)
+            raise (self.unavailable(cause) if cause is not exc else self._busy(exc)) from cause
         except psycopg.OperationalError as exc:
             raise self.unavailable(exc) from exc
         self.outage.succeeded()
+
+    async def _why(self, timeout: PoolTimeout) -> BaseException:
+        """Why no connection came in time: the server's own error from one direct connection attempt.
+
+        Only at the first timeout of a possible outage (the log line names the real cause, connection
+        refused or the server starting up, not the pool's timeout); ``timeout`` itself when the server
+        answers: the pool was only busy.
+        """
+        if self.outage.down:
+            return timeout
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            await conn.close()
+        except (psycopg.Error, TimeoutError) as exc:
+            return exc
+        return timeout
+
+    def _busy(self, exc: PoolTimeout) -> DatabaseUnavailable:
+        """Every connection in use for ``db_wait_ms`` while the server answers: 503 too, but no outage."""
+        log.debug("no free PostgreSQL connection within %.0f ms: %s", self.wait_s * 1000, exc)
+        return DatabaseUnavailable(f"all {self.pool.max_size} connections busy", self.retry_after_s)
 
     def unavailable(self, exc: BaseException) -> DatabaseUnavailable:
         """``exc`` (one :func:`is_unavailable` accepts) recorded as the outage, as the error the app answers 503."""

@@ -1,4 +1,4 @@
-"""``dicomflow web`` while its PostgreSQL is SIGKILLed under QIDO-RS and WADO-RS load, then restarted.
+"""``dicomflow web`` while its PostgreSQL is SIGKILLed under QIDO-RS and WADO-RS load, then restarted; a busy pool.
 
 The server runs against a PostgreSQL cluster of this test only (the shared
 stack's is never touched), as a real ``dicomflow web`` process whose log is
@@ -11,7 +11,9 @@ and no traceback; ``/healthz`` names postgres as the dependency down.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import os
 import subprocess
 import sys
@@ -23,9 +25,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dicomflow.settings import Settings, ViewerSettings, to_child_env
+from dicomflow.settings import DatabaseSettings, Settings, ViewerSettings, to_child_env
 from dicomflow.stack import PostgresServer, free_port
 from dicomflow.store import PgStore
+from dicomflow.web.database import Database, DatabaseUnavailable
 from tests.integration.consumer_support import corpus, pipeline, publish, run_service
 from tests.integration.own_postgres_support import own_postgres, restart
 
@@ -34,6 +37,8 @@ __all__ = ["own_postgres", "pipeline"]
 DB_WAIT_MS = 1000
 #: Allowance on top of db_wait_ms for a 503 (the event loop, the client, a loaded 2-core machine).
 MARGIN_S = 1.0
+#: How long PostgreSQL stays down.
+DOWN_S = 16.0
 #: Requests answered 200 again within this many seconds of PostgreSQL's readiness (the issue's figure).
 RECOVERY_S = 5.0
 
@@ -138,7 +143,8 @@ def test_postgres_sigkilled_under_load_503_then_200_within_5_s(
             own_postgres.kill()  # SIGKILL to the postmaster this test started
             time.sleep(4.0)
             health = httpx.get(f"{base}/healthz", timeout=10)
-            time.sleep(2.0)
+            # Down for ~16 s: psycopg_pool's default backoff (1, 2, 4, 8 s ...) would not try again until ~31 s.
+            time.sleep(DOWN_S - 4.0)
             restarted = time.monotonic()
             restart(own_postgres)
             ready = time.monotonic()
@@ -176,6 +182,8 @@ def test_postgres_sigkilled_under_load_503_then_200_within_5_s(
     assert body["status"] == "unhealthy"
     assert body["checks"]["postgresql"].startswith("unavailable for "), body
     assert body["checks"]["storage"] == "ok"
+    with_log = text.replace("\n", " | ")[-1500:]
+    print(f"log: {with_log}")
     print(f"recovered {recovered_in:.2f} s after PostgreSQL was ready (restart took {ready - restarted:.1f} s); "
           f"slowest 503 {slowest:.3f} s; {len(load.answers)} requests")
 
@@ -183,3 +191,30 @@ def test_postgres_sigkilled_under_load_503_then_200_within_5_s(
     assert text.count("PostgreSQL available again after an outage of") == 1, text[-3000:]
     assert "Traceback" not in text, text[-5000:]
     assert " ERROR " not in text, text[-5000:]
+
+
+def test_a_busy_pool_is_503_but_no_outage(base_settings: Settings, database: DatabaseSettings,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Every connection in use for db_wait_ms while PostgreSQL answers: 503 for that request, no outage logged."""
+    settings = dataclasses.replace(base_settings, database=database,
+                                   web=dataclasses.replace(base_settings.web, db_pool_min=1, db_pool_max=1,
+                                                           db_wait_ms=200))
+    db = Database(settings)
+    caplog.set_level(logging.INFO, logger="dicomflow.web.database")
+
+    async def run() -> None:
+        await db.pool.open(wait=True, timeout=30)
+        try:
+            async with db.connection() as held:
+                await held.execute("SELECT 1")
+                with pytest.raises(DatabaseUnavailable, match="all 1 connections busy"):
+                    async with db.connection():
+                        pass
+            async with db.connection() as conn:
+                await conn.execute("SELECT 1")
+        finally:
+            await db.pool.close()
+
+    asyncio.run(run())
+    assert not db.outage.down
+    assert [r for r in caplog.records if r.levelno >= logging.INFO] == []

@@ -115,6 +115,7 @@ def test_requests_answer_503_with_retry_after_within_the_wait_when_nothing_liste
     asyncio.run(run())
     warnings = [r for r in caplog.records if r.name == "dicomflow.web.database" and r.levelno == logging.WARNING]
     assert len(warnings) == 1
+    assert "Connection refused" in warnings[0].getMessage()  # the server's own error, not the pool's timeout
     # Only the programming error, a 500, is logged with its traceback.
     with_traceback = [r for r in caplog.records if r.exc_info]
     assert [r.getMessage() for r in with_traceback] == ["GET /raise/programming failed"]
