@@ -87,14 +87,16 @@ def _indexed(settings: Settings) -> tuple[Settings, set[str]]:
 
 
 def _nothing_lost(settings: Settings, summary: Summary, series: set[str]) -> None:
-    assert summary.dead_lettered == 0
-    assert read_all(settings.kafka, f"{settings.topics.dicom_image}.dlq") == []
-    assert _thumbnails(settings) == series
+    assert summary.dead_lettered == 0, summary
+    letters = read_all(settings.kafka, f"{settings.topics.dicom_image}.dlq")
+    assert letters == [], [dict(r.headers) for r in letters]
+    assert _thumbnails(settings) == series, (summary, series - _thumbnails(settings))
     images = settings.topics.dicom_image
     produced = len(read_all(settings.kafka, images))
-    assert committed_total(dataclasses.replace(
+    committed = committed_total(dataclasses.replace(
         settings, topics=dataclasses.replace(settings.topics, main=images, consumer_group_id=settings.images.group_id),
-    )) == produced
+    ))
+    assert committed == produced, (committed, produced, summary)
 
 
 def test_postgres_sigkilled_the_worker_pauses_and_resumes(pipeline: Settings, own_postgres: PostgresServer) -> None:
