@@ -42,6 +42,15 @@ MAX_VIEWPORT = 4096
 #: Local objects up to this size are read and parsed once, pixels and all (one frame of a larger one, or of an
 #: object read by ranges, is read alone): the two-step read parsed the header twice, half of a CT thumbnail's time.
 WHOLE_READ_BYTES = 4 * 1024 * 1024
+#: The attributes rendering reads (the image pixel module, the modality and VOI LUTs, the pixel data and its
+#: offset tables; pydicom reads the file meta always): a whole read converts only these values. Both together,
+#: against the header-then-frame read, alternated on the loaded machine: a CT_small thumbnail 6.4 -> 3.3 ms,
+#: MR_small 5.5 -> 4.2 ms; the same bytes out for every pydicom test file that rendered before.
+RENDER_TAGS = frozenset({
+    0x00080016, 0x00280002, 0x00280004, 0x00280006, 0x00280008, 0x00280009, 0x00280010, 0x00280011, 0x00280100,
+    0x00280101, 0x00280102, 0x00280103, 0x00281050, 0x00281051, 0x00281052, 0x00281053, 0x00281054, 0x00281055,
+    0x00281056, 0x00283000, 0x00283010, 0x7FE00001, 0x7FE00002, 0x7FE00008, 0x7FE00009, 0x7FE00010,
+})
 
 
 class RenderError(DicomflowError):
@@ -158,7 +167,8 @@ def _read_frame(source: Source, frame: int | None) -> tuple[Dataset, NDArray[Any
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # A small object is parsed once, pixels and all; a large one's header first, then only the frame's bytes.
-        header = pydicom.dcmread(readable, stop_before_pixels=not whole)
+        header = pydicom.dcmread(readable, specific_tags=list(RENDER_TAGS)) if whole else \
+            pydicom.dcmread(readable, stop_before_pixels=True)
         frames = int(header.get("NumberOfFrames", 1) or 1)
         if "Rows" not in header or "Columns" not in header:
             raise RenderError("the instance has no image pixel data")
