@@ -33,7 +33,7 @@ and its gzip when a client asked for one), in
 :attr:`~dicomflow.web.context.WebContext.answers`, bounded by
 ``web.metadata_cache_bytes``. Such an answer is served while the study's or
 series' change marker (:func:`dicomflow.store.freshness.change_marker`: its
-instance rows and receipts counted, one query) equals the one read before
+instance rows and receipts counted and checksummed, one query) equals the one read before
 the answer was built: a warm request neither looks up the instances nor
 reads or rewrites 5 MB.
 """

@@ -4,7 +4,8 @@ A series goes through the real consumer; the kept answer is proved to be
 served from memory by removing everything it was built from (the files and
 the on-disk metadata cache) before asking again. Then an instance is added
 and another stored again with other content, each through the consumer,
-and the next answer must show it.
+and the next answer must show it; so must an instance deleted while
+another is added (both counts as before).
 """
 
 from __future__ import annotations
@@ -145,6 +146,17 @@ def test_series_metadata_is_kept_until_an_instance_is_added_or_replaced(env: Env
     after_replace = _comments(env.metadata())
     assert len(after_replace) == 4
     assert after_replace[env.events[1].sop_uid] == "replaced"
+
+    # An instance deleted (its rows, as a purge would) and another added: both counts as they were.
+    gone = env.events[2]
+    with psycopg.connect(env.settings.database.conninfo(), autocommit=True) as conn:
+        for table in ("dicom_image_meta", "dicom_object_meta"):
+            conn.execute(sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND sop_uid = %s").format(sql.Identifier(table)),
+                         (gone.tenant_id, gone.sop_uid))
+    other = _variant(env, env.events[0], str(generate_uid()), "another")
+    env.index([other])
+    after_swap = _comments(env.metadata())
+    assert set(after_swap) == set(after_replace) - {gone.sop_uid} | {other.sop_uid}
 
 
 def test_gzip_only_when_accepted_and_the_same_document(env: Env) -> None:
