@@ -4,7 +4,7 @@
 size, or the ``viewport``; ``…/thumbnail`` does the same fitted into
 ``viewport`` (128x128 by default). A series thumbnail is its middle
 instance's (the image workers' pre-built ``thumbnail_location`` when there
-is one), a study's is its first series'. Media type from the Accept header
+is one, also served for that instance's own thumbnail), a study's is its first series'. Media type from the Accept header
 or the ``accept`` parameter: ``image/jpeg`` (default) or ``image/png``.
 
 Both read through the storage layer: the instance from a seekable file of
@@ -113,9 +113,13 @@ async def _render(ctx: WebContext, request: Request, level: str, *, thumbnail: b
 
 async def _image(ctx: WebContext, level: str, item: StoredInstance, series: list[StoredInstance],
                  options: render.RenderOptions) -> bytes:
-    """The image workers' series thumbnail when it answers the request, else ``item`` rendered."""
-    if level != "instance" and options == render.RenderOptions(viewport=(render.THUMBNAIL_SIZE,
-                                                                         render.THUMBNAIL_SIZE)):
+    """The image workers' series thumbnail when it answers the request, else ``item`` rendered.
+
+    The workers render the series' middle instance, whose row carries ``thumbnail_location``: an
+    instance thumbnail of that instance is the same picture.
+    """
+    prebuilt_answers = level != "instance" or item.thumbnail_location
+    if prebuilt_answers and options == render.RenderOptions(viewport=(render.THUMBNAIL_SIZE, render.THUMBNAIL_SIZE)):
         prebuilt = await _prebuilt_thumbnail(ctx, series)
         if prebuilt is not None:
             return prebuilt

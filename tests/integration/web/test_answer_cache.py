@@ -195,3 +195,31 @@ def test_a_thumbnail_is_kept_and_a_replaced_instance_gets_a_new_one(env: Env) ->
     assert flat.status_code == 200 and flat.content != first.content
     low, high = Image.open(io.BytesIO(flat.content)).getextrema()
     assert high - low < 16
+
+
+def test_the_workers_thumbnail_answers_for_the_instance_it_was_rendered_from(env: Env) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from dicomflow.images.worker import ImageWorker
+    from dicomflow.metrics.images import ImagesMetrics
+
+    images = dataclasses.replace(env.settings.images, group_id=f"ac_images_{uuid.uuid4().hex[:8]}")
+    ImageWorker(dataclasses.replace(env.settings, images=images), ImagesMetrics(CollectorRegistry()),
+                until_idle_s=3.0).run()
+    with psycopg.connect(env.settings.database.conninfo()) as conn:
+        row = conn.execute("SELECT sop_uid, thumbnail_location FROM dicom_image_meta WHERE series_uid = %s"
+                           " AND thumbnail_location IS NOT NULL", (env.series.series_uid,)).fetchone()
+    assert row is not None
+    sop, location = row
+    # The same picture as a render of any instance here (the corpus repeats one image): mark the file.
+    marked = io.BytesIO()
+    Image.new("L", (128, 128), 77).save(marked, format="JPEG")
+    made = marked.getvalue()
+    Path(location).write_bytes(made)
+    base = f"{env.url}/studies/{env.series.study_uid}/series/{env.series.series_uid}"
+    carrier = httpx.get(f"{base}/instances/{sop}/thumbnail", headers=env.headers)
+    assert carrier.status_code == 200 and carrier.content == made
+    assert httpx.get(f"{base}/thumbnail", headers=env.headers).content == made
+    other = next(e.sop_uid for e in env.events if e.sop_uid != sop)
+    rendered = httpx.get(f"{base}/instances/{other}/thumbnail", headers=env.headers)
+    assert rendered.status_code == 200 and rendered.content != made
