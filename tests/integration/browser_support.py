@@ -25,6 +25,14 @@ from PIL import Image
 CHROMIUM = "/usr/bin/chromium"
 
 
+#: The box of the page's largest canvas (over 100 x 100), or null: where a viewer draws its viewport.
+_VIEWPORT = """(() => {
+  const c = [...document.querySelectorAll('canvas')].map(e => e.getBoundingClientRect())
+      .filter(r => r.width > 100 && r.height > 100).sort((a, b) => b.width * b.height - a.width * a.height)[0];
+  return c ? {x: c.x, y: c.y, width: c.width, height: c.height} : null;
+})()"""
+
+
 class BrowserError(AssertionError):
     """Chromium answered a command with an error, or did not in time."""
 
@@ -163,6 +171,15 @@ class Chromium:
             params["clip"] = {**clip, "scale": 1}
         data = base64.b64decode(self.page("Page.captureScreenshot", params)["data"])
         return Image.open(io.BytesIO(data)).convert("RGB")
+
+    def rendered_viewport(self) -> dict[str, float] | None:
+        """The largest canvas's box once its screenshot is more than background (>= 2% of its pixels lit)."""
+        box = self.evaluate(_VIEWPORT)
+        if not box:
+            return None
+        image = self.screenshot(box).convert("L")
+        lit = sum(count for level, count in enumerate(image.histogram()) if level > 40)
+        return box if lit >= 0.02 * image.width * image.height else None
 
     def answers_at_least(self, status: int) -> list[Answer]:
         with self._cond:

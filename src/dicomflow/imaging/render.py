@@ -20,10 +20,11 @@ header, then only the frame's bytes from a file.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,6 +39,18 @@ if TYPE_CHECKING:
 Format = Literal["image/jpeg", "image/png"]
 THUMBNAIL_SIZE = 128
 MAX_VIEWPORT = 4096
+#: Local objects up to this size are read and parsed once, pixels and all (one frame of a larger one, or of an
+#: object read by ranges, is read alone): the two-step read parsed the header twice, half of a CT thumbnail's time.
+WHOLE_READ_BYTES = 4 * 1024 * 1024
+#: The attributes rendering reads (the image pixel module, the modality and VOI LUTs, the pixel data and its
+#: offset tables; pydicom reads the file meta always): a whole read converts only these values. Both together,
+#: against the header-then-frame read, alternated on the loaded machine: a CT_small thumbnail 6.4 -> 3.3 ms,
+#: MR_small 5.5 -> 4.2 ms; the same bytes out for every pydicom test file that rendered before.
+RENDER_TAGS = frozenset({
+    0x00080016, 0x00280002, 0x00280004, 0x00280006, 0x00280008, 0x00280009, 0x00280010, 0x00280011, 0x00280100,
+    0x00280101, 0x00280102, 0x00280103, 0x00281050, 0x00281051, 0x00281052, 0x00281053, 0x00281054, 0x00281055,
+    0x00281056, 0x00283000, 0x00283010, 0x7FE00001, 0x7FE00002, 0x7FE00008, 0x7FE00009, 0x7FE00010,
+})
 
 
 class RenderError(DicomflowError):
@@ -149,9 +162,13 @@ def _read_frame(source: Source, frame: int | None) -> tuple[Dataset, NDArray[Any
 
     readable = as_readable(source)
     start = 0 if isinstance(readable, (str, Path)) else readable.tell()
+    size = _local_size(readable, start)
+    whole = size is not None and size <= WHOLE_READ_BYTES
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        header = pydicom.dcmread(readable, stop_before_pixels=True)
+        # A small object is parsed once, pixels and all; a large one's header first, then only the frame's bytes.
+        header = pydicom.dcmread(readable, specific_tags=list(RENDER_TAGS)) if whole else \
+            pydicom.dcmread(readable, stop_before_pixels=True)
         frames = int(header.get("NumberOfFrames", 1) or 1)
         if "Rows" not in header or "Columns" not in header:
             raise RenderError("the instance has no image pixel data")
@@ -159,12 +176,26 @@ def _read_frame(source: Source, frame: int | None) -> tuple[Dataset, NDArray[Any
         if not 0 <= index < frames:
             raise RenderError(f"frame {index + 1} does not exist (the instance has {frames})")
         try:
+            if whole:
+                return header, pixel_array(header, index=index)
             if isinstance(readable, (str, Path)):
                 return header, pixel_array(str(readable), index=index)
             readable.seek(start)
             return header, pixel_array(readable, index=index)
         except Exception as exc:
             raise RenderError(f"pixel data cannot be decoded: {type(exc).__name__}: {exc}") from exc
+
+
+def _local_size(readable: str | Path | BinaryIO, start: int) -> int | None:
+    """Bytes of a local object from ``start``; None for one read by ranges (its size would cost a request)."""
+    if isinstance(readable, (str, Path)):
+        return os.path.getsize(readable)
+    if isinstance(readable, io.BytesIO):
+        return len(readable.getbuffer()) - start
+    try:
+        return os.fstat(readable.fileno()).st_size - start
+    except (AttributeError, OSError):  # io.UnsupportedOperation is an OSError
+        return None
 
 
 def _grey(header: Dataset, arr: NDArray[Any], window: tuple[float, float, str] | None) -> PILImage:

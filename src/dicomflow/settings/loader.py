@@ -350,6 +350,7 @@ def _validate(s: Settings) -> None:
         (s.web.db_pool_min >= 1, "web.db_pool_min", "must be at least 1"),
         (s.web.db_pool_max >= s.web.db_pool_min, "web.db_pool_max", "must be at least web.db_pool_min"),
         (s.web.db_wait_ms >= 1, "web.db_wait_ms", "must be at least 1"),
+        *((getattr(s.web, k) >= 0, f"web.{k}", "must be 0 (none) or more") for k in ("metadata_cache_bytes", "thumbnail_cache_bytes")),
         (all(is_origin(o) for o in s.web.cors_origins), "web.cors_origins",
          "each must be an origin such as https://viewer.example (scheme://host[:port], no path, no *)"),
         (s.images.batch_max_messages >= 1, "images.batch_max_messages", "must be at least 1"),
@@ -386,7 +387,6 @@ def _is_tag(text: str) -> bool:
         return len(parts) == 2 and all(0 <= int(p, 16) <= 0xFFFF for p in parts)
     except ValueError:
         return False
-
 
 
 def default_config_path(env: Mapping[str, str]) -> Path | None:

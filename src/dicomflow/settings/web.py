@@ -72,6 +72,10 @@ class WebSettings:
     db_pool_max: int = 4
     #: Longest a request waits for a PostgreSQL connection before it answers 503 with ``Retry-After``.
     db_wait_ms: int = 1000
+    #: Bytes of whole study / series metadata answers each server process keeps in memory (0: none).
+    metadata_cache_bytes: int = 256 * 1024 * 1024
+    #: Bytes of rendered thumbnails each server process keeps in memory (0: none).
+    thumbnail_cache_bytes: int = 32 * 1024 * 1024
     #: Origins (``https://viewer.example``) whose pages may call the server from a browser (CORS); empty: none.
     cors_origins: tuple[str, ...] = ()
     oauth2: OAuth2Settings = field(default_factory=OAuth2Settings)

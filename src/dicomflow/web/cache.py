@@ -26,6 +26,16 @@ level's older answers in that folder.
 On the ``s3`` backend ``storage.root`` is a local folder: the cache stays
 local to each web machine (rebuilt from the objects' headers where it is
 missing).
+
+In front of the files, each server process keeps whole answers in memory as
+sent (:class:`MetadataAnswer`: the encoded array with absolute BulkDataURIs,
+and its gzip when a client asked for one), in
+:attr:`~dicomflow.web.context.WebContext.answers`, bounded by
+``web.metadata_cache_bytes``. Such an answer is served while the study's or
+series' change marker (:func:`dicomflow.store.freshness.change_marker`: its
+instance rows and receipts counted and checksummed, one query) equals the one read before
+the answer was built: a warm request neither looks up the instances nor
+reads or rewrites 5 MB.
 """
 
 from __future__ import annotations
@@ -36,9 +46,12 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from dicomflow.dicom.derived import is_valid_uid
+from dicomflow.store.freshness import Marker
+from dicomflow.store.queries import StoredInstance
 
 log = logging.getLogger(__name__)
 
@@ -106,4 +119,23 @@ class MetadataCache:
             log.warning("metadata cache write %s failed: %s", path, exc)
 
 
-__all__ = ["FOLDER", "MetadataCache"]
+#: Bytes an answer is charged per instance beyond its bodies (its index rows, kept for the audit).
+_PER_INSTANCE = 512
+
+
+@dataclass
+class MetadataAnswer:
+    """A whole study's or series' metadata answer as sent, valid while the index's marker is ``marker``."""
+
+    marker: Marker
+    items: list[StoredInstance]
+    body: bytes
+    #: ``body`` gzipped, made the first time a client accepting gzip asks.
+    gzipped: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + len(self.gzipped or b"") + _PER_INSTANCE * len(self.items)
+
+
+__all__ = ["FOLDER", "MetadataAnswer", "MetadataCache"]

@@ -25,7 +25,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,8 @@ from dicomflow.settings import Settings
 from dicomflow.store.connection import first_line
 from dicomflow.web.auth import Access, Authenticator, Principal
 from dicomflow.web.blobio import Blob
+from dicomflow.web.cache import MetadataAnswer
+from dicomflow.web.memcache import ByteBoundedCache
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -81,11 +83,17 @@ class WebContext:
     publisher: Publisher | None = None
     auditor: AuditSender | None = None
     store: BlobStore = field(init=False)
+    #: Whole study / series metadata answers (:mod:`dicomflow.web.metadata`), ``web.metadata_cache_bytes``.
+    answers: ByteBoundedCache[Hashable, MetadataAnswer] = field(init=False)
+    #: Rendered thumbnails (:mod:`dicomflow.web.rendered`), ``web.thumbnail_cache_bytes``.
+    thumbnails: ByteBoundedCache[Hashable, bytes] = field(init=False)
     _root: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         self._root = os.path.realpath(self.settings.storage.root)
         self.store = open_store(self.settings.storage, fsync=self.settings.ingest.fsync)
+        self.answers = ByteBoundedCache(self.settings.web.metadata_cache_bytes, lambda a: a.size)
+        self.thumbnails = ByteBoundedCache(self.settings.web.thumbnail_cache_bytes, len)
 
     @property
     def pool(self) -> AsyncConnectionPool[Any]:

@@ -11,6 +11,7 @@ instances (see :class:`~dicomflow.web.cache.MetadataCache`).
 from __future__ import annotations
 
 import asyncio
+import gzip
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -23,17 +24,22 @@ from starlette.responses import Response, StreamingResponse
 
 from dicomflow.blobs import BlobStore
 from dicomflow.imaging.transcode import Source, read
+from dicomflow.store.freshness import Marker, change_marker
 from dicomflow.store.queries import StoredInstance
 from dicomflow.web import dicomjson
+from dicomflow.web.auth import Principal
 from dicomflow.web.blobio import Blob, open_source
-from dicomflow.web.cache import MetadataCache
-from dicomflow.web.context import WebContext, base_url, blob_errors
+from dicomflow.web.cache import MetadataAnswer, MetadataCache
+from dicomflow.web.context import WebContext, base_url, blob_errors, check_uid
 from dicomflow.web.retrieval import audit_retrieval, lookup
 
 #: Header reads (cold cache) in flight at once for one request.
 _METADATA_CONCURRENCY = 32
 #: Instances of a metadata answer gathered per chunk (one thread hop for their cached documents).
 _METADATA_WINDOW = 1000
+#: gzip level of a kept answer for clients that accept gzip (0: never compressed). See docs/dicomweb.md.
+GZIP_LEVEL = 1
+_MEDIA_TYPE = "application/dicom+json"
 T = TypeVar("T")
 _json = msgspec.json.Encoder(enc_hook=str)  # pydicom values are str / int subclasses (UID, IS, DSfloat)
 
@@ -101,14 +107,60 @@ async def _documents(ctx: WebContext, cache: MetadataCache, tenant: str, items: 
     return [d for d in found if d is not None]
 
 
+def accepts_gzip(request: Request) -> bool:
+    """True when the client's Accept-Encoding names gzip (or ``*``) with a non-zero q."""
+    for token in request.headers.get("accept-encoding", "").split(","):
+        coding, _, params = token.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            q = params.strip().lower()
+            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.", "0.0", "0.00", "0.000"))
+    return False
+
+
+AnswerKey = tuple[str, str, str | None, str]
+
+
+async def _remembered(ctx: WebContext, principal: Principal, request: Request,
+                      level: str) -> tuple[AnswerKey, Marker, MetadataAnswer | None]:
+    """The key and the current change marker of a study or series answer, and the kept answer if still valid."""
+    p = request.path_params
+    study = check_uid(p["study"], "StudyInstanceUID")
+    series = check_uid(p["series"], "SeriesInstanceUID") if level == "series" else None
+    async with ctx.pool.connection() as conn:
+        marker = await change_marker(conn, principal.tenant, study, series)
+    key: AnswerKey = (principal.tenant, study, series, base_url(request))
+    kept = ctx.answers.get(key)
+    return key, marker, kept if kept is not None and kept.marker == marker else None
+
+
+async def _send(ctx: WebContext, request: Request, key: AnswerKey, answer: MetadataAnswer) -> Response:
+    """The answer as it is, or gzipped (once, then kept) for a client that accepts gzip."""
+    if GZIP_LEVEL and accepts_gzip(request):
+        if answer.gzipped is None:
+            answer.gzipped = await run_in_threadpool(gzip.compress, answer.body, GZIP_LEVEL, mtime=0)
+            ctx.answers.put(key, answer)  # charged with its gzip now
+        return Response(answer.gzipped, media_type=_MEDIA_TYPE,
+                        headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+    return Response(answer.body, media_type=_MEDIA_TYPE, headers={"Vary": "Accept-Encoding"} if GZIP_LEVEL else None)
+
+
 async def metadata(ctx: WebContext, request: Request, level: str) -> Response:
     """GET …/metadata: a JSON array of the instances' DICOM JSON.
 
-    Built in windows of :data:`_METADATA_WINDOW` instances, each sent as one chunk (memory stays bounded
-    for a large study); the first window before answering, so a broken or missing object is an error
+    A study's or series' answer is kept in memory while its change marker
+    stays (:mod:`dicomflow.web.cache`): a warm request is one marker query.
+    Otherwise built in windows of :data:`_METADATA_WINDOW` instances, each sent as one chunk (memory stays
+    bounded for a large study); the first window before answering, so a broken or missing object is an error
     status, not a cut body.
     """
     principal = await ctx.principal(request, "read")
+    key = marker = None
+    if level != "instance":
+        key, marker, kept = await _remembered(ctx, principal, request, level)
+        if kept is not None:
+            ctx.metrics.metadata_cache.labels("hit").inc(len(kept.items))
+            audit_retrieval(ctx, principal, request, kept.items, transferred=False)
+            return await _send(ctx, request, key, kept)
     items = await lookup(ctx, principal, request, level=level)
     cache = MetadataCache(ctx.storage_root)
     base = base_url(request)
@@ -124,23 +176,27 @@ async def metadata(ctx: WebContext, request: Request, level: str) -> Response:
     answer = await run_in_threadpool(cache.get, whole) if whole is not None else None
     if answer is not None:
         ctx.metrics.metadata_cache.labels("hit").inc(len(items))
-        audit_retrieval(ctx, principal, request, items, transferred=False)
-        return Response(b"[" + dicomjson.absolute_bulk_uris(answer, base) + b"]", media_type="application/dicom+json")
-    first = await window(0)
+    else:
+        answer = await window(0)
+        if whole is not None:
+            await run_in_threadpool(cache.put_answer, whole, answer)
     audit_retrieval(ctx, principal, request, items, transferred=False)
     if len(items) <= _METADATA_WINDOW:
-        if whole is not None:
-            await run_in_threadpool(cache.put_answer, whole, first)
-        return Response(b"[" + dicomjson.absolute_bulk_uris(first, base) + b"]", media_type="application/dicom+json")
+        body = b"[" + dicomjson.absolute_bulk_uris(answer, base) + b"]"
+        if key is None or marker is None:
+            return Response(body, media_type=_MEDIA_TYPE)
+        kept = MetadataAnswer(marker, items, body)
+        ctx.answers.put(key, kept)
+        return await _send(ctx, request, key, kept)
+    first = answer
 
-    async def body() -> AsyncIterator[bytes]:
+    async def body_chunks() -> AsyncIterator[bytes]:
         yield b"[" + dicomjson.absolute_bulk_uris(first, base)
         for start in range(_METADATA_WINDOW, len(items), _METADATA_WINDOW):
             yield b"," + dicomjson.absolute_bulk_uris(await window(start), base)
         yield b"]"
 
-    return StreamingResponse(body(), media_type="application/dicom+json")
+    return StreamingResponse(body_chunks(), media_type=_MEDIA_TYPE)
 
 
-
-__all__ = ["bounded", "build_metadata", "metadata"]
+__all__ = ["accepts_gzip", "bounded", "build_metadata", "metadata"]

@@ -9,17 +9,25 @@ answers a multi-frame instance may have it gives the first frame; every frame
 is ``…/frames/{n}/rendered`` (1 to NumberOfFrames, 404 beyond). An instance's
 ``…/thumbnail`` is its middle frame (more telling for a cine loop). A series thumbnail is its middle
 instance's (the image workers' pre-built ``thumbnail_location`` when there
-is one), a study's is its first series'. Media type from the Accept header
+is one, also served for that instance's own thumbnail), a study's is its first series'. Media type from the Accept header
 or the ``accept`` parameter: ``image/jpeg`` (default) or ``image/png``.
 
 Both read through the storage layer: the instance from a seekable file of
 its object (:func:`~dicomflow.web.blobio.open_source`: ranged reads on
 ``s3``, the header and the rendered frame only), a pre-built thumbnail whole.
+
+Thumbnails (rendered or pre-built) are kept in memory, in
+:attr:`~dicomflow.web.context.WebContext.thumbnails` (``web.thumbnail_cache_bytes``
+per server process), keyed by the tenant, the options, and the instance's
+newest receipt (its trace id: an instance stored again is a new key) or, for
+a series or study, the receipts of the picked instance and of the instance
+carrying the pre-built thumbnail and the series' instance count; the lookup
+that finds them runs on every request (it also decides 404 and the tenant).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -67,6 +75,15 @@ async def _prebuilt_thumbnail(ctx: WebContext, series: list[StoredInstance]) -> 
     return None
 
 
+def _thumbnail_key(tenant: str, level: str, item: StoredInstance, series: list[StoredInstance],
+                   options: render.RenderOptions) -> Hashable:
+    """What a kept thumbnail depends on (see the module's docstring)."""
+    if level == "instance":
+        return tenant, item.study_uid, item.series_uid, item.sop_uid, item.trace_id, options
+    carrier = next(((i.sop_uid, i.trace_id, i.thumbnail_location) for i in series if i.thumbnail_location), None)
+    return tenant, level, item.study_uid, item.series_uid, len(series), item.sop_uid, item.trace_id, carrier, options
+
+
 def _render_blob(store: BlobStore, blob: Blob, options: render.RenderOptions) -> bytes:
     with open_source(store, blob) as source:
         return render.render(source, options)
@@ -91,20 +108,35 @@ async def _render(ctx: WebContext, request: Request, level: str, *, thumbnail: b
         raise HTTPException(400, str(exc)) from exc
     items = await lookup(ctx, principal, request, level=level)
     item = _pick(items, level)
-    if thumbnail and level != "instance" and options == render.RenderOptions(
-            viewport=(render.THUMBNAIL_SIZE, render.THUMBNAIL_SIZE)):
-        prebuilt = await _prebuilt_thumbnail(ctx, [i for i in items if i.series_uid == item.series_uid])
+    series = [i for i in items if i.series_uid == item.series_uid] if level != "instance" else [item]
+    key = _thumbnail_key(principal.tenant, level, item, series, options) if thumbnail else None
+    image = ctx.thumbnails.get(key) if key is not None else None
+    if image is None:
+        image = await _image(ctx, level, item, series, options)
+        if key is not None:
+            ctx.thumbnails.put(key, image)
+    audit_retrieval(ctx, principal, request, [item], transferred=False)
+    return Response(image, media_type=media_type)
+
+
+async def _image(ctx: WebContext, level: str, item: StoredInstance, series: list[StoredInstance],
+                 options: render.RenderOptions) -> bytes:
+    """The image workers' series thumbnail when it answers the request, else ``item`` rendered.
+
+    The workers render the series' middle instance, whose row carries ``thumbnail_location``: an
+    instance thumbnail of that instance is the same picture.
+    """
+    prebuilt_answers = level != "instance" or item.thumbnail_location
+    if prebuilt_answers and options == render.RenderOptions(viewport=(render.THUMBNAIL_SIZE, render.THUMBNAIL_SIZE)):
+        prebuilt = await _prebuilt_thumbnail(ctx, series)
         if prebuilt is not None:
-            audit_retrieval(ctx, principal, request, [item], transferred=False)
-            return Response(prebuilt, media_type="image/jpeg")
+            return prebuilt
     blob, _ = await served_file(ctx, item)
     try:
         with blob_errors(ctx.store.location(blob.key)):
-            image = await run_in_threadpool(_render_blob, ctx.store, blob, options)
+            return await run_in_threadpool(_render_blob, ctx.store, blob, options)
     except render.RenderError as exc:
         raise HTTPException(404 if "does not exist" in str(exc) or "no image" in str(exc) else 406, str(exc)) from exc
-    audit_retrieval(ctx, principal, request, [item], transferred=False)
-    return Response(image, media_type=media_type)
 
 
 def routes(ctx: WebContext) -> list[BaseRoute]:

@@ -155,29 +155,12 @@ def _shows_every_accession(browser: Chromium, accessions: dict[str, str]) -> boo
     return all(a in text for a in accessions.values())
 
 
-_VIEWPORT = """(() => {
-  const c = [...document.querySelectorAll('canvas')].map(e => e.getBoundingClientRect())
-      .filter(r => r.width > 100 && r.height > 100).sort((a, b) => b.width * b.height - a.width * a.height)[0];
-  return c ? {x: c.x, y: c.y, width: c.width, height: c.height} : null;
-})()"""
-
-
-def _rendered_viewport(browser: Chromium) -> dict[str, float] | None:
-    """The largest canvas's box once its screenshot is more than background (>= 2% of its pixels lit)."""
-    box = browser.evaluate(_VIEWPORT)
-    if not box:
-        return None
-    image = browser.screenshot(box).convert("L")
-    lit = sum(count for level, count in enumerate(image.histogram()) if level > 40)
-    return box if lit >= 0.02 * image.width * image.height else None
-
-
 def _open_study_and_check(browser: Chromium, url: str, env: Env, *, token: str | None = None) -> None:
     study = env.samples[0].study_uid
     viewer = viewer_url(dataclasses.replace(env.settings, web=dataclasses.replace(
         env.settings.web, port=int(url.rsplit(":", 1)[1]))), study)
     browser.goto(viewer + (f"&token={token}" if token else ""))
-    browser.wait_for("the study's image in a viewport", lambda: _rendered_viewport(browser), timeout=120)
+    browser.wait_for("the study's image in a viewport", browser.rendered_viewport, timeout=120)
 
 
 def test_the_viewer_lists_every_study_and_renders_one(env: Env) -> None:
