@@ -348,6 +348,7 @@ def _web_json(r: WebFaultResult) -> dict[str, Any]:
         "seconds": r.seconds, "kills": r.kills, "instances": r.instances, "series": r.series, "clients": r.clients,
         "index_s": round(r.index_s, 1), "load_s": round(r.load_s, 1), "tracebacks": r.tracebacks,
         "crashes": r.crashes, "recovery_target_s": r.recovery_target_s, "down_target_s": r.down_target_s,
+        "planned_down_s": list(r.down_s),
     }
     if f is not None:
         data.update({

@@ -5,7 +5,10 @@ storage root, their store events published, ``dicomflow consume
 --until-idle`` drains them), then ``dicomflow web`` (``auth = "none"``, on a
 free 127.0.0.1 port, its log in the phase's log folder) serves it to a few
 client threads (:mod:`.webload`). Meanwhile the PostgreSQL postmaster (its
-PID only) is SIGKILLed a few times, left down a few seconds and restarted.
+PID only) is SIGKILLed a few times, left down a while and restarted: the
+outages alternate between a short one (4 s) and one longer than the
+server's pool timeout (12 s), after which a connection pool's growing
+reconnect back-off would show as a slow recovery.
 
 What the web tier must do (issue 19): while PostgreSQL is down, answer 503
 with ``Retry-After`` within ``web.db_wait_ms`` (never another 5xx, never a
@@ -35,6 +38,9 @@ from dicomflow_faults.webload import LoadFigures, Outage, WebLoad, load_figures,
 
 log = logging.getLogger(__name__)
 
+#: Seconds PostgreSQL stays down after each kill, in turn: short, then longer than the pool's 10 s timeout.
+DOWN_S: tuple[float, ...] = (4.0, 12.0)
+
 #: What marks an unexpected exception in the server's log.
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -50,7 +56,7 @@ class WebFaultResult:
     index_s: float = 0.0
     clients: int = 0
     load_s: float = 0.0
-    down_s: float = 0.0
+    down_s: tuple[float, ...] = DOWN_S
     figures: LoadFigures | None = None
     tracebacks: int = 0
     web_log: str = ""
@@ -61,7 +67,8 @@ class WebFaultResult:
 
 
 def run_web_faults(stack: PrivateStack, seconds: float, *, seed: int, log_dir: Path, kills: int = 2,
-                   instances: int = 120, clients: int = 4, down_s: float = 4.0, recovery_target_s: float = 5.0,
+                   instances: int = 120, clients: int = 4, down_s: tuple[float, ...] = DOWN_S,
+                   recovery_target_s: float = 5.0,
                    down_target_s: float = 3.0) -> WebFaultResult:
     """Index a corpus, serve it with ``dicomflow web``, load it for ``seconds`` while PostgreSQL is killed ``kills`` times.
 
@@ -160,9 +167,9 @@ def _wait_healthy(port: int, web: Component, timeout_s: float = 60.0) -> None:
     raise StackError(f"dicomflow web was not healthy within {timeout_s:.0f} s:\n{web.log_tail()}")
 
 
-def _inject(stack: PrivateStack, load: WebLoad, started: float, seconds: float, kills: int, down_s: float,
-            recovery_target_s: float, rng: random.Random) -> list[Outage]:
-    """SIGKILL PostgreSQL ``kills`` times, evenly over the load (a little jitter), each down ``down_s``.
+def _inject(stack: PrivateStack, load: WebLoad, started: float, seconds: float, kills: int,
+            down_s: tuple[float, ...], recovery_target_s: float, rng: random.Random) -> list[Outage]:
+    """SIGKILL PostgreSQL ``kills`` times, evenly over the load (a little jitter), kill k down ``down_s[k % n]``.
 
     After each restart the load is watched for its first 200 until the next
     kill is due (at least twice the recovery target); then the load runs on
@@ -179,7 +186,7 @@ def _inject(stack: PrivateStack, load: WebLoad, started: float, seconds: float, 
         killed = time.monotonic()
         log.info("web: SIGKILL of PostgreSQL #%d at %.1f s into the load", k + 1, killed - started)
         stack.kill_postgres()
-        _sleep_until(killed + down_s)
+        _sleep_until(killed + down_s[k % len(down_s)])
         stack.start_postgres()
         ready = time.monotonic()
         deadline = max(started + warm + (k + 1) * slot, ready + 2 * recovery_target_s)
