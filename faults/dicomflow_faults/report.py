@@ -268,6 +268,7 @@ class SuiteReport:
             recovery = "none" if o.recovery_s is None else f"{o.recovery_s:.2f}"
             w(f"  {i:>3} {o.at_s:7.1f} {down:>7} {o.requests:>6} {o.answered_503:>6} {slowest:>10} {recovery:>11}\n")
         w("  (down s: SIGKILL to PostgreSQL ready; asked: requests made meanwhile; recovery: ready to the first 200)\n")
+        w(f"  server log: {r.tracebacks} traceback(s), {r.log_warnings} WARNING and {r.log_errors} ERROR line(s)\n")
 
     def as_json(self) -> dict[str, Any]:
         """The figures as plain data (``--json``)."""
@@ -347,6 +348,7 @@ def _web_json(r: WebFaultResult) -> dict[str, Any]:
     data: dict[str, Any] = {
         "seconds": r.seconds, "kills": r.kills, "instances": r.instances, "series": r.series, "clients": r.clients,
         "index_s": round(r.index_s, 1), "load_s": round(r.load_s, 1), "tracebacks": r.tracebacks,
+        "log_warnings": r.log_warnings, "log_errors": r.log_errors,
         "crashes": r.crashes, "recovery_target_s": r.recovery_target_s, "down_target_s": r.down_target_s,
         "planned_down_s": list(r.down_s),
     }

@@ -59,6 +59,9 @@ class WebFaultResult:
     down_s: tuple[float, ...] = DOWN_S
     figures: LoadFigures | None = None
     tracebacks: int = 0
+    #: Lines of the server's log at WARNING and at ERROR or above (the issue asks one warning per outage).
+    log_warnings: int = 0
+    log_errors: int = 0
     web_log: str = ""
     crashes: int = 0
     recovery_target_s: float = 5.0
@@ -109,9 +112,8 @@ def run_web_faults(stack: PrivateStack, seconds: float, *, seed: int, log_dir: P
         supervisor.stop_watching()
         web.terminate(timeout_s=30.0)
     result.crashes = len(supervisor.crashes())
-    result.web_log = str(web.log_path)
-    result.tracebacks = web.log_path.read_text(errors="replace").count(TRACEBACK) if web.log_path.exists() else 0
-    result.checks = [index_check, *_checks(result)]
+    _read_log(result, web.log_path)
+    result.checks = [index_check, *web_checks(result)]
     return result
 
 
@@ -207,7 +209,20 @@ def _sleep_until(t: float) -> None:
         time.sleep(pause)
 
 
-def _checks(r: WebFaultResult) -> list[Check]:
+def _read_log(result: WebFaultResult, path: Path) -> None:
+    """Tracebacks and WARNING / ERROR lines of the server's log (both its logging and uvicorn's formats)."""
+    text = path.read_text(errors="replace") if path.exists() else ""
+    result.web_log = str(path)
+    result.tracebacks = text.count(TRACEBACK)
+    for line in text.splitlines():
+        if " WARNING " in line or line.startswith("WARNING:"):
+            result.log_warnings += 1
+        elif any(f" {lvl} " in line or line.startswith(f"{lvl}:") for lvl in ("ERROR", "CRITICAL")):
+            result.log_errors += 1
+
+
+def web_checks(r: WebFaultResult) -> list[Check]:
+    """The phase's verdicts from its figures (``r.figures`` None: the load never ran)."""
     f = r.figures
     if f is None:
         return [Check("web: the load ran", False, "no figures")]
@@ -235,4 +250,4 @@ def _checks(r: WebFaultResult) -> list[Check]:
     ]
 
 
-__all__ = ["WebFaultResult", "run_web_faults"]
+__all__ = ["DOWN_S", "TRACEBACK", "WebFaultResult", "run_web_faults", "web_checks"]

@@ -11,6 +11,7 @@ import pytest
 
 from dicomflow.corpus import SeriesInfo
 from dicomflow_faults.webload import Answer, Outage, Target, WebLoad, load_figures, targets
+from dicomflow_faults.webrun import WebFaultResult, web_checks
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -101,3 +102,33 @@ def test_the_request_mix_covers_qido_and_wado_for_every_series() -> None:
     assert "/studies/1.2.3/series/1.2.3.1/instances/1.2.3.1.2/metadata" in paths
     assert "/instances?SeriesInstanceUID=1.2.3.2&limit=20" in paths
     assert all('type="application/dicom"' in t.accept for t in mix if t.kind == "wado instance")
+
+
+def _run(answers: list[Answer], outages: list[Outage], tracebacks: int = 0) -> dict[str, bool]:
+    result = WebFaultResult(seconds=10.0, kills=len(outages), tracebacks=tracebacks,
+                            figures=load_figures(answers, outages, 0.0))
+    return {c.name: c.ok for c in web_checks(result)}
+
+
+def test_the_verdicts_pass_a_tier_that_answers_503_fast_and_recovers() -> None:
+    answers = [Answer("x", 0.0, 0.1, 200, False), Answer("x", 2.2, 3.1, 503, True),
+               Answer("x", 4.0, 4.1, 503, True), Answer("x", 5.1, 5.2, 200, False)]
+    verdicts = _run(answers, [Outage(2.0, 5.0, 5.2)])
+    assert all(verdicts.values()), verdicts
+
+
+def test_the_verdicts_fail_what_main_did_hang_500_traceback_slow_recovery() -> None:
+    answers = [Answer("x", 0.0, 0.1, 200, False), Answer("x", 2.2, 12.2, 500, False),
+               Answer("x", 2.5, 2.5, None, False, "ConnectionResetError: reset"),
+               Answer("x", 3.0, 4.0, 503, False), Answer("x", 12.5, 12.6, 200, False)]
+    verdicts = _run(answers, [Outage(2.0, 5.0, 12.6)], tracebacks=2)
+    failed = {name for name, ok in verdicts.items() if not ok}
+    assert failed == {
+        "web: no 5xx other than 503", "web: every 503 carries Retry-After",
+        "web: every request answered (no reset, refusal or client timeout)",
+        "web: answers while PostgreSQL was down within 3 s",
+        "web: 200 again within 5 s of PostgreSQL ready, every outage", "web: no traceback in the server's log",
+    }
+    # no request made while PostgreSQL was down proves nothing: that fails too
+    assert not _run([Answer("x", 0.0, 0.1, 200, False)], [Outage(2.0, 5.0, 5.2)])[
+        "web: answers while PostgreSQL was down within 3 s"]
