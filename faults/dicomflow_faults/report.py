@@ -267,7 +267,7 @@ class SuiteReport:
             slowest = "-" if o.slowest_s is None else f"{o.slowest_s:.2f}"
             recovery = "none" if o.recovery_s is None else f"{o.recovery_s:.2f}"
             w(f"  {i:>3} {o.at_s:7.1f} {down:>7} {o.requests:>6} {o.answered_503:>6} {slowest:>10} {recovery:>11}\n")
-        w("  (down s: SIGKILL to PostgreSQL ready; asked: requests made meanwhile; recovery: ready to the first 200)\n")
+        w("  (down s: SIGKILL to PostgreSQL ready; asked: requests in flight meanwhile; recovery: ready to the first 200)\n")
         w(f"  server log: {r.tracebacks} traceback(s), {r.log_warnings} WARNING and {r.log_errors} ERROR line(s)\n")
 
     def as_json(self) -> dict[str, Any]:

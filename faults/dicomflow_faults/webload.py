@@ -192,7 +192,7 @@ def status_class(status: int | None) -> str:
 
 
 def load_figures(answers: Sequence[Answer], outages: Sequence[Outage], t0: float) -> LoadFigures:
-    """Count the answers; "while down" is a request started between a kill and the server's ready.
+    """Count the answers; "while down" is a request in flight at some moment between a kill and the server's ready.
 
     ``t0``: when the load started (the figures' times are relative to it).
     """
@@ -216,7 +216,7 @@ def load_figures(answers: Sequence[Answer], outages: Sequence[Outage], t0: float
 
 def _outage_figures(answers: Sequence[Answer], o: Outage, t0: float) -> OutageFigures:
     until = o.ready if o.ready is not None else float("inf")
-    down = [a for a in answers if o.killed <= a.started <= until]
+    down = [a for a in answers if a.ended >= o.killed and a.started <= until]
     return OutageFigures(
         at_s=o.killed - t0, down_s=None if o.ready is None else o.ready - o.killed, requests=len(down),
         answered_503=sum(1 for a in down if a.status == 503),

@@ -240,7 +240,7 @@ def web_checks(r: WebFaultResult) -> list[Check]:
         Check(f"web: answers while PostgreSQL was down within {r.down_target_s:g} s",
               slowest is not None and slowest <= r.down_target_s and all(o.requests > 0 for o in f.outages),
               "slowest " + ("-" if slowest is None else f"{slowest:.2f} s") + " over "
-              + ", ".join(str(o.requests) for o in f.outages) + " request(s) made while down"),
+              + ", ".join(str(o.requests) for o in f.outages) + " request(s) in flight while down"),
         Check(f"web: 200 again within {r.recovery_target_s:g} s of PostgreSQL ready, every outage",
               len(f.outages) == r.kills and all(o.recovery_s is not None and o.recovery_s <= r.recovery_target_s
                                                 for o in f.outages),
