@@ -75,10 +75,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="Seconds two brokers stay down together (below min ISR); 0: only the leader kill.")
     p.add_argument("--s3", type=int, default=1500,
                    help="C-STORE instances of the S3 run: storage on a private S3Proxy, SIGKILLed mid-run (0: skip it).")
-    p.add_argument("--web", type=float, default=45.0,
+    p.add_argument("--web", type=float, default=45.0, metavar="SECONDS",
                    help="Seconds of QIDO-RS / WADO-RS load on `dicomflow web` while PostgreSQL is SIGKILLed and "
                         "restarted (0: skip it).")
-    p.add_argument("--web-kills", type=int, default=2, help="SIGKILLs of PostgreSQL during the web phase.")
+    p.add_argument("--web-kills", type=int, default=2, metavar="N", help="SIGKILLs of PostgreSQL during the web phase.")
     p.add_argument("--faults-per-kind", type=int, default=2, help="SIGKILLs of each kind during the fault run.")
     p.add_argument("--kinds", default=",".join(KINDS), help="Fault kinds, comma-separated (default: all four).")
     p.add_argument("--associations", type=int, default=4, help="Parallel C-STORE associations of the sender.")

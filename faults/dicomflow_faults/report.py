@@ -356,6 +356,7 @@ def _web_json(r: WebFaultResult) -> dict[str, Any]:
         data.update({
             "requests": f.total, "by_class": f.by_class, "by_status": {str(k): v for k, v in f.by_status.items()},
             "bad_5xx": f.bad_5xx, "no_retry_after": f.no_retry_after, "unanswered": f.unanswered,
+            "empty_ok": f.empty_ok,
             "slowest_down_s": None if f.slowest_down_s is None else round(f.slowest_down_s, 3),
             "longest_recovery_s": None if f.longest_recovery_s is None else round(f.longest_recovery_s, 3),
             "outages": [dataclasses.asdict(o) for o in f.outages],

@@ -30,7 +30,7 @@ _MULTIPART_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """One request of the load: monotonic start and end, status (None: no answer), Retry-After present."""
+    """One request of the load: monotonic start and end, status (None: no answer), Retry-After present, body size."""
 
     kind: str
     started: float
@@ -38,6 +38,7 @@ class Answer:
     status: int | None
     retry_after: bool
     error: str = ""
+    size: int = 0
 
     @property
     def seconds(self) -> float:
@@ -115,9 +116,9 @@ class WebLoad:
             try:
                 current.request("GET", target.path, headers={"Accept": target.accept})
                 response = current.getresponse()
-                response.read()
+                body = response.read()
                 answer = Answer(target.kind, started, time.monotonic(), response.status,
-                                response.getheader("Retry-After") is not None)
+                                response.getheader("Retry-After") is not None, size=len(body))
                 if response.getheader("Connection", "").lower() == "close":
                     current.close()
                     conn = None
@@ -170,6 +171,8 @@ class LoadFigures:
     bad_5xx: int
     no_retry_after: int
     unanswered: int
+    #: 2xx answers that are not a 200 with content: an empty result would hide the outage (every request has one).
+    empty_ok: int
     before_first_kill: int
     ok_before_first_kill: int
     outages: list[OutageFigures]
@@ -207,6 +210,8 @@ def load_figures(answers: Sequence[Answer], outages: Sequence[Outage], t0: float
         bad_5xx=sum(n for s, n in by_status.items() if s >= 500 and s != 503),
         no_retry_after=sum(1 for a in answers if a.status == 503 and not a.retry_after),
         unanswered=sum(1 for a in answers if a.status is None),
+        empty_ok=sum(1 for a in answers if a.status is not None and 200 <= a.status < 300
+                     and (a.status != 200 or a.size <= 2)),
         before_first_kill=len(before),
         ok_before_first_kill=sum(1 for a in before if a.status == 200),
         outages=[_outage_figures(answers, o, t0) for o in outages],

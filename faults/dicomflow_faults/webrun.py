@@ -234,6 +234,8 @@ def web_checks(r: WebFaultResult) -> list[Check]:
               f"{f.ok_before_first_kill} of {f.before_first_kill}"),
         Check("web: no 5xx other than 503", f.bad_5xx == 0,
               f"{f.bad_5xx} of {f.total} (" + ", ".join(f"{s}: {n}" for s, n in f.by_status.items()) + ")"),
+        Check("web: every 2xx is a 200 with content (no empty result in place of an outage)", f.empty_ok == 0,
+              f"{f.empty_ok} empty or not 200"),
         Check("web: every 503 carries Retry-After", f.no_retry_after == 0, f"{f.no_retry_after} without it"),
         Check("web: every request answered (no reset, refusal or client timeout)", f.unanswered == 0,
               f"{f.unanswered} unanswered" + (f" ({', '.join(f.errors)})" if f.errors else "")),

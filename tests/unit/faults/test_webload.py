@@ -70,11 +70,12 @@ def test_the_load_records_each_status_retry_after_and_unanswered_requests(server
     assert figures.no_retry_after == sum(a.kind == "bare" for a in answers) > 0
     assert figures.unanswered == sum(a.kind == "drop" for a in answers) > 0
     assert figures.by_class["2xx"] == sum(a.kind == "ok" for a in answers)
+    assert figures.empty_ok == figures.by_class["2xx"]  # the test server's "{}" is no content
 
 
 def test_outage_figures_count_requests_made_while_down_and_the_time_to_the_first_200() -> None:
     def a(start: float, end: float, status: int | None) -> Answer:
-        return Answer("x", start, end, status, status == 503)
+        return Answer("x", start, end, status, status == 503, size=100)
 
     answers = [a(0.0, 0.1, 200), a(1.0, 1.2, 200),
                a(2.1, 3.1, 503), a(2.5, 2.6, 503), a(4.9, 5.0, 503),  # down from 2.0 to 5.0
@@ -111,24 +112,26 @@ def _run(answers: list[Answer], outages: list[Outage], tracebacks: int = 0) -> d
 
 
 def test_the_verdicts_pass_a_tier_that_answers_503_fast_and_recovers() -> None:
-    answers = [Answer("x", 0.0, 0.1, 200, False), Answer("x", 2.2, 3.1, 503, True),
-               Answer("x", 4.0, 4.1, 503, True), Answer("x", 5.1, 5.2, 200, False)]
+    answers = [Answer("x", 0.0, 0.1, 200, False, size=500), Answer("x", 2.2, 3.1, 503, True),
+               Answer("x", 4.0, 4.1, 503, True), Answer("x", 5.1, 5.2, 200, False, size=500)]
     verdicts = _run(answers, [Outage(2.0, 5.0, 5.2)])
     assert all(verdicts.values()), verdicts
 
 
 def test_the_verdicts_fail_what_main_did_hang_500_traceback_slow_recovery() -> None:
-    answers = [Answer("x", 0.0, 0.1, 200, False), Answer("x", 2.2, 12.2, 500, False),
+    answers = [Answer("x", 0.0, 0.1, 200, False, size=500), Answer("x", 2.2, 12.2, 500, False),
                Answer("x", 2.5, 2.5, None, False, "ConnectionResetError: reset"),
-               Answer("x", 3.0, 4.0, 503, False), Answer("x", 12.5, 12.6, 200, False)]
+               Answer("x", 3.0, 4.0, 503, False), Answer("x", 4.5, 4.6, 200, False, size=2),  # "[]" while down
+               Answer("x", 12.5, 12.6, 200, False, size=500)]
     verdicts = _run(answers, [Outage(2.0, 5.0, 12.6)], tracebacks=2)
     failed = {name for name, ok in verdicts.items() if not ok}
     assert failed == {
         "web: no 5xx other than 503", "web: every 503 carries Retry-After",
+        "web: every 2xx is a 200 with content (no empty result in place of an outage)",
         "web: every request answered (no reset, refusal or client timeout)",
         "web: answers while PostgreSQL was down within 3 s",
         "web: 200 again within 5 s of PostgreSQL ready, every outage", "web: no traceback in the server's log",
     }
     # no request made while PostgreSQL was down proves nothing: that fails too
-    assert not _run([Answer("x", 0.0, 0.1, 200, False)], [Outage(2.0, 5.0, 5.2)])[
+    assert not _run([Answer("x", 0.0, 0.1, 200, False, size=9)], [Outage(2.0, 5.0, 5.2)])[
         "web: answers while PostgreSQL was down within 3 s"]
