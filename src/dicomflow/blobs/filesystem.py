@@ -111,9 +111,15 @@ class FilesystemStore:
         try:
             return open(real, "rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-            raise BlobNotFound(str(path)) from exc
+            raise self._not_found(path) from exc
         except OSError as exc:
             raise BlobUnavailable(str(path), f"cannot open ({exc.strerror or exc})") from exc
+
+    def _not_found(self, path: Path) -> BlobNotFound | BlobUnavailable:
+        """A file that is not there: missing (poison), unless the whole root is gone (an unmounted volume: retry)."""
+        if not self.root.is_dir():
+            return BlobUnavailable(str(path), f"the storage root {self.root} is missing (not mounted?)")
+        return BlobNotFound(str(path))
 
     def read(self, key: str) -> bytes:
         with self._open(key) as fh:
@@ -153,7 +159,7 @@ class FilesystemStore:
         try:
             st = path.stat()
         except (FileNotFoundError, NotADirectoryError) as exc:
-            raise BlobNotFound(str(path)) from exc
+            raise self._not_found(path) from exc
         except OSError as exc:
             raise BlobUnavailable(str(path), f"cannot stat ({exc.strerror or exc})") from exc
         if not path.is_file():

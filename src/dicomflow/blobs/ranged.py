@@ -106,13 +106,20 @@ def open_object(store: BlobStore, key: str) -> BinaryIO:
     location of the key), a :class:`RangedFile` elsewhere.
 
     Raises:
-        BlobNotFound, BlobUnavailable: from the store (an ``s3`` object's absence shows at the first read).
+        BlobNotFound, BlobUnavailable: from the store (an ``s3`` object's absence shows at the first read;
+            on the filesystem a storage root that is gone is BlobUnavailable, not a missing file).
     """
     if store.backend == "filesystem":
         where = store.location(key)
         try:
             return open(where, "rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            try:
+                store.head(key)  # the store tells a missing file from a storage root that is gone (unmounted)
+            except BlobUnavailable as gone:
+                raise gone from exc
+            except BlobNotFound:
+                pass
             raise BlobNotFound(where) from exc
         except OSError as exc:
             raise BlobUnavailable(where, f"cannot open ({exc.strerror or exc})") from exc

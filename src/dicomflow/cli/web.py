@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Annotated, Optional
 
 import typer
@@ -32,6 +33,9 @@ def web(
     from dicomflow.web.auth import Authenticator
     from dicomflow.web.server import TLSOptions, serve
 
+    # psycopg_pool warns at every failed reconnection and discarded connection; an outage is logged
+    # once by the server instead (dicomflow.web.database.Outage), its errors are kept.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     settings = settings_of(ctx)
     changes = {k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None}
     settings = dataclasses.replace(settings, web=dataclasses.replace(settings.web, **changes))  # type: ignore[arg-type]

@@ -348,6 +348,7 @@ def _validate(s: Settings) -> None:
         (s.web.max_stow_bytes >= 1, "web.max_stow_bytes", "must be at least 1"),
         (s.web.db_pool_min >= 1, "web.db_pool_min", "must be at least 1"),
         (s.web.db_pool_max >= s.web.db_pool_min, "web.db_pool_max", "must be at least web.db_pool_min"),
+        (s.web.db_wait_ms >= 1, "web.db_wait_ms", "must be at least 1"),
         (all(is_origin(o) for o in s.web.cors_origins), "web.cors_origins",
          "each must be an origin such as https://viewer.example (scheme://host[:port], no path, no *)"),
         (s.images.batch_max_messages >= 1, "images.batch_max_messages", "must be at least 1"),

@@ -68,6 +68,8 @@ class WebSettings:
     #: PostgreSQL connections each server process keeps open, and at most opens.
     db_pool_min: int = 1
     db_pool_max: int = 4
+    #: Longest a request waits for a PostgreSQL connection before it answers 503 with ``Retry-After``.
+    db_wait_ms: int = 1000
     #: Origins (``https://viewer.example``) whose pages may call the server from a browser (CORS); empty: none.
     cors_origins: tuple[str, ...] = ()
     oauth2: OAuth2Settings = field(default_factory=OAuth2Settings)

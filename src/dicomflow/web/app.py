@@ -8,8 +8,17 @@ standard's own query grammar does not already define. uvicorn serves it.
 Routes come from *route factories*, ``factory(ctx) -> list[BaseRoute]``:
 :data:`READ_ROUTES` are QIDO-RS, WADO-RS and rendered resources;
 :data:`ALL_ROUTES` (the default of :func:`create_app`) adds STOW-RS. Besides them the app
-serves ``/healthz`` (200 when PostgreSQL answers, else 503) and ``/metrics``
-(Prometheus, ``dicomflow_web_*``), both without authentication.
+serves ``/healthz`` (:mod:`dicomflow.web.health`: per dependency, 503 when
+PostgreSQL or the object store is down) and ``/metrics`` (Prometheus,
+``dicomflow_web_*``), both without authentication.
+
+Errors become statuses in one place, the exception handlers here: an
+``HTTPException`` its own status; the database unavailable (any error
+:func:`dicomflow.web.database.is_unavailable` accepts) 503 with
+``Retry-After`` and no traceback (:class:`~dicomflow.web.database.Outage`
+logs the outage once); the object store unavailable 503, an object missing
+404 (for a storage error no route turned into a status); anything else 500,
+logged with its traceback.
 
 Everything is read from PostgreSQL and the storage root on demand; nothing
 is loaded at start.
@@ -21,27 +30,27 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
 
+import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dicomflow.blobs import BlobNotFound, BlobUnavailable
 from dicomflow.metrics.web import WebMetrics
 from dicomflow.settings import Settings
 from dicomflow.web import frames, qido, rendered, stow, viewer, wado
 from dicomflow.web.auth import Authenticator
-from dicomflow.web.context import WebContext
+from dicomflow.web.context import RETRY_AFTER_S, WebContext
 from dicomflow.web.cors import Cors
-
-if TYPE_CHECKING:
-    from psycopg_pool import AsyncConnectionPool
+from dicomflow.web.database import Database, DatabaseUnavailable, is_unavailable
+from dicomflow.web.health import HealthCheck
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +96,39 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(f"{exc.detail}\n", status_code=exc.status_code, headers=exc.headers)
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("%s %s failed", request.method, request.url.path)
-    return PlainTextResponse("internal error (logged)\n", status_code=500)
+def _database_unavailable(ctx: WebContext) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """503 with ``Retry-After`` for a database outage: no traceback, the outage is logged once by ``ctx.db``."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        error = ctx.db.unavailable(exc)
+        return PlainTextResponse("the database is unavailable; retry later\n", status_code=503,
+                                 headers={"Retry-After": str(error.retry_after_s)})
+
+    return handle
+
+
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    """An object store error no route turned into a status: missing 404, unavailable 503."""
+    if isinstance(exc, BlobNotFound):
+        log.error("%s %s: object %s is missing", request.method, request.url.path, exc.where)
+        return PlainTextResponse("the instance's file is missing from storage\n", status_code=404)
+    assert isinstance(exc, BlobUnavailable)
+    log.warning("%s %s: object store unavailable: %s", request.method, request.url.path, exc.problem)
+    return PlainTextResponse("the storage is unavailable; retry later\n", status_code=503,
+                             headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def _unexpected(ctx: WebContext) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """500 with the traceback logged, unless the error is the database's (an outage that escaped the routes)."""
+    database = _database_unavailable(ctx)
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        if is_unavailable(exc):
+            return await database(request, exc)
+        log.exception("%s %s failed", request.method, request.url.path)
+        return PlainTextResponse("internal error (logged)\n", status_code=500)
+
+    return handle
 
 
 def create_app(
@@ -110,14 +149,18 @@ def create_app(
     registry = registry or CollectorRegistry()
     metrics = WebMetrics(registry)
     auth = Authenticator(settings)
-    pool = _pool(settings)
-    ctx = WebContext(settings=settings, auth=auth, metrics=metrics, pool=pool)
-    routes = _service_routes(pool, registry)
+    ctx = WebContext(settings=settings, auth=auth, metrics=metrics, db=Database(settings))
+    routes = _service_routes(ctx, registry)
     for factory in route_factories:
         routes.extend(factory(ctx))
+    database = _database_unavailable(ctx)
     app = Starlette(
         routes=routes, lifespan=_lifespan(ctx, publish_audit=publish_audit),
-        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+        # Handlers of specific classes answer inside the app; the ``Exception`` one (ServerErrorMiddleware)
+        # re-raises after answering, so the server logs a traceback: an outage must not get there.
+        exception_handlers={HTTPException: _http_error, DatabaseUnavailable: database,
+                            psycopg.OperationalError: database, BlobNotFound: _storage_error,
+                            BlobUnavailable: _storage_error, Exception: _unexpected(ctx)},
     )
     if settings.web.cors_origins:
         app.add_middleware(Cors, origins=settings.web.cors_origins)  # inside _Metrics: preflights are counted
@@ -126,36 +169,13 @@ def create_app(
     return app
 
 
-def _pool(settings: Settings) -> AsyncConnectionPool[Any]:
-    """The PostgreSQL pool, opened by the lifespan (in the worker process, after any fork)."""
-    from psycopg_pool import AsyncConnectionPool
-
-    return AsyncConnectionPool(
-        settings.database.conninfo(), min_size=settings.web.db_pool_min, max_size=settings.web.db_pool_max, open=False,
-        name="dicomflow-web", timeout=10.0,
-        # Every query of the web server is one read: autocommit spares the BEGIN and COMMIT round trips
-        # (two of a WADO-RS lookup's three).
-        kwargs={"autocommit": True},
-    )
-
-
-def _service_routes(pool: AsyncConnectionPool[Any], registry: CollectorRegistry) -> list[BaseRoute]:
-    """``/healthz`` (200 when PostgreSQL answers within 2 s, else 503) and ``/metrics``, without authentication."""
-
-    async def healthz(request: Request) -> Response:
-        try:
-            async with asyncio.timeout(2.0), pool.connection() as conn:
-                from dicomflow.store.queries import ping
-
-                await ping(conn)
-        except Exception as exc:  # noqa: BLE001 - any failure is "not healthy"
-            return JSONResponse({"status": "unhealthy", "postgres": f"{type(exc).__name__}: {exc}"}, status_code=503)
-        return JSONResponse({"status": "ok"})
+def _service_routes(ctx: WebContext, registry: CollectorRegistry) -> list[BaseRoute]:
+    """``/healthz`` (per dependency, see :mod:`dicomflow.web.health`) and ``/metrics``, without authentication."""
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return [Route("/healthz", healthz), Route("/metrics", metrics_endpoint)]
+    return [Route("/healthz", HealthCheck(ctx).respond), Route("/metrics", metrics_endpoint)]
 
 
 def _lifespan(ctx: WebContext, *, publish_audit: bool) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:

@@ -1,8 +1,10 @@
-"""What every DICOMweb route needs, built once per server process: settings, store, pool, auth, audit, metrics.
+"""What every DICOMweb route needs, built once per server process: settings, store, database, auth, audit, metrics.
 
 Routes receive a :class:`WebContext` from their factory (``routes(ctx)``),
-never globals. The PostgreSQL pool and the Kafka publisher are opened by the
-app's lifespan (in the worker process, after any fork) and closed with it.
+never globals. The PostgreSQL pool (:class:`~dicomflow.web.database.Database`:
+read through ``ctx.db.connection()``, a database outage is a 503) and the
+Kafka publisher are opened by the app's lifespan (in the worker process,
+after any fork) and closed with it.
 
 Auditing observes: an audit event is queued for the background sender
 (:mod:`dicomflow.web.auditing`) and a failure is logged and counted
@@ -13,12 +15,13 @@ backend ``[storage] backend`` names): :meth:`WebContext.locate` turns an
 index row's location into a :class:`~dicomflow.web.blobio.Blob` (its key,
 and on the filesystem backend the checked local path for fast local reads),
 and :func:`blob_errors` turns the layer's errors into statuses: a location
-outside the store 500, a missing object 404, an unavailable store 503 with
-``Retry-After``.
+outside the store 500, a missing object 404, an unavailable store (also a
+storage root that is gone: an unmounted volume) 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydicom.errors import InvalidDicomError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
@@ -36,6 +40,7 @@ from dicomflow.dicom.derived import uid_problem
 from dicomflow.metrics.web import WebMetrics
 from dicomflow.models import AuditEvent
 from dicomflow.settings import Settings
+from dicomflow.store.connection import first_line
 from dicomflow.web.auth import Access, Authenticator, Principal
 from dicomflow.web.blobio import Blob
 
@@ -44,6 +49,7 @@ if TYPE_CHECKING:
 
     from dicomflow.kafka.producer import Publisher
     from dicomflow.web.auditing import AuditSender
+    from dicomflow.web.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +77,7 @@ class WebContext:
     settings: Settings
     auth: Authenticator
     metrics: WebMetrics
-    pool: AsyncConnectionPool[Any]
+    db: Database
     publisher: Publisher | None = None
     auditor: AuditSender | None = None
     store: BlobStore = field(init=False)
@@ -80,6 +86,11 @@ class WebContext:
     def __post_init__(self) -> None:
         self._root = os.path.realpath(self.settings.storage.root)
         self.store = open_store(self.settings.storage, fsync=self.settings.ingest.fsync)
+
+    @property
+    def pool(self) -> AsyncConnectionPool[Any]:
+        """The database's pool (prefer ``db.connection()``: it turns an outage into a 503)."""
+        return self.db.pool
 
     @property
     def storage_root(self) -> Path:
@@ -102,7 +113,8 @@ class WebContext:
         so no link can lead outside the root.
 
         Raises:
-            HTTPException: 500 when the index points outside the store, 404 when the file is gone.
+            HTTPException: 500 when the index points outside the store, 404 when the file is gone,
+                503 when it cannot be opened for another reason or the storage root itself is gone.
         """
         with blob_errors(file_path):
             key = self.store.key_of(file_path if self.store.backend == "s3" or os.path.isabs(file_path)
@@ -110,10 +122,15 @@ class WebContext:
         if self.store.backend == "s3":
             return Blob(key, None)
         root = self._root
-        real, regular = _real_path(self.store.location(key))
+        real, regular, error = _real_path(self.store.location(key))
         if real is not None and not real.startswith(root.rstrip(os.sep) + os.sep):
             log.error("indexed file %s resolves outside the storage root %s; not served", file_path, root)
             raise HTTPException(500, "an indexed file lies outside the storage root")
+        if real is None and (error not in _MISSING or not os.path.isdir(root)):
+            problem = (f"cannot open ({os.strerror(error)})" if error not in _MISSING
+                       else f"the storage root {root} is missing (not mounted?)")
+            with blob_errors(file_path):
+                raise BlobUnavailable(file_path, problem)
         if real is None or not regular:
             log.error("indexed file %s is missing", file_path)
             raise HTTPException(404, "the instance's file is missing from storage")
@@ -128,25 +145,33 @@ class WebContext:
 _PROC_FD = os.path.isdir("/proc/self/fd")
 
 
-def _real_path(candidate: str) -> tuple[str | None, bool]:
-    """(real path, is a regular file) of ``candidate``; (None, False) when it cannot be opened."""
+#: The errors of opening a file that mean it is not there (anything else: the storage cannot be read).
+_MISSING = frozenset({0, errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
+
+
+def _real_path(candidate: str) -> tuple[str | None, bool, int]:
+    """(real path, is a regular file, 0) of ``candidate``; (None, False, errno) when it cannot be opened."""
     if not _PROC_FD:
         real = os.path.realpath(candidate)
-        return real, os.path.isfile(real)
+        return (real, os.path.isfile(real), 0) if os.path.exists(real) else (None, False, errno.ENOENT)
     try:
         # O_NONBLOCK: opening a FIFO someone put in the storage must not hang the event loop.
         fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return None, False
+    except OSError as exc:
+        return None, False, exc.errno or 0
     try:
-        return os.readlink(f"/proc/self/fd/{fd}"), stat.S_ISREG(os.fstat(fd).st_mode)
+        return os.readlink(f"/proc/self/fd/{fd}"), stat.S_ISREG(os.fstat(fd).st_mode), 0
     finally:
         os.close(fd)
 
 
 @contextmanager
 def blob_errors(where: str) -> Iterator[None]:
-    """The storage layer's errors as HTTP statuses: outside the store 500, missing 404, unavailable 503."""
+    """The storage layer's errors as HTTP statuses: outside the store 500, missing 404, unavailable 503.
+
+    A file that is there but no DICOM any more (truncated, overwritten) is 500 with that reason, logged
+    as one line: no request could make it readable.
+    """
     try:
         yield
     except BlobLocationError as exc:
@@ -157,8 +182,11 @@ def blob_errors(where: str) -> Iterator[None]:
         raise HTTPException(404, "the instance's file is missing from storage") from exc
     except BlobUnavailable as exc:
         log.warning("object store unavailable reading %s: %s", where, exc.problem)
-        raise HTTPException(503, "the object store is unavailable; retry later",
+        raise HTTPException(503, "the storage is unavailable; retry later",
                             headers={"Retry-After": str(RETRY_AFTER_S)}) from exc
+    except (InvalidDicomError, EOFError) as exc:
+        log.error("indexed object %s is not readable DICOM: %s", where, first_line(exc))
+        raise HTTPException(500, "the instance's stored file is not readable DICOM") from exc
 
 
 def client_address(request: Request) -> str | None:

@@ -358,7 +358,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
                 query = parse(level, request.query_params.multi_items(), scope)
             except QueryError as exc:
                 raise HTTPException(400, str(exc)) from exc
-            async with ctx.pool.connection() as conn:
+            async with ctx.db.connection() as conn:
                 rows = await search(conn, principal.tenant, query.filters)
             base = base_url(request)
             body = _encoder.encode([to_json(row, query, base) for row in rows])

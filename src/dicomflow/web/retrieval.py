@@ -42,7 +42,7 @@ async def lookup(ctx: WebContext, principal: Principal, request: Request, *, lev
     study = check_uid(p["study"], "StudyInstanceUID")
     series = check_uid(p["series"], "SeriesInstanceUID") if "series" in p else None
     sop = check_uid(p["instance"], "SOPInstanceUID") if "instance" in p else None
-    async with ctx.pool.connection() as conn:
+    async with ctx.db.connection() as conn:
         found = await queries.instances(conn, principal.tenant, study, series, sop)
     if not found:
         raise HTTPException(404, f"no such {level}")

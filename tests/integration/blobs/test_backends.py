@@ -113,6 +113,7 @@ def test_listing_skips_a_crashed_writes_temporary_file(tmp_path: Path) -> None:
 
 
 def test_a_missing_object_is_poison(store: BlobStore) -> None:
+    store.put("other/held.dcm", b"x")  # a store in use (on the filesystem: its root exists, see the unit tests)
     for read in (lambda: store.read(KEY), lambda: store.read_range(KEY, 0, 10), lambda: store.stream(KEY),
                  lambda: store.head(KEY)):
         with pytest.raises(BlobNotFound) as info:

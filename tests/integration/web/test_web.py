@@ -437,7 +437,7 @@ def test_retrievals_are_audited_with_user_and_tenant(env: Env) -> None:
 
 
 def test_healthz_and_metrics(env: Env) -> None:
-    assert httpx.get(f"{env.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{env.url}/healthz").json() == {"status": "ok", "checks": {"postgresql": "ok", "storage": "ok"}}
     text = httpx.get(f"{env.url}/metrics").text
     assert 'dicomflow_web_requests_total{method="GET",route="/studies",status="200"}' in text
     assert 'dicomflow_web_request_seconds_bucket' in text

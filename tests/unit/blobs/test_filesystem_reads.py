@@ -1,4 +1,4 @@
-"""FilesystemStore reads: a link out of the root is refused, the head of short and empty objects."""
+"""FilesystemStore reads: a link out of the root is refused, the head of short and empty objects, a root gone."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dicomflow.blobs.errors import BlobLocationError, BlobNotFound
+from dicomflow.blobs.errors import BlobLocationError, BlobNotFound, BlobUnavailable
 from dicomflow.blobs.filesystem import FilesystemStore
+from dicomflow.errors import is_poison
 
 
 def test_a_link_inside_the_root_pointing_outside_is_refused(tmp_path: Path) -> None:
@@ -54,3 +55,19 @@ def test_read_head_of_a_short_and_an_empty_object(tmp_path: Path) -> None:
     assert store.read_head("empty", 8192) == (b"", 0)
     with pytest.raises(ValueError):
         store.read_head("short", -1)
+
+
+def test_a_missing_file_is_poison_but_a_missing_root_is_an_outage(tmp_path: Path) -> None:
+    """An unmounted volume must pause the workers and answer 503, not dead-letter every instance as missing."""
+    root = tmp_path / "root"
+    store = FilesystemStore(root, fsync=False)
+    store.put("a/held.dcm", b"x")
+    with pytest.raises(BlobNotFound) as missing:
+        store.read("a/gone.dcm")
+    assert is_poison(missing.value)
+    root.rename(tmp_path / "unmounted")
+    for read in (lambda: store.read("a/held.dcm"), lambda: store.read_head("a/held.dcm", 1),
+                 lambda: store.stream("a/held.dcm"), lambda: store.head("a/held.dcm")):
+        with pytest.raises(BlobUnavailable, match=r"storage root .* is missing") as gone:
+            read()
+        assert not is_poison(gone.value)

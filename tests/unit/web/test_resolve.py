@@ -22,7 +22,7 @@ def _context(root: Path) -> WebContext:
     settings = dataclasses.replace(base, storage=dataclasses.replace(base.storage, root=root),
                                    web=dataclasses.replace(base.web, auth="none"))
     return WebContext(settings=settings, auth=Authenticator(settings), metrics=WebMetrics(CollectorRegistry()),
-                      pool=None)  # type: ignore[arg-type]
+                      db=None)  # type: ignore[arg-type]
 
 
 def test_files_inside_the_root_resolve_and_links_out_of_it_are_refused(tmp_path: Path) -> None:
