@@ -39,6 +39,12 @@ with its own topics and database:
    down must come within 3 s, 200s again within 5 s of it being ready, and
    the server's log must hold no traceback.
 
+Beside them, on the single-broker stack, the **protocol fuzz**
+(:mod:`~dicomflow_faults.protofuzz`) and the **web fuzz**
+(:mod:`~dicomflow_faults.webfuzz`: mutated HTTP requests over every route of
+``dicomflow web``; no 5xx, no dropped connection, no traceback, every STOW
+part answered Success indexed and none refused).
+
 The figures are printed at the end (:mod:`~dicomflow_faults.report`); the
 exit code is non-zero when anything was lost or duplicated or a check failed.
 """

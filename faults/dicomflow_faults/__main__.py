@@ -13,9 +13,11 @@ Examples::
                                                      # 1,000 instances through a three-broker failover
                                                      # 45 s of DICOMweb load, PostgreSQL SIGKILLed twice
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 --protocol-fuzz 0 \\
-        --warehouse 0 --failover 0 --s3 1500         # the S3 run alone (S3Proxy killed mid-run)
+        --warehouse 0 --failover 0 --web-fuzz 0 --s3 1500   # the S3 run alone (S3Proxy killed mid-run)
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 --protocol-fuzz 0 \\
-        --warehouse 0 --failover 0 --s3 0 --web 45   # the web phase alone (about 80 s)
+        --warehouse 0 --failover 0 --s3 0 --web-fuzz 5000   # the web fuzz phase alone (1-2 minutes)
+    python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 --protocol-fuzz 0 \\
+        --warehouse 0 --failover 0 --s3 0 --web-fuzz 0 --web 45   # the web phase alone (about 80 s)
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 \\
         --failover 1000                              # the failover phase alone (about 2 minutes)
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 \\
@@ -61,6 +63,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--controls", type=int, default=20, help="Good instances mixed into the fuzz inputs.")
     p.add_argument("--protocol-fuzz", type=int, default=5000,
                    help="Mutated DICOM PDU sequences sent to a receiver of its own (0: skip).")
+    p.add_argument("--web-fuzz", type=int, default=5000,
+                   help="Mutated HTTP requests sent to a dicomflow web of its own (OAuth2, small max STOW size; 0: skip).")
     p.add_argument("--warehouse", type=int, default=20000,
                    help="Messages of the warehouse phase (log, state, image, audit; 0: skip it).")
     p.add_argument("--warehouse-kills", type=int, default=3, help="SIGKILLs of the warehouse sink, mid-run.")
@@ -102,7 +106,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown fault kind(s): {', '.join(unknown)}; choose from {', '.join(KINDS)}")
     args.kinds = kinds
     for name in ("instances", "s3", "soak", "fuzz", "fuzz_files", "controls", "faults_per_kind", "protocol_fuzz",
-                 "warehouse", "warehouse_kills", "failover", "failover_outage", "web", "web_kills"):
+                 "warehouse", "warehouse_kills", "failover", "failover_outage", "web_fuzz", "web", "web_kills"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must not be negative")
     if args.web and args.web_kills < 1:
@@ -138,7 +142,7 @@ def run(args: argparse.Namespace) -> SuiteReport:
     report = SuiteReport(seed=seed, options={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
     started = time.monotonic()
     if (args.instances or args.soak or args.fuzz or args.fuzz_files or args.protocol_fuzz or args.warehouse
-            or args.web):
+            or args.web_fuzz or args.web):
         _run_single_broker(args, report, seed)
     if args.s3:
         _run_s3(args, report, seed)
@@ -258,6 +262,12 @@ def _run_phases(args: argparse.Namespace, stack: PrivateStack, log_dir: Path, re
         report.protocol = _timed(report, "protocol fuzz", lambda: run_protocol_fuzz(
             stack, args.protocol_fuzz, seed=seed + 3, log_dir=log_dir,
             progress=lambda n: log.info("protocol fuzz: %d of %d sequences", n, args.protocol_fuzz)))
+    if args.web_fuzz:
+        from dicomflow_faults.webfuzz import run_web_fuzz
+
+        report.web_fuzz = _timed(report, "web fuzz", lambda: run_web_fuzz(
+            stack, args.web_fuzz, seed=seed + 6, log_dir=log_dir,
+            progress=lambda n: log.info("web fuzz: %d of %d requests", n, args.web_fuzz)))
     if args.warehouse:
         report.warehouse = _timed(report, "warehouse", lambda: run_warehouse_faults(
             stack, args.warehouse, kills=args.warehouse_kills, seed=seed + 3, log_dir=log_dir))
@@ -265,7 +275,7 @@ def _run_phases(args: argparse.Namespace, stack: PrivateStack, log_dir: Path, re
         from dicomflow_faults.webrun import run_web_faults
 
         report.web = _timed(report, "web phase", lambda: run_web_faults(
-            stack, args.web, seed=seed + 6, log_dir=log_dir, kills=args.web_kills))
+            stack, args.web, seed=seed + 7, log_dir=log_dir, kills=args.web_kills))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -278,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(report.dumps() + "\n")
     if any(e.startswith("suite aborted") for e in report.errors) and report.faults is None \
             and report.soak is None and report.fuzz is None and report.protocol is None \
-            and report.warehouse is None and report.failover is None and report.s3 is None and report.web is None:
+            and report.warehouse is None and report.failover is None and report.s3 is None \
+            and report.web_fuzz is None and report.web is None:
         return 2
     return 0 if report.passed else 1
 

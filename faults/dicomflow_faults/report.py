@@ -22,6 +22,8 @@ from dicomflow_faults.protofuzz import ProtocolFuzzResult
 from dicomflow_faults.scenario import KINDS, FaultRunResult
 from dicomflow_faults.soak import SoakResult
 from dicomflow_faults.warehouse import WarehouseFaultResult
+from dicomflow_faults.webfuzz import WebFuzzResult
+from dicomflow_faults.webfuzz import verdict as webfuzz
 from dicomflow_faults.webrun import WebFaultResult
 
 
@@ -40,6 +42,8 @@ class SuiteReport:
     failover: FailoverResult | None = None
     #: The fault run on the s3 backend, S3Proxy killed mid-run (:mod:`.s3run`).
     s3: FaultRunResult | None = None
+    #: The web fuzz phase (:mod:`.webfuzz`).
+    web_fuzz: WebFuzzResult | None = None
     #: DICOMweb load while PostgreSQL is SIGKILLed (:mod:`.webrun`).
     web: WebFaultResult | None = None
     errors: list[str] = field(default_factory=list)
@@ -49,8 +53,8 @@ class SuiteReport:
 
     @property
     def lost(self) -> int:
-        return sum(x.lost for x in (self.faults, self.soak, self.fuzz, self.warehouse, self.failover, self.s3)
-                   if x is not None)
+        return sum(x.lost for x in (self.faults, self.soak, self.fuzz, self.warehouse, self.failover, self.s3,
+                                    self.web_fuzz) if x is not None)
 
     @property
     def duplicates(self) -> int:
@@ -60,7 +64,7 @@ class SuiteReport:
     def checks(self) -> list[Check]:
         out: list[Check] = []
         for part in (self.faults, self.soak, self.fuzz, self.protocol, self.warehouse, self.failover, self.s3,
-                     self.web):
+                     self.web_fuzz, self.web):
             if part is not None:
                 out.extend(part.checks)
         return out
@@ -104,6 +108,8 @@ class SuiteReport:
             self._print_failover(w, self.failover)
         if self.s3 is not None:
             self._print_faults(w, self.s3, "S3 fault run (storage.backend = s3, S3Proxy SIGKILLed)")
+        if self.web_fuzz is not None:
+            webfuzz.print_web_fuzz(w, self.web_fuzz)
         if self.web is not None:
             self._print_web(w, self.web)
         w("\nChecks\n")
@@ -129,6 +135,8 @@ class SuiteReport:
         if self.protocol is not None:
             w(f"PDU sequences:      {self.protocol.sequences} mutated, {self.protocol.unexpected} unexpected "
               f"exception(s), {self.protocol.crashes} receiver crash(es) (both must be 0)\n")
+        if self.web_fuzz is not None:
+            w(f"HTTP requests:      {webfuzz.headline(self.web_fuzz)}\n")
         if self.s3 is not None:
             kills = [f for f in self.s3.faults if f.kind == "s3proxy"]
             refused = sum(self.s3.send.failures.values()) if self.s3.send else 0
@@ -335,6 +343,8 @@ class SuiteReport:
                 "unexpected": q.unexpected, "crashes": q.crashes, "rss_before_kib": q.rss_before_kib,
                 "rss_after_kib": q.rss_after_kib, "control_stored": q.control_stored, "seconds": round(q.seconds, 1),
             }
+        if self.web_fuzz is not None:
+            data["web_fuzz"] = webfuzz.as_json(self.web_fuzz)
         if self.web is not None:
             data["web"] = _web_json(self.web)
         return data

@@ -6,9 +6,9 @@ storage root, their store events published, ``dicomflow consume
 free 127.0.0.1 port, its log in the phase's log folder) serves it to a few
 client threads (:mod:`.webload`). Meanwhile the PostgreSQL postmaster (its
 PID only) is SIGKILLed a few times, left down a while and restarted: the
-outages alternate between a short one (4 s) and one longer than the
-server's pool timeout (12 s), after which a connection pool's growing
-reconnect back-off would show as a slow recovery.
+outages alternate between a short one (4 s) and a long one (12 s), after
+which a connection pool's doubling reconnect back-off would show as a slow
+recovery.
 
 What the web tier must do (issue 19): while PostgreSQL is down, answer 503
 with ``Retry-After`` within ``web.db_wait_ms`` (never another 5xx, never a
@@ -38,7 +38,8 @@ from dicomflow_faults.webload import LoadFigures, Outage, WebLoad, load_figures,
 
 log = logging.getLogger(__name__)
 
-#: Seconds PostgreSQL stays down after each kill, in turn: short, then longer than the pool's 10 s timeout.
+#: Seconds PostgreSQL stays down after each kill, in turn: short, then long enough for a pool's doubling
+#: reconnect back-off (1, 2, 4, 8 s ...) to grow past the 5 s recovery target.
 DOWN_S: tuple[float, ...] = (4.0, 12.0)
 
 #: What marks an unexpected exception in the server's log.
@@ -72,19 +73,24 @@ class WebFaultResult:
 def run_web_faults(stack: PrivateStack, seconds: float, *, seed: int, log_dir: Path, kills: int = 2,
                    instances: int = 120, clients: int = 4, down_s: tuple[float, ...] = DOWN_S,
                    recovery_target_s: float = 5.0,
-                   down_target_s: float = 3.0) -> WebFaultResult:
+                   down_target_s: float | None = None) -> WebFaultResult:
     """Index a corpus, serve it with ``dicomflow web``, load it for ``seconds`` while PostgreSQL is killed ``kills`` times.
+
+    ``down_target_s``: the slowest answer allowed while PostgreSQL is down;
+    by default the server's ``web.db_wait_ms`` plus 2 s (a loaded two-core machine).
 
     Raises:
         StackError: the corpus could not be indexed, the server did not start, PostgreSQL did not restart.
     """
-    result = WebFaultResult(seconds=seconds, kills=kills, clients=clients, down_s=down_s,
-                            recovery_target_s=recovery_target_s, down_target_s=down_target_s)
-    phase = stack.new_phase("web", partitions=1)
+    phase = stack.new_phase("web_outage", partitions=1)  # "web" is the web fuzz phase's, on the same stack
     t0 = time.monotonic()
     generated = generate(phase.settings.storage.root, instances, seed=seed, worker_node_id="faults-web",
                          min_per_series=10, max_per_series=30)
     index_check = _index(phase, generated, log_dir)
+    wait_s = phase.settings.web.db_wait_ms / 1000
+    result = WebFaultResult(seconds=seconds, kills=kills, clients=clients, down_s=down_s,
+                            recovery_target_s=recovery_target_s,
+                            down_target_s=down_target_s if down_target_s is not None else wait_s + 2.0)
     result.index_s = time.monotonic() - t0
     result.instances, result.series = len(generated.instances), len(generated.series)
     log.info("web: %d instances in %d series indexed in %.1f s", result.instances, result.series, result.index_s)

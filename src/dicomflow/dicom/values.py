@@ -47,6 +47,7 @@ from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.valuerep import TEXT_VR_DELIMS
 
 from dicomflow.dicom.constants import SPECIFIC_CHARACTER_SET, tag_name
+from dicomflow.dicom.exceptions import UnreadableDicom
 from dicomflow.dicom.walker import RawHeader
 
 _log = logging.getLogger(__name__)
@@ -190,19 +191,28 @@ def encodings_for(raw: bytes | None) -> list[str]:
     An unknown or misspelled term is handled by pydicom's rules (corrected
     where the intent is clear, else the default repertoire); its warnings are
     logged here instead of being raised as Python warnings.
+
+    Raises:
+        UnreadableDicom: a term holds a NUL (``codecs.lookup`` refuses it, and
+            pydicom cannot read the file at all: no WADO-RS could serve it).
     """
     if not raw:
         return _DEFAULT_ENCODINGS
     cached = _encodings_cache.get(raw)
     if cached is not None:
         return cached
-    terms = [v.strip(PADDING) for v in raw.decode(DEFAULT_CODEC).split("\\")]
+    given = raw.decode(DEFAULT_CODEC).split("\\")
+    if any("\x00" in v.rstrip(PADDING) for v in given):  # pydicom keeps a leading or inner NUL and cannot read on
+        raise UnreadableDicom(f"Specific Character Set {given!r} is not a character set: it holds a NUL")
+    terms = [v.strip(PADDING) for v in given]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             encodings = convert_encodings(terms if len(terms) > 1 else terms[0])
         except LookupError:  # pydicom configured to raise on invalid values
             encodings = list(_DEFAULT_ENCODINGS)
+        except ValueError as exc:  # codecs.lookup: a NUL in a term; pydicom cannot read such a file at all
+            raise UnreadableDicom(f"Specific Character Set {terms!r} is not a character set: {exc}") from exc
     for warning in caught:
         _log.warning("Specific Character Set %r: %s", terms, warning.message)
     if len(_encodings_cache) >= _ENCODINGS_CACHE_MAX:

@@ -228,9 +228,12 @@ class Ingestor:
         Raises:
             MissingAttributeError: a required UID is missing or empty.
             InvalidUIDError: a required UID is malformed.
+            MalformedDatasetError: a value no reader can decode (a NUL in Specific Character Set).
         """
         try:
             return derived.instance_header(raw, name=name, tenant_tag=self.tenant_tag, received=received)
+        except UnreadableDicom as exc:
+            raise MalformedDatasetError(exc.reason) from exc
         except DerivedValueError as exc:
             if exc.missing:  # worded for a C-STORE Error Comment (64 characters)
                 raise MissingAttributeError(f"{exc.attribute} (required) is missing or empty") from exc

@@ -346,6 +346,7 @@ def _validate(s: Settings) -> None:
         (0 < s.web.port < 65536, "web.port", "must be a TCP port"),
         (s.web.workers >= 1, "web.workers", "must be at least 1"),
         (s.web.max_stow_bytes >= 1, "web.max_stow_bytes", "must be at least 1"),
+        (s.web.max_limit >= 1, "web.max_limit", "must be at least 1"),
         (s.web.db_pool_min >= 1, "web.db_pool_min", "must be at least 1"),
         (s.web.db_pool_max >= s.web.db_pool_min, "web.db_pool_max", "must be at least web.db_pool_min"),
         (s.web.db_wait_ms >= 1, "web.db_wait_ms", "must be at least 1"),

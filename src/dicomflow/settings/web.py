@@ -65,6 +65,8 @@ class WebSettings:
     auth: Literal["oauth2", "none"] = "oauth2"
     #: Largest STOW-RS request body accepted, in bytes.
     max_stow_bytes: int = 2 * 1024 * 1024 * 1024
+    #: Most results one QIDO-RS answer holds: a larger ``limit`` is clamped to it, with a ``Warning: 299``.
+    max_limit: int = 1000
     #: PostgreSQL connections each server process keeps open, and at most opens.
     db_pool_min: int = 1
     db_pool_max: int = 4

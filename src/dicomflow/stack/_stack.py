@@ -20,6 +20,7 @@ still wins), so a three-node stack is seen as one whatever the settings say.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from dicomflow.settings import Settings, ohif_dist
@@ -28,6 +29,8 @@ from dicomflow.stack._cluster import KafkaCluster, stop_every_node
 from dicomflow.stack._postgres import PostgresServer
 from dicomflow.stack._s3proxy import S3ProxyServer
 from dicomflow.stack.state import NodeState, StackState, read_state, remove_state, write_state
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,24 +70,54 @@ class LocalStack:
     def up(self, clickhouse: bool | None = None, s3: bool | None = None) -> list[ServiceStatus]:
         """Start what is not running; harmless when everything already runs. Then remember what runs.
 
-        ``clickhouse`` None follows ``[stack] clickhouse`` (or the state of the previous ``up``),
-        ``s3`` None ``[stack] s3``.
+        ``clickhouse`` None follows ``[stack] clickhouse``, ``s3`` None ``[stack] s3``; either also
+        follows the state of the previous ``up``. A start that fails stops what this call started
+        (what already ran is left running) before the error is raised.
         """
-        self._start_postgres()
-        self.kafka.start()
-        self._install_viewer()
         if clickhouse is None:
             clickhouse = self.settings.stack.clickhouse or (self.state is not None and self.state.clickhouse)
-        if clickhouse:
-            self.clickhouse.start()
-        if self.settings.stack.s3 if s3 is None else s3:
-            self.s3proxy.start()
-            self.settings = self.s3proxy.fill(self.settings)
+        if s3 is None:
+            s3 = self.settings.stack.s3 or (self.state is not None and self.state.s3)
+        running = self._running()
+        try:
+            self._start_postgres()
+            self.kafka.start()
+            self._install_viewer()
+            if clickhouse:
+                self.clickhouse.start()
+            if s3:
+                self.s3proxy.start()
+                self.settings = self.s3proxy.fill(self.settings)
+        except BaseException:
+            self._stop_started(running)
+            raise
         self.state = StackState(
             tuple(NodeState(n.node_id, n.port, n.controller_port) for n in self.kafka.layout.nodes),
-            secure=self.secure, clickhouse=clickhouse)
+            secure=self.secure, clickhouse=clickhouse, s3=s3)
         write_state(self.settings.stack.dir, self.state)
         return self.status()
+
+    def _running(self) -> set[str]:
+        """The services running now, by name."""
+        out = {name for name, pid in (("postgresql", self.postgres.pid()), ("clickhouse", self.clickhouse.pid()),
+                                      ("s3proxy", self.s3proxy.pid())) if pid}
+        if any(s.running for s in self.kafka.status()):
+            out.add("kafka")
+        return out
+
+    def _stop_started(self, before: set[str]) -> None:
+        """After a failed ``up``: stop each service that runs now and did not before, logging what fails."""
+        stops = (("clickhouse", self.clickhouse.stop), ("s3proxy", self.s3proxy.stop),
+                 ("kafka", self.kafka.stop), ("postgresql", self.postgres.stop))
+        started = self._running() - before
+        for name, stop in stops:
+            if name not in started:
+                continue
+            log.warning("stack up failed: stopping %s, which it had started", name)
+            try:
+                stop()
+            except Exception as exc:  # noqa: BLE001 - the first error is the one raised
+                log.warning("could not stop %s: %s", name, exc)
 
     def _install_viewer(self) -> None:
         """OHIF's built files into the stack's cache (once), for ``dicomflow web``'s ``/viewer/``; skipped

@@ -12,7 +12,10 @@ The file is JSON with stable keys::
 
     {"version": 1, "kafka": {"nodes": [{"node_id": 1, "port": 19092, "controller_port": 19093}, ...],
                              "secure": false, "bootstrap": "127.0.0.1:19092,..."},
-     "clickhouse": false, "started_at": "2026-01-31T08:00:00+00:00"}
+     "clickhouse": false, "s3": false, "started_at": "2026-01-31T08:00:00+00:00"}
+
+A plain ``stack up`` after ``stack up --s3`` (or ``--clickhouse``) starts the
+same services again: what ran is remembered, not only the settings.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class StackState:
     nodes: tuple[NodeState, ...]
     secure: bool = False
     clickhouse: bool = False
+    s3: bool = False
     started_at: str = ""
 
     @property
@@ -76,6 +80,7 @@ class StackState:
             "kafka": {"nodes": [dataclasses.asdict(n) for n in self.nodes], "secure": self.secure,
                       "bootstrap": self.bootstrap},
             "clickhouse": self.clickhouse,
+            "s3": self.s3,
             "started_at": self.started_at,
         }
 
@@ -99,7 +104,7 @@ class StackState:
         if not nodes:
             raise bad
         return cls(nodes, secure=bool(kafka.get("secure", False)), clickhouse=bool(data.get("clickhouse", False)),
-                   started_at=str(data.get("started_at", "")))
+                   s3=bool(data.get("s3", False)), started_at=str(data.get("started_at", "")))
 
 
 def state_path(stack_dir: Path) -> Path:

@@ -7,10 +7,14 @@ gives is a bound parameter; only identifiers chosen here are SQL text.
 
 Which index serves which match (see migrations 0001 and 0002):
 
-- PatientID: ``dicom_state_meta_patient_pattern_idx`` (exact and prefix);
-- PatientName: ``dicom_state_meta_patient_name_trgm_idx`` (ILIKE, any wildcard);
-- StudyDate ranges: ``dicom_state_meta_study_date_idx``;
-- AccessionNumber: ``dicom_state_meta_accession_idx``;
+- PatientID: ``dicom_state_meta_patient_pattern_idx`` (exact and prefix),
+  ``dicom_state_meta_patient_id_trgm_idx`` (a leading wildcard);
+- PatientName: ``dicom_state_meta_patient_name_trgm_idx`` (ILIKE, any wildcard; fuzzy
+  matching as one case-insensitive regular expression per word, served by the same index);
+- StudyDate ranges: ``dicom_state_meta_study_date_idx``, also for a combined StudyDate +
+  StudyTime range (its date bounds are repeated as plain date conditions for it);
+- AccessionNumber: ``dicom_state_meta_accession_idx`` (exact), ``dicom_state_meta_accession_trgm_idx``
+  (wildcards); StudyDescription: ``dicom_state_meta_study_description_trgm_idx``;
 - StudyInstanceUID: the primary key's prefix; SeriesInstanceUID:
   ``dicom_state_meta_series_uid_idx``; Modality / ModalitiesInStudy:
   ``dicom_state_meta_modality_idx``; SOPInstanceUID: ``dicom_image_meta_sop_uid_idx``.
@@ -19,6 +23,7 @@ Which index serves which match (see migrations 0001 and 0002):
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -48,13 +53,38 @@ class DateRange:
 
 
 @dataclass(frozen=True)
+class TimeRange:
+    """StudyTime=A, A-B, A- or -B, already widened to whole units (``10`` is 10:00:00-10:59:59.999999)."""
+
+    start: dt.time | None
+    end: dt.time | None
+
+
+@dataclass(frozen=True)
+class NameWords:
+    """Fuzzy person-name matching: every word must begin some component of the name, in any case.
+
+    ``words`` are the words as given (``*`` / ``?`` wildcards allowed inside). A name's components
+    are what ``^``, ``=`` (the component groups) and spaces separate, so ``jo do`` matches
+    ``Doe^John`` and ``John Doe``, but ``ohn`` matches neither.
+    """
+
+    words: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Filters:
     """The matching keys of one QIDO-RS request, already parsed and validated."""
 
     patient_id: Text | None = None
     patient_name: Text | None = None
+    #: PatientName with ``fuzzymatching=true`` (instead of ``patient_name``).
+    patient_name_words: NameWords | None = None
     accession_number: Text | None = None
+    study_description: Text | None = None
     study_date: DateRange | None = None
+    #: Alone: a time-of-day range; with ``study_date``: one combined date-time range (PS3.4 C.2.2.2.5.1).
+    study_time: TimeRange | None = None
     study_uids: tuple[str, ...] = ()
     series_uids: tuple[str, ...] = ()
     sop_uids: tuple[str, ...] = ()
@@ -72,6 +102,50 @@ def _text(column: sql.Composable, match: Text, params: list[Any]) -> sql.Composa
     if match.case_insensitive:
         return sql.SQL("{} ILIKE %s ESCAPE '\\'").format(column)
     return sql.SQL("{} = %s").format(column)
+
+
+def _word_regex(word: str) -> str:
+    """A PostgreSQL regular expression: ``word`` at the start of a name or right after a separator.
+
+    A regular expression (``~*``), not ``ILIKE ANY`` of four patterns: the trigram index answers one
+    expression per word in one scan (two words over 200,000 series: 25 ms, against 650 ms).
+    """
+    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in word)
+    return f"(^|[=^ ]){body}"
+
+
+def _name_words(column: sql.Composable, match: NameWords, params: list[Any]) -> list[sql.Composable]:
+    out: list[sql.Composable] = []
+    for word in match.words:
+        params.append(_word_regex(word))
+        out.append(sql.SQL("{} ~* %s").format(column))
+    return out
+
+
+def _time_conditions(f: Filters, date: sql.Composable, time: sql.Composable,
+                     params: list[Any]) -> list[sql.Composable]:
+    """StudyTime's conditions: alone, a time of day; with StudyDate, the time on the range's boundary days.
+
+    With both, the range runs from (start date, start time) to (end date, end time): the date bounds
+    (the plain conditions of :func:`_state_conditions`, which the date index serves) plus, per end,
+    "a later (earlier) day, or the boundary day at or after (before) the time". A series without
+    StudyTime does not match on a boundary day; an open end of the date range stays open.
+    """
+    out: list[sql.Composable] = []
+    days, times = f.study_date, f.study_time
+    if times is None:
+        return out
+    for day, moment, op, strict in ((days.start if days else None, times.start, ">=", ">"),
+                                    (days.end if days else None, times.end, "<=", "<")):
+        if moment is None or (days is not None and day is None):
+            continue
+        if day is None:
+            params.append(moment)
+            out.append(sql.SQL("{} {} %s").format(time, sql.SQL(op)))
+        else:
+            params += [day, moment]
+            out.append(sql.SQL("({} {} %s OR {} {} %s)").format(date, sql.SQL(strict), time, sql.SQL(op)))
+    return out
 
 
 def _state_conditions(f: Filters, alias: str, params: list[Any], *, with_modality: bool) -> list[sql.Composable]:
@@ -92,6 +166,11 @@ def _state_conditions(f: Filters, alias: str, params: list[Any], *, with_modalit
         if f.study_date.end is not None:
             params.append(f.study_date.end)
             out.append(sql.SQL("{} <= %s").format(col("study_date")))
+    out += _time_conditions(f, col("study_date"), col("study_time"), params)
+    if f.patient_name_words is not None:
+        out += _name_words(col("patient_name"), f.patient_name_words, params)
+    if f.study_description is not None:
+        out.append(_text(col("study_description"), f.study_description, params))
     if f.study_uids:
         params.append(list(f.study_uids))
         out.append(sql.SQL("{} = ANY(%s)").format(col("study_uid")))
@@ -261,9 +340,11 @@ async def ping(conn: psycopg.AsyncConnection[Any]) -> None:
 __all__ = [
     "DateRange",
     "Filters",
+    "NameWords",
     "Row",
     "StoredInstance",
     "Text",
+    "TimeRange",
     "instances",
     "iter_instances",
     "ping",

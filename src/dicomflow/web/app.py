@@ -51,6 +51,7 @@ from dicomflow.web.context import RETRY_AFTER_S, WebContext
 from dicomflow.web.cors import Cors
 from dicomflow.web.database import Database, DatabaseUnavailable, is_unavailable
 from dicomflow.web.health import HealthCheck
+from dicomflow.web.validate import RequestValidation
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ def create_app(
                             psycopg.OperationalError: database, BlobNotFound: _storage_error,
                             BlobUnavailable: _storage_error, Exception: _unexpected(ctx)},
     )
+    app.add_middleware(RequestValidation)  # innermost: its 400s get CORS headers and are counted
     if settings.web.cors_origins:
         app.add_middleware(Cors, origins=settings.web.cors_origins)  # inside _Metrics: preflights are counted
     app.add_middleware(_Metrics, metrics=metrics)

@@ -43,6 +43,7 @@ from starlette.requests import Request
 
 from dicomflow.errors import ConfigError, DicomflowError
 from dicomflow.settings import OAuth2Settings, Settings
+from dicomflow.web.validate import header_text
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Unauthorized(HTTPException, DicomflowError):
     """401: no usable token."""
 
     def __init__(self, reason: str) -> None:
-        quoted = reason.replace('"', "'")
+        quoted = header_text(reason)  # PyJWT's messages quote parts of the token (a kid, a claim)
         super().__init__(401, reason, headers={
             "WWW-Authenticate": f'Bearer realm="dicomflow", error="invalid_token", error_description="{quoted}"'})
 
@@ -72,7 +73,7 @@ class Forbidden(HTTPException, DicomflowError):
     """403: a valid token that does not allow this request."""
 
     def __init__(self, reason: str) -> None:
-        quoted = reason.replace('"', "'")
+        quoted = header_text(reason)
         super().__init__(403, reason, headers={
             "WWW-Authenticate": f'Bearer realm="dicomflow", error="insufficient_scope", error_description="{quoted}"'})
 

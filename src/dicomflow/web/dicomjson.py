@@ -15,10 +15,13 @@ server puts its base URL in front when it answers (:func:`absolute_bulk_uris`).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+
+log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 #: Every bulk data URI written by :func:`dataset_json` starts with this.
@@ -139,7 +142,12 @@ def dataset_json(ds: Any, bulk_uri: Callable[[str], str], threshold: int = 1024,
             if binary and elem.value is not None and len(elem.value) > threshold:
                 out[key] = {"vr": elem.VR, "BulkDataURI": bulk_uri(path)}
                 continue
-            out[key] = elem.to_json_dict(None, threshold)
+            try:
+                out[key] = elem.to_json_dict(None, threshold)
+            except (ValueError, TypeError, OverflowError) as exc:  # a stored value its VR cannot hold ('800\xff' as DS)
+                log.warning("metadata: element %s (%s) has a value its VR cannot hold, sent without it: %s",
+                            path, elem.VR, type(exc).__name__)
+                out[key] = {"vr": elem.VR}
         return out
 
     result = walk(ds, "")

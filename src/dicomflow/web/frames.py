@@ -1,11 +1,29 @@
 """WADO-RS frames and bulk data (PS3.18 §10.4): ``…/frames/{list}`` and ``…/bulkdata/{tag path}``.
 
-Frames are answered as ``application/octet-stream`` (native little-endian
-pixels, decoded when stored compressed) or in the compressed media type as
-stored (``image/jpeg``, ``image/jp2``, ``image/jls``, ``image/x-dicom-rle``),
-as the Accept header allows; 406 when neither is acceptable or the pixels
-cannot be decoded. Bulk data is one element's value, named by the tag path
-the metadata's BulkDataURI gave.
+Frames are answered in one of two forms, as the Accept header allows (its
+ranges in q order; 406 naming what was asked and what is offered when
+neither form is acceptable or the pixels cannot be decoded):
+
+- *as stored*: a compressed frame's bytes as they are in the file, labelled
+  ``{media type}; transfer-syntax={stored syntax}``. Asked for by the stored
+  syntax's media type (``image/jpeg``, ``image/jp2``, ``image/jls``,
+  ``image/x-dicom-rle``; also ``image/*`` and ``*/*``) without a
+  ``transfer-syntax`` or with the stored one, and by
+  ``application/octet-stream; transfer-syntax=*`` (or the stored syntax):
+  the Accept of OHIF's image loader,
+  ``multipart/related; type="application/octet-stream"; transfer-syntax=*``,
+  which reads each part's ``transfer-syntax`` and decodes it in the browser.
+  Such a part is labelled ``application/octet-stream; transfer-syntax=…``, and
+  any encapsulated syntax qualifies (HTJ2K too), video excepted;
+- *native*: little-endian pixels, decoded when stored compressed, labelled
+  ``application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1``: asked for
+  by ``application/octet-stream`` without ``transfer-syntax``, with ``*`` or
+  with Explicit VR Little Endian (an uncompressed instance's frames are
+  always native; ``*`` never makes this server compress).
+
+Bulk data is one element's value, named by the tag path the metadata's
+BulkDataURI gave, sent as ``application/octet-stream`` (406 for an Accept
+that takes no such part).
 
 Both read through the storage layer (:func:`~dicomflow.web.blobio.open_source`:
 the local file, or ranged reads on ``s3``). A frame is found from the header:
@@ -32,11 +50,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from dicomflow.blobs import BlobStore
-from dicomflow.dicom.constants import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
-from dicomflow.imaging.transcode import FRAME_MEDIA, read
+from dicomflow.dicom.constants import (
+    DEFLATED_EXPLICIT_VR_LE,
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+    NATIVE_SYNTAXES,
+)
+from dicomflow.imaging.transcode import FRAME_MEDIA, decodable, read
 from dicomflow.web.blobio import Blob, open_source
 from dicomflow.web.context import WebContext, blob_errors
-from dicomflow.web.negotiation import MediaRange, parse_accept
+from dicomflow.web.negotiation import MediaRange, describe, parse_accept, require_or_406
 from dicomflow.web.retrieval import audit_retrieval, lookup, served_file
 
 if TYPE_CHECKING:
@@ -54,7 +78,8 @@ def _element(source: BinaryIO, tag_path: str) -> bytes:
         for i in range(0, len(parts) - 1, 2):
             node = node[int(parts[i], 16)].value[int(parts[i + 1])]
         value = node[int(parts[-1], 16)].value
-    except (KeyError, IndexError, ValueError) as exc:
+    # TypeError / AttributeError: a path that walks into an element that is not a sequence (7FE00010/1/2)
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
         raise HTTPException(404, f"no bulk data at {tag_path}") from exc
     if not isinstance(value, (bytes, bytearray)):
         raise HTTPException(404, f"{tag_path} is not bulk data")
@@ -76,6 +101,7 @@ def _multipart(parts: Sequence[tuple[bytes, str]]) -> Response:
 async def bulkdata(ctx: WebContext, request: Request) -> Response:
     """GET …/instances/{instance}/bulkdata/{tag path}: one element's value as application/octet-stream."""
     principal = await ctx.principal(request, "read")
+    require_or_406(request.headers.get("accept"), ("application/octet-stream",), "bulk data")
     items = await lookup(ctx, principal, request, level="instance")
     blob = ctx.locate(items[0].file_path)
     with blob_errors(items[0].file_path):
@@ -117,8 +143,8 @@ def read_frames(source: BinaryIO, numbers: Sequence[int], ranges: Sequence[Media
         raise HTTPException(404, "the instance has no pixel data")
     value_at = pixel_at + (8 if ts == IMPLICIT_VR_LE else 12)
     count = _count(header, numbers)
-    compressed_media, as_stored, native_ok = _forms(ts, ranges)
-    if as_stored and compressed_media is not None:
+    stored_media, native_ok = _forms(ts, ranges)
+    if stored_media is not None:
         from pydicom.encaps import get_frame
 
         extended = None
@@ -128,11 +154,11 @@ def read_frames(source: BinaryIO, numbers: Sequence[int], ranges: Sequence[Media
         for n in numbers:
             source.seek(value_at)
             out.append((get_frame(source, n - 1, extended_offsets=extended, number_of_frames=count),
-                        f"{compressed_media}; transfer-syntax={ts}"))
+                        f"{stored_media}; transfer-syntax={ts}"))
         return out
-    _refuse_unless(native_ok, ts, compressed_media)
+    _refuse_unless(native_ok, ts, ranges)
     media = f"application/octet-stream; transfer-syntax={EXPLICIT_VR_LE}"
-    if compressed_media is None and int(header.BitsAllocated) % 8 == 0:
+    if ts in NATIVE_SYNTAXES and int(header.BitsAllocated) % 8 == 0:
         size = _frame_size(header)
         out = []
         for n in numbers:
@@ -150,20 +176,46 @@ def _count(header: Dataset, numbers: Sequence[int]) -> int:
     return count
 
 
-def _forms(ts: str, ranges: Sequence[MediaRange]) -> tuple[str | None, bool, bool]:
-    """(compressed media type of ``ts``, acceptable as stored, native pixels acceptable)."""
+def _frame_by_frame(ts: str) -> bool:
+    """An encapsulated syntax whose items are frames (a video's stream is not cut into frames here)."""
+    return ts not in NATIVE_SYNTAXES and not ts.startswith("1.2.840.10008.1.2.4.10")
+
+
+def _forms(ts: str, ranges: Sequence[MediaRange]) -> tuple[str | None, bool]:
+    """(the part media type to send the frames as stored with, or None: not as stored; native pixels acceptable).
+
+    The first range (q order) that takes the stored form decides its label; see the module's docstring.
+    """
     compressed_media = FRAME_MEDIA.get(ts)
-    # application/octet-stream is uncompressed pixels whatever its transfer-syntax parameter says.
-    as_stored = compressed_media is not None and any(
-        m.media_type in (compressed_media, "*/*", "image/*") and m.transfer_syntax in (None, "*", ts) for m in ranges)
-    native_ok = any(m.media_type in ("application/octet-stream", "*/*", "application/*") for m in ranges)
-    return compressed_media, as_stored, native_ok
+    stored_media = None
+    if _frame_by_frame(ts):
+        for m in ranges:
+            if m.media_type == "application/octet-stream" and m.transfer_syntax in ("*", ts):
+                stored_media = m.media_type
+                break
+            if compressed_media is not None and m.media_type in (compressed_media, "*/*", "image/*") \
+                    and m.transfer_syntax in (None, "*", ts):
+                stored_media = compressed_media
+                break
+    native_ok = any(m.media_type in ("application/octet-stream", "*/*", "application/*")
+                    and m.transfer_syntax in (None, "*", EXPLICIT_VR_LE) for m in ranges)
+    return stored_media, native_ok
 
 
-def _refuse_unless(native_ok: bool, ts: str, compressed_media: str | None) -> None:
+def _offers(ts: str) -> list[str]:
+    """What the frames of an instance stored as ``ts`` can be sent as, for a 406's reason."""
+    out = []
+    if _frame_by_frame(ts):
+        out += [f"{m}; transfer-syntax={ts}" for m in (FRAME_MEDIA.get(ts), "application/octet-stream") if m]
+    if decodable(ts):
+        out.append(f"application/octet-stream; transfer-syntax={EXPLICIT_VR_LE}")
+    return out
+
+
+def _refuse_unless(native_ok: bool, ts: str, ranges: Sequence[MediaRange]) -> None:
     if not native_ok:
-        raise HTTPException(406, f"frames are stored as {ts}; this server sends them as stored "
-                                 f"({compressed_media or 'application/octet-stream'}) or as application/octet-stream")
+        raise HTTPException(406, f"the Accept header asks for {describe(ranges)}; the frames of this instance "
+                                 f"(stored as {ts}) are offered as {', '.join(_offers(ts)) or 'nothing'}")
 
 
 def _frame_size(ds: Dataset) -> int:
@@ -192,8 +244,7 @@ def _whole_frames(ds: Dataset, numbers: Sequence[int], ranges: Sequence[MediaRan
         raise HTTPException(404, "the instance has no pixel data")
     ts = str(ds.file_meta.TransferSyntaxUID)
     _count(ds, numbers)
-    compressed_media, _, native_ok = _forms(ts, ranges)
-    _refuse_unless(native_ok, ts, compressed_media)
+    _refuse_unless(_forms(ts, ranges)[1], ts, ranges)
     media = f"application/octet-stream; transfer-syntax={EXPLICIT_VR_LE}"
     if ts != EXPLICIT_VR_BE and int(ds.BitsAllocated) % 8 == 0:
         size = _frame_size(ds)

@@ -59,6 +59,41 @@ def parse_accept(header: str | None) -> list[MediaRange]:
     return [m for m in out if m.q > 0]
 
 
+def describe(ranges: Sequence[MediaRange]) -> str:
+    """The Accept header's ranges as a reader wants them in a 406's reason."""
+    return ", ".join(m.media_type + (f"; transfer-syntax={m.transfer_syntax}" if m.transfer_syntax else "")
+                     for m in ranges) or "nothing"
+
+
+def accepts(ranges: Sequence[MediaRange], media_type: str) -> bool:
+    """True when one of ``ranges`` takes ``media_type`` (exactly, ``type/*`` or ``*/*``)."""
+    kind = media_type.split("/", 1)[0]
+    return any(m.media_type in (media_type, f"{kind}/*", "*/*") for m in ranges)
+
+
+def require(header: str | None, offered: Sequence[str], what: str) -> str:
+    """The first of ``offered`` (media types, best first) that the Accept header takes.
+
+    Raises:
+        NotAcceptable: none is acceptable; the reason names what was asked and what ``what`` is offered as.
+    """
+    ranges = parse_accept(header)
+    for media_type in offered:
+        if accepts(ranges, media_type):
+            return media_type
+    raise NotAcceptable(f"the Accept header asks for {describe(ranges)}; {what} is offered as {', '.join(offered)}")
+
+
+def require_or_406(header: str | None, offered: Sequence[str], what: str) -> str:
+    """:func:`require`, its refusal as the HTTP 406 it is answered with (plain text: the reason)."""
+    from starlette.exceptions import HTTPException
+
+    try:
+        return require(header, offered, what)
+    except NotAcceptable as exc:
+        raise HTTPException(406, str(exc)) from exc
+
+
 def choose_syntax(stored: str, ranges: Sequence[MediaRange], *, has_pixels: bool) -> str:
     """The transfer syntax to send an instance stored as ``stored`` in, for these Accept ranges.
 
@@ -84,4 +119,5 @@ def choose_syntax(stored: str, ranges: Sequence[MediaRange], *, has_pixels: bool
     raise NotAcceptable(f"cannot send transfer syntax {', '.join(wanted)}: {why}")
 
 
-__all__ = ["MediaRange", "NotAcceptable", "choose_syntax", "parse_accept"]
+__all__ = ["MediaRange", "NotAcceptable", "accepts", "choose_syntax", "describe", "parse_accept", "require",
+           "require_or_406"]

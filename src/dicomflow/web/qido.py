@@ -1,14 +1,32 @@
 """QIDO-RS (PS3.18 §10.6): query parameters -> :class:`~dicomflow.store.queries.Filters` -> DICOM JSON.
 
 Matching keys may be given by keyword (``PatientID``) or tag (``00100020``).
-Supported: PatientID, PatientName (``*`` / ``?`` wildcards, case-insensitive
-as PS3.4 C.2.2.2.1 allows for PN), AccessionNumber, StudyDate (``A``,
-``A-B``, ``A-``, ``-B``), StudyInstanceUID / SeriesInstanceUID /
-SOPInstanceUID (one value or a comma / backslash separated list), Modality
-and ModalitiesInStudy. ``fuzzymatching=true`` is answered with literal
-matching and a ``Warning: 299`` header, as §8.3.4.3 permits. An attribute
-the index does not hold is refused with 400 naming it, never ignored
-silently; ``includefield`` of such an attribute is ignored (nothing to add).
+Supported, with what OHIF's study list sends (``PatientName=*smi*``,
+``00100020=*123*``, ``AccessionNumber=*A1*``, ``StudyDescription=*CHEST*``,
+``ModalitiesInStudy=CT,MR``, ``StudyDate=19700102-20241231``,
+``StudyInstanceUID=1.2\\1.3``, ``fuzzymatching``, ``includefield``, ``limit``
+and ``offset``):
+
+- PatientID, AccessionNumber, StudyDescription: exact, or ``*`` / ``?``
+  wildcards (PS3.4 C.2.2.2.4), case-sensitive as PS3.4 says for their VRs;
+- PatientName: the same, case-insensitive (PS3.4 C.2.2.2.1 allows it for PN);
+  with ``fuzzymatching=true`` each word of the value (split at spaces, ``^``,
+  ``=`` and commas) must be the case-insensitive beginning of some component
+  of the name (what ``^``, ``=`` and spaces separate), as Azure's DICOM service
+  does: ``jo do``, ``DOE`` and ``Doe^J`` match ``Doe^John``, ``ohn`` does not;
+  a word may hold ``*`` / ``?`` too;
+- StudyDate (``A``, ``A-B``, ``A-``, ``-B``; ``YYYYMMDD``) and StudyTime
+  (``HH``, ``HHMM``, ``HHMMSS[.F]``, the same range forms; a partial time is
+  widened to the whole unit: ``10`` is 10:00:00-10:59:59.999999). Both given:
+  one combined date-time range (PS3.4 C.2.2.2.5.1), ``StudyDate=20240101-20240102``
+  with ``StudyTime=2200-0600`` is 1 January 22:00 to 2 January 06:00. A series
+  without StudyTime does not match a StudyTime condition (on a boundary day);
+- StudyInstanceUID / SeriesInstanceUID / SOPInstanceUID (one value or a
+  comma / backslash separated list), Modality and ModalitiesInStudy.
+
+An attribute the index does not hold is refused with 400 naming it, never
+ignored silently; ``includefield`` of such an attribute is ignored (nothing
+to add).
 
 The answer attributes are those of PS3.18 Table 10.6.3-3..5 that the index
 holds, plus any ``includefield`` the index can supply (``all``: everything).
@@ -16,7 +34,6 @@ holds, plus any ``includefield`` the index can supply (``all``: everything).
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,16 +46,18 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from dicomflow.dicom.derived import uid_problem
-from dicomflow.errors import DicomflowError
-from dicomflow.store.queries import DateRange, Filters, Row, Text
-from dicomflow.web import dicomjson
+from dicomflow.store.queries import Filters, Row
+from dicomflow.web import dicomjson, matching
 from dicomflow.web.context import WebContext, base_url, check_uid, client_address
 from dicomflow.web.dicomjson import Json
+from dicomflow.web.matching import QueryError
+from dicomflow.web.negotiation import require_or_406
 
 Level = Literal["study", "series", "instance"]
 
 DEFAULT_LIMIT = 1000
-MAX_LIMIT = 10000
+#: The default of ``web.max_limit``: a larger ``limit`` is clamped to it (with a ``Warning: 299``).
+MAX_LIMIT = 1000
 
 # Tags used here, by keyword for readability.
 T = {
@@ -55,7 +74,8 @@ T = {
 }
 
 #: Matching keys per level (the study keys also match at series and instance level).
-_STUDY_KEYS = {"PatientID", "PatientName", "AccessionNumber", "StudyDate", "StudyInstanceUID", "ModalitiesInStudy"}
+_STUDY_KEYS = {"PatientID", "PatientName", "AccessionNumber", "StudyDate", "StudyTime", "StudyDescription",
+               "StudyInstanceUID", "ModalitiesInStudy"}
 _SERIES_KEYS = _STUDY_KEYS | {"SeriesInstanceUID", "Modality"}
 _INSTANCE_KEYS = _SERIES_KEYS | {"SOPInstanceUID"}
 MATCH_KEYS: dict[Level, set[str]] = {"study": _STUDY_KEYS, "series": _SERIES_KEYS, "instance": _INSTANCE_KEYS}
@@ -74,10 +94,6 @@ _INSTANCE_DEFAULT = ("SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "I
 _INSTANCE_EXTRA = ("AvailableTransferSyntaxUID",)
 
 
-class QueryError(DicomflowError):
-    """A query parameter that cannot be honoured (answered 400 with this message)."""
-
-
 @dataclass(frozen=True)
 class Query:
     """A parsed QIDO-RS request."""
@@ -91,44 +107,6 @@ class Query:
     scope: dict[str, str] = field(default_factory=dict)
 
 
-def _like(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%").replace("?", "_")
-
-
-def _text(value: str, *, case_insensitive: bool = False) -> Text | None:
-    if value in ("", "*"):
-        return None  # universal match
-    if "*" in value or "?" in value:
-        return Text(_like(value), like=True, case_insensitive=case_insensitive)
-    if case_insensitive:
-        return Text(_like(value), like=False, case_insensitive=True)
-    return Text(value)
-
-
-def _date(text: str, key: str) -> dt.date:
-    try:
-        return dt.datetime.strptime(text.replace("-", "").replace(".", ""), "%Y%m%d").date()
-    except ValueError as exc:
-        raise QueryError(f"{key}: {text!r} is not a date YYYYMMDD") from exc
-
-
-def _date_range(value: str, key: str) -> DateRange | None:
-    value = value.strip()
-    if not value:
-        return None
-    if "-" in value:
-        start, _, end = value.partition("-")
-        if "-" in end:
-            raise QueryError(f"{key}: {value!r} is not a date range YYYYMMDD-YYYYMMDD")
-        rng = DateRange(_date(start, key) if start else None, _date(end, key) if end else None)
-        if rng.start is None and rng.end is None:
-            raise QueryError(f"{key}: {value!r} is not a date range")
-        return rng
-    day = _date(value, key)
-    return DateRange(day, day)
-
-
 def _uids(value: str, key: str) -> tuple[str, ...]:
     parts = tuple(p.strip() for p in re.split(r"[,\\]", value) if p.strip())
     for uid in parts:
@@ -139,10 +117,10 @@ def _uids(value: str, key: str) -> tuple[str, ...]:
 
 
 def _int(value: str, key: str, low: int, high: int) -> int:
-    try:
-        number = int(value)
-    except ValueError as exc:
-        raise QueryError(f"{key}: {value!r} is not an integer") from exc
+    # ASCII digits only: int() also takes "1_000", " 7" and other scripts' digits ("\u0661").
+    if re.fullmatch(r"-?[0-9]{1,20}", value) is None:
+        raise QueryError(f"{key}: {value[:80]!r} is not an integer")
+    number = int(value)
     if not low <= number <= high:
         raise QueryError(f"{key}: must be between {low} and {high}")
     return number
@@ -155,19 +133,22 @@ class _Params:
     values: dict[str, str] = field(default_factory=dict)  # matching key -> value (repeated UID keys joined)
     include: set[str] = field(default_factory=set)
     include_all: bool = False
+    fuzzy: bool = False
     warnings: list[str] = field(default_factory=list)
     limit: int = DEFAULT_LIMIT
     offset: int = 0
+    max_limit: int = MAX_LIMIT
 
 
-def parse(level: Level, params: Sequence[tuple[str, str]], scope: Mapping[str, str] | None = None) -> Query:
-    """Turn ``(name, value)`` query parameters into a :class:`Query`.
+def parse(level: Level, params: Sequence[tuple[str, str]], scope: Mapping[str, str] | None = None, *,
+          max_limit: int = MAX_LIMIT) -> Query:
+    """Turn ``(name, value)`` query parameters into a :class:`Query`; ``limit`` is clamped to ``max_limit``.
 
     Raises:
         QueryError: an unknown or unsupported key, or a value of the wrong form.
     """
     scope = dict(scope or {})
-    read = _Params()
+    read = _Params(limit=min(DEFAULT_LIMIT, max_limit), max_limit=max_limit)
     for name, value in params:
         if not _control(read, name, value):
             _match_key(read, level, name, value)
@@ -178,15 +159,15 @@ def _control(read: _Params, name: str, value: str) -> bool:
     """``limit``, ``offset``, ``fuzzymatching``, ``includefield``: True when ``name`` is one of them."""
     if name == "limit":
         read.limit = _int(value, name, 0, 2**31 - 1)
-        if read.limit > MAX_LIMIT or read.limit == 0:
-            read.warnings.append(f"limit {value} exceeds what this server returns at once; {MAX_LIMIT} returned")
-            read.limit = MAX_LIMIT
+        if read.limit > read.max_limit or read.limit == 0:  # the number, not the text, goes into the header
+            read.warnings.append(f"limit {read.limit} exceeds what this server returns at once; "
+                                 f"{read.max_limit} returned")
+            read.limit = read.max_limit
     elif name == "offset":
         read.offset = _int(value, name, 0, 2**31 - 1)
     elif name == "fuzzymatching":
-        if value.lower() == "true":
-            read.warnings.append("fuzzymatching is not supported; literal matching was used")
-        elif value.lower() != "false":
+        read.fuzzy = value.lower() == "true"
+        if not read.fuzzy and value.lower() != "false":
             raise QueryError(f"fuzzymatching: {value!r} is not true or false")
     elif name == "includefield":
         for item in (v.strip() for v in value.split(",")):
@@ -235,11 +216,15 @@ def _filters(read: _Params, scope: Mapping[str, str]) -> Filters:
         raise QueryError("Modality and ModalitiesInStudy cannot both be given")
     modalities = tuple(m.strip() for m in re.split(r"[,\\]", values.get("Modality", values.get("ModalitiesInStudy", "")))
                        if m.strip() and m.strip() != "*")
+    name = values.get("PatientName")
     return Filters(
-        patient_id=_text(values["PatientID"]) if "PatientID" in values else None,
-        patient_name=_text(values["PatientName"], case_insensitive=True) if "PatientName" in values else None,
-        accession_number=_text(values["AccessionNumber"]) if "AccessionNumber" in values else None,
-        study_date=_date_range(values["StudyDate"], "StudyDate") if "StudyDate" in values else None,
+        patient_id=matching.text(values["PatientID"]) if "PatientID" in values else None,
+        patient_name=matching.text(name, case_insensitive=True) if name is not None and not read.fuzzy else None,
+        patient_name_words=matching.name_words(name) if name is not None and read.fuzzy else None,
+        accession_number=matching.text(values["AccessionNumber"]) if "AccessionNumber" in values else None,
+        study_description=matching.text(values["StudyDescription"]) if "StudyDescription" in values else None,
+        study_date=matching.date_range(values["StudyDate"], "StudyDate") if "StudyDate" in values else None,
+        study_time=matching.time_range(values["StudyTime"], "StudyTime") if "StudyTime" in values else None,
         modalities=modalities,
         limit=read.limit,
         offset=read.offset,
@@ -349,13 +334,14 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
 
         async def handle(request: Request) -> Response:
             principal = await ctx.principal(request, "read")
+            require_or_406(request.headers.get("accept"), _ANSWER_MEDIA, "a search's answer")
             scope: dict[str, str] = {}
             if "study" in request.path_params:
                 scope["StudyInstanceUID"] = check_uid(request.path_params["study"], "StudyInstanceUID")
             if "series" in request.path_params:
                 scope["SeriesInstanceUID"] = check_uid(request.path_params["series"], "SeriesInstanceUID")
             try:
-                query = parse(level, request.query_params.multi_items(), scope)
+                query = parse(level, request.query_params.multi_items(), scope, max_limit=ctx.settings.web.max_limit)
             except QueryError as exc:
                 raise HTTPException(400, str(exc)) from exc
             async with ctx.db.connection() as conn:
@@ -381,6 +367,8 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
 
 
 _encoder = msgspec.json.Encoder()
+#: What a search is answered as (``application/json`` too: many clients ask for that); no XML.
+_ANSWER_MEDIA = ("application/dicom+json", "application/json")
 
 
 __all__ = ["DEFAULT_LIMIT", "MATCH_KEYS", "MAX_LIMIT", "Query", "QueryError", "instance_json", "parse",

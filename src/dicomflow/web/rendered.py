@@ -1,8 +1,13 @@
 """Rendered and thumbnail resources (PS3.18 §10.4.1.1.3 and §10.7) as routes.
 
-``…/rendered`` renders an instance (its middle frame) or a frame at its own
-size, or the ``viewport``; ``…/thumbnail`` does the same fitted into
-``viewport`` (128x128 by default). A series thumbnail is its middle
+``…/rendered`` renders an instance or a frame at its own size, or the
+``viewport``; ``…/thumbnail`` does the same fitted into ``viewport`` (128x128
+by default). A multi-frame instance's ``…/rendered`` is its first frame, as
+Orthanc, Google's and Azure's DICOM services answer it: this server sends no
+multi-frame media type (no ``image/gif``, no video: 406), so of the two
+answers a multi-frame instance may have it gives the first frame; every frame
+is ``…/frames/{n}/rendered`` (1 to NumberOfFrames, 404 beyond). An instance's
+``…/thumbnail`` is its middle frame (more telling for a cine loop). A series thumbnail is its middle
 instance's (the image workers' pre-built ``thumbnail_location`` when there
 is one), a study's is its first series'. Media type from the Accept header
 or the ``accept`` parameter: ``image/jpeg`` (default) or ``image/png``.
@@ -27,18 +32,20 @@ from dicomflow.imaging import render
 from dicomflow.store.queries import StoredInstance
 from dicomflow.web.blobio import Blob, open_source
 from dicomflow.web.context import WebContext, blob_errors
-from dicomflow.web.negotiation import parse_accept
+from dicomflow.web.negotiation import describe, parse_accept
 from dicomflow.web.retrieval import audit_retrieval, lookup, served_file
 
 
 def _media_type(request: Request) -> render.Format:
+    """JPEG or PNG, the first the ``accept`` parameter or the Accept header takes (406 naming both otherwise)."""
     header = request.query_params.get("accept") or request.headers.get("accept")
     for m in parse_accept(header):
         if m.media_type in ("image/jpeg", "image/*", "*/*"):
             return "image/jpeg"
         if m.media_type == "image/png":
             return "image/png"
-    raise HTTPException(406, "rendered images are sent as image/jpeg or image/png")
+    raise HTTPException(406, f"the Accept header asks for {describe(parse_accept(header))}; rendered images "
+                             "are offered as image/jpeg, image/png (one frame; no multi-frame media types)")
 
 
 def _pick(items: list[StoredInstance], level: str) -> StoredInstance:
@@ -68,7 +75,8 @@ def _render_blob(store: BlobStore, blob: Blob, options: render.RenderOptions) ->
 async def _render(ctx: WebContext, request: Request, level: str, *, thumbnail: bool) -> Response:
     principal = await ctx.principal(request, "read")
     media_type = _media_type(request)
-    frame = None
+    # An instance's /rendered is its first frame (a multi-frame one's too: see the module's docstring).
+    frame = 1 if level == "instance" and not thumbnail else None
     if "frame" in request.path_params:
         try:
             frame = int(request.path_params["frame"])

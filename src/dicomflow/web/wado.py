@@ -47,7 +47,7 @@ from dicomflow.store.queries import StoredInstance
 from dicomflow.web.blobio import Blob
 from dicomflow.web.context import WebContext, base_url, blob_errors
 from dicomflow.web.metadata import bounded, metadata
-from dicomflow.web.negotiation import MediaRange, NotAcceptable, choose_syntax, parse_accept
+from dicomflow.web.negotiation import MediaRange, NotAcceptable, choose_syntax, parse_accept, require_or_406
 from dicomflow.web.retrieval import audit_retrieval, has_copy, lookup, served_file
 
 log = logging.getLogger(__name__)
@@ -329,6 +329,16 @@ def _accepts_anything(ranges: Sequence[MediaRange]) -> bool:
     return any(m.transfer_syntax == "*" or m.media_type == "*/*" for m in ranges)
 
 
+#: What metadata is answered as (``application/json`` too: many clients ask for that).
+_METADATA_MEDIA = ("application/dicom+json", "application/json")
+
+
+async def _metadata(ctx: WebContext, request: Request, lvl: str) -> Response:
+    """:func:`~dicomflow.web.metadata.metadata` once the Accept header takes JSON (else 406 with the reason)."""
+    require_or_406(request.headers.get("accept"), _METADATA_MEDIA, "metadata")
+    return await metadata(ctx, request, lvl)
+
+
 def routes(ctx: WebContext) -> list[BaseRoute]:
     """The WADO-RS retrieval and metadata routes (frames and bulk data: :mod:`dicomflow.web.frames`;
     rendered and thumbnail: :mod:`dicomflow.web.rendered`)."""
@@ -343,9 +353,9 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         Route(s, level(retrieve, "study"), methods=["GET"]),  # type: ignore[arg-type]
         Route(se, level(retrieve, "series"), methods=["GET"]),  # type: ignore[arg-type]
         Route(i, level(retrieve, "instance"), methods=["GET"]),  # type: ignore[arg-type]
-        Route(s + "/metadata", level(metadata, "study"), methods=["GET"]),  # type: ignore[arg-type]
-        Route(se + "/metadata", level(metadata, "series"), methods=["GET"]),  # type: ignore[arg-type]
-        Route(i + "/metadata", level(metadata, "instance"), methods=["GET"]),  # type: ignore[arg-type]
+        Route(s + "/metadata", level(_metadata, "study"), methods=["GET"]),  # type: ignore[arg-type]
+        Route(se + "/metadata", level(_metadata, "series"), methods=["GET"]),  # type: ignore[arg-type]
+        Route(i + "/metadata", level(_metadata, "instance"), methods=["GET"]),  # type: ignore[arg-type]
     ]
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import dicomflow_faults
-from dicomflow.stack import free_port
+from dicomflow.stack import LocalStack, free_port
 from dicomflow_faults.instances import generate
 from dicomflow_faults.sender import StoreSender
 
@@ -40,7 +40,8 @@ def test_tiny_suite_run_injects_every_fault_and_loses_nothing(tmp_path: Path) ->
          "--instances", "400", "--rate", "25", "--faults-per-kind", "1",
          "--soak", "3000", "--fuzz", "80", "--fuzz-files", "30", "--controls", "5", "--protocol-fuzz", "0",
          "--warehouse", "3000", "--warehouse-kills", "2",
-         "--failover", "0", "--s3", "0", "--web", "0",  # test_failover.py, test_web.py and the CI run cover those
+         "--failover", "0", "--s3", "0", "--web-fuzz", "0",  # their own tests and the CI run cover those phases
+         "--web", "0",
          "--seed", "20240315", "--work-dir", str(tmp_path), "--json", str(report_path)],
         capture_output=True, text=True, env=env, timeout=540, check=False,
     )
@@ -138,7 +139,7 @@ def test_protocol_fuzz_phase_at_a_small_size(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "dicomflow_faults", "--instances", "0", "--soak", "0", "--fuzz", "0",
          "--fuzz-files", "0", "--protocol-fuzz", "400", "--warehouse", "0", "--failover", "0", "--s3", "0",
-         "--web", "0",
+         "--web-fuzz", "0", "--web", "0",
          "--seed", "20240316", "--work-dir", str(tmp_path),
          "--json", str(report_path)],
         capture_output=True, text=True, env=env, timeout=280, check=False,
@@ -154,3 +155,32 @@ def test_protocol_fuzz_phase_at_a_small_size(tmp_path: Path) -> None:
     assert len(fuzz["families"]) == 9
     assert {"AC", "RJ", "ABORT"} <= set(fuzz["answers"])
     assert "PDU sequences:      400 mutated, 0 unexpected exception(s), 0 receiver crash(es)" in proc.stdout
+
+
+@pytest.mark.timeout(300)
+def test_web_fuzz_phase_at_a_small_size(stack: LocalStack, tmp_path: Path) -> None:
+    """Mutated HTTP requests against a running dicomflow web (OAuth2): no 5xx, no dropped connection, no
+    traceback, every STOW part answered Success indexed and none refused (the full 5,000 run is CI's)."""
+    report_path = tmp_path / "web.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
+    suite_folder = str(Path(dicomflow_faults.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (suite_folder, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dicomflow_faults", "--instances", "0", "--soak", "0", "--fuzz", "0",
+         "--fuzz-files", "0", "--protocol-fuzz", "0", "--warehouse", "0", "--failover", "0", "--s3", "0",
+         "--web-fuzz", "400", "--web", "0", "--seed", "20240317", "--work-dir", str(tmp_path), "--json", str(report_path),
+         "--kafka-cache", str(stack.settings.stack.dir.resolve() / "cache")],  # the shared stack's jars
+        capture_output=True, text=True, env=env, timeout=280, check=False,
+    )
+    output = proc.stdout + proc.stderr[-4000:]
+    assert report_path.exists(), output
+    report = json.loads(report_path.read_text())
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert proc.returncode == 0 and report["passed"], f"failed checks: {failed}\n{output}"
+    web = report["web_fuzz"]
+    assert web["requests"] == web["requested"] >= 400 + web["routes"] * 8  # the sweep: every route, every method
+    assert web["server_errors"] == web["dropped"] == web["tracebacks"] == 0
+    assert web["success_not_indexed"] == web["refused_indexed"] == 0
+    assert web["stow_success"] > 0 and web["stow_refused"] > 0  # both sides of the STOW check were exercised
+    assert {"200", "400", "401", "413"} <= set(web["answers"])
+    assert "HTTP requests:      " in proc.stdout and "RESULT: PASS" in proc.stdout

@@ -4,7 +4,7 @@ It starts its own private stack, indexes 120 instances, serves them with
 ``dicomflow web`` to four client threads for 16 s and SIGKILLs the
 PostgreSQL postmaster once (down 4 s, then restarted). What issue 19 asks of
 the web tier: only 503 with ``Retry-After`` while PostgreSQL is down (within
-3 s), 200 again within 5 s of PostgreSQL ready, and no traceback in the
+3 s: web.db_wait_ms + 2 s), 200 again within 5 s of PostgreSQL ready, and no traceback in the
 server's log. CI's run of ``scripts/faults.sh`` does two kills over 45 s.
 """
 
@@ -33,7 +33,7 @@ def test_web_tier_answers_only_503_while_postgres_is_down_and_recovers(stack: Lo
     proc = subprocess.run(
         [sys.executable, "-m", "dicomflow_faults", "--instances", "0", "--soak", "0", "--fuzz", "0",
          "--fuzz-files", "0", "--protocol-fuzz", "0", "--warehouse", "0", "--failover", "0", "--s3", "0",
-         "--web", "16", "--web-kills", "1",  # only this phase
+         "--web-fuzz", "0", "--web", "16", "--web-kills", "1",  # only this phase
          "--seed", "1919", "--work-dir", str(tmp_path), "--json", str(report_path),
          "--kafka-cache", str(stack.settings.stack.dir.resolve() / "cache")],  # the shared stack's jars
         capture_output=True, text=True, env=env, timeout=280, check=False,

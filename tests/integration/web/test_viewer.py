@@ -20,9 +20,9 @@ import psycopg
 import pydicom
 import pytest
 from psycopg import sql
-from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+from dicomflow.corpus import pydicom_sample
 from dicomflow.kafka.admin import create_topics, delete_topics
 from dicomflow.pipeline.service import ConsumerService
 from dicomflow.settings import Settings, ohif_dist
@@ -53,7 +53,7 @@ def _corpus(dest: Path) -> tuple[list[Sample], dict[str, str]]:
     for n, name in enumerate(("CT_small.dcm", "MR_small.dcm")):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(str(get_testdata_file(name)))
+            ds = pydicom.dcmread(pydicom_sample(name))
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.AccessionNumber = f"VW{uuid.uuid4().hex[:6].upper()}{n}"

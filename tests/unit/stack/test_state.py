@@ -23,7 +23,7 @@ def test_written_then_read_back_with_stable_keys(tmp_path: Path) -> None:
     path = write_state(tmp_path, THREE)
     assert path == tmp_path.resolve() / STATE_FILE
     data = json.loads(path.read_text())
-    assert set(data) == {"version", "kafka", "clickhouse", "started_at"}
+    assert set(data) == {"version", "kafka", "clickhouse", "s3", "started_at"}
     assert data["kafka"] == {"nodes": [{"node_id": 1, "port": 29092, "controller_port": 29093},
                                        {"node_id": 2, "port": 29094, "controller_port": 29095},
                                        {"node_id": 3, "port": 29096, "controller_port": 29097}],
@@ -127,3 +127,12 @@ def test_a_damaged_state_file_stops_a_command_naming_it(clean_env: Path) -> None
     (clean_env / STATE_FILE).write_text("{")
     result = CliRunner().invoke(app, ["config", "show"])
     assert result.exit_code == 2 and STATE_FILE in result.output
+
+
+def test_the_s3_server_is_remembered(tmp_path: Path) -> None:
+    write_state(tmp_path, dataclasses.replace(THREE, s3=True))
+    state = read_state(tmp_path)
+    assert state is not None and state.s3 and not state.clickhouse
+    (tmp_path / STATE_FILE).write_text(json.dumps({**json.loads((tmp_path / STATE_FILE).read_text()), "s3": None}))
+    older = read_state(tmp_path)  # a file of an earlier release has no "s3" key
+    assert older is not None and not older.s3

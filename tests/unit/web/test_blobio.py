@@ -8,19 +8,17 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 
 from dicomflow.blobs import FilesystemStore
 from dicomflow.blobs.ranged import RangedFile
+from dicomflow.corpus import pydicom_sample
 from dicomflow.web.blobio import Blob
 from dicomflow.web.frames import read_frames
 from dicomflow.web.negotiation import parse_accept
 
 
 def _stored(tmp_path: Path, name: str) -> tuple[FilesystemStore, str, Path]:
-    source = get_testdata_file(name)
-    if source is None:
-        pytest.skip(f"pydicom test file {name} unavailable")
+    source = pydicom_sample(name)
     store = FilesystemStore(tmp_path, fsync=False)
     key = f"t/{name}"
     (tmp_path / "t").mkdir(exist_ok=True)

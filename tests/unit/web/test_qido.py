@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from dicomflow.store.queries import DateRange, Filters, Text
+from dicomflow.store.queries import DateRange, Filters, NameWords, Text, TimeRange
 from dicomflow.web.qido import DEFAULT_LIMIT, MAX_LIMIT, QueryError, parse
 
 
@@ -99,10 +99,78 @@ def test_a_limit_over_the_maximum_or_zero_returns_the_maximum_with_a_warning(lim
     assert query.warnings == (f"limit {limit} exceeds what this server returns at once; {MAX_LIMIT} returned",)
 
 
-def test_fuzzy_matching_is_answered_literally_with_a_warning() -> None:
-    assert parse("study", [("fuzzymatching", "TRUE")]).warnings == (
-        "fuzzymatching is not supported; literal matching was used",)
-    assert parse("study", [("fuzzymatching", "false")]).warnings == ()
+@pytest.mark.parametrize(("value", "words"), [
+    ("jo do", ("jo", "do")),
+    ("Doe^John", ("Doe", "John")),
+    ("DOE, J", ("DOE", "J")),
+    ("Yamada=山田", ("Yamada", "山田")),
+    ("*smi*", ("*smi*",)),            # OHIF with supportsWildcard: the wildcards stay
+    ("o'b_r", ("o'b_r",)),
+])
+def test_fuzzy_patient_name_is_words_each_beginning_a_name_component(value: str, words: tuple[str, ...]) -> None:
+    query = parse("study", [("fuzzymatching", "TRUE"), ("PatientName", value)])
+    assert (query.filters.patient_name_words, query.filters.patient_name) == (NameWords(words), None)
+    assert query.warnings == ()
+
+
+def test_fuzzy_matching_applies_to_names_only_and_false_is_literal() -> None:
+    f = parse("study", [("PatientName", "Doe*"), ("fuzzymatching", "true"), ("PatientID", "P1*")]).filters
+    assert f.patient_name_words == NameWords(("Doe*",))  # the order of the parameters does not matter
+    assert f.patient_id == Text("P1%", like=True)
+    literal = parse("study", [("fuzzymatching", "false"), ("PatientName", "jo do")]).filters
+    assert (literal.patient_name, literal.patient_name_words) == (Text("jo do", like=False, case_insensitive=True), None)
+    universal = parse("study", [("fuzzymatching", "true"), ("PatientName", " ^* ")]).filters
+    assert (universal.patient_name, universal.patient_name_words) == (None, None)
+
+
+def test_study_description_is_a_wildcard_key() -> None:
+    f = parse("study", [("StudyDescription", "*CHEST*")]).filters
+    assert f.study_description == Text("%CHEST%", like=True)
+    assert parse("series", [("00081030", "Head")]).filters.study_description == Text("Head")
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("103000", TimeRange(dt.time(10, 30), dt.time(10, 30, 0, 999999))),
+    ("10", TimeRange(dt.time(10), dt.time(10, 59, 59, 999999))),
+    ("1030-1200", TimeRange(dt.time(10, 30), dt.time(12, 0, 59, 999999))),
+    ("0800-", TimeRange(dt.time(8), None)),
+    ("-17:30", TimeRange(None, dt.time(17, 30, 59, 999999))),
+    ("101500.25-101500.5", TimeRange(dt.time(10, 15, 0, 250000), dt.time(10, 15, 0, 599999))),
+    ("", None),
+])
+def test_study_time_forms(value: str, expected: TimeRange | None) -> None:
+    assert parse("study", [("StudyTime", value)]).filters.study_time == expected
+
+
+@pytest.mark.parametrize("value", ["1", "2500", "1060", "10.5", "-", "10-11-12", "ab"])
+def test_bad_study_times_are_refused(value: str) -> None:
+    with pytest.raises(QueryError, match="StudyTime"):
+        parse("study", [("StudyTime", value)])
+
+
+def test_study_date_and_time_together_are_kept_for_one_combined_range() -> None:
+    f = parse("study", [("StudyDate", "20240101-20240102"), ("StudyTime", "2200-0600")]).filters
+    assert f.study_date == DateRange(dt.date(2024, 1, 1), dt.date(2024, 1, 2))
+    assert f.study_time == TimeRange(dt.time(22), dt.time(6, 0, 59, 999999))
+
+
+def test_what_ohif_study_list_sends_is_answered() -> None:
+    """The parameters of OHIF 3.13's study list (extensions/default/src/DicomWebDataSource/qido.js mapParams)."""
+    query = parse("study", [
+        ("PatientName", "*doe*"), ("00100020", "*123*"), ("AccessionNumber", "*A1*"),
+        ("StudyDescription", "*CT*"), ("ModalitiesInStudy", "CT,MR"), ("limit", "101"), ("offset", "0"),
+        ("fuzzymatching", "false"), ("includefield", "00081030,00080060,00080090,00100030"),
+        ("StudyDate", "19700102-20241231"), ("StudyInstanceUID", "1.2.3\\1.2.4"),
+    ])
+    f = query.filters
+    assert f.patient_name == Text("%doe%", like=True, case_insensitive=True)
+    assert (f.patient_id, f.accession_number, f.study_description) == (
+        Text("%123%", like=True), Text("%A1%", like=True), Text("%CT%", like=True))
+    assert f.modalities == ("CT", "MR") and f.study_uids == ("1.2.3", "1.2.4")
+    assert f.study_date == DateRange(dt.date(1970, 1, 2), dt.date(2024, 12, 31))
+    assert (f.limit, f.offset) == (101, 0)
+    assert {"StudyDescription", "Modality", "ReferringPhysicianName", "PatientBirthDate"} <= query.include
+    assert query.warnings == ()
 
 
 def test_includefield_by_keyword_or_tag_and_all() -> None:

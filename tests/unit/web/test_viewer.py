@@ -91,7 +91,7 @@ def test_app_config_is_generated_for_this_server(tmp_path: Path) -> None:
     (source,) = config["dataSources"]  # type: ignore[misc]
     flags = source["configuration"]
     assert (flags["qidoSupportsIncludeField"], flags["supportsWildcard"], flags["supportsFuzzyMatching"]) == (
-        True, True, False)
+        True, True, True)
     assert flags["thumbnailRendering"] == "wadors" and config["defaultDataSourceName"] == source["sourceName"]
 
 
