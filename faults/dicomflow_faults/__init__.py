@@ -36,7 +36,7 @@ with its own topics and database:
    stack: QIDO-RS and WADO-RS load on ``dicomflow web`` while the PostgreSQL
    postmaster is SIGKILLed and restarted; no answer may be a 5xx other than
    503, every 503 must carry ``Retry-After``, answers while PostgreSQL is
-   down must come within 3 s, 200s again within 5 s of it being ready, and
+   down must come within ``web.db_wait_ms`` + 2 s, 200s again within 5 s of it being ready, and
    the server's log must hold no traceback.
 
 Beside them, on the single-broker stack, the **protocol fuzz**
