@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The fault-injection suite: SIGKILL the consumer, the receiver, Kafka and PostgreSQL
 # under a C-STORE load, soak one consumer, fuzz it, fail brokers of a three-broker
-# cluster over; print the figures; exit non-zero
-# if anything acknowledged was lost or duplicated or any check failed.
+# cluster over, SIGKILL PostgreSQL under `dicomflow web` serving a DICOMweb load
+# (--web SECONDS); print the figures; exit non-zero
+# if anything acknowledged was lost or duplicated, the web tier answered a 5xx
+# other than 503, or any check failed.
 #
 # It starts its own Kafka (one broker, then a three-broker cluster) and PostgreSQL on free ports in a temporary
 # folder (the Kafka jars are shared with .dicomflow/cache) and removes them at the end;

@@ -4,7 +4,7 @@ Run it with ``scripts/faults.sh`` (or ``python -m dicomflow_faults`` with the
 repository's ``faults/`` folder on ``PYTHONPATH``; it is not part of the
 installed ``dicomflow`` package). It starts a private Kafka broker and
 PostgreSQL server on free ports (it kills them, so never the shared
-development stack) and runs six phases, each
+development stack) and runs seven phases, each
 with its own topics and database:
 
 1. **fault run** (:mod:`~dicomflow_faults.scenario`): a C-STORE load through
@@ -32,6 +32,12 @@ with its own topics and database:
    S3Proxy and the receiver are SIGKILLed and restarted; besides the fault
    run's checks, every acknowledged instance must have its object in the
    bucket and the receive spool must be empty.
+7. **web** (:mod:`~dicomflow_faults.webrun`), last on the single-broker
+   stack: QIDO-RS and WADO-RS load on ``dicomflow web`` while the PostgreSQL
+   postmaster is SIGKILLed and restarted; no answer may be a 5xx other than
+   503, every 503 must carry ``Retry-After``, answers while PostgreSQL is
+   down must come within ``web.db_wait_ms`` + 2 s, 200s again within 5 s of it being ready, and
+   the server's log must hold no traceback.
 
 Beside them, on the single-broker stack, the **protocol fuzz**
 (:mod:`~dicomflow_faults.protofuzz`) and the **web fuzz**

@@ -11,10 +11,13 @@ Examples::
     python -m dicomflow_faults                       # full size: 20,000 instances, 100,000 soak events,
                                                      # 20,000 warehouse events with 3 sink kills
                                                      # 1,000 instances through a three-broker failover
+                                                     # 45 s of DICOMweb load, PostgreSQL SIGKILLed twice
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 --protocol-fuzz 0 \\
         --warehouse 0 --failover 0 --web-fuzz 0 --s3 1500   # the S3 run alone (S3Proxy killed mid-run)
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 --protocol-fuzz 0 \\
         --warehouse 0 --failover 0 --s3 0 --web-fuzz 5000   # the web fuzz phase alone (1-2 minutes)
+    python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 --protocol-fuzz 0 \\
+        --warehouse 0 --failover 0 --s3 0 --web-fuzz 0 --web 45   # the web phase alone (about 80 s)
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 \\
         --failover 1000                              # the failover phase alone (about 2 minutes)
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 \\
@@ -50,7 +53,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m dicomflow_faults",
         description="Kill the consumer, the receiver, Kafka and PostgreSQL under load; soak; fuzz; "
-                    "kill the warehouse sink mid-run. "
+                    "kill the warehouse sink mid-run; kill PostgreSQL under DICOMweb load. "
                     "Uses a private stack on free ports, never the shared one.",
     )
     p.add_argument("--instances", type=int, default=20000, help="C-STORE instances of the fault run (0: skip it).")
@@ -76,6 +79,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="Seconds two brokers stay down together (below min ISR); 0: only the leader kill.")
     p.add_argument("--s3", type=int, default=1500,
                    help="C-STORE instances of the S3 run: storage on a private S3Proxy, SIGKILLed mid-run (0: skip it).")
+    p.add_argument("--web", type=float, default=45.0, metavar="SECONDS",
+                   help="Seconds of QIDO-RS / WADO-RS load on `dicomflow web` while PostgreSQL is SIGKILLed and "
+                        "restarted (0: skip it).")
+    p.add_argument("--web-kills", type=int, default=2, metavar="N", help="SIGKILLs of PostgreSQL during the web phase.")
     p.add_argument("--faults-per-kind", type=int, default=2, help="SIGKILLs of each kind during the fault run.")
     p.add_argument("--kinds", default=",".join(KINDS), help="Fault kinds, comma-separated (default: all four).")
     p.add_argument("--associations", type=int, default=4, help="Parallel C-STORE associations of the sender.")
@@ -99,9 +106,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown fault kind(s): {', '.join(unknown)}; choose from {', '.join(KINDS)}")
     args.kinds = kinds
     for name in ("instances", "s3", "soak", "fuzz", "fuzz_files", "controls", "faults_per_kind", "protocol_fuzz",
-                 "warehouse", "warehouse_kills", "failover", "failover_outage", "web_fuzz"):
+                 "warehouse", "warehouse_kills", "failover", "failover_outage", "web_fuzz", "web", "web_kills"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must not be negative")
+    if args.web and args.web_kills < 1:
+        p.error("--web-kills must be at least 1 when the web phase runs")
     if args.associations < 1 or args.receiver_processes < 1:
         p.error("--associations and --receiver-processes must be at least 1")
     return args
@@ -132,8 +141,8 @@ def run(args: argparse.Namespace) -> SuiteReport:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     report = SuiteReport(seed=seed, options={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
     started = time.monotonic()
-    if args.instances or args.soak or args.fuzz or args.fuzz_files or args.protocol_fuzz or args.warehouse \
-            or args.web_fuzz:
+    if (args.instances or args.soak or args.fuzz or args.fuzz_files or args.protocol_fuzz or args.warehouse
+            or args.web_fuzz or args.web):
         _run_single_broker(args, report, seed)
     if args.s3:
         _run_s3(args, report, seed)
@@ -262,6 +271,11 @@ def _run_phases(args: argparse.Namespace, stack: PrivateStack, log_dir: Path, re
     if args.warehouse:
         report.warehouse = _timed(report, "warehouse", lambda: run_warehouse_faults(
             stack, args.warehouse, kills=args.warehouse_kills, seed=seed + 3, log_dir=log_dir))
+    if args.web:  # last: it kills PostgreSQL under a web server, nothing else runs on the stack meanwhile
+        from dicomflow_faults.webrun import run_web_faults
+
+        report.web = _timed(report, "web phase", lambda: run_web_faults(
+            stack, args.web, seed=seed + 7, log_dir=log_dir, kills=args.web_kills))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(e.startswith("suite aborted") for e in report.errors) and report.faults is None \
             and report.soak is None and report.fuzz is None and report.protocol is None \
             and report.warehouse is None and report.failover is None and report.s3 is None \
-            and report.web_fuzz is None:
+            and report.web_fuzz is None and report.web is None:
         return 2
     return 0 if report.passed else 1
 

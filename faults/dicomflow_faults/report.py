@@ -8,6 +8,7 @@ verdict. :attr:`SuiteReport.passed` decides the exit code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 from collections import Counter
@@ -23,6 +24,7 @@ from dicomflow_faults.soak import SoakResult
 from dicomflow_faults.warehouse import WarehouseFaultResult
 from dicomflow_faults.webfuzz import WebFuzzResult
 from dicomflow_faults.webfuzz import verdict as webfuzz
+from dicomflow_faults.webrun import WebFaultResult
 
 
 @dataclass
@@ -42,6 +44,8 @@ class SuiteReport:
     s3: FaultRunResult | None = None
     #: The web fuzz phase (:mod:`.webfuzz`).
     web_fuzz: WebFuzzResult | None = None
+    #: DICOMweb load while PostgreSQL is SIGKILLed (:mod:`.webrun`).
+    web: WebFaultResult | None = None
     errors: list[str] = field(default_factory=list)
     log_dir: str | None = None
 
@@ -60,7 +64,7 @@ class SuiteReport:
     def checks(self) -> list[Check]:
         out: list[Check] = []
         for part in (self.faults, self.soak, self.fuzz, self.protocol, self.warehouse, self.failover, self.s3,
-                     self.web_fuzz):
+                     self.web_fuzz, self.web):
             if part is not None:
                 out.extend(part.checks)
         return out
@@ -106,6 +110,8 @@ class SuiteReport:
             self._print_faults(w, self.s3, "S3 fault run (storage.backend = s3, S3Proxy SIGKILLed)")
         if self.web_fuzz is not None:
             webfuzz.print_web_fuzz(w, self.web_fuzz)
+        if self.web is not None:
+            self._print_web(w, self.web)
         w("\nChecks\n")
         for c in self.checks:
             w(f"  {'PASS' if c.ok else 'FAIL'}  {c.name}: {c.detail}\n")
@@ -143,6 +149,14 @@ class SuiteReport:
             recovery = "-" if f.recovery_s is None else f"{f.recovery_s:.1f} s"
             w(f"Failover:           longest ack pause after the leader kill {pause} (target <= 15 s), "
               f"recovery after the restart below min ISR {recovery}, Success not in Kafka {f.acked_not_in_kafka}\n")
+        if self.web is not None and self.web.figures is not None:
+            wf = self.web.figures
+            slowest = "-" if wf.slowest_down_s is None else f"{wf.slowest_down_s:.2f} s"
+            recovery = "none" if wf.longest_recovery_s is None else f"{wf.longest_recovery_s:.2f} s"
+            w(f"Web tier:           {wf.total} requests over {len(wf.outages)} PostgreSQL SIGKILL(s); "
+              f"5xx other than 503 {wf.bad_5xx}, 503 without Retry-After {wf.no_retry_after} (both must be 0); "
+              f"slowest answer while down {slowest}; longest recovery {recovery} "
+              f"(target <= {self.web.recovery_target_s:g} s); tracebacks {self.web.tracebacks} (must be 0)\n")
         w(f"Messages lost:      {self.lost} (must be 0)\n")
         w(f"Duplicates:         {self.duplicates} (must be 0)\n")
         if self.log_dir:
@@ -242,6 +256,28 @@ class SuiteReport:
             w("  below min ISR: not run (--failover-outage 0)\n")
         w(f"  lost {r.lost}, duplicates {r.duplicates}, acknowledged but not in Kafka {r.acked_not_in_kafka}\n")
 
+    @staticmethod
+    def _print_web(w: Any, r: WebFaultResult) -> None:
+        w(f"\nWeb tier (dicomflow web, PostgreSQL SIGKILLed {r.kills}x): {r.instances} instances in {r.series} "
+          f"series indexed in {r.index_s:.1f} s; {r.clients} clients for {r.load_s:.1f} s\n")
+        f = r.figures
+        if f is None:
+            w("  no load figures\n")
+            return
+        classes = ", ".join(f"{k} {v}" for k, v in sorted(f.by_class.items()))
+        w(f"  {f.total} requests ({classes}); by status: "
+          + ", ".join(f"{s} {n}" for s, n in f.by_status.items()) + "\n")
+        if f.errors:
+            w(f"  unanswered: {', '.join(f.errors)}\n")
+        w(f"  {'#':>3} {'at s':>7} {'down s':>7} {'asked':>6} {'503':>6} {'slowest s':>10} {'recovery s':>11}\n")
+        for i, o in enumerate(f.outages, 1):
+            down = "-" if o.down_s is None else f"{o.down_s:.1f}"
+            slowest = "-" if o.slowest_s is None else f"{o.slowest_s:.2f}"
+            recovery = "none" if o.recovery_s is None else f"{o.recovery_s:.2f}"
+            w(f"  {i:>3} {o.at_s:7.1f} {down:>7} {o.requests:>6} {o.answered_503:>6} {slowest:>10} {recovery:>11}\n")
+        w("  (down s: SIGKILL to PostgreSQL ready; asked: requests in flight meanwhile; recovery: ready to the first 200)\n")
+        w(f"  server log: {r.tracebacks} traceback(s), {r.log_warnings} WARNING and {r.log_errors} ERROR line(s)\n")
+
     def as_json(self) -> dict[str, Any]:
         """The figures as plain data (``--json``)."""
         data: dict[str, Any] = {
@@ -309,10 +345,33 @@ class SuiteReport:
             }
         if self.web_fuzz is not None:
             data["web_fuzz"] = webfuzz.as_json(self.web_fuzz)
+        if self.web is not None:
+            data["web"] = _web_json(self.web)
         return data
 
     def dumps(self) -> str:
         return json.dumps(self.as_json(), indent=2, default=str)
+
+
+def _web_json(r: WebFaultResult) -> dict[str, Any]:
+    f = r.figures
+    data: dict[str, Any] = {
+        "seconds": r.seconds, "kills": r.kills, "instances": r.instances, "series": r.series, "clients": r.clients,
+        "index_s": round(r.index_s, 1), "load_s": round(r.load_s, 1), "tracebacks": r.tracebacks,
+        "log_warnings": r.log_warnings, "log_errors": r.log_errors,
+        "crashes": r.crashes, "recovery_target_s": r.recovery_target_s, "down_target_s": r.down_target_s,
+        "planned_down_s": list(r.down_s),
+    }
+    if f is not None:
+        data.update({
+            "requests": f.total, "by_class": f.by_class, "by_status": {str(k): v for k, v in f.by_status.items()},
+            "bad_5xx": f.bad_5xx, "no_retry_after": f.no_retry_after, "unanswered": f.unanswered,
+            "empty_ok": f.empty_ok,
+            "slowest_down_s": None if f.slowest_down_s is None else round(f.slowest_down_s, 3),
+            "longest_recovery_s": None if f.longest_recovery_s is None else round(f.longest_recovery_s, 3),
+            "outages": [dataclasses.asdict(o) for o in f.outages],
+        })
+    return data
 
 
 def _cpus() -> int:
