@@ -356,7 +356,7 @@ _VIEWPORT = """(() => {
 
 def test_the_viewer_draws_a_jpeg_multi_frame_instance_from_frames_sent_as_stored(env: Env, tmp_path: Path) -> None:
     """OHIF decodes the JPEG frames itself: the server sends them as stored (no server-side decode)."""
-    from tests.integration.browser_support import Chromium
+    from tests.integration.browser_support import BrowserError, Chromium
 
     assert ohif_dist(env.settings).is_dir(), "the stack fixture's stack up installs the viewer"
     study = env.multi["examples_ybr_color.dcm"][0]
@@ -370,7 +370,12 @@ def test_the_viewer_draws_a_jpeg_multi_frame_instance_from_frames_sent_as_stored
             image = browser.screenshot(box).convert("L")
             return sum(n for level, n in enumerate(image.histogram()) if level > 40) >= 0.02 * image.width * image.height
 
-        browser.wait_for("the ultrasound frame in a viewport", lit, timeout=120)
+        try:
+            browser.wait_for("the ultrasound frame in a viewport", lit, timeout=120)
+        except BrowserError:
+            browser.screenshot().save(tmp_path / "page.png")  # kept by pytest, to look at
+            print([(a.status, a.url[-120:]) for a in browser.responses if env.url in a.url][-40:])
+            raise
         frames = [a for a in browser.responses if "/frames/" in a.url and a.url.startswith(env.url)]
         assert frames and all(a.status == 200 for a in frames), frames
         assert not browser.answers_at_least(400), browser.answers_at_least(400)
