@@ -1,0 +1,41 @@
+-- 0004: the change log (issue 20): one row per change of an instance, in commit order.
+--
+-- sequence: an identity, so monotonic but gap-tolerant (a rolled-back
+-- transaction burns its numbers). Writers take one transaction advisory lock
+-- (see dicomflow.store.changes.CHANGE_LOG_LOCK) just before they insert here
+-- and hold it to their commit, so rows become visible in sequence order: a
+-- reader that has seen sequence N will never later see a row below N appear.
+-- action: create (a new instance row), update (an instance row changed by a
+-- re-sent instance, ingest.duplicates = "replace"), delete.
+-- state: of the instance this row speaks of, kept current: the newest row of
+-- an instance that exists is 'current', older ones 'replaced'; every row of
+-- a deleted instance 'deleted' (a re-stored instance starts again with a
+-- 'current' create).
+-- Not a wire-format table: the change events on dicom_change_queue are
+-- built from it, the other topics keep the reference's shape.
+CREATE TABLE dicom_change_log (
+    sequence     bigint       GENERATED ALWAYS AS IDENTITY,
+    tenant_id    varchar(64)  NOT NULL,
+    study_uid    varchar(64)  NOT NULL,
+    series_uid   varchar(64)  NOT NULL,
+    sop_uid      varchar(64)  NOT NULL,
+    action       varchar(8)   NOT NULL
+        CONSTRAINT dicom_change_log_action_check CHECK (action IN ('create', 'update', 'delete')),
+    state        varchar(8)   NOT NULL
+        CONSTRAINT dicom_change_log_state_check CHECK (state IN ('current', 'replaced', 'deleted')),
+    timestamp    timestamptz  NOT NULL DEFAULT now(),
+    CONSTRAINT dicom_change_log_pkey PRIMARY KEY (sequence)
+);
+
+-- The change feed of one tenant, in sequence order (GET /changefeed).
+CREATE INDEX dicom_change_log_tenant_idx ON dicom_change_log (tenant_id, sequence);
+-- The rows of one instance / series / study: their state is updated on update and delete.
+CREATE INDEX dicom_change_log_instance_idx ON dicom_change_log (tenant_id, study_uid, series_uid, sop_uid);
+
+-- How far the change publisher (dicom_change_queue) got: one row per publisher name.
+CREATE TABLE dicom_change_outbox (
+    publisher    varchar(64)  NOT NULL,
+    sequence     bigint       NOT NULL,
+    updated_at   timestamptz  NOT NULL DEFAULT now(),
+    CONSTRAINT dicom_change_outbox_pkey PRIMARY KEY (publisher)
+);
