@@ -55,10 +55,12 @@ from psycopg.rows import kwargs_row
 
 from dicomflow.models import DicomImageMeta, DicomStateMeta, DicomStoreMeta
 from dicomflow.settings import DatabaseSettings
+from dicomflow.store import deletes
 from dicomflow.store import migrate as migrations
 from dicomflow.store.batch import Batch
 from dicomflow.store.changes import CHANGE_LOG_LOCK
 from dicomflow.store.connection import StoreConnection, first_line
+from dicomflow.store.deletes import DeleteResult, DeleteTarget
 from dicomflow.store.exceptions import StoreDataError
 from dicomflow.store.session import Session, copy_culprit, int4_culprit
 from dicomflow.store.sql import IMAGES, RECEIPTS, STATES, TABLES, Table, count_rows
@@ -147,6 +149,21 @@ class PgStore:
                 len(batch.receipts), len(batch.states), len(batch.images), len(batch.series),
                 (time.perf_counter() - started) * 1000,
             )
+            return result
+
+    def delete(self, target: DeleteTarget, *, purge_delay_s: float = 0.0) -> DeleteResult:
+        """Delete a study, series or instance of one tenant with its change-log rows, in one transaction.
+
+        See :mod:`~dicomflow.store.deletes`. An empty result (``found`` false)
+        when the target does not exist in the tenant.
+
+        Raises:
+            StoreError: transient (as :meth:`write_batch`); nothing was deleted.
+        """
+        with self._lock:
+            result = self._link.run("delete", lambda conn: deletes.delete(conn, target, purge_delay_s=purge_delay_s))
+            log.info("deleted %s %s of tenant %s: %d instances", target.level,
+                     target.sop_uid or target.series_uid or target.study_uid, target.tenant_id, len(result.instances))
             return result
 
     def status(self, *, exact: bool = True) -> StoreStatus:

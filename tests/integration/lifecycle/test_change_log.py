@@ -54,3 +54,66 @@ def test_a_failed_batch_writes_no_change_rows(store: PgStore, database: Database
     with pytest.raises(StoreDataError):
         store.write_batch([receipt(1, 1)], [state(1)], [image(1, 1), image(1, 2, width=2**40)])
     assert change_rows(database) == []
+
+
+# --------------------------------------------------------------------------- deletes in the store
+
+def _stored(store: PgStore) -> None:
+    """Series 1 and 2 with two instances each, series 3 with one."""
+    store.write_batch([receipt(s, n) for s in (1, 2) for n in (1, 2)] + [receipt(3, 1)],
+                      [state(1), state(2), state(3)],
+                      [image(s, n) for s in (1, 2) for n in (1, 2)] + [image(3, 1)])
+
+
+def test_a_series_delete_removes_its_rows_and_logs_deletes(store: PgStore, database: DatabaseSettings) -> None:
+    from dicomflow.store import DeleteTarget
+
+    _stored(store)
+    gone = image(2, 1).series_uid
+    result = store.delete(DeleteTarget(TENANT, image(2, 1).study_uid, gone), purge_delay_s=0)
+    assert [i.sop_uid for i in result.instances] == [image(2, 1).sop_uid, image(2, 2).sop_uid]
+    assert result.emptied_series == [gone]
+    for table in ("dicom_image_meta", "dicom_object_meta", "dicom_state_meta"):
+        assert query(database, f"SELECT count(*) FROM {table} WHERE series_uid = %s", (gone,)) == [(0,)]
+    rows = change_rows(database)
+    assert [r[3] for r in rows] == ["create"] * 5 + ["delete"] * 2
+    assert [r[4] for r in rows if r[2].startswith(gone + ".")] == ["deleted"] * 4
+    assert all(r[4] == "current" for r in rows if not r[2].startswith(gone + "."))
+    purge = query(database, "SELECT sequence, sop_uid, locations FROM dicom_purge_queue ORDER BY sequence")
+    assert [p[0] for p in purge] == [i.sequence for i in result.instances]
+    assert purge[0][2] == [receipt(2, 1).file_path]
+
+
+def test_an_instance_delete_recounts_its_series(store: PgStore, database: DatabaseSettings) -> None:
+    from dicomflow.store import DeleteTarget
+
+    _stored(store)
+    one = image(1, 1)
+    result = store.delete(DeleteTarget(TENANT, one.study_uid, one.series_uid, one.sop_uid))
+    assert [i.sop_uid for i in result.instances] == [one.sop_uid]
+    assert result.emptied_series == []
+    assert [s.series_related_instances for s in result.remaining_states] == [1]
+
+
+def test_a_delete_in_another_tenant_finds_nothing(store: PgStore, database: DatabaseSettings) -> None:
+    from dicomflow.store import DeleteTarget
+
+    _stored(store)
+    result = store.delete(DeleteTarget("other-tenant", image(1, 1).study_uid))
+    assert not result.found
+    assert query(database, "SELECT count(*) FROM dicom_image_meta") == [(5,)]
+    assert [r[3] for r in change_rows(database)] == ["create"] * 5
+
+
+def test_a_restored_instance_is_a_new_create_with_a_higher_sequence(store: PgStore, database: DatabaseSettings) -> None:
+    from dicomflow.store import DeleteTarget
+
+    _stored(store)
+    one = image(3, 1)
+    store.delete(DeleteTarget(TENANT, one.study_uid, one.series_uid, one.sop_uid))
+    store.write_batch([receipt(3, 1)], [state(3)], [image(3, 1)])
+    rows = [r for r in change_rows(database) if r[2] == one.sop_uid]
+    assert [(r[3], r[4]) for r in rows] == [("create", "deleted"), ("delete", "deleted"), ("create", "current")]
+    assert rows[0][0] < rows[1][0] < rows[2][0]
+    assert query(database, "SELECT series_related_instances FROM dicom_state_meta WHERE series_uid = %s",
+                 (one.series_uid,)) == [(1,)]

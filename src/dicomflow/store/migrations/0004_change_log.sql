@@ -39,3 +39,19 @@ CREATE TABLE dicom_change_outbox (
     updated_at   timestamptz  NOT NULL DEFAULT now(),
     CONSTRAINT dicom_change_outbox_pkey PRIMARY KEY (publisher)
 );
+
+-- What a delete leaves for the purge worker (dicomflow purge): the objects its
+-- index rows named, one row per deleted instance, written in the delete's
+-- transaction and removed once the objects are gone. sequence is the delete's
+-- change-log row; not_before = the delete's time + lifecycle.purge_delay.
+CREATE TABLE dicom_purge_queue (
+    sequence     bigint       NOT NULL,
+    tenant_id    varchar(64)  NOT NULL,
+    study_uid    varchar(64)  NOT NULL,
+    series_uid   varchar(64)  NOT NULL,
+    sop_uid      varchar(64)  NOT NULL,
+    locations    text[]       NOT NULL,
+    not_before   timestamptz  NOT NULL,
+    CONSTRAINT dicom_purge_queue_pkey PRIMARY KEY (sequence)
+);
+CREATE INDEX dicom_purge_queue_due_idx ON dicom_purge_queue (not_before, sequence);
