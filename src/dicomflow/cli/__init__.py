@@ -17,6 +17,7 @@ from dicomflow.cli import (
     config,
     consume,
     db,
+    delete,
     demo,
     dlq,
     extract,
@@ -40,6 +41,7 @@ app.add_typer(topics.app, name="topics")
 app.command("extract")(extract.extract)
 app.add_typer(db.app, name="db")
 app.command("consume")(consume.consume)
+app.command("delete")(delete.delete)
 app.add_typer(dlq.app, name="dlq")
 app.command("scp")(scp.scp)
 app.add_typer(users.app, name="users")

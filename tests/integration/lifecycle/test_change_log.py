@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from dicomflow.settings import DatabaseSettings
+from dicomflow.settings import DatabaseSettings, Settings, to_child_env
 from dicomflow.store import PgStore
 from tests.integration.store.test_store import T0, TENANT, image, query, receipt, state
 
@@ -117,3 +119,41 @@ def test_a_restored_instance_is_a_new_create_with_a_higher_sequence(store: PgSto
     assert rows[0][0] < rows[1][0] < rows[2][0]
     assert query(database, "SELECT series_related_instances FROM dicom_state_meta WHERE series_uid = %s",
                  (one.series_uid,)) == [(1,)]
+
+
+# --------------------------------------------------------------------------- dicomflow delete
+
+
+def test_the_delete_command_asks_deletes_and_audits(settings: Settings, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from dicomflow.cli import app
+    from dicomflow.kafka.admin import create_topics, delete_topics
+    from tests.integration.ingest_support import read_audit
+
+    monkeypatch.chdir(tmp_path)
+    settings = dataclasses.replace(settings, storage=dataclasses.replace(settings.storage, default_tenant=TENANT))
+    create_topics(settings.kafka, settings.topics)
+    try:
+        with PgStore(settings.database) as store:
+            store.migrate()
+            _stored(store)
+        env = to_child_env(settings, {})
+        runner = CliRunner()
+        one = image(1, 1)
+        args = ["delete", "--study", one.study_uid, "--series", one.series_uid]
+        declined = runner.invoke(app, args, env=env, input="n\n")
+        assert declined.exit_code == 1, declined.output
+        assert query(settings.database, "SELECT count(*) FROM dicom_image_meta") == [(5,)]
+        elsewhere = runner.invoke(app, [*args, "--tenant", "other-tenant", "--yes"], env=env)
+        assert elsewhere.exit_code == 4, elsewhere.output
+        assert runner.invoke(app, ["delete", "--study", one.study_uid, "--instance", one.sop_uid], env=env).exit_code == 2
+        done = runner.invoke(app, args, env=env, input="y\n")
+        assert done.exit_code == 0, done.output
+        assert "2 instances" in done.output
+        assert query(settings.database, "SELECT count(*) FROM dicom_image_meta") == [(3,)]
+        audit = [a for a in read_audit(settings) if a.event_action == "D"]
+        assert [(a.tenant_id, a.participant_objects[0].object_id) for a in audit] == [(TENANT, one.study_uid)]
+    finally:
+        delete_topics(settings.kafka, settings.topics.all())

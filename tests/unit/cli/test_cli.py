@@ -21,6 +21,7 @@ COMMANDS = {
     "dlq": {"list", "show", "redrive"},
     "extract": None,
     "consume": None,
+    "delete": None,
     "scp": None,
     "users": {"add"},
     "publish": None,
