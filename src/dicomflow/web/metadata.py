@@ -101,6 +101,11 @@ async def _documents(ctx: WebContext, cache: MetadataCache, tenant: str, items: 
     return [d for d in found if d is not None]
 
 
+async def instance_documents(ctx: WebContext, tenant: str, items: Sequence[StoredInstance]) -> list[bytes]:
+    """The instances' DICOM JSON documents (cached or built), BulkDataURIs relative (the change feed's Metadata)."""
+    return await _documents(ctx, MetadataCache(ctx.storage_root), tenant, items)
+
+
 async def metadata(ctx: WebContext, request: Request, level: str) -> Response:
     """GET …/metadata: a JSON array of the instances' DICOM JSON.
 
@@ -143,4 +148,4 @@ async def metadata(ctx: WebContext, request: Request, level: str) -> Response:
 
 
 
-__all__ = ["bounded", "build_metadata", "metadata"]
+__all__ = ["bounded", "build_metadata", "instance_documents", "metadata"]

@@ -1,4 +1,4 @@
-"""DELETE over DICOMweb against the real server, Kafka and PostgreSQL: gone from QIDO and WADO at once, audited."""
+"""DELETE and the change feed over DICOMweb against the real server, Kafka and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ class Server:
         answer = httpx.post(self.url + "/studies", content=body, headers=headers, timeout=60)
         assert answer.status_code == 200, answer.text
 
-    def get(self, path: str, **token: Any) -> httpx.Response:
-        return httpx.get(self.url + path, headers=self.headers(**token), timeout=30)
+    def get(self, path: str, tenant: str = TENANT, **token: Any) -> httpx.Response:
+        return httpx.get(self.url + path, headers=self.headers(tenant, **token), timeout=30)
 
     def delete(self, path: str, tenant: str = TENANT, **token: Any) -> httpx.Response:
         return httpx.delete(self.url + path, headers=self.headers(tenant, **token), timeout=30)
@@ -133,6 +133,24 @@ def test_a_deleted_series_is_gone_from_qido_wado_and_postgres_and_audited(server
     assert deletes[0].tenant_id == TENANT
     assert deletes[0].participant_objects[0].object_id == study
 
+    # The change feed: the 6 creates, then the series' deletes, with increasing sequences.
+    feed = server.get("/changefeed?includemetadata=false").json()
+    assert [e["Action"] for e in feed] == ["create"] * 6 + ["delete"] * 2
+    sequences = [e["Sequence"] for e in feed]
+    assert sequences == sorted(sequences) and len(set(sequences)) == 8
+    assert {e["SeriesInstanceUid"] for e in feed if e["Action"] == "delete"} == {gone}
+    assert all(e["State"] == "deleted" for e in feed if e["SeriesInstanceUid"] == gone)
+    assert all(e["State"] == "current" for e in feed if e["SeriesInstanceUid"] != gone)
+    assert all(e["Metadata"] is None and e["Timestamp"].endswith("Z") for e in feed)
+    with_metadata = server.get("/changefeed?limit=1").json()
+    assert len(with_metadata) == 1 and with_metadata[0]["Metadata"]["0020000D"]["Value"] == [study]
+    assert server.get("/changefeed?offset=6&limit=1&includemetadata=false").json() == feed[6:7]
+    assert server.get("/changefeed/latest?includemetadata=false").json() == feed[-1]
+    assert server.get("/changefeed", tenant="other-hospital").json() == []
+    assert server.get("/changefeed/latest", tenant="other-hospital").status_code == 204
+    assert server.get("/changefeed?limit=201").status_code == 400
+    assert server.get("/changefeed?startTime=yesterday").status_code == 400
+
     # An instance, then the whole study.
     rest = [s for s in series if s != gone]
     one = server.get(f"/studies/{study}/series/{rest[0]}/instances").json()[0]["00080018"]["Value"][0]
@@ -141,3 +159,30 @@ def test_a_deleted_series_is_gone_from_qido_wado_and_postgres_and_audited(server
     assert server.delete(f"/studies/{study}").status_code == 204
     assert server.get(f"/studies?StudyInstanceUID={study}").json() == []
     assert server.delete(f"/studies/{study}").status_code == 404
+
+
+def test_change_feed_paging_returns_every_entry_exactly_once(server: Server) -> None:
+    import datetime as dt
+
+    study, series, files = study_of_three_series(instances_per_series=4)
+    server.store(files[:6])
+    ConsumerService(server.settings, until_idle_s=2.0).run()
+    middle = dt.datetime.now(dt.UTC)
+    server.store(files[6:])
+    ConsumerService(server.settings, until_idle_s=2.0).run()
+    assert server.delete(f"/studies/{study}/series/{series[0]}").status_code == 204
+    everything = server.get("/changefeed?includemetadata=false&limit=200").json()
+    assert len(everything) == 12 + 4
+    for limit in (1, 5, 7):
+        pages: list[dict[str, Any]] = []
+        while page := server.get(f"/changefeed?includemetadata=false&offset={len(pages)}&limit={limit}").json():
+            assert len(page) <= limit
+            pages.extend(page)
+        assert pages == everything
+    stamp = middle.isoformat().replace("+00:00", "Z")
+    before = server.get(f"/changefeed?includemetadata=false&endTime={stamp}&limit=200").json()
+    after = server.get(f"/changefeed?includemetadata=false&startTime={stamp}&limit=200").json()
+    assert before + after == everything
+    assert [e["Action"] for e in before] == ["create"] * 6
+    assert server.get("/changefeed?limit=0").status_code == 400
+    assert len(server.get("/changefeed?includemetadata=false").json()) == 16  # default limit 100

@@ -23,12 +23,17 @@ CREATE TABLE dicom_change_log (
         CONSTRAINT dicom_change_log_action_check CHECK (action IN ('create', 'update', 'delete')),
     state        varchar(8)   NOT NULL
         CONSTRAINT dicom_change_log_state_check CHECK (state IN ('current', 'replaced', 'deleted')),
-    timestamp    timestamptz  NOT NULL DEFAULT now(),
+    -- clock_timestamp(), not now(): taken at the insert, under the change-log
+    -- lock, so timestamps grow with sequence (now() is the transaction's start,
+    -- and a transaction that started first may commit last).
+    timestamp    timestamptz  NOT NULL DEFAULT clock_timestamp(),
     CONSTRAINT dicom_change_log_pkey PRIMARY KEY (sequence)
 );
 
 -- The change feed of one tenant, in sequence order (GET /changefeed).
 CREATE INDEX dicom_change_log_tenant_idx ON dicom_change_log (tenant_id, sequence);
+-- Its time windows (startTime / endTime).
+CREATE INDEX dicom_change_log_time_idx ON dicom_change_log (tenant_id, timestamp);
 -- The rows of one instance / series / study: their state is updated on update and delete.
 CREATE INDEX dicom_change_log_instance_idx ON dicom_change_log (tenant_id, study_uid, series_uid, sop_uid);
 
