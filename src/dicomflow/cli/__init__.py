@@ -23,6 +23,7 @@ from dicomflow.cli import (
     extract,
     images,
     publish,
+    purge,
     report,
     scp,
     stack,
@@ -42,6 +43,7 @@ app.command("extract")(extract.extract)
 app.add_typer(db.app, name="db")
 app.command("consume")(consume.consume)
 app.command("delete")(delete.delete)
+app.command("purge")(purge.purge)
 app.add_typer(dlq.app, name="dlq")
 app.command("scp")(scp.scp)
 app.add_typer(users.app, name="users")

@@ -69,6 +69,8 @@ class TopicSettings:
     dicom_image: str = "dicom_image_queue"
     audit: str = "audit_queue"
     dlq: str = "storage_queue.dlq"
+    #: Change events (issue 20): one JSON message per change-log row, key study UID.
+    change: str = "dicom_change_queue"
     #: Compacted topic recording every re-driven dead letter (key: letter ID), so none is re-driven twice.
     redrive_ledger: str = "dicomflow.dlq.redriven"
     consumer_group_id: str = "wado-consumer"
@@ -81,7 +83,7 @@ class TopicSettings:
 
     def all(self) -> tuple[str, ...]:
         """Every topic dicomflow reads or writes, for creation and listing (dead-letter topics included)."""
-        names = (self.main, self.log, self.dicom_state, self.dicom_image, self.audit, self.dlq,
+        names = (self.main, self.log, self.dicom_state, self.dicom_image, self.audit, self.dlq, self.change,
                  *self.warehouse_dead_letter_topics())
         return tuple(dict.fromkeys(names))
 

@@ -22,6 +22,7 @@ COMMANDS = {
     "extract": None,
     "consume": None,
     "delete": None,
+    "purge": None,
     "scp": None,
     "users": {"add"},
     "publish": None,

@@ -1,0 +1,61 @@
+"""``dicomflow purge`` against the real stack: objects of a deleted series gone, dicom_change_queue = the change feed."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import psycopg
+
+from dicomflow.kafka.reader import read_all
+from dicomflow.lifecycle import LifecycleWorker
+from dicomflow.models import ChangeEvent, decode
+from dicomflow.pipeline.service import ConsumerService
+from tests.integration.lifecycle.test_delete_web import Server, server, study_of_three_series
+
+__all__ = ["server"]  # the fixture, used by name
+
+
+def _files_of(server: Server, series_uid: str) -> list[Path]:
+    with psycopg.connect(server.settings.database.conninfo()) as conn:
+        rows = conn.execute("SELECT file_path FROM dicom_object_meta WHERE series_uid = %s", (series_uid,)).fetchall()
+    return [Path(r[0]) for r in rows]
+
+
+def test_purge_removes_the_objects_and_publishes_the_feed(server: Server) -> None:
+    study, series, files = study_of_three_series()
+    server.store(files)
+    ConsumerService(server.settings, until_idle_s=3.0).run()
+    gone, kept = _files_of(server, series[1]), _files_of(server, series[0]) + _files_of(server, series[2])
+    assert len(gone) == 2 and all(p.is_file() for p in gone + kept)
+    assert server.delete(f"/studies/{study}/series/{series[1]}").status_code == 204
+    assert all(p.is_file() for p in gone)  # only the index changed so far
+
+    result = LifecycleWorker(server.settings).run(until_idle_s=1.0)
+    assert (result.published, result.purged) == (8, 2)
+    assert not any(p.exists() for p in gone)
+    assert all(p.is_file() for p in kept)
+    with psycopg.connect(server.settings.database.conninfo()) as conn:
+        assert conn.execute("SELECT count(*) FROM dicom_purge_queue").fetchone() == (0,)
+
+    # dicom_change_queue holds the change feed's entries, keyed by study, in sequence order per study.
+    records = read_all(server.settings.kafka, server.settings.topics.change)
+    events = [decode(r.value or b"", ChangeEvent) for r in records]
+    assert {r.key for r in records} == {study.encode()}
+    per_partition: dict[int, list[int]] = defaultdict(list)
+    for r, e in zip(records, events, strict=True):
+        per_partition[r.partition].append(e.sequence)
+    assert all(seqs == sorted(seqs) for seqs in per_partition.values())
+    feed = server.get("/changefeed?includemetadata=false").json()
+    assert sorted((e.sequence, e.sop_uid, e.action) for e in events) == [
+        (f["Sequence"], f["SopInstanceUid"], f["Action"]) for f in feed]
+
+    # Again: nothing left to do, nothing published twice. Then re-store the series: new creates, published.
+    assert LifecycleWorker(server.settings).run(until_idle_s=0.5).published == 0
+    server.store(files[2:4])
+    ConsumerService(server.settings, until_idle_s=3.0).run()
+    assert all(p.is_file() for p in _files_of(server, series[1]))
+    assert LifecycleWorker(server.settings).run(until_idle_s=0.5).published == 2
+    feed = server.get("/changefeed?includemetadata=false").json()
+    assert [f["Action"] for f in feed[-2:]] == ["create", "create"]
+    assert feed[-1]["Sequence"] > feed[-3]["Sequence"]
