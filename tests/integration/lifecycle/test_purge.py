@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from pathlib import Path
 
@@ -11,9 +12,12 @@ from dicomflow.kafka.reader import read_all
 from dicomflow.lifecycle import LifecycleWorker
 from dicomflow.models import ChangeEvent, decode
 from dicomflow.pipeline.service import ConsumerService
+from dicomflow.settings import Settings
+from dicomflow.store import DeleteTarget, PgStore
+from tests.integration.consumer_support import corpus, pipeline, publish
 from tests.integration.lifecycle.test_delete_web import Server, server, study_of_three_series
 
-__all__ = ["server"]  # the fixture, used by name
+__all__ = ["pipeline", "server"]  # the fixtures, used by name
 
 
 def _files_of(server: Server, series_uid: str) -> list[Path]:
@@ -59,3 +63,21 @@ def test_purge_removes_the_objects_and_publishes_the_feed(server: Server) -> Non
     feed = server.get("/changefeed?includemetadata=false").json()
     assert [f["Action"] for f in feed[-2:]] == ["create", "create"]
     assert feed[-1]["Sequence"] > feed[-3]["Sequence"]
+
+
+def test_objects_stay_until_the_purge_delay_has_passed(pipeline: Settings) -> None:
+    settings = dataclasses.replace(pipeline, lifecycle=dataclasses.replace(pipeline.lifecycle, purge_delay="1h"))
+    c = corpus(settings, 4, studies=1, series_per_study=1)
+    publish(settings, c.events)
+    ConsumerService(settings, until_idle_s=2.0).run()
+    with PgStore(settings.database) as store:
+        deleted = store.delete(DeleteTarget(settings.storage.default_tenant, c.events[0].study_uid),
+                               purge_delay_s=settings.lifecycle.purge_delay_s)
+    assert len(deleted.instances) == 4
+    result = LifecycleWorker(settings).run(until_idle_s=0.5)
+    assert (result.published, result.purged) == (8, 0)
+    assert all(Path(e.file_path).is_file() for e in c.events)
+    with psycopg.connect(settings.database.conninfo(), autocommit=True) as conn:
+        conn.execute("UPDATE dicom_purge_queue SET not_before = now() - interval '1 second'")  # an hour later
+    assert LifecycleWorker(settings).run(until_idle_s=0.5).purged == 4
+    assert not any(Path(e.file_path).exists() for e in c.events)
