@@ -72,8 +72,8 @@ class LifecycleWorker:
         s = self.settings
         total = RoundResult()
         store = open_store(s.storage, fsync=s.ingest.fsync)
-        purger = Purger(store, str(s.storage.root), batch=s.lifecycle.purge_batch)
         with Publisher(s.kafka, s.topics, client_id="dicomflow-lifecycle") as producer:
+            purger = Purger(store, str(s.storage.root), producer, batch=s.lifecycle.purge_batch)
             publisher = ChangePublisher(producer, s.topics.change, batch=s.lifecycle.publish_batch)
             idle_since = time.monotonic()
             backoff = 0.1

@@ -12,10 +12,11 @@
    ``delete`` row per instance is written (key order), and the objects the
    deleted rows named (receipts' ``file_path``, ``pixel_data_location``,
    ``thumbnail_location``) go to ``dicom_purge_queue`` for
-   ``dicomflow purge``, due after ``purge_delay``;
+   ``dicomflow purge``, due after ``purge_delay``, with the deleted
+   instance row (the purge republishes it as ``DELETED``);
 3. the touched series are recounted; the state rows of series left without
-   instances are deleted, the others read back (the warehouse republishes
-   them with their new count).
+   instances are deleted (their last row kept on the purge queue), the
+   others read back.
 
 Once it commits, QIDO-RS and WADO-RS (which answer from these rows) stop
 returning the data. Everything is scoped by the tenant: another tenant's
@@ -97,8 +98,8 @@ class DeleteResult:
 
 
 _DELETE = """
-WITH img AS (DELETE FROM dicom_image_meta WHERE {where}
-             RETURNING tenant_id, study_uid, series_uid, sop_uid, pixel_data_location, thumbnail_location),
+WITH img AS (DELETE FROM dicom_image_meta WHERE {where} RETURNING *),
+imgj AS (SELECT tenant_id, study_uid, series_uid, sop_uid, to_jsonb(img) AS image FROM img),
 rec AS (DELETE FROM dicom_object_meta WHERE {where} RETURNING tenant_id, study_uid, series_uid, sop_uid, file_path),
 refs AS (SELECT tenant_id, study_uid, series_uid, sop_uid, unnest(ARRAY[pixel_data_location, thumbnail_location]) AS loc
          FROM img UNION ALL SELECT tenant_id, study_uid, series_uid, sop_uid, file_path FROM rec),
@@ -112,10 +113,11 @@ logged AS (INSERT INTO dicom_change_log (tenant_id, study_uid, series_uid, sop_u
            SELECT tenant_id, study_uid, series_uid, sop_uid, 'delete', 'deleted' FROM gone
            ORDER BY tenant_id, study_uid, series_uid, sop_uid
            RETURNING sequence, tenant_id, study_uid, series_uid, sop_uid)
-INSERT INTO dicom_purge_queue (sequence, tenant_id, study_uid, series_uid, sop_uid, locations, not_before)
+INSERT INTO dicom_purge_queue (sequence, tenant_id, study_uid, series_uid, sop_uid, locations, not_before, image)
 SELECT l.sequence, l.tenant_id, l.study_uid, l.series_uid, l.sop_uid, g.locations,
-       now() + {delay} * interval '1 second'
+       now() + {delay} * interval '1 second', j.image
 FROM logged AS l JOIN gone AS g USING (tenant_id, study_uid, series_uid, sop_uid)
+LEFT JOIN imgj AS j USING (tenant_id, study_uid, series_uid, sop_uid)
 RETURNING sequence, study_uid, series_uid, sop_uid
 """
 
@@ -127,8 +129,15 @@ _SERIES_OF = (
 _DELETE_EMPTY = sql.SQL(
     "DELETE FROM dicom_state_meta AS s USING {series} WHERE s.tenant_id = k.tenant_id AND s.study_uid = k.study_uid "
     "AND s.series_uid = k.series_uid AND NOT EXISTS (SELECT 1 FROM dicom_image_meta AS i WHERE "
-    "i.tenant_id = s.tenant_id AND i.study_uid = s.study_uid AND i.series_uid = s.series_uid) RETURNING s.series_uid"
+    "i.tenant_id = s.tenant_id AND i.study_uid = s.study_uid AND i.series_uid = s.series_uid) "
+    "RETURNING s.series_uid, to_jsonb(s)::text"
 ).format(series=SERIES_ARRAYS)
+
+#: The emptied series' last state row, on the first purge-queue row of the series this delete wrote.
+_KEEP_STATE = (
+    "UPDATE dicom_purge_queue SET series_state = %s::jsonb WHERE sequence = (SELECT min(sequence) "
+    "FROM dicom_purge_queue WHERE tenant_id = %s AND study_uid = %s AND series_uid = %s AND sequence = ANY(%s))"
+)
 
 
 def _series_of(cur: psycopg.Cursor[Any], target: DeleteTarget) -> list[str]:
@@ -166,7 +175,11 @@ def delete(conn: psycopg.Connection[Any], target: DeleteTarget, *, purge_delay_s
                            key=lambda d: d.sequence)
         arrays = [[target.tenant_id] * len(series), [target.study_uid] * len(series), series]
         cur.execute(RECOUNT, arrays)
-        emptied = sorted(str(r[0]) for r in cur.execute(_DELETE_EMPTY, arrays).fetchall())
+        emptied_rows = cur.execute(_DELETE_EMPTY, arrays).fetchall()
+        sequences = [i.sequence for i in instances]
+        for series_uid, state_json in emptied_rows:
+            cur.execute(_KEEP_STATE, (state_json, target.tenant_id, target.study_uid, series_uid, sequences))
+        emptied = sorted(str(r[0]) for r in emptied_rows)
         with conn.cursor(row_factory=kwargs_row(DicomStateMeta)) as reader:
             remaining = reader.execute(READ_STATES, arrays).fetchall()
     remaining.sort(key=lambda s: s.series_uid)

@@ -23,6 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.rows import kwargs_row
+
+from dicomflow.models import DicomStateMeta
+from dicomflow.store.sql import READ_STATES
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,14 @@ class PurgeItem:
 
     sequence: int
     tenant_id: str
+    study_uid: str
+    series_uid: str
     sop_uid: str
     locations: list[str]
+    #: The deleted instance row as wire-format JSON (None for a receipt without an instance row).
+    image: str | None
+    #: The last state row of a series this delete emptied, on one row of that series.
+    series_state: str | None
 
 
 def claim_position(conn: psycopg.Connection[Any], publisher: str) -> int:
@@ -74,9 +84,19 @@ def advance(conn: psycopg.Connection[Any], publisher: str, sequence: int) -> Non
 def due_purges(conn: psycopg.Connection[Any], limit: int) -> list[PurgeItem]:
     """Purge-queue rows whose delay has passed, oldest first, locked (others' locked rows skipped)."""
     rows = conn.execute(
-        "SELECT sequence, tenant_id, sop_uid, locations FROM dicom_purge_queue WHERE not_before <= now() "
-        "ORDER BY sequence LIMIT %s FOR UPDATE SKIP LOCKED", (limit,)).fetchall()
-    return [PurgeItem(int(r[0]), str(r[1]), str(r[2]), list(r[3])) for r in rows]
+        "SELECT sequence, tenant_id, study_uid, series_uid, sop_uid, locations, image::text, series_state::text "
+        "FROM dicom_purge_queue WHERE not_before <= now() ORDER BY sequence LIMIT %s FOR UPDATE SKIP LOCKED",
+        (limit,)).fetchall()
+    return [PurgeItem(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), list(r[5]), r[6], r[7]) for r in rows]
+
+
+def states_of(conn: psycopg.Connection[Any], series: Sequence[tuple[str, str, str]]) -> list[DicomStateMeta]:
+    """The state rows of those series that still exist (the series a purge touched, recounted by their delete)."""
+    if not series:
+        return []
+    columns = [list(c) for c in zip(*series, strict=True)]
+    with conn.cursor(row_factory=kwargs_row(DicomStateMeta)) as cur:
+        return cur.execute(READ_STATES, columns).fetchall()
 
 
 def forget_purges(conn: psycopg.Connection[Any], sequences: Sequence[int]) -> None:
@@ -90,4 +110,4 @@ def pending_purges(conn: psycopg.Connection[Any]) -> int:
 
 
 __all__ = ["ChangeRow", "PurgeItem", "advance", "changes_after", "claim_position", "due_purges", "forget_purges",
-           "pending_purges"]
+           "pending_purges", "states_of"]

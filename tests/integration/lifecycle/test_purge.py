@@ -6,6 +6,7 @@ import dataclasses
 from collections import defaultdict
 from pathlib import Path
 
+import duckdb
 import psycopg
 
 from dicomflow.kafka.reader import read_all
@@ -14,6 +15,7 @@ from dicomflow.models import ChangeEvent, decode
 from dicomflow.pipeline.service import ConsumerService
 from dicomflow.settings import Settings
 from dicomflow.store import DeleteTarget, PgStore
+from dicomflow.warehouse.sink import WarehouseSink
 from tests.integration.consumer_support import corpus, pipeline, publish
 from tests.integration.lifecycle.test_delete_web import Server, server, study_of_three_series
 
@@ -26,7 +28,7 @@ def _files_of(server: Server, series_uid: str) -> list[Path]:
     return [Path(r[0]) for r in rows]
 
 
-def test_purge_removes_the_objects_and_publishes_the_feed(server: Server) -> None:
+def test_purge_removes_the_objects_and_publishes_the_feed(server: Server, tmp_path: Path) -> None:
     study, series, files = study_of_three_series()
     server.store(files)
     ConsumerService(server.settings, until_idle_s=3.0).run()
@@ -53,6 +55,20 @@ def test_purge_removes_the_objects_and_publishes_the_feed(server: Server) -> Non
     feed = server.get("/changefeed?includemetadata=false").json()
     assert sorted((e.sequence, e.sop_uid, e.action) for e in events) == [
         (f["Sequence"], f["SopInstanceUid"], f["Action"]) for f in feed]
+
+    # The warehouse marks the deleted instances DELETED, and the emptied series has 0 instances.
+    sink = dataclasses.replace(server.settings, warehouse=dataclasses.replace(
+        server.settings.warehouse, path=tmp_path / "wh.duckdb", group_id=f"{server.settings.topics.consumer_group_id}_wh",
+        batch_max_ms=300, snapshot_interval_s=0.0, threads=1))
+    WarehouseSink(sink, until_idle_s=3.0).run()
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    try:
+        marks = con.execute("SELECT series_uid, image_status, count(*) FROM instances GROUP BY 1, 2").fetchall()
+        counts = dict(con.execute("SELECT series_uid, series_related_instances FROM series_states").fetchall())
+    finally:
+        con.close()
+    assert sorted(marks) == sorted([(series[0], "ACTIVE", 2), (series[1], "DELETED", 2), (series[2], "ACTIVE", 2)])
+    assert counts == {series[0]: 2, series[1]: 0, series[2]: 2}
 
     # Again: nothing left to do, nothing published twice. Then re-store the series: new creates, published.
     assert LifecycleWorker(server.settings).run(until_idle_s=0.5).published == 0

@@ -57,6 +57,11 @@ CREATE TABLE dicom_purge_queue (
     sop_uid      varchar(64)  NOT NULL,
     locations    text[]       NOT NULL,
     not_before   timestamptz  NOT NULL,
+    -- The deleted dicom_image_meta row (its JSON is the wire format's): the purge
+    -- republishes it with image_status 'DELETED' so the warehouse marks it.
+    image        jsonb,
+    -- On one row per series the delete emptied: its last state row (count 0).
+    series_state jsonb,
     CONSTRAINT dicom_purge_queue_pkey PRIMARY KEY (sequence)
 );
 CREATE INDEX dicom_purge_queue_due_idx ON dicom_purge_queue (not_before, sequence);
