@@ -100,7 +100,9 @@ class DeleteResult:
 _DELETE = """
 WITH img AS (DELETE FROM dicom_image_meta WHERE {where} RETURNING *),
 imgj AS (SELECT tenant_id, study_uid, series_uid, sop_uid, to_jsonb(img) AS image FROM img),
-rec AS (DELETE FROM dicom_object_meta WHERE {where} RETURNING tenant_id, study_uid, series_uid, sop_uid, file_path),
+rec AS (DELETE FROM dicom_object_meta WHERE {where} RETURNING *),
+recj AS (SELECT tenant_id, study_uid, series_uid, sop_uid, jsonb_agg(to_jsonb(rec)) AS receipts FROM rec
+         GROUP BY tenant_id, study_uid, series_uid, sop_uid),
 refs AS (SELECT tenant_id, study_uid, series_uid, sop_uid, unnest(ARRAY[pixel_data_location, thumbnail_location]) AS loc
          FROM img UNION ALL SELECT tenant_id, study_uid, series_uid, sop_uid, file_path FROM rec),
 gone AS (SELECT tenant_id, study_uid, series_uid, sop_uid,
@@ -113,11 +115,13 @@ logged AS (INSERT INTO dicom_change_log (tenant_id, study_uid, series_uid, sop_u
            SELECT tenant_id, study_uid, series_uid, sop_uid, 'delete', 'deleted' FROM gone
            ORDER BY tenant_id, study_uid, series_uid, sop_uid
            RETURNING sequence, tenant_id, study_uid, series_uid, sop_uid)
-INSERT INTO dicom_purge_queue (sequence, tenant_id, study_uid, series_uid, sop_uid, locations, not_before, image)
+INSERT INTO dicom_purge_queue (sequence, tenant_id, study_uid, series_uid, sop_uid, locations, not_before, image,
+                               receipts)
 SELECT l.sequence, l.tenant_id, l.study_uid, l.series_uid, l.sop_uid, g.locations,
-       now() + {delay} * interval '1 second', j.image
+       now() + {delay} * interval '1 second', j.image, r.receipts
 FROM logged AS l JOIN gone AS g USING (tenant_id, study_uid, series_uid, sop_uid)
 LEFT JOIN imgj AS j USING (tenant_id, study_uid, series_uid, sop_uid)
+LEFT JOIN recj AS r USING (tenant_id, study_uid, series_uid, sop_uid)
 RETURNING sequence, study_uid, series_uid, sop_uid
 """
 

@@ -55,7 +55,7 @@ from psycopg.rows import kwargs_row
 
 from dicomflow.models import DicomImageMeta, DicomStateMeta, DicomStoreMeta
 from dicomflow.settings import DatabaseSettings
-from dicomflow.store import deletes
+from dicomflow.store import deletes, undelete
 from dicomflow.store import migrate as migrations
 from dicomflow.store.batch import Batch
 from dicomflow.store.changes import CHANGE_LOG_LOCK
@@ -165,6 +165,20 @@ class PgStore:
             log.info("deleted %s %s of tenant %s: %d instances", target.level,
                      target.sop_uid or target.series_uid or target.study_uid, target.tenant_id, len(result.instances))
             return result
+
+    def undelete(self, target: DeleteTarget) -> list[str]:
+        """Put back what deletes of ``target`` removed and the purge has not (see :mod:`~dicomflow.store.undelete`).
+
+        Returns the SOP Instance UIDs restored (empty: nothing recoverable).
+
+        Raises:
+            StoreError: transient; nothing was restored.
+        """
+        with self._lock:
+            restored = self._link.run("undelete", lambda conn: undelete.undelete(conn, target))
+            log.info("restored %d instances of %s %s of tenant %s", len(restored), target.level,
+                     target.sop_uid or target.series_uid or target.study_uid, target.tenant_id)
+            return restored
 
     def status(self, *, exact: bool = True) -> StoreStatus:
         """Applied and pending migrations, and row counts (exact or estimated).

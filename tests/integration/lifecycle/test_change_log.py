@@ -157,3 +157,23 @@ def test_the_delete_command_asks_deletes_and_audits(settings: Settings, tmp_path
         assert [(a.tenant_id, a.participant_objects[0].object_id) for a in audit] == [(TENANT, one.study_uid)]
     finally:
         delete_topics(settings.kafka, settings.topics.all())
+
+
+def test_undelete_puts_back_what_the_purge_has_not_taken(store: PgStore, database: DatabaseSettings) -> None:
+    from dicomflow.store import DeleteTarget
+
+    _stored(store)
+    before = {t: sorted(query(database, f"SELECT * FROM {t}"), key=str) for t in ("dicom_image_meta", "dicom_object_meta")}
+    states = query(database, "SELECT * FROM dicom_state_meta ORDER BY series_uid")
+    series = image(2, 1).series_uid
+    store.delete(DeleteTarget(TENANT, image(2, 1).study_uid, series), purge_delay_s=3600)
+    restored = store.undelete(DeleteTarget(TENANT, image(2, 1).study_uid, series))
+    assert restored == [image(2, 1).sop_uid, image(2, 2).sop_uid]
+    for table, rows in before.items():
+        assert sorted(query(database, f"SELECT * FROM {table}"), key=str) == rows, table
+    assert query(database, "SELECT * FROM dicom_state_meta ORDER BY series_uid") == states
+    assert query(database, "SELECT count(*) FROM dicom_purge_queue") == [(0,)]
+    rows = [r for r in change_rows(database) if r[2].startswith(series + ".")]
+    assert [(r[3], r[4]) for r in rows] == [("create", "deleted")] * 2 + [("delete", "deleted")] * 2 + [
+        ("create", "current")] * 2
+    assert store.undelete(DeleteTarget(TENANT, image(2, 1).study_uid, series)) == []  # once

@@ -23,6 +23,7 @@ COMMANDS = {
     "consume": None,
     "delete": None,
     "purge": None,
+    "undelete": None,
     "scp": None,
     "users": {"add"},
     "publish": None,

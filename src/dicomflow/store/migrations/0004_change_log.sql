@@ -60,6 +60,8 @@ CREATE TABLE dicom_purge_queue (
     -- The deleted dicom_image_meta row (its JSON is the wire format's): the purge
     -- republishes it with image_status 'DELETED' so the warehouse marks it.
     image        jsonb,
+    -- The deleted receipts of the instance (dicomflow undelete puts them back).
+    receipts     jsonb,
     -- On one row per series the delete emptied: its last state row (count 0).
     series_state jsonb,
     CONSTRAINT dicom_purge_queue_pkey PRIMARY KEY (sequence)
