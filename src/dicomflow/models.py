@@ -319,28 +319,6 @@ class AuditEvent(msgspec.Struct, kw_only=True):
         return self.tenant_id
 
 
-class ChangeEvent(msgspec.Struct, kw_only=True):
-    """One change-log row on dicom_change_queue (key: study UID), dicomflow's own format (issue 20).
-
-    ``state`` is the row's state when it was published: a create already
-    replaced or deleted by then says so.
-    """
-
-    sequence: int
-    tenant_id: str
-    study_uid: str
-    series_uid: str
-    sop_uid: str
-    action: Literal["create", "update", "delete"]
-    state: Literal["current", "replaced", "deleted"]
-    #: When the change was recorded, UTC, ISO 8601 with its offset.
-    timestamp: dt.datetime
-
-    def key(self) -> str:
-        """dicom_change_queue key: the study, so one study's changes stay in sequence order."""
-        return self.study_uid
-
-
 # --------------------------------------------------------------------------- codec
 
 M = TypeVar("M", bound=msgspec.Struct)
@@ -392,7 +370,6 @@ __all__ = [
     "TRANSFER_STATUSES",
     "ActiveParticipant",
     "AuditEvent",
-    "ChangeEvent",
     "CodedValue",
     "DicomImageMeta",
     "DicomStateMeta",

@@ -19,8 +19,9 @@ from typing import Any
 import psycopg
 
 from dicomflow.kafka.producer import Publisher
+from dicomflow.lifecycle.events import ChangeEvent
 from dicomflow.lifecycle.exceptions import LifecycleError
-from dicomflow.models import ChangeEvent, encode
+from dicomflow.models import encode
 from dicomflow.store import outbox
 
 log = logging.getLogger(__name__)

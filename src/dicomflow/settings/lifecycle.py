@@ -38,4 +38,18 @@ class LifecycleSettings:
         return duration_s(self.purge_delay)
 
 
-__all__ = ["LifecycleSettings", "duration_s"]
+def lifecycle_checks(s: LifecycleSettings) -> list[tuple[bool, str, str]]:
+    """The section's (ok, key, problem) checks, run by the loader with the others."""
+    try:
+        duration_s(s.purge_delay)
+        delay_ok = True
+    except ValueError:
+        delay_ok = False
+    return [
+        (delay_ok, "lifecycle.purge_delay", "must be a duration such as 0s, 30m or 7d"),
+        (s.purge_batch >= 1, "lifecycle.purge_batch", "must be at least 1"),
+        (s.publish_batch >= 1, "lifecycle.publish_batch", "must be at least 1"),
+    ]
+
+
+__all__ = ["LifecycleSettings", "duration_s", "lifecycle_checks"]

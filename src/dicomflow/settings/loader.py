@@ -29,7 +29,7 @@ from dicomflow.errors import ConfigError
 from dicomflow.settings.aws import aws_fallbacks
 from dicomflow.settings.deprecated import current_keys, env_name
 from dicomflow.settings.derived import is_origin
-from dicomflow.settings.lifecycle import duration_s
+from dicomflow.settings.lifecycle import lifecycle_checks
 from dicomflow.settings.reference import REFERENCE_KEYS, REFERENCE_ONLY_SECTIONS
 from dicomflow.settings.schema import Settings
 
@@ -366,9 +366,6 @@ def _validate(s: Settings) -> None:
         (s.warehouse.batch_max_messages >= 1, "warehouse.batch_max_messages", "must be at least 1"),
         (s.warehouse.batch_max_ms >= 1, "warehouse.batch_max_ms", "must be at least 1"),
         (s.warehouse.snapshot_interval_s >= 0, "warehouse.snapshot_interval_s", "must be 0 (off) or more"),
-        (_is_duration(s.lifecycle.purge_delay), "lifecycle.purge_delay", "must be a duration such as 0s, 30m or 7d"),
-        (s.lifecycle.purge_batch >= 1, "lifecycle.purge_batch", "must be at least 1"),
-        (s.lifecycle.publish_batch >= 1, "lifecycle.publish_batch", "must be at least 1"),
         (s.warehouse.threads >= 0, "warehouse.threads", "must be 0 (DuckDB decides) or more"),
         (bool(s.warehouse.group_id.strip()), "warehouse.group_id", "must not be empty"),
         (s.storage.s3.multipart_chunk_bytes >= 5 * 1024 * 1024, "storage.s3.multipart_chunk_bytes",
@@ -377,17 +374,9 @@ def _validate(s: Settings) -> None:
         (not s.storage.s3.prefix.startswith("/") and ".." not in s.storage.s3.prefix.split("/"), "storage.s3.prefix",
          "must be a relative key prefix without '..'"),
     ]
-    for ok, key, problem in checks:
+    for ok, key, problem in [*checks, *lifecycle_checks(s.lifecycle)]:
         if not ok:
             raise ConfigError(key, "settings", problem)
-
-
-def _is_duration(text: str) -> bool:
-    try:
-        duration_s(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _is_tag(text: str) -> bool:

@@ -69,8 +69,7 @@ class TopicSettings:
     dicom_image: str = "dicom_image_queue"
     audit: str = "audit_queue"
     dlq: str = "storage_queue.dlq"
-    #: Change events (issue 20): one JSON message per change-log row, key study UID.
-    change: str = "dicom_change_queue"
+    change: str = "dicom_change_queue"  # change events (issue 20, docs/lifecycle.md)
     #: Compacted topic recording every re-driven dead letter (key: letter ID), so none is re-driven twice.
     redrive_ledger: str = "dicomflow.dlq.redriven"
     consumer_group_id: str = "wado-consumer"
@@ -376,7 +375,6 @@ def tenant_tag(settings: IngestSettings) -> int:
     return (int(group, 16) << 16) | int(elem, 16)
 
 
-
 __all__ = [
     "DEFAULT_SUPPORTED_TS",
     "ClickHouseSettings",
@@ -387,7 +385,6 @@ __all__ = [
     "ImagesSettings",
     "IngestSettings",
     "KafkaSettings",
-    "LifecycleSettings",
     "MetricsSettings",
     "OAuth2Settings",
     "ReceiverSettings",

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from dicomflow.kafka.reader import read_all
 from dicomflow.lifecycle import LifecycleWorker
-from dicomflow.models import ChangeEvent, decode
+from dicomflow.lifecycle.events import ChangeEvent
+from dicomflow.models import decode
 from dicomflow.pipeline.service import ConsumerService
 from dicomflow.settings import Settings, to_child_env
 from dicomflow.store import DeleteTarget, PgStore
