@@ -61,6 +61,7 @@ def topics(base_settings: Settings) -> TopicSettings:
         dicom_image=f"{t.dicom_image}_{suffix}",
         audit=f"{t.audit}_{suffix}",
         dlq=f"{t.main}_{suffix}.dlq",
+        change=f"{t.change}_{suffix}",
         consumer_group_id=f"{t.consumer_group_id}_{suffix}",
         partitions=3,
     )

@@ -63,6 +63,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "demo": FOUNDATION | {"corpus", "kafka", "stack", "store", "warehouse", "demo_s3", "web"},  # web: the viewer URL
     "demo_s3": FOUNDATION | {"blobs", "stack"},  # demo --s3's check of the bucket
     "dlq": FOUNDATION | {"kafka", "store", "audit", "metrics"},
+    # after a delete: the change log to Kafka, the objects removed through the storage layer (issue 20)
+    "lifecycle": FOUNDATION | {"kafka", "store", "blobs"},
     # an operator's tool like dlq: the storage layer and the index's location columns
     "storage_migrate": FOUNDATION | {"blobs", "store"},
     "cli": frozenset({"*"}),

@@ -17,11 +17,13 @@ from dicomflow.cli import (
     config,
     consume,
     db,
+    delete,
     demo,
     dlq,
     extract,
     images,
     publish,
+    purge,
     report,
     scp,
     stack,
@@ -40,6 +42,9 @@ app.add_typer(topics.app, name="topics")
 app.command("extract")(extract.extract)
 app.add_typer(db.app, name="db")
 app.command("consume")(consume.consume)
+app.command("delete")(delete.delete)
+app.command("purge")(purge.purge)
+app.command("undelete")(delete.undelete)
 app.add_typer(dlq.app, name="dlq")
 app.command("scp")(scp.scp)
 app.add_typer(users.app, name="users")

@@ -90,7 +90,10 @@ class Outputs:
             try:
                 event = decode(record.value or b"", DicomImageMeta)
                 key: InstanceKey = (event.tenant_id, event.study_uid, event.series_uid, event.sop_uid)
-                self._transcode(batch, record, key, conn)
+                if event.image_status == "DELETED":  # dicomflow purge's: nothing to transcode, the thumbnail redone
+                    batch.skipped["deleted"] += 1
+                else:
+                    self._transcode(batch, record, key, conn)
             except DicomflowError as exc:
                 if not is_poison(exc):
                     raise

@@ -15,6 +15,7 @@
 from dicomflow.settings.deprecated import DeprecatedSettingWarning
 from dicomflow.settings.derived import ohif_dist
 from dicomflow.settings.export import as_dict, to_child_env
+from dicomflow.settings.lifecycle import LifecycleSettings
 from dicomflow.settings.loader import default_config_path, from_child_env, is_set, load_settings
 from dicomflow.settings.schema import (
     DEFAULT_SUPPORTED_TS,
@@ -52,6 +53,7 @@ __all__ = [
     "ImagesSettings",
     "IngestSettings",
     "KafkaSettings",
+    "LifecycleSettings",
     "MetricsSettings",
     "OAuth2Settings",
     "ReceiverSettings",

@@ -29,6 +29,7 @@ from dicomflow.errors import ConfigError
 from dicomflow.settings.aws import aws_fallbacks
 from dicomflow.settings.deprecated import current_keys, env_name
 from dicomflow.settings.derived import is_origin
+from dicomflow.settings.lifecycle import lifecycle_checks
 from dicomflow.settings.reference import REFERENCE_KEYS, REFERENCE_ONLY_SECTIONS
 from dicomflow.settings.schema import Settings
 
@@ -376,7 +377,7 @@ def _validate(s: Settings) -> None:
         (not s.storage.s3.prefix.startswith("/") and ".." not in s.storage.s3.prefix.split("/"), "storage.s3.prefix",
          "must be a relative key prefix without '..'"),
     ]
-    for ok, key, problem in checks:
+    for ok, key, problem in [*checks, *lifecycle_checks(s.lifecycle)]:
         if not ok:
             raise ConfigError(key, "settings", problem)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from dicomflow.settings.lifecycle import LifecycleSettings
 from dicomflow.settings.storage import StorageS3Settings, StorageSettings
 from dicomflow.settings.web import ImagesSettings, OAuth2Settings, ViewerSettings, WebSettings
 
@@ -68,6 +69,7 @@ class TopicSettings:
     dicom_image: str = "dicom_image_queue"
     audit: str = "audit_queue"
     dlq: str = "storage_queue.dlq"
+    change: str = "dicom_change_queue"  # change events (issue 20, docs/lifecycle.md)
     #: Compacted topic recording every re-driven dead letter (key: letter ID), so none is re-driven twice.
     redrive_ledger: str = "dicomflow.dlq.redriven"
     consumer_group_id: str = "wado-consumer"
@@ -80,7 +82,7 @@ class TopicSettings:
 
     def all(self) -> tuple[str, ...]:
         """Every topic dicomflow reads or writes, for creation and listing (dead-letter topics included)."""
-        names = (self.main, self.log, self.dicom_state, self.dicom_image, self.audit, self.dlq,
+        names = (self.main, self.log, self.dicom_state, self.dicom_image, self.audit, self.dlq, self.change,
                  *self.warehouse_dead_letter_topics())
         return tuple(dict.fromkeys(names))
 
@@ -364,13 +366,13 @@ class Settings:
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
     clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
     doris: DorisSettings = field(default_factory=DorisSettings)
+    lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
 
 
 def tenant_tag(settings: IngestSettings) -> int:
     """The tenant private tag as the integer pydicom uses (0x12111217)."""
     group, elem = settings.tenant_tag.replace("(", "").replace(")", "").split(",")
     return (int(group, 16) << 16) | int(elem, 16)
-
 
 
 __all__ = [

@@ -5,6 +5,7 @@ migrate`` / ``db status`` (in :mod:`dicomflow.cli.db`) manage the schema.
 """
 
 from dicomflow.store.batch import series_lock_key
+from dicomflow.store.deletes import DeletedInstance, DeleteResult, DeleteTarget
 from dicomflow.store.exceptions import StoreDataError, StoreError
 from dicomflow.store.migrate import AppliedMigration, Migration, available_migrations
 from dicomflow.store.postgres import PgStore, StoreStatus
@@ -13,6 +14,9 @@ from dicomflow.store.sql import TABLES
 __all__ = [
     "TABLES",
     "AppliedMigration",
+    "DeleteResult",
+    "DeleteTarget",
+    "DeletedInstance",
     "Migration",
     "PgStore",
     "StoreDataError",

@@ -15,7 +15,10 @@ events) is written as:
    writes nothing);
 4. recompute ``series_related_instances`` of the touched series from
    ``dicom_image_meta`` and read the state rows back;
-5. ``COMMIT`` (``synchronous_commit`` as configured on the server: on).
+5. write the change log (:mod:`~dicomflow.store.changes`): the instances
+   the upsert created or changed, one ``INSERT ... SELECT``, under the
+   change-log lock;
+6. ``COMMIT`` (``synchronous_commit`` as configured on the server: on).
 
 Why the series locks: two consumers writing instances of one series at the
 same time would each count the other's uncommitted rows out, and the last
@@ -52,9 +55,12 @@ from psycopg.rows import kwargs_row
 
 from dicomflow.models import DicomImageMeta, DicomStateMeta, DicomStoreMeta
 from dicomflow.settings import DatabaseSettings
+from dicomflow.store import deletes, undelete
 from dicomflow.store import migrate as migrations
 from dicomflow.store.batch import Batch
+from dicomflow.store.changes import CHANGE_LOG_LOCK
 from dicomflow.store.connection import StoreConnection, first_line
+from dicomflow.store.deletes import DeleteResult, DeleteTarget
 from dicomflow.store.exceptions import StoreDataError
 from dicomflow.store.session import Session, copy_culprit, int4_culprit
 from dicomflow.store.sql import IMAGES, RECEIPTS, STATES, TABLES, Table, count_rows
@@ -145,6 +151,35 @@ class PgStore:
             )
             return result
 
+    def delete(self, target: DeleteTarget, *, purge_delay_s: float = 0.0) -> DeleteResult:
+        """Delete a study, series or instance of one tenant with its change-log rows, in one transaction.
+
+        See :mod:`~dicomflow.store.deletes`. An empty result (``found`` false)
+        when the target does not exist in the tenant.
+
+        Raises:
+            StoreError: transient (as :meth:`write_batch`); nothing was deleted.
+        """
+        with self._lock:
+            result = self._link.run("delete", lambda conn: deletes.delete(conn, target, purge_delay_s=purge_delay_s))
+            log.info("deleted %s %s of tenant %s: %d instances", target.level,
+                     target.sop_uid or target.series_uid or target.study_uid, target.tenant_id, len(result.instances))
+            return result
+
+    def undelete(self, target: DeleteTarget) -> list[str]:
+        """Put back what deletes of ``target`` removed and the purge has not (see :mod:`~dicomflow.store.undelete`).
+
+        Returns the SOP Instance UIDs restored (empty: nothing recoverable).
+
+        Raises:
+            StoreError: transient; nothing was restored.
+        """
+        with self._lock:
+            restored = self._link.run("undelete", lambda conn: undelete.undelete(conn, target))
+            log.info("restored %d instances of %s %s of tenant %s", len(restored), target.level,
+                     target.sop_uid or target.series_uid or target.study_uid, target.tenant_id)
+            return restored
+
     def status(self, *, exact: bool = True) -> StoreStatus:
         """Applied and pending migrations, and row counts (exact or estimated).
 
@@ -181,7 +216,7 @@ class PgStore:
         with conn.transaction(), conn.cursor() as cur:
             cur.execute(session.lock, (batch.locks,))
             self._upsert(cur, session, RECEIPTS, batch.receipts)
-            self._upsert(cur, session, IMAGES, batch.images)
+            changed = self._upsert(cur, session, IMAGES, batch.images)
             self._upsert(cur, session, STATES, batch.states)
             if not batch.series:
                 return []
@@ -189,18 +224,24 @@ class PgStore:
             cur.execute(session.recount, columns)
             with conn.cursor(row_factory=kwargs_row(DicomStateMeta)) as reader:
                 rows = reader.execute(session.read, columns).fetchall()
+            if changed:
+                # Last, so the change-log lock (held to the commit) serialises as little as possible.
+                cur.execute(session.change_lock, CHANGE_LOG_LOCK)
+                cur.execute(session.record_changes)
         rows.sort(key=STATES.key_of())
         return rows
 
-    def _upsert(self, cur: psycopg.Cursor[Any], session: Session, table: Table[R], records: list[R]) -> None:
+    def _upsert(self, cur: psycopg.Cursor[Any], session: Session, table: Table[R], records: list[R]) -> int:
         """Binary COPY ``records`` (sorted, unique keys) into the temp table, then upsert them.
+
+        Returns the number of rows inserted or changed (0 for a replay).
 
         Raises:
             StoreDataError: naming the record when the encoder or PostgreSQL
                 says which one it was.
         """
         if not records:
-            return
+            return 0
         astuple = msgspec.structs.astuple
         index = 0
         try:
@@ -235,6 +276,7 @@ class PgStore:
                 f"{table.name}: PostgreSQL refused a row: {first_line(exc)}",
                 table=table.name, record=culprit, sqlstate=exc.sqlstate,
             ) from exc
+        return max(cur.rowcount, 0)
 
     def _status(self, conn: psycopg.Connection[Any], exact: bool) -> StoreStatus:
         applied = migrations.applied_migrations(conn)

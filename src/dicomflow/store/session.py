@@ -16,7 +16,8 @@ import msgspec
 import psycopg
 
 from dicomflow.errors import StoreError
-from dicomflow.store.sql import ALL_TABLES, LOCK_SERIES, READ_STATES, RECOUNT
+from dicomflow.store import changes
+from dicomflow.store.sql import ALL_TABLES, IMAGES, LOCK_SERIES, READ_STATES, RECOUNT
 
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -47,6 +48,9 @@ class Session:
     lock: bytes
     recount: bytes
     read: bytes
+    #: The change log's lock and its one INSERT per batch (:mod:`dicomflow.store.changes`).
+    change_lock: bytes
+    record_changes: bytes
 
 
 def _column_types(conn: psycopg.Connection[Any], relation: str) -> dict[str, int]:
@@ -83,7 +87,10 @@ def prepare_session(conn: psycopg.Connection[Any]) -> Session:
             types[table.name] = [temp[c] for c in table.columns]
             int4[table.name] = tuple(i for i, c in enumerate(table.columns) if target[c] == _INT4_OID)
             copy[table.name] = table.copy().as_bytes(conn)
-            upsert[table.name] = table.upsert().as_bytes(conn)
+            # The instance upsert also collects what it created or changed, for the change log.
+            statement = changes.recording_upsert() if table is IMAGES else table.upsert()
+            upsert[table.name] = statement.as_bytes(conn)
+        conn.execute(changes.CREATE_CHANGES_TEMP)
     return Session(
         types=types,
         int4=int4,
@@ -92,6 +99,8 @@ def prepare_session(conn: psycopg.Connection[Any]) -> Session:
         lock=LOCK_SERIES.as_bytes(conn),
         recount=RECOUNT.as_bytes(conn),
         read=READ_STATES.as_bytes(conn),
+        change_lock=changes.LOCK_CHANGE_LOG.as_bytes(conn),
+        record_changes=changes.RECORD.as_bytes(conn),
     )
 
 

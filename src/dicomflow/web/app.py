@@ -7,7 +7,8 @@ standard's own query grammar does not already define. uvicorn serves it.
 
 Routes come from *route factories*, ``factory(ctx) -> list[BaseRoute]``:
 :data:`READ_ROUTES` are QIDO-RS, WADO-RS and rendered resources;
-:data:`ALL_ROUTES` (the default of :func:`create_app`) adds STOW-RS. Besides them the app
+:data:`ALL_ROUTES` (the default of :func:`create_app`) adds STOW-RS, DELETE and the change feed.
+Besides them the app
 serves ``/healthz`` (:mod:`dicomflow.web.health`: per dependency, 503 when
 PostgreSQL or the object store is down) and ``/metrics`` (Prometheus,
 ``dicomflow_web_*``), both without authentication.
@@ -45,7 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dicomflow.blobs import BlobNotFound, BlobUnavailable
 from dicomflow.metrics.web import WebMetrics
 from dicomflow.settings import Settings
-from dicomflow.web import frames, qido, rendered, stow, viewer, wado
+from dicomflow.web import changefeed, delete, frames, qido, rendered, stow, viewer, wado
 from dicomflow.web.auth import Authenticator
 from dicomflow.web.context import RETRY_AFTER_S, WebContext
 from dicomflow.web.cors import Cors
@@ -59,8 +60,8 @@ RouteFactory = Callable[[WebContext], Sequence[BaseRoute]]
 
 #: The read side: QIDO-RS searches, WADO-RS retrieval, rendered images and thumbnails.
 READ_ROUTES: tuple[RouteFactory, ...] = (qido.routes, wado.routes, frames.routes, rendered.routes)
-#: Everything the server serves: the read side, STOW-RS and the OHIF viewer (``/viewer/``).
-ALL_ROUTES: tuple[RouteFactory, ...] = (*READ_ROUTES, stow.routes, viewer.routes)
+#: Everything the server serves: the read side, STOW-RS, DELETE, the change feed and the OHIF viewer (``/viewer/``).
+ALL_ROUTES: tuple[RouteFactory, ...] = (*READ_ROUTES, stow.routes, delete.routes, changefeed.routes, viewer.routes)
 
 
 class _Metrics:

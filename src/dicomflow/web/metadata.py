@@ -144,6 +144,11 @@ async def _send(ctx: WebContext, request: Request, key: AnswerKey, answer: Metad
     return Response(answer.body, media_type=_MEDIA_TYPE, headers={"Vary": "Accept-Encoding"} if GZIP_LEVEL else None)
 
 
+async def instance_documents(ctx: WebContext, tenant: str, items: Sequence[StoredInstance]) -> list[bytes]:
+    """The instances' DICOM JSON documents (cached or built), BulkDataURIs relative (the change feed's Metadata)."""
+    return await _documents(ctx, MetadataCache(ctx.storage_root), tenant, items)
+
+
 async def metadata(ctx: WebContext, request: Request, level: str) -> Response:
     """GET …/metadata: a JSON array of the instances' DICOM JSON.
 
@@ -199,4 +204,4 @@ async def metadata(ctx: WebContext, request: Request, level: str) -> Response:
     return StreamingResponse(body_chunks(), media_type=_MEDIA_TYPE)
 
 
-__all__ = ["accepts_gzip", "bounded", "build_metadata", "metadata"]
+__all__ = ["accepts_gzip", "bounded", "build_metadata", "instance_documents", "metadata"]

@@ -45,7 +45,7 @@ def test_create_makes_every_topic_with_partitions_replication_and_retention(
     # The warehouse sink's dead-letter topics exist before any poison message needs them.
     dlqs = {f"{t}.dlq" for t in (own_topics.log, own_topics.dicom_state, own_topics.dicom_image, own_topics.audit)}
     assert dlqs == {dead_letter_topic(getattr(own_topics, t.topic_attr)) for t in TABLES}
-    assert dlqs <= {o.name for o in outcomes} and len(outcomes) == 10
+    assert dlqs <= {o.name for o in outcomes} and len(outcomes) == 11  # dicom_change_queue too
     for info in describe_topics(kafka, own_topics.all()):
         assert (info.partitions, info.replication_factor, info.retention_ms) == (4, 1, 3 * 3600 * 1000), info
 
@@ -56,7 +56,7 @@ def test_create_again_changes_nothing(kafka: KafkaSettings, own_topics: TopicSet
 
     again = create_topics(kafka, own_topics)
 
-    assert [o.action for o in again] == ["exists"] * 10
+    assert [o.action for o in again] == ["exists"] * 11
     assert all(o.drift == () for o in again)
     assert describe_topics(kafka, own_topics.all()) == before
 
@@ -78,6 +78,7 @@ def test_cli_create_then_list(kafka: KafkaSettings, own_topics: TopicSettings) -
         "DICOMFLOW_TOPICS_MAIN": own_topics.main, "DICOMFLOW_TOPICS_LOG": own_topics.log,
         "DICOMFLOW_TOPICS_DICOM_STATE": own_topics.dicom_state, "DICOMFLOW_TOPICS_DICOM_IMAGE": own_topics.dicom_image,
         "DICOMFLOW_TOPICS_AUDIT": own_topics.audit, "DICOMFLOW_TOPICS_DLQ": own_topics.dlq,
+        "DICOMFLOW_TOPICS_CHANGE": own_topics.change,
         "DICOMFLOW_TOPICS_PARTITIONS": "2", "COLUMNS": "200",
     }
     runner = CliRunner()

@@ -46,7 +46,7 @@ def _topics(**changes: object) -> TopicSettings:
     base = TopicSettings()
     return dataclasses.replace(
         base, main=f"c_main_{suffix}", log=f"c_log_{suffix}", dicom_state=f"c_state_{suffix}",
-        dicom_image=f"c_image_{suffix}", audit=f"c_audit_{suffix}", dlq=f"c_main_{suffix}.dlq", partitions=3,
+        dicom_image=f"c_image_{suffix}", audit=f"c_audit_{suffix}", dlq=f"c_main_{suffix}.dlq", change=f"c_change_{suffix}", partitions=3,
         **changes)  # type: ignore[arg-type]
 
 

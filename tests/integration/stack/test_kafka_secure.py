@@ -56,7 +56,7 @@ def _topics() -> TopicSettings:
     s = uuid.uuid4().hex[:8]
     return dataclasses.replace(TopicSettings(), main=f"s_main_{s}", log=f"s_log_{s}", dicom_state=f"s_state_{s}",
                                dicom_image=f"s_image_{s}", audit=f"s_audit_{s}", dlq=f"s_main_{s}.dlq", partitions=1,
-                               consumer_group_id=f"s_group_{s}")
+                               change=f"s_change_{s}", consumer_group_id=f"s_group_{s}")
 
 
 def _with_client(kafka: KafkaSettings, **changes: str) -> KafkaSettings:

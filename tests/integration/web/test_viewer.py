@@ -72,7 +72,7 @@ def env(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     base = stack.settings
     topics = dataclasses.replace(
         base.topics, main=f"viewer_{suffix}", log=f"viewer_log_{suffix}", dicom_state=f"viewer_state_{suffix}",
-        dicom_image=f"viewer_image_{suffix}", audit=f"viewer_audit_{suffix}", dlq=f"viewer_{suffix}.dlq",
+        dicom_image=f"viewer_image_{suffix}", audit=f"viewer_audit_{suffix}", dlq=f"viewer_{suffix}.dlq", change=f"viewer_change_{suffix}",
         consumer_group_id=f"viewer_{suffix}", partitions=1,
     )
     dbname = f"dicomflow_viewer_{suffix}"

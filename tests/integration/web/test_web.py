@@ -79,7 +79,7 @@ def env(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     base = stack.settings
     topics = dataclasses.replace(
         base.topics, main=f"web_{suffix}", log=f"web_log_{suffix}", dicom_state=f"web_state_{suffix}",
-        dicom_image=f"web_image_{suffix}", audit=f"web_audit_{suffix}", dlq=f"web_{suffix}.dlq",
+        dicom_image=f"web_image_{suffix}", audit=f"web_audit_{suffix}", dlq=f"web_{suffix}.dlq", change=f"web_change_{suffix}",
         consumer_group_id=f"web_{suffix}", partitions=2,
     )
     dbname = f"dicomflow_web_{suffix}"

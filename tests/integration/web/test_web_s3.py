@@ -126,7 +126,7 @@ def env(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     suffix = uuid.uuid4().hex[:10]
     topics = dataclasses.replace(
         base.topics, main=f"webs3_{suffix}", log=f"webs3_log_{suffix}", dicom_state=f"webs3_state_{suffix}",
-        dicom_image=f"webs3_image_{suffix}", audit=f"webs3_audit_{suffix}", dlq=f"webs3_{suffix}.dlq",
+        dicom_image=f"webs3_image_{suffix}", audit=f"webs3_audit_{suffix}", dlq=f"webs3_{suffix}.dlq", change=f"webs3_change_{suffix}",
         consumer_group_id=f"webs3_{suffix}", partitions=1)
     dbname = f"dicomflow_webs3_{suffix}"
     admin = stack.postgres.admin_conninfo()

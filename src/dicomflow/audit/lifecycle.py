@@ -1,0 +1,56 @@
+"""Audit events of the data lifecycle: a study, series or instance deleted (PS3.15 A.5.3.2).
+
+110103 DICOM Instances Accessed with action D (delete), as PS3.15 codes a
+deletion; the requesting user is whoever deleted (a token's subject over
+DICOMweb, the operating-system user of ``dicomflow delete``), the
+participant object the study, its details what was deleted and how many
+instances.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from dicomflow.audit.dicomweb import INSTANCES_ACCESSED
+from dicomflow.audit.events import SOURCE_ROLE, STUDY_UID_TYPE, SUCCESS, Outcome
+from dicomflow.models import ActiveParticipant, AuditEvent, ParticipantObject, now
+
+_NAP_IP = 2
+
+
+def instances_deleted(
+    *,
+    node_id: str,
+    tenant_id: str,
+    study_uid: str,
+    instance_count: int,
+    user: str,
+    user_address: str | None,
+    resource: str,
+    outcome: Outcome = SUCCESS,
+    outcome_description: str | None = None,
+    when: dt.datetime | None = None,
+) -> AuditEvent:
+    """DICOM Instances Accessed (110103, action D): ``user`` deleted ``resource`` (instance_count instances)."""
+    return AuditEvent(
+        event_id=INSTANCES_ACCESSED,
+        event_action="D",
+        event_date_time=when or now(),
+        event_outcome=outcome,
+        event_outcome_description=outcome_description,
+        tenant_id=tenant_id,
+        audit_source_id=node_id,
+        active_participants=[
+            ActiveParticipant(user_id=user, user_is_requestor=True, role_id=SOURCE_ROLE,
+                              network_access_point_id=user_address,
+                              network_access_point_type=_NAP_IP if user_address else None),
+            ActiveParticipant(user_id=node_id, user_is_requestor=False),
+        ],
+        participant_objects=[ParticipantObject(
+            object_id=study_uid, id_type=STUDY_UID_TYPE, type_code=2, type_code_role=3,
+            details={"instance_count": str(instance_count), "resource": resource},
+        )],
+    )
+
+
+__all__ = ["instances_deleted"]
