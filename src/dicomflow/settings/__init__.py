@@ -16,6 +16,7 @@ from dicomflow.settings.deprecated import DeprecatedSettingWarning
 from dicomflow.settings.derived import ohif_dist
 from dicomflow.settings.export import as_dict, to_child_env
 from dicomflow.settings.loader import default_config_path, from_child_env, is_set, load_settings
+from dicomflow.settings.qr import QrSettings
 from dicomflow.settings.schema import (
     DEFAULT_SUPPORTED_TS,
     ClickHouseSettings,
@@ -54,6 +55,7 @@ __all__ = [
     "KafkaSettings",
     "MetricsSettings",
     "OAuth2Settings",
+    "QrSettings",
     "ReceiverSettings",
     "Settings",
     "StackSettings",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from dicomflow.settings.qr import QrSettings
 from dicomflow.settings.storage import StorageS3Settings, StorageSettings
 from dicomflow.settings.web import ImagesSettings, OAuth2Settings, ViewerSettings, WebSettings
 
@@ -166,8 +167,7 @@ class TlsSettings:
     key_file: Path | None = None
     #: PEM CA certificate(s) a client certificate must chain to: set = mutual TLS (required).
     ca_file: Path | None = None
-    #: 0: the main port (receiver.port) speaks TLS instead of plain TCP;
-    #: another port: a TLS listener beside the plain one.
+    #: 0: the main port (receiver.port) speaks TLS instead of plain TCP; another port: a TLS listener beside the plain one.
     port: int = 0
     #: Seconds a new connection has to complete the TLS handshake.
     handshake_timeout_s: float = 10.0
@@ -364,13 +364,13 @@ class Settings:
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
     clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
     doris: DorisSettings = field(default_factory=DorisSettings)
+    qr: QrSettings = field(default_factory=QrSettings)
 
 
 def tenant_tag(settings: IngestSettings) -> int:
     """The tenant private tag as the integer pydicom uses (0x12111217)."""
     group, elem = settings.tenant_tag.replace("(", "").replace(")", "").split(",")
     return (int(group, 16) << 16) | int(elem, 16)
-
 
 
 __all__ = [
