@@ -44,7 +44,10 @@ def decode_identifier(data: bytes, transfer_syntax: str) -> Dataset:
     Raises:
         Exception: pydicom's, for bytes that are not a data set (the caller answers 0xC000).
     """
-    return read_dataset(BytesIO(data), transfer_syntax == IMPLICIT_VR_LE, transfer_syntax != EXPLICIT_VR_BE)
+    ds = read_dataset(BytesIO(data), transfer_syntax == IMPLICIT_VR_LE, transfer_syntax != EXPLICIT_VR_BE)
+    for _elem in ds:  # every value converted now, so a bad one fails here, not while matching
+        pass
+    return ds
 
 
 def encode_identifier(ds: Dataset, transfer_syntax: str) -> bytes:
