@@ -118,7 +118,7 @@ class Receiver:
         if rs.engine == "pynetdicom":
             from dicomflow.receiver.pynetdicom_server import PynetdicomEngine
 
-            self.engine = PynetdicomEngine(rs, self.service, self, listen=listen)
+            self.engine = PynetdicomEngine(rs, self.service, self, listen=listen, finder=self.finder)
         else:
             from dicomflow.receiver.native import NativeEngine
 
