@@ -10,6 +10,8 @@ InstanceAvailability ONLINE, when asked.
 from __future__ import annotations
 
 import datetime as dt
+import struct
+from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
 
@@ -18,7 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
-from pydicom.valuerep import DSfloat
+from pydicom.valuerep import format_number_as_ds
 
 from dicomflow.qr.identifier import FindQuery
 from dicomflow.qr.model import (
@@ -60,7 +62,7 @@ def encode_identifier(ds: Dataset, transfer_syntax: str) -> bytes:
 
 
 def _value(attribute: Attribute, raw: Any) -> Any:
-    """A column's value in the form pydicom takes for the attribute's VR (None: empty)."""
+    """A column's value as the answer holds it (str, list of str for several values, int for US; None: empty)."""
     if raw is None or raw == "":
         return None
     vr = attribute.vr
@@ -73,7 +75,7 @@ def _value(attribute: Attribute, raw: Any) -> Any:
     if vr == "IS":
         return str(int(raw))
     if vr == "DS":
-        return DSfloat(float(raw), auto_format=True)
+        return format_number_as_ds(float(raw))
     if vr == "US":
         return int(raw)
     if isinstance(raw, (list, tuple)):
@@ -83,11 +85,68 @@ def _value(attribute: Attribute, raw: Any) -> Any:
     return str(raw)
 
 
-def answer(query: FindQuery, row: dict[str, Any], ae_title: str) -> Dataset:
+#: Explicit VR encodings with a 4-byte length (PS3.5 7.1.2).
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+#: VRs whose text is in the Specific Character Set (UTF-8 here); the others are ASCII.
+_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+_TAG_LE = struct.Struct("<HHI")
+_EXPLICIT_SHORT = struct.Struct("<HH2sH")
+_EXPLICIT_LONG = struct.Struct("<HH2s2xI")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One response identifier: ``(tag, VR, value)`` in ascending tag order (value None: zero length)."""
+
+    elements: tuple[tuple[int, str, Any], ...]
+
+    def dataset(self) -> Dataset:
+        """As a pydicom data set (for the pynetdicom engine, and for big endian)."""
+        ds = Dataset()
+        for tag, vr, value in self.elements:
+            ds.add(DataElement(tag, vr, [] if vr == "SQ" else value))
+        return ds
+
+    def encode(self, transfer_syntax: str) -> bytes:
+        """The identifier's bytes in ``transfer_syntax``, written directly (pydicom costs ~2 ms an answer)."""
+        if transfer_syntax == EXPLICIT_VR_BE:
+            return encode_identifier(self.dataset(), transfer_syntax)
+        implicit = transfer_syntax == IMPLICIT_VR_LE
+        out = bytearray()
+        for tag, vr, value in self.elements:
+            data = _bytes(vr, value)
+            group, element = tag >> 16, tag & 0xFFFF
+            if implicit:
+                out += _TAG_LE.pack(group, element, len(data))
+            elif vr in _LONG_VRS:
+                out += _EXPLICIT_LONG.pack(group, element, vr.encode("ascii"), len(data))
+            else:
+                out += _EXPLICIT_SHORT.pack(group, element, vr.encode("ascii"), len(data))
+            out += data
+        return bytes(out)
+
+
+def _bytes(vr: str, value: Any) -> bytes:
+    if value is None or vr == "SQ":
+        return b""
+    if vr == "US":
+        return struct.pack("<H", int(value))
+    text = "\\".join(value) if isinstance(value, list) else str(value)
+    data = text.encode("utf-8") if vr in _TEXT_VRS else text.encode("ascii", "replace")
+    if len(data) % 2:
+        data += b"\x00" if vr == "UI" else b" "
+    return data
+
+
+def _plain_vr(vr: str) -> str:
+    """A pydicom ambiguous VR (``US or SS``, ``OB or OW``) as the first of them."""
+    return vr.split(" or ")[0] if " or " in vr else vr
+
+
+def answer(query: FindQuery, row: dict[str, Any], ae_title: str) -> Answer:
     """The response identifier of one result row."""
-    ds = Dataset()
-    ds.add_new(SPECIFIC_CHARACTER_SET, "CS", ANSWER_CHARACTER_SET)
-    ds.add_new(QUERY_RETRIEVE_LEVEL, "CS", query.level)
+    elements: list[tuple[int, str, Any]] = [(SPECIFIC_CHARACTER_SET, "CS", ANSWER_CHARACTER_SET),
+                                            (QUERY_RETRIEVE_LEVEL, "CS", query.level)]
     here = depth(query.model, query.level)
     for tag in query.return_tags:
         attribute = ATTRIBUTES.get(tag)
@@ -98,12 +157,10 @@ def answer(query: FindQuery, row: dict[str, Any], ae_title: str) -> Dataset:
             value = ae_title
         elif tag == INSTANCE_AVAILABILITY:
             value = "ONLINE"
-        vr = attribute.vr if attribute is not None else query.elements[tag].VR
-        if vr == "SQ":
-            ds.add(DataElement(tag, "SQ", []))
-        else:
-            ds.add(DataElement(tag, vr, value))
-    return ds
+        vr = attribute.vr if attribute is not None else _plain_vr(query.elements[tag].VR)
+        elements.append((tag, vr, value))
+    elements.sort(key=lambda e: e[0])
+    return Answer(tuple(elements))
 
 
-__all__ = ["IDENTIFIER_SYNTAXES", "answer", "decode_identifier", "encode_identifier"]
+__all__ = ["IDENTIFIER_SYNTAXES", "Answer", "answer", "decode_identifier", "encode_identifier"]

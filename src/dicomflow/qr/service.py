@@ -37,7 +37,7 @@ from dicomflow.qr import exceptions as st
 from dicomflow.qr.exceptions import QrError
 from dicomflow.qr.identifier import FindQuery, read_query
 from dicomflow.qr.model import FIND_SOP_CLASSES
-from dicomflow.qr.results import answer, decode_identifier
+from dicomflow.qr.results import Answer, answer, decode_identifier
 from dicomflow.qr.sql import find_sql
 from dicomflow.settings import DatabaseSettings, QrSettings
 
@@ -66,7 +66,7 @@ class FindResponse:
     """One C-FIND-RSP: a pending match (with its identifier) or the final status (with an Error Comment)."""
 
     status: int
-    identifier: Dataset | None = None
+    identifier: Answer | None = None
     comment: str | None = None
 
 

@@ -23,7 +23,6 @@ from typing import Protocol
 
 from dicomflow.ingest.service import StoreService
 from dicomflow.ingest.transfer_log import Peer
-from dicomflow.qr.results import encode_identifier
 from dicomflow.qr.service import FindRequest, FindService
 from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
@@ -157,7 +156,7 @@ def serve_find(host: FindHost, finder: FindService, command: dimse.Command, cont
                                error_comment=response.comment)
         pdus = ul.encode_pdata(context_id, ul.COMMAND, rsp, host.max_send_pdu)
         if response.identifier is not None:
-            pdus += ul.encode_pdata(context_id, 0, encode_identifier(response.identifier, syntax), host.max_send_pdu)
+            pdus += ul.encode_pdata(context_id, 0, response.identifier.encode(syntax), host.max_send_pdu)
         host._send(b"".join(pdus))
 
 

@@ -40,7 +40,7 @@ def handle_find(event: Event, finder: FindService, tenants: TenantResolver, peer
     )
     for response in finder.find(request, lambda: bool(event.is_cancelled)):
         if response.identifier is not None:
-            yield response.status, response.identifier
+            yield response.status, response.identifier.dataset()
             continue
         status = Dataset()
         status.Status = st.OUT_OF_RESOURCES if response.status == st.RESPONSE_LIMIT else response.status

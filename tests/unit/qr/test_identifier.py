@@ -157,7 +157,11 @@ def test_answers_hold_every_key_asked_in_utf8() -> None:
     q = read_query("study", decode_identifier(wire, "1.2.840.10008.1.2"))
     row = {"patient_name": "Dörte^Zoë", "study_date": dt.date(2024, 1, 5), "study_time": dt.time(8, 15, 0, 120000),
            "study_uid": STUDY_UID, "modalities": ["MR", "CT"], "n_instances": 4, "modality": "CT"}
-    out = decode_identifier(encode_identifier(answer(q, row, "DICOMFLOW"), "1.2.840.10008.1.2.1"), "1.2.840.10008.1.2.1")
+    made = answer(q, row, "DICOMFLOW")
+    for syntax in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"):  # written directly: the bytes pydicom writes
+        assert made.encode(syntax) == encode_identifier(made.dataset(), syntax), syntax
+    assert decode_identifier(made.encode("1.2.840.10008.1.2.2"), "1.2.840.10008.1.2.2").PatientName == "Dörte^Zoë"
+    out = decode_identifier(made.encode("1.2.840.10008.1.2.1"), "1.2.840.10008.1.2.1")
     assert out.SpecificCharacterSet == "ISO_IR 192" and out.QueryRetrieveLevel == "STUDY"
     assert str(out.PatientName) == "Dörte^Zoë"
     assert (out.StudyDate, out.StudyTime, out.StudyInstanceUID) == ("20240105", "081500.120000", STUDY_UID)
