@@ -63,26 +63,25 @@ def _where(tenant: str, query: FindQuery, params: list[Any]) -> sql.Composable:
     return sql.SQL(" AND ").join(parts)
 
 
+#: One lateral pass over a patient's / study's series rows gives the counts and the newest row (as a record).
 _PATIENT = (
     "WITH hits AS (SELECT s.patient_id FROM dicom_state_meta s WHERE {where}"
     " GROUP BY s.patient_id ORDER BY s.patient_id LIMIT %s) "
-    "SELECT latest.*, agg.n_studies, agg.n_series, agg.n_instances FROM hits "
-    "JOIN LATERAL (SELECT count(DISTINCT x.study_uid) AS n_studies, count(*) AS n_series,"
+    "SELECT (agg.latest).*, agg.n_studies, agg.n_series, agg.n_instances FROM hits "
+    "JOIN LATERAL (SELECT (array_agg(x ORDER BY x.updated_time DESC))[1] AS latest,"
+    " count(DISTINCT x.study_uid) AS n_studies, count(*) AS n_series,"
     " coalesce(sum(x.series_related_instances), 0) AS n_instances"
     " FROM dicom_state_meta x WHERE x.tenant_id = %s AND x.patient_id = hits.patient_id) agg ON true "
-    "JOIN LATERAL (SELECT * FROM dicom_state_meta y WHERE y.tenant_id = %s AND y.patient_id = hits.patient_id"
-    " ORDER BY y.updated_time DESC LIMIT 1) latest ON true "
     "ORDER BY hits.patient_id"
 )
 _STUDY = (
     "WITH hits AS (SELECT s.study_uid, max(s.study_date) AS d FROM dicom_state_meta s WHERE {where}"
     " GROUP BY s.study_uid ORDER BY d DESC, s.study_uid LIMIT %s) "
-    "SELECT latest.*, agg.n_series, agg.n_instances, agg.modalities FROM hits "
-    "JOIN LATERAL (SELECT count(*) AS n_series, coalesce(sum(x.series_related_instances), 0) AS n_instances,"
+    "SELECT (agg.latest).*, agg.n_series, agg.n_instances, agg.modalities FROM hits "
+    "JOIN LATERAL (SELECT (array_agg(x ORDER BY x.updated_time DESC))[1] AS latest,"
+    " count(*) AS n_series, coalesce(sum(x.series_related_instances), 0) AS n_instances,"
     " array_agg(DISTINCT x.modality) FILTER (WHERE x.modality IS NOT NULL) AS modalities"
     " FROM dicom_state_meta x WHERE x.tenant_id = %s AND x.study_uid = hits.study_uid) agg ON true "
-    "JOIN LATERAL (SELECT * FROM dicom_state_meta y WHERE y.tenant_id = %s AND y.study_uid = hits.study_uid"
-    " ORDER BY y.updated_time DESC LIMIT 1) latest ON true "
     "ORDER BY hits.d DESC, hits.study_uid"
 )
 _SERIES = (
@@ -108,7 +107,7 @@ def find_sql(query: FindQuery, tenant: str, limit: int) -> tuple[sql.Composed, l
     where = _where(tenant, query, params)
     params.append(limit)
     if query.level in ("PATIENT", "STUDY"):
-        params += [tenant, tenant]
+        params.append(tenant)
     return sql.SQL(_TEMPLATES[query.level]).format(where=where), params
 
 
