@@ -14,6 +14,10 @@ index does not hold it) per match, then the final status:
 - 0xC000 a matching value or the identifier cannot be read;
 - 0xA700 the index cannot be reached (retry later).
 
+The audit event is handed to one background thread: waiting for Kafka's
+acknowledgement would hold the association (its next request) up to the
+publish timeout; :meth:`FindService.close` waits for the pending ones.
+
 Queries run on a small pool of PostgreSQL connections opened on the first
 C-FIND and shared by the process's associations. At most ``max_results + 1``
 rows are read per query, so memory per query is bounded.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +97,7 @@ class FindService:
         self.ae_title = ae_title
         self.node_id = node_id
         self._audit = audit
+        self._auditor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicomflow-qr-audit")
         self._pool: Any = None
         self._lock = threading.Lock()
 
@@ -162,16 +168,25 @@ class FindService:
         """The Query audit event (an observer: a failure is logged by the callback, never raised here)."""
         outcome = _FINAL_OUTCOME.get(status, audit_events.MINOR_FAILURE)
         try:
-            self._audit([dimse_query(
+            event = dimse_query(
                 node_id=self.node_id, tenant_id=request.tenant, ae_title=self.ae_title, calling_ae=request.calling_ae,
                 calling_address=request.calling_address, user=request.user, sop_class_uid=request.sop_class_uid,
                 identifier=request.identifier, transfer_syntax=request.transfer_syntax, results=results,
                 status=status, outcome=outcome, outcome_description=comment,
-            )])
+            )
+            self._auditor.submit(self._publish, [event])
         except Exception:  # auditing must not break answering
             log.exception("could not audit a C-FIND")
 
+    def _publish(self, events: Sequence[AuditEvent]) -> None:
+        try:
+            self._audit(events)
+        except Exception:  # an observer: logged, never raised
+            log.exception("could not publish a C-FIND's audit event")
+
     def close(self) -> None:
+        """Publish the pending audit events, close the connections."""
+        self._auditor.shutdown(wait=True)
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
