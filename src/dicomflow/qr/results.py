@@ -22,6 +22,7 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.valuerep import format_number_as_ds
 
+from dicomflow.dicom.constants import EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE, LONG_VR_NAMES, TEXT_VRS
 from dicomflow.qr.identifier import FindQuery
 from dicomflow.qr.model import (
     ANSWER_CHARACTER_SET,
@@ -34,10 +35,8 @@ from dicomflow.qr.model import (
     depth,
 )
 
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
-EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
 #: The transfer syntaxes an identifier may travel in (no compression or deflate for a handful of elements).
-IDENTIFIER_SYNTAXES = frozenset({IMPLICIT_VR_LE, "1.2.840.10008.1.2.1", EXPLICIT_VR_BE})
+IDENTIFIER_SYNTAXES = frozenset({IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE})
 
 
 def decode_identifier(data: bytes, transfer_syntax: str) -> Dataset:
@@ -86,9 +85,7 @@ def _value(attribute: Attribute, raw: Any) -> Any:
 
 
 #: Explicit VR encodings with a 4-byte length (PS3.5 7.1.2).
-_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
-#: VRs whose text is in the Specific Character Set (UTF-8 here); the others are ASCII.
-_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+_LONG_VRS = frozenset(LONG_VR_NAMES)
 _TAG_LE = struct.Struct("<HHI")
 _EXPLICIT_SHORT = struct.Struct("<HH2sH")
 _EXPLICIT_LONG = struct.Struct("<HH2s2xI")
@@ -132,7 +129,7 @@ def _bytes(vr: str, value: Any) -> bytes:
     if vr == "US":
         return struct.pack("<H", int(value))
     text = "\\".join(value) if isinstance(value, list) else str(value)
-    data = text.encode("utf-8") if vr in _TEXT_VRS else text.encode("ascii", "replace")
+    data = text.encode("utf-8") if vr in TEXT_VRS else text.encode("ascii", "replace")
     if len(data) % 2:
         data += b"\x00" if vr == "UI" else b" "
     return data
