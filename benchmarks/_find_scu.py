@@ -10,7 +10,6 @@ reads responses until the final one. It speaks only what the benchmark needs.
 from __future__ import annotations
 
 import socket
-import struct
 import sys
 from pathlib import Path
 
@@ -18,27 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dicomflow.dicom.values import Values
 from dicomflow.dicom.walker import read_elements
 from dicomflow.receiver import upperlayer as ul
+from tests.integration.qr.qr_support import find_rq
 from tests.unit.receiver.test_upperlayer import pynetdicom_rq
 
 IMPLICIT = "1.2.840.10008.1.2"
 _STATUS = 0x00000900
 _FIELD = 0x00000100
-_ELEMENT = struct.Struct("<HHI")
-
-
-def _element(tag: int, value: bytes) -> bytes:
-    if len(value) % 2:
-        value += b"\x00"
-    return _ELEMENT.pack(tag >> 16, tag & 0xFFFF, len(value)) + value
-
-
-def find_rq(message_id: int, sop_class: str) -> bytes:
-    body = b"".join([
-        _element(0x00000002, sop_class.encode()), _element(0x00000100, struct.pack("<H", 0x0020)),
-        _element(0x00000110, struct.pack("<H", message_id)), _element(0x00000700, struct.pack("<H", 0)),
-        _element(0x00000800, struct.pack("<H", 0x0000)),
-    ])
-    return _element(0x00000000, struct.pack("<I", len(body))) + body
 
 
 class FindScu:

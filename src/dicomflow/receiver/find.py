@@ -23,6 +23,7 @@ from typing import Protocol
 
 from dicomflow.ingest.service import StoreService
 from dicomflow.ingest.transfer_log import Peer
+from dicomflow.qr.exceptions import UNABLE_TO_PROCESS
 from dicomflow.qr.service import FindRequest, FindService
 from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
@@ -133,8 +134,14 @@ def answer_find(host: FindHost, command: dimse.Command, context_id: int) -> None
     """A C-FIND-RQ whose identifier arrived whole, answered; a C-CANCEL-RQ after its final response ignored."""
     identifier, host.identifier = host.identifier, None
     finder = host.server.finder
-    if command.command_field == dimse.C_CANCEL_RQ or identifier is None or finder is None:
+    if command.command_field == dimse.C_CANCEL_RQ:
         return  # a C-CANCEL after the final response: nothing left to cancel (PS3.7 9.3.2.3)
+    if identifier is None or finder is None:  # a C-FIND-RQ without an identifier still gets its answer
+        abstract, _syntax = host.accepted[context_id]
+        rsp = dimse.c_find_rsp(command.message_id, command.affected_sop_class_uid or abstract, UNABLE_TO_PROCESS,
+                               has_identifier=False, error_comment="C-FIND-RQ without an identifier")
+        host._send(b"".join(ul.encode_pdata(context_id, ul.COMMAND, rsp, host.max_send_pdu)))
+        return
     assert host.peer is not None
     tenant = host.server.service.ingestor.tenants.resolve(None, host.peer.calling_ae)
     serve_find(host, finder, command, context_id, identifier.value(), tenant=tenant,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import struct
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -89,3 +90,19 @@ def findscu(port: int, out: Path, *keys: str, model: str = "-S", calling: str = 
     env = {**os.environ, "TCP_NODELAY": "1"}
     run = subprocess.run([*args, "127.0.0.1", str(port)], capture_output=True, text=True, timeout=60, env=env)
     return run, [pydicom.dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+
+
+def _element(tag: int, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\x00"
+    return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(value)) + value
+
+
+def find_rq(message_id: int, sop_class: str, *, with_identifier: bool = True) -> bytes:
+    """A C-FIND-RQ command set (implicit VR little endian), as an SCU writes it."""
+    body = b"".join([
+        _element(0x00000002, sop_class.encode()), _element(0x00000100, struct.pack("<H", 0x0020)),
+        _element(0x00000110, struct.pack("<H", message_id)), _element(0x00000700, struct.pack("<H", 0)),
+        _element(0x00000800, struct.pack("<H", 0x0000 if with_identifier else 0x0101)),
+    ])
+    return _element(0x00000000, struct.pack("<I", len(body))) + body

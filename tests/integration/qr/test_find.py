@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,12 +23,16 @@ from pynetdicom.sop_class import (
 )
 
 from dicomflow.audit.cfind import QUERY
+from dicomflow.dicom.values import Values
+from dicomflow.dicom.walker import read_elements
 from dicomflow.kafka.admin import delete_topics
 from dicomflow.qr import exceptions as st
+from dicomflow.receiver import upperlayer as ul
 from dicomflow.settings import QrSettings, Settings
 from dicomflow.stack import LocalStack
 from tests.integration.ingest_support import make_topics, read_audit, running_receiver, with_ingest, with_receiver
-from tests.integration.qr.qr_support import BIG_SERIES, OTHER_AE, OTHER_TENANT, TENANT, fill_index, findscu
+from tests.integration.qr.qr_support import BIG_SERIES, OTHER_AE, OTHER_TENANT, TENANT, fill_index, find_rq, findscu
+from tests.unit.receiver.test_upperlayer import pynetdicom_rq
 
 PATIENT_ROOT = PatientRootQueryRetrieveInformationModelFind
 STUDY_ROOT = StudyRootQueryRetrieveInformationModelFind
@@ -263,3 +268,18 @@ def test_every_query_is_audited(indexed: Settings, tmp_path: Path) -> None:
     assert event.tenant_id == OTHER_TENANT and event.event_action == "E" and event.event_outcome == 0
     (obj,) = event.participant_objects
     assert obj.object_id == STUDY_ROOT and obj.details["results"] == "0" and obj.details["status"] == "0x0000"
+
+
+def test_a_find_without_identifier_is_answered_and_the_association_goes_on(indexed: Settings, tmp_path: Path) -> None:
+    """Native engine: a C-FIND-RQ that says no identifier follows gets a final 0xC000, not silence."""
+    with receiver(indexed, tmp_path) as p, socket.create_connection(("127.0.0.1", p), timeout=10) as sock:
+        sock.sendall(pynetdicom_rq((STUDY_ROOT, ["1.2.840.10008.1.2"])))
+        assert ul.read_pdu(sock, 1 << 20)[0] == 0x02
+        sock.sendall(b"".join(ul.encode_pdata(1, ul.COMMAND, find_rq(3, STUDY_ROOT, with_identifier=False), 0)))
+        kind, body = ul.read_pdu(sock, 1 << 20)
+        (_, control, fragment), = list(ul.iter_pdvs(body))
+        assert kind == ul.P_DATA_TF and control & ul.COMMAND
+        v = Values(read_elements(bytes(fragment), frozenset({0x00000900, 0x00000120})), "rsp")
+        assert (v.unsigned_short(0x00000900), v.unsigned_short(0x00000120)) == (st.UNABLE_TO_PROCESS, 3)
+        sock.sendall(bytes([0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0]))
+        assert ul.read_pdu(sock, 1 << 16)[0] == 0x06  # A-RELEASE-RP: the association was still fine
