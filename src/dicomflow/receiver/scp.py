@@ -19,6 +19,9 @@ the same content is a Success that publishes nothing; other content is
 refused with ``0x0111`` by default (``reject``: the stored file stays), or
 answered Success and kept (``keep``), or replaces the file with a new store
 event (``replace``).
+
+C-FIND is answered on the same associations by :class:`~dicomflow.qr.service.FindService`
+(``[qr]``, docs/qr.md), within the calling AE's tenant.
 """
 
 from __future__ import annotations
