@@ -45,7 +45,8 @@ def scp(
 
     Every storage SOP class is accepted, in the transfer syntax the sender
     proposes. Success is answered only once the file is durably written and
-    Kafka acknowledged its store event.
+    Kafka acknowledged its store event. C-FIND (Patient and Study Root) is
+    answered from the index, within the calling AE's tenant (docs/qr.md).
     """
     from dicomflow.errors import DicomflowError
 

@@ -52,9 +52,11 @@ from dicomflow.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERS
 from dicomflow.ingest.ingestor import Source
 from dicomflow.ingest.service import StoreService
 from dicomflow.ingest.transfer_log import Peer, SessionKey
+from dicomflow.qr.service import FindService
 from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
 from dicomflow.receiver.events import AssociationEvents
+from dicomflow.receiver.find import IdentifierBuffer, answer_find
 from dicomflow.receiver.identity import IdentityPolicy
 from dicomflow.receiver.limits import Slot, SlotLimiter, SlotRefused
 from dicomflow.receiver.negotiation import REFUSAL_KINDS, REJECT_USER_IDENTITY, Negotiation, user_identity
@@ -89,6 +91,7 @@ class AssociationHost(Protocol):
     negotiation: Negotiation
     identity: IdentityPolicy
     tls: ServerTls | None
+    finder: FindService | None  # C-FIND on the index (None: no queries answered)
 
     def forget(self, association: Association) -> None:
         """The association ended (called once, from its own thread)."""
@@ -116,6 +119,7 @@ class Association:
         self._slot_lock = threading.Lock()
         #: The data set being received, if any (discarded if the association ends first).
         self.reception: Reception | None = None
+        self.identifier: IdentifierBuffer | None = None
 
     # ------------------------------------------------------------------ I/O
 
@@ -343,19 +347,25 @@ class Association:
                         else:
                             self._begin(command, context_id)
                 else:
-                    if command is None or self.reception is None:
+                    if command is None or (self.reception is None and self.identifier is None):
                         raise ul.ProtocolError("data set fragment without a command")
                     if pdv_context != context_id:
                         raise ul.ProtocolError(
                             f"data set on presentation context {pdv_context}, its command on {context_id}")
                     last = bool(control & ul.LAST_FRAGMENT)
-                    self.reception.feed(fragment, last)
+                    if self.identifier is not None:
+                        self.identifier.feed(fragment)
+                    elif self.reception is not None:
+                        self.reception.feed(fragment, last)
                     if last:
                         self._answer(command, context_id)
                         command = None
 
     def _begin(self, command: dimse.Command, context_id: int) -> None:
-        """A command with a data set: C-STORE starts a reception; anything else is not served."""
+        """A command with a data set: C-STORE starts a reception, C-FIND an identifier; anything else is not served."""
+        if command.command_field == dimse.C_FIND_RQ and self.server.finder is not None:
+            self.identifier = IdentifierBuffer()
+            return
         if command.command_field != dimse.C_STORE_RQ:
             raise ul.ProtocolError(f"DIMSE command 0x{command.command_field:04X} is not served here")
         assert self.peer is not None
@@ -378,6 +388,9 @@ class Association:
             outcome = reception.finish()
             response = dimse.c_store_rsp(command.message_id, command.affected_sop_class_uid or abstract,
                                          command.affected_sop_instance_uid, outcome.status, outcome.comment)
+        elif command.command_field in (dimse.C_FIND_RQ, dimse.C_CANCEL_RQ):
+            answer_find(self, command, context_id)
+            return
         else:
             raise ul.ProtocolError(f"DIMSE command 0x{command.command_field:04X} is not served here")
         for pdu in ul.encode_pdata(context_id, ul.COMMAND, response, self.max_send_pdu):

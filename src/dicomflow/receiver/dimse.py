@@ -1,4 +1,4 @@
-"""DIMSE command sets (PS3.7 section 9/10) for C-STORE and C-ECHO, encoded directly.
+"""DIMSE command sets (PS3.7 section 9/10) for C-STORE, C-ECHO and C-FIND (with C-CANCEL), encoded directly.
 
 A command set is a handful of group 0000 elements, always Implicit VR Little
 Endian. Reading them with the one element walker and value decoder
@@ -22,6 +22,11 @@ C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
 C_ECHO_RQ = 0x0030
 C_ECHO_RSP = 0x8030
+C_FIND_RQ = 0x0020
+C_FIND_RSP = 0x8020
+C_CANCEL_RQ = 0x0FFF
+#: (0000,0800) Command Data Set Type of a response carrying an identifier (any value but 0x0101).
+WITH_DATASET = 0x0102
 #: (0000,0800) Command Data Set Type value meaning "no data set follows".
 NO_DATASET = 0x0101
 
@@ -36,7 +41,7 @@ AFFECTED_SOP_INSTANCE_UID = 0x00001000
 
 #: Command elements the SCP reads (walked by :func:`dicomflow.dicom.walker.read_elements`).
 _WANTED = frozenset({COMMAND_FIELD, MESSAGE_ID, COMMAND_DATASET_TYPE, AFFECTED_SOP_CLASS_UID,
-                     AFFECTED_SOP_INSTANCE_UID})
+                     AFFECTED_SOP_INSTANCE_UID, MESSAGE_ID_RESPONDED_TO})
 #: Encodes the responses' elements (implicit VR little endian: tag and 32-bit length).
 _ELEMENT = struct.Struct("<HHI")
 _US = struct.Struct("<H")
@@ -52,6 +57,8 @@ class Command:
     affected_sop_class_uid: str
     affected_sop_instance_uid: str
     has_dataset: bool
+    #: (0000,0120) of a C-CANCEL-RQ: the request it cancels.
+    message_id_responded_to: int | None = None
 
 
 def parse_command(data: bytes | memoryview) -> Command:
@@ -67,6 +74,9 @@ def parse_command(data: bytes | memoryview) -> Command:
         raise ProtocolError(f"unreadable command set: {exc}") from exc
     v = Values(found, "command set")
     field, message_id = v.unsigned_short(COMMAND_FIELD), v.unsigned_short(MESSAGE_ID)
+    responded_to = v.unsigned_short(MESSAGE_ID_RESPONDED_TO)
+    if field == C_CANCEL_RQ and message_id is None and responded_to is not None:
+        message_id = responded_to  # a C-CANCEL-RQ has no Message ID of its own
     if field is None or message_id is None:
         raise ProtocolError("command set without a Command Field or Message ID")
     dataset_type = v.unsigned_short(COMMAND_DATASET_TYPE)
@@ -76,6 +86,7 @@ def parse_command(data: bytes | memoryview) -> Command:
         affected_sop_class_uid=v.uid(AFFECTED_SOP_CLASS_UID) or "",
         affected_sop_instance_uid=v.uid(AFFECTED_SOP_INSTANCE_UID) or "",
         has_dataset=dataset_type is not None and dataset_type != NO_DATASET,
+        message_id_responded_to=responded_to,
     )
 
 
@@ -117,4 +128,22 @@ def c_echo_rsp(message_id: int, sop_class_uid: str, status: int = 0) -> bytes:
     ])
 
 
-__all__ = ["C_ECHO_RQ", "C_STORE_RQ", "Command", "c_echo_rsp", "c_store_rsp", "parse_command"]
+def c_find_rsp(message_id: int, sop_class_uid: str, status: int, *, has_identifier: bool,
+               error_comment: str | None = None) -> bytes:
+    """The C-FIND-RSP command set (a pending one carries an identifier, the final one does not)."""
+    elements = [
+        _element(AFFECTED_SOP_CLASS_UID, sop_class_uid.encode("ascii", "replace")),
+        _element(COMMAND_FIELD, _US.pack(C_FIND_RSP)),
+        _element(MESSAGE_ID_RESPONDED_TO, _US.pack(message_id)),
+        _element(COMMAND_DATASET_TYPE, _US.pack(WITH_DATASET if has_identifier else NO_DATASET)),
+        _element(STATUS, _US.pack(status)),
+    ]
+    if error_comment:
+        elements.append(_element(ERROR_COMMENT, error_comment.encode("ascii", "replace")[:64], b" "))
+    return _command(elements)
+
+
+__all__ = [
+    "C_CANCEL_RQ", "C_ECHO_RQ", "C_FIND_RQ", "C_STORE_RQ", "Command", "c_echo_rsp", "c_find_rsp", "c_store_rsp",
+    "parse_command",
+]

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterable
 
 from dicomflow.ingest.service import StoreService
+from dicomflow.qr.service import FindService
 from dicomflow.receiver.acceptor import Association
 from dicomflow.receiver.events import AssociationEvents
 from dicomflow.receiver.identity import IdentityPolicy
@@ -32,12 +33,14 @@ class NativeEngine:
     """Accepts connections (or is handed them) and serves each association on its own thread."""
 
     def __init__(self, receiver: ReceiverSettings, service: StoreService, events: AssociationEvents, *,
-                 limiter: SlotLimiter, listen: bool = True) -> None:
+                 limiter: SlotLimiter, listen: bool = True, finder: FindService | None = None) -> None:
         self.receiver = receiver
         self.service = service
         self.events = events
         #: Association slots shared with the receiver's other processes.
         self.limiter = limiter
+        #: C-FIND on the index (receiver/find.py); None: C-FIND is not served.
+        self.finder = finder
         self.negotiation = Negotiation(receiver, service.ingestor.settings.supported_transfer_syntaxes)
         self.identity = IdentityPolicy(receiver)
         #: TLS (receiver.tls): on the main port when tls.port is 0, else on a listener of its own.

@@ -4,7 +4,9 @@ Which requests are refused (protocol version, application context, calling
 AE title not allowed; a user identity that fails is decided by
 :mod:`~dicomflow.receiver.identity`), and which presentation contexts are
 accepted: a storage SOP class or Verification, with the first transfer
-syntax *the sender* proposed that we know, so instances are kept as sent.
+syntax *the sender* proposed that we know, so instances are kept as sent; a
+Query/Retrieve FIND SOP class (:mod:`dicomflow.qr`) with the first
+uncompressed one (an identifier is a handful of elements).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Iterable
 
 from pydicom.uid import AllTransferSyntaxes
 
+from dicomflow.qr.model import FIND_SOP_CLASSES
+from dicomflow.qr.results import IDENTIFIER_SYNTAXES
 from dicomflow.receiver import upperlayer as ul
 from dicomflow.receiver.identity import UserIdentity, parse_user_identity
 from dicomflow.settings import ReceiverSettings
@@ -56,6 +60,9 @@ class Negotiation:
         accepted: dict[int, tuple[str, str]] = {}
         for proposed in request.contexts:
             abstract = proposed.abstract_syntax
+            if abstract in FIND_SOP_CLASSES:
+                results.append(_query_context(proposed, accepted))
+                continue
             if abstract not in self.abstract_syntaxes and not abstract.startswith(STORAGE_ROOT):
                 results.append(ul.ContextResult(proposed.context_id, ul.ABSTRACT_SYNTAX_NOT_SUPPORTED,
                                                 proposed.transfer_syntaxes[0] if proposed.transfer_syntaxes else ""))
@@ -68,6 +75,16 @@ class Negotiation:
             results.append(ul.ContextResult(proposed.context_id, ul.ACCEPTANCE, chosen))
             accepted[proposed.context_id] = (abstract, chosen)
         return results, accepted
+
+
+def _query_context(proposed: ul.ProposedContext, accepted: dict[int, tuple[str, str]]) -> ul.ContextResult:
+    """A C-FIND context: accepted with the first uncompressed transfer syntax proposed (recorded in ``accepted``)."""
+    chosen = next((ts for ts in proposed.transfer_syntaxes if ts in IDENTIFIER_SYNTAXES), None)
+    if chosen is None:
+        return ul.ContextResult(proposed.context_id, ul.TRANSFER_SYNTAXES_NOT_SUPPORTED,
+                                proposed.transfer_syntaxes[0] if proposed.transfer_syntaxes else "")
+    accepted[proposed.context_id] = (proposed.abstract_syntax, chosen)
+    return ul.ContextResult(proposed.context_id, ul.ACCEPTANCE, chosen)
 
 
 #: An identity that fails (PS3.7 D.3.3.7.3): rejected-permanent, ACSE-related, no reason given.

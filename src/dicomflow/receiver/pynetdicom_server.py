@@ -6,7 +6,7 @@ configured), at a cost: building pydicom datasets for every command set and
 polling loops that sleep a millisecond put its ceiling near 250 C-STOREs/s
 per process on this hardware, even with a handler that does nothing. The
 native engine (:mod:`~dicomflow.receiver.acceptor`) is the default for that
-reason; this one stays as the reference implementation and the fallback.
+reason; this one stays as the reference implementation and the fallback. C-FIND: :mod:`.pynetdicom_find`.
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ from dicomflow.ingest.exceptions import OUT_OF_RESOURCES
 from dicomflow.ingest.ingestor import Source
 from dicomflow.ingest.service import SUCCESS, StoreRequest, StoreService
 from dicomflow.ingest.transfer_log import Peer, SessionKey
+from dicomflow.qr.service import FindService
 from dicomflow.receiver.events import AssociationEvents
 from dicomflow.receiver.identity import IdentityPolicy
+from dicomflow.receiver.pynetdicom_find import find_handlers
 from dicomflow.receiver.pynetdicom_identity import handle_requested, username_of
 from dicomflow.receiver.reception import DatasetTooLarge, Reception
 from dicomflow.receiver.tcp import prompt_acks, set_nodelay
@@ -46,9 +48,8 @@ from dicomflow.settings import ReceiverSettings
 
 log = logging.getLogger(__name__)
 
-#: Largest PDU we accept (pynetdicom's default is 16 kB). A typical CT or MR
-#: image then arrives in one P-DATA PDU instead of three, and each PDU costs
-#: pynetdicom a decode, a state-machine step and a few event dispatches.
+#: Largest PDU we accept (pynetdicom's default is 16 kB). A typical CT or MR image then arrives in one
+#: P-DATA PDU instead of three, and each PDU costs pynetdicom a decode, a state-machine step and a few event dispatches.
 MAX_PDU_BYTES = 1024 * 1024
 
 _UNCOMPRESSED_LAST = (DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE, IMPLICIT_VR_LE)
@@ -317,10 +318,9 @@ class PynetdicomEngine:
     """
 
     def __init__(self, receiver: ReceiverSettings, service: StoreService, events: AssociationEvents, *,
-                 listen: bool = True) -> None:
-        # pynetdicom's only way to keep a data set out of memory is this process-wide switch: each
-        # C-STORE data set is written to a temporary file (in the system's temporary folder) as it
-        # arrives and handed to handle_store by path.
+                 listen: bool = True, finder: FindService | None = None) -> None:
+        # pynetdicom's only way to keep a data set out of memory is this process-wide switch: each C-STORE data
+        # set is written to a temporary file (in the system's temporary folder) as it arrives, handed over by path.
         _config.STORE_RECV_CHUNKED_DATASET = True
         self.ae = build_ae(receiver, service.ingestor.settings.supported_transfer_syntaxes)
         tls = ServerTls(receiver.tls) if receiver.tls.enabled else None
@@ -332,7 +332,7 @@ class PynetdicomEngine:
             (evt.EVT_CONN_CLOSE, handle_closed, [events, sessions]),
             (evt.EVT_REJECTED, handle_rejected, [events, receiver]),
             (evt.EVT_REQUESTED, handle_requested, [IdentityPolicy(receiver), events]),
-        ]
+        ] + (find_handlers(self.ae, finder, service.ingestor.tenants, _peer_of) if finder is not None else [])
 
         def server(port: int, secure: bool, bind: bool) -> AssociationServer:
             made = cast(AssociationServer, self.ae.make_server(

@@ -19,6 +19,9 @@ the same content is a Success that publishes nothing; other content is
 refused with ``0x0111`` by default (``reject``: the stored file stays), or
 answered Success and kept (``keep``), or replaces the file with a new store
 event (``replace``).
+
+C-FIND is answered on the same associations by :class:`~dicomflow.qr.service.FindService`
+(``[qr]``, docs/qr.md), within the calling AE's tenant.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from dicomflow.ingest.transfer_log import Peer, SessionKey, TransferLog
 from dicomflow.kafka.producer import Publisher
 from dicomflow.metrics.receiver import ReceiverMetrics
 from dicomflow.models import AuditEvent
+from dicomflow.qr.service import FindService
 from dicomflow.receiver.limits import SlotLimiter
 from dicomflow.receiver.reception import clear_incoming
 from dicomflow.settings import Settings
@@ -108,17 +112,20 @@ class Receiver:
         self.transfers = TransferLog(settings.worker_node_id, self._emit_audit)
         self.service = StoreService(self.ingestor, self.publisher, self.transfers, publish_timeout_s=rs.publish_timeout_s,
                                     metrics=metrics)
+        #: C-FIND on the index ([qr], docs/qr.md): its connections open on the first query.
+        self.finder = FindService(settings.qr, settings.database, ae_title=rs.ae_title,
+                                  node_id=settings.worker_node_id, audit=self._emit_audit)
         #: Called after every connection ends, however it ended (the dispatcher counts on it).
         self.on_connection_closed: list[Callable[[], None]] = []
         self.engine: Engine
         if rs.engine == "pynetdicom":
             from dicomflow.receiver.pynetdicom_server import PynetdicomEngine
 
-            self.engine = PynetdicomEngine(rs, self.service, self, listen=listen)
+            self.engine = PynetdicomEngine(rs, self.service, self, listen=listen, finder=self.finder)
         else:
             from dicomflow.receiver.native import NativeEngine
 
-            self.engine = NativeEngine(rs, self.service, self, limiter=self.limiter, listen=listen)
+            self.engine = NativeEngine(rs, self.service, self, limiter=self.limiter, listen=listen, finder=self.finder)
         self._listen = listen
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -172,6 +179,7 @@ class Receiver:
             time.sleep(0.05)
         self.engine.close()
         self.service.close()
+        self.finder.close()
         self.limiter.close()
         if self._own_slots is not None:
             self._own_slots.cleanup()

@@ -17,6 +17,7 @@ from dicomflow.settings.derived import ohif_dist
 from dicomflow.settings.export import as_dict, to_child_env
 from dicomflow.settings.lifecycle import LifecycleSettings
 from dicomflow.settings.loader import default_config_path, from_child_env, is_set, load_settings
+from dicomflow.settings.qr import QrSettings
 from dicomflow.settings.schema import (
     DEFAULT_SUPPORTED_TS,
     ClickHouseSettings,
@@ -56,6 +57,7 @@ __all__ = [
     "LifecycleSettings",
     "MetricsSettings",
     "OAuth2Settings",
+    "QrSettings",
     "ReceiverSettings",
     "Settings",
     "StackSettings",

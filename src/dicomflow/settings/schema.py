@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from dicomflow.settings.lifecycle import LifecycleSettings
+from dicomflow.settings.qr import QrSettings
 from dicomflow.settings.storage import StorageS3Settings, StorageSettings
 from dicomflow.settings.web import ImagesSettings, OAuth2Settings, ViewerSettings, WebSettings
 
@@ -168,8 +169,7 @@ class TlsSettings:
     key_file: Path | None = None
     #: PEM CA certificate(s) a client certificate must chain to: set = mutual TLS (required).
     ca_file: Path | None = None
-    #: 0: the main port (receiver.port) speaks TLS instead of plain TCP;
-    #: another port: a TLS listener beside the plain one.
+    #: 0: the main port (receiver.port) speaks TLS instead of plain TCP; another port: a TLS listener beside the plain one.
     port: int = 0
     #: Seconds a new connection has to complete the TLS handshake.
     handshake_timeout_s: float = 10.0
@@ -367,6 +367,7 @@ class Settings:
     clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
     doris: DorisSettings = field(default_factory=DorisSettings)
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+    qr: QrSettings = field(default_factory=QrSettings)
 
 
 def tenant_tag(settings: IngestSettings) -> int:

@@ -94,7 +94,14 @@ class Filters:
     offset: int = 0
 
 
-def _text(column: sql.Composable, match: Text, params: list[Any]) -> sql.Composable:
+def like_pattern(value: str) -> str:
+    """A DICOM wildcard value (``*`` any run, ``?`` one character) as a LIKE pattern with ``\\`` escapes."""
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def text_match(column: sql.Composable, match: Text, params: list[Any]) -> sql.Composable:
+    """``column`` matching ``match`` (its value appended to ``params``): =, LIKE or ILIKE (QIDO-RS and C-FIND)."""
     params.append(match.value)
     if match.like:
         op = "ILIKE" if match.case_insensitive else "LIKE"
@@ -154,11 +161,11 @@ def _state_conditions(f: Filters, alias: str, params: list[Any], *, with_modalit
 
     out: list[sql.Composable] = []
     if f.patient_id is not None:
-        out.append(_text(col("patient_id"), f.patient_id, params))
+        out.append(text_match(col("patient_id"), f.patient_id, params))
     if f.patient_name is not None:
-        out.append(_text(col("patient_name"), f.patient_name, params))
+        out.append(text_match(col("patient_name"), f.patient_name, params))
     if f.accession_number is not None:
-        out.append(_text(col("accession_number"), f.accession_number, params))
+        out.append(text_match(col("accession_number"), f.accession_number, params))
     if f.study_date is not None:
         if f.study_date.start is not None:
             params.append(f.study_date.start)
@@ -170,7 +177,7 @@ def _state_conditions(f: Filters, alias: str, params: list[Any], *, with_modalit
     if f.patient_name_words is not None:
         out += _name_words(col("patient_name"), f.patient_name_words, params)
     if f.study_description is not None:
-        out.append(_text(col("study_description"), f.study_description, params))
+        out.append(text_match(col("study_description"), f.study_description, params))
     if f.study_uids:
         params.append(list(f.study_uids))
         out.append(sql.SQL("{} = ANY(%s)").format(col("study_uid")))
@@ -347,8 +354,10 @@ __all__ = [
     "TimeRange",
     "instances",
     "iter_instances",
+    "like_pattern",
     "ping",
     "search_instances",
     "search_series",
     "search_studies",
+    "text_match",
 ]

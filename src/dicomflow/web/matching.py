@@ -13,17 +13,11 @@ import datetime as dt
 import re
 
 from dicomflow.errors import DicomflowError
-from dicomflow.store.queries import DateRange, NameWords, Text, TimeRange
+from dicomflow.store.queries import DateRange, NameWords, Text, TimeRange, like_pattern
 
 
 class QueryError(DicomflowError):
     """A query parameter that cannot be honoured (answered 400 with this message)."""
-
-
-def like_pattern(value: str) -> str:
-    """``*`` / ``?`` as LIKE's ``%`` / ``_``, LIKE's own characters escaped (backslash, LIKE's default escape)."""
-    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%").replace("?", "_")
 
 
 def text(value: str, *, case_insensitive: bool = False) -> Text | None:
@@ -97,4 +91,4 @@ def time_range(value: str, key: str) -> TimeRange | None:
     return TimeRange(_time(value, key, end=False), _time(value, key, end=True))
 
 
-__all__ = ["QueryError", "date_range", "like_pattern", "name_words", "text", "time_range"]
+__all__ = ["QueryError", "date_range", "name_words", "text", "time_range"]

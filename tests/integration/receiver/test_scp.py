@@ -440,12 +440,12 @@ def content(path: Path) -> dict[int, object]:
 def test_other_services_are_not_accepted(scp_settings: Settings) -> None:
     with running_receiver(scp_settings):
         ae = AE(ae_title="FINDER")
-        ae.add_requested_context("1.2.840.10008.5.1.4.1.2.1.1")  # Patient Root Query/Retrieve FIND
+        ae.add_requested_context("1.2.840.10008.5.1.4.31")  # Modality Worklist FIND (C-FIND of Q/R: docs/qr.md)
         ae.add_requested_context(CT_IMAGE, ExplicitVRLittleEndian)
         assoc = ae.associate("127.0.0.1", scp_settings.receiver.port, ae_title="DICOMFLOW")
         assert assoc.is_established
         assert [cx.abstract_syntax for cx in assoc.accepted_contexts] == [CT_IMAGE]
-        assert [cx.abstract_syntax for cx in assoc.rejected_contexts] == ["1.2.840.10008.5.1.4.1.2.1.1"]
+        assert [cx.abstract_syntax for cx in assoc.rejected_contexts] == ["1.2.840.10008.5.1.4.31"]
         assoc.release()
 
 

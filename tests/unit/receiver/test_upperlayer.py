@@ -27,6 +27,8 @@ from dicomflow.settings import DEFAULT_SUPPORTED_TS, ReceiverSettings
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+#: Modality Worklist FIND: a service the receiver does not offer.
+WORKLIST = "1.2.840.10008.5.1.4.31"
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"
 JPEG = "1.2.840.10008.1.2.4.50"
@@ -71,11 +73,20 @@ def test_an_associate_rq_from_pynetdicom_is_read() -> None:
 
 
 def test_negotiation_keeps_the_senders_first_syntax_and_rejects_other_services() -> None:
-    request = ul.parse_associate_rq(pynetdicom_rq((CT, [JPEG, EXPLICIT]), (FIND, [IMPLICIT]), (CT, ["1.2.3.999"]))[6:])
+    request = ul.parse_associate_rq(pynetdicom_rq((CT, [JPEG, EXPLICIT]), (WORKLIST, [IMPLICIT]), (CT, ["1.2.3.999"]))[6:])
     results, accepted = Negotiation(ReceiverSettings(), DEFAULT_SUPPORTED_TS).contexts(request)
     assert [(r.context_id, r.result) for r in results] == [
         (1, ul.ACCEPTANCE), (3, ul.ABSTRACT_SYNTAX_NOT_SUPPORTED), (5, ul.TRANSFER_SYNTAXES_NOT_SUPPORTED)]
     assert accepted == {1: (CT, JPEG)}
+
+
+def test_query_retrieve_find_is_accepted_uncompressed_only() -> None:
+    """C-FIND contexts (Patient / Study Root) take the first uncompressed syntax proposed; a compressed one alone is refused."""
+    study_root = "1.2.840.10008.5.1.4.1.2.2.1"
+    request = ul.parse_associate_rq(pynetdicom_rq((FIND, [JPEG, EXPLICIT, IMPLICIT]), (study_root, [JPEG]))[6:])
+    results, accepted = Negotiation(ReceiverSettings(), DEFAULT_SUPPORTED_TS).contexts(request)
+    assert [(r.context_id, r.result) for r in results] == [(1, ul.ACCEPTANCE), (3, ul.TRANSFER_SYNTAXES_NOT_SUPPORTED)]
+    assert accepted == {1: (FIND, EXPLICIT)}
 
 
 def test_refusals() -> None:
@@ -104,7 +115,7 @@ def test_a_proposed_syntax_with_non_ascii_bytes_is_answered_not_raised() -> None
 
 
 def test_our_associate_ac_is_read_by_pynetdicom() -> None:
-    request = ul.parse_associate_rq(pynetdicom_rq((CT, [JPEG, EXPLICIT]), (FIND, [IMPLICIT]))[6:])
+    request = ul.parse_associate_rq(pynetdicom_rq((CT, [JPEG, EXPLICIT]), (WORKLIST, [IMPLICIT]))[6:])
     results, _ = Negotiation(ReceiverSettings(), DEFAULT_SUPPORTED_TS).contexts(request)
     data = ul.encode_associate_ac(request, results, max_pdu_length=1 << 20,
                                   implementation_class_uid="2.25.1", implementation_version="DICOMFLOW_01")
