@@ -29,6 +29,7 @@ from dicomflow.errors import ConfigError
 from dicomflow.settings.aws import aws_fallbacks
 from dicomflow.settings.deprecated import current_keys, env_name
 from dicomflow.settings.derived import is_origin
+from dicomflow.settings.qr import parse_destination
 from dicomflow.settings.reference import REFERENCE_KEYS, REFERENCE_ONLY_SECTIONS
 from dicomflow.settings.schema import Settings
 
@@ -141,7 +142,7 @@ def _converter(tp: Any) -> _Converter | None:
 
 
 #: Settings whose value is itself a table (not a section or sub-table).
-_TABLE_SETTINGS = frozenset({"kafka.client", "ingest.ae_tenants", "receiver.ae_tenants"})
+_TABLE_SETTINGS = frozenset({"kafka.client", "ingest.ae_tenants", "receiver.ae_tenants", "qr.destinations"})
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -373,6 +374,9 @@ def _validate(s: Settings) -> None:
         (not s.storage.s3.prefix.startswith("/") and ".." not in s.storage.s3.prefix.split("/"), "storage.s3.prefix",
          "must be a relative key prefix without '..'"),
     ]
+    for ae, address in s.qr.destinations.items():
+        checks.append((parse_destination(address) is not None and 0 < len(ae.strip().encode()) <= 16,
+                       f"qr.destinations.{ae}", "must be an AE title of 1-16 characters = \"host:port\""))
     for ok, key, problem in checks:
         if not ok:
             raise ConfigError(key, "settings", problem)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from dicomflow.settings.qr import QrSettings
 from dicomflow.settings.storage import StorageS3Settings, StorageSettings
 from dicomflow.settings.web import ImagesSettings, OAuth2Settings, ViewerSettings, WebSettings
 
@@ -364,6 +365,7 @@ class Settings:
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
     clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
     doris: DorisSettings = field(default_factory=DorisSettings)
+    qr: QrSettings = field(default_factory=QrSettings)
 
 
 def tenant_tag(settings: IngestSettings) -> int:
@@ -385,6 +387,7 @@ __all__ = [
     "KafkaSettings",
     "MetricsSettings",
     "OAuth2Settings",
+    "QrSettings",
     "ReceiverSettings",
     "Settings",
     "SslMode",

@@ -21,6 +21,7 @@ CONSTRAINED: dict[str, Any] = {
     "receiver.port": 4242,
     "kafka.brokers": "k1:9092,k2:9093",
     "web.cors_origins": ("https://viewer.example", "http://127.0.0.1:3000"),
+    "qr.destinations": {"STORE SCP": "pacs.example:104", "WS1": "[::1]:11113"},
 }
 #: Left at their default in :func:`everything_changed` because the validation ties them to
 #: another field that it changes; a test of their own carries them.

@@ -1,0 +1,33 @@
+"""The ``[qr]`` section: query/retrieve over DIMSE (C-MOVE and C-GET here; C-FIND adds its keys).
+
+Imported by :mod:`.schema` only; imports nothing of the stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class QrSettings:
+    """Query/retrieve served by ``dicomflow scp`` from the index and the storage layer."""
+
+    #: Answer the Query/Retrieve contexts (on the ``pynetdicom`` receiver engine; the native engine
+    #: does not accept them, see docs/qr.md). Needs ``[database]`` to reach the index.
+    enabled: bool = False
+    #: C-MOVE destinations: AE title -> "host:port". A Move Destination not listed answers 0xA801.
+    destinations: Mapping[str, str] = field(default_factory=dict)
+    #: Seconds to wait for a move destination to accept the sub-operations' association.
+    move_connect_timeout_s: float = 10.0
+
+
+def parse_destination(value: str) -> tuple[str, int] | None:
+    """``"host:port"`` as (host, port); None when it is not one (the loader names the key)."""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host.strip("[]"), int(port)
+
+
+__all__ = ["QrSettings", "parse_destination"]
