@@ -54,7 +54,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "extract": FOUNDATION | {"dicom"},
     "imaging": FOUNDATION | {"dicom"},
     "ingest": FOUNDATION | {"dicom", "audit", "kafka", "blobs"},  # the S3 backend's placement (placement_s3)
-    "receiver": WAYS_IN | {"metrics"},  # its Prometheus metrics (metrics/receiver.py)
+    "receiver": WAYS_IN | {"metrics", "qr"},  # its Prometheus metrics (metrics/receiver.py); qr: C-MOVE / C-GET
+    # query/retrieve over DIMSE: the index, the objects, transcoding, the tenant rule (issue 21)
+    "qr": FOUNDATION | {"dicom", "store", "blobs", "imaging", "audit", "ingest"},
     "scanner": WAYS_IN,
     "web": WAYS_IN | {"store", "imaging", "metrics", "blobs"},  # blobs: instances through the storage layer
     "pipeline": FOUNDATION | {"extract", "kafka", "store", "audit", "metrics", "blobs"},  # objects by ranged reads

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dicomflow.audit import events as audit
 from dicomflow.ingest.ingestor import Ingestor
@@ -43,6 +43,9 @@ from dicomflow.models import AuditEvent
 from dicomflow.receiver.limits import SlotLimiter
 from dicomflow.receiver.reception import clear_incoming
 from dicomflow.settings import Settings
+
+if TYPE_CHECKING:
+    from dicomflow.qr.retrieve import Retriever
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +117,25 @@ class Receiver:
         if rs.engine == "pynetdicom":
             from dicomflow.receiver.pynetdicom_server import PynetdicomEngine
 
-            self.engine = PynetdicomEngine(rs, self.service, self, listen=listen)
+            self.engine = PynetdicomEngine(rs, self.service, self, listen=listen, retriever=self._retriever())
         else:
             from dicomflow.receiver.native import NativeEngine
 
             self.engine = NativeEngine(rs, self.service, self, limiter=self.limiter, listen=listen)
+            if settings.qr.enabled:
+                log.warning("[qr] enabled but the native receiver engine does not accept the C-MOVE / C-GET "
+                            "contexts; set receiver.engine = \"pynetdicom\" to serve them")
         self._listen = listen
         self._thread: threading.Thread | None = None
         self._stopped = False
+
+    def _retriever(self) -> Retriever | None:
+        """C-MOVE / C-GET's service when ``[qr] enabled`` (the pynetdicom engine only: see docs/qr.md)."""
+        if not self.settings.qr.enabled:
+            return None
+        from dicomflow.qr.retrieve import Retriever
+
+        return Retriever(self.settings, self.ingestor.tenants, self._emit_audit)
 
     @property
     def address(self) -> tuple[str, int]:
