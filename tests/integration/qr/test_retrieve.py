@@ -326,3 +326,28 @@ def test_the_native_engine_does_not_accept_retrieve_contexts(env: Env) -> None:
     finally:
         receiver.stop(announce=False)
 
+
+
+def test_a_failed_sub_operation_is_named_in_the_final_status_and_the_audit(env: Env) -> None:
+    study, files = sorted(env.studies.items())[1]  # the other study: no other test uses it
+    lost = sorted(files)[0]
+    files[lost].unlink()  # the index still names it: its sub-operation fails
+    ae = AE(ae_title="PYMOVE")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    with storescp(env.folder(), env.dest_port) as folder:
+        assoc = ae.associate("127.0.0.1", env.port, ae_title="DICOMFLOW")
+        responses = [(r, i) for r, i in assoc.send_c_move(_identifier(StudyInstanceUID=study), "STORESCP",
+                                                          StudyRootQueryRetrieveInformationModelMove) if r]
+        assoc.release()
+    final, identifier = responses[-1]
+    assert final.Status == 0xB000 and final.NumberOfFailedSuboperations == 1
+    assert final.NumberOfCompletedSuboperations == len(files) - 1
+    assert identifier is not None and identifier.FailedSOPInstanceUIDList == lost  # one value
+    assert set(received(folder)) == set(files) - {lost}
+    deadline = time.monotonic() + 20
+    while True:
+        failed = [e for e in read_audit(env.settings) if e.event_id.code == "110104" and e.event_outcome != 0
+                  and e.participant_objects[0].object_id == study]
+        if failed or time.monotonic() > deadline:
+            break
+    assert failed and lost in failed[0].participant_objects[0].details["failed_sop_instance_uids"]
