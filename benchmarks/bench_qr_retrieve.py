@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import statistics
@@ -127,6 +128,7 @@ def main() -> int:
     parser.add_argument("--instances", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
 
     base = LocalStack(load_settings(None, os.environ))
     base.up()

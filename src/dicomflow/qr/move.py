@@ -13,6 +13,9 @@ established to learn what was accepted, and records each C-STORE response.
 from __future__ import annotations
 
 import logging
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +44,56 @@ class _Captured:
 
     def established(self, event: Event) -> None:
         self.assoc = event.assoc
+        no_delay(event.assoc)
+
+
+class _HeldCheckpoint(threading.Event):
+    """pynetdicom's reactor checkpoint, kept clear (the reactor paused) while the sub-operations are sent.
+
+    pynetdicom's association thread runs a reactor that takes any message
+    off the DIMSE queue while it is not paused; ``send_c_store`` from
+    another thread (this handler's: the C-MOVE association's) pauses it by
+    clearing the checkpoint and polling a flag the reactor sets *before* it
+    blocks, and sets it again after each response. A C-STORE-RSP that
+    arrives inside that window (quickly, with TCP_NODELAY) is taken by the
+    reactor as an "unexpected" message and the send times out. Held, the
+    checkpoint ignores those ``set`` calls: the reactor stays blocked from
+    the first sub-operation to the last, and is released before pynetdicom
+    releases the association.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = True
+
+    def set(self) -> None:
+        if not self.held:
+            super().set()
+
+    def release_hold(self) -> None:
+        self.held = False
+        super().set()
+
+
+def hold_reactor(assoc: Association) -> _HeldCheckpoint:
+    """Pause ``assoc``'s reactor until :meth:`_HeldCheckpoint.release_hold` (see :class:`_HeldCheckpoint`)."""
+    held = _HeldCheckpoint()
+    assoc._reactor_checkpoint = held
+    deadline = time.monotonic() + 1.0
+    time.sleep(0.005)  # past an iteration that was already through the old checkpoint
+    while not assoc._is_paused and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    return held
+
+
+def no_delay(assoc: Association) -> None:
+    """TCP_NODELAY on the sub-operations' socket: without it each C-STORE waits ~40 ms (Nagle + delayed ACK)."""
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:  # an observer: the transfer goes on, only slower
+            log.debug("cannot set TCP_NODELAY on the move association: %s", exc)
 
 
 def _lookup(event: Event, retriever: Retriever, destination: str) -> Transfer | Dataset:
@@ -87,7 +140,11 @@ def handle_move(event: Event, retriever: Retriever) -> Iterator[Any]:
         retriever.begin(found)
         accepted = accepted_syntaxes(captured.assoc.accepted_contexts, as_scu_only=False)
         send_files_as_stored(captured.assoc)  # the association ends with this retrieve: no undo needed
-        yield from send_each(retriever, found, accepted, lambda: bool(event.is_cancelled))
+        held = hold_reactor(captured.assoc)
+        try:
+            yield from send_each(retriever, found, accepted, lambda: bool(event.is_cancelled))
+        finally:
+            held.release_hold()
     finally:
         retriever.finish(found)
 
