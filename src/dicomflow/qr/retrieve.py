@@ -37,7 +37,7 @@ from dicomflow.audit import retrieve as audit
 from dicomflow.audit.events import MINOR_FAILURE, SERIOUS_FAILURE, SUCCESS
 from dicomflow.blobs import BlobError, BlobStore, open_store
 from dicomflow.dicom.constants import EXPLICIT_VR_LE, IMPLICIT_VR_LE, NATIVE_SYNTAXES
-from dicomflow.errors import DicomflowError
+from dicomflow.errors import ConfigError, DicomflowError
 from dicomflow.imaging.transcode import WRITABLE, TranscodeError, read, transcode
 from dicomflow.ingest.tenant import TenantResolver
 from dicomflow.models import AuditEvent
@@ -130,7 +130,11 @@ def choose_syntax(stored: str, accepted: Iterable[str]) -> str | None:
 
 
 class Retriever:
-    """The receiver's retrieve service (see the module documentation); shared by every association."""
+    """The receiver's retrieve service (see the module documentation); shared by every association.
+
+    Raises:
+        ConfigError: (constructor) a ``[qr.destinations]`` entry is not an AE title = ``host:port``.
+    """
 
     def __init__(self, settings: Settings, tenants: TenantResolver,
                  emit_audit: Callable[[Sequence[AuditEvent]], None]) -> None:
@@ -139,6 +143,10 @@ class Retriever:
         self._emit_audit = emit_audit
         self.store: BlobStore = open_store(settings.storage, fsync=settings.ingest.fsync)
         self.destinations = {ae.strip(): address for ae, address in settings.qr.destinations.items()}
+        for ae, address in settings.qr.destinations.items():
+            if parse_destination(address) is None or not 0 < len(ae.strip().encode()) <= 16:
+                raise ConfigError(f"qr.destinations.{ae}", "settings",
+                                  'must be an AE title of 1-16 characters = "host:port"')
 
     def destination(self, ae_title: str | None) -> tuple[str, int] | None:
         """The (host, port) of a Move Destination, None when it is not in ``[qr.destinations]``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pynetdicom import AE, _config, evt
@@ -12,10 +13,12 @@ from dicomflow.qr.move import handle_move
 from dicomflow.qr.retrieve import Retriever
 
 
-def offer_retrieve(ae: AE, retriever: Retriever) -> list[Any]:
-    """Add the MOVE / GET contexts to ``ae`` (storage contexts with roles, for C-GET); return the handlers to bind.
+def offer_retrieve(ae: AE, servers: Sequence[Any], retriever: Retriever) -> None:
+    """Add the MOVE / GET contexts (storage contexts with roles, for C-GET) and bind the handlers.
 
-    The AE is also the SCU of C-MOVE's sub-operations: its connection timeout is ``qr.move_connect_timeout_s``.
+    ``servers`` were made by ``ae.make_server`` (which copied the AE's contexts): they get the new
+    contexts too. The AE is also the SCU of C-MOVE's sub-operations: its connection timeout is
+    ``qr.move_connect_timeout_s``.
     """
     # pynetdicom's process-wide switch (like STORE_RECV_CHUNKED_DATASET): a C-STORE sent from a file path
     # streams the file's data set in chunks, as stored (qr/suboperations.py sends stored instances so).
@@ -26,7 +29,10 @@ def offer_retrieve(ae: AE, retriever: Retriever) -> list[Any]:
         ae.add_supported_context(str(cx.abstract_syntax), cx.transfer_syntax, scu_role=cx.scu_role,
                                  scp_role=cx.scp_role)
     ae.connection_timeout = retriever.settings.qr.move_connect_timeout_s
-    return [(evt.EVT_C_MOVE, handle_move, [retriever]), (evt.EVT_C_GET, handle_get, [retriever])]
+    for server in servers:
+        server.contexts = ae.supported_contexts
+        server.bind(evt.EVT_C_MOVE, handle_move, [retriever])
+        server.bind(evt.EVT_C_GET, handle_get, [retriever])
 
 
 __all__ = ["offer_retrieve"]

@@ -36,8 +36,6 @@ from dicomflow.ingest.exceptions import OUT_OF_RESOURCES
 from dicomflow.ingest.ingestor import Source
 from dicomflow.ingest.service import SUCCESS, StoreRequest, StoreService
 from dicomflow.ingest.transfer_log import Peer, SessionKey
-from dicomflow.qr.retrieve import Retriever
-from dicomflow.qr.serve import offer_retrieve
 from dicomflow.receiver.events import AssociationEvents
 from dicomflow.receiver.identity import IdentityPolicy
 from dicomflow.receiver.pynetdicom_identity import handle_requested, username_of
@@ -319,7 +317,7 @@ class PynetdicomEngine:
     """
 
     def __init__(self, receiver: ReceiverSettings, service: StoreService, events: AssociationEvents, *,
-                 listen: bool = True, retriever: Retriever | None = None) -> None:
+                 listen: bool = True) -> None:
         # pynetdicom's only way to keep a data set out of memory is this process-wide switch: each
         # C-STORE data set is written to a temporary file (in the system's temporary folder) as it
         # arrives and handed to handle_store by path.
@@ -335,8 +333,6 @@ class PynetdicomEngine:
             (evt.EVT_REJECTED, handle_rejected, [events, receiver]),
             (evt.EVT_REQUESTED, handle_requested, [IdentityPolicy(receiver), events]),
         ]
-        if retriever is not None:  # C-MOVE / C-GET ([qr] enabled)
-            handlers.extend(offer_retrieve(self.ae, retriever))
 
         def server(port: int, secure: bool, bind: bool) -> AssociationServer:
             made = cast(AssociationServer, self.ae.make_server(

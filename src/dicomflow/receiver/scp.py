@@ -45,7 +45,7 @@ from dicomflow.receiver.reception import clear_incoming
 from dicomflow.settings import Settings
 
 if TYPE_CHECKING:
-    from dicomflow.qr.retrieve import Retriever
+    from dicomflow.receiver.pynetdicom_server import PynetdicomEngine
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,8 @@ class Receiver:
         if rs.engine == "pynetdicom":
             from dicomflow.receiver.pynetdicom_server import PynetdicomEngine
 
-            self.engine = PynetdicomEngine(rs, self.service, self, listen=listen, retriever=self._retriever())
+            self.engine = PynetdicomEngine(rs, self.service, self, listen=listen)
+            self._offer_retrieve(self.engine)
         else:
             from dicomflow.receiver.native import NativeEngine
 
@@ -129,13 +130,19 @@ class Receiver:
         self._thread: threading.Thread | None = None
         self._stopped = False
 
-    def _retriever(self) -> Retriever | None:
-        """C-MOVE / C-GET's service when ``[qr] enabled`` (the pynetdicom engine only: see docs/qr.md)."""
-        if not self.settings.qr.enabled:
-            return None
-        from dicomflow.qr.retrieve import Retriever
+    def _offer_retrieve(self, engine: PynetdicomEngine) -> None:
+        """C-MOVE / C-GET on the pynetdicom engine when ``[qr] enabled`` (the native engine refuses them: docs/qr.md).
 
-        return Retriever(self.settings, self.ingestor.tenants, self._emit_audit)
+        Raises:
+            ConfigError: a ``[qr.destinations]`` entry is not ``host:port``.
+        """
+        if not self.settings.qr.enabled:
+            return
+        from dicomflow.qr.retrieve import Retriever
+        from dicomflow.qr.serve import offer_retrieve
+
+        servers = [s for s in (engine.server, engine.tls_server) if s is not None]
+        offer_retrieve(engine.ae, servers, Retriever(self.settings, self.ingestor.tenants, self._emit_audit))
 
     @property
     def address(self) -> tuple[str, int]:

@@ -16,6 +16,7 @@ from dicomflow.settings.deprecated import DeprecatedSettingWarning
 from dicomflow.settings.derived import ohif_dist
 from dicomflow.settings.export import as_dict, to_child_env
 from dicomflow.settings.loader import default_config_path, from_child_env, is_set, load_settings
+from dicomflow.settings.qr import QrSettings
 from dicomflow.settings.schema import (
     DEFAULT_SUPPORTED_TS,
     ClickHouseSettings,
@@ -28,7 +29,6 @@ from dicomflow.settings.schema import (
     KafkaSettings,
     MetricsSettings,
     OAuth2Settings,
-    QrSettings,
     ReceiverSettings,
     Settings,
     StackSettings,

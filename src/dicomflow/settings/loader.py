@@ -29,7 +29,6 @@ from dicomflow.errors import ConfigError
 from dicomflow.settings.aws import aws_fallbacks
 from dicomflow.settings.deprecated import current_keys, env_name
 from dicomflow.settings.derived import is_origin
-from dicomflow.settings.qr import parse_destination
 from dicomflow.settings.reference import REFERENCE_KEYS, REFERENCE_ONLY_SECTIONS
 from dicomflow.settings.schema import Settings
 
@@ -374,9 +373,6 @@ def _validate(s: Settings) -> None:
         (not s.storage.s3.prefix.startswith("/") and ".." not in s.storage.s3.prefix.split("/"), "storage.s3.prefix",
          "must be a relative key prefix without '..'"),
     ]
-    for ae, address in s.qr.destinations.items():
-        checks.append((parse_destination(address) is not None and 0 < len(ae.strip().encode()) <= 16,
-                       f"qr.destinations.{ae}", "must be an AE title of 1-16 characters = \"host:port\""))
     for ok, key, problem in checks:
         if not ok:
             raise ConfigError(key, "settings", problem)

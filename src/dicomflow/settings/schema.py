@@ -1,9 +1,8 @@
 """The settings schema: one frozen dataclass per section, and :class:`Settings` holding them all.
 
-Imported by every stage and importing none of them (nor the loader or the
-export: this module only says what the settings are). How the values are read
-(defaults, TOML, ``application.json``, environment) is :mod:`.loader`; how
-they are shown or handed to a child process is :mod:`.export`.
+Imported by every stage and importing none of them (nor the loader or the export: this module only
+says what the settings are). How the values are read (defaults, TOML, ``application.json``,
+environment) is :mod:`.loader`; how they are shown or handed to a child process is :mod:`.export`.
 """
 
 from __future__ import annotations
@@ -374,7 +373,6 @@ def tenant_tag(settings: IngestSettings) -> int:
     return (int(group, 16) << 16) | int(elem, 16)
 
 
-
 __all__ = [
     "DEFAULT_SUPPORTED_TS",
     "ClickHouseSettings",
@@ -387,7 +385,6 @@ __all__ = [
     "KafkaSettings",
     "MetricsSettings",
     "OAuth2Settings",
-    "QrSettings",
     "ReceiverSettings",
     "Settings",
     "SslMode",

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
 
+from dicomflow.errors import ConfigError
+from dicomflow.ingest.tenant import TenantResolver
 from dicomflow.qr.contexts import MAX_CONTEXTS, destination_contexts
-from dicomflow.qr.retrieve import choose_syntax
+from dicomflow.qr.retrieve import Retriever, choose_syntax
 from dicomflow.qr.retrieve_keys import IDENTIFIER_MISMATCH, RetrieveRefused, retrieve_of
-from dicomflow.settings.qr import parse_destination
+from dicomflow.settings import Settings, StorageSettings
+from dicomflow.settings.qr import QrSettings, parse_destination
 from dicomflow.store.retrieval import RetrieveKeys
 
 EXPLICIT, IMPLICIT, RLE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.5"
@@ -72,3 +76,10 @@ def test_destination_contexts_offer_each_stored_syntax_alone_and_an_uncompressed
 ])
 def test_destinations_are_host_and_port(value: str, expected: tuple[str, int] | None) -> None:
     assert parse_destination(value) == expected
+
+
+def test_a_bad_destination_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    settings = Settings(storage=StorageSettings(root=tmp_path),
+                        qr=QrSettings(enabled=True, destinations={"PACS": "pacs.example"}))
+    with pytest.raises(ConfigError, match=r"qr\.destinations\.PACS"):
+        Retriever(settings, TenantResolver({}, "default"), lambda events: None)
