@@ -351,3 +351,16 @@ def test_a_failed_sub_operation_is_named_in_the_final_status_and_the_audit(env: 
         if failed or time.monotonic() > deadline:
             break
     assert failed and lost in failed[0].participant_objects[0].details["failed_sop_instance_uids"]
+
+
+def test_a_move_with_a_bad_identifier_answers_a900(env: Env) -> None:
+    study, _files = _study(env)
+    ae = AE(ae_title="PYMOVE")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    with storescp(env.folder(), env.dest_port) as folder:
+        assoc = ae.associate("127.0.0.1", env.port, ae_title="DICOMFLOW")
+        responses = [r for r, _ in assoc.send_c_move(_identifier("IMAGE", StudyInstanceUID=study), "STORESCP",
+                                                     StudyRootQueryRetrieveInformationModelMove) if r]
+        assoc.release()
+    assert responses[-1].Status == 0xA900 and "SOPInstanceUID" in str(responses[-1].get("ErrorComment", ""))
+    assert received(folder) == {}
