@@ -54,9 +54,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "extract": FOUNDATION | {"dicom"},
     "imaging": FOUNDATION | {"dicom"},
     "ingest": FOUNDATION | {"dicom", "audit", "kafka", "blobs"},  # the S3 backend's placement (placement_s3)
-    "receiver": WAYS_IN | {"metrics", "qr"},  # its Prometheus metrics (metrics/receiver.py); C-FIND (qr/)
-    # query/retrieve on the index: the SQL over store's matching, identifiers with dicom, its audit events
-    "qr": FOUNDATION | {"store", "dicom", "audit"},
+    "receiver": WAYS_IN | {"metrics", "qr"},  # its Prometheus metrics (metrics/receiver.py); C-FIND, C-MOVE, C-GET (qr/)
+    # query/retrieve over DIMSE: the SQL over store's matching, the objects, transcoding, the tenant rule, its audit
+    "qr": FOUNDATION | {"dicom", "store", "blobs", "imaging", "audit", "ingest"},
     "scanner": WAYS_IN,
     "web": WAYS_IN | {"store", "imaging", "metrics", "blobs"},  # blobs: instances through the storage layer
     "pipeline": FOUNDATION | {"extract", "kafka", "store", "audit", "metrics", "blobs"},  # objects by ranged reads

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dicomflow.audit import events as audit
 from dicomflow.ingest.ingestor import Ingestor
@@ -47,6 +47,9 @@ from dicomflow.qr.service import FindService
 from dicomflow.receiver.limits import SlotLimiter
 from dicomflow.receiver.reception import clear_incoming
 from dicomflow.settings import Settings
+
+if TYPE_CHECKING:
+    from dicomflow.receiver.pynetdicom_server import PynetdicomEngine
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +125,31 @@ class Receiver:
             from dicomflow.receiver.pynetdicom_server import PynetdicomEngine
 
             self.engine = PynetdicomEngine(rs, self.service, self, listen=listen, finder=self.finder)
+            self._offer_retrieve(self.engine)
         else:
             from dicomflow.receiver.native import NativeEngine
 
             self.engine = NativeEngine(rs, self.service, self, limiter=self.limiter, listen=listen, finder=self.finder)
+            if settings.qr.enabled:
+                log.warning("[qr] enabled but the native receiver engine does not accept the C-MOVE / C-GET "
+                            "contexts; set receiver.engine = \"pynetdicom\" to serve them")
         self._listen = listen
         self._thread: threading.Thread | None = None
         self._stopped = False
+
+    def _offer_retrieve(self, engine: PynetdicomEngine) -> None:
+        """C-MOVE / C-GET on the pynetdicom engine when ``[qr] enabled`` (the native engine refuses them: docs/qr.md).
+
+        Raises:
+            ConfigError: a ``[qr.destinations]`` entry is not ``host:port``.
+        """
+        if not self.settings.qr.enabled:
+            return
+        from dicomflow.qr.retrieve import Retriever
+        from dicomflow.qr.serve import offer_retrieve
+
+        servers = [s for s in (engine.server, engine.tls_server) if s is not None]
+        offer_retrieve(engine.ae, servers, Retriever(self.settings, self.ingestor.tenants, self._emit_audit))
 
     @property
     def address(self) -> tuple[str, int]:

@@ -142,7 +142,7 @@ def _converter(tp: Any) -> _Converter | None:
 
 
 #: Settings whose value is itself a table (not a section or sub-table).
-_TABLE_SETTINGS = frozenset({"kafka.client", "ingest.ae_tenants", "receiver.ae_tenants"})
+_TABLE_SETTINGS = frozenset({"kafka.client", "ingest.ae_tenants", "receiver.ae_tenants", "qr.destinations"})
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,9 +1,8 @@
 """The settings schema: one frozen dataclass per section, and :class:`Settings` holding them all.
 
-Imported by every stage and importing none of them (nor the loader or the
-export: this module only says what the settings are). How the values are read
-(defaults, TOML, ``application.json``, environment) is :mod:`.loader`; how
-they are shown or handed to a child process is :mod:`.export`.
+Imported by every stage and importing none of them (nor the loader or the export: this module only
+says what the settings are). How the values are read (defaults, TOML, ``application.json``,
+environment) is :mod:`.loader`; how they are shown or handed to a child process is :mod:`.export`.
 """
 
 from __future__ import annotations

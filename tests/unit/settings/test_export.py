@@ -22,6 +22,7 @@ CONSTRAINED: dict[str, Any] = {
     "kafka.brokers": "k1:9092,k2:9093",
     "web.cors_origins": ("https://viewer.example", "http://127.0.0.1:3000"),
     "lifecycle.purge_delay": "7d",
+    "qr.destinations": {"STORE SCP": "pacs.example:104", "WS1": "[::1]:11113"},
 }
 #: Left at their default in :func:`everything_changed` because the validation ties them to
 #: another field that it changes; a test of their own carries them.

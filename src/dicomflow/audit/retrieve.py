@@ -1,0 +1,106 @@
+"""Audit events of a DIMSE retrieve (C-MOVE, C-GET) answered by the archive (PS3.15 A.5.3.3, A.5.3.5).
+
+- 110102 Begin Transferring DICOM Instances, action E: a retrieve starts sending;
+- 110104 DICOM Instances Transferred, action R: what it sent, one event per study,
+  a failure the same event with a non-zero outcome and its description.
+
+Participants: this archive (source, its AE title), the destination (the Move
+Destination's AE, or the C-GET requestor itself) and, for C-MOVE, the
+requestor that asked (its calling AE, address and user identity).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dicomflow.audit.events import (
+    DESTINATION_ROLE,
+    INSTANCES_TRANSFERRED,
+    SOURCE_ROLE,
+    STUDY_UID_TYPE,
+    SUCCESS,
+    Outcome,
+)
+from dicomflow.models import ActiveParticipant, AuditEvent, CodedValue, ParticipantObject, now
+
+BEGIN_TRANSFERRING = CodedValue(code="110102", meaning="Begin Transferring DICOM Instances")
+#: Network access point type: 2 IP address.
+_NAP_IP = 2
+
+
+@dataclass(frozen=True)
+class RetrieveParties:
+    """Who takes part in one retrieve."""
+
+    node_id: str
+    archive_ae: str
+    requestor_ae: str
+    requestor_address: str | None
+    destination_ae: str
+    destination_address: str | None
+    user: str | None = None
+
+
+def _participants(p: RetrieveParties) -> list[ActiveParticipant]:
+    def ae(user_id: str, title: str, role: CodedValue, requestor: bool, address: str | None) -> ActiveParticipant:
+        return ActiveParticipant(
+            user_id=user_id, alternative_user_id=f"AETITLES={title}" if title else None, user_is_requestor=requestor,
+            role_id=role, network_access_point_id=address, network_access_point_type=_NAP_IP if address else None,
+        )
+
+    out = [ae(p.node_id, p.archive_ae, SOURCE_ROLE, False, None),
+           ae(p.destination_ae or "unknown", p.destination_ae, DESTINATION_ROLE, p.destination_ae == p.requestor_ae,
+              p.destination_address)]
+    if p.requestor_ae != p.destination_ae or p.user:
+        requestor = ActiveParticipant(
+            user_id=p.requestor_ae or "unknown", alternative_user_id=f"AETITLES={p.requestor_ae}",
+            user_is_requestor=True, network_access_point_id=p.requestor_address,
+            network_access_point_type=_NAP_IP if p.requestor_address else None,
+        )
+        requestor.user_name = p.user
+        out.append(requestor)
+    return out
+
+
+def _study(study_uid: str, details: dict[str, str], patient_id: str | None) -> list[ParticipantObject]:
+    objects = [ParticipantObject(object_id=study_uid, id_type=STUDY_UID_TYPE, type_code=2, type_code_role=3,
+                                 details=details)]
+    if patient_id is not None:
+        objects.append(ParticipantObject(
+            object_id=patient_id, id_type=CodedValue(code="2", scheme="RFC-3881", meaning="Patient Number"),
+            type_code=1, type_code_role=1,
+        ))
+    return objects
+
+
+def begin_transferring(*, parties: RetrieveParties, tenant_id: str, service: str, study_uids: Sequence[str],
+                       instance_count: int, when: dt.datetime | None = None) -> AuditEvent:
+    """Begin Transferring DICOM Instances (110102): ``service`` (C-MOVE / C-GET) starts sending ``instance_count``."""
+    details = {"service": service, "instance_count": str(instance_count)}
+    return AuditEvent(
+        event_id=BEGIN_TRANSFERRING, event_action="E", event_date_time=when or now(), event_outcome=SUCCESS,
+        tenant_id=tenant_id, audit_source_id=parties.node_id, active_participants=_participants(parties),
+        participant_objects=[obj for uid in study_uids for obj in _study(uid, details, None)],
+    )
+
+
+def instances_sent(*, parties: RetrieveParties, tenant_id: str, service: str, study_uid: str, patient_id: str | None,
+                   sent: int, failed_uids: Sequence[str] = (), sop_classes: Sequence[str] = (),
+                   outcome: Outcome = SUCCESS, outcome_description: str | None = None,
+                   when: dt.datetime | None = None) -> AuditEvent:
+    """DICOM Instances Transferred (110104, action R): what one retrieve sent of one study, and what failed."""
+    details = {"service": service, "instance_count": str(sent)}
+    if failed_uids:
+        details["failed_sop_instance_uids"] = "\\".join(failed_uids)
+    if sop_classes:
+        details["sop_classes"] = "\\".join(sorted(set(sop_classes)))
+    return AuditEvent(
+        event_id=INSTANCES_TRANSFERRED, event_action="R", event_date_time=when or now(), event_outcome=outcome,
+        event_outcome_description=outcome_description, tenant_id=tenant_id, audit_source_id=parties.node_id,
+        active_participants=_participants(parties), participant_objects=_study(study_uid, details, patient_id),
+    )
+
+
+__all__ = ["BEGIN_TRANSFERRING", "RetrieveParties", "begin_transferring", "instances_sent"]
