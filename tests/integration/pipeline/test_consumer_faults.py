@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,8 +20,8 @@ from dicomflow.kafka.admin import create_topics
 from dicomflow.models import DicomStoreMeta, md5_key
 from dicomflow.pipeline.commit import Progress, Sinks, persist, publish
 from dicomflow.pipeline.types import ParsedBatch
-from dicomflow.settings import DatabaseSettings, Settings, StackSettings
-from dicomflow.stack import KafkaBroker, LocalStack, PostgresServer, free_port, free_ports
+from dicomflow.settings import Settings, StackSettings
+from dicomflow.stack import KafkaBroker, LocalStack, PostgresServer, free_ports
 from dicomflow.store import PgStore
 from tests.integration.consumer_support import (
     BackgroundService,
@@ -42,8 +40,9 @@ from tests.integration.consumer_support import (
 from tests.integration.consumer_support import (
     publish as publish_events,
 )
+from tests.integration.own_postgres_support import own_postgres
 
-__all__ = ["pipeline"]
+__all__ = ["own_postgres", "pipeline"]
 
 
 def image_keys(events: list[DicomStoreMeta]) -> set[bytes]:
@@ -108,24 +107,6 @@ def test_crash_after_publish_before_commit_replays_harmlessly(pipeline: Settings
     assert len(images) == 250 + crashed[0]  # the crashed batch's events twice, all others once
 
 
-
-
-@pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
-    """A PostgreSQL server of this test only (the shared one is never stopped)."""
-    port = free_port()
-    server = PostgresServer(StackSettings(dir=tmp_path / "stack", postgres_port=port), DatabaseSettings(port=port))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop(mode="immediate")
-        shutil.rmtree(server.home, ignore_errors=True)
-        if server.home.parent.name.startswith("dicomflow-"):  # the stack's fallback home outside tmp_path
-            try:
-                server.home.parent.rmdir()
-            except OSError:
-                pass
 
 
 @pytest.mark.slow
