@@ -40,6 +40,10 @@ BENCHMARKS: list[tuple[str, list[str], list[str], str]] = [
      "DICOMweb: QIDO-RS search over 100k instances, WADO-RS retrieval, metadata, thumbnails vs. Orthanc's DICOMweb plugin"),
     ("bench_blobs.py", ["--objects", "300"], ["--objects", "100"],
      "the storage layer at 25 kB: filesystem vs. S3 (a private S3Proxy) through blobs/"),
+    ("bench_qr.py", ["--index-instances", "100000"], ["--index-instances", "20000"],
+     "C-FIND study-level latency over a 100k-instance index (target p99 <= 50 ms) vs. Orthanc's DICOM server"),
+    ("bench_qr_retrieve.py", ["--instances", "300", "--rounds", "3"], ["--instances", "100", "--rounds", "3"],
+     "C-GET and C-MOVE instances/s (pynetdicom engine) vs. Orthanc, three alternated rounds"),
     ("bench_report.py", ["--instances", "1000000"], ["--instances", "100000"],
      "dicomflow report over a DuckDB warehouse of 1,000,000 instances (target <= 3 s) vs. the same answers in Python"),
 ]
