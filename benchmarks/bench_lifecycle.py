@@ -33,10 +33,11 @@ Then **(c) the change feed**: the tenant's log is grown by COPY to at least
 with ``GET /changefeed?offset=&limit=200&includemetadata=false`` from offset
 0 to the end, one client, keep-alive; entries/s over the whole read,
 ``--repeats`` reads, median. Every entry must come exactly once, in sequence
-order. Target >= 5,000 entries/s. For comparison one read of the first
-``--study-instances`` entries with ``includemetadata=true`` (each ``current``
-entry's instance as DICOM JSON; here the entries are deleted, so this is the
-per-entry index lookup only) is printed too, without a target.
+order. Target >= 5,000 entries/s. For comparison (no target) a study of
+``--study-instances`` that is kept (indexed after the deletes, so its
+``current`` entries follow theirs) is read with ``includemetadata=true``:
+once with its headers parsed for the first time, then ``--repeats`` times
+from the metadata cache (median), each entry checked to carry its DICOM JSON.
 
 Needs the local stack (``dicomflow stack up``). The database, topics and
 files are removed at the end.
@@ -157,7 +158,7 @@ def purge(settings: Settings, files: list[Path]) -> float:
         with psycopg.connect(settings.database.conninfo(), autocommit=True) as conn:
             while True:
                 row = conn.execute("SELECT count(*) FROM dicom_purge_queue").fetchone()
-                if row == (0,) and not any(p.exists() for p in files):
+                if row == (0,) and not any(p.exists() for p in files):  # the files only once the queue is empty
                     break
                 if errors or time.perf_counter() - started > 300:
                     raise RuntimeError(f"the purge did not finish: {errors or 'timeout'}")
@@ -190,19 +191,25 @@ def grow_feed(settings: Settings, entries: int) -> int:
     return max(entries, have)
 
 
-def read_feed(client: httpx.Client, url: str, total: int, metadata: bool) -> float:
-    """Seconds to read ``total`` entries in pages of 200; checks each comes once, in order."""
+def read_feed(client: httpx.Client, url: str, total: int, metadata: bool, offset: int = 0) -> float:
+    """Seconds to read ``total`` entries from ``offset`` in pages of 200; checks each comes once, in order.
+
+    With ``metadata`` every entry must carry its instance's DICOM JSON.
+    """
     sequences: list[int] = []
     flag = "true" if metadata else "false"
     started = time.perf_counter()
     while len(sequences) < total:
-        r = client.get(url + "/changefeed", params={"offset": str(len(sequences)), "limit": str(PAGE),
+        r = client.get(url + "/changefeed", params={"offset": str(offset + len(sequences)),
+                                                    "limit": str(min(PAGE, total - len(sequences))),
                                                     "includemetadata": flag})
         if r.status_code != 200:
             raise RuntimeError(f"changefeed: {r.status_code} {r.text[:200]}")
         page = r.json()
         if not page:
             break
+        if metadata and not all(e["Metadata"] for e in page):
+            raise RuntimeError("includemetadata=true: an entry of a current instance came without its metadata")
         sequences += [e["Sequence"] for e in page]
     seconds = time.perf_counter() - started
     if len(sequences) < total or sequences != sorted(set(sequences)):
@@ -275,15 +282,19 @@ def main() -> int:
             print(f"(b) purge (publish deletes + files + DELETED events): median {rate:,.0f} objects/s over "
                   f"{args.repeats}; target >= 1,000/s: {'met' if rate >= 1000 else 'NOT met'} ({rate / 1000:.1f}x)")
 
+            ingest(settings, root, 1, n)  # a study that stays: current entries, for includemetadata=true
+            kept_at = 2 * args.repeats * n
             total = grow_feed(settings, args.feed_entries)
             read_feed(client, url, PAGE, False)  # warm
             reads = [read_feed(client, url, total, False) for _ in range(args.repeats)]
             feed_rate = total / statistics.median(reads)
-            with_meta = n / read_feed(client, url, n, True)
+            cold = n / read_feed(client, url, n, True, kept_at)
+            warm = n / statistics.median([read_feed(client, url, n, True, kept_at) for _ in range(args.repeats)])
             print(f"(c) GET /changefeed limit={PAGE} includemetadata=false over {total:,} entries: median "
                   f"{feed_rate:,.0f} entries/s over {args.repeats} reads; target >= 5,000/s: "
-                  f"{'met' if feed_rate >= 5000 else 'NOT met'} ({feed_rate / 5000:.1f}x); "
-                  f"includemetadata=true over {n}: {with_meta:,.0f} entries/s")
+                  f"{'met' if feed_rate >= 5000 else 'NOT met'} ({feed_rate / 5000:.1f}x)")
+            print(f"    includemetadata=true over the {n} creates of a kept study (no target): first read "
+                  f"(headers parsed) {cold:,.0f} entries/s, again (metadata cached) median {warm:,.0f} entries/s")
         return 0 if gone_s <= 2.0 and rate >= 1000 and feed_rate >= 5000 else 1
     finally:
         stop(server)

@@ -40,6 +40,8 @@ BENCHMARKS: list[tuple[str, list[str], list[str], str]] = [
      "DICOMweb: QIDO-RS search over 100k instances, WADO-RS retrieval, metadata, thumbnails vs. Orthanc's DICOMweb plugin"),
     ("bench_blobs.py", ["--objects", "300"], ["--objects", "100"],
      "the storage layer at 25 kB: filesystem vs. S3 (a private S3Proxy) through blobs/"),
+    ("bench_lifecycle.py", [], ["--study-instances", "300", "--index-instances", "10000"],
+     "delete a 1,000-instance study: DELETE -> gone from QIDO (<= 2 s), purge (>= 1,000 objects/s), change feed (>= 5,000 entries/s)"),
     ("bench_report.py", ["--instances", "1000000"], ["--instances", "100000"],
      "dicomflow report over a DuckDB warehouse of 1,000,000 instances (target <= 3 s) vs. the same answers in Python"),
 ]
