@@ -44,6 +44,8 @@ BENCHMARKS: list[tuple[str, list[str], list[str], str]] = [
      "C-FIND study-level latency over a 100k-instance index (target p99 <= 50 ms) vs. Orthanc's DICOM server"),
     ("bench_qr_retrieve.py", ["--instances", "300", "--rounds", "3"], ["--instances", "100", "--rounds", "3"],
      "C-GET and C-MOVE instances/s (pynetdicom engine) vs. Orthanc, three alternated rounds"),
+    ("bench_lifecycle.py", [], ["--study-instances", "300", "--index-instances", "10000"],
+     "delete a 1,000-instance study: DELETE -> gone from QIDO (<= 2 s), purge (>= 1,000 objects/s), change feed (>= 5,000 entries/s)"),
     ("bench_report.py", ["--instances", "1000000"], ["--instances", "100000"],
      "dicomflow report over a DuckDB warehouse of 1,000,000 instances (target <= 3 s) vs. the same answers in Python"),
 ]

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
+
+from dicomflow.store.queries import StoredInstance
 
 
 @dataclass(frozen=True)
@@ -60,4 +63,29 @@ async def latest(conn: psycopg.AsyncConnection[Any], tenant: str) -> Change | No
     return Change(*row) if row else None
 
 
-__all__ = ["Change", "changes", "latest"]
+#: The instances a page's current entries name, with their newest receipt, as queries.instances gives them.
+_INSTANCES_OF = (
+    "SELECT i.study_uid, i.series_uid, i.sop_uid, i.sop_class_uid, i.patient_id, i.transfer_syntax_uid,"
+    " o.file_path, o.trace_id, o.transfer_status, o.target_ts, o.number_of_frames, i.instance_number,"
+    " i.pixel_data_location, i.thumbnail_location "
+    "FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(study_uid, series_uid, sop_uid) "
+    "JOIN dicom_image_meta i ON i.tenant_id = %s AND i.study_uid = k.study_uid AND i.series_uid = k.series_uid"
+    " AND i.sop_uid = k.sop_uid "
+    "JOIN LATERAL (SELECT r.file_path, r.trace_id, r.transfer_status, r.target_ts, r.number_of_frames"
+    " FROM dicom_object_meta r WHERE r.tenant_id = i.tenant_id AND r.study_uid = i.study_uid"
+    " AND r.series_uid = i.series_uid AND r.sop_uid = i.sop_uid ORDER BY r.created_time DESC LIMIT 1) o ON true"
+)
+
+
+async def instances_of(conn: psycopg.AsyncConnection[Any], tenant: str,
+                       keys: list[tuple[str, str, str]]) -> list[StoredInstance]:
+    """The indexed instances of the (study, series, SOP) keys, in one query (those not indexed are left out)."""
+    if not keys:
+        return []
+    columns = [list(c) for c in zip(*keys, strict=True)]
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_INSTANCES_OF.encode(), [*columns, tenant])
+        return [StoredInstance(**row) for row in await cur.fetchall()]
+
+
+__all__ = ["Change", "changes", "instances_of", "latest"]

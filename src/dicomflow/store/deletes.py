@@ -99,14 +99,14 @@ class DeleteResult:
 
 _DELETE = """
 WITH img AS (DELETE FROM dicom_image_meta WHERE {where} RETURNING *),
-imgj AS (SELECT tenant_id, study_uid, series_uid, sop_uid, to_jsonb(img) AS image FROM img),
 rec AS (DELETE FROM dicom_object_meta WHERE {where} RETURNING *),
-recj AS (SELECT tenant_id, study_uid, series_uid, sop_uid, jsonb_agg(to_jsonb(rec)) AS receipts FROM rec
-         GROUP BY tenant_id, study_uid, series_uid, sop_uid),
-refs AS (SELECT tenant_id, study_uid, series_uid, sop_uid, unnest(ARRAY[pixel_data_location, thumbnail_location]) AS loc
-         FROM img UNION ALL SELECT tenant_id, study_uid, series_uid, sop_uid, file_path FROM rec),
+refs AS (SELECT tenant_id, study_uid, series_uid, sop_uid, unnest(ARRAY[pixel_data_location, thumbnail_location]) AS loc,
+                to_jsonb(img) AS image, NULL::jsonb AS receipt FROM img
+         UNION ALL SELECT tenant_id, study_uid, series_uid, sop_uid, file_path, NULL::jsonb, to_jsonb(rec) FROM rec),
 gone AS (SELECT tenant_id, study_uid, series_uid, sop_uid,
-                coalesce(array_agg(DISTINCT loc) FILTER (WHERE loc IS NOT NULL), '{{}}') AS locations
+                coalesce(array_agg(DISTINCT loc) FILTER (WHERE loc IS NOT NULL), '{{}}') AS locations,
+                (array_agg(image) FILTER (WHERE image IS NOT NULL))[1] AS image,
+                jsonb_agg(receipt) FILTER (WHERE receipt IS NOT NULL) AS receipts
          FROM refs GROUP BY tenant_id, study_uid, series_uid, sop_uid),
 marked AS (UPDATE dicom_change_log AS c SET state = 'deleted' FROM gone AS g
            WHERE c.tenant_id = g.tenant_id AND c.study_uid = g.study_uid AND c.series_uid = g.series_uid
@@ -118,10 +118,8 @@ logged AS (INSERT INTO dicom_change_log (tenant_id, study_uid, series_uid, sop_u
 INSERT INTO dicom_purge_queue (sequence, tenant_id, study_uid, series_uid, sop_uid, locations, not_before, image,
                                receipts)
 SELECT l.sequence, l.tenant_id, l.study_uid, l.series_uid, l.sop_uid, g.locations,
-       now() + {delay} * interval '1 second', j.image, r.receipts
+       now() + {delay} * interval '1 second', g.image, g.receipts
 FROM logged AS l JOIN gone AS g USING (tenant_id, study_uid, series_uid, sop_uid)
-LEFT JOIN imgj AS j USING (tenant_id, study_uid, series_uid, sop_uid)
-LEFT JOIN recj AS r USING (tenant_id, study_uid, series_uid, sop_uid)
 RETURNING sequence, study_uid, series_uid, sop_uid
 """
 

@@ -30,8 +30,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from dicomflow.audit import dicomweb as dicomweb_audit
-from dicomflow.store import changefeed, queries
+from dicomflow.store import changefeed
 from dicomflow.store.changefeed import Change
+from dicomflow.store.queries import StoredInstance
 from dicomflow.web import dicomjson
 from dicomflow.web.auth import Principal
 from dicomflow.web.context import WebContext, base_url, client_address
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 200
 _json = msgspec.json.Encoder()
+#: (study, series, SOP Instance UID) of an entry.
+Key = tuple[str, str, str]
 
 
 def _time(params: dict[str, str], name: str) -> dt.datetime | None:
@@ -76,23 +79,38 @@ def timestamp(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-async def _metadata(ctx: WebContext, tenant: str, change: Change, base: str) -> msgspec.Raw | None:
-    """The entry's instance as DICOM JSON when it is current and readable, else None."""
-    if change.state != "current":
-        return None
+async def _metadata(ctx: WebContext, tenant: str, changes: list[Change], base: str) -> dict[Key, msgspec.Raw]:
+    """The DICOM JSON of the entries' current, readable instances, by key: one index query, one batch of documents.
+
+    A page used to cost a query and a document build per entry (about 900
+    entries/s from the metadata cache, 80/s with the headers parsed); the
+    documents are now built together, concurrently where not cached. When
+    the batch fails (an object unreadable), each is tried alone so only that
+    entry's Metadata is null.
+    """
+    keys = list(dict.fromkeys((c.study_uid, c.series_uid, c.sop_uid) for c in changes if c.state == "current"))
+    if not keys:
+        return {}
     async with ctx.pool.connection() as conn:
-        items = await queries.instances(conn, tenant, change.study_uid, change.series_uid, change.sop_uid)
-    if not items:
-        return None
+        items = await changefeed.instances_of(conn, tenant, keys)
     try:
-        (document,) = await instance_documents(ctx, tenant, items[:1])
+        documents: list[bytes | None] = list(await instance_documents(ctx, tenant, items))
+    except HTTPException:
+        documents = [await _one_document(ctx, tenant, item) for item in items]
+    return {(i.study_uid, i.series_uid, i.sop_uid): msgspec.Raw(dicomjson.absolute_bulk_uris(d, base))
+            for i, d in zip(items, documents, strict=True) if d is not None}
+
+
+async def _one_document(ctx: WebContext, tenant: str, item: StoredInstance) -> bytes | None:
+    try:
+        (document,) = await instance_documents(ctx, tenant, [item])
     except HTTPException as exc:
-        log.warning("change feed: no metadata for %s: %s", change.sop_uid, exc.detail)
+        log.warning("change feed: no metadata for %s: %s", item.sop_uid, exc.detail)
         return None
-    return msgspec.Raw(dicomjson.absolute_bulk_uris(document, base))
+    return document
 
 
-async def entry(ctx: WebContext, tenant: str, change: Change, base: str, with_metadata: bool) -> dict[str, Any]:
+def _entry(change: Change, metadata: msgspec.Raw | None) -> dict[str, Any]:
     return {
         "Sequence": change.sequence,
         "StudyInstanceUid": change.study_uid,
@@ -101,8 +119,13 @@ async def entry(ctx: WebContext, tenant: str, change: Change, base: str, with_me
         "Action": change.action,
         "Timestamp": timestamp(change.timestamp),
         "State": change.state,
-        "Metadata": await _metadata(ctx, tenant, change, base) if with_metadata else None,
+        "Metadata": metadata,
     }
+
+
+async def entry(ctx: WebContext, tenant: str, change: Change, base: str, with_metadata: bool) -> dict[str, Any]:
+    found = await _metadata(ctx, tenant, [change], base) if with_metadata else {}
+    return _entry(change, found.get((change.study_uid, change.series_uid, change.sop_uid)))
 
 
 def _audit(ctx: WebContext, principal: Principal, request: Request, results: int) -> None:
@@ -123,7 +146,8 @@ async def feed(ctx: WebContext, request: Request) -> Response:
     async with ctx.pool.connection() as conn:
         found = await changefeed.changes(conn, principal.tenant, start=start, end=end, offset=offset, limit=limit)
     base = base_url(request)
-    body = [await entry(ctx, principal.tenant, c, base, with_metadata) for c in found]
+    metadata = await _metadata(ctx, principal.tenant, found, base) if with_metadata else {}
+    body = [_entry(c, metadata.get((c.study_uid, c.series_uid, c.sop_uid))) for c in found]
     _audit(ctx, principal, request, len(body))
     return Response(_json.encode(body), media_type="application/json")
 

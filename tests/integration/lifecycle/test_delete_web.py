@@ -193,3 +193,24 @@ def test_change_feed_paging_returns_every_entry_exactly_once(server: Server) -> 
     assert [e["Action"] for e in before] == ["create"] * 6
     assert server.get("/changefeed?limit=0").status_code == 400
     assert len(server.get("/changefeed?includemetadata=false").json()) == 16  # default limit 100
+
+
+def test_a_page_of_the_feed_carries_each_current_entrys_metadata_and_null_for_an_unreadable_one(server: Server) -> None:
+    study, series, files = study_of_three_series()
+    server.store(files)
+    ConsumerService(server.settings, until_idle_s=3.0).run()
+    assert server.delete(f"/studies/{study}/series/{series[2]}").status_code == 204
+    with psycopg.connect(server.settings.database.conninfo()) as conn:
+        sop, path = conn.execute("SELECT sop_uid, file_path FROM dicom_object_meta WHERE series_uid = %s "
+                                 "ORDER BY sop_uid LIMIT 1", (series[0],)).fetchone() or ("", "")
+    Path(path).unlink()  # its metadata cannot be built: that entry alone says null
+
+    feed = server.get("/changefeed?limit=200").json()
+    assert len(feed) == 8
+    for e in feed:
+        if e["State"] == "deleted" or e["SopInstanceUid"] == sop:
+            assert e["Metadata"] is None, e
+        else:
+            assert e["Metadata"]["00080018"]["Value"] == [e["SopInstanceUid"]]
+            assert e["Metadata"]["0020000E"]["Value"] == [e["SeriesInstanceUid"]]
+    assert sum(e["Metadata"] is not None for e in feed) == 3
