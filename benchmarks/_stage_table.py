@@ -31,8 +31,7 @@ def stage_table(columns: Mapping[str, Sequence[Mapping[str, int]]]) -> list[str]
             if stage in names and not any(stage in r for r in records):
                 row += f"{'-':>16}{'-':>16}"  # not a stage of this column
                 continue
-            values = [_value(r, stage, stages) for r in records]
-            values = [v for v in values if v is not None]
+            values = [v for v in (_value(r, stage, stages) for r in records) if v is not None]
             row += "".join(f"{x:>16.3f}" for x in _ms(values)) if values else f"{'-':>16}{'-':>16}"
         lines.append(row)
     pdus = [[r.get("pdus", 0) for r in records] for records in columns.values()]
