@@ -65,6 +65,19 @@ engine on the filesystem (fsync on), the ``--instances`` corpus, 1 and 4
 associations, at least 3 alternated rounds, medians. Target (issue 18): the
 S3 backend within 1.5x of the filesystem's rate (s3 / filesystem >= 0.67);
 the anchors lost 20-30x when they received straight into S3.
+
+**dcmtk storescp** (``--fork``, no sync, no Kafka, no index) is measured in
+the standard rows as the physical limit of the machine: dicomflow's ratio to
+it is printed, no target.
+
+**Breakdown** (``--rows breakdown``, issue 22): one association, at least 3
+alternated rounds of: the first engine with ``receiver.stage_timing_dir``
+set (each C-STORE timed stage by stage inside the receiver, records written
+when it stops), the same engine without it (the instrumentation's cost is
+on / off), dcmtk storescp, and a standalone script doing only the durable
+write and the Kafka send (``_durable_send.py``, the same stages timed the
+same way). Printed: the median rates, then per stage the median and mean
+ms per instance over every instance of every timed run.
 """
 
 from __future__ import annotations
