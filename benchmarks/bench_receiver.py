@@ -681,9 +681,19 @@ def breakdown_rows(bench: Bench) -> None:
           f"standalone write + send {1000 / median(runs['standalone']).rate:.2f}")
     print()
     columns = {
-        f"dicomflow scp ({engine}), all runs": [r for run in runs["on"] for r in run.stages],
+        f"dicomflow scp ({engine}), 1 assoc.": [r for run in runs["on"] for r in run.stages],
         "standalone write + Kafka send": [r for run in runs["standalone"] for r in run.stages],
     }
+    if args.breakdown_four:  # the same receiver, timed, with 4 associations at once (alternated with storescp)
+        four: dict[str, list[Result]] = {"on": [], "storescp": []}
+        for _ in range(max(NAGLE_ROUNDS, args.repeat)):
+            for key, make in rows:
+                if key in four:
+                    four[key].append(measure(make, folders, 4, total))
+        for key in four:
+            print_run(median(four[key]).receiver, 4, median(four[key]), four[key])
+        print()
+        columns[f"dicomflow scp ({engine}), 4 assoc."] = [r for run in four["on"] for r in run.stages]
     for line in stage_table(columns):
         print(line)
     shutil.rmtree(work / "breakdown-corpus", ignore_errors=True)
@@ -725,6 +735,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "standalone durable write + Kafka send and dcmtk storescp)")
     parser.add_argument("--nagle-instances", type=int, default=400,
                         help="corpus size of the nagle rows (Orthanc takes ~0.1 s per instance from such a sender)")
+    parser.add_argument("--breakdown-four", action="store_true",
+                        help="breakdown rows: also time the receiver's stages with 4 associations at once")
     args = parser.parse_args(argv)
     rows = {r.strip() for r in args.rows.split(",") if r.strip()}
     if not rows or rows - {"standard", "nagle", "s3", "breakdown"}:
