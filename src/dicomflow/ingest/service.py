@@ -41,7 +41,6 @@ from dicomflow.ingest.storage import PendingFile, sync_folder_durably
 from dicomflow.ingest.transfer_log import SessionKey, TransferLog
 from dicomflow.ingest.uids import is_valid_uid
 from dicomflow.kafka.producer import Publisher
-from dicomflow.metrics.stages import StageTimer
 from dicomflow.models import DicomStoreMeta
 
 log = logging.getLogger(__name__)
@@ -93,6 +92,18 @@ class StoreMetrics(Protocol):
     def refused(self, status: int) -> None: ...
 
 
+class StageRecorder(Protocol):
+    """Per-instance stage times, by the thread handling the instance (metrics/stages.py; benchmarks only)."""
+
+    def add(self, stage: str, ns: int) -> None: ...
+
+    def named_ns(self) -> int: ...
+
+    def finish(self) -> None: ...
+
+    def drop(self) -> None: ...
+
+
 class StudyMismatchError(IngestError):
     """The data set belongs to another study than the one the request is for."""
 
@@ -107,7 +118,7 @@ class StoreService:
     """
 
     def __init__(self, ingestor: Ingestor, publisher: Publisher, transfers: TransferLog, *, publish_timeout_s: float,
-                 metrics: StoreMetrics | None = None, stages: StageTimer | None = None) -> None:
+                 metrics: StoreMetrics | None = None, stages: StageRecorder | None = None) -> None:
         self.ingestor = ingestor
         #: Observer: counts and latencies (never changes a decision).
         self.metrics = metrics
@@ -230,7 +241,7 @@ class StoreService:
         return StoreOutcome(SUCCESS, header=identity.header)
 
     @staticmethod
-    def _time_stages(stages: StageTimer, started: float, sealed: float, placed: float, evented: float,
+    def _time_stages(stages: StageRecorder, started: float, sealed: float, placed: float, evented: float,
                      acked: float) -> None:
         """The stages of :meth:`complete` (perf_counter seconds) in nanoseconds; ack and folder sync are in already."""
         stages.add("file_sync", int((sealed - started) * 1e9))
@@ -340,5 +351,5 @@ def _sync_folder_timed(folder: Path) -> int:
     return time.perf_counter_ns() - started
 
 
-__all__ = ["COMMENT_MAX", "SUCCESS", "StoreMetrics", "StoreOutcome", "StoreRequest", "StoreService", "StudyMismatchError",
+__all__ = ["COMMENT_MAX", "SUCCESS", "StageRecorder", "StoreMetrics", "StoreOutcome", "StoreRequest", "StoreService", "StudyMismatchError",
            "error_comment"]

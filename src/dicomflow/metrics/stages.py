@@ -33,6 +33,9 @@ import threading
 import time
 from pathlib import Path
 
+#: Not part of an instance's sum: a count, and a stage that runs beside another (folder_sync beside ack).
+_NOT_ADDED = frozenset({"pdus", "folder_sync"})
+
 
 class StageTimer:
     """Per-thread records of the instance being handled, collected for the whole process."""
@@ -53,6 +56,10 @@ class StageTimer:
         """Add ``ns`` nanoseconds to ``stage`` of the instance this thread is handling."""
         record = self._current()
         record[stage] = record.get(stage, 0) + ns
+
+    def named_ns(self) -> int:
+        """Nanoseconds in this thread's record so far, the stages that overlap another (folder_sync) left out."""
+        return sum(v for k, v in self._current().items() if k not in _NOT_ADDED)
 
     def finish(self) -> None:
         """The instance's response is sent: keep its record, with the cycle since this thread's last one."""

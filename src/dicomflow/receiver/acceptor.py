@@ -52,7 +52,6 @@ from dicomflow.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERS
 from dicomflow.ingest.ingestor import Source
 from dicomflow.ingest.service import StoreService
 from dicomflow.ingest.transfer_log import Peer, SessionKey
-from dicomflow.metrics.stages import StageTimer
 from dicomflow.qr.service import FindService
 from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
@@ -101,8 +100,7 @@ class AssociationHost(Protocol):
 class Association:
     """One connection, from A-ASSOCIATE-RQ to release or abort, served on its own thread."""
 
-    def __init__(self, server: AssociationHost, sock: socket.socket, address: tuple[str, int], *,
-                 secure: bool = False) -> None:
+    def __init__(self, server: AssociationHost, sock: socket.socket, address: tuple[str, int], *, secure: bool = False) -> None:
         self.server = server
         self.sock = sock
         self.address = address
@@ -121,8 +119,6 @@ class Association:
         #: The data set being received, if any (discarded if the association ends first).
         self.reception: Reception | None = None
         self.identifier: IdentifierBuffer | None = None
-        #: perf_counter_ns when the PDU being handled was read whole (stage timing only).
-        self._pdu_started = 0
 
     # ------------------------------------------------------------------ I/O
 
@@ -312,14 +308,8 @@ class Association:
         command_size = 0
         command: dimse.Command | None = None
         context_id = -1
-        stages = self.server.service.stages
         while True:
-            started = time.perf_counter_ns()
-            pdu_type, body = ul.read_pdu(self.sock, PDU_READ_LIMIT, deadline=self._deadline(idle))
-            if stages is not None:
-                self._pdu_started = time.perf_counter_ns()
-                stages.add("receive", self._pdu_started - started)
-                stages.add("pdus", 1)
+            pdu_type, body = self._read_pdu(idle)
             if pdu_type == ul.A_RELEASE_RQ:
                 if command is not None or command_parts:
                     raise ul.ProtocolError("A-RELEASE-RQ in the middle of a DIMSE message")
@@ -351,7 +341,7 @@ class Association:
                         command = dimse.parse_command(b"".join(command_parts))
                         command_parts, command_size = [], 0
                         if not command.has_dataset:
-                            self._answer(command, context_id, stages)
+                            self._answer(command, context_id)
                             command = None
                         else:
                             self._begin(command, context_id)
@@ -359,18 +349,18 @@ class Association:
                     if command is None or (self.reception is None and self.identifier is None):
                         raise ul.ProtocolError("data set fragment without a command")
                     if pdv_context != context_id:
-                        raise ul.ProtocolError(
-                            f"data set on presentation context {pdv_context}, its command on {context_id}")
+                        raise ul.ProtocolError(f"data set on presentation context {pdv_context}, its command on {context_id}")
                     last = bool(control & ul.LAST_FRAGMENT)
                     if self.identifier is not None:
                         self.identifier.feed(fragment)
                     elif self.reception is not None:
                         self.reception.feed(fragment, last)
                     if last:
-                        self._answer(command, context_id, stages)
+                        self._answer(command, context_id)
                         command = None
-            if stages is not None:
-                stages.add("pdv", time.perf_counter_ns() - self._pdu_started)
+
+    def _read_pdu(self, idle: float) -> tuple[int, bytes]:  # the next PDU; a hook receiver/timed.py times
+        return ul.read_pdu(self.sock, PDU_READ_LIMIT, deadline=self._deadline(idle))
 
     def _begin(self, command: dimse.Command, context_id: int) -> None:
         """A command with a data set: C-STORE starts a reception, C-FIND an identifier; anything else is not served."""
@@ -382,28 +372,20 @@ class Association:
         assert self.peer is not None
         _abstract, syntax = self.accepted[context_id]
         self.reception = Reception(
-            self.server.service, self.session, transfer_syntax_uid=syntax,
-            sop_class_uid=command.affected_sop_class_uid or None,
+            self.server.service, self.session, transfer_syntax_uid=syntax, sop_class_uid=command.affected_sop_class_uid or None,
             sop_instance_uid=command.affected_sop_instance_uid or None,
             source=Source(ae_title=self.peer.calling_ae, address=self.address[0]),
             max_bytes=self.server.receiver.max_dataset_bytes,
         )
 
-    def _answer(self, command: dimse.Command, context_id: int, stages: StageTimer | None = None) -> None:
-        """Finish one DIMSE request (the data set, if any, received whole) and send its response.
-
-        With ``stages``, the PDU's own work so far counts as ``pdv`` and the response as ``response``.
-        """
-        if stages is not None:
-            stages.add("pdv", time.perf_counter_ns() - self._pdu_started)
+    def _answer(self, command: dimse.Command, context_id: int) -> None:
+        """Finish one DIMSE request (the data set, if any, received whole) and send its response."""
         abstract, _syntax = self.accepted[context_id]
-        answered = 0
         if command.command_field == dimse.C_ECHO_RQ:
             response = dimse.c_echo_rsp(command.message_id, command.affected_sop_class_uid or abstract)
         elif command.command_field == dimse.C_STORE_RQ and self.reception is not None:
             reception, self.reception = self.reception, None
             outcome = reception.finish()
-            answered = time.perf_counter_ns()
             response = dimse.c_store_rsp(command.message_id, command.affected_sop_class_uid or abstract,
                                          command.affected_sop_instance_uid, outcome.status, outcome.comment)
         elif command.command_field in (dimse.C_FIND_RQ, dimse.C_CANCEL_RQ):
@@ -413,13 +395,6 @@ class Association:
             raise ul.ProtocolError(f"DIMSE command 0x{command.command_field:04X} is not served here")
         for pdu in ul.encode_pdata(context_id, ul.COMMAND, response, self.max_send_pdu):
             self._send(pdu)
-        if stages is not None:
-            if command.command_field == dimse.C_STORE_RQ:
-                stages.add("response", time.perf_counter_ns() - answered)
-                stages.finish()
-            else:
-                stages.drop()
-            self._pdu_started = time.perf_counter_ns()
 
 
 __all__ = ["COMMAND_LIMIT", "MAX_PDU_BYTES", "PDU_READ_LIMIT", "Association", "AssociationHost"]
