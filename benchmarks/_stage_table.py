@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 #: The stages in the order an instance goes through them (metrics/stages.py); others follow alphabetically.
 ORDER = ("receive", "pdv", "parse", "check", "write", "file_sync", "place", "event", "folder_sync", "ack",
-         "folder_wait", "bookkeeping", "response")
+         "folder_wait", "unmark", "bookkeeping", "response")
 #: Stages that overlap another one (not part of the sum).
 OVERLAPPING = frozenset({"folder_sync"})
 #: Counts, not times.

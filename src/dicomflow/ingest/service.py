@@ -217,6 +217,7 @@ class StoreService:
             except BaseException:
                 placement.not_acknowledged()
                 raise
+            published = time.perf_counter()
             placement.acknowledged()
             acked = time.perf_counter()
         except DuplicateInstanceError as exc:
@@ -236,17 +237,18 @@ class StoreService:
         if self.metrics is not None:
             self.metrics.stored(size, write_s=write_s, fsync_s=synced - started, ack_s=acked - synced)
         if self.stages is not None:
-            self._time_stages(self.stages, started, sealed, synced, evented, acked)
+            self._time_stages(self.stages, (started, sealed, synced, evented, published, acked))
         log.debug("stored %s from %s as %s", identity.sop_uid, source.ae_title, store_event.file_path)
         return StoreOutcome(SUCCESS, header=identity.header)
 
     @staticmethod
-    def _time_stages(stages: StageRecorder, started: float, sealed: float, placed: float, evented: float,
-                     acked: float) -> None:
-        """The stages of :meth:`complete` (perf_counter seconds) in nanoseconds; ack and folder sync are in already."""
+    def _time_stages(stages: StageRecorder, marks: tuple[float, float, float, float, float, float]) -> None:
+        """The stages of :meth:`complete` (its perf_counter marks) in nanoseconds; ack and folder sync are in already."""
+        started, sealed, placed, evented, published, acked = marks
         stages.add("file_sync", int((sealed - started) * 1e9))
         stages.add("place", int((placed - sealed) * 1e9))
         stages.add("event", int((evented - placed) * 1e9))
+        stages.add("unmark", int((acked - published) * 1e9))  # the .unacknowledged mark removed
         stages.add("bookkeeping", int((time.perf_counter() - acked) * 1e9))
 
     def _audit_duplicate(self, session: SessionKey, identity: Identity, placement: Placement | S3Placement | None,

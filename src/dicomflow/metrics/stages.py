@@ -18,7 +18,7 @@ feeding the fragments), ``parse`` (reading and identifying the header),
 name, the duplicates check), ``event`` (building the store event),
 ``folder_sync`` (on its own thread, overlapping ``ack``), ``ack`` (Kafka
 acknowledging the store event and receipt), ``folder_wait`` (waiting for the
-folder sync after the acknowledgement), ``bookkeeping`` (transfer log,
+folder sync after the acknowledgement), ``unmark`` (removing the ``.unacknowledged`` mark), ``bookkeeping`` (transfer log,
 metrics), ``response`` (encoding and sending the C-STORE response), and
 ``cycle``.
 

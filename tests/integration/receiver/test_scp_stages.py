@@ -11,7 +11,7 @@ from tests.integration.ingest_support import make_topics, running_receiver, stor
 
 #: What every stored instance's record holds (metrics/stages.py).
 STAGES = {"receive", "pdv", "parse", "write", "file_sync", "place", "event", "folder_sync", "ack", "folder_wait",
-          "bookkeeping", "response", "pdus"}
+          "unmark", "bookkeeping", "response", "pdus"}
 
 
 def test_every_instance_gets_its_stages_and_they_fit_in_its_cycle(settings: Settings, tmp_path: Path) -> None:
