@@ -65,6 +65,19 @@ engine on the filesystem (fsync on), the ``--instances`` corpus, 1 and 4
 associations, at least 3 alternated rounds, medians. Target (issue 18): the
 S3 backend within 1.5x of the filesystem's rate (s3 / filesystem >= 0.67);
 the anchors lost 20-30x when they received straight into S3.
+
+**dcmtk storescp** (``--fork``, no sync, no Kafka, no index) is measured in
+the standard rows as the physical limit of the machine: dicomflow's ratio to
+it is printed, no target.
+
+**Breakdown** (``--rows breakdown``, issue 22): one association, at least 3
+alternated rounds of: the first engine with ``receiver.stage_timing_dir``
+set (each C-STORE timed stage by stage inside the receiver, records written
+when it stops), the same engine without it (the instrumentation's cost is
+on / off), dcmtk storescp, and a standalone script doing only the durable
+write and the Kafka send (``_durable_send.py``, the same stages timed the
+same way). Printed: the median rates, then per stage the median and mean
+ms per instance over every instance of every timed run.
 """
 
 from __future__ import annotations
@@ -96,6 +109,7 @@ from dicomflow.stack import LocalStack, free_port, free_ports
 
 STORESCU = "/usr/bin/storescu"
 ECHOSCU = "/usr/bin/echoscu"
+STORESCP = "/usr/bin/storescp"
 ORTHANC = "/usr/sbin/Orthanc"
 PG_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so")
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
@@ -182,10 +196,10 @@ class Dicomflow(Receiver):
     called_ae = "DICOMFLOW"
 
     def __init__(self, settings: Settings, work: Path, processes: int, fsync: bool, engine: str,
-                 tls: dict[str, Path] | None = None, *, s3: bool = False) -> None:
+                 tls: dict[str, Path] | None = None, *, s3: bool = False, stages: bool = False) -> None:
         self.settings = settings
         self.name = (f"dicomflow scp ({engine}, {processes} processes{'' if fsync else ', no fsync'}"
-                     f"{', mutual TLS' if tls else ''}{', s3' if s3 else ''})")
+                     f"{', mutual TLS' if tls else ''}{', s3' if s3 else ''}{', stage timing' if stages else ''})")
         self.port = free_port()
         suffix = uuid.uuid4().hex[:8]
         self.topics = dataclasses.replace(
@@ -194,6 +208,9 @@ class Dicomflow(Receiver):
             dicom_image=f"bench_rcv_image_{suffix}", dlq=f"bench_rcv_{suffix}.dlq", partitions=6,
         )
         self.storage = work / f"dicomflow-storage-{suffix}"
+        #: receiver.stage_timing_dir (issue 22's breakdown): the per-instance stage records, read after it stops.
+        self.stage_dir = work / f"dicomflow-stages-{suffix}" if stages else None
+        self.stage_records: list[dict[str, int]] = []
         create_topics(settings.kafka, self.topics)
         self.log = (work / f"dicomflow-{suffix}.log").open("wb")
         env = {
@@ -206,6 +223,8 @@ class Dicomflow(Receiver):
             "DICOMFLOW_INGEST_FSYNC": "true" if fsync else "false",
             "DICOMFLOW_RECEIVER_ENGINE": engine,
         }
+        if self.stage_dir is not None:
+            env["DICOMFLOW_RECEIVER_STAGE_TIMING_DIR"] = str(self.stage_dir)
         self.blobs: BlobStore | None = None
         if s3:  # the stack's S3Proxy, a key prefix of this receiver's own; the spool beside the storage root
             s3_settings = dataclasses.replace(settings.storage.s3, prefix=f"bench-rcv-{suffix}/")
@@ -257,6 +276,10 @@ class Dicomflow(Receiver):
     def stop(self) -> None:
         stop_process(self.process)
         self.log.close()
+        if self.stage_dir is not None:  # one file per receiver process, written as it stopped
+            for path in sorted(self.stage_dir.glob("stages-*.json")):
+                self.stage_records += json.loads(path.read_text())["records"]
+            shutil.rmtree(self.stage_dir, ignore_errors=True)
         delete_topics(self.settings.kafka, self.topics.all())
         shutil.rmtree(self.storage, ignore_errors=True)
         if self.blobs is not None:
@@ -333,6 +356,30 @@ class Orthanc(Receiver):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+class StoreScp(Receiver):
+    """dcmtk's storescp: receive and write, no index, no Kafka, no sync: the physical limit of this machine."""
+
+    called_ae = "STORESCP"
+    name = "dcmtk storescp (--fork, no sync, no Kafka)"
+
+    def __init__(self, work: Path) -> None:
+        self.port = free_port()
+        self.folder = work / f"storescp-{uuid.uuid4().hex[:8]}"
+        self.folder.mkdir()
+        self.log = (self.folder.parent / f"{self.folder.name}.log").open("wb")
+        self.process = subprocess.Popen([STORESCP, "--fork", "+xa", "-od", str(self.folder), str(self.port)],
+                                        env=NODELAY, stdout=self.log, stderr=self.log, cwd=work)
+
+    def count(self) -> int:
+        return sum(1 for p in self.folder.iterdir() if p.is_file())
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- runs
 
 
@@ -345,6 +392,8 @@ class Result:
     #: Resident memory of the receiver's processes: idle before the run, peak during it (KiB; 0: not measured).
     idle_kib: int = 0
     peak_kib: int = 0
+    #: Per-instance stage times inside the receiver (ns; dicomflow with stage timing on, or the standalone script).
+    stages: tuple[dict[str, int], ...] = ()
 
     @property
     def per_association_mib(self) -> float:
@@ -411,7 +460,10 @@ def measure(make: Callable[[], Receiver], folders: Sequence[Path], associations:
         received = receiver.count()
         if received != expected:
             raise RuntimeError(f"{receiver.name}: {received} instances received, {expected} sent")
-        return Result(receiver.name, associations, expected, seconds, idle, peak[0])
+        result = Result(receiver.name, associations, expected, seconds, idle, peak[0])
+    if isinstance(receiver, Dicomflow) and receiver.stage_records:
+        result = dataclasses.replace(result, stages=tuple(receiver.stage_records))
+    return result
 
 
 @dataclass(frozen=True)
@@ -427,9 +479,9 @@ class Bench:
         return [e.strip() for e in self.args.engines.split(",") if e.strip()]
 
     def dicomflow(self, engine: str, certificates: dict[str, Path] | None = None, *,
-                  s3: bool = False) -> Callable[[], Receiver]:
+                  s3: bool = False, stages: bool = False) -> Callable[[], Receiver]:
         return lambda: Dicomflow(self.settings, self.work, self.args.processes, not self.args.no_fsync, engine,
-                                 certificates, s3=s3)
+                                 certificates, s3=s3, stages=stages)
 
 
 def make_folders(root: Path, instances: int) -> tuple[list[Path], int]:
@@ -470,6 +522,7 @@ def standard_rows(bench: Bench) -> None:
         *(((f"dicomflow-{engines[0]}-tls", bench.dicomflow(engines[0], certificates)),) if certificates else ()),
         ("orthanc", lambda: Orthanc(work)),
         ("orthanc-pg", lambda: Orthanc(work, postgres=settings)),
+        ("storescp", lambda: StoreScp(work)),
     ]
     compared = f"dicomflow-{engines[0]}"
     results: dict[tuple[str, int], Result] = {}
@@ -494,6 +547,9 @@ def standard_rows(bench: Bench) -> None:
     print()
     print(f"ratios for {results[(compared, 1)].receiver}:")
     print_checks(checks)
+    for n in (1, 4):
+        print(f"{n} association(s): dicomflow / dcmtk storescp (the physical limit): "
+              f"{rate[(compared, n)] / rate[('storescp', n)]:.2f}x")
     if certificates:
         for associations in (1, 4):
             tls_rate = rate[(f"{compared}-tls", associations)]
@@ -596,6 +652,70 @@ def s3_rows(bench: Bench) -> None:
     shutil.rmtree(work / "s3-corpus", ignore_errors=True)
 
 
+def breakdown_rows(bench: Bench) -> None:
+    """Issue 22: where each instance's time goes, inside the receiver and in a standalone write + send; storescp."""
+    from _stage_table import stage_table
+
+    args, work, engine = bench.args, bench.work, bench.engines[0]
+    print()
+    print("breakdown (issue 22): 1 association, per-instance stages inside the receiver (receiver.stage_timing_dir)")
+    folders, total = make_folders(work / "breakdown-corpus", args.instances)
+    files = sorted(p for f in folders for p in f.rglob("*.dcm"))
+    rows: list[tuple[str, Callable[[], Receiver]]] = [
+        ("on", bench.dicomflow(engine, stages=True)),
+        ("off", bench.dicomflow(engine)),
+        ("storescp", lambda: StoreScp(work)),
+    ]
+    runs: dict[str, list[Result]] = {key: [] for key, _ in [*rows, ("standalone", None)]}
+    for _ in range(max(NAGLE_ROUNDS, args.repeat)):  # alternated: a noisy minute hits every row alike
+        for key, make in rows:
+            runs[key].append(measure(make, folders, 1, total))
+        runs["standalone"].append(standalone(bench, files))
+    for key, _ in [*rows, ("standalone", None)]:
+        result = median(runs[key])
+        print_run(result.receiver, 1, result, runs[key])
+    on, off, scp = (median(runs[k]) for k in ("on", "off", "storescp"))
+    print()
+    print(f"stage timing overhead: {on.rate:.1f}/s on vs {off.rate:.1f}/s off ({on.rate / off.rate:.3f}x); "
+          f"ms per instance: dicomflow {1000 / off.rate:.2f} (timing off), storescp {1000 / scp.rate:.2f}, "
+          f"standalone write + send {1000 / median(runs['standalone']).rate:.2f}")
+    print()
+    columns = {
+        f"dicomflow scp ({engine}), 1 assoc.": [r for run in runs["on"] for r in run.stages],
+        "standalone write + Kafka send": [r for run in runs["standalone"] for r in run.stages],
+    }
+    if args.breakdown_four:  # the same receiver, timed, with 4 associations at once (alternated with storescp)
+        four: dict[str, list[Result]] = {"on": [], "storescp": []}
+        for _ in range(max(NAGLE_ROUNDS, args.repeat)):
+            for key, make in rows:
+                if key in four:
+                    four[key].append(measure(make, folders, 4, total))
+        for key in four:
+            print_run(median(four[key]).receiver, 4, median(four[key]), four[key])
+        print()
+        columns[f"dicomflow scp ({engine}), 4 assoc."] = [r for run in four["on"] for r in run.stages]
+    for line in stage_table(columns):
+        print(line)
+    shutil.rmtree(work / "breakdown-corpus", ignore_errors=True)
+
+
+def standalone(bench: Bench, files: Sequence[Path]) -> Result:
+    """One run of the standalone durable write + Kafka send (benchmarks/_durable_send.py) on fresh topics."""
+    from _durable_send import durable_send
+
+    suffix = uuid.uuid4().hex[:8]
+    topics = dataclasses.replace(bench.settings.topics, main=f"bench_dur_{suffix}", log=f"bench_dur_log_{suffix}",
+                                 audit=f"bench_dur_audit_{suffix}", partitions=6)
+    create_topics(bench.settings.kafka, topics)
+    root = bench.work / f"durable-{suffix}"
+    try:
+        seconds, records = durable_send(bench.settings, topics, root, files, fsync=not bench.args.no_fsync)
+    finally:
+        delete_topics(bench.settings.kafka, topics.all())
+        shutil.rmtree(root, ignore_errors=True)
+    return Result("standalone durable write + Kafka send", 1, len(records), seconds, stages=tuple(records))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instances", type=int, default=2000, help="corpus size (split in four for 4 associations)")
@@ -610,13 +730,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also measure the first engine against a private cluster of this many brokers (RF 3)")
     parser.add_argument("--rows", default="standard,nagle,s3",
                         help="which rows: standard (storescu with TCP_NODELAY=1), nagle (a sender that leaves Nagle on), "
-                             "s3 (the s3 backend against the filesystem; starts the stack's S3Proxy)")
+                             "s3 (the s3 backend against the filesystem; starts the stack's S3Proxy), "
+                             "breakdown (issue 22: per-instance stages inside the receiver, 1 association, against a "
+                             "standalone durable write + Kafka send and dcmtk storescp)")
     parser.add_argument("--nagle-instances", type=int, default=400,
                         help="corpus size of the nagle rows (Orthanc takes ~0.1 s per instance from such a sender)")
+    parser.add_argument("--breakdown-four", action="store_true",
+                        help="breakdown rows: also time the receiver's stages with 4 associations at once")
     args = parser.parse_args(argv)
     rows = {r.strip() for r in args.rows.split(",") if r.strip()}
-    if not rows or rows - {"standard", "nagle", "s3"}:
-        parser.error(f"--rows takes standard, nagle and/or s3, not {args.rows!r}")
+    if not rows or rows - {"standard", "nagle", "s3", "breakdown"}:
+        parser.error(f"--rows takes standard, nagle, s3 and/or breakdown, not {args.rows!r}")
 
     ensure_orthanc(postgres="standard" in rows)
     settings = load_settings(default_config_path(os.environ), os.environ)
@@ -633,6 +757,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         nagle_rows(bench)
     if "s3" in rows:
         s3_rows(bench)
+    if "breakdown" in rows:
+        breakdown_rows(bench)
     print(f"load average after: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     shutil.rmtree(work / "corpus", ignore_errors=True)
     shutil.rmtree(work / "nagle-corpus", ignore_errors=True)

@@ -92,6 +92,18 @@ class StoreMetrics(Protocol):
     def refused(self, status: int) -> None: ...
 
 
+class StageRecorder(Protocol):
+    """Per-instance stage times, by the thread handling the instance (metrics/stages.py; benchmarks only)."""
+
+    def add(self, stage: str, ns: int) -> None: ...
+
+    def named_ns(self) -> int: ...
+
+    def finish(self) -> None: ...
+
+    def drop(self) -> None: ...
+
+
 class StudyMismatchError(IngestError):
     """The data set belongs to another study than the one the request is for."""
 
@@ -106,10 +118,12 @@ class StoreService:
     """
 
     def __init__(self, ingestor: Ingestor, publisher: Publisher, transfers: TransferLog, *, publish_timeout_s: float,
-                 metrics: StoreMetrics | None = None) -> None:
+                 metrics: StoreMetrics | None = None, stages: StageRecorder | None = None) -> None:
         self.ingestor = ingestor
         #: Observer: counts and latencies (never changes a decision).
         self.metrics = metrics
+        #: Observer: per-stage times of each instance (benchmarks; None: off).
+        self.stages = stages
         self.publisher = publisher
         self.transfers = transfers
         self.publish_timeout_s = publish_timeout_s
@@ -134,7 +148,9 @@ class StoreService:
         """
         header: InstanceHeader | None = None
         identity: Identity | None = None
+        stages = self.stages
         try:
+            parse_started = time.perf_counter_ns()
             header = self.ingestor.read(dataset, syntax)
             if study_uid is not None and header.study_uid != study_uid:
                 raise StudyMismatchError(f"Study Instance UID {header.study_uid} is not the requested study {study_uid}",
@@ -142,6 +158,8 @@ class StoreService:
             identity = self.ingestor.identify(
                 header, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid, calling_ae=source.ae_title,
             )
+            if stages is not None:
+                stages.add("parse", time.perf_counter_ns() - parse_started)
             started = time.perf_counter()
             if self.ingestor.s3 is not None:  # in memory already: straight up, no spool file
                 upload: PendingFile | Upload = self.ingestor.open_upload(identity, dataset, syntax, source)
@@ -149,6 +167,8 @@ class StoreService:
                 upload = self.ingestor.open_file(identity, syntax, source)
                 upload.write(dataset)
             write_s = time.perf_counter() - started
+            if stages is not None:
+                stages.add("write", int(write_s * 1e9))
         except IngestError as exc:
             return self.refuse(session, exc, header, identity, source)
         except Exception as exc:  # noqa: BLE001 - a handler answers a status, it never raises
@@ -177,6 +197,7 @@ class StoreService:
         try:
             started = time.perf_counter()
             size = pending.seal()
+            sealed = time.perf_counter()
             placement, location = self._place(pending, identity.sop_uid)
             synced = time.perf_counter()
             if placement.duplicate:
@@ -190,11 +211,13 @@ class StoreService:
                          identity.sop_uid, source.ae_title, placement.outcome)
                 return StoreOutcome(SUCCESS, header=identity.header)
             store_event = self.ingestor.store_event(identity, location, placement.size, syntax, source)
+            evented = time.perf_counter()
             try:
                 self._publish_and_sync(store_event, location.parent if isinstance(location, Path) else None)
             except BaseException:
                 placement.not_acknowledged()
                 raise
+            published = time.perf_counter()
             placement.acknowledged()
             acked = time.perf_counter()
         except DuplicateInstanceError as exc:
@@ -213,8 +236,20 @@ class StoreService:
         )
         if self.metrics is not None:
             self.metrics.stored(size, write_s=write_s, fsync_s=synced - started, ack_s=acked - synced)
+        if self.stages is not None:
+            self._time_stages(self.stages, (started, sealed, synced, evented, published, acked))
         log.debug("stored %s from %s as %s", identity.sop_uid, source.ae_title, store_event.file_path)
         return StoreOutcome(SUCCESS, header=identity.header)
+
+    @staticmethod
+    def _time_stages(stages: StageRecorder, marks: tuple[float, float, float, float, float, float]) -> None:
+        """The stages of :meth:`complete` (its perf_counter marks) in nanoseconds; ack and folder sync are in already."""
+        started, sealed, placed, evented, published, acked = marks
+        stages.add("file_sync", int((sealed - started) * 1e9))
+        stages.add("place", int((placed - sealed) * 1e9))
+        stages.add("event", int((evented - placed) * 1e9))
+        stages.add("unmark", int((acked - published) * 1e9))  # the .unacknowledged mark removed
+        stages.add("bookkeeping", int((time.perf_counter() - acked) * 1e9))
 
     def _audit_duplicate(self, session: SessionKey, identity: Identity, placement: Placement | S3Placement | None,
                          received_size: int, source: Source) -> None:
@@ -252,16 +287,26 @@ class StoreService:
             PublishFailedError: Kafka did not acknowledge (reported first).
             StorageWriteError: the folder could not be synced.
         """
+        stages = self.stages
         if folder is None or not self.ingestor.fsync:
+            started = time.perf_counter_ns()
             self._publish(store_event)
+            if stages is not None:
+                stages.add("ack", time.perf_counter_ns() - started)
             return
-        synced = self._folder_syncs.submit(sync_folder_durably, folder)
+        synced = self._folder_syncs.submit(_sync_folder_timed, folder)
+        started = time.perf_counter_ns()
         try:
             self._publish(store_event)
         finally:
+            acked = time.perf_counter_ns()
             error = synced.exception()
         if error is not None:
             raise error
+        if stages is not None:
+            stages.add("ack", acked - started)
+            stages.add("folder_wait", time.perf_counter_ns() - acked)
+            stages.add("folder_sync", synced.result())
 
     def _publish(self, store_event: DicomStoreMeta) -> None:
         """Send the store event and its receipt; return only once Kafka acknowledged both.
@@ -301,5 +346,12 @@ class StoreService:
         return StoreOutcome(exc.status, error_comment(exc.reason), header=header)
 
 
-__all__ = ["COMMENT_MAX", "SUCCESS", "StoreMetrics", "StoreOutcome", "StoreRequest", "StoreService", "StudyMismatchError",
+def _sync_folder_timed(folder: Path) -> int:
+    """:func:`sync_folder_durably` on a folder-sync thread; the nanoseconds it took."""
+    started = time.perf_counter_ns()
+    sync_folder_durably(folder)
+    return time.perf_counter_ns() - started
+
+
+__all__ = ["COMMENT_MAX", "SUCCESS", "StageRecorder", "StoreMetrics", "StoreOutcome", "StoreRequest", "StoreService", "StudyMismatchError",
            "error_comment"]

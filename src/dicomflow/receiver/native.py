@@ -23,6 +23,7 @@ from dicomflow.receiver.identity import IdentityPolicy
 from dicomflow.receiver.limits import SlotLimiter
 from dicomflow.receiver.negotiation import Negotiation
 from dicomflow.receiver.tcp import prompt_acks, set_nodelay
+from dicomflow.receiver.timed import TimedAssociation
 from dicomflow.receiver.tls import ServerTls
 from dicomflow.settings import ReceiverSettings
 
@@ -107,7 +108,9 @@ class NativeEngine:
             log.error("a connection from %s came to a TLS port, but TLS is not configured; closing it", address[0])
             client.close()
             return
-        association = Association(self, client, address, secure=secure)
+        stages = self.service.stages
+        association = (Association(self, client, address, secure=secure) if stages is None
+                       else TimedAssociation(self, client, address, secure=secure, stages=stages))
         with self._lock:
             self._associations.add(association)
         thread = threading.Thread(target=association.run, name=f"dicomflow-assoc-{address[0]}:{address[1]}",

@@ -134,7 +134,10 @@ class Reception:
     def _try_header(self) -> None:
         """Read the header from the prefix if it holds it; then open the file and stream from here on."""
         ingestor = self.service.ingestor
+        started = time.perf_counter_ns()
         header = ingestor.read_prefix(self._prefix, self.transfer_syntax_uid)
+        if self.service.stages is not None:
+            self.service.stages.add("parse", time.perf_counter_ns() - started)
         if header is None:
             self._next_parse = 2 * len(self._prefix)
             if len(self._prefix) >= PREFIX_CAP:
@@ -196,7 +199,11 @@ class Reception:
             if self._spill is not None:
                 self._from_spill()
             assert self._file is not None and self._identity is not None and self._header is not None
+            started = time.perf_counter_ns()
             self.service.ingestor.check_file(self._file.temp, self._header)
+            if service.stages is not None:
+                service.stages.add("check", time.perf_counter_ns() - started)
+                service.stages.add("write", int(self.write_s * 1e9))
         except IngestError as exc:
             self._drop_files()
             return service.refuse(self.session, exc, self._header, self._identity, self.source)

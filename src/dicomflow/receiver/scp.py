@@ -42,6 +42,7 @@ from dicomflow.ingest.service import StoreService
 from dicomflow.ingest.transfer_log import Peer, SessionKey, TransferLog
 from dicomflow.kafka.producer import Publisher
 from dicomflow.metrics.receiver import ReceiverMetrics
+from dicomflow.metrics.stages import StageTimer
 from dicomflow.models import AuditEvent
 from dicomflow.qr.service import FindService
 from dicomflow.receiver.limits import SlotLimiter
@@ -113,8 +114,10 @@ class Receiver:
             slots_dir = Path(self._own_slots.name)
         self.limiter = SlotLimiter(slots_dir, rs.max_associations, rs.max_associations_per_ae)
         self.transfers = TransferLog(settings.worker_node_id, self._emit_audit)
+        #: Observer: per-stage times of each instance (receiver.stage_timing_dir; None: off).
+        self.stages = StageTimer(rs.stage_timing_dir) if rs.stage_timing_dir is not None else None
         self.service = StoreService(self.ingestor, self.publisher, self.transfers, publish_timeout_s=rs.publish_timeout_s,
-                                    metrics=metrics)
+                                    metrics=metrics, stages=self.stages)
         #: C-FIND on the index ([qr], docs/qr.md): its connections open on the first query.
         self.finder = FindService(settings.qr, settings.database, ae_title=rs.ae_title,
                                   node_id=settings.worker_node_id, audit=self._emit_audit)
@@ -200,6 +203,7 @@ class Receiver:
             time.sleep(0.05)
         self.engine.close()
         self.service.close()
+        self._write_stages()
         self.finder.close()
         self.limiter.close()
         if self._own_slots is not None:
@@ -208,6 +212,17 @@ class Receiver:
             self.announce(started=False)
         if self._owns_publisher:
             self.publisher.close()
+
+    def _write_stages(self) -> None:
+        """The per-stage times, when collected (an observer: a failure is logged, never raised)."""
+        if self.stages is None:
+            return
+        try:
+            path = self.stages.write()
+        except OSError as exc:
+            log.warning("could not write the stage timings to %s: %s", self.stages.folder, exc.strerror or exc)
+            return
+        log.info("stage timings of %d instances written to %s", len(self.stages.records()), path)
 
     # ------------------------------------------------------------------ association events
 

@@ -215,6 +215,9 @@ class ReceiverSettings:
     require_user_identity: bool = False
     #: ``username:scrypt$N$r$p$salt$hash`` lines (``dicomflow users add``) the passwords are checked against.
     users_file: Path | None = None
+    #: Benchmarks: time each instance's stages in the receiver and write them to this
+    #: folder when it stops (metrics/stages.py, docs/receiver.md); None: off.
+    stage_timing_dir: Path | None = None
 
 
 @dataclass(frozen=True)
