@@ -102,7 +102,23 @@ class Outputs:
             series.setdefault(key[:3], record)
         for skey, record in series.items():
             self._thumbnail(batch, record, skey, conn)
-        return batch, record_outputs(conn, batch.transcoded, batch.thumbnails, now())
+        changed = record_outputs(conn, batch.transcoded, batch.thumbnails, now())
+        self._drop_orphans(batch, conn)
+        return batch, changed
+
+    def _drop_orphans(self, batch: BatchOutputs, conn: psycopg.Connection[Any]) -> None:
+        """Remove again the outputs written for instances that a delete took out of the index meanwhile.
+
+        A delete that commits between this batch's read of the index and its
+        write may have been purged before the write: nothing else would remove
+        that copy or thumbnail. A delete still in flight holds the rows, so the
+        outputs' UPDATE waits for it and this check (a later statement) sees it.
+        """
+        written = [(t.key, t.location) for t in batch.transcoded if t.location] + list(batch.thumbnails)
+        gone = [location for key, location in written if instance_files(conn, key) is None]
+        if gone:
+            self.store.delete_many([self.store.key_of(location) for location in gone])
+            batch.skipped["deleted-meanwhile"] += len(gone)
 
     def _original(self, file_path: str) -> str | None:
         """The original's key, None when its location is outside the store."""

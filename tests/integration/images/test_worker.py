@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from pydicom.encaps import encapsulate
 from pydicom.uid import generate_uid
 
-from dicomflow.images.outputs import ORIGIN, ORIGIN_HEADER
+from dicomflow.images.outputs import ORIGIN, ORIGIN_HEADER, Outputs
 from dicomflow.images.worker import ImageWorker
 from dicomflow.kafka.admin import create_topics, delete_topics
 from dicomflow.kafka.producer import Publisher
@@ -36,7 +36,7 @@ from dicomflow.models import DicomImageMeta, decode
 from dicomflow.pipeline.service import ConsumerService
 from dicomflow.scanner.publish import FolderPublisher
 from dicomflow.settings import Settings, to_child_env
-from dicomflow.store import PgStore
+from dicomflow.store import DeleteTarget, PgStore
 
 pytestmark = pytest.mark.integration
 
@@ -216,3 +216,33 @@ def test_kill_9_mid_batch_leaves_exact_outputs(images_settings: Settings, tmp_pa
     _check_outputs(c)
     dlq = read_all(images_settings.kafka, f"{images_settings.topics.dicom_image}.dlq")
     assert {decode(r.value or b"", DicomImageMeta).sop_uid for r in dlq} == {c.undecodable}
+
+
+def test_outputs_of_a_series_deleted_while_they_were_made_are_removed(
+        images_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delete that commits between the worker's read of the index and its record leaves no copy or thumbnail.
+
+    The purge removes only what the deleted rows named; outputs written after the delete are the worker's to
+    remove (the race the lifecycle's purge cannot see).
+    """
+    c = _build(images_settings, tmp_path / "in", series_count=1, per_series=3)
+    doomed = next(s for s, sops in c.series.items() if set(sops) <= set(c.need_transfer))
+    study, tenant = _rows(images_settings, "SELECT study_uid, tenant_id FROM dicom_image_meta WHERE series_uid = %s",
+                          (doomed,))[0]
+    made = Outputs._thumbnail
+    deleted: list[bool] = []
+
+    def thumbnail_then_delete(self: Outputs, batch: Any, record: Any, skey: Any, conn: Any) -> None:
+        made(self, batch, record, skey, conn)
+        if skey[2] == doomed and not deleted:  # written; the delete commits before the worker records it
+            with PgStore(images_settings.database) as store:
+                deleted.append(store.delete(DeleteTarget(tenant, study, doomed)).found)
+
+    monkeypatch.setattr(Outputs, "_thumbnail", thumbnail_then_delete)
+    ImageWorker(images_settings, ImagesMetrics(CollectorRegistry()), until_idle_s=3.0).run()
+    assert deleted == [True]
+    originals = {Path(p).parent for p in c.originals}
+    left = [p for folder in originals for p in folder.rglob("*")
+            if p.is_file() and (p.name == "thumbnail.jpg" or ".served" in p.parts) and doomed in str(p)]
+    assert left == [], left
+    assert _rows(images_settings, "SELECT count(*) FROM dicom_image_meta WHERE series_uid = %s", (doomed,)) == [(0,)]
