@@ -107,7 +107,7 @@ def count(folder: Path) -> int:
 
 def get_rate(port: int, called: str, study: str, work: Path, expected: int) -> float:
     folder = Path(tempfile.mkdtemp(dir=work))
-    elapsed = timed(["getscu", "-S", "-aet", "GETSCU", "-aec", called, "-od", str(folder), "-k",
+    elapsed = timed(["/usr/bin/getscu", "-S", "-aet", "GETSCU", "-aec", called, "-od", str(folder), "-k",
                      "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(port)])
     got = count(folder)
     shutil.rmtree(folder)
@@ -118,11 +118,11 @@ def get_rate(port: int, called: str, study: str, work: Path, expected: int) -> f
 
 def move_rate(port: int, called: str, study: str, work: Path, dest_port: int, expected: int) -> float:
     folder = Path(tempfile.mkdtemp(dir=work))
-    scp = subprocess.Popen(["storescp", "-aet", DEST_AE, "-od", str(folder), str(dest_port)], env=env(),
+    scp = subprocess.Popen(["/usr/bin/storescp", "-aet", DEST_AE, "-od", str(folder), str(dest_port)], env=env(),
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.3)
-        elapsed = timed(["movescu", "-S", "-aet", "MOVESCU", "-aec", called, "-aem", DEST_AE, "-k",
+        elapsed = timed(["/usr/bin/movescu", "-S", "-aet", "MOVESCU", "-aec", called, "-aem", DEST_AE, "-k",
                          "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(port)])
     finally:
         scp.terminate()

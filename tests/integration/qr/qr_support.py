@@ -84,7 +84,7 @@ def findscu(port: int, out: Path, *keys: str, model: str = "-S", calling: str = 
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("rsp*.dcm"):
         old.unlink()
-    args = ["findscu", model, "-aet", calling, "-aec", "DICOMFLOW", "-X", "-od", str(out), *extra]
+    args = ["/usr/bin/findscu", model, "-aet", calling, "-aec", "DICOMFLOW", "-X", "-od", str(out), *extra]
     for key in keys:
         args += ["-k", key]
     env = {**os.environ, "TCP_NODELAY": "1"}

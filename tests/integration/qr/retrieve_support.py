@@ -23,7 +23,7 @@ def dcmtk_env() -> dict[str, str]:
 def storescp(folder: Path, port: int, *flags: str, ae_title: str = "STORESCP") -> Iterator[Path]:
     """dcmtk's storescp on 127.0.0.1:``port`` writing into ``folder`` (uncompressed syntaxes only, by default)."""
     folder.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(["storescp", "-aet", ae_title, "-od", str(folder), *flags, str(port)],
+    process = subprocess.Popen(["/usr/bin/storescp", "-aet", ae_title, "-od", str(folder), *flags, str(port)],
                                env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10

@@ -137,7 +137,7 @@ def _assert_byte_equal(got: dict[str, Path], want: dict[str, Path]) -> None:
 
 
 def _movescu(env: Env, *keys: str, destination: str = "STORESCP", calling: str = "MOVESCU") -> subprocess.CompletedProcess[str]:
-    args = ["movescu", "-S", "-aet", calling, "-aec", "DICOMFLOW", "-aem", destination]
+    args = ["/usr/bin/movescu", "-S", "-aet", calling, "-aec", "DICOMFLOW", "-aem", destination]
     for key in keys:
         args += ["-k", key]
     return subprocess.run([*args, "127.0.0.1", str(env.port)], env=dcmtk_env(), capture_output=True, text=True,
@@ -145,7 +145,7 @@ def _movescu(env: Env, *keys: str, destination: str = "STORESCP", calling: str =
 
 
 def _getscu(env: Env, folder: Path, *keys: str, calling: str = "GETSCU") -> subprocess.CompletedProcess[str]:
-    args = ["getscu", "-S", "+B", "-aet", calling, "-aec", "DICOMFLOW", "-od", str(folder)]
+    args = ["/usr/bin/getscu", "-S", "+B", "-aet", calling, "-aec", "DICOMFLOW", "-od", str(folder)]
     for key in keys:
         args += ["-k", key]
     return subprocess.run([*args, "127.0.0.1", str(env.port)], env=dcmtk_env(), capture_output=True, text=True,

@@ -56,7 +56,7 @@ def test_get_and_move_from_s3_send_the_stored_bytes(s3_qr: Settings, tmp_path: P
         ConsumerService(s3_qr, until_idle_s=3.0).run()
         folder = tmp_path / "got"
         folder.mkdir()
-        get = subprocess.run(["getscu", "-S", "+B", "-aec", "DICOMFLOW", "-od", str(folder), "-k",
+        get = subprocess.run(["/usr/bin/getscu", "-S", "+B", "-aec", "DICOMFLOW", "-od", str(folder), "-k",
                               "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1",
                               str(s3_qr.receiver.port)], env=dcmtk_env(), capture_output=True, text=True, timeout=120)
         assert get.returncode == 0, get.stderr
@@ -66,7 +66,7 @@ def test_get_and_move_from_s3_send_the_stored_bytes(s3_qr: Settings, tmp_path: P
             assert dataset_bytes(got[uid]) == dataset_bytes(path)
         port = int(s3_qr.qr.destinations["STORESCP"].rsplit(":", 1)[1])
         with storescp(tmp_path / "moved", port, "+B") as moved:
-            move = subprocess.run(["movescu", "-S", "-aec", "DICOMFLOW", "-aem", "STORESCP", "-k",
+            move = subprocess.run(["/usr/bin/movescu", "-S", "-aec", "DICOMFLOW", "-aem", "STORESCP", "-k",
                                    "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1",
                                    str(s3_qr.receiver.port)], env=dcmtk_env(), capture_output=True, text=True,
                                   timeout=120)
