@@ -26,6 +26,9 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 #: The box of the page's largest canvas (over 100 x 100), or null: where a viewer draws its viewport.
+#: Clicks OHIF's "Skip all" (its onboarding tour) where it is shown.
+_SKIP_TOUR = """[...document.querySelectorAll('button, a, span')]
+  .filter(e => e.textContent.trim() === 'Skip all').forEach(e => e.click())"""
 _VIEWPORT = """(() => {
   const c = [...document.querySelectorAll('canvas')].map(e => e.getBoundingClientRect())
       .filter(r => r.width > 100 && r.height > 100).sort((a, b) => b.width * b.height - a.width * a.height)[0];
@@ -172,8 +175,16 @@ class Chromium:
         data = base64.b64decode(self.page("Page.captureScreenshot", params)["data"])
         return Image.open(io.BytesIO(data)).convert("RGB")
 
+    def dismiss_tour(self) -> None:
+        """Close OHIF's first-visit tour: its backdrop dims the whole page, viewports included."""
+        self.evaluate(_SKIP_TOUR)
+
     def rendered_viewport(self) -> dict[str, float] | None:
-        """The largest canvas's box once its screenshot is more than background (>= 2% of its pixels lit)."""
+        """The largest canvas's box once its screenshot is more than background (>= 2% of its pixels lit).
+
+        OHIF's tour, which may open before or after the image is drawn, is dismissed first.
+        """
+        self.dismiss_tour()
         box = self.evaluate(_VIEWPORT)
         if not box:
             return None
