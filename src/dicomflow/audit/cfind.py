@@ -12,11 +12,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 
-from dicomflow.audit.events import DESTINATION_ROLE, SOP_UID_TYPE, SOURCE_ROLE, SUCCESS, Outcome
+from dicomflow.audit.events import SOP_UID_TYPE, SUCCESS, Outcome
+from dicomflow.audit.participants import DESTINATION_ROLE, requestor
 from dicomflow.models import ActiveParticipant, AuditEvent, CodedValue, ParticipantObject, now
 
 QUERY = CodedValue(code="110112", meaning="Query")
-_NAP_IP = 2
 
 
 def dimse_query(
@@ -37,11 +37,7 @@ def dimse_query(
     when: dt.datetime | None = None,
 ) -> AuditEvent:
     """Query (110112): one C-FIND, whatever its outcome."""
-    requestor = ActiveParticipant(
-        user_id=calling_ae or "unknown", alternative_user_id=f"AETITLES={calling_ae}" if calling_ae else None,
-        user_name=user, user_is_requestor=True, role_id=SOURCE_ROLE, network_access_point_id=calling_address,
-        network_access_point_type=_NAP_IP if calling_address else None,
-    )
+    caller = requestor(calling_ae, calling_address, user)
     archive = ActiveParticipant(user_id=node_id, alternative_user_id=f"AETITLES={ae_title}", user_is_requestor=False,
                                 role_id=DESTINATION_ROLE)
     return AuditEvent(
@@ -52,7 +48,7 @@ def dimse_query(
         event_outcome_description=outcome_description,
         tenant_id=tenant_id,
         audit_source_id=node_id,
-        active_participants=[requestor, archive],
+        active_participants=[caller, archive],
         participant_objects=[ParticipantObject(
             object_id=sop_class_uid, id_type=SOP_UID_TYPE, type_code=2, type_code_role=3,
             details={"query": base64.b64encode(identifier).decode("ascii"), "transfer_syntax": transfer_syntax,

@@ -14,43 +14,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from dicomflow.audit.events import (
-    DESTINATION_ROLE,
-    INSTANCES_TRANSFERRED,
-    SOURCE_ROLE,
-    STUDY_UID_TYPE,
-    SUCCESS,
-    Outcome,
-)
+from dicomflow.audit.events import INSTANCES_TRANSFERRED, SUCCESS, Outcome
+from dicomflow.audit.participants import DESTINATION_ROLE, SOURCE_ROLE, requesting_user, study_objects
 from dicomflow.models import ActiveParticipant, AuditEvent, CodedValue, ParticipantObject, now
 
 INSTANCES_ACCESSED = CodedValue(code="110103", meaning="DICOM Instances Accessed")
 QUERY = CodedValue(code="110112", meaning="Query")
-#: Network access point type: 2 IP address.
-_NAP_IP = 2
 
 
 def _archive(node_id: str, role: CodedValue) -> ActiveParticipant:
     """This node, the archive, in ``role``."""
     return ActiveParticipant(user_id=node_id, user_is_requestor=False, role_id=role)
-
-
-def _user(user: str, address: str | None, role: CodedValue) -> ActiveParticipant:
-    return ActiveParticipant(
-        user_id=user, user_is_requestor=True, role_id=role,
-        network_access_point_id=address, network_access_point_type=_NAP_IP if address else None,
-    )
-
-
-def _study_objects(study_uid: str, details: dict[str, str], patient_id: str | None) -> list[ParticipantObject]:
-    objects = [ParticipantObject(object_id=study_uid, id_type=STUDY_UID_TYPE, type_code=2, type_code_role=3,
-                                 details=details)]
-    if patient_id is not None:
-        objects.append(ParticipantObject(
-            object_id=patient_id, id_type=CodedValue(code="2", scheme="RFC-3881", meaning="Patient Number"),
-            type_code=1, type_code_role=1,
-        ))
-    return objects
 
 
 def instances_retrieved(
@@ -86,9 +60,9 @@ def instances_retrieved(
         audit_source_id=node_id,
         active_participants=[
             _archive(node_id, SOURCE_ROLE),
-            _user(user, user_address, DESTINATION_ROLE),
+            requesting_user(user, user_address, DESTINATION_ROLE),
         ],
-        participant_objects=_study_objects(study_uid, details, patient_id),
+        participant_objects=study_objects(study_uid, details, patient_id),
     )
 
 
@@ -116,8 +90,8 @@ def instances_accessed(
         event_outcome_description=outcome_description,
         tenant_id=tenant_id,
         audit_source_id=node_id,
-        active_participants=[_user(user, user_address, DESTINATION_ROLE)],
-        participant_objects=_study_objects(study_uid, details, patient_id),
+        active_participants=[requesting_user(user, user_address, DESTINATION_ROLE)],
+        participant_objects=study_objects(study_uid, details, patient_id),
     )
 
 
@@ -141,7 +115,7 @@ def query(
         event_outcome=outcome,
         tenant_id=tenant_id,
         audit_source_id=node_id,
-        active_participants=[_user(user, user_address, SOURCE_ROLE),
+        active_participants=[requesting_user(user, user_address, SOURCE_ROLE),
                              _archive(node_id, DESTINATION_ROLE)],
         participant_objects=[ParticipantObject(
             object_id=resource, id_type=CodedValue(code="12", scheme="RFC-3881", meaning="URI"), type_code=2,

@@ -19,6 +19,14 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Literal
 
+from dicomflow.audit.participants import (
+    APPLICATION_ROLE,
+    DESTINATION_ROLE,
+    STUDY_UID_TYPE,
+    access_point_type,
+)
+from dicomflow.audit.participants import application as _application
+from dicomflow.audit.participants import requestor as _requestor
 from dicomflow.models import ActiveParticipant, AuditEvent, CodedValue, ParticipantObject, now
 
 Outcome = Literal[0, 4, 8, 12]
@@ -35,33 +43,7 @@ INSTANCES_TRANSFERRED = CodedValue(code="110104", meaning="DICOM Instances Trans
 DEAD_LETTERED = CodedValue(code="DLQ", scheme="99DICOMFLOW", meaning="Message Dead-Lettered")
 #: dicomflow's own event type for a dead letter published back to its source topic.
 REDRIVEN = CodedValue(code="REDRIVE", scheme="99DICOMFLOW", meaning="Dead Letter Re-Driven")
-SOURCE_ROLE = CodedValue(code="110153", meaning="Source Role ID")
-DESTINATION_ROLE = CodedValue(code="110152", meaning="Destination Role ID")
-APPLICATION_ROLE = CodedValue(code="110150", meaning="Application")
-STUDY_UID_TYPE = CodedValue(code="110180", meaning="Study Instance UID")
 FILE_TYPE = CodedValue(code="12", scheme="RFC-3881", meaning="URI")
-
-#: Network access point type: 1 machine name, 2 IP address.
-_NAP_IP = 2
-
-
-def _application(node_id: str, ae_title: str | None, role: CodedValue, requestor: bool, address: str | None) -> ActiveParticipant:
-    return ActiveParticipant(
-        user_id=node_id,
-        alternative_user_id=f"AETITLES={ae_title}" if ae_title else None,
-        user_is_requestor=requestor,
-        role_id=role,
-        network_access_point_id=address,
-        network_access_point_type=_NAP_IP if address else None,
-    )
-
-
-def _requestor(ae_title: str | None, address: str | None, user: str | None) -> ActiveParticipant:
-    """The sending side: its AE title, and the username of its user identity as the user name."""
-    participant = _application(ae_title or "unknown", ae_title, SOURCE_ROLE, True, address)
-    participant.user_name = user
-    return participant
-
 
 def application_activity(
     *,
@@ -347,7 +329,7 @@ def security_alert(
             _application(node_id, ae_title, APPLICATION_ROLE, False, local_address),
             ActiveParticipant(user_id=peer_address or "unknown", user_is_requestor=True,
                               network_access_point_id=peer_address,
-                              network_access_point_type=_NAP_IP if peer_address else None),
+                              network_access_point_type=access_point_type(peer_address)),
         ],
         participant_objects=[ParticipantObject(
             object_id=peer_address or "unknown", id_type=NODE_ID_TYPE, type_code=2,

@@ -12,10 +12,9 @@ from __future__ import annotations
 import datetime as dt
 
 from dicomflow.audit.dicomweb import INSTANCES_ACCESSED
-from dicomflow.audit.events import SOURCE_ROLE, STUDY_UID_TYPE, SUCCESS, Outcome
+from dicomflow.audit.events import SUCCESS, Outcome
+from dicomflow.audit.participants import SOURCE_ROLE, STUDY_UID_TYPE, requesting_user
 from dicomflow.models import ActiveParticipant, AuditEvent, ParticipantObject, now
-
-_NAP_IP = 2
 
 
 def instances_deleted(
@@ -41,9 +40,7 @@ def instances_deleted(
         tenant_id=tenant_id,
         audit_source_id=node_id,
         active_participants=[
-            ActiveParticipant(user_id=user, user_is_requestor=True, role_id=SOURCE_ROLE,
-                              network_access_point_id=user_address,
-                              network_access_point_type=_NAP_IP if user_address else None),
+            requesting_user(user, user_address, SOURCE_ROLE),
             ActiveParticipant(user_id=node_id, user_is_requestor=False),
         ],
         participant_objects=[ParticipantObject(

@@ -15,19 +15,11 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dicomflow.audit.events import (
-    DESTINATION_ROLE,
-    INSTANCES_TRANSFERRED,
-    SOURCE_ROLE,
-    STUDY_UID_TYPE,
-    SUCCESS,
-    Outcome,
-)
-from dicomflow.models import ActiveParticipant, AuditEvent, CodedValue, ParticipantObject, now
+from dicomflow.audit.events import INSTANCES_TRANSFERRED, SUCCESS, Outcome
+from dicomflow.audit.participants import DESTINATION_ROLE, SOURCE_ROLE, access_point_type, application, study_objects
+from dicomflow.models import ActiveParticipant, AuditEvent, CodedValue, now
 
 BEGIN_TRANSFERRING = CodedValue(code="110102", meaning="Begin Transferring DICOM Instances")
-#: Network access point type: 2 IP address.
-_NAP_IP = 2
 
 
 @dataclass(frozen=True)
@@ -44,35 +36,18 @@ class RetrieveParties:
 
 
 def _participants(p: RetrieveParties) -> list[ActiveParticipant]:
-    def ae(user_id: str, title: str, role: CodedValue, requestor: bool, address: str | None) -> ActiveParticipant:
-        return ActiveParticipant(
-            user_id=user_id, alternative_user_id=f"AETITLES={title}" if title else None, user_is_requestor=requestor,
-            role_id=role, network_access_point_id=address, network_access_point_type=_NAP_IP if address else None,
-        )
-
-    out = [ae(p.node_id, p.archive_ae, SOURCE_ROLE, False, None),
-           ae(p.destination_ae or "unknown", p.destination_ae, DESTINATION_ROLE, p.destination_ae == p.requestor_ae,
+    out = [application(p.node_id, p.archive_ae, SOURCE_ROLE, False, None),
+           application(p.destination_ae or "unknown", p.destination_ae, DESTINATION_ROLE, p.destination_ae == p.requestor_ae,
               p.destination_address)]
     if p.requestor_ae != p.destination_ae or p.user:
         requestor = ActiveParticipant(
             user_id=p.requestor_ae or "unknown", alternative_user_id=f"AETITLES={p.requestor_ae}",
             user_is_requestor=True, network_access_point_id=p.requestor_address,
-            network_access_point_type=_NAP_IP if p.requestor_address else None,
+            network_access_point_type=access_point_type(p.requestor_address),
         )
         requestor.user_name = p.user
         out.append(requestor)
     return out
-
-
-def _study(study_uid: str, details: dict[str, str], patient_id: str | None) -> list[ParticipantObject]:
-    objects = [ParticipantObject(object_id=study_uid, id_type=STUDY_UID_TYPE, type_code=2, type_code_role=3,
-                                 details=details)]
-    if patient_id is not None:
-        objects.append(ParticipantObject(
-            object_id=patient_id, id_type=CodedValue(code="2", scheme="RFC-3881", meaning="Patient Number"),
-            type_code=1, type_code_role=1,
-        ))
-    return objects
 
 
 def begin_transferring(*, parties: RetrieveParties, tenant_id: str, service: str, study_uids: Sequence[str],
@@ -82,7 +57,7 @@ def begin_transferring(*, parties: RetrieveParties, tenant_id: str, service: str
     return AuditEvent(
         event_id=BEGIN_TRANSFERRING, event_action="E", event_date_time=when or now(), event_outcome=SUCCESS,
         tenant_id=tenant_id, audit_source_id=parties.node_id, active_participants=_participants(parties),
-        participant_objects=[obj for uid in study_uids for obj in _study(uid, details, None)],
+        participant_objects=[obj for uid in study_uids for obj in study_objects(uid, details, None)],
     )
 
 
@@ -99,7 +74,7 @@ def instances_sent(*, parties: RetrieveParties, tenant_id: str, service: str, st
     return AuditEvent(
         event_id=INSTANCES_TRANSFERRED, event_action="R", event_date_time=when or now(), event_outcome=outcome,
         event_outcome_description=outcome_description, tenant_id=tenant_id, audit_source_id=parties.node_id,
-        active_participants=_participants(parties), participant_objects=_study(study_uid, details, patient_id),
+        active_participants=_participants(parties), participant_objects=study_objects(study_uid, details, patient_id),
     )
 
 
