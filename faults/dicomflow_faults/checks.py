@@ -115,6 +115,36 @@ class RowCounter:
             self._conn = None
 
 
+def read_change_history(db: DatabaseSettings) -> tuple[set[str], set[str]]:
+    """(SOP UIDs the change log ever recorded as created or updated, those whose newest change is a delete).
+
+    What a phase that also deletes needs: an instance answered Success must
+    have been indexed once, and if its row is gone, a delete must be the
+    reason. Read from ``dicom_change_log`` itself, written in the same
+    transaction as the index rows.
+
+    Raises:
+        psycopg.Error: PostgreSQL unreachable.
+    """
+    ever: set[str] = set()
+    deleted: set[str] = set()
+    with _connect(db) as conn:
+        for (sop_uid,) in conn.execute(
+            "SELECT DISTINCT sop_uid FROM dicom_change_log WHERE action IN ('create', 'update')"
+        ):
+            ever.add(sop_uid)
+        for (sop_uid,) in conn.execute(
+            """
+            SELECT sop_uid FROM (
+                SELECT DISTINCT ON (tenant_id, sop_uid) sop_uid, action FROM dicom_change_log
+                ORDER BY tenant_id, sop_uid, sequence DESC
+            ) newest WHERE action = 'delete'
+            """
+        ):
+            deleted.add(sop_uid)
+    return ever, deleted
+
+
 def read_rows(db: DatabaseSettings) -> RowSummary:
     """Every instance row's SOP UID, duplicates per SOP UID, and series counts that disagree.
 
@@ -259,6 +289,7 @@ __all__ = [
     "committed_offsets",
     "consumer_lag",
     "count_rows",
+    "read_change_history",
     "read_dead_letters",
     "read_rows",
     "subset_check",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dicomflow.settings import OAuth2Settings, Settings, to_child_env
 from dicomflow.stack import free_ports
-from dicomflow_faults.checks import read_rows, wait_drained
+from dicomflow_faults.checks import read_change_history, read_rows, wait_drained
 from dicomflow_faults.instances import build_template, make_uid
 from dicomflow_faults.privstack import SHARED_PORTS, PrivateStack
 from dicomflow_faults.supervisor import Component, component_env, port_open
@@ -94,6 +94,8 @@ def run_web_fuzz(stack: PrivateStack, requests: int, *, seed: int, log_dir: Path
                 if outcome == "skipped":
                     continue
                 result.record(request.family, f"{request.method} {request.route} ({request.family})", status, outcome)
+                if request.method == "DELETE" and status == 204:
+                    result.deletes_answered += 1
                 if request.body is not None:
                     ok, refused = stow_outcome(status, body, request.body.sop_uids + request.body.damaged_uids)
                     result.stow_success |= ok
@@ -104,9 +106,16 @@ def run_web_fuzz(stack: PrivateStack, requests: int, *, seed: int, log_dir: Path
         result.web_crashed = not web.alive()
         result.drained = wait_drained(settings.kafka, settings.topics, timeout_s=120.0)
         indexed = read_rows(settings.database).sop_uids
+        ever, deleted = read_change_history(settings.database)
         result.stow_refused -= result.stow_success
-        result.success_not_indexed = result.stow_success - indexed
-        result.refused_indexed = result.stow_refused & indexed
+        # The sweep and the path family also send DELETE with a good token, so
+        # an instance answered Success may be gone again: it counts as indexed
+        # when the change log recorded its create and its newest change is a
+        # delete, and only once some DELETE was answered 204.
+        result.deleted = result.stow_success & (deleted - indexed)
+        gone_unexplained = result.deleted if result.deletes_answered == 0 else set()
+        result.success_not_indexed = (result.stow_success - ever) | (result.stow_success - indexed - deleted) | gone_unexplained
+        result.refused_indexed = result.stow_refused & (indexed | ever)
         result.lost = len(result.success_not_indexed)
     finally:
         web.terminate()

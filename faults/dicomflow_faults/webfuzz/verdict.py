@@ -36,6 +36,10 @@ class WebFuzzResult:
     stow_refused: set[str] = field(default_factory=set)
     success_not_indexed: set[str] = field(default_factory=set)
     refused_indexed: set[str] = field(default_factory=set)
+    #: Instances answered Success, indexed, then deleted by a DELETE of the run.
+    deleted: set[str] = field(default_factory=set)
+    #: DELETE requests answered 204.
+    deletes_answered: int = 0
     drained: bool = False
     web_crashed: bool = False
     seconds: float = 0.0
@@ -73,6 +77,7 @@ class WebFuzzResult:
                   "exited during the run" if self.web_crashed else "up to the end"),
             Check("web fuzz: every STOW part answered Success is indexed", self.drained and not self.success_not_indexed,
                   f"{len(self.stow_success) - len(self.success_not_indexed)}/{len(self.stow_success)} indexed"
+                  f" ({len(self.deleted)} of them deleted since by {self.deletes_answered} DELETE(s) answered 204)"
                   + ("" if self.drained else " (the consumer did not drain)")),
             Check("web fuzz: no refused STOW part is indexed", not self.refused_indexed,
                   f"{len(self.refused_indexed)} of {len(self.stow_refused)} refused instance(s) indexed"),
@@ -112,7 +117,8 @@ def print_web_fuzz(w: Callable[[str], object], r: WebFuzzResult) -> None:
     w("  families: " + ", ".join(f"{k} {v}" for k, v in sorted(r.families.items())) + "\n")
     w("  answers: " + ", ".join(f"{k} {v}" for k, v in r.answers.most_common()) + "\n")
     w(f"  STOW-RS parts: {len(r.stow_success)} answered Success ({len(r.success_not_indexed)} not indexed), "
-      f"{len(r.stow_refused)} refused ({len(r.refused_indexed)} indexed)\n")
+      f"{len(r.stow_refused)} refused ({len(r.refused_indexed)} indexed); "
+      f"{len(r.deleted)} deleted again by {r.deletes_answered} DELETE(s) answered 204\n")
 
 
 def headline(r: WebFuzzResult) -> str:
@@ -126,6 +132,7 @@ def as_json(r: WebFuzzResult) -> dict[str, Any]:
         "answers": dict(r.answers), "server_errors": r.server_errors, "dropped": r.dropped, "timeouts": r.timeouts,
         "tracebacks": r.tracebacks, "stow_success": len(r.stow_success), "stow_refused": len(r.stow_refused),
         "success_not_indexed": len(r.success_not_indexed), "refused_indexed": len(r.refused_indexed),
+        "deleted": len(r.deleted), "deletes_answered": r.deletes_answered,
         "drained": r.drained, "web_crashed": r.web_crashed, "seconds": round(r.seconds, 1),
         "fuzz_seconds": round(r.fuzz_seconds, 1),
     }
