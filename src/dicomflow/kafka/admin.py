@@ -200,11 +200,15 @@ def _configs(admin: AdminClient, names: Sequence[str], timeout_s: float) -> dict
     cannot be read is left out."""
     futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in names], request_timeout=timeout_s)
     out: dict[str, dict[str, int]] = {}
+    deadline = time.monotonic() + timeout_s + 1.0  # past the request's own timeout, so that one answers first
     for resource, future in futures.items():
         try:
-            entries = future.result(timeout=timeout_s)
+            entries = future.result(timeout=max(deadline - time.monotonic(), 0.1))
         except KafkaException as exc:
             log.warning("cannot read the configuration of topic %s: %s", resource.name, kafka_error_text(exc))
+            continue
+        except TimeoutError:
+            log.warning("cannot read the configuration of topic %s: no answer within %.0f s", resource.name, timeout_s)
             continue
         values = out.setdefault(resource.name, {})
         for key in ("retention.ms", "min.insync.replicas"):
@@ -252,6 +256,9 @@ def create_topics(kafka: KafkaSettings | str, topics: TopicSettings, *, timeout_
                 if _is_code(exc, KafkaError.TOPIC_ALREADY_EXISTS):  # created by someone else meanwhile
                     continue
                 raise TopicAdminError(f"cannot create topic {name} on {settings.brokers}: {kafka_error_text(exc)}") from exc
+            except TimeoutError as exc:
+                raise TopicAdminError(f"cannot create topic {name} on {settings.brokers}: "
+                                      f"no answer within {timeout_s:.0f} s") from exc
         _wait_visible(admin, created, topics.partitions, timeout_s)
     after = {t.name: t for t in describe_topics(settings, names, timeout_s=timeout_s)}
     return [_outcome(n, n in created, after[n], topics, rf, isr) for n in names]
@@ -325,6 +332,9 @@ def delete_topics(kafka: KafkaSettings | str, names: Iterable[str], *, timeout_s
             if _is_code(exc, KafkaError.UNKNOWN_TOPIC_OR_PART):
                 continue
             raise TopicAdminError(f"cannot delete topic {name} on {settings.brokers}: {kafka_error_text(exc)}") from exc
+        except TimeoutError as exc:
+            raise TopicAdminError(f"cannot delete topic {name} on {settings.brokers}: "
+                                  f"no answer within {timeout_s:.0f} s") from exc
 
 
 __all__ = [
