@@ -45,10 +45,9 @@ def delete(
     if not result.found:
         typer.echo(f"no {what}", err=True)
         raise typer.Exit(4)
-    resource = f"/studies/{study}" + (f"/series/{series}" if series else "") + (f"/instances/{instance}" if instance else "")
     event = instances_deleted(node_id=settings.worker_node_id, tenant_id=target.tenant_id, study_uid=study,
                               instance_count=len(result.instances), user=getpass.getuser(), user_address=None,
-                              resource=resource)
+                              resource=_resource(target))
     with Publisher(settings.kafka, settings.topics, client_id="dicomflow-delete") as publisher:
         audited = publisher.send_audit([event], timeout_s=30.0)
     typer.echo(f"deleted {what}: {len(result.instances)} instances"
@@ -66,9 +65,12 @@ def undelete(
 ) -> None:
     """Undo deletes whose objects are not purged yet ([lifecycle] purge_delay): the index rows come back as creates.
 
+    The restore is an audit event (DICOM Instances Accessed, action C).
     Exit codes: 0 restored, 1 failed, 2 bad arguments, 4 nothing recoverable.
     """
+    from dicomflow.audit.lifecycle import instances_restored
     from dicomflow.errors import DicomflowError
+    from dicomflow.kafka.producer import Publisher
     from dicomflow.store import PgStore
 
     settings = settings_of(ctx)
@@ -83,7 +85,19 @@ def undelete(
     if not restored:
         typer.echo(f"nothing of {what} is recoverable (never deleted, or purged already)", err=True)
         raise typer.Exit(4)
+    event = instances_restored(node_id=settings.worker_node_id, tenant_id=target.tenant_id, study_uid=study,
+                               instance_count=len(restored), user=getpass.getuser(), resource=_resource(target))
+    with Publisher(settings.kafka, settings.topics, client_id="dicomflow-undelete") as publisher:
+        audited = publisher.send_audit([event], timeout_s=30.0)
     typer.echo(f"restored {what}: {len(restored)} instances")
+    if not audited.ok:
+        typer.echo("warning: the audit event was not acknowledged by Kafka", err=True)
+
+
+def _resource(target: DeleteTarget) -> str:
+    """The DICOMweb path of what a target names (the audit's resource)."""
+    return (f"/studies/{target.study_uid}" + (f"/series/{target.series_uid}" if target.series_uid else "")
+            + (f"/instances/{target.sop_uid}" if target.sop_uid else ""))
 
 
 def _target(default_tenant: str, study: str, series: str | None, instance: str | None,

@@ -155,6 +155,15 @@ def test_the_delete_command_asks_deletes_and_audits(settings: Settings, tmp_path
         assert query(settings.database, "SELECT count(*) FROM dicom_image_meta") == [(3,)]
         audit = [a for a in read_audit(settings) if a.event_action == "D"]
         assert [(a.tenant_id, a.participant_objects[0].object_id) for a in audit] == [(TENANT, one.study_uid)]
+        undone = runner.invoke(app, ["undelete", "--study", one.study_uid, "--series", one.series_uid], env=env)
+        assert undone.exit_code == 0, undone.output
+        assert "2 instances" in undone.output
+        assert query(settings.database, "SELECT count(*) FROM dicom_image_meta") == [(5,)]
+        restores = [a for a in read_audit(settings) if a.event_id.code == "110103" and a.event_action == "C"]
+        assert [(a.tenant_id, a.participant_objects[0].object_id, a.participant_objects[0].details["resource"])
+                for a in restores] == [(TENANT, one.study_uid, f"/studies/{one.study_uid}/series/{one.series_uid}")]
+        again = runner.invoke(app, ["undelete", "--study", one.study_uid, "--series", one.series_uid], env=env)
+        assert again.exit_code == 4, again.output
     finally:
         delete_topics(settings.kafka, settings.topics.all())
 
