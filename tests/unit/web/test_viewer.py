@@ -39,12 +39,12 @@ def _dist(tmp_path: Path) -> Path:
     return dist
 
 
-def _get(settings: Settings, *paths: str) -> list[httpx.Response]:
+def _get(settings: Settings, *paths: str, headers: dict[str, str] | None = None) -> list[httpx.Response]:
     app = create_app(settings, route_factories=(viewer.routes,), registry=CollectorRegistry(), publish_audit=False)
 
     async def get() -> list[httpx.Response]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web") as client:
-            return [await client.get(p) for p in paths]
+            return [await client.get(p, headers=headers) for p in paths]
 
     return asyncio.run(get())
 
@@ -69,6 +69,37 @@ def test_the_root_based_build_is_served_under_viewer(tmp_path: Path) -> None:
     assert css.text == "@font-face{src:url(/viewer/a.woff2)}"
     assert json.loads(manifest.text) == {"icons": [{"src": "/viewer/assets/i.png"}], "start_url": "/viewer/"}
     assert icon.status_code == 200 and icon.content == b"\x89PNG"
+
+
+def test_scripts_and_wasm_go_out_gzipped_to_a_client_that_accepts_it(tmp_path: Path) -> None:
+    dist = _dist(tmp_path)
+    padding = "".join(f"var v{i} = {i};\n" for i in range(400))
+    (dist / "app.bundle.1.js").write_text(f'(() => {{\n__webpack_require__.p = "/";\n{padding}}})();\n')
+    (dist / "big.chunk.js").write_text(padding)
+    (dist / "codec.wasm").write_bytes(b"\0asm" + bytes(4096))
+    (dist / "assets" / "big.png").write_bytes(b"\x89PNG" + bytes(4096))
+    settings = _settings(tmp_path, dist=dist)
+    paths = ("/viewer/app.bundle.1.js", "/viewer/big.chunk.js", "/viewer/codec.wasm", "/viewer/assets/big.png",
+             "/viewer/chunk.2.js")
+    bundle, chunk, wasm, png, small = _get(settings, *paths, headers={"Accept-Encoding": "gzip, br"})
+    assert bundle.headers["content-encoding"] == "gzip" and bundle.headers["vary"] == "Accept-Encoding"
+    assert '__webpack_require__.p = "/viewer/";' in bundle.text and bundle.text.endswith("})();\n")  # rewritten, then packed
+    assert chunk.headers["content-encoding"] == "gzip" and chunk.text == padding
+    assert int(chunk.headers["content-length"]) < len(padding) // 3
+    assert wasm.headers["content-encoding"] == "gzip" and wasm.headers["content-type"] == "application/wasm"
+    assert wasm.content == b"\0asm" + bytes(4096)
+    assert "content-encoding" not in png.headers and png.content == b"\x89PNG" + bytes(4096)  # compressed already
+    assert "content-encoding" not in small.headers  # under a kilobyte: not worth it
+    plain = _get(settings, *paths[:3], headers={"Accept-Encoding": "gzip;q=0, identity"})
+    assert all("content-encoding" not in r.headers for r in plain)
+    assert plain[1].text == padding and plain[2].headers["content-type"] == "application/wasm"
+
+
+@pytest.mark.parametrize(("header", "ok"), [("gzip", True), ("deflate, gzip;q=0.5", True), ("*", True),
+                                            ("gzip;q=0", False), ("identity", False), ("", False),
+                                            ("br, deflate", False), ("GZIP", True), ("gzip;q=x", False)])
+def test_accept_encoding_is_read_as_http_says(header: str, ok: bool) -> None:
+    assert viewer.accepts_gzip(header) is ok
 
 
 def test_client_side_routes_get_the_index_and_missing_files_404(tmp_path: Path) -> None:
