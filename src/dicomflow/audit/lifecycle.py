@@ -11,7 +11,8 @@ instances. A restore (``dicomflow undelete``) is the same event with action C
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+
+import msgspec
 
 from dicomflow.audit.dicomweb import INSTANCES_ACCESSED
 from dicomflow.audit.events import SUCCESS, Outcome
@@ -33,44 +34,9 @@ def instances_deleted(
     when: dt.datetime | None = None,
 ) -> AuditEvent:
     """DICOM Instances Accessed (110103, action D): ``user`` deleted ``resource`` (instance_count instances)."""
-    return _accessed("D", node_id=node_id, tenant_id=tenant_id, study_uid=study_uid, instance_count=instance_count,
-                     user=user, user_address=user_address, resource=resource, outcome=outcome,
-                     outcome_description=outcome_description, when=when)
-
-
-def instances_restored(
-    *,
-    node_id: str,
-    tenant_id: str,
-    study_uid: str,
-    instance_count: int,
-    user: str,
-    resource: str,
-    when: dt.datetime | None = None,
-) -> AuditEvent:
-    """DICOM Instances Accessed (110103, action C): ``user`` restored deleted ``resource`` before its purge."""
-    return _accessed("C", node_id=node_id, tenant_id=tenant_id, study_uid=study_uid, instance_count=instance_count,
-                     user=user, user_address=None, resource=resource, outcome=SUCCESS, outcome_description=None,
-                     when=when)
-
-
-def _accessed(
-    action: Literal["C", "D"],
-    *,
-    node_id: str,
-    tenant_id: str,
-    study_uid: str,
-    instance_count: int,
-    user: str,
-    user_address: str | None,
-    resource: str,
-    outcome: Outcome,
-    outcome_description: str | None,
-    when: dt.datetime | None,
-) -> AuditEvent:
     return AuditEvent(
         event_id=INSTANCES_ACCESSED,
-        event_action=action,
+        event_action="D",
         event_date_time=when or now(),
         event_outcome=outcome,
         event_outcome_description=outcome_description,
@@ -85,6 +51,23 @@ def _accessed(
             details={"instance_count": str(instance_count), "resource": resource},
         )],
     )
+
+
+def instances_restored(
+    *,
+    node_id: str,
+    tenant_id: str,
+    study_uid: str,
+    instance_count: int,
+    user: str,
+    resource: str,
+    when: dt.datetime | None = None,
+) -> AuditEvent:
+    """DICOM Instances Accessed (110103, action C): ``user`` restored deleted ``resource`` before its purge."""
+    deleted = instances_deleted(node_id=node_id, tenant_id=tenant_id, study_uid=study_uid,
+                                instance_count=instance_count, user=user, user_address=None, resource=resource,
+                                when=when)
+    return msgspec.structs.replace(deleted, event_action="C")
 
 
 __all__ = ["instances_deleted", "instances_restored"]

@@ -95,13 +95,6 @@ def test_scripts_and_wasm_go_out_gzipped_to_a_client_that_accepts_it(tmp_path: P
     assert plain[1].text == padding and plain[2].headers["content-type"] == "application/wasm"
 
 
-@pytest.mark.parametrize(("header", "ok"), [("gzip", True), ("deflate, gzip;q=0.5", True), ("*", True),
-                                            ("gzip;q=0", False), ("identity", False), ("", False),
-                                            ("br, deflate", False), ("GZIP", True), ("gzip;q=x", False)])
-def test_accept_encoding_is_read_as_http_says(header: str, ok: bool) -> None:
-    assert viewer.accepts_gzip(header) is ok
-
-
 def test_client_side_routes_get_the_index_and_missing_files_404(tmp_path: Path) -> None:
     settings = _settings(tmp_path, dist=_dist(tmp_path))
     study, callback, missing, outside, bare = _get(
