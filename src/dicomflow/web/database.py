@@ -192,10 +192,14 @@ class Database:
         return DatabaseUnavailable(f"all {self.pool.max_size} connections busy", self.retry_after_s)
 
     def unavailable(self, exc: BaseException) -> DatabaseUnavailable:
-        """``exc`` (one :func:`is_unavailable` accepts) recorded as the outage, as the error the app answers 503."""
-        self.outage.failed(exc)
+        """``exc`` (one :func:`is_unavailable` accepts) recorded as the outage, as the error the app answers 503.
+
+        A :class:`DatabaseUnavailable` is returned as it is: the outage it stands for was recorded when
+        it was made, and one for a merely busy pool (:meth:`_busy`) is no outage at all.
+        """
         if isinstance(exc, DatabaseUnavailable):
             return exc
+        self.outage.failed(exc)
         return DatabaseUnavailable(describe(exc), self.retry_after_s)
 
 

@@ -119,3 +119,24 @@ def test_requests_answer_503_with_retry_after_within_the_wait_when_nothing_liste
     # Only the programming error, a 500, is logged with its traceback.
     with_traceback = [r for r in caplog.records if r.exc_info]
     assert [r.getMessage() for r in with_traceback] == ["GET /raise/programming failed"]
+
+
+def test_a_busy_pool_answers_503_but_is_no_outage(caplog: pytest.LogCaptureFixture) -> None:
+    """Every connection in use while the server answers (as the pool refills after an outage): no WARNING.
+
+    The app's 503 handler passes every DatabaseUnavailable through ``unavailable``; a busy one recorded
+    there had logged a second, zero-length outage right after the real one ended.
+    """
+    from dicomflow.web.database import Database
+
+    db = Database(_settings_without_database())
+    caplog.set_level(logging.INFO, logger="dicomflow.web.database")
+    busy = db._busy(PoolTimeout("couldn't get a connection after 1.00 sec"))
+    assert db.unavailable(busy) is busy
+    assert busy.retry_after_s == 1 and "busy" in busy.problem
+    assert not db.outage.down
+    assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
+    refused = db.unavailable(psycopg.OperationalError("connection refused"))
+    assert db.outage.down and refused.retry_after_s == 1
+    assert db.unavailable(refused) is refused
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
