@@ -16,12 +16,11 @@ from collections.abc import Iterable
 from pynetdicom.presentation import PresentationContext, build_context
 
 from dicomflow.dicom.constants import EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from dicomflow.qr.proposal import MAX_CONTEXTS, destination_syntaxes
 from dicomflow.qr.retrieve_keys import PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_GET, STUDY_ROOT_MOVE
 
 #: The retrieve SOP classes answered (PS3.4 C.6.1.1.3/4, C.6.2.1.3/4).
 RETRIEVE_SOP_CLASSES = (PATIENT_ROOT_MOVE, STUDY_ROOT_MOVE, PATIENT_ROOT_GET, STUDY_ROOT_GET)
-#: pynetdicom's (and the standard's) limit on proposed presentation contexts.
-MAX_CONTEXTS = 128
 
 
 def retrieve_contexts() -> list[PresentationContext]:
@@ -41,26 +40,8 @@ def with_roles(contexts: Iterable[PresentationContext]) -> list[PresentationCont
 
 
 def destination_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]:
-    """Contexts to propose to a move destination for instances of these (SOP class, stored syntax) pairs.
-
-    Per SOP class: one context per stored syntax, alone (so the destination
-    accepts it or refuses it, rather than choosing another), and one with the
-    uncompressed syntaxes, which every instance can be transcoded to.
-    At most :data:`MAX_CONTEXTS`; past that, SOP classes keep only their
-    uncompressed context (what does not fit fails its sub-operation).
-    """
-    by_class: dict[str, list[str]] = {}
-    for sop_class, syntax in pairs:
-        syntaxes = by_class.setdefault(sop_class, [])
-        if syntax not in syntaxes:
-            syntaxes.append(syntax)
-    contexts = [build_context(c, [EXPLICIT_VR_LE, IMPLICIT_VR_LE]) for c in list(by_class)[:MAX_CONTEXTS]]
-    for sop_class, syntaxes in by_class.items():
-        for syntax in syntaxes:
-            if len(contexts) >= MAX_CONTEXTS:
-                return contexts
-            contexts.append(build_context(sop_class, [syntax]))
-    return contexts
+    """Contexts to propose to a move destination (:func:`~dicomflow.qr.proposal.destination_syntaxes`)."""
+    return [build_context(abstract, syntaxes) for abstract, syntaxes in destination_syntaxes(pairs)]
 
 
 __all__ = ["MAX_CONTEXTS", "RETRIEVE_SOP_CLASSES", "destination_contexts", "retrieve_contexts", "with_roles"]

@@ -118,6 +118,14 @@ class StoredFile(Dataset):
                 os.unlink(self._dicomflow_path)
 
 
+@dataclass(frozen=True)
+class Transcoded:
+    """An instance transcoded for the peer: a Part 10 file in ``transfer_syntax``, in memory."""
+
+    transfer_syntax: str
+    data: bytes
+
+
 def choose_syntax(stored: str, accepted: Iterable[str]) -> str | None:
     """The syntax to send an instance stored in ``stored`` in: itself, else an uncompressed one, else any we write."""
     offered = list(accepted)
@@ -184,6 +192,24 @@ class Retriever:
         Raises:
             InstanceUnavailable: the object is missing or unreadable, or no accepted syntax can be written.
         """
+        found = self.fetch(item, accepted)
+        if isinstance(found, StoredFile):
+            return found
+        try:
+            return read(found.data)
+        except (OSError, ValueError) as exc:
+            raise InstanceUnavailable(item.sop_uid, f"cannot read the transcoded {item.file_path}: {exc}") from exc
+
+    def fetch(self, item: RetrieveItem, accepted: Sequence[str]) -> StoredFile | Transcoded:
+        """The instance to send to a peer that accepted ``accepted`` for its SOP class (either network engine).
+
+        As stored (its local file, an S3 object spooled first) when the
+        stored syntax is accepted, else a Part 10 file in memory transcoded to
+        one that is (:func:`choose_syntax`): one instance at a time.
+
+        Raises:
+            InstanceUnavailable: the object is missing or unreadable, or no accepted syntax can be written.
+        """
         target = choose_syntax(item.transfer_syntax_uid, accepted)
         if target is None:
             raise InstanceUnavailable(item.sop_uid, f"the peer accepted no transfer syntax for {item.sop_class_uid}")
@@ -192,7 +218,7 @@ class Retriever:
             if target == item.transfer_syntax_uid:
                 return self._as_stored(item, key)
             source: Any = (self.store.location(key) if self.store.backend == "filesystem" else self.store.read(key))
-            return read(transcode(source, target))
+            return Transcoded(target, transcode(source, target))
         except (BlobError, OSError, ValueError) as exc:
             raise InstanceUnavailable(item.sop_uid, f"cannot read {item.file_path}: {exc}") from exc
         except TranscodeError as exc:
@@ -250,4 +276,4 @@ class Retriever:
                  " (cancelled)" if transfer.cancelled else "")
 
 
-__all__ = ["CANNOT_COUNT", "InstanceUnavailable", "Retriever", "StoredFile", "Transfer", "choose_syntax"]
+__all__ = ["CANNOT_COUNT", "InstanceUnavailable", "Retriever", "StoredFile", "Transcoded", "Transfer", "choose_syntax"]

@@ -31,11 +31,11 @@ that is set. Past it, or past ``receiver.max_dataset_bytes``, we abort.
 Anything malformed or out of order is a protocol error, answered with
 A-ABORT (one warning line, no traceback).
 
-What it does not do (pynetdicom does, ``receiver.engine = "pynetdicom"``):
-asynchronous operations windows (we answer with the default, synchronous),
-SCP/SCU role selection and extended negotiation replies, user identity
-responses. TLS (``[receiver.tls]``) is a handshake on the association's
-thread before the A-ASSOCIATE-RQ (:mod:`~dicomflow.receiver.tls`).
+C-FIND, C-GET and C-MOVE (:mod:`~dicomflow.receiver.retrieve`) are served on
+the same thread; role selection is answered for C-GET. Not done: asynchronous
+operations windows (we answer synchronous) and extended negotiation replies.
+TLS (``[receiver.tls]``) is a handshake on this thread before the
+A-ASSOCIATE-RQ (:mod:`~dicomflow.receiver.tls`).
 """
 
 from __future__ import annotations
@@ -52,15 +52,17 @@ from dicomflow.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERS
 from dicomflow.ingest.ingestor import Source
 from dicomflow.ingest.service import StoreService
 from dicomflow.ingest.transfer_log import Peer, SessionKey
+from dicomflow.qr.retrieve import Retriever
 from dicomflow.qr.service import FindService
 from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
 from dicomflow.receiver.events import AssociationEvents
-from dicomflow.receiver.find import IdentifierBuffer, answer_find
+from dicomflow.receiver.find import IdentifierBuffer
 from dicomflow.receiver.identity import IdentityPolicy
 from dicomflow.receiver.limits import Slot, SlotLimiter, SlotRefused
 from dicomflow.receiver.negotiation import REFUSAL_KINDS, REJECT_USER_IDENTITY, Negotiation, user_identity
 from dicomflow.receiver.reception import DatasetTooLarge, Reception
+from dicomflow.receiver.retrieve import answer_query
 from dicomflow.receiver.tls import ServerTls, TlsRefused
 from dicomflow.settings import ReceiverSettings
 
@@ -78,10 +80,7 @@ _DRAIN_S = 2.0
 
 
 class AssociationHost(Protocol):
-    """What an association needs of the engine that accepted it (:class:`~dicomflow.receiver.native.NativeEngine`).
-
-    A Protocol, so this module does not import the engine that imports it.
-    """
+    """What an association needs of the engine that accepted it (:class:`~dicomflow.receiver.native.NativeEngine`)."""
 
     receiver: ReceiverSettings
     service: StoreService
@@ -92,6 +91,7 @@ class AssociationHost(Protocol):
     identity: IdentityPolicy
     tls: ServerTls | None
     finder: FindService | None  # C-FIND on the index (None: no queries answered)
+    retriever: Retriever | None  # C-GET / C-MOVE ([qr] enabled; None: not served)
 
     def forget(self, association: Association) -> None:
         """The association ended (called once, from its own thread)."""
@@ -119,10 +119,13 @@ class Association:
         #: The data set being received, if any (discarded if the association ends first).
         self.reception: Reception | None = None
         self.identifier: IdentifierBuffer | None = None
+        #: {SOP class: [(context id, syntax)]} a C-GET may send its C-STOREs on (negotiation.roles).
+        self.sending: dict[str, list[tuple[int, str]]] = {}
+        self.retriever = server.retriever
 
     # ------------------------------------------------------------------ I/O
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes | bytearray | memoryview) -> None:
         with self._send_lock:
             self.sock.sendall(data)
 
@@ -292,11 +295,12 @@ class Association:
             self._await_peer_close()
             return False
         results, self.accepted = negotiation.contexts(request)
+        roles, self.sending = negotiation.roles(request, self.accepted)
         self.max_send_pdu = request.max_pdu_length
         self._send(ul.encode_associate_ac(
             request, results, max_pdu_length=MAX_PDU_BYTES,
             implementation_class_uid=IMPLEMENTATION_CLASS_UID, implementation_version=IMPLEMENTATION_VERSION,
-            extra_user_items=verdict.response_item,
+            extra_user_items=roles + verdict.response_item,
         ))
         self.server.events.established(self.session, self.peer)
         return True
@@ -363,8 +367,8 @@ class Association:
         return ul.read_pdu(self.sock, PDU_READ_LIMIT, deadline=self._deadline(idle))
 
     def _begin(self, command: dimse.Command, context_id: int) -> None:
-        """A command with a data set: C-STORE starts a reception, C-FIND an identifier; anything else is not served."""
-        if command.command_field == dimse.C_FIND_RQ and self.server.finder is not None:
+        """A command with a data set: C-STORE starts a reception, a query an identifier; anything else is not served."""
+        if command.command_field in dimse.QUERY_REQUESTS and self.server.finder is not None:
             self.identifier = IdentifierBuffer()
             return
         if command.command_field != dimse.C_STORE_RQ:
@@ -388,8 +392,8 @@ class Association:
             outcome = reception.finish()
             response = dimse.c_store_rsp(command.message_id, command.affected_sop_class_uid or abstract,
                                          command.affected_sop_instance_uid, outcome.status, outcome.comment)
-        elif command.command_field in (dimse.C_FIND_RQ, dimse.C_CANCEL_RQ):
-            answer_find(self, command, context_id)
+        elif command.command_field in dimse.QUERY_REQUESTS or command.command_field == dimse.C_CANCEL_RQ:
+            answer_query(self, command, context_id)
             return
         else:
             raise ul.ProtocolError(f"DIMSE command 0x{command.command_field:04X} is not served here")

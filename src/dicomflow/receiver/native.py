@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterable
 
 from dicomflow.ingest.service import StoreService
+from dicomflow.qr.retrieve import Retriever
 from dicomflow.qr.service import FindService
 from dicomflow.receiver.acceptor import Association
 from dicomflow.receiver.events import AssociationEvents
@@ -34,7 +35,8 @@ class NativeEngine:
     """Accepts connections (or is handed them) and serves each association on its own thread."""
 
     def __init__(self, receiver: ReceiverSettings, service: StoreService, events: AssociationEvents, *,
-                 limiter: SlotLimiter, listen: bool = True, finder: FindService | None = None) -> None:
+                 limiter: SlotLimiter, listen: bool = True, finder: FindService | None = None,
+                 retriever: Retriever | None = None) -> None:
         self.receiver = receiver
         self.service = service
         self.events = events
@@ -42,7 +44,10 @@ class NativeEngine:
         self.limiter = limiter
         #: C-FIND on the index (receiver/find.py); None: C-FIND is not served.
         self.finder = finder
-        self.negotiation = Negotiation(receiver, service.ingestor.settings.supported_transfer_syntaxes)
+        #: C-GET / C-MOVE (receiver/retrieve.py, ``[qr] enabled``); None: their contexts are not accepted.
+        self.retriever = retriever
+        self.negotiation = Negotiation(receiver, service.ingestor.settings.supported_transfer_syntaxes,
+                                       retrieve=retriever is not None)
         self.identity = IdentityPolicy(receiver)
         #: TLS (receiver.tls): on the main port when tls.port is 0, else on a listener of its own.
         self.tls = ServerTls(receiver.tls) if receiver.tls.enabled else None

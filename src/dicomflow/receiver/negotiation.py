@@ -5,8 +5,16 @@ AE title not allowed; a user identity that fails is decided by
 :mod:`~dicomflow.receiver.identity`), and which presentation contexts are
 accepted: a storage SOP class or Verification, with the first transfer
 syntax *the sender* proposed that we know, so instances are kept as sent; a
-Query/Retrieve FIND SOP class (:mod:`dicomflow.qr`) with the first
-uncompressed one (an identifier is a handful of elements).
+Query/Retrieve FIND SOP class (:mod:`dicomflow.qr`), and with ``[qr] enabled``
+a GET or MOVE one, with the first uncompressed one (an identifier is a
+handful of elements).
+
+C-GET sends its C-STORE sub-operations on the requestor's own association,
+the requestor in the SCP role: it proposes that in SCP/SCU Role Selection
+items (PS3.7 D.3.3.4). With retrieve on, a proposed role for a storage SOP
+class we accepted is granted as proposed (the reply echoes it), and the
+contexts of those classes are the ones a C-GET may send on
+(:meth:`Negotiation.roles`).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from pydicom.uid import AllTransferSyntaxes
 
 from dicomflow.qr.model import FIND_SOP_CLASSES
 from dicomflow.qr.results import IDENTIFIER_SYNTAXES
+from dicomflow.qr.retrieve_keys import MODEL_OF
 from dicomflow.receiver import upperlayer as ul
 from dicomflow.receiver.identity import UserIdentity, parse_user_identity
 from dicomflow.settings import ReceiverSettings
@@ -36,9 +45,13 @@ def storage_sop_classes() -> frozenset[str]:
 class Negotiation:
     """The acceptor's side of association negotiation (pure: no I/O)."""
 
-    def __init__(self, receiver: ReceiverSettings, supported_transfer_syntaxes: Iterable[str]) -> None:
-        """``supported_transfer_syntaxes`` (``ingest.supported_transfer_syntaxes``) are accepted besides pydicom's."""
+    def __init__(self, receiver: ReceiverSettings, supported_transfer_syntaxes: Iterable[str], *,
+                 retrieve: bool = False) -> None:
+        """``supported_transfer_syntaxes`` (``ingest.supported_transfer_syntaxes``) are accepted besides pydicom's;
+        ``retrieve``: the GET / MOVE contexts and role selection are answered (``[qr] enabled``)."""
         self.receiver = receiver
+        self.retrieve = retrieve
+        self.query_classes = frozenset(FIND_SOP_CLASSES) | (frozenset(MODEL_OF) if retrieve else frozenset())
         self.allowed = frozenset(a.strip() for a in receiver.allowed_calling_aes)
         self.abstract_syntaxes = storage_sop_classes()
         self.transfer_syntaxes = frozenset([*map(str, AllTransferSyntaxes), *supported_transfer_syntaxes])
@@ -60,7 +73,7 @@ class Negotiation:
         accepted: dict[int, tuple[str, str]] = {}
         for proposed in request.contexts:
             abstract = proposed.abstract_syntax
-            if abstract in FIND_SOP_CLASSES:
+            if abstract in self.query_classes:
                 results.append(_query_context(proposed, accepted))
                 continue
             if abstract not in self.abstract_syntaxes and not abstract.startswith(STORAGE_ROOT):
@@ -75,6 +88,24 @@ class Negotiation:
             results.append(ul.ContextResult(proposed.context_id, ul.ACCEPTANCE, chosen))
             accepted[proposed.context_id] = (abstract, chosen)
         return results, accepted
+
+    def roles(self, request: ul.AssociateRequest,
+              accepted: dict[int, tuple[str, str]]) -> tuple[bytes, dict[str, list[tuple[int, str]]]]:
+        """The Role Selection reply items, and {SOP class: [(context id, syntax)]} a C-GET may send C-STOREs on.
+
+        Only with retrieve on, and only for storage SOP classes accepted: the
+        proposed roles are granted as they are (see the module doc).
+        """
+        if not self.retrieve or not request.roles:
+            return b"", {}
+        classes = {abstract for abstract, _syntax in accepted.values() if abstract not in self.query_classes}
+        items = b"".join(ul.encode_role_selection(uid, scu, scp) for uid, (scu, scp) in request.roles.items()
+                         if uid in classes)
+        sending: dict[str, list[tuple[int, str]]] = {}
+        for context_id, (abstract, syntax) in sorted(accepted.items()):
+            if abstract in classes and request.roles.get(abstract, (1, 0))[1]:
+                sending.setdefault(abstract, []).append((context_id, syntax))
+        return items, sending
 
 
 def _query_context(proposed: ul.ProposedContext, accepted: dict[int, tuple[str, str]]) -> ul.ContextResult:

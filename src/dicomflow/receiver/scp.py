@@ -50,6 +50,7 @@ from dicomflow.receiver.reception import clear_incoming
 from dicomflow.settings import Settings
 
 if TYPE_CHECKING:
+    from dicomflow.qr.retrieve import Retriever
     from dicomflow.receiver.pynetdicom_server import PynetdicomEngine
 
 log = logging.getLogger(__name__)
@@ -132,27 +133,33 @@ class Receiver:
         else:
             from dicomflow.receiver.native import NativeEngine
 
-            self.engine = NativeEngine(rs, self.service, self, limiter=self.limiter, listen=listen, finder=self.finder)
-            if settings.qr.enabled:
-                log.warning("[qr] enabled but the native receiver engine does not accept the C-MOVE / C-GET "
-                            "contexts; set receiver.engine = \"pynetdicom\" to serve them")
+            self.engine = NativeEngine(rs, self.service, self, limiter=self.limiter, listen=listen, finder=self.finder,
+                                       retriever=self._retriever())
         self._listen = listen
         self._thread: threading.Thread | None = None
         self._stopped = False
 
-    def _offer_retrieve(self, engine: PynetdicomEngine) -> None:
-        """C-MOVE / C-GET on the pynetdicom engine when ``[qr] enabled`` (the native engine refuses them: docs/qr.md).
+    def _retriever(self) -> Retriever | None:
+        """C-MOVE / C-GET on the index when ``[qr] enabled`` (docs/qr.md), for either engine.
 
         Raises:
             ConfigError: a ``[qr.destinations]`` entry is not ``host:port``.
         """
         if not self.settings.qr.enabled:
-            return
+            return None
         from dicomflow.qr.retrieve import Retriever
+
+        return Retriever(self.settings, self.ingestor.tenants, self._emit_audit)
+
+    def _offer_retrieve(self, engine: PynetdicomEngine) -> None:
+        """C-MOVE / C-GET on the pynetdicom engine: its contexts and handlers (qr/serve.py)."""
+        retriever = self._retriever()
+        if retriever is None:
+            return
         from dicomflow.qr.serve import offer_retrieve
 
         servers = [s for s in (engine.server, engine.tls_server) if s is not None]
-        offer_retrieve(engine.ae, servers, Retriever(self.settings, self.ingestor.tenants, self._emit_audit))
+        offer_retrieve(engine.ae, servers, retriever)
 
     @property
     def address(self) -> tuple[str, int]:

@@ -142,6 +142,8 @@ class AssociateRequest:
     implementation_version: str = ""
     #: The User Identity sub-item's value (0x58, PS3.7 D.3.3.7), undecoded; None when absent.
     user_identity: bytes | None = None
+    #: SCP/SCU Role Selection sub-items (0x54, PS3.7 D.3.3.4): {SOP class UID: (SCU role, SCP role)}.
+    roles: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def _uid(raw: bytes) -> str:
@@ -209,9 +211,26 @@ def _user_information(value: bytes, request: AssociateRequest) -> None:
             request.implementation_version = sub.decode("ascii", "replace").strip(" \x00")
         elif sub_type == 0x58:
             request.user_identity = bytes(sub)  # decided by receiver.identity
-        # 0x53 asynchronous operations, 0x54 role selection, 0x56/0x57 extended
-        # negotiation: not answered, which means the defaults (synchronous
-        # operations, default roles, no extended negotiation), as PS3.7 Annex D allows.
+        elif sub_type == 0x54:
+            request.roles.update([_role_selection(sub)])  # answered by receiver.negotiation (C-GET)
+        # 0x53 asynchronous operations, 0x56/0x57 extended negotiation: not answered,
+        # which means the defaults (synchronous operations, no extended negotiation), as PS3.7 Annex D allows.
+
+
+def _role_selection(sub: bytes) -> tuple[str, tuple[int, int]]:
+    """One SCP/SCU Role Selection sub-item: UID length, UID, SCU role, SCP role."""
+    if len(sub) < 4:
+        raise ProtocolError("role selection sub-item shorter than 4 bytes")
+    (length,) = _U16.unpack_from(sub, 0)
+    if len(sub) != length + 4:
+        raise ProtocolError(f"role selection sub-item of {len(sub)} bytes for a UID of {length}")
+    return _uid(sub[2:2 + length]), (sub[2 + length], sub[3 + length])
+
+
+def encode_role_selection(sop_class_uid: str, scu_role: int, scp_role: int) -> bytes:
+    """The SCP/SCU Role Selection sub-item answering (or proposing) the roles of ``sop_class_uid``."""
+    uid = _ascii(sop_class_uid)
+    return _item(0x54, _U16.pack(len(uid)) + uid + bytes((scu_role, scp_role)))
 
 
 # --------------------------------------------------------------------------- answers
@@ -335,6 +354,7 @@ __all__ = [
     "encode_associate_rj",
     "encode_pdata",
     "encode_release_rp",
+    "encode_role_selection",
     "iter_pdvs",
     "parse_associate_rq",
     "read_pdu",
