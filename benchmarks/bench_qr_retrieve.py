@@ -1,4 +1,4 @@
-"""C-GET and C-MOVE instances/s: dicomflow scp (pynetdicom engine, [qr]) versus Orthanc, same files, same run.
+"""C-GET and C-MOVE instances/s: dicomflow scp ([qr], ``--engine`` native or pynetdicom) versus Orthanc, same files, same run.
 
 The rows of issue 21's ``bench_qr.py`` for retrieval (C-FIND's latency rows
 live beside them there). One study of ``--instances`` CT instances (the
@@ -138,6 +138,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--instances", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--engine", choices=("native", "pynetdicom"), default="native",
+                        help="dicomflow's receiver engine (default: native, the default engine)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
 
@@ -159,7 +161,7 @@ def main() -> int:
     settings = dataclasses.replace(
         s0, topics=topics, database=dataclasses.replace(s0.database, dbname=dbname),
         storage=dataclasses.replace(s0.storage, root=root),
-        receiver=dataclasses.replace(s0.receiver, engine="pynetdicom", host="127.0.0.1", port=free_port()),
+        receiver=dataclasses.replace(s0.receiver, engine=args.engine, host="127.0.0.1", port=free_port()),
         qr=QrSettings(enabled=True, destinations={DEST_AE: f"127.0.0.1:{dest_port}"}),
     )
     orthanc: OrthancDimse | None = None
@@ -197,7 +199,8 @@ def main() -> int:
                     cpu[f"{op}-{side}"].append((cpu_s(pids[side]) - before) / n * 1000)
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}/s ({cpu[k][-1]:.1f} ms CPU)"
                                                  for k, v in rows.items()), flush=True)
-        print(f"\n{n} instances, one study, {args.rounds} alternated rounds (median instances/s)\n")
+        print(f"\n{n} instances, one study, {args.rounds} alternated rounds (median instances/s), "
+              f"{args.engine} engine, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
         print(f"{'measure':30} {'dicomflow':>10} {'Orthanc':>10} {'ratio':>7}  target >= 1.5x")
         ok = True
         for op in ("get", "move"):

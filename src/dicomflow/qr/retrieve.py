@@ -97,25 +97,35 @@ class Transfer:
             self.result(uid, int(getattr(command, "Status", 0xC000)))
 
 
-class StoredFile(Dataset):
-    """An instance to send as stored: its UIDs (for pynetdicom's failure list) and a local file to stream."""
+@dataclass(frozen=True)
+class LocalCopy:
+    """An instance to send as stored: a local file (the object itself, or an S3 object spooled for the send)."""
 
-    def __init__(self, item: RetrieveItem, path: str, *, temporary: bool) -> None:
-        super().__init__()
-        self.SOPClassUID = item.sop_class_uid
-        self.SOPInstanceUID = item.sop_uid
-        self._dicomflow_path = path
-        self._dicomflow_temporary = temporary
-
-    @property
-    def local_path(self) -> str:
-        return self._dicomflow_path
+    local_path: str
+    temporary: bool
 
     def cleanup(self) -> None:
         """Remove the file when it was spooled for the send (an S3 object)."""
-        if self._dicomflow_temporary:
+        if self.temporary:
             with contextlib.suppress(OSError):
-                os.unlink(self._dicomflow_path)
+                os.unlink(self.local_path)
+
+
+class StoredFile(Dataset):
+    """A :class:`LocalCopy` as pynetdicom's handlers yield it: a data set with its UIDs (for the failure list)."""
+
+    def __init__(self, item: RetrieveItem, copy: LocalCopy) -> None:
+        super().__init__()
+        self.SOPClassUID = item.sop_class_uid
+        self.SOPInstanceUID = item.sop_uid
+        self._dicomflow_copy = copy
+
+    @property
+    def local_path(self) -> str:
+        return str(self._dicomflow_copy.local_path)
+
+    def cleanup(self) -> None:
+        self._dicomflow_copy.cleanup()
 
 
 @dataclass(frozen=True)
@@ -193,14 +203,14 @@ class Retriever:
             InstanceUnavailable: the object is missing or unreadable, or no accepted syntax can be written.
         """
         found = self.fetch(item, accepted)
-        if isinstance(found, StoredFile):
-            return found
+        if isinstance(found, LocalCopy):
+            return StoredFile(item, found)
         try:
             return read(found.data)
         except (OSError, ValueError) as exc:
             raise InstanceUnavailable(item.sop_uid, f"cannot read the transcoded {item.file_path}: {exc}") from exc
 
-    def fetch(self, item: RetrieveItem, accepted: Sequence[str]) -> StoredFile | Transcoded:
+    def fetch(self, item: RetrieveItem, accepted: Sequence[str]) -> LocalCopy | Transcoded:
         """The instance to send to a peer that accepted ``accepted`` for its SOP class (either network engine).
 
         As stored (its local file, an S3 object spooled first) when the
@@ -216,7 +226,7 @@ class Retriever:
         try:
             key = self.store.key_of(item.file_path)
             if target == item.transfer_syntax_uid:
-                return self._as_stored(item, key)
+                return self._as_stored(key)
             source: Any = (self.store.location(key) if self.store.backend == "filesystem" else self.store.read(key))
             return Transcoded(target, transcode(source, target))
         except (BlobError, OSError, ValueError) as exc:
@@ -224,7 +234,7 @@ class Retriever:
         except TranscodeError as exc:
             raise InstanceUnavailable(item.sop_uid, f"cannot transcode to {target}: {exc}") from exc
 
-    def _as_stored(self, item: RetrieveItem, key: str) -> StoredFile:
+    def _as_stored(self, key: str) -> LocalCopy:
         """The object as a local file to stream: the file itself, or an S3 object spooled in chunks.
 
         Raises:
@@ -234,7 +244,7 @@ class Retriever:
             path = self.store.location(key)
             if not os.path.isfile(path):
                 raise OSError(f"{path} is missing")
-            return StoredFile(item, path, temporary=False)
+            return LocalCopy(path, temporary=False)
         fd, spool = tempfile.mkstemp(prefix="dicomflow-retrieve-", suffix=".dcm")
         try:
             with os.fdopen(fd, "wb") as out:
@@ -244,7 +254,7 @@ class Retriever:
             with contextlib.suppress(OSError):
                 os.unlink(spool)
             raise
-        return StoredFile(item, spool, temporary=True)
+        return LocalCopy(spool, temporary=True)
 
     def finish(self, transfer: Transfer) -> None:
         """Audit DICOM Instances Transferred, one event per study, the failed SOP Instance UIDs named."""
@@ -276,4 +286,4 @@ class Retriever:
                  " (cancelled)" if transfer.cancelled else "")
 
 
-__all__ = ["CANNOT_COUNT", "InstanceUnavailable", "Retriever", "StoredFile", "Transcoded", "Transfer", "choose_syntax"]
+__all__ = ["CANNOT_COUNT", "InstanceUnavailable", "LocalCopy", "Retriever", "StoredFile", "Transcoded", "Transfer", "choose_syntax"]

@@ -300,7 +300,7 @@ class Association:
         self._send(ul.encode_associate_ac(
             request, results, max_pdu_length=MAX_PDU_BYTES,
             implementation_class_uid=IMPLEMENTATION_CLASS_UID, implementation_version=IMPLEMENTATION_VERSION,
-            extra_user_items=roles + verdict.response_item,
+            extra_user_items=verdict.response_item, role_items=roles,
         ))
         self.server.events.established(self.session, self.peer)
         return True

@@ -25,13 +25,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dicomflow.dicom.part10 import read_file_meta
 from dicomflow.errors import ReceiverError
-from dicomflow.qr.retrieve import InstanceUnavailable, Retriever, StoredFile, Transfer
+from dicomflow.qr.retrieve import InstanceUnavailable, LocalCopy, Retriever, Transfer
 from dicomflow.receiver import dimse
 from dicomflow.receiver import upperlayer as ul
 
@@ -49,6 +50,7 @@ _HEAD = 16 * 1024
 _IOV_BATCH = 512
 #: A PDU header (type, reserved, length) and a PDV header (length, context, control) before each fragment.
 _PDU_OVERHEAD = 12
+_HEADERS = struct.Struct(">BxIIBB")
 
 
 class LinkBroken(ReceiverError):
@@ -71,6 +73,14 @@ class Link:
     on_other: Callable[[dimse.Command], None] | None = None
     _next_id: int = 0
     _parts: list[bytes] = field(default_factory=list)
+    #: The one buffer sub-operations are laid out in: the next is prepared only once the last was written.
+    _buffer: bytearray = field(default_factory=bytearray)
+
+    def buffer(self, size: int) -> bytearray:
+        """The link's reused buffer, at least ``size`` bytes (grown when an instance needs more)."""
+        if len(self._buffer) < size:
+            self._buffer = bytearray(size)
+        return self._buffer
 
     def message_id(self) -> int:
         self._next_id = self._next_id % 0xFFFF + 1
@@ -122,7 +132,7 @@ class Prepared:
     sop_uid: str
     message_id: int
     context_id: int
-    buffer: bytearray
+    buffer: bytes | bytearray | memoryview
     #: A large instance: (open file, data set offset, length) to stream after ``buffer`` (the command PDU).
     stream: tuple[int, int, int] | None = None
     cleanup: Callable[[], None] = lambda: None
@@ -145,15 +155,14 @@ def _frame(out: bytearray, pos: int, context_id: int, length: int, fragment: int
     view = memoryview(out)
     slots = []
     done = 0
+    pack = _HEADERS.pack_into
     while True:
         size = min(fragment, length - done)
-        last = done + size >= length
-        out[pos:pos + _PDU_OVERHEAD] = (
-            bytes((ul.P_DATA_TF, 0)) + (size + 6).to_bytes(4, "big") + (size + 2).to_bytes(4, "big")
-            + bytes((context_id, ul.LAST_FRAGMENT if last and final else 0)))
+        done += size
+        last = done >= length
+        pack(out, pos, ul.P_DATA_TF, size + 6, size + 2, context_id, ul.LAST_FRAGMENT if last and final else 0)
         slots.append(view[pos + _PDU_OVERHEAD:pos + _PDU_OVERHEAD + size])
         pos += _PDU_OVERHEAD + size
-        done += size
         if last:
             return slots
 
@@ -189,7 +198,7 @@ def prepare(retriever: Retriever, link: Link, transfer: Transfer, index: int) ->
         found = retriever.fetch(item, [ts for _cid, ts in offered])
     except InstanceUnavailable as exc:
         return Unavailable(item.sop_uid, exc.reason)
-    syntax = item.transfer_syntax_uid if isinstance(found, StoredFile) else found.transfer_syntax
+    syntax = item.transfer_syntax_uid if isinstance(found, LocalCopy) else found.transfer_syntax
     context_id = next(cid for cid, ts in offered if ts == syntax)
     message_id = link.message_id()
     ae, originator = link.move_originator or (None, None)
@@ -197,16 +206,17 @@ def prepare(retriever: Retriever, link: Link, transfer: Transfer, index: int) ->
         message_id, item.sop_class_uid, item.sop_uid, move_originator_ae=ae, move_originator_id=originator),
         link.max_send_pdu))
     fragment = link.fragment()
-    if not isinstance(found, StoredFile):
+    if not isinstance(found, LocalCopy):
         _meta, start = read_file_meta(found.data, 132)
         data = memoryview(found.data)[start:]
-        buffer = bytearray(len(command) + framed_size(len(data), fragment))
+        total = len(command) + framed_size(len(data), fragment)
+        buffer = link.buffer(total)
         buffer[:len(command)] = command
         offset = 0
         for slot in _frame(buffer, len(command), context_id, len(data), fragment):
             slot[:] = data[offset:offset + len(slot)]
             offset += len(slot)
-        return Prepared(item.sop_uid, message_id, context_id, buffer)
+        return Prepared(item.sop_uid, message_id, context_id, memoryview(buffer)[:total])
     try:
         fd = os.open(found.local_path, os.O_RDONLY)
     except OSError as exc:
@@ -225,15 +235,16 @@ def prepare(retriever: Retriever, link: Link, transfer: Transfer, index: int) ->
         _meta, start = read_file_meta(head, 132)
         length = size - start
         if length > PRELOAD_LIMIT:
-            return Prepared(item.sop_uid, message_id, context_id, bytearray(command), (fd, start, length), cleanup)
-        buffer = bytearray(len(command) + framed_size(length, fragment))
+            return Prepared(item.sop_uid, message_id, context_id, command, (fd, start, length), cleanup)
+        total = len(command) + framed_size(length, fragment)
+        buffer = link.buffer(total)
         buffer[:len(command)] = command
         _read_into(fd, _frame(buffer, len(command), context_id, length, fragment), start)
     except (OSError, ValueError) as exc:
         cleanup()
         return Unavailable(item.sop_uid, f"cannot read {item.file_path}: {exc}")
     cleanup()
-    return Prepared(item.sop_uid, message_id, context_id, buffer)
+    return Prepared(item.sop_uid, message_id, context_id, memoryview(buffer)[:total])
 
 
 def send(link: Link, prepared: Prepared) -> None:

@@ -272,8 +272,13 @@ def encode_associate_ac(
     implementation_class_uid: str,
     implementation_version: str,
     extra_user_items: bytes = b"",
+    role_items: bytes = b"",
 ) -> bytes:
-    """An A-ASSOCIATE-AC echoing the request's AE titles, with one item per proposed context."""
+    """An A-ASSOCIATE-AC echoing the request's AE titles, with one item per proposed context.
+
+    ``role_items`` (SCP/SCU Role Selection) go before the implementation version, as PS3.7 D.3.3 orders
+    the sub-items; ``extra_user_items`` (the user identity response) after it.
+    """
     items = [_item(0x10, APPLICATION_CONTEXT.encode("ascii"))]
     for r in results:
         sub = _item(0x40, _ascii(r.transfer_syntax)[:64])
@@ -281,6 +286,7 @@ def encode_associate_ac(
     user = (
         _item(0x51, _U32.pack(max_pdu_length))
         + _item(0x52, _ascii(implementation_class_uid))
+        + role_items
         + _item(0x55, _ascii(implementation_version)[:16])
         + extra_user_items
     )

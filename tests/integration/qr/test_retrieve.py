@@ -1,4 +1,4 @@
-"""C-MOVE and C-GET answered by ``dicomflow scp`` (pynetdicom engine) from a real index and storage.
+"""C-MOVE and C-GET answered by ``dicomflow scp`` (both engines: every test runs on each) from a real index and storage.
 
 The corpus goes the real way: files and store events (two studies of the
 default tenant), one RLE-compressed instance sent by C-STORE, the consumer
@@ -50,6 +50,7 @@ OTHER_TENANT = "other-hospital"
 
 @dataclass
 class Env:
+    engine: str
     settings: Settings
     port: int
     dest_port: int
@@ -78,9 +79,10 @@ def _send_rle(port: int) -> tuple[str, str]:
     return str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)
 
 
-@pytest.fixture(scope="module")
-def env(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    work = tmp_path_factory.mktemp("qr")
+@pytest.fixture(scope="module", params=["native", "pynetdicom"])
+def env(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Env]:
+    engine = str(request.param)
+    work = tmp_path_factory.mktemp(f"qr-{engine}")
     suffix = uuid.uuid4().hex[:10]
     base = stack.settings
     topics = dataclasses.replace(
@@ -96,13 +98,15 @@ def env(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     root = work / "storage"
     root.mkdir()
     dest_port = free_port()
-    qr = QrSettings(enabled=True, destinations={"STORESCP": f"127.0.0.1:{dest_port}"})
+    # NOWHERE: configured, but nothing listens there
+    qr = QrSettings(enabled=True, destinations={"STORESCP": f"127.0.0.1:{dest_port}", "NOWHERE": f"127.0.0.1:{free_port()}"},
+                    move_connect_timeout_s=3.0)
     settings = dataclasses.replace(
         base, topics=topics, database=dataclasses.replace(base.database, dbname=dbname),
         consumer=dataclasses.replace(base.consumer, batch_max_messages=200, batch_max_ms=200, parse_workers=1),
         storage=dataclasses.replace(base.storage, root=root), worker_node_id="qr-test", qr=qr,
     )
-    settings = with_receiver(with_ingest(settings, ae_tenants={OTHER_AE: OTHER_TENANT}), engine="pynetdicom")
+    settings = with_receiver(with_ingest(settings, ae_tenants={OTHER_AE: OTHER_TENANT}), engine=engine)
     create_topics(settings.kafka, topics)
     with PgStore(settings.database) as store:
         store.migrate()
@@ -118,7 +122,7 @@ def env(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         for event in corpus.events:
             path = Path(event.file_path)
             studies.setdefault(event.study_uid, {})[event.sop_uid] = path if path.is_absolute() else root / path
-        yield Env(settings, settings.receiver.port, dest_port, work, studies, rle_study, rle_sop)
+        yield Env(engine, settings, settings.receiver.port, dest_port, work, studies, rle_study, rle_sop)
     finally:
         receiver.stop()
         delete_topics(settings.kafka, topics.all())
@@ -144,8 +148,9 @@ def _movescu(env: Env, *keys: str, destination: str = "STORESCP", calling: str =
                           timeout=120)
 
 
-def _getscu(env: Env, folder: Path, *keys: str, calling: str = "GETSCU") -> subprocess.CompletedProcess[str]:
-    args = ["/usr/bin/getscu", "-S", "+B", "-aet", calling, "-aec", "DICOMFLOW", "-od", str(folder)]
+def _getscu(env: Env, folder: Path, *keys: str, calling: str = "GETSCU",
+            model: str = "-S") -> subprocess.CompletedProcess[str]:
+    args = ["/usr/bin/getscu", model, "+B", "-aet", calling, "-aec", "DICOMFLOW", "-od", str(folder)]
     for key in keys:
         args += ["-k", key]
     return subprocess.run([*args, "127.0.0.1", str(env.port)], env=dcmtk_env(), capture_output=True, text=True,
@@ -166,6 +171,22 @@ def test_getscu_into_a_folder_sends_every_instance_byte_equal(env: Env) -> None:
     run = _getscu(env, folder, "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study}")
     assert run.returncode == 0, run.stderr[-2000:]
     _assert_byte_equal(received(folder), files)
+
+
+def test_patient_root_get_at_patient_and_study_level(env: Env) -> None:
+    study, files = _study(env)
+    patient = str(pydicom.dcmread(next(iter(files.values())), stop_before_pixels=True).PatientID)
+    folder = env.folder()
+    run = _getscu(env, folder, "QueryRetrieveLevel=STUDY", f"PatientID={patient}", f"StudyInstanceUID={study}",
+                  model="-P")
+    assert run.returncode == 0, run.stderr[-2000:]
+    _assert_byte_equal(received(folder), files)
+    folder = env.folder()
+    run = _getscu(env, folder, "QueryRetrieveLevel=PATIENT", f"PatientID={patient}", model="-P")
+    assert run.returncode == 0, run.stderr[-2000:]
+    patients = {uid for s in env.studies.values() for uid, path in s.items()
+                if path.exists() and str(pydicom.dcmread(path, stop_before_pixels=True).PatientID) == patient}
+    assert set(received(folder)) == patients
 
 
 def test_series_and_image_level_retrieves_send_what_they_name(env: Env) -> None:
@@ -263,8 +284,8 @@ def test_an_unknown_destination_answers_a801(env: Env) -> None:
     ae = AE(ae_title="PYMOVE")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
     assoc = ae.associate("127.0.0.1", env.port, ae_title="DICOMFLOW")
-    # (a configured destination where nothing listens answers 0xA801 too, but pynetdicom leaks the socket then)
-    for destination in ("NOT-LISTED",):
+    # a configured destination where nothing listens answers 0xA801 too (pynetdicom leaks a socket then: native only)
+    for destination in ("NOT-LISTED", "NOWHERE") if env.engine == "native" else ("NOT-LISTED",):
         responses = [r for r, _ in assoc.send_c_move(_identifier(StudyInstanceUID=study), destination,
                                                      StudyRootQueryRetrieveInformationModelMove) if r]
         assert responses[-1].Status == 0xA801, destination
@@ -311,21 +332,20 @@ def test_retrieves_are_audited(env: Env) -> None:
     assert transferred.participant_objects[0].details["instance_count"] == str(len(files))
 
 
-def test_the_native_engine_does_not_accept_retrieve_contexts(env: Env) -> None:
-    native = with_receiver(env.settings, engine="native")
-    receiver = Receiver(native)
+def test_without_qr_enabled_the_retrieve_contexts_are_refused(env: Env) -> None:
+    plain = with_receiver(dataclasses.replace(env.settings, qr=QrSettings()), engine=env.engine)
+    receiver = Receiver(plain)
     receiver.start(announce=False)
     try:
         ae = AE(ae_title="PYMOVE")
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-        assoc = ae.associate("127.0.0.1", native.receiver.port, ae_title="DICOMFLOW")
+        assoc = ae.associate("127.0.0.1", plain.receiver.port, ae_title="DICOMFLOW")
         assert not assoc.is_established or not assoc.accepted_contexts
         if assoc.is_established:
             assoc.release()
     finally:
         receiver.stop(announce=False)
-
 
 
 def test_a_failed_sub_operation_is_named_in_the_final_status_and_the_audit(env: Env) -> None:

@@ -1,4 +1,4 @@
-"""C-GET and C-MOVE on ``storage.backend = "s3"`` (the shared S3Proxy): objects spooled, sent byte-equal, spool emptied."""
+"""C-GET and C-MOVE on ``storage.backend = "s3"`` (the shared S3Proxy), both engines: objects spooled, sent byte-equal, spool emptied."""
 
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ from tests.integration.receiver.test_scp import instance
 from tests.integration.receiver.test_scp_s3 import CHUNK, encoded
 
 
-@pytest.fixture
-def s3_qr(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+@pytest.fixture(params=["native", "pynetdicom"])
+def s3_qr(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Settings]:
     s3 = dataclasses.replace(settings.storage.s3, prefix=f"test-qr-{uuid.uuid4().hex[:10]}/",
                              multipart_chunk_bytes=CHUNK)
     storage = dataclasses.replace(settings.storage, backend="s3", s3=s3, spool=tmp_path / "spool")
     s = with_receiver(dataclasses.replace(settings, storage=storage, qr=QrSettings(
-        enabled=True, destinations={"STORESCP": f"127.0.0.1:{free_port()}"})), engine="pynetdicom")
+        enabled=True, destinations={"STORESCP": f"127.0.0.1:{free_port()}"})), engine=request.param)
     make_topics(s)
     with PgStore(s.database) as store:
         store.migrate()

@@ -51,7 +51,7 @@ def test_role_selection_is_read_and_granted_as_proposed_for_storage_classes() ->
     items, sending = negotiation.roles(request, accepted)
     assert sending == {CT: [(3, EXPLICIT)], MR: [(5, JPEG)]}  # the GET context's own role is not a storage one
     ac = ul.encode_associate_ac(request, results, max_pdu_length=1 << 20, implementation_class_uid="2.25.1",
-                                implementation_version="DICOMFLOW_01", extra_user_items=items)
+                                implementation_version="DICOMFLOW_01", role_items=items)
     pdu = A_ASSOCIATE_AC()
     pdu.decode(ac)
     granted = {str(i.sop_class_uid): (bool(i.scu_role), bool(i.scp_role)) for i in pdu.to_primitive().user_information

@@ -204,6 +204,8 @@ def test_missing_files_fail_refusals_warn_and_pending_responses_are_throttled(
     link = link_for(ours, items, 16384, [EXPLICIT])
     run_with_peer(peer, lambda: subops.run(retriever, transfer, link, subops.Progress(pending.append), lambda: False))
     assert len(peer.received) == 4
+    sent = {c.affected_sop_instance_uid: data for c, data, _controls in peer.received}
+    assert all(sent[i.sop_uid] == dataset_of(i.file_path) for i in items if i.sop_uid != "1.2.3.2")  # buffer reused
     assert set(transfer.failed) == {"1.2.3.2"} and "missing" in transfer.failed["1.2.3.2"]
     assert transfer.warned == {"1.2.3.0", "1.2.3.1", "1.2.3.3", "1.2.3.4"}
     assert pending[0] == dimse.Counts(completed=0, failed=0, warning=1, remaining=4)
