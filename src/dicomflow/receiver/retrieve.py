@@ -51,6 +51,8 @@ ALL_FAILED = 0xA702
 SOME_FAILED = 0xB000
 CANCEL = 0xFE00
 PENDING = 0xFF00
+#: The sub-operation counts are US (PS3.7 9.3.3.2): no more instances per request.
+MAX_SUBOPERATIONS = 0xFFFF
 
 
 class RetrieveHost(FindHost, Protocol):
@@ -145,6 +147,10 @@ def answer_retrieve(host: RetrieveHost, retriever: Retriever, command: dimse.Com
         return
     if not transfer.items:
         respond.send(0, dimse.Counts())
+        return
+    if len(transfer.items) > MAX_SUBOPERATIONS:  # the counts are US; the same answer as pynetdicom's engine
+        respond.send(0xC516 if move else 0xC416, None, comment=f"more than {MAX_SUBOPERATIONS} instances match; "
+                     "retrieve by series")
         return
     wait_s = host.server.receiver.idle_timeout_s
     if move:

@@ -207,7 +207,10 @@ def prepare(retriever: Retriever, link: Link, transfer: Transfer, index: int) ->
         link.max_send_pdu))
     fragment = link.fragment()
     if not isinstance(found, LocalCopy):
-        _meta, start = read_file_meta(found.data, 132)
+        try:
+            _meta, start = read_file_meta(found.data, 132)
+        except ValueError as exc:
+            return Unavailable(item.sop_uid, f"the transcoded {item.file_path} is unreadable: {exc}")
         data = memoryview(found.data)[start:]
         total = len(command) + framed_size(len(data), fragment)
         buffer = link.buffer(total)

@@ -23,8 +23,8 @@ class QrSettings:
 
     max_results: int = 1000
     connections: int = 4
-    #: Answer the C-MOVE / C-GET contexts (on the ``pynetdicom`` receiver engine; the native engine
-    #: does not accept them, see docs/qr.md). Needs ``[database]`` to reach the index.
+    #: Answer the C-MOVE / C-GET contexts (on either receiver engine, docs/qr.md). Needs ``[database]``
+    #: to reach the index.
     enabled: bool = False
     #: C-MOVE destinations: AE title -> "host:port". A Move Destination not listed answers 0xA801.
     destinations: Mapping[str, str] = field(default_factory=dict)
