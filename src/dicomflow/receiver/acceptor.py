@@ -1,7 +1,6 @@
 """The native engine's association: a DICOM acceptor for storage (C-STORE) and verification (C-ECHO).
 
-(Its listeners are :mod:`~dicomflow.receiver.native`; what is accepted,
-:mod:`~dicomflow.receiver.negotiation`.)
+(Its listeners: :mod:`~dicomflow.receiver.native`; what is accepted: :mod:`~dicomflow.receiver.negotiation`.)
 
 Why not pynetdicom here: pynetdicom turns every command set into pydicom
 datasets and runs two polling loops per association that sleep a
@@ -31,11 +30,8 @@ that is set. Past it, or past ``receiver.max_dataset_bytes``, we abort.
 Anything malformed or out of order is a protocol error, answered with
 A-ABORT (one warning line, no traceback).
 
-C-FIND, C-GET and C-MOVE (:mod:`~dicomflow.receiver.retrieve`) are served on
-the same thread; role selection is answered for C-GET. Not done: asynchronous
-operations windows (we answer synchronous) and extended negotiation replies.
-TLS (``[receiver.tls]``) is a handshake on this thread before the
-A-ASSOCIATE-RQ (:mod:`~dicomflow.receiver.tls`).
+C-FIND, C-GET, C-MOVE (:mod:`~dicomflow.receiver.retrieve`) are served on this thread. Not done: asynchronous
+operations windows, extended negotiation. TLS: a handshake before the A-ASSOCIATE-RQ (:mod:`~dicomflow.receiver.tls`).
 """
 
 from __future__ import annotations
@@ -119,8 +115,7 @@ class Association:
         #: The data set being received, if any (discarded if the association ends first).
         self.reception: Reception | None = None
         self.identifier: IdentifierBuffer | None = None
-        #: {SOP class: [(context id, syntax)]} a C-GET may send its C-STOREs on (negotiation.roles).
-        self.sending: dict[str, list[tuple[int, str]]] = {}
+        self.sending: dict[str, list[tuple[int, str]]] = {}  # {SOP class: [(context, syntax)]} C-GET sends on
         self.retriever = server.retriever
 
     # ------------------------------------------------------------------ I/O
@@ -368,7 +363,8 @@ class Association:
 
     def _begin(self, command: dimse.Command, context_id: int) -> None:
         """A command with a data set: C-STORE starts a reception, a query an identifier; anything else is not served."""
-        if command.command_field in dimse.QUERY_REQUESTS and self.server.finder is not None:
+        field = command.command_field
+        if field in dimse.QUERY_REQUESTS and (self.server.finder if field == dimse.C_FIND_RQ else self.retriever) is not None:
             self.identifier = IdentifierBuffer()
             return
         if command.command_field != dimse.C_STORE_RQ:

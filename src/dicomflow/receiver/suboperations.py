@@ -187,6 +187,18 @@ def _read_into(fd: int, slots: list[memoryview], offset: int) -> None:
         offset += want
 
 
+def _lay_out(link: Link, command: bytes, context_id: int, data: memoryview, fragment: int) -> memoryview:
+    """``command`` and ``data`` (in memory: a transcoded instance) framed in the link's buffer."""
+    total = len(command) + framed_size(len(data), fragment)
+    buffer = link.buffer(total)
+    buffer[:len(command)] = command
+    offset = 0
+    for slot in _frame(buffer, len(command), context_id, len(data), fragment):
+        slot[:] = data[offset:offset + len(slot)]
+        offset += len(slot)
+    return memoryview(buffer)[:total]
+
+
 def prepare(retriever: Retriever, link: Link, transfer: Transfer, index: int) -> Prepared | Unavailable:
     """Read the transfer's instance ``index`` (or transcode it) and lay out its C-STORE-RQ and data PDUs.
 
@@ -211,15 +223,8 @@ def prepare(retriever: Retriever, link: Link, transfer: Transfer, index: int) ->
             _meta, start = read_file_meta(found.data, 132)
         except ValueError as exc:
             return Unavailable(item.sop_uid, f"the transcoded {item.file_path} is unreadable: {exc}")
-        data = memoryview(found.data)[start:]
-        total = len(command) + framed_size(len(data), fragment)
-        buffer = link.buffer(total)
-        buffer[:len(command)] = command
-        offset = 0
-        for slot in _frame(buffer, len(command), context_id, len(data), fragment):
-            slot[:] = data[offset:offset + len(slot)]
-            offset += len(slot)
-        return Prepared(item.sop_uid, message_id, context_id, memoryview(buffer)[:total])
+        buffer = _lay_out(link, command, context_id, memoryview(found.data)[start:], fragment)
+        return Prepared(item.sop_uid, message_id, context_id, buffer)
     try:
         fd = os.open(found.local_path, os.O_RDONLY)
     except OSError as exc:
@@ -240,14 +245,14 @@ def prepare(retriever: Retriever, link: Link, transfer: Transfer, index: int) ->
         if length > PRELOAD_LIMIT:
             return Prepared(item.sop_uid, message_id, context_id, command, (fd, start, length), cleanup)
         total = len(command) + framed_size(length, fragment)
-        buffer = link.buffer(total)
-        buffer[:len(command)] = command
-        _read_into(fd, _frame(buffer, len(command), context_id, length, fragment), start)
+        laid = link.buffer(total)
+        laid[:len(command)] = command
+        _read_into(fd, _frame(laid, len(command), context_id, length, fragment), start)
     except (OSError, ValueError) as exc:
         cleanup()
         return Unavailable(item.sop_uid, f"cannot read {item.file_path}: {exc}")
     cleanup()
-    return Prepared(item.sop_uid, message_id, context_id, memoryview(buffer)[:total])
+    return Prepared(item.sop_uid, message_id, context_id, memoryview(laid)[:total])
 
 
 def send(link: Link, prepared: Prepared) -> None:
