@@ -25,6 +25,7 @@ import dataclasses
 import json
 import logging
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -86,6 +87,12 @@ def cpu_s(pid: int) -> float:
     """CPU seconds (user + system) used so far by process ``pid`` (every thread)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    """CPU seconds used so far by this process's waited-for children (getscu, movescu, storescp)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def env() -> dict[str, str]:
@@ -186,17 +193,19 @@ def main() -> int:
         port = settings.receiver.port
         rows: dict[str, list[float]] = {k: [] for k in ("get-ours", "get-orthanc", "move-ours", "move-orthanc")}
         cpu: dict[str, list[float]] = {k: [] for k in rows}
+        client: dict[str, list[float]] = {k: [] for k in rows}
         pids = {"ours": os.getpid(), "orthanc": orthanc.process.pid}
         targets = {"ours": (port, "DICOMFLOW"), "orthanc": (orthanc.dicom_port, "ORTHANC")}
         for r in range(args.rounds):
             for op in ("get", "move"):
                 for side in ("ours", "orthanc"):
-                    before = cpu_s(pids[side])
+                    before, before_client = cpu_s(pids[side]), children_cpu_s()
                     if op == "get":
                         rows[f"{op}-{side}"].append(get_rate(*targets[side], study, work, n))
                     else:
                         rows[f"{op}-{side}"].append(move_rate(*targets[side], study, work, dest_port, n))
                     cpu[f"{op}-{side}"].append((cpu_s(pids[side]) - before) / n * 1000)
+                    client[f"{op}-{side}"].append((children_cpu_s() - before_client) / n * 1000)
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}/s ({cpu[k][-1]:.1f} ms CPU)"
                                                  for k, v in rows.items()), flush=True)
         print(f"\n{n} instances, one study, {args.rounds} alternated rounds (median instances/s), "
@@ -211,6 +220,9 @@ def main() -> int:
             print(f"{label:30} {ours:10.0f} {theirs:10.0f} {ratio:6.2f}x  {'PASS' if ratio >= 1.5 else 'FAIL'}")
             print(f"{'  server CPU ms / instance':30} {statistics.median(cpu[f'{op}-ours']):10.2f} "
                   f"{statistics.median(cpu[f'{op}-orthanc']):10.2f}")
+            print(f"{'  client CPU ms / instance':30} {statistics.median(client[f'{op}-ours']):10.2f} "
+                  f"{statistics.median(client[f'{op}-orthanc']):10.2f}")
+            print(f"{'  wall ms / instance':30} {1000 / ours:10.2f} {1000 / theirs:10.2f}")
         return 0 if ok else 1
     finally:
         if receiver is not None:

@@ -214,7 +214,7 @@ class FilesystemStore:
                 yield BlobInfo(key_prefix + entry.name, entry.stat().st_size)
 
     def location(self, key: str) -> str:
-        return str(self._path(key))
+        return os.path.join(self.root, check_key(key))  # a string join (retrieve asks once per instance)
 
     def key_of(self, location: str) -> str:
         return key_of_path(location, self.root)
