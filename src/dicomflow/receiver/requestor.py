@@ -149,7 +149,9 @@ class Outgoing:
                 raise AssociationRefused(f"{called_ae} rejected the association ({body[1:4].hex()})")
             if pdu_type != ul.A_ASSOCIATE_AC:
                 raise AssociationRefused(f"{called_ae} answered the A-ASSOCIATE-RQ with PDU type 0x{pdu_type:02X}")
-            return cls(sock, proposed, parse_associate_ac(body), wait_s)
+            outgoing = cls(sock, proposed, parse_associate_ac(body), wait_s)
+            sock.settimeout(wait_s)  # each write of the sub-operations may wait as long as a read
+            return outgoing
         except (OSError, ul.ProtocolError, ul.PeerClosed) as exc:
             sock.close()
             raise AssociationRefused(f"associating with {called_ae}: {exc}") from exc
