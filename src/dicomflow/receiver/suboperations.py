@@ -51,6 +51,8 @@ _IOV_BATCH = 512
 #: A PDU header (type, reserved, length) and a PDV header (length, context, control) before each fragment.
 _PDU_OVERHEAD = 12
 _HEADERS = struct.Struct(">BxIIBB")
+_PDU_HEAD = struct.Struct(">BxI")
+_PDV_HEAD = struct.Struct(">IBB")
 
 
 class LinkBroken(ReceiverError):
@@ -187,16 +189,35 @@ def _read_into(fd: int, slots: list[memoryview], offset: int) -> None:
         offset += want
 
 
-def _lay_out(link: Link, command: bytes, context_id: int, data: memoryview, fragment: int) -> memoryview:
-    """``command`` and ``data`` (in memory: a transcoded instance) framed in the link's buffer."""
-    total = len(command) + framed_size(len(data), fragment)
+def _layout(link: Link, command_set: bytes, context_id: int, length: int) -> tuple[memoryview, list[memoryview]]:
+    """The C-STORE-RQ and ``length`` data bytes as PDUs in the link's buffer: the buffer and the data's slots.
+
+    The command set and the first data fragment share the first P-DATA-TF (PS3.8 9.3.5: a PDU
+    carries one or more PDVs), so the peer reads one PDU fewer per instance; a command that
+    leaves no room under the peer's limit goes in a PDU of its own.
+    """
+    fragment = link.fragment()
+    command_pdv = 6 + len(command_set)
+    first = (link.max_send_pdu - command_pdv - 6) if link.max_send_pdu > _PDU_OVERHEAD else fragment
+    if first < 1 or length < 1:  # no room beside the command: the command in its own PDU(s)
+        command = b"".join(ul.encode_pdata(context_id, ul.COMMAND, command_set, link.max_send_pdu))
+        total = len(command) + framed_size(length, fragment)
+        buffer = link.buffer(total)
+        buffer[:len(command)] = command
+        return memoryview(buffer)[:total], _frame(buffer, len(command), context_id, length, fragment)
+    first = min(first, length)
+    rest = length - first
+    total = 6 + command_pdv + 6 + first + (framed_size(rest, fragment) if rest else 0)
     buffer = link.buffer(total)
-    buffer[:len(command)] = command
-    offset = 0
-    for slot in _frame(buffer, len(command), context_id, len(data), fragment):
-        slot[:] = data[offset:offset + len(slot)]
-        offset += len(slot)
-    return memoryview(buffer)[:total]
+    _PDU_HEAD.pack_into(buffer, 0, ul.P_DATA_TF, command_pdv + 6 + first)
+    _PDV_HEAD.pack_into(buffer, 6, len(command_set) + 2, context_id, ul.COMMAND | ul.LAST_FRAGMENT)
+    buffer[12:12 + len(command_set)] = command_set
+    pos = 6 + command_pdv
+    _PDV_HEAD.pack_into(buffer, pos, first + 2, context_id, 0 if rest else ul.LAST_FRAGMENT)
+    slots = [memoryview(buffer)[pos + 6:pos + 6 + first]]
+    if rest:
+        slots += _frame(buffer, pos + 6 + first, context_id, rest, fragment)
+    return memoryview(buffer)[:total], slots
 
 
 def prepare(retriever: Retriever, link: Link, transfer: Transfer, index: int) -> Prepared | Unavailable:
@@ -214,16 +235,19 @@ def prepare(retriever: Retriever, link: Link, transfer: Transfer, index: int) ->
     context_id = next(cid for cid, ts in offered if ts == syntax)
     message_id = link.message_id()
     ae, originator = link.move_originator or (None, None)
-    command = b"".join(ul.encode_pdata(context_id, ul.COMMAND, dimse.c_store_rq(
-        message_id, item.sop_class_uid, item.sop_uid, move_originator_ae=ae, move_originator_id=originator),
-        link.max_send_pdu))
-    fragment = link.fragment()
+    command_set = dimse.c_store_rq(message_id, item.sop_class_uid, item.sop_uid, move_originator_ae=ae,
+                                   move_originator_id=originator)
     if not isinstance(found, LocalCopy):
         try:
             _meta, start = read_file_meta(found.data, 132)
         except ValueError as exc:
             return Unavailable(item.sop_uid, f"the transcoded {item.file_path} is unreadable: {exc}")
-        buffer = _lay_out(link, command, context_id, memoryview(found.data)[start:], fragment)
+        data = memoryview(found.data)[start:]
+        buffer, slots = _layout(link, command_set, context_id, len(data))
+        offset = 0
+        for slot in slots:
+            slot[:] = data[offset:offset + len(slot)]
+            offset += len(slot)
         return Prepared(item.sop_uid, message_id, context_id, buffer)
     try:
         fd = os.open(found.local_path, os.O_RDONLY)
@@ -243,16 +267,15 @@ def prepare(retriever: Retriever, link: Link, transfer: Transfer, index: int) ->
         _meta, start = read_file_meta(head, 132)
         length = size - start
         if length > PRELOAD_LIMIT:
+            command = b"".join(ul.encode_pdata(context_id, ul.COMMAND, command_set, link.max_send_pdu))
             return Prepared(item.sop_uid, message_id, context_id, command, (fd, start, length), cleanup)
-        total = len(command) + framed_size(length, fragment)
-        laid = link.buffer(total)
-        laid[:len(command)] = command
-        _read_into(fd, _frame(laid, len(command), context_id, length, fragment), start)
+        laid, slots = _layout(link, command_set, context_id, length)
+        _read_into(fd, slots, start)
     except (OSError, ValueError) as exc:
         cleanup()
         return Unavailable(item.sop_uid, f"cannot read {item.file_path}: {exc}")
     cleanup()
-    return Prepared(item.sop_uid, message_id, context_id, memoryview(laid)[:total])
+    return Prepared(item.sop_uid, message_id, context_id, laid)
 
 
 def send(link: Link, prepared: Prepared) -> None:
