@@ -45,6 +45,8 @@ class Peer:
     cancel_after: int | None = None
     received: list[tuple[dimse.Command, bytes, list[int]]] = field(default_factory=list)
     pdu_sizes: list[int] = field(default_factory=list)
+    #: The message control headers of the first PDU's PDVs.
+    first_pdu_kinds: list[int] = field(default_factory=list)
 
     def serve(self) -> None:
         parts: dict[bool, list[bytes]] = {True: [], False: []}
@@ -54,6 +56,8 @@ class Peer:
             while True:
                 _pdu_type, body = ul.read_pdu(self.sock, 1 << 22)
                 self.pdu_sizes.append(len(body))
+                if len(self.pdu_sizes) == 1:
+                    self.first_pdu_kinds = [control for _c, control, _f in ul.iter_pdvs(body)]
                 for context, control, fragment in ul.iter_pdvs(body):
                     is_command = bool(control & ul.COMMAND)
                     parts[is_command].append(bytes(fragment))
@@ -152,7 +156,11 @@ def test_a_stored_instance_goes_byte_equal_in_pdus_within_the_peers_limit(
     assert data == dataset_of(item.file_path)
     assert [c & ul.LAST_FRAGMENT for c in controls] == [0] * (len(controls) - 1) + [ul.LAST_FRAGMENT]
     if max_pdu:
-        assert max(peer.pdu_sizes) <= max_pdu and len(controls) == -(-len(data) // (max_pdu - 6))
+        assert max(peer.pdu_sizes) <= max_pdu
+        assert len(peer.pdu_sizes) == -(-len(data) // (max_pdu - 6))  # the command rides in the first data PDU
+    [command_pdv, data_pdv] = peer.first_pdu_kinds  # the command's PDV, then the data set's first one
+    assert command_pdv == ul.COMMAND | ul.LAST_FRAGMENT and not data_pdv & ul.COMMAND
+    assert bool(data_pdv & ul.LAST_FRAGMENT) == (len(peer.pdu_sizes) == 1)
     assert transfer.completed == {item.sop_uid}
 
 
