@@ -55,6 +55,7 @@ from dicomflow.errors import WireFormatError
 from dicomflow.ingest.exceptions import StorageWriteError
 from dicomflow.ingest.journal_publish import Entry, JournalPublisher
 from dicomflow.ingest.journal_segment import (
+    HAVE_SYNCFS,
     Segment,
     claim_orphan,
     clear_temporaries,
@@ -73,6 +74,8 @@ log = logging.getLogger(__name__)
 JOURNAL = ".journal"
 #: Store events written and not yet acknowledged by Kafka past which new ones are refused (about 30 MB).
 MAX_UNPUBLISHED = 20000
+#: Whether a group commit is one syncfs of the storage file system (files, names and records at once).
+SYNC_FILE_SYSTEM = True
 
 
 class JournalWriteError(StorageWriteError):
@@ -104,6 +107,8 @@ class _Request:
     record: bytes
     event: DicomStoreMeta
     folder: Path | None
+    #: The file's data and name are made durable by the commit's syncfs.
+    covered: bool = False
     done: threading.Event = field(default_factory=threading.Event)
     error: OSError | StorageWriteError | None = None
     times: CommitTimes | None = None
@@ -116,10 +121,14 @@ class Journal:
         OSError: (constructor) the folder cannot be created or listed.
     """
 
-    def __init__(self, folder: Path, publisher: Publisher, *, fsync: bool, publish_timeout_s: float) -> None:
+    def __init__(self, folder: Path, publisher: Publisher, *, fsync: bool, publish_timeout_s: float,
+                 sync_file_system: bool = SYNC_FILE_SYSTEM) -> None:
         self.folder = folder
         self.fsync = fsync
         folder.mkdir(parents=True, exist_ok=True)
+        #: One syncfs per group commit covers the instance files too (see :meth:`covers`).
+        self.sync_file_system = fsync and sync_file_system and HAVE_SYNCFS
+        self._device = os.stat(folder).st_dev
         self._lock = threading.Condition()
         self._queue: list[_Request] = []
         self._segments: set[Segment] = set()
@@ -136,15 +145,34 @@ class Journal:
 
     # ------------------------------------------------------------------ the association threads' side
 
-    def commit(self, event: DicomStoreMeta, folder: Path | None) -> CommitTimes:
+    def covers(self, folder: Path) -> bool:
+        """True when :meth:`commit` with ``covered`` makes a file in ``folder`` durable too (its data unsynced).
+
+        With ``sync_file_system`` the commit's one sync is a ``syncfs`` of the
+        journal's file system: the data, names and journal records of every
+        instance of the group at once, instead of an fdatasync per file, an
+        fsync per folder and one of the journal. Only for a folder on that
+        same file system (the storage root spans no other, usually).
+        """
+        if not self.sync_file_system:
+            return False
+        try:
+            return os.stat(folder).st_dev == self._device
+        except OSError:
+            return False
+
+    def commit(self, event: DicomStoreMeta, folder: Path | None, *, covered: bool = False) -> CommitTimes:
         """Make ``event`` durable in the journal and ``folder`` (None: nothing to sync) durable; then return.
+
+        ``covered`` (only when :meth:`covers` said so for ``folder``): the
+        file's data is not synced yet; the commit makes it durable with the rest.
 
         Raises:
             JournalFullError: :data:`MAX_UNPUBLISHED` events wait for Kafka already.
             JournalWriteError: the record or the folder could not be synced,
                 or the journal is closed.
         """
-        request = _Request(encode_record(encode(event)), event, folder)
+        request = _Request(encode_record(encode(event)), event, folder, covered and self.sync_file_system)
         with self._lock:
             if self._closing:
                 raise JournalWriteError("the receiver is stopping", sop_uid=event.sop_uid)
@@ -207,20 +235,22 @@ class Journal:
                 batch, self._queue = self._queue, []
             try:
                 self._commit(batch)
-            except BaseException as exc:  # never leave a waiter hanging
+            except Exception as exc:  # never leave a waiter hanging, and keep committing for the next ones
                 log.exception("journal: the committer failed")
-                for request in batch:
-                    if not request.done.is_set():
-                        request.error = OSError(str(exc))
-                        request.done.set()
-                raise
+                self._retire_current()
+                with self._lock:
+                    for request in batch:
+                        if not request.done.is_set():
+                            request.error = OSError(f"journal committer: {type(exc).__name__}: {exc}")
+                            self._unpublished -= 1
+                            request.done.set()
 
     def _commit(self, batch: list[_Request]) -> None:
         """Write, sync (journal and folders together), publish later, wake the waiters."""
         folders: dict[Path, Future[int]] = {}
         if self.fsync:
             for request in batch:
-                if request.folder is not None and request.folder not in folders:
+                if request.folder is not None and not request.covered and request.folder not in folders:
                     folders[request.folder] = self._folder_syncs.submit(_sync_folder_timed, request.folder)
         written: list[tuple[_Request, Segment]] = []
         error: OSError | None = None
@@ -234,7 +264,9 @@ class Journal:
                 if not touched or touched[-1] is not segment:
                     touched.append(segment)
             started = time.perf_counter_ns()
-            if self.fsync:
+            if self.fsync and any(r.covered for r in batch):
+                touched[-1].sync(whole_file_system=True)  # every segment, file and name of the group
+            elif self.fsync:
                 for segment in touched:
                     segment.sync()
             sync_ns = time.perf_counter_ns() - started
@@ -264,7 +296,8 @@ class Journal:
             request.error = request.error or error or OSError("not written")
         self._publisher.put(entries)
         for request in batch:
-            request.times = CommitTimes(sync_ns, folder_ns.get(request.folder, 0) if request.folder else 0, len(batch))
+            folder_sync = folder_ns.get(request.folder, 0) if request.folder and not request.covered else 0
+            request.times = CommitTimes(sync_ns, folder_sync, len(batch))
             request.done.set()
 
     def _segment_for(self, record: bytes) -> Segment:

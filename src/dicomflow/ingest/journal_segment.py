@@ -24,6 +24,7 @@ journal, which turns it into a failure status.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import logging
 import os
@@ -41,6 +42,20 @@ _HEADER = struct.Struct("<II")
 _ZEROS = bytes(1024 * 1024)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 _sync_data = getattr(os, "fdatasync", os.fsync)
+_libc = ctypes.CDLL(None, use_errno=True)
+#: syncfs(2) (Linux): every dirty page and inode of one file system written, its journal committed, the device flushed.
+HAVE_SYNCFS = hasattr(_libc, "syncfs")
+
+
+def syncfs(fd: int) -> None:
+    """Make everything written to the file system holding ``fd`` durable (errors reported since Linux 5.8).
+
+    Raises:
+        OSError: the kernel reported a write-back error.
+    """
+    if _libc.syncfs(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 def encode_record(payload: bytes) -> bytes:
@@ -112,14 +127,17 @@ class Segment:
             self.failed = True
             raise
 
-    def sync(self) -> None:
-        """fdatasync the segment (the records written so far are durable after it).
+    def sync(self, *, whole_file_system: bool = False) -> None:
+        """fdatasync the segment (the records written so far are durable after it); or syncfs its file system.
 
         Raises:
             OSError: the sync failed (the segment is marked failed).
         """
         try:
-            _sync_data(self.fd)
+            if whole_file_system:
+                syncfs(self.fd)
+            else:
+                _sync_data(self.fd)
         except OSError:
             self.failed = True
             raise
@@ -238,5 +256,5 @@ def clear_temporaries(folder: Path) -> None:
             os.close(fd)
 
 
-__all__ = ["SEGMENT_BYTES", "SUFFIX", "Segment", "claim_orphan", "clear_temporaries", "create_segment",
-           "decode_records", "encode_record", "segment_paths", "sync_dir"]
+__all__ = ["HAVE_SYNCFS", "SEGMENT_BYTES", "SUFFIX", "Segment", "claim_orphan", "clear_temporaries", "create_segment",
+           "decode_records", "encode_record", "segment_paths", "sync_dir", "syncfs"]

@@ -202,7 +202,13 @@ class StoreService:
         placement: Placement | S3Placement | None = None
         try:
             started = time.perf_counter()
-            size = pending.seal()
+            # The journal's group commit syncs the file with the others of its group: not one fdatasync each.
+            covered = False
+            if self.journal is not None and type(pending) is PendingFile and self.journal.covers(pending.path.parent):
+                covered = True
+                size = pending.seal(sync=False)
+            else:
+                size = pending.seal()
             sealed = time.perf_counter()
             placement, location = self._place(pending, identity.sop_uid)
             synced = time.perf_counter()
@@ -221,7 +227,7 @@ class StoreService:
             try:
                 folder = location.parent if isinstance(location, Path) else None
                 if self.journal is not None:
-                    self._journal(store_event, folder)
+                    self._journal(store_event, folder, covered=covered)
                 else:
                     self._publish_and_sync(store_event, folder)
             except BaseException:
@@ -318,8 +324,10 @@ class StoreService:
             stages.add("folder_wait", time.perf_counter_ns() - acked)
             stages.add("folder_sync", synced.result())
 
-    def _journal(self, store_event: DicomStoreMeta, folder: Path | None) -> None:
-        """Record the event in the journal, its folder synced in the same group commit; both before Success.
+    def _journal(self, store_event: DicomStoreMeta, folder: Path | None, *, covered: bool) -> None:
+        """Record the event in the journal, its folder (``covered``: and file) synced in the same group commit.
+
+        Both before Success.
 
         Raises:
             JournalWriteError, JournalFullError: not durable (out of resources: the sender retries).
@@ -327,7 +335,7 @@ class StoreService:
         assert self.journal is not None
         stages = self.stages
         started = time.perf_counter_ns()
-        times = self.journal.commit(store_event, folder)
+        times = self.journal.commit(store_event, folder, covered=covered)
         if stages is not None:
             stages.add("journal", time.perf_counter_ns() - started)
             stages.add("journal_sync", times.journal_sync_ns)

@@ -22,6 +22,7 @@ from typing import cast
 import pytest
 
 from dicomflow.ingest import journal as journal_module
+from dicomflow.ingest import journal_segment, storage
 from dicomflow.ingest.duplicates import unacknowledged_mark
 from dicomflow.ingest.ingestor import Ingestor
 from dicomflow.ingest.journal import JOURNAL, Journal, JournalFullError, JournalWriteError
@@ -100,10 +101,10 @@ def test_one_sync_serves_every_instance_that_arrived_while_the_previous_one_ran(
     syncs: list[int] = []
     real_sync = Segment.sync
 
-    def slow_sync(self: Segment) -> None:
+    def slow_sync(self: Segment, **kwargs: object) -> None:
         syncs.append(self.offset)
         time.sleep(0.02)  # a disk busy for 20 ms: everyone arriving meanwhile waits for the next sync
-        real_sync(self)
+        real_sync(self, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Segment, "sync", slow_sync)
     publisher = BatchPublisher()
@@ -159,7 +160,7 @@ def test_a_full_segment_is_removed_once_every_record_in_it_is_acknowledged(
 
 
 def test_a_failed_sync_fails_the_commit_and_keeps_the_segment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken_sync(self: Segment) -> None:
+    def broken_sync(self: Segment, **kwargs: object) -> None:
         self.failed = True
         raise OSError(errno.EIO, "Input/output error")
 
@@ -264,7 +265,7 @@ def test_the_store_service_answers_success_from_the_journal_and_drops_the_mark(t
 
 def test_a_journal_that_cannot_sync_answers_out_of_resources_and_keeps_the_mark(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken_sync(self: Segment) -> None:
+    def broken_sync(self: Segment, **kwargs: object) -> None:
         self.failed = True
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -280,3 +281,61 @@ def test_a_journal_that_cannot_sync_answers_out_of_resources_and_keeps_the_mark(
     wait_for(lambda: svc.journal is not None and svc.journal.backlog() == 0)
     assert publisher.sop_uids() == ["1.2.3.4.5"]
     svc.close()
+
+
+def test_with_syncfs_one_sync_makes_the_files_of_the_group_durable_not_one_each(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    file_syncs: list[int] = []
+    fs_syncs: list[int] = []
+    real_syncfs = journal_segment.syncfs
+    monkeypatch.setattr(storage, "_sync_data", lambda fd: file_syncs.append(fd))
+    monkeypatch.setattr(journal_segment, "syncfs", lambda fd: (fs_syncs.append(fd), real_syncfs(fd))[1])
+    publisher = BatchPublisher()
+    svc = _journal_service(tmp_path, publisher)
+    assert svc.journal is not None and svc.journal.sync_file_system == journal_segment.HAVE_SYNCFS
+    if not svc.journal.sync_file_system:
+        svc.close()
+        pytest.skip("no syncfs(2) on this platform: the journal syncs file by file")
+    outcome = svc.store(ASSOC, request(encoded()))
+    assert outcome.status == 0
+    assert file_syncs == [] and len(fs_syncs) == 1  # no fdatasync of the file, one syncfs for all of it
+    wait_for(lambda: svc.journal is not None and svc.journal.backlog() == 0)
+    svc.close()
+
+
+def test_without_syncfs_the_file_is_synced_by_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    file_syncs: list[int] = []
+    monkeypatch.setattr(storage, "_sync_data", lambda fd: file_syncs.append(fd))
+    monkeypatch.setattr(journal_module, "SYNC_FILE_SYSTEM", False)
+    publisher = BatchPublisher()
+    ingestor = Ingestor(StorageSettings(root=tmp_path / "root"), IngestSettings(), "node-1")
+    journal = Journal(tmp_path / "root" / JOURNAL, cast(Publisher, publisher), fsync=True, publish_timeout_s=1.0,
+                      sync_file_system=False)
+    svc = StoreService(ingestor, cast(Publisher, publisher), TransferLog("node-1", lambda events: None),
+                       publish_timeout_s=1.0, journal=journal)
+    assert svc.store(ASSOC, request(encoded())).status == 0
+    assert len(file_syncs) == 1  # the instance file's own fdatasync (the journal's is in journal_segment)
+    wait_for(lambda: journal.backlog() == 0)
+    svc.close()
+
+
+def test_an_unexpected_error_in_the_committer_fails_that_group_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_append = Segment.append
+    calls: list[int] = []
+
+    def append_once_broken(self: Segment, records: bytes) -> None:
+        calls.append(len(records))
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        real_append(self, records)
+
+    monkeypatch.setattr(Segment, "append", append_once_broken)
+    publisher = BatchPublisher()
+    journal = open_journal(tmp_path / "j", publisher, fsync=False)
+    with pytest.raises(JournalWriteError, match="RuntimeError: a bug"):
+        journal.commit(store_event(sop_uid="1.2.3.4.1"), None)
+    journal.commit(store_event(sop_uid="1.2.3.4.2"), None)  # the committer is still there
+    wait_for(lambda: journal.backlog() == 0)
+    assert publisher.sop_uids() == ["1.2.3.4.2"]
+    journal.close()
