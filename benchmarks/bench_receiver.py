@@ -89,7 +89,10 @@ and dcmtk storescp, 1 and 4 associations, at least 3 alternated rounds
 ack >= 1.5x Orthanc. A journal run still counts an instance only once its
 event and receipt are in Kafka (read back after the receiver stopped).
 ``--ack journal`` sets the journal for the other rows' dicomflow receivers
-(with ``--rows breakdown --breakdown-four``: where the time goes with it).
+(with ``--rows breakdown --breakdown-four``: where the time goes with it);
+``--journal-sync files`` their ``receiver.journal_sync``, and
+``--journal-files`` adds a journal row with ``"files"`` to the ack rows
+(one syncfs per group commit against an fdatasync per file).
 """
 
 from __future__ import annotations
@@ -209,9 +212,10 @@ class Dicomflow(Receiver):
 
     def __init__(self, settings: Settings, work: Path, processes: int, fsync: bool, engine: str,
                  tls: dict[str, Path] | None = None, *, s3: bool = False, stages: bool = False,
-                 ack: str = "kafka") -> None:
+                 ack: str = "kafka", journal_sync: str = "filesystem") -> None:
         self.settings = settings
-        self.name = (f"dicomflow scp ({engine}, {processes} processes{'' if fsync else ', no fsync'}, ack={ack}"
+        sync = f" ({journal_sync})" if ack == "journal" else ""
+        self.name = (f"dicomflow scp ({engine}, {processes} processes{'' if fsync else ', no fsync'}, ack={ack}{sync}"
                      f"{', mutual TLS' if tls else ''}{', s3' if s3 else ''}{', stage timing' if stages else ''})")
         self.port = free_port()
         suffix = uuid.uuid4().hex[:8]
@@ -236,6 +240,7 @@ class Dicomflow(Receiver):
             "DICOMFLOW_INGEST_FSYNC": "true" if fsync else "false",
             "DICOMFLOW_RECEIVER_ENGINE": engine,
             "DICOMFLOW_RECEIVER_ACK": ack,
+            "DICOMFLOW_RECEIVER_JOURNAL_SYNC": journal_sync,
         }
         if self.stage_dir is not None:
             env["DICOMFLOW_RECEIVER_STAGE_TIMING_DIR"] = str(self.stage_dir)
@@ -493,9 +498,11 @@ class Bench:
         return [e.strip() for e in self.args.engines.split(",") if e.strip()]
 
     def dicomflow(self, engine: str, certificates: dict[str, Path] | None = None, *,
-                  s3: bool = False, stages: bool = False, ack: str | None = None) -> Callable[[], Receiver]:
+                  s3: bool = False, stages: bool = False, ack: str | None = None,
+                  journal_sync: str | None = None) -> Callable[[], Receiver]:
         return lambda: Dicomflow(self.settings, self.work, self.args.processes, not self.args.no_fsync, engine,
-                                 certificates, s3=s3, stages=stages, ack=ack or self.args.ack)
+                                 certificates, s3=s3, stages=stages, ack=ack or self.args.ack,
+                                 journal_sync=journal_sync or self.args.journal_sync)
 
 
 def make_folders(root: Path, instances: int) -> tuple[list[Path], int]:
@@ -723,6 +730,8 @@ def ack_rows(bench: Bench) -> None:
     rows: list[tuple[str, Callable[[], Receiver]]] = [
         ("kafka", bench.dicomflow(engine, ack="kafka")),
         ("journal", bench.dicomflow(engine, ack="journal")),
+        *((("journal-files", bench.dicomflow(engine, ack="journal", journal_sync="files")),)
+          if args.journal_files else ()),
         ("orthanc", lambda: Orthanc(work)),
         ("storescp", lambda: StoreScp(work)),
     ]
@@ -741,8 +750,9 @@ def ack_rows(bench: Bench) -> None:
     for key, _ in rows:
         print(f"{key:<46}{rate[(key, 1)]:>12.1f}/s  {rate[(key, 4)]:>12.1f}/s")
     print()
+    acks = [key for key, _ in rows if key.startswith(("kafka", "journal"))]
     print_checks([(f"{n} association(s): dicomflow ack={ack} / Orthanc-default", rate[(ack, n)] / rate[("orthanc", n)], 1.5)
-                  for ack in ("kafka", "journal") for n in (1, 4)])
+                  for ack in acks for n in (1, 4)])
     for n in (1, 4):
         print(f"{n} association(s): journal / kafka {rate[('journal', n)] / rate[('kafka', n)]:.2f}x; "
               f"dicomflow ack=journal / dcmtk storescp (the physical limit) "
@@ -790,6 +800,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ack", choices=("kafka", "journal"), default="kafka",
                         help="receiver.ack of dicomflow in the standard, nagle, s3 and breakdown rows "
                              "(the ack rows measure both)")
+    parser.add_argument("--journal-sync", choices=("filesystem", "files"), default="filesystem",
+                        help="receiver.journal_sync of the journal receivers (the ack rows: their journal row)")
+    parser.add_argument("--journal-files", action="store_true",
+                        help="ack rows: also a journal row with receiver.journal_sync = \"files\"")
     parser.add_argument("--breakdown-four", action="store_true",
                         help="breakdown rows: also time the receiver's stages with 4 associations at once")
     args = parser.parse_args(argv)

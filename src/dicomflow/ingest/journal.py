@@ -74,8 +74,6 @@ log = logging.getLogger(__name__)
 JOURNAL = ".journal"
 #: Store events written and not yet acknowledged by Kafka past which new ones are refused (about 30 MB).
 MAX_UNPUBLISHED = 20000
-#: Whether a group commit is one syncfs of the storage file system (files, names and records at once).
-SYNC_FILE_SYSTEM = True
 
 
 class JournalWriteError(StorageWriteError):
@@ -122,7 +120,7 @@ class Journal:
     """
 
     def __init__(self, folder: Path, publisher: Publisher, *, fsync: bool, publish_timeout_s: float,
-                 sync_file_system: bool = SYNC_FILE_SYSTEM) -> None:
+                 sync_file_system: bool = True) -> None:
         self.folder = folder
         self.fsync = fsync
         folder.mkdir(parents=True, exist_ok=True)

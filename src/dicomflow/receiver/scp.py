@@ -119,7 +119,8 @@ class Receiver:
         self.stages = StageTimer(rs.stage_timing_dir) if rs.stage_timing_dir is not None else None
         #: receiver.ack = "journal": the local journal; its orphaned records are queued for Kafka before any association.
         self.journal = (Journal(self.ingestor.local_root / JOURNAL, self.publisher, fsync=self.ingestor.fsync,
-                                publish_timeout_s=rs.publish_timeout_s) if rs.ack == "journal" else None)
+                                publish_timeout_s=rs.publish_timeout_s,
+                                sync_file_system=rs.journal_sync == "filesystem") if rs.ack == "journal" else None)
         self.service = StoreService(self.ingestor, self.publisher, self.transfers, publish_timeout_s=rs.publish_timeout_s,
                                     metrics=metrics, stages=self.stages, journal=self.journal)
         #: C-FIND on the index ([qr], docs/qr.md): its connections open on the first query.

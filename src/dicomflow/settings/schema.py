@@ -199,6 +199,12 @@ class ReceiverSettings:
     #: event in the receiver's local journal ({storage root}/.journal) are durable, the
     #: event then published from the journal at least once (docs/receiver.md).
     ack: Literal["kafka", "journal"] = "kafka"
+    #: With ack = "journal", how a group commit makes its instances durable: "filesystem"
+    #: (Linux: one syncfs of the storage root's file system for the files, names and
+    #: records of the whole group) or "files" (an fdatasync per file, one fsync per
+    #: folder and one fdatasync of the journal per group); "files" where other programs
+    #: write much to the same file system (syncfs writes their data too).
+    journal_sync: Literal["filesystem", "files"] = "filesystem"
     #: linger.ms of the receiver's producer (overrides kafka.linger_ms there):
     #: each C-STORE waits for its own acknowledgement, so lingering is pure latency.
     kafka_linger_ms: int = 0

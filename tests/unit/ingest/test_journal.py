@@ -306,7 +306,6 @@ def test_with_syncfs_one_sync_makes_the_files_of_the_group_durable_not_one_each(
 def test_without_syncfs_the_file_is_synced_by_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     file_syncs: list[int] = []
     monkeypatch.setattr(storage, "_sync_data", lambda fd: file_syncs.append(fd))
-    monkeypatch.setattr(journal_module, "SYNC_FILE_SYSTEM", False)
     publisher = BatchPublisher()
     ingestor = Ingestor(StorageSettings(root=tmp_path / "root"), IngestSettings(), "node-1")
     journal = Journal(tmp_path / "root" / JOURNAL, cast(Publisher, publisher), fsync=True, publish_timeout_s=1.0,
