@@ -7,11 +7,11 @@ from collections.abc import Mapping, Sequence
 
 #: The stages in the order an instance goes through them (metrics/stages.py); others follow alphabetically.
 ORDER = ("receive", "pdv", "parse", "check", "write", "file_sync", "place", "event", "folder_sync", "ack",
-         "folder_wait", "unmark", "bookkeeping", "response")
-#: Stages that overlap another one (not part of the sum).
-OVERLAPPING = frozenset({"folder_sync"})
+         "folder_wait", "journal_sync", "journal", "unmark", "bookkeeping", "response")
+#: Stages that overlap another one (not part of the sum): folder_sync beside ack, or inside journal with journal_sync.
+OVERLAPPING = frozenset({"folder_sync", "journal_sync"})
 #: Counts, not times.
-COUNTS = frozenset({"pdus"})
+COUNTS = frozenset({"pdus", "group"})
 
 
 def _ms(values: Sequence[int]) -> tuple[float, float]:
@@ -26,7 +26,7 @@ def stage_table(columns: Mapping[str, Sequence[Mapping[str, int]]]) -> list[str]
     lines = [f"{'stage (ms per instance)':<{width}}" + "".join(f"{c[:30]:>32}" for c in columns),
              f"{'':<{width}}" + "".join(f"{'median':>16}{'mean':>16}" for _ in columns)]
     for stage in [*stages, "sum of stages", "cycle (response to response)", "cycle - sum (unnamed)"]:
-        row = f"{stage + (' (overlaps ack)' if stage in OVERLAPPING else ''):<{width}}"
+        row = f"{stage + (' (overlaps)' if stage in OVERLAPPING else ''):<{width}}"
         for records in columns.values():
             if stage in names and not any(stage in r for r in records):
                 row += f"{'-':>16}{'-':>16}"  # not a stage of this column
@@ -37,6 +37,10 @@ def stage_table(columns: Mapping[str, Sequence[Mapping[str, int]]]) -> list[str]
     pdus = [[r.get("pdus", 0) for r in records] for records in columns.values()]
     lines.append(f"{'PDUs per instance':<{width}}" + "".join(
         f"{statistics.median(p) if p else 0:>16}{statistics.fmean(p) if p else 0:>16.2f}" for p in pdus))
+    groups = [[r["group"] for r in records if "group" in r] for records in columns.values()]
+    if any(groups):  # receiver.ack = "journal": instances made durable by the same group commit
+        lines.append(f"{'group commit size':<{width}}" + "".join(
+            f"{statistics.median(g) if g else 0:>16}{statistics.fmean(g) if g else 0:>16.2f}" for g in groups))
     return lines
 
 

@@ -3,7 +3,8 @@
     python benchmarks/bench_receiver.py [--instances 2000] [--processes 2] [--repeat 1]
                                         [--engines native,pynetdicom] [--no-fsync] [--no-tls]
                                         [--work-dir /tmp/dicomflow-bench-receiver] [--brokers 3]
-                                        [--rows standard,nagle] [--nagle-instances 400]
+                                        [--rows standard,nagle,s3,breakdown,ack] [--nagle-instances 400]
+                                        [--ack kafka|journal] [--breakdown-four]
 
 The client is dcmtk's ``storescu`` (``TCP_NODELAY=1``, the receivers get it
 too), sending a corpus of ``--instances`` real DICOM files (pydicom's CT and
@@ -78,6 +79,20 @@ on / off), dcmtk storescp, and a standalone script doing only the durable
 write and the Kafka send (``_durable_send.py``, the same stages timed the
 same way). Printed: the median rates, then per stage the median and mean
 ms per instance over every instance of every timed run.
+
+**Acknowledgement** (``--rows ack``, issue 22): the first engine with
+``receiver.ack = "kafka"`` (Success once Kafka acknowledged) and with
+``"journal"`` (Success once the receiver's local journal holds the event,
+published from it afterwards; docs/receiver.md), Orthanc (default index)
+and dcmtk storescp, 1 and 4 associations, at least 3 alternated rounds
+(kafka, journal, Orthanc, storescp, kafka, ...), medians. Targets: each
+ack >= 1.5x Orthanc. A journal run still counts an instance only once its
+event and receipt are in Kafka (read back after the receiver stopped).
+``--ack journal`` sets the journal for the other rows' dicomflow receivers
+(with ``--rows breakdown --breakdown-four``: where the time goes with it);
+``--journal-sync files`` their ``receiver.journal_sync``, and
+``--journal-files`` adds a journal row with ``"files"`` to the ack rows
+(one syncfs per group commit against an fdatasync per file).
 """
 
 from __future__ import annotations
@@ -196,9 +211,11 @@ class Dicomflow(Receiver):
     called_ae = "DICOMFLOW"
 
     def __init__(self, settings: Settings, work: Path, processes: int, fsync: bool, engine: str,
-                 tls: dict[str, Path] | None = None, *, s3: bool = False, stages: bool = False) -> None:
+                 tls: dict[str, Path] | None = None, *, s3: bool = False, stages: bool = False,
+                 ack: str = "kafka", journal_sync: str = "filesystem") -> None:
         self.settings = settings
-        self.name = (f"dicomflow scp ({engine}, {processes} processes{'' if fsync else ', no fsync'}"
+        sync = f" ({journal_sync})" if ack == "journal" else ""
+        self.name = (f"dicomflow scp ({engine}, {processes} processes{'' if fsync else ', no fsync'}, ack={ack}{sync}"
                      f"{', mutual TLS' if tls else ''}{', s3' if s3 else ''}{', stage timing' if stages else ''})")
         self.port = free_port()
         suffix = uuid.uuid4().hex[:8]
@@ -222,6 +239,8 @@ class Dicomflow(Receiver):
             "DICOMFLOW_STORAGE_ROOT": str(self.storage),
             "DICOMFLOW_INGEST_FSYNC": "true" if fsync else "false",
             "DICOMFLOW_RECEIVER_ENGINE": engine,
+            "DICOMFLOW_RECEIVER_ACK": ack,
+            "DICOMFLOW_RECEIVER_JOURNAL_SYNC": journal_sync,
         }
         if self.stage_dir is not None:
             env["DICOMFLOW_RECEIVER_STAGE_TIMING_DIR"] = str(self.stage_dir)
@@ -479,9 +498,11 @@ class Bench:
         return [e.strip() for e in self.args.engines.split(",") if e.strip()]
 
     def dicomflow(self, engine: str, certificates: dict[str, Path] | None = None, *,
-                  s3: bool = False, stages: bool = False) -> Callable[[], Receiver]:
+                  s3: bool = False, stages: bool = False, ack: str | None = None,
+                  journal_sync: str | None = None) -> Callable[[], Receiver]:
         return lambda: Dicomflow(self.settings, self.work, self.args.processes, not self.args.no_fsync, engine,
-                                 certificates, s3=s3, stages=stages)
+                                 certificates, s3=s3, stages=stages, ack=ack or self.args.ack,
+                                 journal_sync=journal_sync or self.args.journal_sync)
 
 
 def make_folders(root: Path, instances: int) -> tuple[list[Path], int]:
@@ -699,6 +720,46 @@ def breakdown_rows(bench: Bench) -> None:
     shutil.rmtree(work / "breakdown-corpus", ignore_errors=True)
 
 
+def ack_rows(bench: Bench) -> None:
+    """Issue 22: receiver.ack = kafka and = journal against Orthanc (default index) and storescp, alternated, medians."""
+    args, work, engine = bench.args, bench.work, bench.engines[0]
+    print()
+    print("ack rows (issue 22): receiver.ack = kafka / journal, Orthanc (default index), dcmtk storescp; "
+          f"alternated rounds, medians; load average before: {os.getloadavg()[0]:.2f}")
+    folders, total = make_folders(work / "ack-corpus", args.instances)
+    rows: list[tuple[str, Callable[[], Receiver]]] = [
+        ("kafka", bench.dicomflow(engine, ack="kafka")),
+        ("journal", bench.dicomflow(engine, ack="journal")),
+        *((("journal-files", bench.dicomflow(engine, ack="journal", journal_sync="files")),)
+          if args.journal_files else ()),
+        ("orthanc", lambda: Orthanc(work)),
+        ("storescp", lambda: StoreScp(work)),
+    ]
+    rate: dict[tuple[str, int], float] = {}
+    for associations in (1, 4):
+        runs: dict[str, list[Result]] = {key: [] for key, _ in rows}
+        for _ in range(max(NAGLE_ROUNDS, args.repeat)):  # dicomflow, dicomflow, Orthanc, storescp, dicomflow, ...
+            for key, make in rows:
+                runs[key].append(measure(make, folders, associations, total))
+        for key, _ in rows:
+            result = median(runs[key])
+            rate[(key, associations)] = result.rate
+            print_run(result.receiver, associations, result, runs[key])
+    print()
+    print(f"{'receiver':<46}{'1 association':>16}{'4 associations':>17}")
+    for key, _ in rows:
+        print(f"{key:<46}{rate[(key, 1)]:>12.1f}/s  {rate[(key, 4)]:>12.1f}/s")
+    print()
+    acks = [key for key, _ in rows if key.startswith(("kafka", "journal"))]
+    print_checks([(f"{n} association(s): dicomflow ack={ack} / Orthanc-default", rate[(ack, n)] / rate[("orthanc", n)], 1.5)
+                  for ack in acks for n in (1, 4)])
+    for n in (1, 4):
+        print(f"{n} association(s): journal / kafka {rate[('journal', n)] / rate[('kafka', n)]:.2f}x; "
+              f"dicomflow ack=journal / dcmtk storescp (the physical limit) "
+              f"{rate[('journal', n)] / rate[('storescp', n)]:.2f}x")
+    shutil.rmtree(work / "ack-corpus", ignore_errors=True)
+
+
 def standalone(bench: Bench, files: Sequence[Path]) -> Result:
     """One run of the standalone durable write + Kafka send (benchmarks/_durable_send.py) on fresh topics."""
     from _durable_send import durable_send
@@ -732,15 +793,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="which rows: standard (storescu with TCP_NODELAY=1), nagle (a sender that leaves Nagle on), "
                              "s3 (the s3 backend against the filesystem; starts the stack's S3Proxy), "
                              "breakdown (issue 22: per-instance stages inside the receiver, 1 association, against a "
-                             "standalone durable write + Kafka send and dcmtk storescp)")
+                             "standalone durable write + Kafka send and dcmtk storescp), "
+                             "ack (issue 22: receiver.ack = kafka and journal against Orthanc and storescp, alternated)")
     parser.add_argument("--nagle-instances", type=int, default=400,
                         help="corpus size of the nagle rows (Orthanc takes ~0.1 s per instance from such a sender)")
+    parser.add_argument("--ack", choices=("kafka", "journal"), default="kafka",
+                        help="receiver.ack of dicomflow in the standard, nagle, s3 and breakdown rows "
+                             "(the ack rows measure both)")
+    parser.add_argument("--journal-sync", choices=("filesystem", "files"), default="filesystem",
+                        help="receiver.journal_sync of the journal receivers (the ack rows: their journal row)")
+    parser.add_argument("--journal-files", action="store_true",
+                        help="ack rows: also a journal row with receiver.journal_sync = \"files\"")
     parser.add_argument("--breakdown-four", action="store_true",
                         help="breakdown rows: also time the receiver's stages with 4 associations at once")
     args = parser.parse_args(argv)
     rows = {r.strip() for r in args.rows.split(",") if r.strip()}
-    if not rows or rows - {"standard", "nagle", "s3", "breakdown"}:
-        parser.error(f"--rows takes standard, nagle, s3 and/or breakdown, not {args.rows!r}")
+    if not rows or rows - {"standard", "nagle", "s3", "breakdown", "ack"}:
+        parser.error(f"--rows takes standard, nagle, s3, breakdown and/or ack, not {args.rows!r}")
 
     ensure_orthanc(postgres="standard" in rows)
     settings = load_settings(default_config_path(os.environ), os.environ)
@@ -759,6 +828,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         s3_rows(bench)
     if "breakdown" in rows:
         breakdown_rows(bench)
+    if "ack" in rows:
+        ack_rows(bench)
     print(f"load average after: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     shutil.rmtree(work / "corpus", ignore_errors=True)
     shutil.rmtree(work / "nagle-corpus", ignore_errors=True)

@@ -4,7 +4,7 @@ Run it with ``scripts/faults.sh`` (or ``python -m dicomflow_faults`` with the
 repository's ``faults/`` folder on ``PYTHONPATH``; it is not part of the
 installed ``dicomflow`` package). It starts a private Kafka broker and
 PostgreSQL server on free ports (it kills them, so never the shared
-development stack) and runs seven phases, each
+development stack) and runs eight phases, each
 with its own topics and database:
 
 1. **fault run** (:mod:`~dicomflow_faults.scenario`): a C-STORE load through
@@ -32,7 +32,13 @@ with its own topics and database:
    S3Proxy and the receiver are SIGKILLed and restarted; besides the fault
    run's checks, every acknowledged instance must have its object in the
    bucket and the receive spool must be empty.
-7. **web** (:mod:`~dicomflow_faults.webrun`), last on the single-broker
+7. **journal** (:mod:`~dicomflow_faults.journalrun`), on the single-broker
+   stack: the fault run's load with ``receiver.ack = "journal"`` (Success
+   from the receiver's local journal, Kafka afterwards) while the receiver
+   alone is SIGKILLed at random moments; every instance answered Success
+   must reach Kafka and PostgreSQL, and the journal must be empty once the
+   receiver stopped;
+8. **web** (:mod:`~dicomflow_faults.webrun`), last on the single-broker
    stack: QIDO-RS and WADO-RS load on ``dicomflow web`` while the PostgreSQL
    postmaster is SIGKILLed and restarted; no answer may be a 5xx other than
    503, every 503 must carry ``Retry-After``, answers while PostgreSQL is

@@ -18,6 +18,8 @@ Examples::
         --warehouse 0 --failover 0 --s3 0 --web-fuzz 5000   # the web fuzz phase alone (1-2 minutes)
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 --protocol-fuzz 0 \\
         --warehouse 0 --failover 0 --s3 0 --web-fuzz 0 --web 45   # the web phase alone (about 80 s)
+    python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 --protocol-fuzz 0 \\
+        --warehouse 0 --failover 0 --s3 0 --web-fuzz 0 --web 0 --journal 1500   # the journal run alone
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 \\
         --failover 1000                              # the failover phase alone (about 2 minutes)
     python -m dicomflow_faults --instances 0 --soak 0 --fuzz 0 --fuzz-files 0 \\
@@ -79,6 +81,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="Seconds two brokers stay down together (below min ISR); 0: only the leader kill.")
     p.add_argument("--s3", type=int, default=1500,
                    help="C-STORE instances of the S3 run: storage on a private S3Proxy, SIGKILLed mid-run (0: skip it).")
+    p.add_argument("--journal", type=int, default=1500,
+                   help="C-STORE instances of the journal run: receiver.ack = \"journal\", the receiver SIGKILLed "
+                        "--journal-kills times mid-run (0: skip it).")
+    p.add_argument("--journal-kills", type=int, default=5, metavar="N", help="SIGKILLs of the receiver in the journal run.")
     p.add_argument("--web", type=float, default=45.0, metavar="SECONDS",
                    help="Seconds of QIDO-RS / WADO-RS load on `dicomflow web` while PostgreSQL is SIGKILLed and "
                         "restarted (0: skip it).")
@@ -106,11 +112,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown fault kind(s): {', '.join(unknown)}; choose from {', '.join(KINDS)}")
     args.kinds = kinds
     for name in ("instances", "s3", "soak", "fuzz", "fuzz_files", "controls", "faults_per_kind", "protocol_fuzz",
-                 "warehouse", "warehouse_kills", "failover", "failover_outage", "web_fuzz", "web", "web_kills"):
+                 "warehouse", "warehouse_kills", "failover", "failover_outage", "web_fuzz", "web", "web_kills", "journal",
+                 "journal_kills"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must not be negative")
     if args.web and args.web_kills < 1:
         p.error("--web-kills must be at least 1 when the web phase runs")
+    if args.journal and args.journal_kills < 1:
+        p.error("--journal-kills must be at least 1 when the journal run runs")
     if args.associations < 1 or args.receiver_processes < 1:
         p.error("--associations and --receiver-processes must be at least 1")
     return args
@@ -142,7 +151,7 @@ def run(args: argparse.Namespace) -> SuiteReport:
     report = SuiteReport(seed=seed, options={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
     started = time.monotonic()
     if (args.instances or args.soak or args.fuzz or args.fuzz_files or args.protocol_fuzz or args.warehouse
-            or args.web_fuzz or args.web):
+            or args.journal or args.web_fuzz or args.web):
         _run_single_broker(args, report, seed)
     if args.s3:
         _run_s3(args, report, seed)
@@ -271,6 +280,12 @@ def _run_phases(args: argparse.Namespace, stack: PrivateStack, log_dir: Path, re
     if args.warehouse:
         report.warehouse = _timed(report, "warehouse", lambda: run_warehouse_faults(
             stack, args.warehouse, kills=args.warehouse_kills, seed=seed + 3, log_dir=log_dir))
+    if args.journal:
+        from dicomflow_faults.journalrun import run_journal_faults
+
+        report.journal = _timed(report, "journal run", lambda: run_journal_faults(
+            stack, args.journal, seed=seed + 8, log_dir=log_dir, kills=args.journal_kills,
+            associations=args.associations))
     if args.web:  # last: it kills PostgreSQL under a web server, nothing else runs on the stack meanwhile
         from dicomflow_faults.webrun import run_web_faults
 
@@ -288,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(report.dumps() + "\n")
     if any(e.startswith("suite aborted") for e in report.errors) and report.faults is None \
             and report.soak is None and report.fuzz is None and report.protocol is None \
-            and report.warehouse is None and report.failover is None and report.s3 is None \
+            and report.warehouse is None and report.failover is None and report.s3 is None and report.journal is None \
             and report.web_fuzz is None and report.web is None:
         return 2
     return 0 if report.passed else 1

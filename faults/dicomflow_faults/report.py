@@ -42,6 +42,8 @@ class SuiteReport:
     failover: FailoverResult | None = None
     #: The fault run on the s3 backend, S3Proxy killed mid-run (:mod:`.s3run`).
     s3: FaultRunResult | None = None
+    #: The fault run with receiver.ack = "journal", the receiver SIGKILLed mid-run (:mod:`.journalrun`).
+    journal: FaultRunResult | None = None
     #: The web fuzz phase (:mod:`.webfuzz`).
     web_fuzz: WebFuzzResult | None = None
     #: DICOMweb load while PostgreSQL is SIGKILLed (:mod:`.webrun`).
@@ -54,17 +56,18 @@ class SuiteReport:
     @property
     def lost(self) -> int:
         return sum(x.lost for x in (self.faults, self.soak, self.fuzz, self.warehouse, self.failover, self.s3,
-                                    self.web_fuzz) if x is not None)
+                                    self.journal, self.web_fuzz) if x is not None)
 
     @property
     def duplicates(self) -> int:
-        return sum(x.duplicates for x in (self.faults, self.soak, self.warehouse, self.failover, self.s3) if x is not None)
+        return sum(x.duplicates for x in (self.faults, self.soak, self.warehouse, self.failover, self.s3, self.journal)
+                   if x is not None)
 
     @property
     def checks(self) -> list[Check]:
         out: list[Check] = []
         for part in (self.faults, self.soak, self.fuzz, self.protocol, self.warehouse, self.failover, self.s3,
-                     self.web_fuzz, self.web):
+                     self.journal, self.web_fuzz, self.web):
             if part is not None:
                 out.extend(part.checks)
         return out
@@ -108,6 +111,8 @@ class SuiteReport:
             self._print_failover(w, self.failover)
         if self.s3 is not None:
             self._print_faults(w, self.s3, "S3 fault run (storage.backend = s3, S3Proxy SIGKILLed)")
+        if self.journal is not None:
+            self._print_faults(w, self.journal, "Journal run (receiver.ack = journal, receiver SIGKILLed)")
         if self.web_fuzz is not None:
             webfuzz.print_web_fuzz(w, self.web_fuzz)
         if self.web is not None:
@@ -143,6 +148,11 @@ class SuiteReport:
             w(f"S3 run:             {sum(f.survived for f in kills)}/{len(kills)} S3Proxy SIGKILLs survived, "
               f"{self.s3.load_rate:.1f} instances/s held, {refused} C-STORE(s) refused and retried, "
               f"{self.s3.lost} lost\n")
+        if self.journal is not None:
+            kills = [f for f in self.journal.faults if f.kind == "receiver"]
+            w(f"Journal run:        {sum(f.survived for f in kills)}/{len(kills)} receiver SIGKILLs survived, "
+              f"{self.journal.load_rate:.1f} instances/s held, {self.journal.acked} acknowledged, "
+              f"{self.journal.lost} lost\n")
         if self.failover is not None:
             f = self.failover
             pause = "-" if f.leader_pause_s is None else f"{f.leader_pause_s:.1f} s"
@@ -286,7 +296,7 @@ class SuiteReport:
             "faults_by_kind": {k: {"injected": i, "survived": s} for k, (i, s) in self.faults_by_kind().items()},
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
         }
-        for key, f in (("fault_run", self.faults), ("s3_run", self.s3)):
+        for key, f in (("fault_run", self.faults), ("s3_run", self.s3), ("journal_run", self.journal)):
             if f is None:
                 continue
             data[key] = {

@@ -22,6 +22,7 @@ nothing good dead-lettered, no component exiting by itself.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -187,7 +188,8 @@ class FaultRun:
     def __init__(self, stack: PrivateStack, instances: int, *, seed: int, log_dir: Path,
                  per_kind: int = 2, kinds: Sequence[FaultKind] = KINDS, associations: int = 4,
                  rate: float | None = None, down_range: tuple[float, float] = (0.5, 3.0),
-                 receiver_processes: int = 1, name: str = "faults", s3: bool = False) -> None:
+                 receiver_processes: int = 1, name: str = "faults", s3: bool = False,
+                 ack: Literal["kafka", "journal"] = "kafka") -> None:
         self.stack = stack
         self.instances = instances
         self.rng = random.Random(seed)
@@ -198,7 +200,10 @@ class FaultRun:
         self.result = FaultRunResult(instances, plan(kinds, per_kind, instances, self.rng, down_range))
         #: Prefix of the checks' names ("faults", "s3").
         self.name = name
-        self.phase = stack.new_phase(name, s3=s3)
+        phase = stack.new_phase(name, s3=s3)
+        #: The phase's settings; ``ack`` as asked (receiver.ack: when Success is answered).
+        self.phase = dataclasses.replace(phase, settings=dataclasses.replace(
+            phase.settings, receiver=dataclasses.replace(phase.settings.receiver, ack=ack)))
         #: SOP Instance UIDs the sender saw acknowledged (filled by :meth:`run`).
         self.acked: set[str] = set()
         self.supervisor = Supervisor(restart_crashed=True)

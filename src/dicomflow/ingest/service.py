@@ -36,6 +36,7 @@ from dicomflow.ingest.exceptions import (
     PublishFailedError,
 )
 from dicomflow.ingest.ingestor import Identity, Ingestor, Source
+from dicomflow.ingest.journal import Journal
 from dicomflow.ingest.placement_s3 import S3Placement, SpoolFile, Upload
 from dicomflow.ingest.storage import PendingFile, sync_folder_durably
 from dicomflow.ingest.transfer_log import SessionKey, TransferLog
@@ -118,8 +119,11 @@ class StoreService:
     """
 
     def __init__(self, ingestor: Ingestor, publisher: Publisher, transfers: TransferLog, *, publish_timeout_s: float,
-                 metrics: StoreMetrics | None = None, stages: StageRecorder | None = None) -> None:
+                 metrics: StoreMetrics | None = None, stages: StageRecorder | None = None,
+                 journal: Journal | None = None) -> None:
         self.ingestor = ingestor
+        #: ``receiver.ack = "journal"``: Success once the journal record is durable (None: once Kafka acknowledged).
+        self.journal = journal
         #: Observer: counts and latencies (never changes a decision).
         self.metrics = metrics
         #: Observer: per-stage times of each instance (benchmarks; None: off).
@@ -133,6 +137,8 @@ class StoreService:
     def close(self) -> None:
         """Release the folder-sync threads and the ingestor's background requests (after the last store)."""
         self._folder_syncs.shutdown(wait=True)
+        if self.journal is not None:
+            self.journal.close(self.publish_timeout_s)
         self.ingestor.close()
 
     def store(self, session: SessionKey, request: StoreRequest) -> StoreOutcome:
@@ -196,7 +202,13 @@ class StoreService:
         placement: Placement | S3Placement | None = None
         try:
             started = time.perf_counter()
-            size = pending.seal()
+            # The journal's group commit syncs the file with the others of its group: not one fdatasync each.
+            covered = False
+            if self.journal is not None and type(pending) is PendingFile and self.journal.covers(pending.path.parent):
+                covered = True
+                size = pending.seal(sync=False)
+            else:
+                size = pending.seal()
             sealed = time.perf_counter()
             placement, location = self._place(pending, identity.sop_uid)
             synced = time.perf_counter()
@@ -213,7 +225,11 @@ class StoreService:
             store_event = self.ingestor.store_event(identity, location, placement.size, syntax, source)
             evented = time.perf_counter()
             try:
-                self._publish_and_sync(store_event, location.parent if isinstance(location, Path) else None)
+                folder = location.parent if isinstance(location, Path) else None
+                if self.journal is not None:
+                    self._journal(store_event, folder, covered=covered)
+                else:
+                    self._publish_and_sync(store_event, folder)
             except BaseException:
                 placement.not_acknowledged()
                 raise
@@ -307,6 +323,24 @@ class StoreService:
             stages.add("ack", acked - started)
             stages.add("folder_wait", time.perf_counter_ns() - acked)
             stages.add("folder_sync", synced.result())
+
+    def _journal(self, store_event: DicomStoreMeta, folder: Path | None, *, covered: bool) -> None:
+        """Record the event in the journal, its folder (``covered``: and file) synced in the same group commit.
+
+        Both before Success.
+
+        Raises:
+            JournalWriteError, JournalFullError: not durable (out of resources: the sender retries).
+        """
+        assert self.journal is not None
+        stages = self.stages
+        started = time.perf_counter_ns()
+        times = self.journal.commit(store_event, folder, covered=covered)
+        if stages is not None:
+            stages.add("journal", time.perf_counter_ns() - started)
+            stages.add("journal_sync", times.journal_sync_ns)
+            stages.add("folder_sync", times.folder_sync_ns)
+            stages.add("group", times.group)
 
     def _publish(self, store_event: DicomStoreMeta) -> None:
         """Send the store event and its receipt; return only once Kafka acknowledged both.

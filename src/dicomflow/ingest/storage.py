@@ -159,18 +159,20 @@ class PendingFile:
             sync_folder_durably(self.path.parent)
         return size
 
-    def seal(self) -> int:
+    def seal(self, *, sync: bool = True) -> int:
         """fdatasync and close the temporary file without renaming it; return the size.
 
         The caller puts it in place (:func:`~dicomflow.ingest.duplicates.place`)
-        or calls :meth:`discard`.
+        or calls :meth:`discard`. ``sync=False``: closed only, the caller has
+        the data synced before it promises durability (the receiver's
+        journal syncs the whole file system once for many instances).
         """
         fd, self._fd = self._fd, None
         if fd is None:
             raise StorageWriteError(f"the file was already closed: {self.path}")
         try:
             try:
-                if self.fsync:
+                if self.fsync and sync:
                     _sync_data(fd)
             finally:
                 os.close(fd)

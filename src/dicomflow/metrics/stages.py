@@ -18,9 +18,11 @@ feeding the fragments), ``parse`` (reading and identifying the header),
 name, the duplicates check), ``event`` (building the store event),
 ``folder_sync`` (on its own thread, overlapping ``ack``), ``ack`` (Kafka
 acknowledging the store event and receipt), ``folder_wait`` (waiting for the
-folder sync after the acknowledgement), ``unmark`` (removing the ``.unacknowledged`` mark), ``bookkeeping`` (transfer log,
-metrics), ``response`` (encoding and sending the C-STORE response), and
-``cycle``.
+folder sync after the acknowledgement), with ``receiver.ack = "journal"`` instead of the last three:
+``journal`` (waiting for the group commit), ``journal_sync`` (its fdatasync of the journal, beside
+``folder_sync``) and ``group`` (a count: instances made durable by that commit), ``unmark``
+(removing the ``.unacknowledged`` mark), ``bookkeeping`` (transfer log, metrics), ``response``
+(encoding and sending the C-STORE response), and ``cycle``.
 
 An observer: it never changes what the receiver does.
 """
@@ -33,8 +35,9 @@ import threading
 import time
 from pathlib import Path
 
-#: Not part of an instance's sum: a count, and a stage that runs beside another (folder_sync beside ack).
-_NOT_ADDED = frozenset({"pdus", "folder_sync"})
+#: Not part of an instance's sum: counts, and stages that run beside another (folder_sync beside ack;
+#: journal_sync and folder_sync inside journal).
+_NOT_ADDED = frozenset({"pdus", "folder_sync", "journal_sync", "group"})
 
 
 class StageTimer:

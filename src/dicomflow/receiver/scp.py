@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from dicomflow.audit import events as audit
 from dicomflow.ingest.ingestor import Ingestor
+from dicomflow.ingest.journal import JOURNAL, Journal
 from dicomflow.ingest.service import StoreService
 from dicomflow.ingest.transfer_log import Peer, SessionKey, TransferLog
 from dicomflow.kafka.producer import Publisher
@@ -117,8 +118,12 @@ class Receiver:
         self.transfers = TransferLog(settings.worker_node_id, self._emit_audit)
         #: Observer: per-stage times of each instance (receiver.stage_timing_dir; None: off).
         self.stages = StageTimer(rs.stage_timing_dir) if rs.stage_timing_dir is not None else None
+        #: receiver.ack = "journal": the local journal; its orphaned records are queued for Kafka before any association.
+        self.journal = (Journal(self.ingestor.local_root / JOURNAL, self.publisher, fsync=self.ingestor.fsync,
+                                publish_timeout_s=rs.publish_timeout_s,
+                                sync_file_system=rs.journal_sync == "filesystem") if rs.ack == "journal" else None)
         self.service = StoreService(self.ingestor, self.publisher, self.transfers, publish_timeout_s=rs.publish_timeout_s,
-                                    metrics=metrics, stages=self.stages)
+                                    metrics=metrics, stages=self.stages, journal=self.journal)
         #: C-FIND on the index ([qr], docs/qr.md): its connections open on the first query.
         self.finder = FindService(settings.qr, settings.database, ae_title=rs.ae_title,
                                   node_id=settings.worker_node_id, audit=self._emit_audit)

@@ -194,6 +194,17 @@ class ReceiverSettings:
     max_associations: int = 32
     #: Seconds to wait for Kafka's acknowledgement before answering a failure.
     publish_timeout_s: float = 10.0
+    #: When a C-STORE is answered Success: "kafka" once the file is durable and Kafka
+    #: acknowledged its store event; "journal" once the file and a record of its store
+    #: event in the receiver's local journal ({storage root}/.journal) are durable, the
+    #: event then published from the journal at least once (docs/receiver.md).
+    ack: Literal["kafka", "journal"] = "kafka"
+    #: With ack = "journal", how a group commit makes its instances durable: "filesystem"
+    #: (Linux: one syncfs of the storage root's file system for the files, names and
+    #: records of the whole group) or "files" (an fdatasync per file, one fsync per
+    #: folder and one fdatasync of the journal per group); "files" where other programs
+    #: write much to the same file system (syncfs writes their data too).
+    journal_sync: Literal["filesystem", "files"] = "filesystem"
     #: linger.ms of the receiver's producer (overrides kafka.linger_ms there):
     #: each C-STORE waits for its own acknowledgement, so lingering is pure latency.
     kafka_linger_ms: int = 0

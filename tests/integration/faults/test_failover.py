@@ -42,7 +42,7 @@ def test_a_leader_kill_mid_run_loses_nothing_and_answers_no_success_without_kafk
     env["TCP_NODELAY"] = "1"
     proc = subprocess.run(
         [sys.executable, "-m", "dicomflow_faults", "--instances", "0", "--soak", "0", "--fuzz", "0",
-         "--fuzz-files", "0", "--protocol-fuzz", "0", "--warehouse", "0", "--s3", "0", "--web-fuzz", "0",
+         "--fuzz-files", "0", "--protocol-fuzz", "0", "--warehouse", "0", "--s3", "0", "--journal", "0", "--web-fuzz", "0",
          "--web", "0",  # only this phase
          "--failover", str(INSTANCES), "--failover-rate", "25", "--failover-outage", "0",
          # A shared two-core machine: the figure is reported, the 15 s target is the full run's.

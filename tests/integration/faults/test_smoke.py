@@ -40,7 +40,7 @@ def test_tiny_suite_run_injects_every_fault_and_loses_nothing(tmp_path: Path) ->
          "--instances", "400", "--rate", "25", "--faults-per-kind", "1",
          "--soak", "3000", "--fuzz", "80", "--fuzz-files", "30", "--controls", "5", "--protocol-fuzz", "0",
          "--warehouse", "3000", "--warehouse-kills", "2",
-         "--failover", "0", "--s3", "0", "--web-fuzz", "0",  # their own tests and the CI run cover those phases
+         "--failover", "0", "--s3", "0", "--journal", "0", "--web-fuzz", "0",  # their own tests and the CI run cover those phases
          "--web", "0",
          "--seed", "20240315", "--work-dir", str(tmp_path), "--json", str(report_path)],
         capture_output=True, text=True, env=env, timeout=540, check=False,
@@ -138,7 +138,7 @@ def test_protocol_fuzz_phase_at_a_small_size(tmp_path: Path) -> None:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (suite_folder, env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
         [sys.executable, "-m", "dicomflow_faults", "--instances", "0", "--soak", "0", "--fuzz", "0",
-         "--fuzz-files", "0", "--protocol-fuzz", "400", "--warehouse", "0", "--failover", "0", "--s3", "0",
+         "--fuzz-files", "0", "--protocol-fuzz", "400", "--warehouse", "0", "--failover", "0", "--s3", "0", "--journal", "0",
          "--web-fuzz", "0", "--web", "0",
          "--seed", "20240316", "--work-dir", str(tmp_path),
          "--json", str(report_path)],
@@ -167,7 +167,7 @@ def test_web_fuzz_phase_at_a_small_size(stack: LocalStack, tmp_path: Path) -> No
     env["PYTHONPATH"] = os.pathsep.join(p for p in (suite_folder, env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
         [sys.executable, "-m", "dicomflow_faults", "--instances", "0", "--soak", "0", "--fuzz", "0",
-         "--fuzz-files", "0", "--protocol-fuzz", "0", "--warehouse", "0", "--failover", "0", "--s3", "0",
+         "--fuzz-files", "0", "--protocol-fuzz", "0", "--warehouse", "0", "--failover", "0", "--s3", "0", "--journal", "0",
          "--web-fuzz", "400", "--web", "0", "--seed", "20240317", "--work-dir", str(tmp_path), "--json", str(report_path),
          "--kafka-cache", str(stack.settings.stack.dir.resolve() / "cache")],  # the shared stack's jars
         capture_output=True, text=True, env=env, timeout=280, check=False,

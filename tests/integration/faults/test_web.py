@@ -32,7 +32,7 @@ def test_web_tier_answers_only_503_while_postgres_is_down_and_recovers(stack: Lo
     env["PYTHONPATH"] = os.pathsep.join(p for p in (suite_folder, env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
         [sys.executable, "-m", "dicomflow_faults", "--instances", "0", "--soak", "0", "--fuzz", "0",
-         "--fuzz-files", "0", "--protocol-fuzz", "0", "--warehouse", "0", "--failover", "0", "--s3", "0",
+         "--fuzz-files", "0", "--protocol-fuzz", "0", "--warehouse", "0", "--failover", "0", "--s3", "0", "--journal", "0",
          "--web-fuzz", "0", "--web", "16", "--web-kills", "1",  # only this phase
          "--seed", "1919", "--work-dir", str(tmp_path), "--json", str(report_path),
          "--kafka-cache", str(stack.settings.stack.dir.resolve() / "cache")],  # the shared stack's jars
