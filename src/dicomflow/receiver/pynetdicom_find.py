@@ -7,10 +7,18 @@ One difference: pynetdicom does not end a C-FIND on a warning status (it
 sends its own Success after it), so the ``[qr] max_results`` limit is
 answered here with 0xA700 (Out of Resources, a final status) instead of the
 native engine's 0xB001, with the same Error Comment.
+
+pynetdicom's DUL thread sends before it reads: while its outgoing queue holds a
+response it never reads the socket, so a C-CANCEL waits behind every match the
+handler has already queued (all of them, when the handler is faster than the
+wire). The handler therefore paces itself: once ``_QUEUED_HIGH`` responses
+wait, it lets the queue drain, which gives the DUL its turn to read a cancel
+and bounds the memory a large result holds.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -26,6 +34,18 @@ from dicomflow.qr.model import FIND_SOP_CLASSES
 from dicomflow.qr.results import IDENTIFIER_SYNTAXES
 from dicomflow.qr.service import FindRequest, FindService
 
+_QUEUED_HIGH = 32
+_DRAIN_POLL_S = 0.001
+
+
+def _let_the_dul_read(event: Event) -> None:
+    """Wait while ``_QUEUED_HIGH`` or more PDUs are queued for sending, until the queue is empty (see above)."""
+    outgoing = event.assoc.dul.to_provider_queue
+    if outgoing.qsize() < _QUEUED_HIGH:
+        return
+    while outgoing.qsize() and event.assoc.is_established:
+        time.sleep(_DRAIN_POLL_S)
+
 
 def handle_find(event: Event, finder: FindService, tenants: TenantResolver, peer_of: Any) -> Iterator[tuple[Any, Any]]:
     """Yield (status, identifier) for pynetdicom: each match, then the final status (with its Error Comment)."""
@@ -40,6 +60,7 @@ def handle_find(event: Event, finder: FindService, tenants: TenantResolver, peer
     )
     for response in finder.find(request, lambda: bool(event.is_cancelled)):
         if response.identifier is not None:
+            _let_the_dul_read(event)
             yield response.status, response.identifier.dataset()
             continue
         status = Dataset()
