@@ -62,9 +62,8 @@ from dicomflow.ingest.journal_segment import (
     create_segment,
     encode_record,
     segment_paths,
-    sync_dir,
 )
-from dicomflow.ingest.storage import sync_folder_durably
+from dicomflow.ingest.storage import fsync_folder, sync_folder_durably
 from dicomflow.kafka.producer import Publisher
 from dicomflow.models import DicomStoreMeta, decode, encode
 
@@ -349,7 +348,7 @@ class Journal:
         if not self.fsync:
             return
         try:
-            sync_dir(self.folder)
+            fsync_folder(self.folder)
         except OSError as exc:
             log.warning("journal: could not sync %s: %s", self.folder, exc.strerror or exc)
 

@@ -33,6 +33,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dicomflow.ingest.storage import fsync_folder
+
 log = logging.getLogger(__name__)
 
 #: Size of one segment file (about 2,500 store events of ~1.5 kB).
@@ -40,7 +42,6 @@ SEGMENT_BYTES = 4 * 1024 * 1024
 SUFFIX = ".journal"
 _HEADER = struct.Struct("<II")
 _ZEROS = bytes(1024 * 1024)
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 _sync_data = getattr(os, "fdatasync", os.fsync)
 _libc = ctypes.CDLL(None, use_errno=True)
 #: syncfs(2) (Linux): every dirty page and inode of one file system written, its journal committed, the device flushed.
@@ -79,15 +80,6 @@ def decode_records(data: bytes) -> list[bytes]:
         payloads.append(payload)
         offset = start + length
     return payloads
-
-
-def sync_dir(folder: Path) -> None:
-    """fsync a folder (a new or removed segment name made durable)."""
-    fd = os.open(folder, _DIR_FLAGS)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(eq=False)
@@ -179,7 +171,7 @@ def create_segment(folder: Path, name: str, *, fsync: bool) -> Segment:
         path = folder / name
         os.rename(temp, path)
         if fsync:
-            sync_dir(folder)
+            fsync_folder(folder)
     except BaseException:
         os.close(fd)
         try:
@@ -257,4 +249,4 @@ def clear_temporaries(folder: Path) -> None:
 
 
 __all__ = ["HAVE_SYNCFS", "SEGMENT_BYTES", "SUFFIX", "Segment", "claim_orphan", "clear_temporaries", "create_segment",
-           "decode_records", "encode_record", "segment_paths", "sync_dir", "syncfs"]
+           "decode_records", "encode_record", "segment_paths", "syncfs"]

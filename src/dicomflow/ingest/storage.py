@@ -233,10 +233,11 @@ def make_folders(folder: Path, *, fsync: bool = True) -> None:
                 raise
             continue
         if fsync:
-            _fsync_folder(created.parent)
+            fsync_folder(created.parent)
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """fsync a folder, so a name made or removed in it is durable (raises OSError)."""
     fd = os.open(folder, _DIR_FLAGS)
     try:
         os.fsync(fd)
@@ -251,7 +252,7 @@ def sync_folder_durably(folder: Path) -> None:
         StorageWriteError: the folder cannot be opened or synced.
     """
     try:
-        _fsync_folder(folder)
+        fsync_folder(folder)
     except OSError as exc:
         raise StorageWriteError(f"cannot sync the folder ({exc.strerror or exc}): {folder}") from exc
 
@@ -265,4 +266,4 @@ def _remove_quietly(path: Path) -> None:
         log.warning("could not remove temporary file %s: %s", path, exc.strerror)
 
 
-__all__ = ["PendingFile", "make_folders", "sync_folder_durably", "write_atomic"]
+__all__ = ["PendingFile", "fsync_folder", "make_folders", "sync_folder_durably", "write_atomic"]

@@ -181,7 +181,7 @@ def test_the_folder_sync_overlaps_the_publish_and_its_failure_is_a_failure(
     # 1. the series folder's fsync runs while Kafka's acknowledgement is awaited, and Success waits for both
     probe = OverlapProbe()
     probe.publishing(publisher)
-    monkeypatch.setattr(storage, "_fsync_folder", probe.fsync_folder)
+    monkeypatch.setattr(storage, "fsync_folder", probe.fsync_folder)
     # a new instance in the same series (the same one again would be an identical copy: nothing to publish)
     assert svc.store(ASSOC, request(encoded(SOPInstanceUID="1.2.3.4.7"))).status == 0
     assert probe.folders == ["1.2.3.4"]  # the series folder, after the rename
@@ -197,7 +197,7 @@ def test_the_folder_sync_overlaps_the_publish_and_its_failure_is_a_failure(
         calls.append(folder.name)
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(storage, "_fsync_folder", failing_sync)
+    monkeypatch.setattr(storage, "fsync_folder", failing_sync)
     outcome = svc.store(ASSOC, request(encoded(SOPInstanceUID="1.2.3.4.6")))  # a new instance, same series
     assert outcome.status == 0xA700
     assert outcome.comment is not None and "Input/output error" in outcome.comment
@@ -209,7 +209,7 @@ def test_the_folder_sync_overlaps_the_publish_and_its_failure_is_a_failure(
 def test_without_fsync_nothing_is_synced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     publisher = RecordingPublisher()
     svc, _ = service(tmp_path, publisher, fsync=False)
-    monkeypatch.setattr(storage, "_fsync_folder", lambda folder: pytest.fail("synced"))
+    monkeypatch.setattr(storage, "fsync_folder", lambda folder: pytest.fail("synced"))
     monkeypatch.setattr(storage, "_sync_data", lambda fd: pytest.fail("synced"))
     assert svc.store(ASSOC, request(encoded())).status == 0
     svc.close()

@@ -71,7 +71,7 @@ def test_data_is_synced_before_the_rename_and_the_folder_after(tmp_path: Path, m
     steps: list[str] = []
     target = tmp_path / "a.dcm"
     monkeypatch.setattr(storage, "_sync_data", lambda fd: steps.append(f"data, renamed={target.exists()}"))
-    monkeypatch.setattr(storage, "_fsync_folder", lambda folder: steps.append(f"folder, renamed={target.exists()}"))
+    monkeypatch.setattr(storage, "fsync_folder", lambda folder: steps.append(f"folder, renamed={target.exists()}"))
     write_atomic(target, (b"x",))
     assert steps == ["data, renamed=False", "folder, renamed=True"]
     steps.clear()
@@ -88,7 +88,7 @@ def test_a_pending_file_commits_as_seal_then_rename(tmp_path: Path, monkeypatch:
     target = tmp_path / "s" / "a.dcm"
     pending = PendingFile(target)
     monkeypatch.setattr(storage, "_sync_data", lambda fd: steps.append(f"data, renamed={target.exists()}"))
-    monkeypatch.setattr(storage, "_fsync_folder", lambda folder: steps.append(f"folder, renamed={target.exists()}"))
+    monkeypatch.setattr(storage, "fsync_folder", lambda folder: steps.append(f"folder, renamed={target.exists()}"))
     pending.write(b"head")
     pending.write(b"body")
     assert not target.exists()  # nothing under the final name before the commit
@@ -112,7 +112,7 @@ def test_a_sealed_file_is_not_in_place_and_discard_removes_it(tmp_path: Path) ->
 
 def test_new_folders_are_made_durable_in_their_parents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[Path] = []
-    monkeypatch.setattr(storage, "_fsync_folder", synced.append)
+    monkeypatch.setattr(storage, "fsync_folder", synced.append)
     write_atomic(tmp_path / "t" / "s" / "a.dcm", (b"x",))
     assert synced == [tmp_path, tmp_path / "t", tmp_path / "t" / "s"]
 
