@@ -10,12 +10,14 @@ difference between out-running Orthanc and not.
 
 from __future__ import annotations
 
+import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dicomflow.dicom.exceptions import TruncatedError, Unsupported
 from dicomflow.dicom.values import Values
 from dicomflow.dicom.walker import read_elements
+from dicomflow.receiver import upperlayer as ul
 from dicomflow.receiver.upperlayer import ProtocolError
 
 C_STORE_RQ = 0x0001
@@ -212,8 +214,42 @@ def c_retrieve_rsp(field: int, message_id: int, sop_class_uid: str, status: int,
     return _command(elements)
 
 
+@dataclass
+class CommandReader:
+    """Whole command sets from a peer that may send only commands now (a C-CANCEL-RQ, a C-STORE-RSP).
+
+    ``during`` ends each error's text ("while a C-FIND is answered").
+    """
+
+    during: str
+    _parts: list[bytes] = field(default_factory=list)
+
+    def read(self, sock: socket.socket, max_pdu: int, deadline: float) -> list[Command]:
+        """The command sets the next PDU completes (none while one is still in fragments).
+
+        Raises:
+            PeerClosed: the peer aborted or closed.
+            ProtocolError: a data set, or a PDU other than P-DATA-TF.
+            TimeoutError: no whole PDU by ``deadline``.
+        """
+        pdu_type, body = ul.read_pdu(sock, max_pdu, deadline=deadline)
+        if pdu_type == ul.A_ABORT:
+            raise ul.PeerClosed(f"the peer aborted {self.during}")
+        if pdu_type != ul.P_DATA_TF:
+            raise ProtocolError(f"PDU type 0x{pdu_type:02X} {self.during}")
+        commands = []
+        for _context, control, fragment in ul.iter_pdvs(body):
+            if not control & ul.COMMAND:
+                raise ProtocolError(f"a data set {self.during}")
+            self._parts.append(bytes(fragment))
+            if control & ul.LAST_FRAGMENT:
+                commands.append(parse_command(b"".join(self._parts)))
+                self._parts = []
+        return commands
+
+
 __all__ = [
     "C_CANCEL_RQ", "C_ECHO_RQ", "C_FIND_RQ", "C_GET_RQ", "C_GET_RSP", "C_MOVE_RQ", "C_MOVE_RSP", "C_STORE_RQ",
-    "C_STORE_RSP", "QUERY_REQUESTS", "Command", "Counts", "c_echo_rsp", "c_find_rsp", "c_retrieve_rsp",
+    "C_STORE_RSP", "QUERY_REQUESTS", "Command", "CommandReader", "Counts", "c_echo_rsp", "c_find_rsp", "c_retrieve_rsp",
     "c_store_rq", "c_store_rsp", "parse_command",
 ]

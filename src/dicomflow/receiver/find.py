@@ -91,7 +91,7 @@ class CancelWatch:
         self.message_id = message_id
         self.wait_s = wait_s
         self.seen = False
-        self._parts: list[bytes] = []
+        self._reader = dimse.CommandReader("while a C-FIND is answered")
 
     def _readable(self) -> bool:
         sock = self.host.sock
@@ -108,18 +108,8 @@ class CancelWatch:
             ProtocolError: it sent anything but a C-CANCEL-RQ of this request.
         """
         while not self.seen and self._readable():
-            pdu_type, body = ul.read_pdu(self.host.sock, 64 * 1024, deadline=time.monotonic() + self.wait_s)
-            if pdu_type == ul.A_ABORT:
-                raise ul.PeerClosed("the requestor aborted during a C-FIND")
-            if pdu_type != ul.P_DATA_TF:
-                raise ul.ProtocolError(f"PDU type 0x{pdu_type:02X} while a C-FIND is answered")
-            for _context, control, fragment in ul.iter_pdvs(body):
-                if not control & ul.COMMAND:
-                    raise ul.ProtocolError("a data set while a C-FIND is answered")
-                self._parts.append(bytes(fragment))
-                if control & ul.LAST_FRAGMENT:
-                    self._command(dimse.parse_command(b"".join(self._parts)))
-                    self._parts = []
+            for command in self._reader.read(self.host.sock, 64 * 1024, time.monotonic() + self.wait_s):
+                self._command(command)
         return self.seen
 
     def _command(self, command: dimse.Command) -> None:

@@ -27,6 +27,7 @@ import os
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -74,7 +75,8 @@ class Link:
     #: Called with any command that is not the C-STORE-RSP awaited (C-GET: a C-CANCEL-RQ); it raises if unexpected.
     on_other: Callable[[dimse.Command], None] | None = None
     _next_id: int = 0
-    _parts: list[bytes] = field(default_factory=list)
+    _reader: dimse.CommandReader = field(default_factory=lambda: dimse.CommandReader("during the C-STORE sub-operations"))
+    _commands: deque[dimse.Command] = field(default_factory=deque)
     #: The one buffer sub-operations are laid out in: the next is prepared only once the last was written.
     _buffer: bytearray = field(default_factory=bytearray)
 
@@ -100,20 +102,9 @@ class Link:
             TimeoutError: nothing whole within ``wait_s``.
         """
         deadline = time.monotonic() + self.wait_s
-        while True:
-            pdu_type, body = ul.read_pdu(self.sock, 1 << 20, deadline=deadline)
-            if pdu_type == ul.A_ABORT:
-                raise ul.PeerClosed("the peer aborted during the sub-operations")
-            if pdu_type != ul.P_DATA_TF:
-                raise ul.ProtocolError(f"PDU type 0x{pdu_type:02X} during the C-STORE sub-operations")
-            for _context, control, fragment in ul.iter_pdvs(body):
-                if not control & ul.COMMAND:
-                    raise ul.ProtocolError("a data set during the C-STORE sub-operations")
-                self._parts.append(bytes(fragment))
-                if control & ul.LAST_FRAGMENT:
-                    command = dimse.parse_command(b"".join(self._parts))
-                    self._parts = []
-                    return command
+        while not self._commands:
+            self._commands.extend(self._reader.read(self.sock, 1 << 20, deadline))
+        return self._commands.popleft()
 
     def await_store_rsp(self, message_id: int) -> int:
         """The status of our C-STORE-RQ ``message_id`` (other commands go to ``on_other``)."""
