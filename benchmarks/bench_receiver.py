@@ -531,6 +531,34 @@ def median(runs: Sequence[Result]) -> Result:
     return sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
 
 
+#: One row of an alternated comparison: key, label, the receiver's factory, the sender's environment.
+Row = tuple[str, str, Callable[[], Receiver], dict[str, str]]
+
+
+def alternated(rows: Sequence[Row], folders: Sequence[Path], total: int, rounds: int,
+               heading: str) -> dict[tuple[str, int], float]:
+    """Each row on 1 and on 4 associations, ``rounds`` rounds alternated; the medians' rates, printed and returned.
+
+    Alternated (ours, the anchors, ours, ...) so that a noisy minute hits every row alike. The rates are keyed
+    by (row key, associations) and printed as a table under the column ``heading``.
+    """
+    rate: dict[tuple[str, int], float] = {}
+    for associations in (1, 4):
+        runs: dict[str, list[Result]] = {key: [] for key, *_ in rows}
+        for _ in range(rounds):
+            for key, _label, make, sender in rows:
+                runs[key].append(measure(make, folders, associations, total, sender))
+        for key, label, *_ in rows:
+            result = median(runs[key])
+            rate[(key, associations)] = result.rate
+            print_run(label, associations, result, runs[key])
+    print()
+    print(f"{heading:<46}{'1 association':>16}{'4 associations':>17}")
+    for key, label, *_ in rows:
+        print(f"{label:<46}{rate[(key, 1)]:>12.1f}/s  {rate[(key, 4)]:>12.1f}/s")
+    return rate
+
+
 def standard_rows(bench: Bench) -> None:
     """dicomflow's engines (and TLS) against Orthanc's two indexes, storescu with TCP_NODELAY=1."""
     args, settings, work, engines = bench.args, bench.settings, bench.work, bench.engines
@@ -611,27 +639,14 @@ def nagle_rows(bench: Bench) -> None:
     print("a sender that leaves Nagle on: storescu without TCP_NODELAY in its environment")
     folders, total = make_folders(work / "nagle-corpus", args.nagle_instances)
     # key -> (label, receiver, the sender's environment)
-    rows: list[tuple[str, str, Callable[[], Receiver], dict[str, str]]] = [
+    rows: list[Row] = [
         ("dicomflow", f"dicomflow ({engine}), Nagle-on sender", bench.dicomflow(engine), NAGLE),
         ("dicomflow-nodelay", f"dicomflow ({engine}), TCP_NODELAY=1 sender", bench.dicomflow(engine), NODELAY),
         ("orthanc", "Orthanc (env TCP_NODELAY=1), Nagle-on sender", lambda: Orthanc(work), NAGLE),
         ("orthanc-unset", "Orthanc (env unset), Nagle-on sender", lambda: Orthanc(work, env=NAGLE), NAGLE),
     ]
     rounds = max(NAGLE_ROUNDS, args.repeat)
-    results: dict[tuple[str, int], Result] = {}
-    for associations in (1, 4):
-        runs: dict[str, list[Result]] = {key: [] for key, *_ in rows}
-        for _ in range(rounds):  # ours, the anchors, ours, ...: a noisy minute hits every row alike
-            for key, _label, make, sender in rows:
-                runs[key].append(measure(make, folders, associations, total, sender))
-        for key, label, *_ in rows:
-            results[(key, associations)] = median(runs[key])
-            print_run(label, associations, results[(key, associations)], runs[key])
-    rate = {k: r.rate for k, r in results.items()}
-    print()
-    print(f"{'receiver, sender':<46}{'1 association':>16}{'4 associations':>17}")
-    for key, label, *_ in rows:
-        print(f"{label:<46}{rate[(key, 1)]:>12.1f}/s  {rate[(key, 4)]:>12.1f}/s")
+    rate = alternated(rows, folders, total, rounds, "receiver, sender")
     print()
     print(f"ratios for the Nagle-on sender, medians of {rounds} alternated rounds:")
     print_checks([
@@ -650,22 +665,10 @@ def s3_rows(bench: Bench) -> None:
     print()
     print("storage backends: the same receiver on the filesystem (fsync) and on S3 (S3Proxy, through the spool)")
     folders, total = make_folders(work / "s3-corpus", args.instances)
-    rows = [("filesystem", bench.dicomflow(engine)), ("s3", bench.dicomflow(engine, s3=True))]
+    rows: list[Row] = [("filesystem", "filesystem", bench.dicomflow(engine), NODELAY),
+                       ("s3", "s3", bench.dicomflow(engine, s3=True), NODELAY)]
     rounds = max(NAGLE_ROUNDS, args.repeat)
-    rate: dict[tuple[str, int], float] = {}
-    for associations in (1, 4):
-        runs: dict[str, list[Result]] = {key: [] for key, _ in rows}
-        for _ in range(rounds):  # filesystem, s3, filesystem, ...
-            for key, make in rows:
-                runs[key].append(measure(make, folders, associations, total))
-        for key, _ in rows:
-            result = median(runs[key])
-            rate[(key, associations)] = result.rate
-            print_run(result.receiver, associations, result, runs[key])
-    print()
-    print(f"{'backend':<46}{'1 association':>16}{'4 associations':>17}")
-    for key, _ in rows:
-        print(f"{key:<46}{rate[(key, 1)]:>12.1f}/s  {rate[(key, 4)]:>12.1f}/s")
+    rate = alternated(rows, folders, total, rounds, "backend")
     print()
     print(f"s3 / filesystem, medians of {rounds} alternated rounds (within 1.5x: ratio >= 0.67):")
     print_checks([(f"{n} association(s): s3 / filesystem", rate[("s3", n)] / rate[("filesystem", n)], 0.67)
@@ -727,30 +730,17 @@ def ack_rows(bench: Bench) -> None:
     print("ack rows (issue 22): receiver.ack = kafka / journal, Orthanc (default index), dcmtk storescp; "
           f"alternated rounds, medians; load average before: {os.getloadavg()[0]:.2f}")
     folders, total = make_folders(work / "ack-corpus", args.instances)
-    rows: list[tuple[str, Callable[[], Receiver]]] = [
-        ("kafka", bench.dicomflow(engine, ack="kafka")),
-        ("journal", bench.dicomflow(engine, ack="journal")),
-        *((("journal-files", bench.dicomflow(engine, ack="journal", journal_sync="files")),)
-          if args.journal_files else ()),
-        ("orthanc", lambda: Orthanc(work)),
-        ("storescp", lambda: StoreScp(work)),
+    rows: list[Row] = [
+        ("kafka", f"dicomflow ({engine}), ack=kafka", bench.dicomflow(engine, ack="kafka"), NODELAY),
+        ("journal", f"dicomflow ({engine}), ack=journal", bench.dicomflow(engine, ack="journal"), NODELAY),
+        *((("journal-files", f"dicomflow ({engine}), ack=journal, journal_sync=files",
+            bench.dicomflow(engine, ack="journal", journal_sync="files"), NODELAY),) if args.journal_files else ()),
+        ("orthanc", "Orthanc (default index)", lambda: Orthanc(work), NODELAY),
+        ("storescp", "dcmtk storescp", lambda: StoreScp(work), NODELAY),
     ]
-    rate: dict[tuple[str, int], float] = {}
-    for associations in (1, 4):
-        runs: dict[str, list[Result]] = {key: [] for key, _ in rows}
-        for _ in range(max(NAGLE_ROUNDS, args.repeat)):  # dicomflow, dicomflow, Orthanc, storescp, dicomflow, ...
-            for key, make in rows:
-                runs[key].append(measure(make, folders, associations, total))
-        for key, _ in rows:
-            result = median(runs[key])
-            rate[(key, associations)] = result.rate
-            print_run(result.receiver, associations, result, runs[key])
+    rate = alternated(rows, folders, total, max(NAGLE_ROUNDS, args.repeat), "receiver")
     print()
-    print(f"{'receiver':<46}{'1 association':>16}{'4 associations':>17}")
-    for key, _ in rows:
-        print(f"{key:<46}{rate[(key, 1)]:>12.1f}/s  {rate[(key, 4)]:>12.1f}/s")
-    print()
-    acks = [key for key, _ in rows if key.startswith(("kafka", "journal"))]
+    acks = [key for key, *_ in rows if key.startswith(("kafka", "journal"))]
     print_checks([(f"{n} association(s): dicomflow ack={ack} / Orthanc-default", rate[(ack, n)] / rate[("orthanc", n)], 1.5)
                   for ack in acks for n in (1, 4)])
     for n in (1, 4):
