@@ -130,6 +130,33 @@ def test_one_sync_serves_every_instance_that_arrived_while_the_previous_one_ran(
     journal.close()
 
 
+def test_a_lone_sender_commits_on_its_own_thread_and_close_waits_for_a_commit_under_way(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sync_threads: list[threading.Thread] = []
+    real_sync = Segment.sync
+    started = threading.Event()
+
+    def recorded_sync(self: Segment, **kwargs: object) -> None:
+        sync_threads.append(threading.current_thread())
+        started.set()
+        time.sleep(0.05)
+        real_sync(self, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Segment, "sync", recorded_sync)
+    publisher = BatchPublisher()
+    journal = open_journal(tmp_path / "j", publisher)
+    journal.commit(store_event(sop_uid="1.2.3.9.1"), tmp_path)
+    assert sync_threads == [threading.current_thread()]  # no hand-over to a committer thread
+    late = threading.Thread(target=journal.commit, args=(store_event(sop_uid="1.2.3.9.2"), tmp_path))
+    started.clear()
+    late.start()
+    assert started.wait(5)
+    journal.close()  # returns only once the commit under way is done and Kafka acknowledged it
+    late.join(5)
+    assert not late.is_alive() and sync_threads[1] is late
+    assert sorted(publisher.sop_uids()) == ["1.2.3.9.1", "1.2.3.9.2"]
+
+
 def test_what_kafka_did_not_acknowledge_is_replayed_at_the_next_start(tmp_path: Path) -> None:
     down = BatchPublisher(failing=True)
     journal = open_journal(tmp_path / "j", down)
@@ -334,7 +361,7 @@ def test_an_unexpected_error_in_the_committer_fails_that_group_only(
     journal = open_journal(tmp_path / "j", publisher, fsync=False)
     with pytest.raises(JournalWriteError, match="RuntimeError: a bug"):
         journal.commit(store_event(sop_uid="1.2.3.4.1"), None)
-    journal.commit(store_event(sop_uid="1.2.3.4.2"), None)  # the committer is still there
+    journal.commit(store_event(sop_uid="1.2.3.4.2"), None)  # the next commit is led and succeeds
     wait_for(lambda: journal.backlog() == 0)
     assert publisher.sop_uids() == ["1.2.3.4.2"]
     journal.close()
