@@ -52,7 +52,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +142,7 @@ class Journal:
         #: A thread is running a commit (the leader); the others' records wait in the queue.
         self._leading = False
         self._folder_syncs = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dicomflow-journal-fsync")
+        self._tidying = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicomflow-journal-tidy")
         self._publisher = JournalPublisher(publisher, timeout_s=publish_timeout_s, on_published=self._published)
         #: Store events found in orphaned segments at start-up (handed to the publisher).
         self.replayed = self._recover()
@@ -206,6 +207,22 @@ class Journal:
         assert request.times is not None
         return request.times
 
+    def tidy(self, work: Callable[[], None]) -> None:
+        """Run ``work`` soon on a thread of its own: what may follow a commit but need not delay the answer.
+
+        The ``.unacknowledged`` mark's removal is such work: once the record is
+        durable the mark is no longer needed, and a mark left by a crash only
+        makes an identical resend publish its (idempotent) event again.
+        Failures are logged; ``close`` waits for what was handed over.
+        """
+        def run() -> None:
+            try:
+                work()
+            except Exception:  # an observer: the instance is durable and answered
+                log.exception("journal: tidying after a commit failed")
+
+        self._tidying.submit(run)
+
     def backlog(self) -> int:
         """Store events durable here and not yet acknowledged by Kafka."""
         with self._lock:
@@ -225,6 +242,7 @@ class Journal:
         drained = self._publisher.drain(timeout_s)
         self._publisher.close()
         self._folder_syncs.shutdown(wait=True)
+        self._tidying.shutdown(wait=True)
         with self._lock:
             segments, self._segments = list(self._segments), set()
             left = self._unpublished

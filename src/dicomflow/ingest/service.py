@@ -234,7 +234,10 @@ class StoreService:
                 placement.not_acknowledged()
                 raise
             published = time.perf_counter()
-            placement.acknowledged()
+            if self.journal is not None:  # the mark's removal need not delay Success (Journal.tidy)
+                self.journal.tidy(placement.acknowledged)
+            else:
+                placement.acknowledged()
             acked = time.perf_counter()
         except DuplicateInstanceError as exc:
             pending.discard()
