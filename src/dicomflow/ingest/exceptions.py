@@ -85,6 +85,14 @@ class StorageWriteError(IngestError):
     poison = False
 
 
+class JournalWriteError(StorageWriteError):
+    """The receiver journal's record or the file's folder could not be made durable (out of resources: retry)."""
+
+
+class JournalFullError(StorageWriteError):
+    """Too many store events wait for Kafka in the receiver journal (it is down or slow); retry later."""
+
+
 class PublishFailedError(IngestError):
     """Kafka did not acknowledge the store event in time; the sender should retry."""
 
@@ -107,6 +115,8 @@ __all__ = [
     "InternalError",
     "InvalidTenantError",
     "InvalidUIDError",
+    "JournalFullError",
+    "JournalWriteError",
     "MalformedDatasetError",
     "MissingAttributeError",
     "PublishFailedError",

@@ -57,21 +57,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dicomflow.errors import WireFormatError
-from dicomflow.ingest.exceptions import StorageWriteError
+from dicomflow.ingest.exceptions import JournalFullError, JournalWriteError, StorageWriteError
 from dicomflow.ingest.journal_publish import Entry, JournalPublisher
-from dicomflow.ingest.journal_segment import (
-    HAVE_SYNCFS,
-    Segment,
-    claim_orphan,
-    clear_temporaries,
-    create_segment,
-    encode_record,
-    segment_paths,
-)
+from dicomflow.ingest.journal_recover import orphaned_events
+from dicomflow.ingest.journal_segment import HAVE_SYNCFS, Segment, create_segment, encode_record
 from dicomflow.ingest.storage import fsync_folder, sync_folder_durably
 from dicomflow.kafka.producer import Publisher
-from dicomflow.models import DicomStoreMeta, decode, encode
+from dicomflow.models import DicomStoreMeta, encode
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +71,6 @@ log = logging.getLogger(__name__)
 JOURNAL = ".journal"
 #: Store events written and not yet acknowledged by Kafka past which new ones are refused (about 30 MB).
 MAX_UNPUBLISHED = 20000
-
-
-class JournalWriteError(StorageWriteError):
-    """The journal record or the file's folder could not be made durable (out of resources: retry)."""
-
-    poison = False
-
-
-class JournalFullError(StorageWriteError):
-    """Too many store events wait for Kafka (it is down or slow); retry later."""
-
-    poison = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,26 +365,8 @@ class Journal:
 
     def _recover(self) -> int:
         """Claim every orphaned segment and hand its records to the publisher; how many there were."""
-        clear_temporaries(self.folder)
         total = 0
-        for path in segment_paths(self.folder):
-            try:
-                claimed = claim_orphan(path)
-            except OSError as exc:
-                log.error("journal: cannot read %s: %s", path, exc.strerror or exc)
-                continue
-            if claimed is None:
-                continue
-            segment, payloads = claimed
-            events: list[DicomStoreMeta] = []
-            for payload in payloads:
-                try:
-                    events.append(decode(payload, DicomStoreMeta))
-                except WireFormatError as exc:
-                    log.error("journal: a record of %s is not a store event (%s); skipped", path.name, exc)
-            if not events:
-                segment.remove()
-                continue
+        for segment, events in orphaned_events(self.folder):
             with self._lock:
                 segment.outstanding = len(events)
                 self._segments.add(segment)
@@ -412,7 +374,7 @@ class Journal:
             self._publisher.put([Entry(event, segment) for event in events])
             total += len(events)
             log.info("journal: %d store event(s) of %s (a receiver that did not stop cleanly) to publish again",
-                     len(events), path.name)
+                     len(events), segment.path.name)
         return total
 
 

@@ -234,10 +234,7 @@ class StoreService:
                 placement.not_acknowledged()
                 raise
             published = time.perf_counter()
-            if self.journal is not None:  # the mark's removal need not delay Success (Journal.tidy)
-                self.journal.tidy(placement.acknowledged)
-            else:
-                placement.acknowledged()
+            self._acknowledged(placement)
             acked = time.perf_counter()
         except DuplicateInstanceError as exc:
             pending.discard()
@@ -259,6 +256,13 @@ class StoreService:
             self._time_stages(self.stages, (started, sealed, synced, evented, published, acked))
         log.debug("stored %s from %s as %s", identity.sop_uid, source.ae_title, store_event.file_path)
         return StoreOutcome(SUCCESS, header=identity.header)
+
+    def _acknowledged(self, placement: Placement | S3Placement) -> None:
+        """The event is durable: drop the mark and backup, with the journal on its tidy thread (no wait for it)."""
+        if self.journal is not None:
+            self.journal.tidy(placement.acknowledged)
+        else:
+            placement.acknowledged()
 
     @staticmethod
     def _time_stages(stages: StageRecorder, marks: tuple[float, float, float, float, float, float]) -> None:
