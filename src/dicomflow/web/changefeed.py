@@ -91,7 +91,7 @@ async def _metadata(ctx: WebContext, tenant: str, changes: list[Change], base: s
     keys = list(dict.fromkeys((c.study_uid, c.series_uid, c.sop_uid) for c in changes if c.state == "current"))
     if not keys:
         return {}
-    async with ctx.pool.connection() as conn:
+    async with ctx.db.connection() as conn:
         items = await changefeed.instances_of(conn, tenant, keys)
     try:
         documents: list[bytes | None] = list(await instance_documents(ctx, tenant, items))
@@ -143,7 +143,7 @@ async def feed(ctx: WebContext, request: Request) -> Response:
     offset = _int(params, "offset", 0, 0, 2**62)
     limit = _int(params, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     with_metadata = _flag(params, "includemetadata", True)
-    async with ctx.pool.connection() as conn:
+    async with ctx.db.connection() as conn:
         found = await changefeed.changes(conn, principal.tenant, start=start, end=end, offset=offset, limit=limit)
     base = base_url(request)
     metadata = await _metadata(ctx, principal.tenant, found, base) if with_metadata else {}
@@ -156,7 +156,7 @@ async def latest(ctx: WebContext, request: Request) -> Response:
     """GET /changefeed/latest: the newest entry, 204 on an empty feed."""
     principal = await ctx.principal(request, "read")
     with_metadata = _flag(dict(request.query_params), "includemetadata", True)
-    async with ctx.pool.connection() as conn:
+    async with ctx.db.connection() as conn:
         change = await changefeed.latest(conn, principal.tenant)
     _audit(ctx, principal, request, int(change is not None))
     if change is None:

@@ -126,7 +126,7 @@ async def _remembered(ctx: WebContext, principal: Principal, request: Request,
     p = request.path_params
     study = check_uid(p["study"], "StudyInstanceUID")
     series = check_uid(p["series"], "SeriesInstanceUID") if level == "series" else None
-    async with ctx.pool.connection() as conn:
+    async with ctx.db.connection() as conn:
         marker = await change_marker(conn, principal.tenant, study, series)
     key: AnswerKey = (principal.tenant, study, series, base_url(request))
     kept = ctx.answers.get(key)

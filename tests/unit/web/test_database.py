@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+import dicomflow.web
 from dicomflow.settings import Settings, load_settings
 from dicomflow.stack import free_port
 from dicomflow.web.app import READ_ROUTES, create_app
@@ -140,3 +142,12 @@ def test_a_busy_pool_answers_503_but_is_no_outage(caplog: pytest.LogCaptureFixtu
     assert db.outage.down and refused.retry_after_s == 1
     assert db.unavailable(refused) is refused
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+def test_every_route_takes_its_connection_through_database_connection() -> None:
+    # The pool's own connection() lets a PoolTimeout of a merely busy pool reach the app's 503 handler,
+    # which records it as an outage (a second "PostgreSQL unavailable" right after a recovery, seen in CI).
+    web = Path(dicomflow.web.__file__).parent
+    raw = [f"{path.name}:{number}" for path in sorted(web.glob("*.py")) if path.name != "database.py"
+           for number, line in enumerate(path.read_text().splitlines(), 1) if "pool.connection(" in line]
+    assert raw == []
